@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run the whole test suite on a fresh machine: set up (scripts/bootstrap.sh), start the S3 protocol
+# server the integration tests use (Ceph RGW from Debian packages, when available), run pytest,
+# stop every server it started. Extra arguments go to pytest.
+# pytest's exit code 5 ("no tests collected") is a failure here, never a silent pass.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh || exit 1
+export PATH="$PWD/.venv/bin:$PWD/.venv/node/node_modules/.bin:$PATH"
+
+cleanup() {
+    if [ -n "${RGW_STARTED:-}" ]; then bash scripts/ceph-rgw.sh stop >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT INT TERM
+
+if [ -f scripts/ceph-rgw.sh ] && [ "${ELASTIC_SKIP_RGW:-0}" != 1 ]; then
+    if eval "$(bash scripts/ceph-rgw.sh start)"; then
+        RGW_STARTED=1
+    else
+        echo "test.sh: Ceph RGW could not be started; S3 tests use moto only" >&2
+    fi
+fi
+
+python -m pytest "$@"
+rc=$?
+if [ "$rc" = 5 ]; then echo "test.sh: pytest collected no tests: failing" >&2; exit 1; fi
+exit "$rc"

@@ -1,0 +1,95 @@
+"""Drive real ipykernel kernels through jupyter_client, for tests that must see what a user sees."""
+
+from __future__ import annotations
+
+import ast
+import json
+import queue
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_client.manager import KernelManager
+
+
+@dataclass
+class ExecResult:
+    status: str
+    stdout: str = ""
+    stderr: str = ""
+    outputs: list[dict] = field(default_factory=list)  # display_data / execute_result contents
+    error: dict | None = None
+    user_expressions: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class Kernel:
+    """A real ipykernel process; `run` executes a cell as the notebook frontend would."""
+
+    def __init__(self, cwd: str | None = None, env: dict | None = None, timeout: float = 120):
+        self.timeout = timeout
+        self.km = KernelManager(kernel_name="python3")
+        kwargs: dict[str, Any] = {}
+        if cwd:
+            kwargs["cwd"] = cwd
+        if env:
+            kwargs["env"] = env
+        self.km.start_kernel(**kwargs)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=timeout)
+
+    def run(self, code: str, silent: bool = False, user_expressions: dict | None = None,
+            store_history: bool = True) -> ExecResult:
+        msg_id = self.kc.execute(code, silent=silent, store_history=store_history,
+                                 user_expressions=user_expressions or {})
+        res = ExecResult(status="?")
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=self.timeout)
+            except queue.Empty as e:
+                raise TimeoutError(f"no output from kernel for {self.timeout}s running {code!r}") from e
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            t, c = msg["msg_type"], msg["content"]
+            if t == "stream":
+                if c["name"] == "stdout":
+                    res.stdout += c["text"]
+                else:
+                    res.stderr += c["text"]
+            elif t in ("display_data", "execute_result"):
+                res.outputs.append(c)
+            elif t == "error":
+                res.error = c
+            elif t == "status" and c["execution_state"] == "idle":
+                break
+        reply = self.kc.get_shell_msg(timeout=self.timeout)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = self.kc.get_shell_msg(timeout=self.timeout)
+        res.status = reply["content"]["status"]
+        res.user_expressions = reply["content"].get("user_expressions", {})
+        return res
+
+    def ok(self, code: str) -> ExecResult:
+        """Run a cell that must succeed; fail the test with the kernel's traceback otherwise."""
+        res = self.run(code)
+        if not res.ok:
+            tb = "\n".join(res.error["traceback"]) if res.error else res.stderr
+            raise AssertionError(f"cell failed: {code!r}\n{tb}")
+        return res
+
+    def value(self, expr: str) -> Any:
+        """Evaluate `expr` in the kernel (silently, not recorded) and return it JSON-decoded."""
+        res = self.run("", silent=True, user_expressions={"v": f"__import__('json').dumps({expr})"})
+        v = res.user_expressions["v"]
+        if v["status"] != "ok":
+            raise AssertionError(f"{expr!r} failed in kernel: {v.get('ename')}: {v.get('evalue')}")
+        return json.loads(ast.literal_eval(v["data"]["text/plain"]))
+
+    def shutdown(self) -> None:
+        try:
+            self.kc.stop_channels()
+        finally:
+            self.km.shutdown_kernel(now=True)
