@@ -1,0 +1,42 @@
+"""ElasticSpawner's in-kernel agent: monitors cell executions and checkpoints/restores the session.
+
+Runs inside the user's ipykernel process (and, for `kernel_agent.server`, inside the single-user
+Jupyter server). Never imports jupyterhub or kubernetes.
+
+    %load_ext kernel_agent
+    import kernel_agent
+    kernel_agent.checkpoint("file:///abs/dir")   # or "s3://bucket/prefix"
+    kernel_agent.restore("file:///abs/dir")      # in a fresh kernel
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from kernel_agent.extension import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from kernel_agent.extension import unload_ipython_extension as _unload
+
+    _unload(ipython)
+
+
+def checkpoint(url: str, **options: Any) -> dict:
+    """Checkpoint this kernel's session to `url`; see `kernel_agent.checkpoint.checkpoint`."""
+    from kernel_agent.checkpoint import checkpoint as _checkpoint
+
+    return _checkpoint(url, **options)
+
+
+def restore(url: str, **options: Any) -> dict:
+    """Restore a checkpointed session into this (fresh) kernel; see `kernel_agent.restore.restore`."""
+    from kernel_agent.restore import restore as _restore
+
+    return _restore(url, **options)
