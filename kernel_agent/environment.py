@@ -1,0 +1,74 @@
+"""What the checkpointed state depends on: Python and the versions of the libraries of its objects.
+
+Runs in the kernel process. A pickle of a pandas frame written with one pandas may not load, or
+may load wrong, with another; recording the versions lets a restore on a different image warn and
+prefer re-running cells for the affected variables.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+
+@lru_cache(maxsize=1)
+def _distributions() -> Mapping[str, list[str]]:
+    return metadata.packages_distributions()
+
+
+def _version(top_module: str) -> str | None:
+    for dist in _distributions().get(top_module, []):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    mod = sys.modules.get(top_module)
+    v = getattr(mod, "__version__", None)
+    return v if isinstance(v, str) else None
+
+
+def top_modules(value: Any) -> set[str]:
+    """Top-level packages whose code defines `value` (its type, or the module itself)."""
+    if isinstance(value, ModuleType):
+        name = value.__name__
+    else:
+        name = getattr(type(value), "__module__", None) or ""
+    top = name.split(".", 1)[0]
+    if not top or top in ("builtins", "__main__") or top in sys.stdlib_module_names:
+        return set()
+    return {top}
+
+
+def capture(values: Iterable[Any]) -> dict:
+    """Python version plus {package: version} for the libraries the given values come from."""
+    packages: dict[str, str | None] = {}
+    for v in values:
+        try:
+            for top in top_modules(v):
+                if top not in packages:
+                    packages[top] = _version(top)
+        except Exception:  # noqa: BLE001 - a hostile object must not break the checkpoint
+            continue
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "packages": dict(sorted(packages.items())),
+    }
+
+
+def differences(recorded: dict) -> dict[str, tuple[str | None, str | None]]:
+    """Packages whose installed version differs from the recorded one: {pkg: (then, now)}."""
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for pkg, then in (recorded.get("packages") or {}).items():
+        now = _version(pkg)
+        if now != then:
+            out[pkg] = (then, now)
+    py_then = recorded.get("python")
+    if py_then and py_then.rsplit(".", 1)[0] != platform.python_version().rsplit(".", 1)[0]:
+        out["python"] = (py_then, platform.python_version())
+    return out

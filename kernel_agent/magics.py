@@ -1,0 +1,61 @@
+"""`%checkpoint` and `%restore` line magics: the in-kernel contract for people at a notebook.
+
+Runs in the kernel process. The magics print a short human summary and return nothing, so the
+notebook shows what happened without a wall of JSON; the functions in `kernel_agent` return
+the full dict for programs.
+"""
+
+from __future__ import annotations
+
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+@magics_class
+class ElasticMagics(Magics):
+    @magic_arguments()
+    @argument("url", help="file:///abs/dir or s3://bucket/prefix")
+    @argument("--deadline", type=float, default=None, help="seconds the checkpoint may take")
+    @argument("--keep", type=int, default=None, help="keep only the last N checkpoints")
+    @line_magic
+    def checkpoint(self, line: str) -> None:
+        """Checkpoint this session: %checkpoint file:///abs/dir [--deadline S] [--keep N]."""
+        import kernel_agent
+
+        args = parse_argstring(self.checkpoint, line)
+        s = kernel_agent.checkpoint(args.url, deadline_s=args.deadline, keep_last=args.keep)
+        print(
+            f"checkpoint {s['checkpoint_id']}: shipped {len(s['shipped'])} variables "
+            f"({_fmt_bytes(s['stats']['bytes_shipped'])}), will recompute "
+            f"{len(s['recomputed'])} by re-running {len(s['rerun_cells'])} cells"
+            + (f"; LOST: {s['lost']}" if s["lost"] else "")
+        )
+
+    @magic_arguments()
+    @argument("url", help="file:///abs/dir or s3://bucket/prefix")
+    @argument("--id", default=None, help="checkpoint id (default: the latest)")
+    @argument("--force", action="store_true", help="overwrite existing variables")
+    @line_magic
+    def restore(self, line: str) -> None:
+        """Restore a session: %restore file:///abs/dir [--id ID] [--force]."""
+        import kernel_agent
+
+        args = parse_argstring(self.restore, line)
+        s = kernel_agent.restore(args.url, args.id, force=args.force)
+        state = "verified equal" if s["verified"] else "NOT fully verified"
+        print(
+            f"restored {s['checkpoint_id']}: loaded {len(s['loaded'])} variables, recomputed "
+            f"{len(s['recomputed'])} by re-running {len(s['rerun_cells'])} cells; {state}"
+            + (f"; lost: {s['lost']}" if s["lost"] else "")
+            + (f"; mismatched: {s['mismatched']}" if s["mismatched"] else "")
+        )
+        for w in s["warnings"]:
+            print("warning:", w)

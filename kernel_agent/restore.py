@@ -1,0 +1,244 @@
+"""Restore a checkpointed session into a fresh kernel: load, re-run, verify, resume monitoring.
+
+Runs in the kernel process. Everything that can be checked before the namespace is touched is
+checked first (manifest schema and authentication, every blob's hash), so bad input leaves the
+kernel as it was. Then cells are re-run in their original order with the shipped co-variables
+loaded right after the cell that produced them, and every co-variable is verified against the
+digest recorded at checkpoint time: the result is the same session, or a report that says
+precisely which variables are not.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from IPython.utils.capture import capture_output
+
+from kernel_agent import environment, rng
+from kernel_agent.changes import value_digest
+from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
+from kernel_agent.serialize import loads
+from kernel_agent.store import Store, StoreError, open_store
+
+log = logging.getLogger("kernel_agent")
+
+
+class RestoreError(RuntimeError):
+    """The checkpoint cannot be restored here; the message says why and what to do."""
+
+
+def _shell_and_monitor(shell: Any) -> tuple[Any, Any]:
+    from kernel_agent.extension import get_monitor
+
+    if shell is None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    if shell is None:
+        raise RestoreError("kernel_agent.restore() must run inside an IPython kernel")
+    mon = get_monitor(shell)
+    if mon is None:
+        shell.extension_manager.load_extension("kernel_agent")
+        mon = get_monitor(shell)
+    return shell, mon
+
+
+def _rerunnable(graph: Any, cells: list[int]) -> str | None:
+    """Why these cells cannot be safely re-run, or None."""
+    for i in cells:
+        c = graph.cells[i]
+        if c.failed:
+            return f"cell {i} failed when it ran"
+        if c.effects:
+            return f"cell {i} cannot be re-run ({'; '.join(c.effects)})"
+    return None
+
+
+def restore(
+    url: str,
+    checkpoint_id: str | None = None,
+    *,
+    force: bool = False,
+    store_options: dict | None = None,
+    shell: Any = None,
+    store: Store | None = None,
+) -> dict:
+    """Restore the checkpoint `checkpoint_id` (default: the latest) from `url` into this kernel."""
+    from kernel_agent.graph import HistoryGraph
+
+    t0 = time.perf_counter()
+    shell, mon = _shell_and_monitor(shell)
+    ns = shell.user_ns
+    existing = sorted(mon.user_names(ns))
+    if existing and not force:
+        raise RestoreError(
+            f"this kernel already has variables ({', '.join(existing[:8])}"
+            f"{', ...' if len(existing) > 8 else ''}): restore into a fresh kernel, or pass "
+            "force=True to overwrite them"
+        )
+    store = store or open_store(url, **(store_options or {}))
+    cid = checkpoint_id or store.latest()
+    if cid is None:
+        raise RestoreError(f"there is no checkpoint at {store.url}: check the URL")
+    manifest = Manifest.from_bytes(store.get_manifest(cid), signing_key())
+    graph = HistoryGraph.from_dict(manifest.graph)
+    warnings: list[str] = []
+    drift = environment.differences(manifest.environment)
+    for pkg, (then, now) in drift.items():
+        warnings.append(f"{pkg} was {then} at checkpoint time and is {now} here")
+
+    # Phase 1: fetch and verify every shipped blob before anything is unpickled.
+    t_fetch = time.perf_counter()
+    shipped = [c for c in manifest.covariables if c.action == "ship"]
+    blobs: dict[str, bytearray] = {}
+    failed: dict[str, str] = {}
+
+    def fetch(entry: CovariableEntry) -> tuple[str, bytearray | None, str | None]:
+        try:
+            return entry.key, store.get_blob(entry.blob, entry.nbytes), None
+        except StoreError as e:
+            return entry.key, None, str(e)
+
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="kernel-agent-fetch") as pool:
+        for key, data, err in pool.map(fetch, shipped):
+            if data is not None:
+                blobs[key] = data
+            else:
+                failed[key] = err or "unknown error"
+    fetch_s = time.perf_counter() - t_fetch
+
+    # Library drift: a shipped value from a library whose version changed is recomputed instead
+    # when its cells allow it (a pickle across versions may load wrong, silently).
+    for entry in shipped:
+        changed = [p for p in entry.packages if p in drift]
+        if changed and entry.key not in failed and entry.requires and not _rerunnable(graph, entry.requires):
+            failed[entry.key] = f"library version changed ({', '.join(changed)})"
+            blobs.pop(entry.key, None)
+
+    # Phase 2: the final plan. A shipped co-variable whose blob failed falls back to re-running
+    # its cells when the history allows it; otherwise it is lost, by name.
+    rerun = set(manifest.plan.get("rerun", []))
+    outcome: dict[str, dict] = {}
+    fallback: set[str] = set()
+    for entry in shipped:
+        if entry.key not in failed:
+            continue
+        why_not = (
+            "no recorded cell recreates it" if not entry.requires else _rerunnable(graph, entry.requires)
+        )
+        if why_not is None:
+            rerun.update(entry.requires)
+            fallback.add(entry.key)
+            warnings.append(f"{', '.join(entry.names)}: {failed[entry.key]}; recomputed instead")
+        else:
+            outcome[entry.key] = {
+                "action": "lost",
+                "detail": f"{failed[entry.key]}, and it cannot be recomputed: {why_not}",
+            }
+
+    # Phase 3: replay in the original order.
+    t_replay = time.perf_counter()
+    loads_at: dict[int, list[CovariableEntry]] = {}
+    for entry in shipped:
+        if entry.key in blobs:
+            loads_at.setdefault(entry.position, []).append(entry)
+    errors: list[str] = []
+    with mon.paused(), capture_output(display=True):
+        for pos in sorted(rerun | set(loads_at)):
+            if pos in rerun:
+                err = _rerun_cell(shell, graph, pos)
+                if err:
+                    errors.append(err)
+            for entry in loads_at.get(pos, []):
+                try:
+                    ns.update(loads(blobs.pop(entry.key)))
+                except Exception as e:  # noqa: BLE001 - reported per variable below
+                    outcome[entry.key] = {"action": "lost", "detail": f"could not load: {type(e).__name__}: {e}"}
+    replay_s = time.perf_counter() - t_replay
+
+    # Phase 4: verify every co-variable against its recorded digest.
+    t_verify = time.perf_counter()
+    variables: dict[str, dict] = {}
+    all_names: set[str] = set()
+    for entry in manifest.covariables:
+        all_names.update(entry.names)
+        if entry.key in outcome:
+            result = outcome[entry.key]
+        elif entry.action == "lost":
+            result = {"action": "lost", "detail": entry.reason or "lost at checkpoint time"}
+        else:
+            action = "loaded" if entry.action == "ship" and entry.key not in fallback else "recomputed"
+            result = {"action": action}
+            missing = [n for n in entry.names if n not in ns]
+            if missing:
+                result = {"action": "lost", "detail": f"not recreated by re-running its cells ({', '.join(missing)} missing)"}
+            else:
+                try:
+                    ok = value_digest({n: ns[n] for n in entry.names}) == entry.digest
+                except Exception as e:  # noqa: BLE001
+                    ok, result["detail"] = False, f"digest failed: {type(e).__name__}: {e}"
+                result["verified"] = ok
+                if entry.opaque:
+                    result["type_checked_only"] = list(entry.opaque)
+                if not ok:
+                    result.setdefault("detail", "value differs from the checkpointed one")
+        for n in entry.names:
+            variables[n] = result
+    verify_s = time.perf_counter() - t_verify
+
+    # Phase 5: leave exactly the checkpointed names, the generators where they were, and resume
+    # monitoring with the restored history so the session can migrate again.
+    for n in mon.user_names(ns):
+        if n not in all_names and n not in existing:
+            ns.pop(n, None)
+    if manifest.rng_final:
+        try:
+            rng.apply(manifest.rng_final)
+        except Exception:  # noqa: BLE001
+            log.exception("kernel_agent: could not restore the random generators' state")
+    mon.adopt(graph)
+    if manifest.execution_count and hasattr(shell, "execution_count"):
+        shell.execution_count = max(shell.execution_count, manifest.execution_count + 1)
+
+    verified = all(v.get("verified") for v in variables.values())
+    return {
+        "checkpoint_id": cid,
+        "url": store.url,
+        "verified": verified,
+        "variables": dict(sorted(variables.items())),
+        "loaded": sorted(n for n, v in variables.items() if v["action"] == "loaded"),
+        "recomputed": sorted(n for n, v in variables.items() if v["action"] == "recomputed"),
+        "lost": {n: v.get("detail", "") for n, v in sorted(variables.items()) if v["action"] == "lost"},
+        "mismatched": sorted(n for n, v in variables.items() if v.get("verified") is False),
+        "rerun_cells": sorted(rerun),
+        "errors": errors,
+        "warnings": warnings,
+        "timings": {
+            "fetch_s": fetch_s,
+            "replay_s": replay_s,
+            "verify_s": verify_s,
+            "total_s": time.perf_counter() - t0,
+        },
+    }
+
+
+def _rerun_cell(shell: Any, graph: Any, index: int) -> str | None:
+    """Execute a recorded cell in the user namespace, its RNG state first; returns an error."""
+    cell = graph.cells[index]
+    state = graph.rng_states.get(cell.rng_state) if cell.rng_state else None
+    if state:
+        try:
+            rng.apply(state)
+        except Exception:  # noqa: BLE001
+            log.exception("kernel_agent: could not set the RNG state for cell %d", index)
+    try:
+        code = shell.transform_cell(cell.code)
+        exec(compile(code, f"<restored cell {index}>", "exec"), shell.user_ns)  # noqa: S102
+    except BaseException as e:  # noqa: BLE001 - a failing re-run is reported, never fatal
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return f"cell {index}: {type(e).__name__}: {e}"
+    return None
