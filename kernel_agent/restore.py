@@ -154,7 +154,7 @@ def restore(
                     errors.append(err)
             for entry in loads_at.get(pos, []):
                 try:
-                    ns.update(loads(blobs.pop(entry.key)))
+                    ns.update(loads(blobs.pop(entry.key), namespace=ns))
                 except Exception as e:  # noqa: BLE001 - reported per variable below
                     outcome[entry.key] = {"action": "lost", "detail": f"could not load: {type(e).__name__}: {e}"}
     replay_s = time.perf_counter() - t_replay

@@ -33,3 +33,9 @@ def make_kernel(tmp_path):
     yield make
     for k in kernels:
         k.shutdown()
+
+
+@pytest.fixture(params=["file"])
+def store_url(request, tmp_path) -> str:
+    """A fresh, empty checkpoint store URL for each backend under test."""
+    return (tmp_path / "store").as_uri()

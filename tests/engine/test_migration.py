@@ -1,0 +1,233 @@
+"""Checkpoint in kernel A, restore in a fresh kernel B: the same session comes back.
+
+Every test runs real ipykernel kernels. Values are compared by code that runs in the restored
+kernel and asserts against what kernel A computed, independently of the agent's own digests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.kernels import Kernel
+
+
+def run_all(k: Kernel, cells: list[str]) -> None:
+    for c in cells:
+        k.ok(c)
+
+
+def checkpoint(k: Kernel, url: str, **kw) -> dict:
+    args = "".join(f", {name}={value!r}" for name, value in kw.items())
+    k.ok(f"import kernel_agent as _ka; _ckpt = _ka.checkpoint({url!r}{args})")
+    return k.value("_ckpt")
+
+
+def restore(k: Kernel, url: str, **kw) -> dict:
+    args = "".join(f", {name}={value!r}" for name, value in kw.items())
+    k.ok(f"import kernel_agent as _ka; _rst = _ka.restore({url!r}{args})")
+    return k.value("_rst")
+
+
+@pytest.fixture
+def migrate(make_kernel, store_url):
+    """Run cells in a fresh kernel A, checkpoint, restore in fresh kernel B; return (A, B, c, r)."""
+
+    def go(cells: list[str], **ckpt_kw):
+        a = make_kernel()
+        run_all(a, cells)
+        c = checkpoint(a, store_url, **ckpt_kw)
+        b = make_kernel()
+        r = restore(b, store_url)
+        return a, b, c, r
+
+    return go
+
+
+def assert_verified(r: dict) -> None:
+    bad = {n: v for n, v in r["variables"].items() if not v.get("verified")}
+    assert r["verified"], f"not verified: {json.dumps(bad, indent=1)}; errors={r['errors']}"
+
+
+def test_plain_values_come_back_equal(migrate):
+    _, b, c, r = migrate(["x = 41", "x += 1", "s = 'hello'", "d = {'k': [1, 2, {3}]}"])
+    assert_verified(r)
+    assert b.value("[x, s, d['k'][:2], sorted(d['k'][2])]") == [42, "hello", [1, 2], [3]]
+    assert set(c["variables"]) == {"x", "s", "d"}
+
+
+def test_aliases_stay_aliases(migrate):
+    _, b, _, r = migrate(["a = [1, 2]", "b = a", "pair = [a, a]", "class Box: pass",
+                          "box = Box(); box.v = a"])
+    assert_verified(r)
+    assert b.value("[b is a, pair[0] is a, pair[1] is a, box.v is a, isinstance(box, Box)]") == [True] * 5
+    b.ok("a.append(3)")
+    assert b.value("[b, pair[1], box.v]") == [[1, 2, 3]] * 3
+
+
+def test_numpy_view_is_still_a_view(migrate):
+    _, b, _, r = migrate(["import numpy as np", "a = np.arange(100.0)", "view = a[10:20]"])
+    assert_verified(r)
+    assert b.value("[bool(np.shares_memory(view, a)), view.base is not None]") == [True, True]
+    b.ok("a[10] = -1.0")
+    assert b.value("float(view[0])") == -1.0
+
+
+def test_pandas_and_sklearn_pipeline(migrate):
+    cells = [
+        "import numpy as np, pandas as pd",
+        "from sklearn.datasets import load_iris\nfrom sklearn.linear_model import LogisticRegression",
+        "iris = load_iris(as_frame=True); df = iris.frame.copy()",
+        "df['ratio'] = df['sepal length (cm)'] / df['sepal width (cm)']",
+        "df.drop(columns=['petal width (cm)'], inplace=True)",
+        "model = LogisticRegression(max_iter=500).fit(df.drop(columns='target'), df['target'])",
+        "score = float(model.score(df.drop(columns='target'), df['target']))",
+    ]
+    a, b, _, r = migrate(cells)
+    assert_verified(r)
+    expr = "[list(df.columns), float(df['ratio'].sum()), score, model.predict(df.drop(columns='target')).tolist()[:20]]"
+    assert b.value(expr) == a.value(expr)
+
+
+def test_unpicklable_objects_are_recomputed(migrate, tmp_path):
+    data = tmp_path / "data.txt"
+    data.write_text("line1\nline2\n")
+    cells = [
+        "import threading, sqlite3",
+        "gen = (i * i for i in range(10))",
+        "lock = threading.Lock()",
+        "conn = sqlite3.connect(':memory:'); conn.execute('create table t (x)'); conn.execute('insert into t values (7)')",
+        f"fh = open({str(data)!r})",
+        "first = fh.readline()",
+    ]
+    _, b, c, r = migrate(cells)
+    for n in ("gen", "lock", "conn", "fh"):
+        assert c["variables"][n] == "recompute", c
+        assert r["variables"][n]["action"] == "recomputed"
+    assert b.value("[next(gen), type(lock).__name__, conn.execute('select x from t').fetchone()[0], first]") == [
+        0, "lock", 7, "line1\n"]
+    assert r["lost"] == {}
+
+
+def test_unseeded_random_draws_are_reproduced(migrate):
+    cells = [
+        "import random, numpy as np",
+        "r1 = random.random()",
+        "big = np.random.rand(200_000)",  # cheap to recompute, large to ship
+        "r2 = [random.randint(0, 10**9) for _ in range(5)]",
+    ]
+    a, b, c, r = migrate(cells)
+    assert_verified(r)
+    expr = "[r1, r2, float(big.sum())]"
+    assert b.value(expr) == a.value(expr)
+    # the generators continue where they were: the next draws match too
+    assert b.value("[random.random(), float(np.random.rand())]") == a.value("[random.random(), float(np.random.rand())]")
+
+
+def test_redefinitions_and_del(migrate):
+    cells = ["x = 1", "def f(): return x + 1", "y = f()", "x = 10", "def f(): return x * 2",
+             "z = f()", "tmp = [1]", "del tmp"]
+    _, b, _, r = migrate(cells)
+    assert_verified(r)
+    assert b.value("[x, y, z, f(), 'tmp' in globals()]") == [10, 2, 20, 20, False]
+
+
+def test_closures_dataclasses_cached_functions_self_reference(migrate):
+    cells = [
+        "import functools, dataclasses",
+        "def make_counter(start):\n    n = [start]\n    def inc():\n        n[0] += 1\n        return n[0]\n    return inc",
+        "counter = make_counter(5); counter()",
+        "@dataclasses.dataclass\nclass Point:\n    x: int\n    y: int = 0",
+        "p = Point(3, 4)",
+        "@functools.lru_cache(maxsize=None)\ndef fib(n): return n if n < 2 else fib(n - 1) + fib(n - 2)",
+        "f30 = fib(30)",
+        "loop = []; loop.append(loop)",
+        "sq = lambda v: v * v",
+    ]
+    _, b, _, r = migrate(cells)
+    assert_verified(r)
+    assert b.value("[counter(), p.x, p.y, f30, fib(31), loop[0] is loop, sq(7), dataclasses.is_dataclass(p)]") == [
+        7, 3, 4, 832040, 1346269, True, 49, True]
+
+
+def test_expensive_small_result_shipped_cheap_large_array_recomputed(migrate):
+    cells = [
+        "import numpy as np, time",
+        "def slow_sum(n):\n    t = 0\n    for i in range(n):\n        t += i % 7\n    return t",
+        "small = slow_sum(3_000_000)",
+        "large = np.ones(20_000_000)",  # 160 MB, created in milliseconds
+    ]
+    _, b, c, r = migrate(cells)
+    assert_verified(r)
+    assert c["variables"]["small"] == "ship"
+    assert c["variables"]["large"] == "recompute"
+    assert b.value("[small, float(large.sum())]") == [sum(i % 7 for i in range(3_000_000)), 20_000_000.0]
+
+
+def test_second_migration_of_a_restored_session(make_kernel, store_url, tmp_path):
+    a = make_kernel()
+    run_all(a, ["import numpy as np", "a = np.arange(10)", "b = [a, a]", "total = int(a.sum())"])
+    checkpoint(a, store_url)
+    b = make_kernel()
+    assert restore(b, store_url)["verified"]
+    run_all(b, ["a[0] = 100", "c = total + 1"])
+    second = tmp_path / "second"
+    url2 = store_url.rstrip("/") + "-second" if store_url.startswith("s3://") else second.as_uri()
+    checkpoint(b, url2)
+    c = make_kernel()
+    r = restore(c, url2)
+    assert_verified(r)
+    assert c.value("[int(a[0]), b[0] is a, total, c]") == [100, True, 45, 46]
+
+
+def test_restore_refuses_a_kernel_that_already_has_variables(make_kernel, store_url):
+    a = make_kernel()
+    a.ok("x = 1")
+    checkpoint(a, store_url)
+    b = make_kernel()
+    b.ok("y = 2")
+    res = b.run(f"import kernel_agent; kernel_agent.restore({store_url!r})")
+    assert not res.ok and "already has variables" in res.error["evalue"]
+    assert b.value("[y, 'x' in globals()]") == [2, False]
+
+
+def test_unknown_scheme_is_a_clear_error(kernel):
+    kernel.ok("x = 1")
+    res = kernel.run("import kernel_agent; kernel_agent.checkpoint('ftp://host/dir')")
+    assert not res.ok and "ftp" in res.error["evalue"]
+    assert kernel.value("x") == 1
+
+
+def test_corrupted_blob_falls_back_to_recomputing(make_kernel, tmp_path):
+    url = (tmp_path / "store").as_uri()
+    a = make_kernel()
+    run_all(a, ["import time", "def slow():\n    t = 0\n    for i in range(2_000_000):\n        t += i\n    return t",
+                "value = slow()"])
+    c = checkpoint(a, url)
+    assert c["variables"]["value"] == "ship"
+    blobs = [p for p in (tmp_path / "store" / "blobs").rglob("*") if p.is_file()]
+    for p in blobs:
+        data = bytearray(p.read_bytes())
+        data[-1] ^= 0xFF
+        p.write_bytes(bytes(data))
+    b = make_kernel()
+    r = restore(b, url)
+    assert r["variables"]["value"]["action"] == "recomputed"
+    assert r["variables"]["value"]["verified"]
+    assert any("corrupt" in w for w in r["warnings"]), r["warnings"]
+
+
+def test_tampered_manifest_is_refused_before_loading(make_kernel, tmp_path):
+    url = (tmp_path / "store").as_uri()
+    a = make_kernel()
+    a.ok("x = [1, 2, 3]")
+    checkpoint(a, url)
+    manifest = next((tmp_path / "store" / "checkpoints").rglob("manifest.json"))
+    doc = json.loads(manifest.read_text())
+    doc["schema_version"] = 999
+    manifest.write_text(json.dumps(doc))
+    b = make_kernel()
+    res = b.run(f"import kernel_agent; kernel_agent.restore({url!r})")
+    assert not res.ok and "schema version 999" in res.error["evalue"]
+    assert b.value("'x' in globals()") is False
