@@ -1,0 +1,149 @@
+"""The ``kernel_agent.server`` Jupyter server extension app: configuration and wiring.
+
+Runs in the single-user Jupyter server process. Enabled by the shipped
+``etc/jupyter/jupyter_server_config.d/kernel_agent.json``, or explicitly::
+
+    jupyter server --ServerApp.jpserver_extensions="{'kernel_agent.server': True}"
+
+It makes every IPython kernel start with the agent (see ``kernels.py``), serves
+``api/elastic/*`` (``handlers.py``), and, when started with a restore pointer
+(``ELASTIC_RESTORE_FROM``), restores the server's kernels and sessions in the background.
+"""
+
+from __future__ import annotations
+
+import os
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Float, TraitError, Unicode, default, validate
+
+from kernel_agent.server.coordinator import BadRequest, Coordinator
+from kernel_agent.server.handlers import default_handlers
+from kernel_agent.server.kernels import install_agent_injection
+from kernel_agent.server.pointer import PointerError, check_store_url, parse_pointer
+
+STORE_ENV = "ELASTIC_STORE_URL"
+RESTORE_ENV = "ELASTIC_RESTORE_FROM"
+
+
+class KernelAgentApp(ExtensionApp):
+    """Checkpoint/restore every kernel of this Jupyter server (ElasticSpawner)."""
+
+    name = "kernel_agent"
+    description = __doc__
+    load_other_extensions = True
+
+    store_url = Unicode(
+        None,
+        allow_none=True,
+        help=f"""Where server checkpoints go when a request names no store.
+
+        ``file:///absolute/dir`` or ``s3://bucket/prefix``. Each kernel writes under
+        ``<store>/kernels/<notebook key>``, the server manifest under ``<store>/servers/``.
+        Empty: every ``POST api/elastic/checkpoint`` must pass ``"store"``.
+        Default: the ``{STORE_ENV}`` environment variable (set by the spawner).
+
+            c.KernelAgentApp.store_url = "s3://checkpoints/users/alice"
+        """,
+    ).tag(config=True)
+
+    restore_from = Unicode(
+        None,
+        allow_none=True,
+        help=f"""Server checkpoint to restore at start-up: a pointer ``<store-url>#<id>``.
+
+        When set, the server recreates one kernel per checkpointed notebook (same kernel spec),
+        restores each and recreates the sessions, in the background; follow it with
+        ``GET api/elastic/status``. Empty: start with no kernels, as usual.
+        Default: the ``{RESTORE_ENV}`` environment variable (set by the spawner).
+        """,
+    ).tag(config=True)
+
+    busy_timeout = Float(
+        30.0,
+        min=0.0,
+        help="""Seconds to wait for a busy kernel (a running cell) before reporting it "busy".
+
+        A busy kernel is never interrupted by a checkpoint: after this wait it is left out of
+        the checkpoint and reported. 0: do not wait. A request's ``busy_timeout`` overrides it.
+        """,
+    ).tag(config=True)
+
+    checkpoint_timeout = Float(
+        600.0,
+        min=1.0,
+        help="""Seconds one kernel's ``kernel_agent.checkpoint`` may take before it is reported failed.
+
+        The call is not cancelled in the kernel. A request's ``deadline`` lowers it.
+        """,
+    ).tag(config=True)
+
+    restore_timeout = Float(
+        900.0,
+        min=1.0,
+        help="""Seconds one kernel's ``kernel_agent.restore`` (start-up included) may take
+        before that kernel is reported failed in ``GET api/elastic/status``.""",
+    ).tag(config=True)
+
+    @default("store_url")
+    def _default_store_url(self) -> str | None:
+        return os.environ.get(STORE_ENV) or None
+
+    @default("restore_from")
+    def _default_restore_from(self) -> str | None:
+        return os.environ.get(RESTORE_ENV) or None
+
+    @validate("store_url")
+    def _validate_store_url(self, proposal: dict) -> str | None:
+        value = proposal["value"]
+        if not value:
+            return None
+        try:
+            return check_store_url(value)
+        except PointerError as e:
+            raise TraitError(f"KernelAgentApp.store_url = {value!r}: {e}") from e
+
+    def initialize_settings(self) -> None:
+        """Hook the kernel manager and share one coordinator with the handlers."""
+        sa = self.serverapp
+        install_agent_injection(sa.kernel_manager, sa.kernel_spec_manager)
+        self.coordinator = Coordinator(
+            kernel_manager=sa.kernel_manager,
+            session_manager=sa.session_manager,
+            kernel_spec_manager=sa.kernel_spec_manager,
+            store_url=self.store_url,
+            busy_timeout=self.busy_timeout,
+            checkpoint_timeout=self.checkpoint_timeout,
+            restore_timeout=self.restore_timeout,
+        )
+        self.settings["kernel_agent_coordinator"] = self.coordinator
+        self.log.info(
+            "kernel_agent: kernels start with the agent; store %s; restore from %s",
+            self.store_url or "(none configured)",
+            self.restore_from or "(nothing)",
+        )
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(default_handlers)
+
+    async def _start_jupyter_server_extension(self, serverapp: object) -> None:
+        """Start the start-up restore, if any, as a background task; never fail the server."""
+        pointer = self.restore_from
+        if not pointer:
+            return
+        try:
+            parse_pointer(pointer)
+            self.coordinator.start_restore(pointer)
+        except (PointerError, BadRequest) as e:
+            self.log.error("kernel_agent: not restoring %r at start-up: %s", pointer, e)
+            self.coordinator.fail_restore(
+                pointer, f"{e} (from KernelAgentApp.restore_from / {RESTORE_ENV})"
+            )
+        except Exception as e:  # noqa: BLE001
+            self.log.exception("kernel_agent: start-up restore of %s could not start", pointer)
+            self.coordinator.fail_restore(pointer, f"{type(e).__name__}: {e}")
+
+    async def stop_extension(self) -> None:
+        coordinator = getattr(self, "coordinator", None)
+        if coordinator is not None:
+            await coordinator.stop()

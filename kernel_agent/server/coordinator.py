@@ -1,0 +1,448 @@
+"""Checkpoint every kernel of this server, restore them, and keep the status the API reports.
+
+Runs in the single-user Jupyter server process, on its event loop. The kernels do the real work
+(`kernel_agent.checkpoint` / `kernel_agent.restore`, through `kernels.call_agent`); this module
+decides which kernels, waits for busy ones, names each kernel's store after its notebook path,
+commits the server manifest last, and recreates kernels and sessions on restore. A failure of one
+kernel is reported for that kernel and never stops the others, nor the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import posixpath
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from kernel_agent.server.kernels import (
+    call_agent,
+    get_kernel_spec,
+    is_ipython_spec,
+    wait_until_idle,
+)
+from kernel_agent.server.manifest import (
+    KernelEntry,
+    ServerManifest,
+    ServerManifestError,
+    read_manifest,
+    write_manifest,
+)
+from kernel_agent.server.pointer import (
+    PointerError,
+    check_store_url,
+    format_pointer,
+    kernel_key,
+    kernel_store_url,
+    new_checkpoint_id,
+    parse_pointer,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Conflict(Exception):
+    """Another operation is running; the message says what to wait for."""
+
+
+class BadRequest(ValueError):
+    """The request cannot be served as asked; the message says what to change."""
+
+
+class StoreWriteError(Exception):
+    """The server manifest could not be committed; the kernels' checkpoints are not referenced."""
+
+
+@dataclass
+class KernelReport:
+    """The outcome for one kernel, as the REST API shows it."""
+
+    kernel_id: str
+    path: str | None
+    kernel_name: str
+    status: str
+    summary: dict | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "kernel_id": self.kernel_id,
+            "path": self.path,
+            "kernel_name": self.kernel_name,
+            "status": self.status,
+        }
+        if self.summary is not None:
+            d["summary"] = self.summary
+        if self.error is not None:
+            d["error"] = self.error
+        return d
+
+
+@dataclass
+class RestoreJob:
+    """State of the current (or last) restore; idle until one is asked for."""
+
+    state: str = "idle"  # "idle" | "running" | "done" | "failed"
+    checkpoint: str | None = None
+    progress: list[dict[str, Any]] = field(default_factory=list)
+    kernels: list[KernelReport] = field(default_factory=list)
+    error: str | None = None
+
+    def note(self, message: str, progress: float) -> None:
+        self.progress.append({"message": message, "progress": round(max(0.0, min(100.0, progress)))})
+        log.info("kernel_agent restore %s: %s", self.checkpoint, message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "checkpoint": self.checkpoint,
+            "progress": list(self.progress),
+            "kernels": [k.to_dict() for k in self.kernels],
+            "error": self.error,
+        }
+
+
+class Coordinator:
+    """Server-wide checkpoint and restore; one instance per server, shared by the handlers."""
+
+    def __init__(
+        self,
+        *,
+        kernel_manager: Any,
+        session_manager: Any,
+        kernel_spec_manager: Any,
+        store_url: str | None,
+        busy_timeout: float,
+        checkpoint_timeout: float,
+        restore_timeout: float,
+    ) -> None:
+        self.kernel_manager = kernel_manager
+        self.session_manager = session_manager
+        self.kernel_spec_manager = kernel_spec_manager
+        self.store_url = store_url
+        self.busy_timeout = busy_timeout
+        self.checkpoint_timeout = checkpoint_timeout
+        self.restore_timeout = restore_timeout
+        self.last_checkpoint: str | None = None
+        self.restore_job = RestoreJob()
+        self._checkpoint_lock = asyncio.Lock()
+        self._restore_task: asyncio.Task | None = None
+
+    # ----------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "restore": self.restore_job.to_dict(),
+            "last_checkpoint": self.last_checkpoint,
+            "store": self.store_url,
+        }
+
+    # ------------------------------------------------------------- checkpoint
+
+    async def checkpoint(
+        self,
+        *,
+        store: str | None = None,
+        kernel_ids: list[str] | None = None,
+        busy_timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> dict[str, Any]:
+        """Checkpoint the kernels, commit the server manifest, and return the API response."""
+        started = time.monotonic()
+        store_url = store or self.store_url
+        if not store_url:
+            raise BadRequest(
+                'no store to checkpoint to: pass "store" in the request body, or set '
+                "c.KernelAgentApp.store_url (environment: ELASTIC_STORE_URL)"
+            )
+        try:
+            store_url = check_store_url(store_url)
+        except PointerError as e:
+            raise BadRequest(str(e)) from e
+        if self.restore_job.state == "running":
+            raise Conflict(
+                "a restore is running in this server: wait until GET api/elastic/status reports "
+                "it done or failed, then checkpoint"
+            )
+        known = list(self.kernel_manager.list_kernel_ids())
+        if kernel_ids is not None:
+            unknown = [k for k in kernel_ids if k not in known]
+            if unknown:
+                raise BadRequest(
+                    f"unknown kernel id(s) {', '.join(unknown)}: GET api/kernels lists the "
+                    "kernels of this server"
+                )
+            known = list(dict.fromkeys(kernel_ids))
+        busy_timeout = self.busy_timeout if busy_timeout is None else busy_timeout
+        deadline_at = None if deadline is None else started + deadline
+
+        async with self._checkpoint_lock:
+            sessions = await self._sessions_by_kernel()
+            entries = await asyncio.gather(
+                *(
+                    self._checkpoint_kernel(kid, sessions.get(kid), store_url, busy_timeout, deadline_at)
+                    for kid in known
+                )
+            )
+            cid = new_checkpoint_id()
+            manifest = ServerManifest(
+                checkpoint_id=cid,
+                store_url=store_url,
+                created=datetime.now(timezone.utc).isoformat(),
+                kernels=[e for e, _ in entries],
+            )
+            try:
+                await asyncio.to_thread(write_manifest, manifest)
+            except Exception as e:
+                log.exception("kernel_agent: committing server manifest %s to %s failed", cid, store_url)
+                raise StoreWriteError(
+                    f"the kernels were checkpointed but the server manifest could not be written "
+                    f"to {store_url}: {type(e).__name__}: {e}. Check the store is reachable and "
+                    "writable, then checkpoint again"
+                ) from e
+            pointer = format_pointer(store_url, cid)
+            self.last_checkpoint = pointer
+        reports = [r for _, r in entries]
+        log.info(
+            "kernel_agent: server checkpoint %s committed: %d kernel(s), %s, in %.1fs",
+            pointer, len(reports), ", ".join(f"{r.kernel_id}={r.status}" for r in reports) or "none",
+            time.monotonic() - started,
+        )
+        return {
+            "checkpoint": pointer,
+            "complete": manifest.complete,
+            "kernels": [r.to_dict() for r in reports],
+        }
+
+    async def _sessions_by_kernel(self) -> dict[str, dict[str, Any]]:
+        sessions = await self.session_manager.list_sessions()
+        return {s["kernel"]["id"]: s for s in sessions if s.get("kernel")}
+
+    async def _checkpoint_kernel(
+        self,
+        kernel_id: str,
+        session: dict[str, Any] | None,
+        store_url: str,
+        busy_timeout: float,
+        deadline_at: float | None,
+    ) -> tuple[KernelEntry, KernelReport]:
+        path = session.get("path") if session else None
+        entry = KernelEntry(
+            kernel_id=kernel_id,
+            kernel_name="",
+            status="failed",
+            path=path,
+            session_name=(session or {}).get("name") or "",
+            session_type=(session or {}).get("type") or "",
+        )
+        try:
+            km = self.kernel_manager.get_kernel(kernel_id)
+        except KeyError:
+            entry.error = "the kernel was shut down during the checkpoint"
+            return entry, self._report(entry)
+        entry.kernel_name = km.kernel_name
+        spec = await get_kernel_spec(self.kernel_spec_manager, km.kernel_name)
+        if spec is not None and not is_ipython_spec(spec):
+            entry.error = (
+                f"kernel spec {km.kernel_name!r} is not an IPython kernel: only ipykernel kernels "
+                "carry the agent and can be checkpointed"
+            )
+            return entry, self._report(entry)
+
+        wait = busy_timeout if deadline_at is None else min(busy_timeout, deadline_at - time.monotonic())
+        state = await wait_until_idle(km, max(0.0, wait))
+        if state == "busy":
+            entry.status = "busy"
+            entry.error = (
+                f"the kernel stayed busy for {max(0.0, wait):.0f}s (a cell is running); it was not "
+                "checkpointed and not interrupted. Raise busy_timeout, or interrupt it yourself"
+            )
+            log.info("kernel_agent: not checkpointing kernel %s (%s): busy", kernel_id, path)
+            return entry, self._report(entry)
+        if state == "dead":
+            entry.error = "the kernel is dead: restart it; its state is lost"
+            return entry, self._report(entry)
+
+        entry.store_url = kernel_store_url(store_url, kernel_key(path, kernel_id))
+        kwargs: dict[str, Any] = {"url": entry.store_url}
+        timeout = self.checkpoint_timeout
+        if deadline_at is not None:
+            remaining = deadline_at - time.monotonic()
+            if remaining <= 0:
+                entry.error = "the deadline passed before this kernel could be checkpointed"
+                return entry, self._report(entry)
+            # leave the planner some slack for the manifest commit
+            kwargs["deadline_s"] = max(0.5, remaining * 0.9)
+            timeout = min(timeout, remaining)
+        result = await call_agent(km, "checkpoint", kwargs, timeout=timeout)
+        if result.error is not None:
+            entry.error = result.error
+            log.warning("kernel_agent: checkpoint of kernel %s (%s) failed: %s", kernel_id, path, result.error)
+            return entry, self._report(entry)
+        summary = result.value or {}
+        entry.checkpoint_id = summary.get("checkpoint_id")
+        if not entry.checkpoint_id:
+            entry.error = "kernel_agent.checkpoint returned no checkpoint_id"
+            return entry, self._report(entry, summary)
+        entry.status = "ok"
+        return entry, self._report(entry, summary)
+
+    @staticmethod
+    def _report(entry: KernelEntry, summary: dict | None = None) -> KernelReport:
+        return KernelReport(
+            kernel_id=entry.kernel_id,
+            path=entry.path,
+            kernel_name=entry.kernel_name,
+            status=entry.status,
+            summary=summary,
+            error=entry.error,
+        )
+
+    # ---------------------------------------------------------------- restore
+
+    def start_restore(self, pointer: str) -> RestoreJob:
+        """Start restoring `pointer` in the background; raises `BadRequest` / `Conflict` at once."""
+        if self.restore_job.state == "running":
+            raise Conflict(
+                "a restore is already running: wait until GET api/elastic/status reports it "
+                "done or failed"
+            )
+        if self._checkpoint_lock.locked():
+            raise Conflict("a checkpoint is running in this server: retry when it has returned")
+        try:
+            parsed = parse_pointer(pointer)
+        except PointerError as e:
+            raise BadRequest(str(e)) from e
+        job = RestoreJob(state="running", checkpoint=str(parsed))
+        job.note("Reading the server checkpoint", 0)
+        self.restore_job = job
+        self._restore_task = asyncio.ensure_future(self._restore(job))
+        return job
+
+    def fail_restore(self, pointer: str, message: str) -> None:
+        """Record a restore that could not even start (bad start-up pointer): visible in status."""
+        self.restore_job = RestoreJob(state="failed", checkpoint=pointer, error=message)
+        self.restore_job.note(f"Restore failed: {message}", 100)
+
+    async def stop(self) -> None:
+        """Cancel a running restore (server shutdown); kernels it started are the server's now."""
+        task = self._restore_task
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+    async def _restore(self, job: RestoreJob) -> None:
+        try:
+            manifest = await asyncio.to_thread(read_manifest, parse_pointer(job.checkpoint or ""))
+        except (ServerManifestError, PointerError, OSError) as e:
+            job.error = f"could not read the server checkpoint {job.checkpoint}: {e}"
+            job.state = "failed"
+            job.note(job.error, 100)
+            return
+        except Exception as e:  # noqa: BLE001 - a store error of any kind must land in status
+            log.exception("kernel_agent: reading server checkpoint %s failed", job.checkpoint)
+            job.error = f"could not read the server checkpoint {job.checkpoint}: {type(e).__name__}: {e}"
+            job.state = "failed"
+            job.note(job.error, 100)
+            return
+        total = len(manifest.kernels)
+        job.kernels = [
+            KernelReport(kernel_id="", path=e.path, kernel_name=e.kernel_name, status="pending")
+            for e in manifest.kernels
+        ]
+        job.note(f"Restoring {total} kernel(s)", 5)
+        done = 0
+
+        async def one(i: int, entry: KernelEntry) -> None:
+            nonlocal done
+            report = job.kernels[i]
+            try:
+                await self._restore_kernel(entry, report)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - reported for this kernel only
+                log.exception("kernel_agent: restoring %s failed", entry.path or entry.kernel_id)
+                report.status = "failed"
+                report.error = f"{type(e).__name__}: {e}"
+            done += 1
+            label = entry.path or f"kernel {entry.kernel_id}"
+            job.note(f"{label}: {report.status}", 5 + 95 * done / max(1, total))
+
+        await asyncio.gather(*(one(i, e) for i, e in enumerate(manifest.kernels)))
+        bad = [k for k in job.kernels if k.status != "ok"]
+        if bad:
+            job.state = "failed"
+            job.error = f"{len(bad)} of {total} kernel(s) not restored: " + "; ".join(
+                f"{k.path or k.kernel_id}: {k.error}" for k in bad
+            )
+            job.note("Restore finished with failures", 100)
+        else:
+            job.state = "done"
+            job.note(f"Restored {total} kernel(s)", 100)
+
+    async def _restore_kernel(self, entry: KernelEntry, report: KernelReport) -> None:
+        """Recreate the kernel (and the session, so a browser tab reattaches), then restore it.
+
+        The session is created *before* the restore: a tab that reconnects meanwhile attaches to
+        this kernel (its cells queue behind the restore) instead of starting another one.
+        """
+        report.status = "running"
+        if entry.path:
+            existing = await self._session_for_path(entry.path)
+            if existing is not None:
+                report.status = "failed"
+                report.kernel_id = existing["kernel"]["id"]
+                report.error = (
+                    f"a session for {entry.path} already exists (kernel {report.kernel_id}); "
+                    "shut it down before restoring, or restore into a fresh server"
+                )
+                return
+            model = await self.session_manager.create_session(
+                path=entry.path,
+                name=entry.session_name or posixpath.basename(entry.path),
+                type=entry.session_type or "notebook",
+                kernel_name=entry.kernel_name,
+            )
+            report.kernel_id = model["kernel"]["id"]
+        else:
+            report.kernel_id = await self.kernel_manager.start_kernel(kernel_name=entry.kernel_name)
+        if entry.status != "ok" or not entry.checkpoint_id or not entry.store_url:
+            report.status = "skipped"
+            report.error = (
+                f"no state to restore: at checkpoint time this kernel was {entry.status}"
+                f" ({entry.error or 'no checkpoint'}); it has a fresh kernel"
+            )
+            return
+        km = self.kernel_manager.get_kernel(report.kernel_id)
+        result = await call_agent(
+            km,
+            "restore",
+            {"url": entry.store_url, "checkpoint_id": entry.checkpoint_id},
+            timeout=self.restore_timeout,
+        )
+        if result.error is not None:
+            report.status = "failed"
+            report.error = result.error
+            return
+        report.summary = result.value
+        if not (result.value or {}).get("verified"):
+            report.status = "failed"
+            v = result.value or {}
+            report.error = (
+                "restored but not verified: "
+                f"mismatched {v.get('mismatched', [])}, lost {v.get('lost', {})}, "
+                f"errors {v.get('errors', [])}"
+            )
+            return
+        report.status = "ok"
+
+    async def _session_for_path(self, path: str) -> dict[str, Any] | None:
+        for s in await self.session_manager.list_sessions():
+            if s.get("path") == path:
+                return s
+        return None

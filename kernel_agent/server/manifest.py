@@ -1,0 +1,187 @@
+"""The server-level checkpoint manifest: which kernels, which notebooks, which kernel checkpoints.
+
+Runs in the single-user Jupyter server process. One manifest per server checkpoint, written
+*after* every kernel's own checkpoint has been committed, at ``servers/<id>.json`` under the store
+root (see ``pointer.py``). It never holds variable data; each kernel entry points at a kernel
+checkpoint (the engine's manifest) by store URL and checkpoint id. With ``ELASTIC_CHECKPOINT_KEY``
+set, the manifest is signed like the engine's (HMAC-SHA256) and an unsigned or altered one is
+refused, since it decides which notebooks get kernels and which kernel specs are launched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from kernel_agent.server.pointer import Pointer, join_url, manifest_relpath
+
+SCHEMA = "elastic-spawner/server-checkpoint"
+SCHEMA_VERSION = 1
+KEY_ENV = "ELASTIC_CHECKPOINT_KEY"  # same key as the engine's kernel manifests
+
+
+class ServerManifestError(Exception):
+    """The server manifest cannot be read or trusted; the message says why."""
+
+
+@dataclass
+class KernelEntry:
+    """One kernel of the server at checkpoint time."""
+
+    kernel_id: str
+    kernel_name: str
+    status: str  # "ok" | "busy" | "failed"
+    path: str | None = None  # notebook path from the sessions API; None: kernel without session
+    session_name: str = ""
+    session_type: str = ""
+    store_url: str | None = None  # the kernel's own store (``<store>/kernels/<key>``)
+    checkpoint_id: str | None = None  # the kernel checkpoint, when status == "ok"
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KernelEntry:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class ServerManifest:
+    """A server checkpoint: committed last, so its existence means every listed checkpoint exists."""
+
+    checkpoint_id: str
+    store_url: str
+    created: str
+    kernels: list[KernelEntry] = field(default_factory=list)
+    schema: str = SCHEMA
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def complete(self) -> bool:
+        return all(k.status == "ok" for k in self.kernels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "schema_version": self.schema_version,
+            "checkpoint_id": self.checkpoint_id,
+            "store_url": self.store_url,
+            "created": self.created,
+            "complete": self.complete,
+            "kernels": [k.to_dict() for k in self.kernels],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ServerManifest:
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            raise ServerManifestError("not a server checkpoint manifest (wrong schema)")
+        if int(d.get("schema_version", 0)) > SCHEMA_VERSION:
+            raise ServerManifestError(
+                f"server manifest schema version {d.get('schema_version')} is newer than this "
+                f"agent understands ({SCHEMA_VERSION}): upgrade elastic-spawner in the image"
+            )
+        return cls(
+            checkpoint_id=d["checkpoint_id"],
+            store_url=d["store_url"],
+            created=d.get("created", ""),
+            kernels=[KernelEntry.from_dict(k) for k in d.get("kernels", [])],
+        )
+
+    def to_bytes(self, key: bytes | None) -> bytes:
+        body = json.dumps(self.to_dict(), sort_keys=True, indent=1).encode()
+        if key is None:
+            return body
+        mac = hmac.new(key, body, hashlib.sha256).hexdigest()
+        return json.dumps({"hmac_sha256": mac, "manifest": body.decode()}).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, key: bytes | None) -> ServerManifest:
+        try:
+            doc = json.loads(data)
+        except ValueError as e:
+            raise ServerManifestError(f"the server manifest is not valid JSON: {e}") from e
+        if isinstance(doc, dict) and "hmac_sha256" in doc:
+            body = str(doc.get("manifest", "")).encode()
+            if key is None:
+                raise ServerManifestError(
+                    f"the server checkpoint is signed but no key is configured: set {KEY_ENV}"
+                )
+            expected = hmac.new(key, body, hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(expected, str(doc["hmac_sha256"])):
+                raise ServerManifestError(
+                    "the server manifest failed authentication (HMAC mismatch): refusing it"
+                )
+            doc = json.loads(body)
+        elif key is not None:
+            raise ServerManifestError(
+                f"the server manifest is not signed but {KEY_ENV} is set: refusing it"
+            )
+        return cls.from_dict(doc)
+
+
+def signing_key() -> bytes | None:
+    """The checkpoint authentication key from the server's environment, if any."""
+    value = os.environ.get(KEY_ENV)
+    return value.encode() if value else None
+
+
+def _file_path(store_url: str, relpath: str) -> Path:
+    return Path(unquote(urlsplit(join_url(store_url, relpath)).path))
+
+
+def write_manifest(manifest: ServerManifest) -> None:
+    """Commit `manifest` atomically (blocking I/O: call it in a thread)."""
+    data = manifest.to_bytes(signing_key())
+    relpath = manifest_relpath(manifest.checkpoint_id)
+    if urlsplit(manifest.store_url).scheme == "file":
+        target = _file_path(manifest.store_url, relpath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return
+    _object_store(manifest.store_url).put_object(relpath, data)
+
+
+def read_manifest(pointer: Pointer) -> ServerManifest:
+    """Load and check the manifest `pointer` names (blocking I/O: call it in a thread)."""
+    relpath = manifest_relpath(pointer.checkpoint_id)
+    try:
+        if urlsplit(pointer.store_url).scheme == "file":
+            data = _file_path(pointer.store_url, relpath).read_bytes()
+        else:
+            data = _object_store(pointer.store_url).get_object(relpath)
+    except FileNotFoundError as e:
+        raise ServerManifestError(
+            f"no server checkpoint {pointer.checkpoint_id} in {pointer.store_url}: "
+            "check the pointer (ELASTIC_RESTORE_FROM) and the store URL"
+        ) from e
+    manifest = ServerManifest.from_bytes(data, signing_key())
+    if manifest.checkpoint_id != pointer.checkpoint_id:
+        raise ServerManifestError(
+            f"server manifest {relpath} claims id {manifest.checkpoint_id}: refusing it"
+        )
+    return manifest
+
+
+def _object_store(store_url: str) -> Any:
+    """Raw object access for non-file stores, through the engine's store module."""
+    from kernel_agent.store import open_store
+
+    return open_store(store_url)
