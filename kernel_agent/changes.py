@@ -1,0 +1,1660 @@
+"""In-place mutation detection, co-variable partition and portable value digests.
+
+Runs inside the user's kernel process, after every recorded cell (called by `monitor`) and at
+checkpoint/restore time (called by `checkpoint` and `restore`). It must therefore be cheap, never
+raise into the user's cell, never call user-defined ``__eq__``/``__hash__``/``__getattr__`` and
+never print: internal failures degrade to "this value is opaque, treat it as modified" plus a log
+line on the ``kernel_agent`` logger.
+
+Three services:
+
+* `Tracker`: per tracked name, a *fingerprint* of everything reachable from the value (an
+  iterative walk of the object graph: containers, instance ``__dict__``/``__slots__``, notebook
+  functions and classes, numpy buffers hashed with xxh3, pandas blocks, ...) plus the set of ids
+  of the mutable / identity-bearing objects reached. Names whose id sets intersect are one
+  *co-variable* (ElasticNotebook's "linked variables", Kishu's co-variables). Only the
+  co-variables containing a touched name are re-walked, so the per-cell cost is proportional to
+  what the cell touched, not to the namespace (ElasticNotebook re-fingerprinted everything, and
+  Kishu pickled every touched variable into memory: both avoided here).
+* `value_digest`: a *portable* digest (no ``id()``, no salted ``hash()``) of the values of one
+  co-variable and of their alias structure, used to verify that a restored session equals the
+  checkpointed one.
+* `reachable_size`: a cheap size estimate that counts buffers (ElasticNotebook costed an object
+  holding an 8 MB array at 56 bytes because it used ``sys.getsizeof``).
+"""
+
+from __future__ import annotations
+
+import array as _array_mod
+import collections
+import datetime as _dt
+import decimal
+import enum
+import fractions
+import functools
+import io
+import itertools
+import logging
+import marshal
+import mmap
+import re
+import socket
+import sqlite3
+import sys
+import threading
+import types
+import weakref
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xxhash
+
+__all__ = [
+    "DigestReport",
+    "Tracker",
+    "TrackerUpdate",
+    "digest_report",
+    "opaque_names",
+    "reachable_size",
+    "value_digest",
+]
+
+log = logging.getLogger("kernel_agent")
+
+# --------------------------------------------------------------------------------------------
+# Type classification
+# --------------------------------------------------------------------------------------------
+
+_NoneType = type(None)
+#: Atoms that ``marshal`` (version 2: no refs, no interning flags, so byte-identical in every
+#: process) encodes by value. Big containers made only of these are hashed in C.
+MARSHAL_ATOMS: frozenset[type] = frozenset({int, float, complex, str, bytes, bool, _NoneType})
+#: Other value types (immutable, no identity semantics) hashed through a token.
+_EXT_ATOMS: frozenset[type] = frozenset(
+    {
+        _dt.datetime,
+        _dt.date,
+        _dt.time,
+        _dt.timedelta,
+        _dt.timezone,
+        decimal.Decimal,
+        fractions.Fraction,
+        range,
+        type(Ellipsis),
+        type(NotImplemented),
+        re.Pattern,
+        np.dtype,
+    }
+)
+
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
+_BIG_ATOM = 1 << 16  # str/bytes longer than this are hashed instead of copied into the stream
+_SMALL_SEQ = 256  # atom sequences shorter than this go into the stream verbatim
+
+# kinds
+(
+    K_ATOM,
+    K_LIST,
+    K_TUPLE,
+    K_DICT,
+    K_SET,
+    K_FROZENSET,
+    K_DEQUE,
+    K_NDARRAY,
+    K_DATAFRAME,
+    K_SERIES,
+    K_INDEX,
+    K_EXTARRAY,
+    K_TORCH,
+    K_FUNCTION,
+    K_CLASS,
+    K_BYREF,
+    K_CODE,
+    K_CELL,
+    K_METHOD,
+    K_BUILTIN_METHOD,
+    K_PARTIAL,
+    K_BUFFER,
+    K_OPAQUE,
+    K_INSTANCE,
+    K_REDUCE,
+    K_DESCRIPTOR_WRAPPER,
+    K_MAPPINGPROXY,
+    K_SLICE,
+) = range(28)
+
+_OPAQUE_BASES: tuple[type, ...] = (
+    types.GeneratorType,
+    types.CoroutineType,
+    types.AsyncGeneratorType,
+    types.FrameType,
+    types.TracebackType,
+    io.IOBase,
+    socket.socket,
+    sqlite3.Connection,
+    sqlite3.Cursor,
+    weakref.ReferenceType,
+    weakref.ProxyType,
+    weakref.CallableProxyType,
+    type(threading.Lock()),
+    type(threading.RLock()),
+)
+
+_BYREF_TYPES: tuple[type, ...] = (
+    types.ModuleType,
+    types.BuiltinFunctionType,
+    types.WrapperDescriptorType,
+    types.MethodDescriptorType,
+    types.ClassMethodDescriptorType,
+    types.GetSetDescriptorType,
+    types.MemberDescriptorType,
+    types.MethodWrapperType,
+)
+
+
+def _pandas() -> Any:
+    """pandas if the user already imported it (never import it ourselves: it costs ~0.5 s)."""
+    return sys.modules.get("pandas")
+
+
+def _torch() -> Any:
+    return sys.modules.get("torch")
+
+
+_kind_cache: dict[type, int] = {}
+
+
+def _classify(tp: type) -> int:
+    """Kind of a type; cached per type (classes are few, objects are many)."""
+    k = _kind_cache.get(tp)
+    if k is not None:
+        return k
+    k = _classify_uncached(tp)
+    if len(_kind_cache) > 20_000:  # notebooks that define classes in a loop: stay bounded
+        _kind_cache.clear()
+    _kind_cache[tp] = k
+    return k
+
+
+def _classify_uncached(tp: type) -> int:
+    if tp in MARSHAL_ATOMS or tp in _EXT_ATOMS:
+        return K_ATOM
+    if tp is list:
+        return K_LIST
+    if tp is tuple:
+        return K_TUPLE
+    if tp is dict:
+        return K_DICT
+    if tp is set:
+        return K_SET
+    if tp is frozenset:
+        return K_FROZENSET
+    if tp is slice:
+        return K_SLICE
+    if tp is types.FunctionType:
+        return K_FUNCTION
+    if tp is types.CodeType:
+        return K_CODE
+    if tp is types.CellType:
+        return K_CELL
+    if tp is types.MethodType:
+        return K_METHOD
+    if tp is types.BuiltinMethodType:  # same type as builtin functions; split per object
+        return K_BUILTIN_METHOD
+    if tp is functools.partial:
+        return K_PARTIAL
+    if tp is types.MappingProxyType:
+        return K_MAPPINGPROXY
+    if tp in (staticmethod, classmethod, property):
+        return K_DESCRIPTOR_WRAPPER
+    if issubclass(tp, type):
+        return K_CLASS
+    if issubclass(tp, _BYREF_TYPES):
+        return K_BYREF
+    if issubclass(tp, enum.Enum) or issubclass(tp, np.generic):
+        return K_ATOM
+    if issubclass(tp, np.ndarray):
+        return K_NDARRAY
+    if issubclass(tp, _OPAQUE_BASES):
+        return K_OPAQUE
+    if tp is mmap.mmap or tp in (bytearray, memoryview, _array_mod.array):
+        return K_BUFFER
+    if tp is collections.deque:
+        return K_DEQUE
+    pd = _pandas()
+    if pd is not None:
+        try:
+            if issubclass(tp, pd.DataFrame):
+                return K_DATAFRAME
+            if issubclass(tp, pd.Series):
+                return K_SERIES
+            if issubclass(tp, pd.Index):
+                return K_INDEX
+            if issubclass(tp, pd.api.extensions.ExtensionArray):
+                return K_EXTARRAY
+        except Exception:  # pragma: no cover - exotic pandas builds
+            pass
+    torch = _torch()
+    if torch is not None:
+        try:
+            if issubclass(tp, torch.Tensor):
+                return K_TORCH
+        except Exception:  # pragma: no cover
+            pass
+    if issubclass(tp, (dict, list, tuple, set, frozenset)):
+        return K_INSTANCE  # subclasses: base content + instance state
+    if tp.__flags__ & _HEAPTYPE:
+        return K_INSTANCE
+    # C type: instance state if it has a real __dict__, else its reduce value, else opaque
+    if "__next__" in dir(tp):  # C iterators (itertools, list_iterator, ...): state hidden
+        return K_OPAQUE
+    if _dict_descriptor(tp) is not None:
+        return K_INSTANCE
+    return K_REDUCE
+
+
+_layout_cache: dict[type, tuple[Any, tuple[tuple[str, Any], ...]]] = {}
+
+
+def _dict_descriptor(tp: type) -> Any:
+    """The C-level ``__dict__`` getset descriptor of `tp`, found without calling user code.
+
+    A class may override ``__dict__``/``__getattr__``/``__getattribute__``; reading the
+    descriptor from the MRO's type dicts and calling its C ``__get__`` bypasses all of them.
+    """
+    for cls in tp.__mro__:
+        d = type.__dict__["__dict__"].__get__(cls)
+        desc = d.get("__dict__")
+        if desc is not None:
+            return desc if type(desc) is types.GetSetDescriptorType else None
+    return None
+
+
+def _layout(tp: type) -> tuple[Any, tuple[tuple[str, Any], ...]]:
+    """(``__dict__`` descriptor or None, ((slot name, member descriptor), ...)) for `tp`."""
+    lay = _layout_cache.get(tp)
+    if lay is not None:
+        return lay
+    slots: list[tuple[str, Any]] = []
+    for cls in tp.__mro__:
+        cd = type.__dict__["__dict__"].__get__(cls)
+        names = cd.get("__slots__")
+        if names is None:
+            continue
+        if isinstance(names, str):
+            names = (names,)
+        try:
+            names = tuple(names)
+        except Exception:
+            continue
+        for name in names:
+            if not isinstance(name, str) or name in ("__dict__", "__weakref__"):
+                continue
+            mangled = name
+            if name.startswith("__") and not name.endswith("__"):
+                mangled = "_" + cls.__name__.lstrip("_") + name
+            desc = cd.get(mangled)
+            if type(desc) is types.MemberDescriptorType:
+                slots.append((mangled, desc))
+    lay = (_dict_descriptor(tp), tuple(slots))
+    if len(_layout_cache) > 20_000:
+        _layout_cache.clear()
+    _layout_cache[tp] = lay
+    return lay
+
+
+def _type_name(tp: type) -> str:
+    """Module-qualified name of a type, read without triggering metaclass ``__getattr__``."""
+    try:
+        d = type.__dict__["__dict__"].__get__(tp)
+        mod = d.get("__module__", "?")
+        qn = type.__dict__["__qualname__"].__get__(tp)
+        return f"{mod if isinstance(mod, str) else '?'}.{qn}"
+    except Exception:
+        return "?"
+
+
+def _is_notebook_class(cls: type, ns: Any) -> bool:
+    try:
+        mod = type.__dict__["__dict__"].__get__(cls).get("__module__")
+    except Exception:
+        return False
+    return mod == "__main__" or (
+        ns is not None and isinstance(ns, dict) and mod == ns.get("__name__", "__main__")
+    )
+
+
+def _is_notebook_function(fn: types.FunctionType, ns: Any) -> bool:
+    return (ns is not None and fn.__globals__ is ns) or fn.__module__ == "__main__"
+
+
+def _ref_name(obj: Any) -> str:
+    """Stable by-reference name of a module, library class or library function."""
+    if type(obj) is types.ModuleType:
+        return "module:" + str(obj.__name__)
+    if isinstance(obj, type):
+        return "class:" + _type_name(obj)
+    mod = getattr(obj, "__module__", None)
+    qn = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if not isinstance(mod, str):
+        self_ = getattr(obj, "__self__", None)
+        if self_ is not None and not isinstance(self_, types.ModuleType):
+            mod = _type_name(type(self_))
+    return f"ref:{mod}.{qn}:{_type_name(type(obj))}"
+
+
+def _atom_token(x: Any) -> Any:
+    """Marshal-able, process-independent encoding of an atom."""
+    tp = type(x)
+    if tp in MARSHAL_ATOMS:
+        if (tp is str or tp is bytes) and len(x) > _BIG_ATOM:
+            b = x.encode("utf-8", "surrogatepass") if tp is str else x
+            return ("big", tp.__name__, len(x), xxhash.xxh3_128_digest(b))
+        return x
+    if tp is range:
+        return ("range", x.start, x.stop, x.step)
+    if tp is fractions.Fraction:
+        return ("frac", x.numerator, x.denominator)
+    if tp is decimal.Decimal:
+        return ("dec", str(x))
+    if tp is re.Pattern:
+        p = x.pattern
+        return ("re", p if isinstance(p, (str, bytes)) else repr(p), x.flags)
+    if tp is np.dtype:
+        return ("dtype", str(x.descr) if x.fields else x.str, str(x))
+    if isinstance(x, np.generic):
+        if x.dtype.hasobject:
+            return ("npobj", repr(x))
+        return ("np", x.dtype.str, x.tobytes())
+    if isinstance(x, enum.Enum):
+        return ("enum", _type_name(tp), str(x._name_))
+    return (_type_name(tp), repr(x))
+
+
+# --------------------------------------------------------------------------------------------
+# Array hashing
+# --------------------------------------------------------------------------------------------
+
+_PAR_MIN = 32 << 20  # buffers above this are hashed in parallel chunks (xxhash drops the GIL)
+_hash_pool: Any = None
+
+
+def _hash_u8(u8: np.ndarray) -> bytes:
+    n = u8.shape[0]
+    if n < _PAR_MIN:
+        return xxhash.xxh3_128_digest(u8)
+    global _hash_pool
+    if _hash_pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _hash_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kernel_agent-hash")
+    parts = 4
+    step = -(-n // parts)
+    chunks = [u8[i : i + step] for i in range(0, n, step)]
+    digests = list(_hash_pool.map(xxhash.xxh3_128_digest, chunks))
+    return xxhash.xxh3_128_digest(b"".join(digests) + n.to_bytes(8, "little"))
+
+
+def _buffer_hash(arr: np.ndarray, logical: bool) -> bytes:
+    """xxh3 of an array's bytes. `logical`: C-order content (layout-independent, may copy);
+    otherwise memory order without copying for C- or F-contiguous arrays."""
+    if arr.size == 0:
+        return b""
+    if arr.flags.c_contiguous:
+        a = arr
+    elif arr.flags.f_contiguous and not logical:
+        a = arr.T
+    else:
+        a = np.ascontiguousarray(arr)
+    try:
+        u8 = a.reshape(-1).view(np.uint8)
+    except Exception:
+        return xxhash.xxh3_128_digest(a.tobytes())
+    return _hash_u8(u8)
+
+
+def _final_base(arr: np.ndarray) -> np.ndarray:
+    """Last ndarray in the ``.base`` chain (the array owning, or exporting, the memory)."""
+    a = arr
+    for _ in range(64):
+        b = a.base
+        if not isinstance(b, np.ndarray):
+            return a
+        a = b
+    return a
+
+
+def _data_ptr(arr: np.ndarray) -> int:
+    return int(arr.__array_interface__["data"][0])
+
+
+# --------------------------------------------------------------------------------------------
+# The walker
+# --------------------------------------------------------------------------------------------
+
+
+class _Budget(Exception):
+    """Raised inside a walk when the node budget is exhausted."""
+
+
+class _Synth(tuple):
+    """A tuple created by the walker itself (e.g. ``(key, value)`` pairs): walked, but it has no
+    identity of its own, so it is neither memoised nor recorded in the id set."""
+
+
+class _Tok(tuple):
+    """A token pushed on the walk stack to be emitted verbatim, in stack order."""
+
+
+_ENTER_NOID = object()
+_EXIT_NOID = object()
+_PLACEHOLDER = ("array-placeholder",)
+
+_opaque_counter = itertools.count(1)
+
+
+def _noid(x: Any) -> _Synth:
+    """Wrap `x` so that it is walked without recording identities (for objects the walker or a
+    library builds afresh on each access, whose ids would otherwise leak into the id set)."""
+    return _Synth((_ENTER_NOID, x, _EXIT_NOID))
+
+
+def _fresh_token() -> bytes:
+    """A fingerprint that never equals any other: opaque values are 'modified' when touched."""
+    return b"opaque" + next(_opaque_counter).to_bytes(10, "little")
+
+
+class _Walker:
+    """One walk of an object graph (iterative: no recursion limit, bounded by `max_nodes`).
+
+    Emits a token stream (marshal-able values, hashed in chunks) describing values *and*
+    identity structure (back-references to already-visited objects by visit order). In
+    in-process mode (`portable=False`) it also emits ``id()`` of identity-bearing objects,
+    records them (the reachable-id set) and hashes arrays in memory order. In portable mode no
+    id ever reaches the stream; numpy views are resolved after the walk.
+    """
+
+    __slots__ = (
+        "ns",
+        "portable",
+        "max_nodes",
+        "nodes",
+        "memo",
+        "keep",
+        "ids",
+        "out",
+        "hasher",
+        "noid",
+        "opaque",
+        "opaque_types",
+        "arrays",
+        "array_cache",
+        "truncated",
+    )
+
+    def __init__(
+        self,
+        ns: Any = None,
+        *,
+        portable: bool = False,
+        max_nodes: int = 2_000_000,
+        array_cache: dict[int, bytes] | None = None,
+    ) -> None:
+        self.ns = ns
+        self.portable = portable
+        self.max_nodes = max_nodes
+        self.nodes = 0
+        self.memo: dict[int, int] = {}
+        self.keep: list[Any] = []  # keeps temporaries alive so their ids are not reused mid-walk
+        self.ids: list[int] = []
+        self.out: list[Any] = []
+        self.hasher = xxhash.xxh3_128()
+        self.noid = 0
+        self.opaque = False
+        self.opaque_types: list[str] = []
+        self.arrays: list[tuple[int, np.ndarray]] = []  # portable mode: (stream pos, array)
+        self.array_cache = array_cache
+        self.truncated = False
+
+    # -- stream ------------------------------------------------------------------------------
+    def flush(self) -> None:
+        if self.out:
+            self.hasher.update(marshal.dumps(self.out, 2))
+            self.out = []
+
+    def digest(self) -> bytes:
+        self.flush()
+        return self.hasher.digest()
+
+    # -- identity ----------------------------------------------------------------------------
+    def _identity(self, obj: Any, tag: str) -> bool:
+        """Memoise `obj`; emit a back-reference and return False if already visited."""
+        i = id(obj)
+        idx = self.memo.get(i)
+        if idx is not None:
+            self.out.append(("@", idx))
+            return False
+        self.memo[i] = len(self.memo)
+        self.keep.append(obj)
+        if self.noid:
+            self.out.append((tag,))
+        else:
+            self.ids.append(i)
+            self.out.append((tag,) if self.portable else (tag, i))
+        return True
+
+    def _mark_opaque(self, obj: Any) -> None:
+        self.opaque = True
+        tn = _type_name(type(obj))
+        self.opaque_types.append(tn)
+        self.out.append(("opaque", tn))
+
+    # -- main loop ---------------------------------------------------------------------------
+    def walk(self, root: Any) -> None:
+        stack: list[Any] = [root]
+        pop = stack.pop
+        push = stack.append
+        extend = stack.extend
+        out = self.out
+        while stack:
+            obj = pop()
+            tp = type(obj)
+            if tp in MARSHAL_ATOMS:
+                if (tp is str or tp is bytes) and len(obj) > _BIG_ATOM:
+                    self.out.append(_atom_token(obj))
+                else:
+                    self.out.append(obj)
+                continue
+            if obj is _ENTER_NOID:
+                self.noid += 1
+                continue
+            if obj is _EXIT_NOID:
+                self.noid -= 1
+                continue
+            self.nodes += 1
+            if self.nodes > self.max_nodes:
+                raise _Budget
+            if len(self.out) > 4096 and not self.portable:
+                self.flush()
+            out = self.out
+            if tp is _Synth:
+                out.append(("S", len(obj)))
+                extend(reversed(obj))
+                continue
+            if tp is _Tok:
+                out.append(tuple(obj))
+                continue
+            try:
+                kind = _classify(tp)
+                self._visit(obj, tp, kind, push, extend)
+            except _Budget:
+                raise
+            except RecursionError:
+                self._mark_opaque(obj)
+            except Exception as exc:  # a hostile or broken object: treat it as opaque
+                log.debug("changes: cannot inspect %s: %r", _type_name(tp), exc)
+                self._mark_opaque(obj)
+
+    def _visit(self, obj: Any, tp: type, kind: int, push: Any, extend: Any) -> None:
+        out = self.out
+        if kind == K_LIST:
+            if not self._identity(obj, "L"):
+                return
+            self._seq(obj, push, extend)
+        elif kind == K_DICT:
+            if not self._identity(obj, "D"):
+                return
+            self._dict(obj, push, extend)
+        elif kind == K_TUPLE:
+            if set(map(type, obj)) <= MARSHAL_ATOMS:
+                out.append(("Ta", self._atoms(obj)))
+                return
+            if not self._identity(obj, "T"):
+                return
+            out.append(len(obj))
+            extend(reversed(obj))
+        elif kind == K_ATOM:
+            out.append(_atom_token(obj))
+        elif kind in (K_SET, K_FROZENSET):
+            if kind == K_FROZENSET and set(map(type, obj)) <= MARSHAL_ATOMS:
+                out.append(("FSa", self._atom_set(obj)))
+                return
+            if not self._identity(obj, "SET" if kind == K_SET else "FS"):
+                return
+            self._set(obj, extend)
+        elif kind == K_NDARRAY:
+            self._ndarray(obj, tp, push)
+        elif kind == K_FUNCTION:
+            self._function(obj, extend)
+        elif kind == K_CLASS:
+            self._class(obj, extend)
+        elif kind == K_BYREF:
+            out.append(("ref", _ref_name(obj)))
+        elif kind == K_INSTANCE:
+            self._instance(obj, tp, push, extend)
+        elif kind == K_OPAQUE:
+            if self._identity(obj, "O"):
+                self._mark_opaque(obj)
+        elif kind == K_DATAFRAME:
+            self._dataframe(obj, tp, push, extend)
+        elif kind == K_SERIES:
+            self._series(obj, tp, push, extend)
+        elif kind == K_INDEX:
+            self._index(obj, tp, push, extend)
+        elif kind == K_EXTARRAY:
+            self._extarray(obj, tp, push, extend)
+        elif kind == K_CODE:
+            self._code(obj, extend)
+        elif kind == K_CELL:
+            if not self._identity(obj, "cell"):
+                return
+            try:
+                push(obj.cell_contents)
+            except ValueError:
+                out.append(("empty-cell",))
+        elif kind == K_METHOD:
+            if not self._identity(obj, "M"):
+                return
+            extend((obj.__self__, obj.__func__))
+        elif kind == K_BUILTIN_METHOD:
+            self_ = obj.__self__
+            if self_ is None or type(self_) is types.ModuleType:
+                out.append(("ref", _ref_name(obj)))
+            else:
+                out.append(("bm", str(obj.__name__)))
+                push(self_)
+        elif kind == K_PARTIAL:
+            if not self._identity(obj, "partial"):
+                return
+            d = _dict_descriptor(tp)
+            state = d.__get__(obj) if d is not None else None
+            extend(reversed(_Synth((obj.func, _Synth(obj.args), obj.keywords, state or {}))))
+        elif kind == K_DESCRIPTOR_WRAPPER:
+            out.append(("descr", tp.__name__))
+            if tp is property:
+                extend(reversed(_Synth((obj.fget, obj.fset, obj.fdel))))
+            else:
+                push(obj.__func__)
+        elif kind == K_MAPPINGPROXY:
+            out.append(("mappingproxy",))
+            push(_Synth(_Synth(kv) for kv in obj.items()))
+        elif kind == K_SLICE:
+            push(_Synth((obj.start, obj.stop, obj.step)))
+            out.append(("slice",))
+        elif kind == K_DEQUE:
+            if not self._identity(obj, "deque"):
+                return
+            out.append(obj.maxlen)
+            self._seq(list(obj), push, extend)
+        elif kind == K_BUFFER:
+            self._buffer(obj, tp)
+        elif kind == K_TORCH:
+            self._torch(obj, tp, push)
+        elif kind == K_REDUCE:
+            self._reduce(obj, tp, push, extend)
+        else:  # pragma: no cover - every kind is handled above
+            self._mark_opaque(obj)
+
+    # -- containers --------------------------------------------------------------------------
+    def _atoms(self, seq: Any) -> Any:
+        """Token for a sequence made only of marshal atoms: verbatim if small, else a C hash."""
+        if len(seq) < _SMALL_SEQ:
+            return tuple(_atom_token(x) if type(x) in (str, bytes) else x for x in seq)
+        return (len(seq), xxhash.xxh3_128_digest(marshal.dumps(seq, 2)))
+
+    def _seq(self, seq: Any, push: Any, extend: Any) -> None:
+        n = len(seq)
+        if set(map(type, seq)) <= MARSHAL_ATOMS:
+            self.out.append(("a", self._atoms(seq if type(seq) in (list, tuple) else list(seq))))
+            return
+        self.out.append(n)
+        extend(reversed(seq))
+
+    def _dict(self, d: dict, push: Any, extend: Any) -> None:
+        n = dict.__len__(d)
+        keys = list(dict.keys(d))
+        vals = list(dict.values(d))
+        if set(map(type, keys)) <= MARSHAL_ATOMS and set(map(type, vals)) <= MARSHAL_ATOMS:
+            self.out.append(("da", self._atoms(keys), self._atoms(vals)))
+            return
+        self.out.append(n)
+        items: list[Any] = [None] * (2 * n)
+        items[0::2] = keys
+        items[1::2] = vals
+        extend(reversed(items))
+
+    def _atom_set(self, s: Any) -> Any:
+        """Order-independent token of a set of marshal atoms (sets iterate in salted-hash order
+        for strings, so the digest must not depend on iteration order)."""
+        types_ = set(map(type, s))
+        if len(types_) == 1 and next(iter(types_)) in (int, str, bytes):
+            return self._atoms(sorted(s))
+        keys = sorted(map(marshal.dumps, s, itertools.repeat(2)))
+        return self._atoms(keys)
+
+    def _set(self, s: Any, extend: Any) -> None:
+        elems = list(set.__iter__(s)) if type(s) is set else list(frozenset.__iter__(s))
+        if set(map(type, elems)) <= MARSHAL_ATOMS:
+            self.out.append(("a", self._atom_set(elems)))
+            return
+        # canonical order: by a standalone digest of each element, then walk them in that order
+        # so that back-references to objects shared with the rest of the graph still work
+        keyed = []
+        for e in elems:
+            sub = _Walker(self.ns, portable=self.portable, max_nodes=self.max_nodes - self.nodes)
+            sub.noid = 1
+            try:
+                sub.walk(e)
+            except _Budget:
+                raise
+            self.nodes += sub.nodes
+            keyed.append((sub.digest(), len(keyed)))
+        keyed.sort()
+        self.out.append(len(elems))
+        extend(reversed([elems[i] for _, i in keyed]))
+
+    # -- instances ---------------------------------------------------------------------------
+    def _instance(self, obj: Any, tp: type, push: Any, extend: Any) -> None:
+        if not self._identity(obj, "I"):
+            return
+        out = self.out
+        out.append(("type", _type_name(tp)))
+        if _is_notebook_class(tp, self.ns):
+            push(tp)  # an instance and its notebook class are one co-variable
+        dict_desc, slots = _layout(tp)
+        children: list[Any] = []
+        # builtin base content, read through the base type's own C methods
+        if issubclass(tp, dict):
+            children.append(_Tok(("dictbase",)))
+            keys = list(dict.keys(obj))
+            vals = list(dict.values(obj))
+            children.append(_Synth(_Synth(kv) for kv in zip(keys, vals, strict=True)))
+            if issubclass(tp, collections.defaultdict):
+                children.append(obj.default_factory)
+        elif issubclass(tp, list):
+            children.append(_Synth(list.__iter__(obj)))
+        elif issubclass(tp, tuple):
+            children.append(_Synth(tuple.__iter__(obj)))
+        elif issubclass(tp, (set, frozenset)):
+            out.append(("setbase",))
+            # order-independent: reuse the set logic on a plain copy (no identity of its own)
+            children.append(_ENTER_NOID)
+            children.append(
+                set(set.__iter__(obj))
+                if issubclass(tp, set)
+                else frozenset(frozenset.__iter__(obj))
+            )
+            children.append(_EXIT_NOID)
+        elif issubclass(tp, int):
+            out.append(("intbase", int.__index__(obj)))
+        elif issubclass(tp, float):
+            out.append(("floatbase", float.__float__(obj)))
+        elif issubclass(tp, str):
+            out.append(("strbase", _atom_token(str.__str__(obj))))
+        elif issubclass(tp, bytes):
+            out.append(("bytesbase", _atom_token(bytes(memoryview(obj)))))
+        if dict_desc is not None:
+            d = dict_desc.__get__(obj, tp)
+            if d is not None:
+                children.append(d)
+        for name, desc in slots:
+            try:
+                v = desc.__get__(obj, tp)
+            except AttributeError:
+                children.append(_Tok(("unset", name)))
+                continue
+            children.append(name)
+            children.append(v)
+        out.append(len(children))
+        extend(reversed(children))
+
+    def _function(self, fn: types.FunctionType, extend: Any) -> None:
+        if not _is_notebook_function(fn, self.ns):
+            self.out.append(("ref", _ref_name(fn)))
+            return
+        if not self._identity(fn, "F"):
+            return
+        self.out.append(("fn", fn.__qualname__))
+        fd = fn.__dict__
+        extend(
+            reversed(
+                _Synth(
+                    (
+                        fn.__code__,
+                        fn.__defaults__,
+                        fn.__kwdefaults__,
+                        _Synth(fn.__closure__ or ()),
+                        fd if fd else None,
+                    )
+                )
+            )
+        )
+
+    def _class(self, cls: type, extend: Any) -> None:
+        if not _is_notebook_class(cls, self.ns):
+            self.out.append(("ref", "class:" + _type_name(cls)))
+            return
+        if not self._identity(cls, "C"):
+            return
+        d = type.__dict__["__dict__"].__get__(cls)
+        self.out.append(
+            ("class", type.__dict__["__qualname__"].__get__(cls), _type_name(type(cls)))
+        )
+        children: list[Any] = [_Synth(type.__dict__["__bases__"].__get__(cls))]
+        for k, v in d.items():
+            if k in ("__dict__", "__weakref__", "__module__", "__qualname__"):
+                continue
+            vt = type(v)
+            if vt in (
+                types.GetSetDescriptorType,
+                types.MemberDescriptorType,
+                types.WrapperDescriptorType,
+            ):
+                # C descriptors: name only (the slot layout is in the bases)
+                children.append(_Tok(("d", k)))
+                continue
+            children.append(k)
+            children.append(v)
+        self.out.append(len(children))
+        extend(reversed(children))
+
+    def _code(self, co: types.CodeType, extend: Any) -> None:
+        # no co_filename / line numbers: they differ between processes for identical code
+        self.out.append(
+            (
+                "code",
+                co.co_name,
+                co.co_code,
+                co.co_argcount,
+                co.co_posonlyargcount,
+                co.co_kwonlyargcount,
+                co.co_flags,
+                co.co_names,
+                co.co_varnames,
+                co.co_freevars,
+                co.co_cellvars,
+                getattr(co, "co_exceptiontable", b""),
+            )
+        )
+        extend(reversed(_Synth(co.co_consts)))
+
+    # -- buffers -----------------------------------------------------------------------------
+    def _ndarray(self, arr: np.ndarray, tp: type, push: Any) -> None:
+        if not self._identity(arr, "A"):
+            return
+        out = self.out
+        dt = arr.dtype
+        if tp is not np.ndarray:
+            out.append(("subclass", _type_name(tp)))
+            lay = _layout(tp)
+            if lay[0] is not None:
+                d = lay[0].__get__(arr, tp)
+                if d:
+                    push(_Synth(_Synth((k, v)) for k, v in d.items() if type(v) is not mmap.mmap))
+        if dt.hasobject:
+            out.append(("Aobj", arr.shape, str(dt)))
+            items = arr.ravel(order="C").tolist() if dt.fields else list(arr.ravel(order="C"))
+            push(_Synth(items))
+            if not self.portable:
+                self._base_ids(arr)
+            return
+        if self.portable:
+            out.append(_PLACEHOLDER)
+            self.arrays.append((len(out) - 1, arr))
+            return
+        fb = _final_base(arr)
+        if fb is not arr:
+            # a view: its values are the base's bytes at (offset, shape, strides); hash the base
+            out.append(("view", _data_ptr(arr) - _data_ptr(fb), arr.shape, arr.strides, dt.str))
+            push(fb)
+            return
+        b = fb.base
+        if b is not None and type(b) is not bytes and not self.noid:
+            self.ids.append(id(b))  # e.g. two arrays over one bytearray / mmap share memory
+        cache = self.array_cache
+        h = cache.get(id(arr)) if cache is not None else None
+        if h is None:
+            h = _buffer_hash(arr, logical=False)
+            if cache is not None:
+                cache[id(arr)] = h
+        out.append(("buf", dt.str, arr.shape, arr.strides, h))
+
+    def _base_ids(self, arr: np.ndarray) -> None:
+        b = arr.base
+        for _ in range(64):
+            if b is None or self.noid:
+                return
+            if type(b) is not bytes:
+                self.ids.append(id(b))
+            b = getattr(b, "base", None) if isinstance(b, np.ndarray) else None
+
+    def _buffer(self, obj: Any, tp: type) -> None:
+        if not self._identity(obj, "B"):
+            return
+        if tp is memoryview:
+            if not self.noid and obj.obj is not None and type(obj.obj) is not bytes:
+                self.ids.append(id(obj.obj))
+            data = obj.tobytes()
+            self.out.append(("mv", obj.format, obj.shape, xxhash.xxh3_128_digest(data)))
+        elif tp is _array_mod.array:
+            self.out.append(
+                ("array", obj.typecode, xxhash.xxh3_128_digest(memoryview(obj).cast("B")))
+            )
+        else:  # bytearray, mmap
+            self.out.append((tp.__name__, len(obj), xxhash.xxh3_128_digest(obj)))
+
+    def _torch(self, t: Any, tp: type, push: Any) -> None:
+        if not self._identity(t, "tensor"):
+            return
+        base = getattr(t, "_base", None)
+        if base is not None and not self.noid:
+            self.ids.append(id(base))
+        x = t.detach()
+        dev = str(x.device)
+        if x.device.type != "cpu":
+            x = x.cpu()
+        try:
+            a = x.contiguous().numpy()
+            h = _buffer_hash(a, logical=True)
+        except Exception:
+            h = xxhash.xxh3_128_digest(repr(x.tolist()).encode())
+        self.out.append(
+            ("torch", _type_name(tp), str(t.dtype), tuple(t.shape), bool(t.requires_grad), dev, h)
+        )
+        lay = _layout(tp)
+        if lay[0] is not None:
+            d = lay[0].__get__(t, tp)
+            if d:
+                push(d)
+
+    # -- pandas --------------------------------------------------------------------------------
+    def _dataframe(self, df: Any, tp: type, push: Any, extend: Any) -> None:
+        if not self._identity(df, "DF"):
+            return
+        self.out.append(("df", _type_name(tp), df.shape))
+        mgr = df._mgr
+        children: list[Any] = [df.columns, df.index, _noid(df.attrs)]
+        if self.portable:
+            # one standalone value per column, in column order
+            out_cols: list[Any] = []
+            for blk in mgr.blocks:
+                vals = blk.values
+                locs = blk.mgr_locs.as_array
+                for j, loc in enumerate(locs.tolist()):
+                    col = vals[j] if isinstance(vals, np.ndarray) and vals.ndim == 2 else vals
+                    out_cols.append((loc, col))
+            out_cols.sort(key=lambda t: t[0])
+            self.out.append(len(out_cols))
+            children.append(_ENTER_NOID)
+            for _, col in out_cols:
+                if isinstance(col, np.ndarray) and not col.dtype.hasobject:
+                    children.append(
+                        _Tok(("col", col.dtype.str, col.shape, _buffer_hash(col, logical=True)))
+                    )
+                elif isinstance(col, np.ndarray):
+                    children.append(_Synth(("colobj", _Synth(col.tolist()))))
+                else:
+                    children.append(_Synth(("colea", col)))
+            children.append(_EXIT_NOID)
+        else:
+            for blk in mgr.blocks:
+                children.append(_Synth(blk.mgr_locs.as_array.tolist()))
+                children.append(blk.values)
+        self.out.append(len(children))
+        extend(reversed(children))
+
+    def _series(self, s: Any, tp: type, push: Any, extend: Any) -> None:
+        if not self._identity(s, "SER"):
+            return
+        self.out.append(("series", _type_name(tp), str(s.dtype)))
+        vals = s._values
+        children: list[Any] = [s.name, s.index, _noid(s.attrs)]
+        if self.portable and isinstance(vals, np.ndarray) and not vals.dtype.hasobject:
+            children.append(
+                _Tok(("col", vals.dtype.str, vals.shape, _buffer_hash(vals, logical=True)))
+            )
+        else:
+            children.append(vals)
+        extend(reversed(children))
+
+    def _index(self, idx: Any, tp: type, push: Any, extend: Any) -> None:
+        pd = _pandas()
+        if isinstance(idx, pd.RangeIndex):
+            self.out.append(("rangeindex", idx.start, idx.stop, idx.step))
+            push(_Synth((idx.name,)))
+            return
+        if not self._identity(idx, "IDX"):
+            return
+        self.out.append(("index", _type_name(tp), str(idx.dtype)))
+        if isinstance(idx, pd.MultiIndex):
+            extend(reversed(_Synth((_Synth(idx.names), _Synth(idx.levels), _Synth(idx.codes)))))
+            return
+        vals = idx._values
+        children: list[Any] = [idx.name]
+        if self.portable and isinstance(vals, np.ndarray) and not vals.dtype.hasobject:
+            children.append(
+                _Tok(("col", vals.dtype.str, vals.shape, _buffer_hash(vals, logical=True)))
+            )
+        else:
+            children.append(vals)
+        extend(reversed(children))
+
+    def _extarray(self, ea: Any, tp: type, push: Any, extend: Any) -> None:
+        if not self._identity(ea, "EA"):
+            return
+        pd = _pandas()
+        dt = ea.dtype
+        self.out.append(("ea", _type_name(tp), str(type(dt).__name__)))
+        children: list[Any] = []
+        if isinstance(dt, pd.CategoricalDtype):
+            children += [dt.categories, bool(dt.ordered)]
+        else:
+            children.append(str(dt))
+        nd = getattr(ea, "_ndarray", None)
+        if isinstance(nd, np.ndarray):
+            children.append(nd)
+        elif isinstance(getattr(ea, "_data", None), np.ndarray) and isinstance(
+            getattr(ea, "_mask", None), np.ndarray
+        ):
+            children += [ea._data, ea._mask]
+        else:
+            children.append(_ENTER_NOID)
+            children.append(_Synth(np.asarray(ea, dtype=object).tolist()))
+            children.append(_EXIT_NOID)
+        self.out.append(len(children))
+        extend(reversed(children))
+
+    # -- fallback: C objects via their reduce value ---------------------------------------------
+    def _reduce(self, obj: Any, tp: type, push: Any, extend: Any) -> None:
+        if not self._identity(obj, "R"):
+            return
+        try:
+            rv = tp.__reduce_ex__(obj, 4)
+        except Exception:
+            self._mark_opaque(obj)
+            return
+        if isinstance(rv, str):
+            self.out.append(("global", rv))
+            return
+        if not isinstance(rv, tuple) or len(rv) < 2:
+            self._mark_opaque(obj)
+            return
+        parts: list[Any] = list(rv[:3])
+        for it in rv[3:5]:
+            if it is None:
+                parts.append(None)
+            else:
+                parts.append(_Synth(itertools.islice(it, self.max_nodes)))
+        self.out.append(("reduce", _type_name(tp)))
+        # the reduce value is freshly built (new tuples, dicts): walk it without identities
+        extend((_EXIT_NOID, _Synth(parts), _ENTER_NOID))
+
+    # -- portable arrays ---------------------------------------------------------------------
+    def resolve_arrays(self) -> None:
+        """Portable mode: fill the array placeholders. Arrays sharing memory (views of one
+        base, or a base and its views) are recorded as (group, offset, shape, strides, dtype)
+        plus the group's buffer hash, so a view restored as a copy does not match; an array
+        sharing memory with nothing reachable is a plain value (layout-independent)."""
+        groups: dict[int, list[int]] = {}
+        bases: dict[int, np.ndarray] = {}
+        for k, (_, arr) in enumerate(self.arrays):
+            fb = _final_base(arr)
+            groups.setdefault(id(fb), []).append(k)
+            bases[id(fb)] = fb
+        gindex: dict[int, int] = {}
+        tail: list[Any] = []
+        for pos, arr in self.arrays:
+            fb_id = id(_final_base(arr))
+            members = groups[fb_id]
+            if len(members) < 2:
+                self.out[pos] = ("arr", arr.dtype.str, arr.shape, _buffer_hash(arr, logical=True))
+                continue
+            g = gindex.get(fb_id)
+            if g is None:
+                g = gindex[fb_id] = len(gindex)
+                fb = bases[fb_id]
+                tail.append(("group", g, fb.dtype.str, fb.shape, _buffer_hash(fb, logical=False)))
+            self.out[pos] = (
+                "view",
+                g,
+                _data_ptr(arr) - _data_ptr(bases[fb_id]),
+                arr.shape,
+                arr.strides,
+                arr.dtype.str,
+            )
+        self.out.extend(tail)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-name fingerprints
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Print:
+    root_id: int
+    fp: bytes
+    ids: np.ndarray  # sorted unique int64
+    opaque: bool
+
+
+_EMPTY_IDS = np.empty(0, dtype=np.int64)
+
+
+def _fingerprint(
+    value: Any, ns: Any, max_nodes: int, array_cache: dict[int, bytes] | None = None
+) -> _Print:
+    """Walk one name's value. Never raises: failures make the value opaque."""
+    w = _Walker(ns, portable=False, max_nodes=max_nodes, array_cache=array_cache)
+    opaque = False
+    try:
+        w.walk(value)
+        fp = w.digest()
+        opaque = w.opaque
+    except _Budget:
+        log.info("changes: object graph larger than %d nodes; treated as opaque", max_nodes)
+        opaque = True
+        fp = b""
+    except Exception as exc:  # pragma: no cover - defensive: walker bugs must not reach users
+        log.warning("changes: fingerprint failed (%r); treated as opaque", exc)
+        opaque = True
+        fp = b""
+    if opaque:
+        fp = _fresh_token()
+    try:
+        ids = (
+            np.unique(np.fromiter(w.ids, dtype=np.int64, count=len(w.ids))) if w.ids else _EMPTY_IDS
+        )
+    except Exception:  # pragma: no cover
+        ids = _EMPTY_IDS
+    return _Print(id(value), fp, ids, opaque)
+
+
+# --------------------------------------------------------------------------------------------
+# Id index: which tracked name reaches which object id (compact numpy storage)
+# --------------------------------------------------------------------------------------------
+
+
+class _IdIndex:
+    """Sorted int64 id chunks with int32 owner tokens; dead tokens are filtered at lookup and
+    dropped at compaction. About 12 bytes per reachable mutable object."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[np.ndarray, np.ndarray]] = []
+        self.alive = np.zeros(1024, dtype=bool)
+        self.next_token = 0
+        self.dead_entries = 0
+        self.total_entries = 0
+        self.entries_of: dict[int, int] = {}
+
+    def new_token(self) -> int:
+        t = self.next_token
+        self.next_token += 1
+        if t >= len(self.alive):
+            grown = np.zeros(max(2 * len(self.alive), t + 1), dtype=bool)
+            grown[: len(self.alive)] = self.alive
+            self.alive = grown
+        self.alive[t] = True
+        return t
+
+    def kill(self, token: int) -> None:
+        if self.alive[token]:
+            self.alive[token] = False
+            self.dead_entries += self.entries_of.pop(token, 0)
+
+    def add(self, ids: np.ndarray, owners: np.ndarray, counts: dict[int, int]) -> None:
+        if len(ids):
+            order = np.argsort(ids, kind="stable")
+            self.chunks.append((ids[order], owners[order].astype(np.int32)))
+            self.total_entries += len(ids)
+        self.entries_of.update(counts)
+        self.maybe_compact()
+
+    def maybe_compact(self) -> None:
+        if len(self.chunks) > 8 or (
+            self.dead_entries > 4096 and self.dead_entries * 2 > self.total_entries
+        ):
+            self.compact()
+
+    def compact(self) -> None:
+        if not self.chunks:
+            return
+        ids = np.concatenate([c[0] for c in self.chunks])
+        own = np.concatenate([c[1] for c in self.chunks])
+        keep = self.alive[own]
+        ids, own = ids[keep], own[keep]
+        order = np.argsort(ids, kind="stable")
+        self.chunks = [(ids[order], own[order])] if len(ids) else []
+        self.total_entries = len(ids)
+        self.dead_entries = 0
+
+    def lookup(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in q, alive owner tokens) of every match of the sorted ids `q`."""
+        qpos: list[np.ndarray] = []
+        toks: list[np.ndarray] = []
+        for ids, own in self.chunks:
+            left = np.searchsorted(ids, q, "left")
+            right = np.searchsorted(ids, q, "right")
+            cnt = right - left
+            hit = np.nonzero(cnt)[0]
+            if not len(hit):
+                continue
+            cnt_h = cnt[hit]
+            rep_q = np.repeat(hit, cnt_h)
+            starts = np.repeat(left[hit], cnt_h)
+            offs = np.arange(len(rep_q)) - np.repeat(np.cumsum(cnt_h) - cnt_h, cnt_h)
+            tk = own[starts + offs]
+            ok = self.alive[tk]
+            qpos.append(rep_q[ok])
+            toks.append(tk[ok])
+        if not qpos:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int32)
+        return np.concatenate(qpos), np.concatenate(toks)
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes + b.nbytes for a, b in self.chunks) + self.alive.nbytes
+
+
+# --------------------------------------------------------------------------------------------
+# Tracker
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrackerUpdate:
+    """What one cell did to the tracked names."""
+
+    rebound: set[str] = field(default_factory=set)  # new names, or id(value) changed
+    #: same object, contents changed (every name of an affected co-variable)
+    mutated: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    opaque: set[str] = field(default_factory=set)  # could not be inspected (counted as mutated)
+
+
+class _UF:
+    def __init__(self) -> None:
+        self.parent: dict[Any, Any] = {}
+
+    def find(self, x: Any) -> Any:
+        p = self.parent
+        root = x
+        while p.get(root, root) != root:
+            root = p[root]
+        while x != root:
+            nxt = p.get(x, x)
+            p[x] = root
+            x = nxt
+        return root
+
+    def union(self, a: Any, b: Any) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+
+class Tracker:
+    """Incremental mutation detection and co-variable partition for one namespace.
+
+    Holds no reference to user values (only ids, 16-byte fingerprints and compact id arrays),
+    so it never keeps a deleted object alive.
+    """
+
+    def __init__(self, *, max_nodes: int = 2_000_000) -> None:
+        self.max_nodes = max_nodes
+        self._prints: dict[str, _Print] = {}
+        self._token: dict[str, int] = {}
+        self._name_of: dict[int, str] = {}
+        self._group: dict[str, frozenset[str]] = {}
+        self._index = _IdIndex()
+
+    # -- queries -----------------------------------------------------------------------------
+    def covariables(self) -> list[frozenset[str]]:
+        """Current partition of all tracked names (each co-variable once, sorted for stability)."""
+        seen: dict[frozenset[str], None] = {}
+        for g in self._group.values():
+            seen.setdefault(g, None)
+        return sorted(seen, key=lambda g: sorted(g))
+
+    def covariable_of(self, name: str) -> frozenset[str]:
+        """The co-variable containing `name` (``frozenset({name})`` for an untracked name)."""
+        return self._group.get(name, frozenset((name,)))
+
+    def tracked(self) -> set[str]:
+        return set(self._prints)
+
+    def fingerprint(self, name: str) -> bytes | None:
+        p = self._prints.get(name)
+        return p.fp if p is not None else None
+
+    def is_opaque(self, name: str) -> bool:
+        p = self._prints.get(name)
+        return bool(p and p.opaque)
+
+    def overhead_bytes(self) -> int:
+        """Approximate memory held by the tracker (for the <10 % overhead budget)."""
+        return self._index.nbytes() + 200 * len(self._prints)
+
+    # -- updates -----------------------------------------------------------------------------
+    def reset(self, ns: Mapping[str, Any], names: Collection[str]) -> None:
+        """Forget everything and rebuild fingerprints and partition for `names` from scratch."""
+        self._prints.clear()
+        self._token.clear()
+        self._name_of.clear()
+        self._group.clear()
+        self._index = _IdIndex()
+        try:
+            self._update(ns, [n for n in names if n in ns], ())
+        except Exception as exc:  # pragma: no cover - defensive
+            log.warning("changes: reset failed: %r", exc)
+
+    def update(
+        self, ns: Mapping[str, Any], touched: Collection[str], removed: Collection[str]
+    ) -> TrackerUpdate:
+        """Re-fingerprint the co-variables that contain a touched name; forget removed names.
+
+        Never raises: on an internal error every touched name is reported as mutated.
+        """
+        try:
+            return self._update(ns, touched, removed)
+        except Exception as exc:
+            log.warning("changes: update failed (%r); touched names count as modified", exc)
+            upd = TrackerUpdate()
+            for n in touched:
+                if n in ns:
+                    (upd.mutated if n in self._prints else upd.rebound).add(n)
+            upd.removed = {n for n in removed if n not in ns}
+            return upd
+
+    def _forget(self, name: str) -> None:
+        self._prints.pop(name, None)
+        tok = self._token.pop(name, None)
+        if tok is not None:
+            self._index.kill(tok)
+            self._name_of.pop(tok, None)
+        g = self._group.pop(name, None)
+        if g is not None and len(g) > 1:
+            rest = g - {name}
+            for m in rest:
+                self._group[m] = rest
+
+    def _update(
+        self, ns: Mapping[str, Any], touched: Collection[str], removed: Collection[str]
+    ) -> TrackerUpdate:
+        upd = TrackerUpdate()
+        affected: set[str] = set()
+        # removals (a name listed as removed but present again counts as touched)
+        gone = {n for n in removed if n not in ns}
+        gone |= {n for n in touched if n not in ns and n in self._prints}
+        for n in gone:
+            if n in self._prints:
+                upd.removed.add(n)
+                affected |= self._group.get(n, frozenset())
+            else:
+                upd.removed.add(n)
+        for n in gone:
+            self._forget(n)
+        for n in touched:
+            if n in ns:
+                affected |= self._group.get(n, frozenset((n,)))
+        for n in removed:
+            if n in ns:
+                affected |= self._group.get(n, frozenset((n,)))
+        affected -= gone
+        affected = {n for n in affected if n in ns}
+        if not affected:
+            return upd
+
+        names = sorted(affected)
+        old_prints = {n: self._prints.get(n) for n in names}
+        for n in names:
+            tok = self._token.pop(n, None)
+            if tok is not None:
+                self._index.kill(tok)
+                self._name_of.pop(tok, None)
+            self._group.pop(n, None)
+
+        cache: dict[int, bytes] = {}
+        new_prints: dict[str, _Print] = {}
+        for n in names:
+            new_prints[n] = _fingerprint(ns[n], ns, self.max_nodes, cache)
+        cache.clear()
+
+        candidates: set[str] = set()
+        for n in names:
+            p, old = new_prints[n], old_prints[n]
+            if p.opaque:
+                upd.opaque.add(n)
+            if old is None or old.root_id != p.root_id:
+                upd.rebound.add(n)
+            elif old.fp != p.fp:
+                candidates.add(n)
+
+        # --- partition -------------------------------------------------------------------
+        uf = _UF()
+        for n in names:
+            uf.find(n)
+        lens = [len(new_prints[n].ids) for n in names]
+        all_ids = np.concatenate([new_prints[n].ids for n in names]) if sum(lens) else _EMPTY_IDS
+        labels = np.repeat(np.arange(len(names), dtype=np.int64), lens)
+        if len(all_ids):
+            order = np.argsort(all_ids, kind="stable")
+            s_ids, s_lab = all_ids[order], labels[order]
+            dup = np.nonzero(s_ids[1:] == s_ids[:-1])[0]
+            if len(dup):
+                a = s_lab[dup]
+                b = s_lab[dup + 1]
+                pairs = np.unique(a * len(names) + b)
+                for code in pairs.tolist():
+                    uf.union(names[code // len(names)], names[code % len(names)])
+            uniq_mask = np.ones(len(s_ids), dtype=bool)
+            uniq_mask[1:] = s_ids[1:] != s_ids[:-1]
+            q = s_ids[uniq_mask]
+            q_lab = s_lab[uniq_mask]
+            qpos, toks = self._index.lookup(q)
+            if len(qpos):
+                pairs = np.unique(
+                    q_lab[qpos].astype(np.int64) * (self._index.next_token + 1) + toks
+                )
+                for code in pairs.tolist():
+                    lab, tok = divmod(code, self._index.next_token + 1)
+                    other = self._name_of.get(tok)
+                    if other is None:
+                        continue
+                    grp = self._group.get(other, frozenset((other,)))
+                    rep = next(iter(grp))
+                    for m in grp:
+                        uf.union(rep, m)
+                    uf.union(names[lab], rep)
+        # collect components
+        comps: dict[Any, set[str]] = {}
+        for n in list(uf.parent.keys() | set(names)):
+            comps.setdefault(uf.find(n), set()).add(n)
+        for members in comps.values():
+            # a merged-in untouched group brings all of its names
+            full: set[str] = set()
+            for m in members:
+                full |= self._group.get(m, frozenset((m,))) if m not in affected else {m}
+            g = frozenset(full)
+            for m in g:
+                self._group[m] = g
+            if candidates & g or (upd.opaque & g - upd.rebound):
+                upd.mutated |= g - upd.rebound
+        upd.mutated -= upd.rebound
+
+        # --- store -----------------------------------------------------------------------
+        counts: dict[int, int] = {}
+        owners_l: list[np.ndarray] = []
+        for n in names:
+            tok = self._index.new_token()
+            self._token[n] = tok
+            self._name_of[tok] = n
+            self._prints[n] = new_prints[n]
+            counts[tok] = len(new_prints[n].ids)
+            owners_l.append(np.full(len(new_prints[n].ids), tok, dtype=np.int32))
+        if len(all_ids):
+            self._index.add(all_ids, np.concatenate(owners_l), counts)
+        else:
+            self._index.entries_of.update(counts)
+        # fingerprints keep their id arrays only until stored in the index
+        for n in names:
+            self._prints[n] = _Print(
+                new_prints[n].root_id, new_prints[n].fp, _EMPTY_IDS, new_prints[n].opaque
+            )
+        return upd
+
+
+# --------------------------------------------------------------------------------------------
+# Portable digest
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DigestReport:
+    """Portable digest of a co-variable plus what it could not check by value."""
+
+    digest: str
+    opaque: set[str]  # names holding objects checked by type only
+    truncated: set[str]  # names whose graph exceeded the node budget (checked partially)
+
+
+def digest_report(values: Mapping[str, Any], *, max_nodes: int = 20_000_000) -> DigestReport:
+    """Portable digest of `values` (one co-variable) and of their alias structure.
+
+    Process- and machine-independent: no ``id()``, no salted ``hash()``; sets are
+    order-independent, dicts keep insertion order; names are walked in sorted order with one
+    shared memo, so ``b = a`` and ``[a, a]`` vs ``[a, copy(a)]`` are distinguished.
+    """
+    opaque: set[str] = set()
+    truncated: set[str] = set()
+    w = _Walker(None, portable=True, max_nodes=max_nodes)
+    for name in sorted(values):
+        w.out.append(("name", name))
+        n_opaque = len(w.opaque_types)
+        try:
+            w.walk(values[name])
+        except _Budget:
+            truncated.add(name)
+            w.out.append(("truncated",))
+            w.max_nodes = w.nodes + max_nodes  # let the remaining names be checked too
+        except Exception as exc:  # pragma: no cover - defensive
+            log.warning("changes: digest of %r failed: %r", name, exc)
+            truncated.add(name)
+            w.out.append(("failed",))
+        if len(w.opaque_types) > n_opaque:
+            opaque.add(name)
+    try:
+        w.resolve_arrays()
+    except Exception as exc:  # pragma: no cover - defensive
+        log.warning("changes: array digest failed: %r", exc)
+        w.out.append(("arrays-failed",))
+    return DigestReport("x3:" + w.digest().hex(), opaque, truncated)
+
+
+def value_digest(values: Mapping[str, Any]) -> str:
+    """Portable digest of one co-variable's values and alias structure (see `digest_report`)."""
+    return digest_report(values).digest
+
+
+def opaque_names(values: Mapping[str, Any]) -> set[str]:
+    """Names in `values` whose digest checks some object by type only (generators, locks...)."""
+    return digest_report(values).opaque
+
+
+# --------------------------------------------------------------------------------------------
+# Size estimate
+# --------------------------------------------------------------------------------------------
+
+
+def reachable_size(obj: Any, *, max_nodes: int = 1_000_000) -> int:
+    """Cheap estimate of the memory held by `obj` and everything it reaches.
+
+    Buffers are counted by their real size (numpy ``nbytes`` of the memory-owning base, once;
+    pandas ``memory_usage(deep=False)``; bytes/str lengths); containers and instances add their
+    shallow size. Modules and library classes/functions are not counted. Never raises.
+    """
+    total = 0
+    seen: set[int] = set()
+    stack: list[Any] = [obj]
+    nodes = 0
+    getsizeof = sys.getsizeof
+    while stack and nodes < max_nodes:
+        o = stack.pop()
+        nodes += 1
+        tp = type(o)
+        if tp in MARSHAL_ATOMS:
+            total += getsizeof(o)
+            continue
+        i = id(o)
+        if i in seen:
+            continue
+        seen.add(i)
+        try:
+            kind = _classify(tp)
+            if kind in (K_LIST, K_TUPLE, K_SET, K_FROZENSET, K_DEQUE):
+                total += getsizeof(o)
+                items = list(o) if kind != K_SET else list(set.__iter__(o))
+                if set(map(type, items)) <= MARSHAL_ATOMS:
+                    total += sum(map(getsizeof, items))
+                else:
+                    stack.extend(items)
+            elif kind == K_DICT:
+                total += getsizeof(o)
+                stack.extend(dict.keys(o))
+                stack.extend(dict.values(o))
+            elif kind == K_NDARRAY:
+                fb = _final_base(o)
+                if id(fb) not in seen or fb is o:
+                    seen.add(id(fb))
+                    total += int(fb.nbytes) + 112
+                if o.dtype.hasobject:
+                    stack.extend(o.ravel().tolist())
+            elif kind == K_DATAFRAME:
+                total += int(o.memory_usage(index=True, deep=False).sum())
+            elif kind in (K_SERIES, K_INDEX):
+                total += int(o.memory_usage(deep=False))
+            elif kind == K_EXTARRAY:
+                total += int(o.nbytes)
+            elif kind == K_TORCH:
+                total += int(o.element_size() * o.nelement())
+            elif kind == K_BUFFER:
+                total += len(o) if tp is not memoryview else o.nbytes
+            elif kind == K_INSTANCE:
+                total += getsizeof(o)
+                dict_desc, slots = _layout(tp)
+                if dict_desc is not None:
+                    d = dict_desc.__get__(o, tp)
+                    if d is not None:
+                        stack.append(d)
+                for _, desc in slots:
+                    try:
+                        stack.append(desc.__get__(o, tp))
+                    except AttributeError:
+                        pass
+                if isinstance(o, dict):
+                    stack.extend(dict.values(o))
+                elif isinstance(o, (list, tuple)):
+                    stack.extend(list.__iter__(o) if isinstance(o, list) else tuple.__iter__(o))
+            elif kind == K_FUNCTION:
+                if _is_notebook_function(o, None):
+                    total += getsizeof(o)
+                    stack.extend(c.cell_contents for c in (o.__closure__ or ()) if _cell_full(c))
+                    stack.extend(o.__defaults__ or ())
+            elif kind in (K_CLASS, K_BYREF):
+                pass
+            elif kind == K_METHOD:
+                stack.append(o.__self__)
+            else:
+                total += getsizeof(o)
+        except Exception:
+            total += 64
+    return int(total)
+
+
+def _cell_full(c: Any) -> bool:
+    try:
+        c.cell_contents  # noqa: B018
+        return True
+    except ValueError:
+        return False
