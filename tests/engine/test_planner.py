@@ -90,6 +90,22 @@ def test_unserializable_covar_is_recomputed_even_when_shipping_would_be_cheaper(
     assert p.solver == "trivial" and p.optimal
 
 
+def test_cells_rerun_for_a_forced_recompute_are_free_for_other_covars():
+    # The generator forces cell 0 (100 s) to re-run anyway, so the big array it also produced is
+    # recomputed at no extra cost instead of being shipped (200 s).
+    problem = PlanProblem(
+        cells=cells((0, 100.0), (1, 0.0)),
+        covars=[
+            CovarCost("g", ["gen"], 0, serializable=False, error="TypeError", requires=[0]),
+            CovarCost("arr", ["arr"], nbytes=100 * MB, requires=[0, 1]),
+        ],
+        speed=SLOW,
+    )
+    p = plan(problem)
+    assert p.recompute == ["g", "arr"] and p.ship == [] and p.rerun == [0, 1]
+    assert p.est_total_s == pytest.approx(100.0)
+
+
 def test_covar_with_non_rerunnable_cell_is_shipped_even_when_recompute_would_be_cheaper():
     problem = PlanProblem(
         cells=cells((0, 0.01, "writes file /tmp/out.csv")),
@@ -259,6 +275,44 @@ def test_zero_deadline_loses_every_must_ship_and_recomputes_the_rest():
     p = plan(problem)
     assert p.ship == [] and p.recompute == ["d"] and list(p.lost) == ["a"]
     assert p.est_checkpoint_s == 0
+
+
+def many_covars_problem(n: int = 120) -> PlanProblem:
+    """Shared cells and a binding deadline: a problem CP-SAT needs a moment for."""
+    cs = {i: CellCost(i, 8.0 + (i * 7919 % 13)) for i in range(n)}
+    covars = [
+        CovarCost(
+            f"v{k}",
+            [f"v{k}"],
+            nbytes=(1 + k * 104729 % 17) * MB // 4,
+            requires=sorted({k % n, (k * 31) % n, (k * 17 + 3) % n}),
+        )
+        for k in range(2 * n)
+    ]
+    problem = PlanProblem(cs, covars, SLOW)
+    problem.deadline_s = round(plan(problem).est_checkpoint_s / 3, 3)  # binding
+    return problem
+
+
+def test_time_limit_bounds_planning_and_still_respects_the_deadline():
+    problem = many_covars_problem()
+    p = plan(problem, time_limit_s=0.1)
+    assert p.solver == "cpsat"
+    assert p.est_checkpoint_s <= problem.deadline_s
+    assert sorted(p.ship + p.recompute) == sorted(c.key for c in problem.covars)
+    if not p.optimal:
+        assert any("time limit" in n for n in p.notes)
+
+
+def test_solver_without_solution_falls_back_to_recomputing_and_says_so(monkeypatch):
+    import kernel_agent.planner as planner
+
+    monkeypatch.setattr(planner, "_cpsat", lambda *a, **k: planner._SatResult("unknown", set()))
+    problem = many_covars_problem(20)
+    p = plan(problem)
+    assert p.ship == [] and len(p.recompute) == 40 and p.solver == "cpsat"
+    assert not p.optimal
+    assert any("fell back" in n for n in p.notes)
 
 
 def test_restore_objective_ignores_write_side():
