@@ -1,0 +1,521 @@
+"""Which user variables a cell may read: a static over-approximation with no run-time cost.
+
+Runs inside the user's kernel process, called by `kernel_agent.monitor` before each recorded cell.
+
+Design decision (kept on purpose): the user namespace stays a plain `dict`. A tracking dict
+subclass (Kishu's `TrackedNamespace`) sees every read exactly, but puts a Python-level
+`__getitem__` on every global lookup, which makes tight loops several times slower; our overhead
+target is 1%. Instead, the reads of a cell are
+
+* every global name loaded by the cell's transformed code, in all nested code objects
+  (comprehensions, lambdas, class bodies, decorators, default arguments);
+* identifier tokens in magic arguments (`%time x = f(y)`) and the names of literal
+  `eval`/`exec` strings (compiled and analysed like the cell);
+* the transitive closure through notebook-defined code reachable from those names: functions
+  whose `__globals__` is the user namespace (their code, closures, defaults, `__wrapped__`),
+  notebook classes (methods, properties, static/class methods, nested classes, metaclass),
+  instances of notebook classes, bound methods, partials, and containers holding any of those.
+
+Dynamic namespace access (`globals()`, `locals()`, `vars()`, `eval`/`exec` of a non-literal,
+`get_ipython().user_ns`, `sys.modules`, `import __main__`, frame globals, ...) or a closure walk
+over budget means "reads every user variable". Over-approximating is safe: it only adds edges to
+the history graph. Missing a read would be a correctness bug (a silently wrong restore, as in
+ElasticNotebook's `r = obj.m()` case), so every doubt resolves to "read".
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import dis
+import functools
+import logging
+import re
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kernel_agent import effects
+
+log = logging.getLogger("kernel_agent")
+
+_LOAD_OPS = frozenset({"LOAD_NAME", "LOAD_GLOBAL", "LOAD_FROM_DICT_OR_GLOBALS"})
+_STORE_OPS = frozenset({"STORE_NAME", "STORE_GLOBAL"})
+_DELETE_OPS = frozenset({"DELETE_NAME", "DELETE_GLOBAL"})
+_ATTR_OPS = frozenset({"LOAD_ATTR", "LOAD_METHOD", "LOAD_SUPER_ATTR", "STORE_ATTR", "DELETE_ATTR"})
+_CALL_OPS = frozenset({"PRECALL", "CALL"})
+_SIMPLE_LOADS = frozenset({"LOAD_NAME", "LOAD_GLOBAL", "LOAD_FAST", "LOAD_DEREF", "LOAD_CONST",
+                           "LOAD_FROM_DICT_OR_GLOBALS", "LOAD_CLASSDEREF"})
+
+# Names that, loaded as globals, hand the namespace itself to the code.
+_ALWAYS_DYNAMIC_NAMES = frozenset({"globals", "locals"})
+# Attributes through which code reaches the namespace or runs code in it.
+_DYNAMIC_ATTRS = frozenset({
+    "user_ns", "user_global_ns", "user_ns_hidden", "run_cell", "run_cell_async", "run_code",
+    "run_ast_nodes", "ex", "ev", "push", "del_var", "drop_by_id", "reset", "safe_execfile",
+    "safe_execfile_ipy", "safe_run_module", "f_globals", "f_locals", "f_builtins", "__globals__",
+    "_getframe", "currentframe", "getouterframes", "stack", "modules",
+})
+# `get_ipython().<attr>(...)` calls whose string arguments are (or contain) user code or names.
+_MAGIC_ATTRS = frozenset({"run_line_magic", "run_cell_magic", "system", "getoutput",
+                          "run_magic", "magic"})
+# Magics that read the namespace as a whole, run files, or replay history.
+DYNAMIC_MAGICS = frozenset({
+    "run", "store", "who", "whos", "who_ls", "reset", "reset_selective", "xdel", "rerun",
+    "recall", "macro", "save", "load", "edit", "pinfo", "pinfo2", "psearch", "pdef", "pdoc",
+    "psource", "pfile", "debug", "pdb", "notebook", "history", "hist", "autoreload", "aimport",
+    "pastebin", "logstart", "paste", "cpaste", "precision", "config", "ed",
+})
+# Tokens that, in magic arguments, mean the namespace is reached dynamically.
+_DYNAMIC_TOKENS = _ALWAYS_DYNAMIC_NAMES | {"vars", "eval", "exec", "__import__", "__main__",
+                                           "get_ipython"} | _DYNAMIC_ATTRS
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+WALK_BUDGET = 20_000  # objects visited by the closure walk per cell
+GENERIC_DEPTH = 4  # how deep the best-effort walk goes into objects of library classes
+BULK_SCAN_LIMIT = 5_000_000  # elements of one container type-scanned in C before giving up
+_CODE_CACHE_MAX = 50_000
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    """What one code object (with all code objects nested in it) does with global names."""
+
+    loads: frozenset[str]
+    stores: frozenset[str]
+    deletes: frozenset[str]
+    global_stores: frozenset[str]  # STORE_GLOBAL/DELETE_GLOBAL: writes from inside functions
+    dynamic: str | None  # why this code reaches the namespace dynamically, if it does
+    markers: frozenset[str]  # non-determinism markers (see effects.static_markers)
+
+
+@dataclass
+class CellAnalysis:
+    """The result for one cell, against the namespace as it was before the cell ran."""
+
+    reads: set[str] = field(default_factory=set)  # candidate names (not yet intersected)
+    stores: set[str] = field(default_factory=set)  # names the cell's own code stores/deletes
+    maybe_written: set[str] = field(default_factory=set)  # `global` writes in reachable functions
+    dynamic: str | None = None
+    markers: set[str] = field(default_factory=set)
+
+
+_code_cache: dict[int, tuple[types.CodeType, CodeInfo]] = {}
+
+
+def _literal_call_arg(instrs: list, i: int) -> tuple[bool, Any]:
+    """If instrs[i] loads a callable called right away with one constant argument, that constant."""
+    if i + 2 < len(instrs):
+        a, c = instrs[i + 1], instrs[i + 2]
+        if a.opname == "LOAD_CONST" and c.opname in _CALL_OPS and c.arg == 1:
+            return True, a.argval
+    return False, None
+
+
+def _called_with_one_simple_arg(instrs: list, i: int) -> bool:
+    if i + 2 < len(instrs):
+        a, c = instrs[i + 1], instrs[i + 2]
+        return a.opname in _SIMPLE_LOADS and c.opname in _CALL_OPS and c.arg == 1
+    return False
+
+
+def _tokens(text: str) -> set[str]:
+    return set(_IDENT.findall(text))
+
+
+def _analyze_source(src: str, mode_hint: str) -> CodeInfo | None:
+    """Analyse the code inside an `eval`/`exec` string literal (None if it does not compile)."""
+    for mode in ((mode_hint, "exec") if mode_hint == "eval" else ("exec",)):
+        try:
+            return code_info(compile(src, "<string>", mode, dont_inherit=True))
+        except (SyntaxError, ValueError, TypeError, OverflowError, RecursionError):
+            continue
+    return None
+
+
+def code_info(code: types.CodeType) -> CodeInfo:
+    """Analyse a code object and every code object nested in it; cached per code object."""
+    hit = _code_cache.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    info = _compute_code_info(code)
+    if len(_code_cache) >= _CODE_CACHE_MAX:
+        _code_cache.clear()
+    _code_cache[id(code)] = (code, info)
+    return info
+
+
+def _compute_code_info(code: types.CodeType) -> CodeInfo:
+    loads: set[str] = set()
+    stores: set[str] = set()
+    deletes: set[str] = set()
+    gstores: set[str] = set()
+    markers: set[str] = set()
+    dynamic: str | None = None
+    instrs = list(dis.get_instructions(code))
+    attrs: set[str] = set()
+    magic_strings = False
+    for i, ins in enumerate(instrs):
+        op = ins.opname
+        if op in _LOAD_OPS:
+            name = ins.argval
+            loads.add(name)
+            if name in _ALWAYS_DYNAMIC_NAMES:
+                dynamic = dynamic or f"calls {name}()"
+            elif name == "vars" and not _called_with_one_simple_arg(instrs, i):
+                dynamic = dynamic or "calls vars()"
+            elif name in ("eval", "exec"):
+                literal, arg = _literal_call_arg(instrs, i)
+                if literal and isinstance(arg, str):
+                    inner = _analyze_source(arg, name)
+                    if inner is None:
+                        loads |= _tokens(arg)
+                    else:
+                        loads |= inner.loads
+                        markers |= inner.markers
+                        gstores |= inner.stores | inner.global_stores
+                        dynamic = dynamic or inner.dynamic
+                else:
+                    dynamic = dynamic or f"calls {name}() on a computed string or code object"
+            elif name == "__import__":
+                literal, arg = _literal_call_arg(instrs, i)
+                if not literal or arg == "__main__":
+                    dynamic = dynamic or "imports __main__ dynamically"
+        elif op in _STORE_OPS:
+            stores.add(ins.argval)
+            if op == "STORE_GLOBAL":
+                gstores.add(ins.argval)
+        elif op in _DELETE_OPS:
+            deletes.add(ins.argval)
+            if op == "DELETE_GLOBAL":
+                gstores.add(ins.argval)
+        elif op in _ATTR_OPS:
+            name = ins.argval
+            attrs.add(name)
+            if name in _DYNAMIC_ATTRS:
+                dynamic = dynamic or f"uses .{name}"
+            elif name in _MAGIC_ATTRS:
+                magic_strings = True
+                nxt = instrs[i + 1] if i + 1 < len(instrs) else None
+                if (name in ("run_line_magic", "run_cell_magic", "run_magic", "magic")
+                        and nxt is not None and nxt.opname == "LOAD_CONST"
+                        and isinstance(nxt.argval, str)):
+                    magic = nxt.argval.split()[0].lstrip("%") if nxt.argval.strip() else ""
+                    if magic in DYNAMIC_MAGICS:
+                        dynamic = dynamic or f"runs %{magic}"
+        elif op == "IMPORT_NAME":
+            if ins.argval == "__main__":
+                dynamic = dynamic or "imports __main__"
+        elif op == "LOAD_CONST" and isinstance(ins.argval, types.CodeType):
+            # Nested code: functions store locally (STORE_FAST) and class bodies store class
+            # attributes (STORE_NAME), so only their `global` stores are namespace writes.
+            inner = code_info(ins.argval)
+            loads |= inner.loads
+            gstores |= inner.global_stores
+            markers |= inner.markers
+            dynamic = dynamic or inner.dynamic
+    if magic_strings:
+        for ins in instrs:
+            if ins.opname == "LOAD_CONST" and isinstance(ins.argval, str):
+                toks = _tokens(ins.argval)
+                loads |= toks
+                bad = toks & _DYNAMIC_TOKENS
+                if bad:
+                    dynamic = dynamic or f"magic or shell argument mentions {sorted(bad)[0]}"
+    if "import_module" in attrs and any(
+            ins.opname == "LOAD_CONST" and ins.argval == "__main__" for ins in instrs):
+        dynamic = dynamic or "imports __main__ dynamically"
+    markers |= effects.static_markers(instrs)
+    return CodeInfo(frozenset(loads), frozenset(stores), frozenset(deletes), frozenset(gstores),
+                    dynamic, frozenset(markers))
+
+
+def compile_cell(shell: Any, transformed: str) -> types.CodeType:
+    """Compile transformed cell source like IPython would (top-level await allowed)."""
+    flags = getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
+    try:
+        flags |= shell.compile.flags
+    except Exception:  # noqa: BLE001
+        pass
+    tree = ast.parse(transformed, mode="exec")
+    transformers = getattr(shell, "ast_transformers", None)
+    if transformers:
+        tree = shell.transform_ast(tree)
+    return compile(tree, "<cell>", "exec", flags=flags, dont_inherit=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Closure through notebook-defined code
+# ----------------------------------------------------------------------------------------------
+
+_ATOMS: frozenset[type] = frozenset({
+    int, float, complex, str, bytes, bool, type(None), range, slice, type(Ellipsis),
+    type(NotImplemented), bytearray, memoryview,
+})
+_SEQUENCES = (list, tuple, set, frozenset)
+_CODE_HOLDERS: frozenset[type] = frozenset({
+    types.FunctionType, types.MethodType, functools.partial, staticmethod, classmethod, property,
+    types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType, types.ModuleType,
+    types.BuiltinFunctionType,
+})
+_leaf_cache: dict[type, bool] = {}
+
+
+def _is_leaf_type(t: type) -> bool:
+    """True for types whose instances cannot lead to notebook code (numbers, arrays, dates, ...).
+
+    A leaf has no instance `__dict__`, is not a container, callable wrapper or class, and is not
+    defined in the notebook. Cached per type: this runs on every element of scanned containers.
+    """
+    leaf = _leaf_cache.get(t)
+    if leaf is None:
+        try:
+            leaf = t in _ATOMS or not (
+                t in _CODE_HOLDERS
+                or issubclass(t, (list, tuple, dict, set, frozenset, type))
+                or getattr(t, "__dictoffset__", 1)
+                or getattr(t, "__module__", None) == "__main__"
+                or any("__slots__" in vars(k) for k in t.__mro__[:-1])
+            )
+        except Exception:  # noqa: BLE001
+            leaf = False
+        if len(_leaf_cache) > 10_000:
+            _leaf_cache.clear()
+        _leaf_cache[t] = leaf
+    return leaf
+
+
+class _BudgetExceeded(Exception):
+    pass
+
+
+@dataclass
+class Reach:
+    """What the value of one name reaches: global names loaded by reachable notebook code."""
+
+    names: set[str] = field(default_factory=set)
+    gstores: set[str] = field(default_factory=set)
+    markers: set[str] = field(default_factory=set)
+    dynamic: str | None = None
+    cost: int = 0  # objects visited + elements bulk-scanned / 64
+
+
+class _Walker:
+    """Visits the objects reachable from one value, collecting notebook code and its names."""
+
+    def __init__(self, ns: Mapping[str, Any], budget: int):
+        self.ns = ns
+        self.budget = budget
+        self.start_budget = budget
+        self.seen: set[int] = set()
+        self.names: set[str] = set()
+        self.gstores: set[str] = set()
+        self.markers: set[str] = set()
+        self.dynamic: str | None = None
+
+    def code(self, code: types.CodeType) -> None:
+        info = code_info(code)
+        self.names |= info.loads
+        self.gstores |= info.global_stores
+        self.markers |= info.markers
+        if info.dynamic and not self.dynamic:
+            self.dynamic = f"{info.dynamic} (in {code.co_name})"
+
+    def walk(self, root: Any) -> None:
+        """Visit `root` and what it reaches; `depth` counts hops through library objects."""
+        stack: list[tuple[Any, int]] = [(root, 0)]
+        ns = self.ns
+        while stack:
+            v, depth = stack.pop()
+            t = type(v)
+            if t in _ATOMS:
+                continue
+            i = id(v)
+            if i in self.seen:
+                continue
+            self.seen.add(i)
+            self.budget -= 1
+            if self.budget < 0:
+                raise _BudgetExceeded
+            if t is types.FunctionType:
+                if v.__globals__ is ns:
+                    self.code(v.__code__)
+                # closures, defaults and __wrapped__ of any function: decorators from libraries
+                # wrap notebook functions in closures
+                for c in v.__closure__ or ():
+                    try:
+                        stack.append((c.cell_contents, 0))
+                    except ValueError:  # empty cell
+                        pass
+                if v.__defaults__:
+                    stack.append((v.__defaults__, 0))
+                if v.__kwdefaults__:
+                    stack.append((v.__kwdefaults__, 0))
+                if v.__dict__:
+                    stack.append((v.__dict__, 0))
+            elif t is types.MethodType:
+                stack.append((v.__func__, 0))
+                stack.append((v.__self__, depth))
+            elif t is functools.partial:
+                stack.extend(((v.func, 0), (v.args, 0), (v.keywords, 0)))
+            elif t is staticmethod or t is classmethod:
+                stack.append((v.__func__, 0))
+            elif t is property:
+                stack.extend((f, 0) for f in (v.fget, v.fset, v.fdel) if f is not None)
+            elif t in (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType):
+                prefix = {types.GeneratorType: "gi", types.CoroutineType: "cr"}.get(t, "ag")
+                frame = getattr(v, prefix + "_frame", None)
+                code = getattr(v, prefix + "_code", None)
+                if frame is not None and frame.f_globals is ns and code is not None:
+                    self.code(code)
+                    for x in frame.f_locals.values():
+                        stack.append((x, 0))
+            elif t is types.ModuleType or t is types.BuiltinFunctionType:
+                self.markers |= effects.value_markers(v)
+            elif isinstance(v, type):
+                self._class(v, stack)
+            elif t in _SEQUENCES or t is dict:
+                self._container(v, stack, depth)
+            else:
+                if isinstance(v, (list, tuple, dict, set, frozenset)):
+                    self._container(v, stack, depth)
+                if not _is_leaf_type(t):
+                    self._instance(v, t, stack, depth)
+
+    def _class(self, cls: type, stack: list) -> None:
+        if getattr(cls, "__module__", None) != "__main__":
+            return
+        meta = type(cls)
+        if getattr(meta, "__module__", None) == "__main__":
+            stack.append((meta, 0))
+        for klass in cls.__mro__:
+            if klass is not cls:
+                if getattr(klass, "__module__", None) == "__main__":
+                    stack.append((klass, 0))
+                continue
+            for attr in list(vars(klass).values()):
+                stack.append((attr, 0))
+
+    def _container(self, v: Any, stack: list, depth: int) -> None:
+        try:
+            if isinstance(v, dict):
+                parts: Iterable[Any] = (v.values(), v.keys())
+                if isinstance(v, collections.defaultdict) and v.default_factory is not None:
+                    stack.append((v.default_factory, 0))
+            else:
+                parts = (v,)
+            for part in parts:
+                n = len(part)
+                if n == 0:
+                    continue
+                if n > 32:
+                    if n > BULK_SCAN_LIMIT:
+                        raise _BudgetExceeded
+                    kinds = set(map(type, part))  # in C: cheap even for large containers
+                    self.budget -= n // 64
+                    if all(_is_leaf_type(k) for k in kinds):
+                        continue
+                for x in part:
+                    if not _is_leaf_type(type(x)):
+                        stack.append((x, depth))
+        except _BudgetExceeded:
+            raise
+        except Exception:  # noqa: BLE001 - changed size during iteration, exotic dict, ...
+            self.dynamic = self.dynamic or f"could not inspect a {type(v).__name__}"
+
+    def _instance(self, v: Any, t: type, stack: list, depth: int) -> None:
+        notebook = getattr(t, "__module__", None) == "__main__"
+        if notebook:
+            stack.append((t, 0))
+            child_depth = 0
+        else:
+            # Best effort beyond the contract: library objects holding notebook callables
+            # (a FunctionTransformer(func), an lru_cache wrapper, a callback registry).
+            if depth >= GENERIC_DEPTH:
+                return
+            child_depth = depth + 1
+        if getattr(t, "__dictoffset__", 0):
+            try:
+                d = object.__getattribute__(v, "__dict__")
+            except Exception:  # noqa: BLE001
+                d = None
+            if type(d) is dict and d:
+                for x in list(d.values()):
+                    if not _is_leaf_type(type(x)):
+                        stack.append((x, child_depth))
+        for klass in t.__mro__[:-1]:
+            slots = vars(klass).get("__slots__", ())
+            for slot in (slots,) if isinstance(slots, str) else slots:
+                if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
+                    try:
+                        stack.append((object.__getattribute__(v, slot), child_depth))
+                    except Exception:  # noqa: BLE001 - unset slot
+                        pass
+
+
+def reach(value: Any, ns: Mapping[str, Any], budget: int = WALK_BUDGET) -> Reach:
+    """Walk one value; a hostile or oversized object graph yields `dynamic` (reads everything)."""
+    walker = _Walker(ns, budget)
+    try:
+        walker.walk(value)
+    except _BudgetExceeded:
+        walker.dynamic = f"reachable objects exceed the analysis budget ({budget})"
+    except Exception as e:  # noqa: BLE001 - objects that fight inspection: assume the worst
+        walker.dynamic = walker.dynamic or f"could not inspect a {type(value).__name__}: {type(e).__name__}"
+    return Reach(walker.names, walker.gstores, walker.markers, walker.dynamic,
+                 max(0, walker.start_budget - walker.budget))
+
+
+CACHE_MIN_COST = 256  # walks cheaper than this are redone every cell (no staleness to fear)
+
+
+def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
+                 budget: int = WALK_BUDGET,
+                 cache: dict[str, tuple[int, Reach]] | None = None) -> CellAnalysis:
+    """Reads/stores of a cell (source after IPython's transforms) against namespace `ns`.
+
+    `cache` keeps the result of expensive walks per name (keyed by the value's id); the monitor
+    drops a name's entry whenever a cell rebinds, mutates or deletes it, so a cached walk is one
+    of an unchanged object graph. Raises SyntaxError (and friends) when the cell does not
+    compile: IPython reports it, the monitor records the failed cell.
+    """
+    code = compile_cell(shell, transformed)
+    info = code_info(code)
+    result = CellAnalysis(
+        stores=set(info.stores | info.deletes | info.global_stores),
+        markers=set(info.markers),
+        dynamic=info.dynamic,
+    )
+    if result.dynamic:
+        return result
+    names = set(info.loads)
+    pending = list(names)
+    gstores: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name not in ns:
+            continue
+        value = ns[name]
+        hit = cache.get(name) if cache is not None else None
+        if hit is not None and hit[0] == id(value):
+            r = hit[1]
+        else:
+            r = reach(value, ns, budget)
+            budget -= r.cost
+            if cache is not None and r.cost >= CACHE_MIN_COST:
+                cache[name] = (id(value), r)
+        if r.dynamic:
+            result.dynamic = f"{name}: {r.dynamic}"
+            break
+        if budget < 0:
+            result.dynamic = f"reachable objects exceed the analysis budget ({WALK_BUDGET})"
+            break
+        for n in r.names - names:
+            names.add(n)
+            pending.append(n)
+        gstores |= r.gstores
+        result.markers |= r.markers
+    result.reads = names
+    result.maybe_written = gstores
+    return result

@@ -1,0 +1,385 @@
+"""Side effects and non-determinism that make a cell unsafe to re-run at restore time.
+
+Runs inside the user's kernel process. Two sources:
+
+* an audit hook (`sys.addaudithook`, PEP 578) that notes, while a recorded cell runs, files opened
+  for writing, files and directories removed/renamed/created, network connections, subprocesses
+  and shell commands. Re-running such a cell on the new machine would repeat the effect (append
+  to a file twice, send a request twice), so the checkpoint ships its outputs instead;
+* static markers in the cell's bytecode and in the notebook functions it reaches (`analysis`
+  calls `static_markers`): reading the clock, OS entropy, unseeded generators.
+
+Audit hooks cannot be removed, so the hook is installed once per process and costs one global
+lookup when no cell is being recorded. The kernel's own machinery (history sqlite, its sockets,
+its threads, caches, `__pycache__`) is filtered out: threads that existed when recording was set
+up are ignored (the kernel's IO, heartbeat, control and history threads), and so are paths under
+the IPython profile, the Jupyter runtime directory and cache directories.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+log = logging.getLogger("kernel_agent")
+
+MAX_EFFECTS = 20  # per cell; more are summarized
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+
+# --------------------------------------------------------------------------------------------
+# Static markers of non-determinism (bytecode of one code object)
+# --------------------------------------------------------------------------------------------
+
+CLOCK = "reads the clock"
+ENTROPY = "reads OS entropy"
+UNSEEDED = "uses an unseeded random generator"
+
+# attribute or bare-name loads that always mean "clock" / "entropy" when called
+_CLOCK_NAMES = frozenset({
+    "perf_counter", "perf_counter_ns", "time_ns", "monotonic", "monotonic_ns", "process_time",
+    "process_time_ns", "thread_time", "thread_time_ns", "clock_gettime", "clock_gettime_ns",
+    "utcnow", "now", "today",
+})
+_TIME_MODULE_CLOCK = frozenset({"time", "localtime", "gmtime", "ctime", "asctime", "strftime"})
+_ENTROPY_NAMES = frozenset({
+    "urandom", "getrandom", "uuid1", "uuid4", "SystemRandom", "token_bytes", "token_hex",
+    "token_urlsafe", "randbits", "secrets",
+})
+# generators that seed themselves from OS entropy when called without a seed
+_SEEDABLE = frozenset({"default_rng", "RandomState", "Random", "seed", "SeedSequence"})
+_CALL_OPS = frozenset({"PRECALL", "CALL"})
+_LOAD_NAME_OPS = frozenset({"LOAD_NAME", "LOAD_GLOBAL", "LOAD_FROM_DICT_OR_GLOBALS", "LOAD_DEREF",
+                            "LOAD_FAST", "LOAD_CLASSDEREF"})
+_ATTR_OPS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+
+
+def _called_without_seed(instrs: Sequence[Any], i: int) -> bool:
+    nxt = instrs[i + 1] if i + 1 < len(instrs) else None
+    if nxt is None:
+        return False
+    if nxt.opname in _CALL_OPS:
+        return nxt.arg == 0
+    after = instrs[i + 2] if i + 2 < len(instrs) else None
+    return (nxt.opname == "LOAD_CONST" and nxt.argval is None and after is not None
+            and after.opname in _CALL_OPS and after.arg == 1)
+
+
+def static_markers(instrs: Sequence[Any]) -> set[str]:
+    """Non-determinism markers in one code object's instructions (from `dis.get_instructions`).
+
+    Heuristic by design: names are matched, not resolved (a `now` attribute is taken to be a
+    clock read). A false positive only makes the planner ship the cell's outputs instead of
+    recomputing them; a missed marker could make a restore silently differ, which the
+    restore-time digest check then reports.
+    """
+    out: set[str] = set()
+    prev = None
+    for i, ins in enumerate(instrs):
+        op = ins.opname
+        if op in _ATTR_OPS or op in _LOAD_NAME_OPS or op == "IMPORT_NAME":
+            name = ins.argval
+            if isinstance(name, str):
+                if name in _CLOCK_NAMES and op != "LOAD_FAST":
+                    out.add(CLOCK)
+                elif name in _ENTROPY_NAMES and op != "LOAD_FAST":
+                    out.add(ENTROPY)
+                elif (name in _TIME_MODULE_CLOCK and op in _ATTR_OPS and prev is not None
+                      and prev.argval == "time" and prev.opname != "LOAD_CONST"):
+                    out.add(CLOCK)  # time.time(), time.localtime(), ...
+                elif name == "time" and op in _LOAD_NAME_OPS and op != "LOAD_FAST":
+                    nxt = instrs[i + 1] if i + 1 < len(instrs) else None
+                    if nxt is not None and nxt.opname in _CALL_OPS:
+                        out.add(CLOCK)  # from time import time; time()
+                elif name in _SEEDABLE and op != "IMPORT_NAME" and _called_without_seed(instrs, i):
+                    out.add(UNSEEDED)
+        prev = ins
+    return out
+
+
+def value_markers(value: Any) -> set[str]:
+    """Markers for a notebook variable bound to a known non-deterministic builtin (`now = time.time`)."""
+    import types
+
+    if type(value) is types.ModuleType:
+        return {ENTROPY} if getattr(value, "__name__", "") == "secrets" else set()
+    if type(value) is not types.BuiltinFunctionType:
+        return set()
+    name = getattr(value, "__name__", "")
+    owner = getattr(value, "__self__", None)
+    owner_name = getattr(owner, "__name__", "")
+    if name in _CLOCK_NAMES or (owner_name == "time" and name in _TIME_MODULE_CLOCK):
+        return {CLOCK}
+    if name in _ENTROPY_NAMES:
+        return {ENTROPY}
+    return set()
+
+
+# --------------------------------------------------------------------------------------------
+# Audit hook
+# --------------------------------------------------------------------------------------------
+
+
+def _path(p: Any) -> str | None:
+    if isinstance(p, int):
+        return None
+    try:
+        s = os.fsdecode(os.fspath(p))
+    except Exception:  # noqa: BLE001
+        return str(p)
+    return os.path.abspath(s)
+
+
+def _addr(a: Any) -> str:
+    if isinstance(a, tuple) and len(a) >= 2:
+        host, port = a[0], a[1]
+        return f"[{host}]:{port}" if isinstance(host, str) and ":" in host else f"{host}:{port}"
+    if isinstance(a, (bytes, bytearray)):
+        return os.fsdecode(bytes(a))
+    return str(a)
+
+
+def _short(s: str, n: int = 160) -> str:
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+class _Recorder:
+    """Collects effect descriptions for one cell; filters the kernel's own activity."""
+
+    __slots__ = ("effects", "ignored_threads", "ignored_prefixes", "ignored_ports", "busy")
+
+    def __init__(self, ignored_threads: set[int], ignored_prefixes: tuple[str, ...],
+                 ignored_ports: set[int]):
+        self.effects: list[str] = []
+        self.ignored_threads = ignored_threads
+        self.ignored_prefixes = ignored_prefixes
+        self.ignored_ports = ignored_ports
+        self.busy = False
+
+    def _ignored_path(self, p: str | None) -> bool:
+        if p is None:
+            return False
+        if p.startswith(self.ignored_prefixes) or p == os.devnull:
+            return True
+        return "__pycache__" in p or p.endswith((".pyc", ".pyc.tmp")) or "/.pyc" in p
+
+    def _note(self, text: str) -> None:
+        text = _short(text)
+        if text not in self.effects:
+            self.effects.append(text)
+
+    def _kernel_socket(self, address: Any) -> bool:
+        if isinstance(address, tuple) and len(address) >= 2 and address[1] in self.ignored_ports:
+            return str(address[0]) in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "")
+        return False
+
+    def handle(self, event: str, args: tuple) -> None:
+        if threading.get_ident() in self.ignored_threads:
+            return
+        if event == "open":
+            path, mode, flags = (tuple(args) + (None, None, None))[:3]
+            if mode is not None:
+                writing = isinstance(mode, str) and any(c in mode for c in "wax+")
+            else:
+                writing = isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
+            if not writing:
+                return
+            if isinstance(path, int):
+                self._note(f"writes file descriptor {path}")
+                return
+            p = _path(path)
+            if not self._ignored_path(p):
+                self._note(f"writes file {p}")
+        elif event in _PATH_EVENTS:
+            verb, npaths = _PATH_EVENTS[event]
+            paths = [_path(a) for a in args[:npaths]]
+            if all(self._ignored_path(p) for p in paths):
+                return
+            self._note(f"{verb} {' -> '.join(str(p) for p in paths)}")
+        elif event in ("socket.connect", "socket.sendto", "socket.sendmsg", "socket.bind"):
+            address = args[1] if len(args) > 1 else None
+            if address is None or self._kernel_socket(address):
+                return
+            kind = {"socket.bind": "network listen", "socket.connect": "network connect"}.get(
+                event, "network send")
+            self._note(f"{kind} {_addr(address)}")
+        elif event == "socket.getaddrinfo":
+            host = args[0] if args else None
+            if isinstance(host, bytes):
+                host = host.decode(errors="replace")
+            if host and host not in ("localhost", "127.0.0.1", "::1", "0.0.0.0"):
+                self._note(f"network lookup {host}")
+        elif event == "subprocess.Popen":
+            argv = args[1] if len(args) > 1 else args
+            self._note(f"runs subprocess {_short(repr(argv), 120)}")
+        elif event == "os.system":
+            self._note(f"runs shell command {_short(repr(args[0] if args else ''), 120)}")
+        elif event in ("os.exec", "os.spawn", "os.posix_spawn"):
+            self._note(f"runs program {_short(repr(args[1] if event == 'os.spawn' else args[0]), 120)}")
+        elif event in ("os.fork", "os.forkpty"):
+            self._note("forks the process")
+        elif event == "os.kill":
+            self._note(f"sends signal {args[1] if len(args) > 1 else '?'} to process "
+                       f"{args[0] if args else '?'}")
+        elif event == "urllib.Request":
+            self._note(f"network request {_short(str(args[0] if args else ''), 120)}")
+        elif event == "webbrowser.open":
+            self._note(f"opens a browser at {_short(str(args[0] if args else ''), 120)}")
+        elif event == "sqlite3.connect":
+            db = args[0] if args else None
+            if db in (None, "", ":memory:", b":memory:") or (
+                    isinstance(db, str) and db.startswith("file::memory:")):
+                return
+            p = _path(db)
+            if not self._ignored_path(p):
+                self._note(f"opens sqlite database {p}")
+
+
+# event -> (description, how many leading args are paths)
+_PATH_EVENTS: dict[str, tuple[str, int]] = {
+    "os.remove": ("deletes file", 1),
+    "os.rmdir": ("removes directory", 1),
+    "os.mkdir": ("creates directory", 1),
+    "os.rename": ("renames", 2),
+    "os.link": ("hard-links", 2),
+    "os.symlink": ("symlinks", 2),
+    "os.truncate": ("truncates file", 1),
+    "os.chmod": ("changes mode of", 1),
+    "os.chown": ("changes owner of", 1),
+    "os.utime": ("changes times of", 1),
+    "os.setxattr": ("sets extended attribute on", 1),
+    "os.removexattr": ("removes extended attribute from", 1),
+    "shutil.copyfile": ("copies file", 2),
+    "shutil.copymode": ("copies mode", 2),
+    "shutil.copystat": ("copies metadata", 2),
+    "shutil.copytree": ("copies tree", 2),
+    "shutil.rmtree": ("removes tree", 1),
+    "shutil.move": ("moves", 2),
+    "shutil.make_archive": ("writes archive", 1),
+    "shutil.unpack_archive": ("unpacks archive", 2),
+    "shutil.chown": ("changes owner of", 1),
+}
+_EVENTS = frozenset(_PATH_EVENTS) | {
+    "open", "socket.connect", "socket.sendto", "socket.sendmsg", "socket.bind",
+    "socket.getaddrinfo", "subprocess.Popen", "os.system", "os.exec", "os.spawn",
+    "os.posix_spawn", "os.fork", "os.forkpty", "os.kill", "urllib.Request", "webbrowser.open",
+    "sqlite3.connect",
+}
+
+_current: _Recorder | None = None
+_installed = False
+_install_lock = threading.Lock()
+
+
+def _audit_hook(event: str, args: tuple) -> None:
+    rec = _current
+    if rec is None or event not in _EVENTS or rec.busy:
+        return
+    rec.busy = True  # our own calls (os.path.abspath, ...) must not recurse into the hook
+    try:
+        rec.handle(event, args)
+    except Exception:  # noqa: BLE001 - an audit hook must never raise into user code
+        pass
+    finally:
+        rec.busy = False
+
+
+def install() -> None:
+    """Install the audit hook (once per process: audit hooks cannot be removed)."""
+    global _installed
+    with _install_lock:
+        if not _installed:
+            sys.addaudithook(_audit_hook)
+            _installed = True
+
+
+def kernel_paths(shell: Any = None) -> tuple[str, ...]:
+    """Directories the kernel machinery writes to on its own (never the user's doing)."""
+    paths: list[str] = []
+
+    def add(p: Any) -> None:
+        if p:
+            try:
+                paths.append(os.path.abspath(os.fsdecode(os.fspath(p))))
+            except Exception:  # noqa: BLE001
+                pass
+
+    home = os.path.expanduser("~")
+    add(os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"))
+    add(os.environ.get("MPLCONFIGDIR"))
+    add(os.path.join(home, ".matplotlib"))
+    add(os.path.join(home, ".config", "matplotlib"))
+    add(os.path.join(home, ".ipython"))
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        add(jupyter_runtime_dir())
+    except Exception:  # noqa: BLE001
+        pass
+    if shell is not None:
+        for getter in (lambda: shell.profile_dir.location,
+                       lambda: shell.history_manager.hist_file,
+                       lambda: getattr(shell.kernel, "connection_file", None) if hasattr(shell, "kernel") else None):
+            try:
+                add(getter())
+            except Exception:  # noqa: BLE001
+                pass
+    try:
+        import tempfile
+
+        add(os.path.join(tempfile.gettempdir(), f"ipykernel_{os.getpid()}"))
+    except Exception:  # noqa: BLE001
+        pass
+    return tuple(sorted(set(paths)))
+
+
+def kernel_ports() -> set[int]:
+    """The ports of this kernel's own ZMQ channels (from the connection file), if known."""
+    ports: set[int] = set()
+    try:
+        from ipykernel.kernelapp import IPKernelApp
+
+        if IPKernelApp.initialized():
+            app = IPKernelApp.instance()
+            for attr in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
+                port = getattr(app, attr, 0)
+                if port:
+                    ports.add(int(port))
+    except Exception:  # noqa: BLE001
+        pass
+    return ports
+
+
+class EffectWatcher:
+    """Per-monitor façade: `begin()` before a cell runs, `end()` after it returns the effects."""
+
+    def __init__(self, shell: Any = None, ignored_threads: Iterable[int] | None = None):
+        install()
+        if ignored_threads is None:
+            me = threading.get_ident()
+            ignored_threads = {t.ident for t in threading.enumerate()
+                               if t.ident is not None and t.ident != me}
+        self.ignored_threads = set(ignored_threads)
+        self.ignored_prefixes = kernel_paths(shell)
+        self.ignored_ports = kernel_ports()
+
+    def begin(self) -> None:
+        global _current
+        _current = _Recorder(self.ignored_threads, self.ignored_prefixes, self.ignored_ports)
+
+    def end(self) -> list[str]:
+        global _current
+        rec, _current = _current, None
+        if rec is None:
+            return []
+        effects = rec.effects
+        if len(effects) > MAX_EFFECTS:
+            effects = effects[:MAX_EFFECTS] + [f"... and {len(effects) - MAX_EFFECTS} more effects"]
+        return effects
+
+    def cancel(self) -> None:
+        global _current
+        _current = None

@@ -1,0 +1,291 @@
+"""The Application History Graph (AHG): which cell executions produced which variable snapshots.
+
+Runs inside the user's kernel process (built cell by cell by `kernel_agent.monitor`) and, as
+plain data, inside the checkpoint manifest (`to_dict`/`from_dict`). It is deliberately nothing
+but dataclasses of ints, strings and lists, so a checkpoint can be read back by a different
+version of the agent, and so 2,000 cells stay a few megabytes of JSON.
+
+Vocabulary (ElasticNotebook's, with Kishu's co-variables):
+
+* a *cell execution* is one recorded run of a cell, identified by its position `index`;
+* a *variable snapshot* is one version of a *co-variable*: the set of names whose values share
+  mutable objects, which therefore must be shipped or recomputed together;
+* `active` maps each live name to the snapshot holding its current value;
+* `requirements(s)` is the set of cells whose re-run (in order) recreates snapshot `s`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class GraphSchemaError(ValueError):
+    """A serialized history graph this version of the agent cannot read."""
+
+
+@dataclass
+class CellExecution:
+    """One recorded execution of a cell (failed ones included: they may have changed state)."""
+
+    index: int
+    code: str
+    runtime_s: float = 0.0
+    execution_count: int | None = None
+    reads: list[str] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)  # created or rebound
+    mutated: list[str] = field(default_factory=list)  # same object, contents changed
+    deletes: list[str] = field(default_factory=list)
+    failed: bool = False
+    error: str | None = None  # "ExcType: message"
+    input_snapshots: list[int] = field(default_factory=list)
+    output_snapshots: list[int] = field(default_factory=list)
+    effects: list[str] = field(default_factory=list)  # non-empty => not safely re-runnable
+    rng_state: str | None = None  # key into HistoryGraph.rng_states
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "code": self.code,
+            "runtime_s": self.runtime_s,
+            "execution_count": self.execution_count,
+            "reads": list(self.reads),
+            "writes": list(self.writes),
+            "mutated": list(self.mutated),
+            "deletes": list(self.deletes),
+            "failed": self.failed,
+            "error": self.error,
+            "input_snapshots": list(self.input_snapshots),
+            "output_snapshots": list(self.output_snapshots),
+            "effects": list(self.effects),
+            "rng_state": self.rng_state,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CellExecution:
+        return cls(
+            index=int(d["index"]),
+            code=str(d.get("code", "")),
+            runtime_s=float(d.get("runtime_s", 0.0)),
+            execution_count=d.get("execution_count"),
+            reads=list(d.get("reads", [])),
+            writes=list(d.get("writes", [])),
+            mutated=list(d.get("mutated", [])),
+            deletes=list(d.get("deletes", [])),
+            failed=bool(d.get("failed", False)),
+            error=d.get("error"),
+            input_snapshots=[int(x) for x in d.get("input_snapshots", [])],
+            output_snapshots=[int(x) for x in d.get("output_snapshots", [])],
+            effects=list(d.get("effects", [])),
+            rng_state=d.get("rng_state"),
+        )
+
+
+@dataclass
+class VariableSnapshot:
+    """One version of a co-variable.
+
+    `producers` are the cells whose re-run recreates this version: normally the single cell that
+    wrote or mutated it; a snapshot split off a larger co-variable without being written inherits
+    the producers of the snapshot it came from; a snapshot of values that existed before
+    monitoring started has no producers (it can only be shipped).
+    """
+
+    id: int
+    names: list[str]
+    producers: list[int] = field(default_factory=list)
+    deleted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "names": list(self.names),
+            "producers": list(self.producers),
+            "deleted": self.deleted,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VariableSnapshot:
+        return cls(
+            id=int(d["id"]),
+            names=sorted(d["names"]),
+            producers=sorted(int(p) for p in d.get("producers", [])),
+            deleted=bool(d.get("deleted", False)),
+        )
+
+
+@dataclass
+class HistoryGraph:
+    """Cells, snapshots and the name -> active snapshot map; see the module docstring."""
+
+    schema_version: int = SCHEMA_VERSION
+    cells: list[CellExecution] = field(default_factory=list)
+    snapshots: list[VariableSnapshot] = field(default_factory=list)  # position == id
+    active: dict[str, int] = field(default_factory=dict)
+    rng_states: dict[str, dict] = field(default_factory=dict)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def new_snapshot(
+        self, names: Iterable[str], producers: Iterable[int], *, deleted: bool = False
+    ) -> VariableSnapshot:
+        """Append a snapshot; the caller decides whether it becomes active."""
+        snap = VariableSnapshot(
+            id=len(self.snapshots),
+            names=sorted(set(names)),
+            producers=sorted(set(producers)),
+            deleted=deleted,
+        )
+        self.snapshots.append(snap)
+        return snap
+
+    def activate(self, snap: VariableSnapshot) -> None:
+        """Make `snap` the current value of each of its names (or drop them if it is deleted)."""
+        for n in snap.names:
+            if snap.deleted:
+                self.active.pop(n, None)
+            else:
+                self.active[n] = snap.id
+
+    def record(
+        self,
+        cell: CellExecution,
+        covariable_of: Callable[[str], Collection[str]],
+        live: Collection[str],
+    ) -> CellExecution:
+        """Append a cell execution and its snapshots, given the co-variable partition after it.
+
+        `cell` carries reads/writes/mutated/deletes; `covariable_of(name)` is the partition after
+        the cell (the tracker's) and `live` the user names that exist after it. Only co-variables
+        that contain a name the cell touched, or that shared a snapshot with one, are examined,
+        so the cost follows the cell, not the namespace.
+
+        * read edges: the active snapshot of every name read or mutated (mutation reads the
+          old value);
+        * a new snapshot (producers = [this cell]) per co-variable containing a written or
+          mutated name;
+        * a co-variable whose membership changed although none of its names was written (a
+          split: `{a, b}` then `b = 1` leaves `{a}`) gets a snapshot inheriting the producers of
+          the snapshot(s) it came from; names with no history (created before monitoring or in
+          silent executions) stay out of `active`, so the engine ships them;
+        * deleted names get a deleted snapshot and leave `active`.
+        """
+        idx = len(self.cells)
+        cell.index = idx
+        live_set = set(live)
+        reads, mutated = set(cell.reads), set(cell.mutated)
+        changed = set(cell.writes) | mutated
+        deleted = set(cell.deletes)
+        cell.input_snapshots = sorted({self.active[n] for n in reads | mutated if n in self.active})
+
+        candidates = changed | reads
+        for n in list(candidates | deleted):
+            sid = self.active.get(n)
+            if sid is not None:
+                candidates.update(self.snapshots[sid].names)
+        groups: set[frozenset[str]] = set()
+        for n in candidates:
+            if n in live_set and n not in deleted:
+                g = frozenset(covariable_of(n)) & live_set
+                groups.add(g | {n})
+
+        outputs: list[VariableSnapshot] = []
+        for g in sorted(groups, key=sorted):
+            if g & changed:
+                outputs.append(self.new_snapshot(g, [idx]))
+                continue
+            sources = {self.active.get(n) for n in g}
+            if len(sources) == 1 and None not in sources:
+                (sid,) = sources
+                if set(self.snapshots[sid].names) == g:
+                    continue  # unchanged
+            known = [n for n in g if n in self.active]
+            if not known:
+                continue
+            producers: set[int] = set()
+            for sid in sources:
+                if sid is not None:
+                    producers.update(self.snapshots[sid].producers)
+            outputs.append(self.new_snapshot(known, producers))
+        for n in sorted(deleted):
+            outputs.append(self.new_snapshot([n], [idx], deleted=True))
+        cell.output_snapshots = [s.id for s in outputs]
+        self.cells.append(cell)
+        for s in outputs:
+            self.activate(s)
+        return cell
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def snapshot(self, snapshot_id: int) -> VariableSnapshot:
+        """The snapshot with this id (ids are positions in `snapshots`)."""
+        if not 0 <= snapshot_id < len(self.snapshots):
+            raise KeyError(f"no variable snapshot {snapshot_id} (graph has {len(self.snapshots)})")
+        return self.snapshots[snapshot_id]
+
+    def active_snapshots(self) -> list[VariableSnapshot]:
+        """The snapshots holding the current values, each once, in id order."""
+        return [self.snapshots[i] for i in sorted(set(self.active.values()))]
+
+    def requirements(self, snapshot_id: int) -> set[int]:
+        """Cells to re-run (in index order) to recreate `snapshot_id`: ElasticNotebook's req().
+
+        The producers of the snapshot, plus recursively the producers of every snapshot those
+        cells read that is *not* active: active snapshots are available at restore time (shipped,
+        or recomputed in their own right), older versions are not.
+        """
+        active_ids = set(self.active.values())
+        cells: set[int] = set()
+        seen = {snapshot_id}
+        stack = [snapshot_id]
+        while stack:
+            snap = self.snapshot(stack.pop())
+            for c in snap.producers:
+                if c in cells:
+                    continue
+                cells.add(c)
+                for s in self.cells[c].input_snapshots:
+                    if s not in active_ids and s not in seen:
+                        seen.add(s)
+                        stack.append(s)
+        return cells
+
+    # -- (de)serialization ------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe plain data (only dicts, lists, str, int, float, bool, None)."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "cells": [c.to_dict() for c in self.cells],
+            "snapshots": [s.to_dict() for s in self.snapshots],
+            "active": dict(sorted(self.active.items())),
+            "rng_states": dict(self.rng_states),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HistoryGraph:
+        """Inverse of `to_dict`; refuses graphs written with another schema version."""
+        if not isinstance(d, dict):
+            raise GraphSchemaError(f"history graph must be a dict, got {type(d).__name__}")
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise GraphSchemaError(
+                f"history graph schema_version {version!r} is not supported by this kernel_agent "
+                f"(it reads version {SCHEMA_VERSION}); upgrade kernel_agent to read this checkpoint"
+            )
+        g = cls(
+            cells=[CellExecution.from_dict(c) for c in d.get("cells", [])],
+            snapshots=[VariableSnapshot.from_dict(s) for s in d.get("snapshots", [])],
+            active={str(k): int(v) for k, v in d.get("active", {}).items()},
+            rng_states=dict(d.get("rng_states", {})),
+        )
+        for i, c in enumerate(g.cells):
+            if c.index != i:
+                raise GraphSchemaError(f"history graph cell at position {i} has index {c.index}")
+        for i, s in enumerate(g.snapshots):
+            if s.id != i:
+                raise GraphSchemaError(f"history graph snapshot at position {i} has id {s.id}")
+        return g

@@ -1,0 +1,341 @@
+"""Records every cell execution of the kernel into the Application History Graph.
+
+Runs inside the user's ipykernel process, in the IPython `pre_run_cell` / `post_run_cell`
+events (registered by `kernel_agent.extension`). Per recorded cell: raw code, wall time,
+execution count, names read (`analysis`), written and deleted (static stores plus a namespace
+id-diff), mutated in place (`changes.Tracker`), failure, side effects (`effects`) and the random
+generators' state (`rng`); the result goes into `self.graph` (`graph.HistoryGraph`).
+
+The contract with the user: a silent execution is neither recorded nor disturbed; nothing here
+ever raises into the cell or prints. Any internal failure degrades to "every touched name was
+modified" (and, if even that fails, to a cell marked as not re-runnable so its outputs get
+shipped) plus a log line on the ``kernel_agent`` logger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kernel_agent import analysis, rng
+from kernel_agent.changes import Tracker
+from kernel_agent.effects import UNSEEDED, EffectWatcher
+from kernel_agent.graph import CellExecution, HistoryGraph
+
+log = logging.getLogger("kernel_agent")
+
+# Never user variables even when IPython does not list them as hidden.
+EXCLUDED_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
+UNTRACKED_READ = "reads {names} whose value predates monitoring (created before %load_ext or in a silent execution)"
+INTERNAL_ERROR = "not recorded precisely (internal monitor error; see the kernel_agent log)"
+
+
+@dataclass
+class _Pending:
+    """What pre_run_cell saw, for post_run_cell."""
+
+    info: Any
+    code: str
+    ids: dict[str, int]  # {name: id(value)} of the whole namespace before the cell
+    user_before: set[str]
+    analysis: analysis.CellAnalysis | None  # None: the cell does not compile
+    rng_before: Any = None
+    numpy_before: bool = False
+    problems: list[str] = field(default_factory=list)
+    t0: float = 0.0
+
+
+class Monitor:
+    """Watches one IPython shell; the checkpoint/restore engine reads `graph` and `tracker`.
+
+    Engine-facing API: `graph`, `tracker`, `shell`, `user_names(ns)`, `paused()`, `adopt(graph)`.
+    """
+
+    def __init__(self, shell: Any):
+        self.shell = shell
+        self.graph = HistoryGraph()
+        self.tracker = Tracker()
+        self.effects = EffectWatcher(shell)
+        self._reach_cache: dict[str, tuple[int, analysis.Reach]] = {}
+        self._pending: _Pending | None = None
+        self._paused = 0
+        self._registered = False
+        try:
+            ns = shell.user_ns
+            self.tracker.reset(ns, self.user_names(ns))
+        except Exception:  # noqa: BLE001
+            log.exception("kernel_agent: could not fingerprint the existing variables")
+
+    # -- engine-facing API ------------------------------------------------------------------
+
+    def user_names(self, ns: Mapping[str, Any] | None = None) -> list[str]:
+        """The user's variables: not `_`-prefixed, not IPython's own (`user_ns_hidden`, In, Out...).
+
+        A hidden name the user rebinds (`exit = 3`) is theirs again, as in IPython's `%who`.
+        """
+        if ns is None:
+            ns = self.shell.user_ns
+        hidden = getattr(self.shell, "user_ns_hidden", {}) or {}
+        missing = object()
+        out = []
+        for n, v in list(ns.items()):
+            if type(n) is not str or n.startswith("_") or n in EXCLUDED_NAMES:
+                continue
+            if n in hidden and hidden.get(n, missing) is v:
+                continue
+            out.append(n)
+        return out
+
+    def tracker_names(self) -> set[str]:
+        """Names the tracker has fingerprinted (the engine links the others before planning)."""
+        return self.tracker.tracked()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Record nothing inside (the restore engine re-runs cells and loads values here)."""
+        self._paused += 1
+        try:
+            yield
+        finally:
+            self._paused -= 1
+
+    def adopt(self, graph: HistoryGraph) -> None:
+        """Continue the history of a restored checkpoint, so the session can migrate again.
+
+        The tracker is rebuilt from the current namespace; names of the graph that are no
+        longer present (lost at restore) leave `active`.
+        """
+        ns = self.shell.user_ns
+        names = self.user_names(ns)
+        present = set(names)
+        for n in [n for n in graph.active if n not in present]:
+            log.warning("kernel_agent: %s is in the restored history but not in the namespace", n)
+            del graph.active[n]
+        self.graph = graph
+        self._reach_cache.clear()
+        self.tracker.reset(ns, names)
+
+    # -- registration -----------------------------------------------------------------------
+
+    def register(self) -> None:
+        if not self._registered:
+            self.shell.events.register("pre_run_cell", self.pre_run_cell)
+            self.shell.events.register("post_run_cell", self.post_run_cell)
+            self._registered = True
+
+    def unregister(self) -> None:
+        if self._registered:
+            for event, cb in (("pre_run_cell", self.pre_run_cell),
+                              ("post_run_cell", self.post_run_cell)):
+                with contextlib.suppress(ValueError):
+                    self.shell.events.unregister(event, cb)
+            self._registered = False
+        self.effects.cancel()
+        self._pending = None
+
+    # -- events -----------------------------------------------------------------------------
+
+    def pre_run_cell(self, info: Any) -> None:
+        """Snapshot what the cell could change (ids, analysis, RNG) and start effect recording."""
+        try:
+            if self._pending is not None:
+                if _inside_user_code():
+                    return  # get_ipython().run_cell(...) inside a recorded cell: part of it
+                log.warning("kernel_agent: previous cell was never completed; dropping it")
+                self.effects.cancel()
+                self._pending = None
+            if getattr(info, "silent", False) or self._paused:
+                return
+            self._pending = self._snapshot_before(info)
+            self.effects.begin()
+            self._pending.t0 = time.perf_counter()
+        except Exception:  # noqa: BLE001 - never raise into the user's cell
+            log.exception("kernel_agent: pre_run_cell failed; this cell is not recorded")
+            self.effects.cancel()
+            self._pending = None
+
+    def post_run_cell(self, result: Any) -> None:
+        """Diff, re-fingerprint and add the cell to the history graph."""
+        p = self._pending
+        if p is None or result is None or getattr(result, "info", None) is not p.info:
+            return  # silent, paused, nested, or an empty cell (which gets no pre_run_cell)
+        self._pending = None
+        runtime = time.perf_counter() - p.t0
+        try:
+            fx = self.effects.end()
+        except Exception:  # noqa: BLE001
+            log.exception("kernel_agent: effect recording failed")
+            fx = [INTERNAL_ERROR]
+        try:
+            self._record(p, result, runtime, fx)
+        except Exception:  # noqa: BLE001
+            log.exception("kernel_agent: could not record cell %r precisely; treating every "
+                          "variable as modified by it", _short(p.code))
+            try:
+                self._record_degraded(p, result, runtime, fx)
+            except Exception:  # noqa: BLE001
+                log.exception("kernel_agent: could not record cell %r at all", _short(p.code))
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _snapshot_before(self, info: Any) -> _Pending:
+        shell = self.shell
+        ns = shell.user_ns
+        code = getattr(info, "raw_cell", None) or ""
+        p = _Pending(info=info, code=code, ids={k: id(v) for k, v in ns.items()},
+                     user_before=set(self.user_names(ns)), analysis=None)
+        try:
+            transformed = getattr(info, "transformed_cell", None)
+            if transformed is None:
+                transformed = shell.transform_cell(code)
+            p.analysis = analysis.analyze_cell(shell, transformed, ns, cache=self._reach_cache)
+        except (SyntaxError, ValueError, TypeError, OverflowError, MemoryError, RecursionError):
+            p.analysis = None  # IPython reports it and runs nothing (error_before_exec)
+        except Exception as e:  # noqa: BLE001
+            log.exception("kernel_agent: read analysis failed; the cell reads every variable")
+            p.analysis = analysis.CellAnalysis(dynamic=f"analysis failed: {type(e).__name__}")
+        try:
+            p.rng_before = rng.raw_state()
+            p.numpy_before = "numpy" in sys.modules
+        except Exception:  # noqa: BLE001
+            log.exception("kernel_agent: could not capture the RNG state")
+            p.problems.append("random generator state not captured")
+        return p
+
+    def _record(self, p: _Pending, result: Any, runtime: float, fx: list[str]) -> None:
+        ns = self.shell.user_ns
+        after_names = self.user_names(ns)
+        user_after = set(after_names)
+        ids = p.ids
+        written = {n for n in after_names if ids.get(n) != id(ns[n])}
+        deleted = p.user_before - user_after
+        ana = p.analysis
+        if ana is None:
+            reads: set[str] = set()
+            stores: set[str] = set()
+        elif ana.dynamic:
+            reads = set(p.user_before)
+            stores = ana.stores | ana.maybe_written
+        else:
+            reads = ana.reads & p.user_before
+            stores = ana.stores | ana.maybe_written
+        touched = (reads | written | stores) & user_after
+        opaque: set[str] = set()
+        try:
+            upd = self.tracker.update(ns, touched=sorted(touched), removed=sorted(deleted))
+            opaque = set(upd.opaque)
+            mutated = ((set(upd.mutated) | (opaque & touched)) & user_after) - written
+        except Exception:  # noqa: BLE001
+            log.exception("kernel_agent: change detection failed; touched names count as modified")
+            mutated = touched - written
+        for n in written | mutated | deleted | opaque:
+            self._reach_cache.pop(n, None)
+
+        error = result.error_before_exec or result.error_in_exec
+        effects = list(fx) + list(p.problems)
+        if ana is not None:
+            effects += sorted(ana.markers)
+            if ana.dynamic:
+                log.debug("kernel_agent: cell reads every variable: %s", ana.dynamic)
+        untracked = sorted(n for n in (reads | mutated) & p.user_before if n not in self.graph.active)
+        if untracked:
+            shown = ", ".join(untracked[:5]) + (f" and {len(untracked) - 5} more" if len(untracked) > 5 else "")
+            effects.append(UNTRACKED_READ.format(names=shown))
+        rng_key = self._rng_key(p, effects)
+        cell = CellExecution(
+            index=len(self.graph.cells),
+            code=p.code,
+            runtime_s=runtime,
+            execution_count=getattr(result, "execution_count", None),
+            reads=sorted(reads),
+            writes=sorted(written),
+            mutated=sorted(mutated),
+            deletes=sorted(deleted),
+            failed=error is not None,
+            error=_describe(error) if error is not None else None,
+            effects=_dedupe(effects),
+            rng_state=rng_key,
+        )
+        self.graph.record(cell, self.tracker.covariable_of, user_after)
+
+    def _rng_key(self, p: _Pending, effects: list[str]) -> str | None:
+        """Store the generators' state before the cell if the cell drew from them."""
+        if p.rng_before is None:
+            return None
+        try:
+            after = rng.raw_state()
+            if rng.raw_equal(p.rng_before, after):
+                return None
+            if not p.numpy_before and after[1] is not None and "seed" not in p.code:
+                # numpy was imported by this cell and seeded itself from OS entropy: the state
+                # its draws started from was never observable
+                pos = after[1].get("state", {}).get("pos")
+                if pos != 624:
+                    effects.append(UNSEEDED + " (numpy's global generator, first used here)")
+            state = rng.to_json(p.rng_before)
+            key = rng.state_key(state)
+            self.graph.rng_states.setdefault(key, state)
+            return key
+        except Exception:  # noqa: BLE001
+            log.exception("kernel_agent: could not record the RNG state")
+            effects.append("random generator state not captured")
+            return None
+
+    def _record_degraded(self, p: _Pending, result: Any, runtime: float, fx: list[str]) -> None:
+        """Last resort: the cell read and rewrote everything, and must not be re-run."""
+        ns = self.shell.user_ns
+        user_after = set(self.user_names(ns))
+        try:
+            self.tracker.reset(ns, sorted(user_after))
+            covariable_of = self.tracker.covariable_of
+        except Exception:  # noqa: BLE001
+            def covariable_of(name: str) -> frozenset[str]:
+                return frozenset((name,))
+        error = getattr(result, "error_before_exec", None) or getattr(result, "error_in_exec", None)
+        self._reach_cache.clear()
+        cell = CellExecution(
+            index=len(self.graph.cells),
+            code=p.code,
+            runtime_s=runtime,
+            execution_count=getattr(result, "execution_count", None),
+            reads=sorted(p.user_before),
+            writes=sorted(user_after),
+            deletes=sorted(p.user_before - user_after),
+            failed=error is not None,
+            error=_describe(error) if error is not None else None,
+            effects=_dedupe(list(fx) + [INTERNAL_ERROR]),
+        )
+        self.graph.record(cell, covariable_of, user_after)
+
+
+def _describe(error: BaseException) -> str:
+    try:
+        msg = str(error)
+    except Exception:  # noqa: BLE001 - a hostile __str__
+        msg = "<unprintable>"
+    return f"{type(error).__name__}: {msg}"[:500]
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _short(code: str) -> str:
+    first = code.strip().splitlines()[0] if code.strip() else ""
+    return first[:60]
+
+
+def _inside_user_code() -> bool:
+    """Whether we are called from inside InteractiveShell.run_code (a nested run_cell)."""
+    f = sys._getframe(2)
+    while f is not None:
+        co = f.f_code
+        if co.co_name == "run_code" and "interactiveshell" in co.co_filename:
+            return True
+        f = f.f_back
+    return False
