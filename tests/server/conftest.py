@@ -66,7 +66,8 @@ class AttachedKernel(Kernel):
 class Server:
     """A running `jupyter server` subprocess with the extension enabled."""
 
-    def __init__(self, workdir: Path, root_dir: Path, config: dict, env: dict[str, str]):
+    def __init__(self, workdir: Path, root_dir: Path, config: dict, env: dict[str, str],
+                 ipython_startup: str | None = None):
         self.workdir = workdir
         self.root_dir = root_dir
         self.token = secrets.token_hex(16)
@@ -76,6 +77,10 @@ class Server:
         config_dir = workdir / "config"
         for d in (self.runtime_dir, config_dir, workdir / "ipython", root_dir):
             d.mkdir(parents=True, exist_ok=True)
+        if ipython_startup:
+            startup = workdir / "ipython" / "profile_default" / "startup"
+            startup.mkdir(parents=True, exist_ok=True)
+            (startup / "00-test.py").write_text(ipython_startup)
         full_config = {"ServerApp": {"jpserver_extensions": {"kernel_agent.server": True}}}
         for section, values in config.items():
             full_config.setdefault(section, {}).update(values)
@@ -179,12 +184,17 @@ class Server:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Factory: `start_server(config={...}, env={...}, name="a", root_dir=...)`; all stopped at teardown."""
+    """Factory: `start_server(config=, env=, name=, root_dir=, ipython_startup=)`; all stopped at teardown.
+
+    `ipython_startup` is code every kernel of that server runs at start-up (IPython profile
+    startup file in the server's own IPYTHONDIR).
+    """
     servers: list[Server] = []
 
     def start(config: dict | None = None, env: dict[str, str] | None = None, name: str = "a",
-              root_dir: Path | None = None) -> Server:
-        s = Server(tmp_path / f"server-{name}", root_dir or tmp_path / "notebooks", config or {}, env or {})
+              root_dir: Path | None = None, ipython_startup: str | None = None) -> Server:
+        s = Server(tmp_path / f"server-{name}", root_dir or tmp_path / "notebooks", config or {},
+                   env or {}, ipython_startup)
         servers.append(s)
         return s
 

@@ -1,0 +1,45 @@
+"""Every IPython kernel the server starts has the agent loaded and monitoring, however it starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from kernel_agent.server.kernels import AGENT_ARGUMENT
+from tests.server.conftest import Server
+
+INJECTED = f"{AGENT_ARGUMENT!r} in __import__('sys').argv"
+AGENT_ACTIVE = (
+    "['kernel_agent' in get_ipython().extension_manager.loaded, "
+    "__import__('kernel_agent.extension').extension.get_monitor(get_ipython()) is not None]"
+)
+
+
+def _start(server: Server, how: str) -> str:
+    if how == "kernels API":
+        r = server.post("api/kernels", json={"name": "python3"})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+    return server.create_session("analysis/a.ipynb")["kernel"]["id"]
+
+
+@pytest.mark.parametrize("how", ["kernels API", "sessions API"])
+def test_kernel_started_through_the_server_has_the_agent_monitoring(server: Server, how: str) -> None:
+    kid = _start(server, how)
+    k = server.attach(kid)
+    try:
+        assert k.value(INJECTED) is True
+        assert k.value(AGENT_ACTIVE) == [True, True]
+    finally:
+        k.shutdown()
+
+
+def test_restarted_kernel_has_the_agent_again(server: Server) -> None:
+    kid = _start(server, "sessions API")
+    r = server.post(f"api/kernels/{kid}/restart")
+    assert r.status_code == 200, r.text
+    k = server.attach(kid)
+    try:
+        assert k.value(INJECTED) is True
+        assert k.value(AGENT_ACTIVE) == [True, True]
+    finally:
+        k.shutdown()
