@@ -188,7 +188,13 @@ def checkpoint(
             speed=StoreSpeed(
                 write_Bps=speed.write_Bps, read_Bps=speed.read_Bps, per_object_s=speed.latency_s
             ),
-            deadline_s=deadline_s,
+            # the planner's deadline covers shipping only: what serializing and measuring already
+            # took, and a margin for committing the manifest, is not available to it
+            deadline_s=(
+                max(0.0, deadline_s - (time.perf_counter() - t0) - 0.5 - speed.latency_s)
+                if deadline_s is not None
+                else None
+            ),
             memory_cap_bytes=memory_cap_bytes,
             objective=objective,
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 from typing import Any
 
 from IPython.utils.capture import capture_output
@@ -72,7 +73,9 @@ def restore(
     t0 = time.perf_counter()
     shell, mon = _shell_and_monitor(shell)
     ns = shell.user_ns
-    existing = sorted(mon.user_names(ns))
+    # Imported modules are not state (`import kernel_agent` before calling restore is expected).
+    before = set(mon.user_names(ns))
+    existing = sorted(n for n in before if not isinstance(ns[n], ModuleType))
     if existing and not force:
         raise RestoreError(
             f"this kernel already has variables ({', '.join(existing[:8])}"
@@ -192,7 +195,7 @@ def restore(
     # Phase 5: leave exactly the checkpointed names, the generators where they were, and resume
     # monitoring with the restored history so the session can migrate again.
     for n in mon.user_names(ns):
-        if n not in all_names and n not in existing:
+        if n not in all_names and n not in before:
             ns.pop(n, None)
     if manifest.rng_final:
         try:
