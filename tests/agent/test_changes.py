@@ -1,0 +1,846 @@
+"""Unit tests for kernel_agent.changes (in-process; no kernel needed).
+
+Notebook code is simulated by exec-ing source in a dict whose ``__name__`` is ``"__main__"``,
+which is what an IPython user namespace looks like to the tracker.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import decimal
+import enum
+import fractions
+import gc
+import io
+import json
+import os
+import pickle
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import types
+import weakref
+from collections import OrderedDict, defaultdict, deque, namedtuple
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kernel_agent.changes import (
+    Tracker,
+    digest_report,
+    opaque_names,
+    reachable_size,
+    value_digest,
+)
+
+# ------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------
+
+
+def nb(src: str = "", **extra: Any) -> dict[str, Any]:
+    """A notebook-like namespace after running `src`."""
+    ns: dict[str, Any] = {"__name__": "__main__", "np": np, **extra}
+    exec(textwrap.dedent(src), ns)
+    return ns
+
+
+def user_names(ns: dict[str, Any]) -> list[str]:
+    return [n for n, v in ns.items() if not n.startswith("__") and type(v) is not types.ModuleType]
+
+
+def tracked(src: str, **extra: Any) -> tuple[Tracker, dict[str, Any]]:
+    ns = nb(src, **extra)
+    t = Tracker()
+    t.reset(ns, user_names(ns))
+    return t, ns
+
+
+def run(t: Tracker, ns: dict[str, Any], src: str, touched: list[str], removed=()):
+    exec(textwrap.dedent(src), ns)
+    return t.update(ns, touched, removed)
+
+
+def group(t: Tracker, *names: str) -> bool:
+    return t.covariable_of(names[0]) >= frozenset(names)
+
+
+# ------------------------------------------------------------------------------------------
+# mutation detection
+# ------------------------------------------------------------------------------------------
+
+
+def test_untouched_by_change_is_not_reported():
+    t, ns = tracked(
+        """
+        import pandas as pd, datetime, decimal, fractions, collections
+        a = [1, 2, [3, {"k": (4, 5)}]]
+        s = {"x", "y", "z"}
+        fs = frozenset({"p", "q"})
+        arr = np.arange(1000.0).reshape(10, 100)
+        view = arr[2:5, ::3]
+        df = pd.DataFrame({"i": [1, 2, 3], "s": ["a", "b", "c"], "c": pd.Categorical(["u", "v", "u"])})
+        ser = df["i"] * 2
+        when = (datetime.datetime(2024, 1, 1), decimal.Decimal("1.1"), fractions.Fraction(1, 3))
+        od = collections.OrderedDict(a=1)
+        dd = collections.defaultdict(list, {"k": [1]})
+        dq = collections.deque([1, [2]], maxlen=5)
+        r = range(10)
+        class K:
+            z = 1
+            def m(self):
+                return self.z
+        k = K()
+        def f(x, y=[1]):
+            return x + a[0]
+        lam = lambda q: q * 2
+        """
+    )
+    names = user_names(ns)
+    upd = t.update(ns, names, [])
+    assert upd.mutated == set() and upd.rebound == set() and upd.opaque == set()
+    upd = t.update(ns, names, [])
+    assert upd.mutated == set()
+
+
+def test_list_element_replaced():
+    t, ns = tracked("a = [1, 2, 3]")
+    assert run(t, ns, "a[1] = 20", ["a"]).mutated == {"a"}
+
+
+def test_list_element_replaced_by_equal_copy_breaks_identity():
+    t, ns = tracked("x = [1]\na = [x, x]")
+    upd = run(t, ns, "a[1] = [1]", ["a"])
+    assert "a" in upd.mutated
+
+
+def test_list_append():
+    t, ns = tracked("a = [1, 2, 3]")
+    assert run(t, ns, "a.append(4)", ["a"]).mutated == {"a"}
+
+
+def test_big_int_list_append_detected():
+    t, ns = tracked("a = list(range(1_000_000))")
+    assert run(t, ns, "a[999_999] += 1", ["a"]).mutated == {"a"}
+
+
+def test_attribute_set():
+    t, ns = tracked(
+        """
+        class P:
+            pass
+        p = P()
+        p.x = 1
+        """
+    )
+    upd = run(t, ns, "p.y = 2", ["p"])
+    assert "p" in upd.mutated and not upd.rebound
+
+
+def test_slots_attribute_set():
+    t, ns = tracked(
+        """
+        class S:
+            __slots__ = ("a", "__b")
+            def __init__(self):
+                self.a = 1
+        s = S()
+        """
+    )
+    assert "s" in run(t, ns, "s._S__b = 5", ["s"]).mutated
+    assert "s" in run(t, ns, "s.a = [1]", ["s"]).mutated
+
+
+def test_nested_dict_changed():
+    t, ns = tracked('cfg = {"model": {"layers": [1, 2], "opt": {"lr": 0.1}}}')
+    assert run(t, ns, 'cfg["model"]["opt"]["lr"] = 0.2', ["cfg"]).mutated == {"cfg"}
+
+
+def test_set_add_and_remove():
+    t, ns = tracked('s = {"a", "b"}')
+    assert run(t, ns, 's.add("c")', ["s"]).mutated == {"s"}
+    assert run(t, ns, 's.discard("a")', ["s"]).mutated == {"s"}
+
+
+def test_deque_and_ordered_dict_changes():
+    t, ns = tracked(
+        "import collections\nq = collections.deque([1])\nod = collections.OrderedDict(a=1, b=2)"
+    )
+    assert run(t, ns, "q.appendleft(0)", ["q"]).mutated == {"q"}
+    assert run(t, ns, "od.move_to_end('a')", ["od"]).mutated == {"od"}
+
+
+def test_one_array_element_changed_in_100mb():
+    t, ns = tracked("big = np.zeros(100 * 2**20 // 8)")
+    assert run(t, ns, "big[7_654_321] = 1e-300", ["big"]).mutated == {"big"}
+
+
+def test_array_changed_through_view_reports_base_and_view():
+    t, ns = tracked("a = np.arange(100.0)\nv = a[10:20]")
+    assert run(t, ns, "v[0] = -1", ["v"]).mutated == {"a", "v"}
+
+
+def test_array_object_dtype_element_mutated():
+    t, ns = tracked("o = np.empty(2, dtype=object)\no[0] = [1]\no[1] = [2]")
+    assert run(t, ns, "o[0].append(5)", ["o"]).mutated == {"o"}
+
+
+def test_dataframe_column_dropped_in_place():
+    pytest.importorskip("pandas")
+    t, ns = tracked("import pandas as pd\ndf = pd.DataFrame({'a': [1, 2], 'b': [3.0, 4.0]})")
+    assert run(t, ns, "del df['a']", ["df"]).mutated == {"df"}
+
+
+def test_dataframe_cell_changed_in_place():
+    pytest.importorskip("pandas")
+    t, ns = tracked("import pandas as pd\ndf = pd.DataFrame({'a': [1, 2], 's': ['x', 'y']})")
+    assert run(t, ns, "df.loc[1, 'a'] = 7", ["df"]).mutated == {"df"}
+    assert run(t, ns, "df.loc[0, 's'] = 'zz'", ["df"]).mutated == {"df"}
+    assert run(t, ns, "df.attrs['note'] = 1", ["df"]).mutated == {"df"}
+    assert run(t, ns, "df.index = ['r', 's']", ["df"]).mutated == {"df"}
+
+
+def test_sklearn_estimator_fitted():
+    pytest.importorskip("sklearn")
+    t, ns = tracked(
+        """
+        from sklearn.linear_model import LinearRegression
+        X = np.arange(20.0).reshape(10, 2)
+        y = X @ np.array([1.0, 2.0])
+        model = LinearRegression()
+        """
+    )
+    upd = run(t, ns, "model.fit(X, y)", ["model", "X", "y"])
+    assert "model" in upd.mutated
+    assert "X" not in upd.mutated and "y" not in upd.mutated
+
+
+def test_id_reuse_with_another_value_detected():
+    t, ns = tracked("x = [1, 2, 3]")
+    old = id(ns["x"])
+    for _ in range(100):  # CPython's list free list hands the same address back right away
+        del ns["x"]
+        ns["x"] = [4, 5, 6]
+        if id(ns["x"]) == old:
+            break
+    if id(ns["x"]) != old:
+        pytest.skip("allocator did not reuse the address")
+    upd = t.update(ns, ["x"], [])
+    assert "x" in upd.mutated | upd.rebound
+
+
+def test_nested_id_reuse_with_another_value_detected():
+    t, ns = tracked("x = {'inner': [1, 2]}")
+    old = id(ns["x"]["inner"])
+    for _ in range(100):
+        ns["x"]["inner"] = None
+        ns["x"]["inner"] = [7, 8]
+        if id(ns["x"]["inner"]) == old:
+            break
+    upd = t.update(ns, ["x"], [])
+    assert upd.mutated == {"x"}
+
+
+def test_notebook_function_closure_default_and_dict_changes():
+    t, ns = tracked(
+        """
+        def make():
+            state = [0]
+            def inc():
+                state[0] += 1
+                return state[0]
+            return inc
+        inc = make()
+        def f(x, acc=[]):
+            acc.append(x)
+        """
+    )
+    assert run(t, ns, "inc()", ["inc"]).mutated == {"inc"}
+    assert run(t, ns, "f(1)", ["f"]).mutated == {"f"}
+    assert run(t, ns, "f.tag = 'x'", ["f"]).mutated == {"f"}
+
+
+def test_notebook_class_attribute_change_mutates_class_and_instances():
+    t, ns = tracked(
+        """
+        class C:
+            n = 0
+        c1 = C()
+        c2 = C()
+        """
+    )
+    assert run(t, ns, "C.n = 1", ["C"]).mutated == {"C", "c1", "c2"}
+
+
+def test_rebound_and_new_and_removed_names():
+    t, ns = tracked("a = [1]\nb = 2")
+    upd = run(t, ns, "a = [1]\nc = 3\ndel b", ["a", "c", "b"], ["b"])
+    assert upd.rebound == {"a", "c"}
+    assert upd.removed == {"b"}
+    assert t.tracked() == {"a", "c"}
+
+
+def test_mutation_reports_every_name_of_the_covariable():
+    t, ns = tracked("a = [1]\nholder = {'a': a}\nother = [0]")
+    upd = run(t, ns, "a.append(2)", ["a"])
+    assert upd.mutated == {"a", "holder"}
+
+
+def test_tracker_keeps_no_reference_to_values():
+    t, ns = tracked(
+        """
+        class P:
+            pass
+        p = P()
+        """
+    )
+    ref = weakref.ref(ns["p"])
+    del ns["p"]
+    t.update(ns, [], ["p"])
+    gc.collect()
+    assert ref() is None
+
+
+# ------------------------------------------------------------------------------------------
+# co-variables
+# ------------------------------------------------------------------------------------------
+
+
+def test_alias_links_names():
+    t, _ = tracked("a = [1]\nb = a\nc = [1]")
+    assert t.covariable_of("a") == {"a", "b"}
+    assert t.covariable_of("c") == {"c"}
+
+
+def test_pair_view_box_and_instance_class_links():
+    t, _ = tracked(
+        """
+        a = np.arange(100)
+        pair = [a, a]
+        view = a[10:20]
+        class Box:
+            pass
+        box = Box()
+        box.v = a
+        """
+    )
+    assert t.covariable_of("a") == {"a", "pair", "view", "box", "Box"}
+
+
+def test_atoms_modules_and_library_functions_do_not_link():
+    t, _ = tracked(
+        """
+        import math, json
+        x = [1, 2, "shared", None, True, 3.0]
+        y = [1, 2, "shared", None, True, 3.0]
+        m1 = {"mod": math, "f": json.dumps, "b": len, "t": (1, 2), "e": ()}
+        m2 = {"mod": math, "f": json.dumps, "b": len, "t": (1, 2), "e": ()}
+        """
+    )
+    for n in ("x", "y", "m1", "m2"):
+        assert t.covariable_of(n) == {n}
+
+
+def test_group_merges_when_link_appears():
+    t, ns = tracked("a = [1]\nb = [2]")
+    run(t, ns, "b.append(a)", ["b", "a"])
+    assert t.covariable_of("a") == {"a", "b"}
+
+
+def test_merge_with_untouched_group():
+    t, ns = tracked("a = [1]\nkeep = [a]\nb = []")
+    upd = run(t, ns, "b.append(a)", ["b"])
+    assert t.covariable_of("b") == {"a", "b", "keep"}
+    assert upd.mutated == {"a", "b", "keep"}
+
+
+def test_group_splits_when_link_disappears():
+    t, ns = tracked("a = [1]\nb = a")
+    upd = run(t, ns, "b = [1]", ["b"])
+    assert t.covariable_of("a") == {"a"} and t.covariable_of("b") == {"b"}
+    assert upd.rebound == {"b"} and upd.mutated == set()
+
+
+def test_group_splits_when_bridging_name_deleted():
+    t, ns = tracked("x = [1]\ny = [2]\nbridge = [x, y]")
+    assert t.covariable_of("x") == {"x", "y", "bridge"}
+    run(t, ns, "del bridge", ["bridge"], ["bridge"])
+    assert t.covariables() == [frozenset({"x"}), frozenset({"y"})]
+
+
+def test_group_splits_when_shared_element_replaced():
+    t, ns = tracked("x = [1]\na = [x]\nb = [x]")
+    upd = run(t, ns, "b[0] = [1]", ["b"])
+    assert t.covariable_of("a") == {"a", "x"} and t.covariable_of("b") == {"b"}
+    assert "b" in upd.mutated
+
+
+def test_many_small_variables_partition():
+    ns = nb("\n".join(f"v{i} = {{'k': [{i}]}}" for i in range(3000)) + "\nshared = [v1, v2]")
+    t = Tracker()
+    t.reset(ns, user_names(ns))
+    groups = t.covariables()
+    assert len(groups) == 3000 - 1
+    assert t.covariable_of("v1") == {"v1", "v2", "shared"}
+
+
+def test_memory_overhead_small_relative_to_namespace():
+    ns = nb("rows = [{'id': i, 'tags': [i, i + 1], 'name': 'n%d' % i} for i in range(100_000)]")
+    t = Tracker()
+    t.reset(ns, ["rows"])
+    assert t.overhead_bytes() < 0.10 * reachable_size(ns["rows"])
+
+
+# ------------------------------------------------------------------------------------------
+# opaque and hostile objects, robustness
+# ------------------------------------------------------------------------------------------
+
+
+def test_opaque_objects_are_modified_whenever_touched(tmp_path):
+    conn = sqlite3.connect(":memory:")
+    fh = open(tmp_path / "f.txt", "w")  # noqa: SIM115
+    sock = socket.socket()
+    try:
+        t, ns = tracked(
+            """
+            import threading
+            gen = (i for i in range(3))
+            lock = threading.Lock()
+            """,
+            conn=conn,
+            fh=fh,
+            sock=sock,
+        )
+        names = ["gen", "lock", "conn", "fh", "sock"]
+        upd = t.update(ns, names, [])
+        assert upd.opaque == set(names)
+        assert upd.mutated == set(names)
+    finally:
+        conn.close()
+        fh.close()
+        sock.close()
+
+
+def test_opaque_alias_links_names():
+    t, _ = tracked("g = (i for i in range(3))\nh = g\nbox = [g]")
+    assert t.covariable_of("g") == {"g", "h", "box"}
+
+
+class Hostile:
+    """Every protocol method raises or lies."""
+
+    def __init__(self):
+        object.__setattr__(self, "payload", [1, 2])
+
+    def __getattr__(self, name):
+        raise RuntimeError("getattr")
+
+    def __getattribute__(self, name):
+        raise RuntimeError("getattribute")
+
+    def __eq__(self, other):
+        raise RuntimeError("eq")
+
+    def __hash__(self):
+        raise RuntimeError("hash")
+
+    def __len__(self):
+        return -1
+
+    def __iter__(self):
+        raise RuntimeError("iter")
+
+    def __getstate__(self):
+        raise RuntimeError("getstate")
+
+    def __reduce_ex__(self, protocol):
+        raise RuntimeError("reduce")
+
+    @property
+    def __class__(self):
+        return int
+
+
+class LyingDict(dict):
+    def items(self):
+        raise RuntimeError("items")
+
+    def keys(self):
+        return ["nope"]
+
+    def __iter__(self):
+        raise RuntimeError("iter")
+
+    def __len__(self):
+        return 10**9
+
+
+def test_hostile_objects_never_raise_and_changes_are_still_seen():
+    h = Hostile()
+    ld = LyingDict(a=[1])
+    t, ns = tracked("", h=h, ld=ld)
+    assert t.update(ns, ["h", "ld"], []).mutated == set()
+    object.__getattribute__(h, "payload").append(3)
+    assert t.update(ns, ["h"], []).mutated == {"h"}
+    dict.__getitem__(ld, "a").append(2)
+    assert t.update(ns, ["ld"], []).mutated == {"ld"}
+    assert value_digest({"h": h, "ld": ld}) == value_digest({"h": h, "ld": ld})
+    assert reachable_size(h) > 0
+
+
+class BadDictProperty:
+    @property
+    def __dict__(self):  # noqa: PLW3201
+        raise RuntimeError("no dict for you")
+
+
+def test_class_overriding_dict_property_does_not_raise():
+    t, ns = tracked("", b=BadDictProperty())
+    upd = t.update(ns, ["b"], [])
+    assert upd.rebound == set()
+
+
+def test_self_referencing_structures():
+    t, ns = tracked("l = []\nl.append(l)\nd = {}\nd['d'] = d\nd['l'] = l")
+    assert t.update(ns, ["l", "d"], []).mutated == set()
+    assert t.covariable_of("l") == {"l", "d"}
+    assert run(t, ns, "l.append(1)", ["l"]).mutated == {"l", "d"}
+    assert value_digest({"l": ns["l"]}) == value_digest({"l": pickle.loads(pickle.dumps(ns["l"]))})
+
+
+def test_very_deep_nesting_no_recursion_error():
+    t, ns = tracked(
+        "deep = []\ncur = deep\nfor _ in range(200_000):\n    nxt = []\n    cur.append(nxt)\n    cur = nxt\ndel cur, nxt, _"
+    )
+    upd = run(
+        t, ns, "x = deep\nfor _ in range(199_999):\n    x = x[0]\nx.append(1)\ndel x, _", ["deep"]
+    )
+    assert upd.mutated == {"deep"}
+    assert value_digest({"deep": ns["deep"]}).startswith("x3:")
+
+
+def test_huge_graph_past_budget_is_opaque():
+    ns = nb("many = [[i] for i in range(10_000)]")
+    t = Tracker(max_nodes=1_000)
+    t.reset(ns, ["many"])
+    upd = t.update(ns, ["many"], [])
+    assert upd.opaque == {"many"} and upd.mutated == {"many"}
+
+
+def test_c_object_state_via_reduce():
+    t, ns = tracked("rng = np.random.default_rng(0)\nrs = np.random.RandomState(0)")
+    assert t.update(ns, ["rng", "rs"], []).mutated == set()
+    assert run(t, ns, "rng.random()\nrs.rand()", ["rng", "rs"]).mutated == {"rng", "rs"}
+
+
+def test_subclasses_of_builtins_and_namedtuples():
+    P = namedtuple("P", "x y")
+    t, ns = tracked(
+        """
+        class MyList(list):
+            pass
+        class MyDict(dict):
+            pass
+        ml = MyList([1, 2])
+        md = MyDict(a=[1])
+        """,
+        pt=P([1], 2),
+        dd=defaultdict(list),
+    )
+    assert run(t, ns, "ml.append(3)", ["ml"]).mutated == {"ml", "MyList"}
+    assert run(t, ns, "md['a'].append(2)", ["md"]).mutated == {"md", "MyDict"}
+    assert run(t, ns, "pt.x.append(0)", ["pt"]).mutated == {"pt"}
+    assert run(t, ns, "dd['k']", ["dd"]).mutated == {"dd"}
+
+
+# ------------------------------------------------------------------------------------------
+# value_digest
+# ------------------------------------------------------------------------------------------
+
+_PORTABLE_SRC = textwrap.dedent(
+    """
+    import collections, datetime, decimal, fractions
+    import numpy as np
+    base = np.arange(24.0).reshape(4, 6)
+    shared = ["s", 1]
+    data = {
+        "words": {"apple", "banana", "cherry", "durian", "elderberry"},
+        "frozen": frozenset({"x", ("t", 1), "yy"}),
+        "nested": [1, 2.5, None, True, b"by", ("tu", [shared, shared])],
+        "od": collections.OrderedDict(b=2, a=1),
+        "when": datetime.datetime(2024, 5, 6, 7, 8, 9),
+        "dec": decimal.Decimal("3.14"),
+        "frac": fractions.Fraction(2, 3),
+        "arr": base,
+        "view": base[1:3, ::2],
+        "f32": np.ones(5, dtype=np.float32),
+        "big": list(range(5000)),
+        "strs": {"s%d" % i for i in range(3000)},
+    }
+    """
+)
+
+
+def _digest_in_subprocess(tmp_path, seed: str, mode: str) -> str:
+    script = tmp_path / "dig.py"
+    script.write_text(
+        _PORTABLE_SRC
+        + textwrap.dedent(
+            """
+            import pickle, sys
+            from kernel_agent.changes import value_digest
+            if sys.argv[1] == "load":
+                with open(sys.argv[2], "rb") as f:
+                    data = pickle.load(f)
+            print(value_digest(data))
+            """
+        )
+    )
+    env = dict(os.environ, PYTHONHASHSEED=seed)
+    res = subprocess.run(
+        [sys.executable, str(script), mode, str(tmp_path / "data.pkl")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
+    return res.stdout.strip()
+
+
+def test_value_digest_portable_across_processes_and_pickle(tmp_path):
+    ns: dict[str, Any] = {}
+    exec(_PORTABLE_SRC, ns)
+    data = ns["data"]
+    with open(tmp_path / "data.pkl", "wb") as f:
+        pickle.dump(data, f)
+    here = value_digest(data)
+    assert _digest_in_subprocess(tmp_path, "1", "build") == here
+    assert _digest_in_subprocess(tmp_path, "2", "build") == here
+    assert _digest_in_subprocess(tmp_path, "3", "load") == value_digest(
+        pickle.loads(pickle.dumps(data))
+    )
+
+
+def test_value_digest_dataframe_pickle_round_trip():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(
+        {
+            "i": np.arange(5),
+            "f": np.linspace(0, 1, 5),
+            "s": list("abcde"),
+            "c": pd.Categorical(list("xyxyx")),
+            "o": [[1], [2], [3], [4], [5]],
+        }
+    )
+    df.attrs["unit"] = "m"
+    ser = pd.Series([1.5, 2.5], index=pd.MultiIndex.from_tuples([("a", 1), ("b", 2)]))
+    vals = {"df": df, "ser": ser}
+    assert value_digest(vals) == value_digest(pickle.loads(pickle.dumps(vals)))
+    df2 = df.copy()
+    df2.loc[2, "f"] = 9.0
+    assert value_digest({"df": df2, "ser": ser}) != value_digest(vals)
+
+
+def test_value_digest_view_restored_as_copy_fails():
+    a = np.arange(100.0)
+    v = a[10:20]
+    assert value_digest({"a": a, "v": v}) != value_digest({"a": a, "v": v.copy()})
+
+
+def test_value_digest_lone_view_equals_its_copy():
+    # the base of x is a temporary nobody else sees: a copy is the same value
+    x = np.arange(12.0).reshape(3, 4)
+    assert value_digest({"x": x}) == value_digest({"x": x.copy()})
+
+
+def test_value_digest_aliasing_lost_fails():
+    a = [1, 2, 3]
+    assert value_digest({"p": [a, a]}) != value_digest({"p": [a, copy.copy(a)]})
+    arr = np.zeros(3)
+    assert value_digest({"p": [arr, arr]}) != value_digest({"p": [arr, arr.copy()]})
+    assert value_digest({"a": a, "b": a}) != value_digest({"a": a, "b": list(a)})
+
+
+def test_value_digest_sets_order_independent_dicts_order_dependent():
+    s1 = set()
+    for w in ["a", "b", "c", "dd", "ee"]:
+        s1.add(w)
+    s2 = set()
+    for w in reversed(["a", "b", "c", "dd", "ee"]):
+        s2.add(w)
+    assert value_digest({"s": s1}) == value_digest({"s": s2})
+    assert value_digest({"d": {"a": 1, "b": 2}}) != value_digest({"d": {"b": 2, "a": 1}})
+
+
+def test_value_digest_distinguishes_types_and_values():
+    cases = [1, 1.0, True, "1", b"1", [1], (1,), {1}, {1: 1}, np.int64(1), decimal.Decimal(1)]
+    digests = {value_digest({"x": c}) for c in cases}
+    assert len(digests) == len(cases)
+
+
+def test_value_digest_notebook_function_round_trip_via_cloudpickle():
+    cloudpickle = pytest.importorskip("cloudpickle")
+    ns = nb(
+        """
+        import functools
+        factor = 3
+        def scale(x, k=2):
+            return x * k * factor
+        part = functools.partial(scale, k=5)
+        class Acc:
+            def __init__(self):
+                self.items = []
+        acc = Acc()
+        """
+    )
+    vals = {n: ns[n] for n in ("scale", "part", "Acc", "acc")}
+    assert value_digest(vals) == value_digest(cloudpickle.loads(cloudpickle.dumps(vals)))
+
+
+def test_value_digest_reports_opaque_names():
+    def gen():
+        yield 1
+
+    vals = {"g": gen(), "lock": threading.Lock(), "ok": [1]}
+    rep = digest_report(vals)
+    assert rep.opaque == {"g", "lock"}
+    assert opaque_names(vals) == {"g", "lock"}
+    # type-only: same type, same digest
+    assert value_digest({"g": gen()}) == value_digest({"g": gen()})
+
+
+def test_value_digest_enums_and_atoms():
+    class Color(enum.Enum):
+        RED = 1
+        BLUE = 2
+
+    assert value_digest({"c": Color.RED}) != value_digest({"c": Color.BLUE})
+    assert value_digest({"t": dt.timedelta(1)}) != value_digest({"t": dt.timedelta(2)})
+    assert value_digest({"f": fractions.Fraction(1, 2)}) == value_digest(
+        {"f": fractions.Fraction(2, 4)}
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# reachable_size
+# ------------------------------------------------------------------------------------------
+
+
+def test_reachable_size_counts_buffers_inside_objects():
+    class Holder:
+        def __init__(self):
+            self.data = np.zeros(8 * 2**20, dtype=np.uint8)
+
+    size = reachable_size(Holder())
+    assert 8 * 2**20 <= size < 8.2 * 2**20
+
+
+def test_reachable_size_view_costs_its_base_once():
+    base = np.zeros(2**20)
+    size = reachable_size([base[:10], base[10:20], base])
+    assert base.nbytes <= size < base.nbytes * 1.05
+
+
+def test_reachable_size_of_containers_and_dataframe():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"a": np.zeros(100_000)})
+    assert reachable_size({"df": df}) >= 800_000
+    assert reachable_size(["x" * 1000] * 3) >= 1000
+    assert reachable_size(b"y" * 5000) >= 5000
+
+
+# ------------------------------------------------------------------------------------------
+# property test: random structures, random in-place mutations
+# ------------------------------------------------------------------------------------------
+
+atoms = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.text(max_size=6),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False),
+)
+hashables = st.recursive(
+    atoms, lambda c: st.tuples(c, c) | st.frozensets(c, max_size=3), max_leaves=6
+)
+structures = st.recursive(
+    atoms,
+    lambda c: (
+        st.lists(c, max_size=5)
+        | st.dictionaries(st.text(max_size=4), c, max_size=4)
+        | st.tuples(c, c)
+        | st.sets(hashables, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+def _mutables(root: Any) -> list[Any]:
+    found, stack, seen = [], [root], set()
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, (list, dict, set)):
+            found.append(o)
+        if isinstance(o, (list, tuple)):
+            stack.extend(o)
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+    return found
+
+
+def _fresh_value(existing: Any, data) -> Any:
+    return data.draw(atoms.filter(lambda v: not (type(v) is type(existing) and v == existing)))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(root=st.lists(structures, min_size=1, max_size=4), data=st.data())
+def test_random_in_place_mutations_always_detected(root, data):
+    ns = {"__name__": "__main__", "root": root, "other": [0]}
+    t = Tracker()
+    t.reset(ns, ["root", "other"])
+    target = data.draw(st.sampled_from(_mutables(root)))
+    if isinstance(target, list):
+        op = data.draw(st.sampled_from(["append", "replace", "delete"] if target else ["append"]))
+        if op == "append":
+            target.append(data.draw(atoms))
+        elif op == "replace":
+            i = data.draw(st.integers(0, len(target) - 1))
+            target[i] = _fresh_value(target[i], data)
+        else:
+            del target[data.draw(st.integers(0, len(target) - 1))]
+    elif isinstance(target, dict):
+        op = data.draw(st.sampled_from(["set", "delete"] if target else ["set"]))
+        if op == "set":
+            k = data.draw(st.text(max_size=4))
+            target[k] = _fresh_value(target.get(k, object()), data)
+        else:
+            del target[data.draw(st.sampled_from(sorted(target)))]
+    else:
+        op = data.draw(st.sampled_from(["add", "remove"] if target else ["add"]))
+        if op == "add":
+            target.add(data.draw(hashables.filter(lambda v: v not in target)))
+        else:
+            target.remove(data.draw(st.sampled_from(sorted(target, key=repr))))
+    upd = t.update(ns, ["root"], [])
+    assert upd.mutated == {"root"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=structures)
+def test_random_structures_digest_survives_pickle(value):
+    assert value_digest({"v": value}) == value_digest({"v": pickle.loads(pickle.dumps(value))})
+    json.dumps  # noqa: B018 - keep import used for readers who extend this test
+    io.StringIO  # noqa: B018
+    OrderedDict  # noqa: B018
+    deque  # noqa: B018
