@@ -308,10 +308,9 @@ def _layout(tp: type) -> tuple[Any, tuple[tuple[str, Any], ...]]:
 def _type_name(tp: type) -> str:
     """Module-qualified name of a type, read without triggering metaclass ``__getattr__``."""
     try:
-        d = type.__dict__["__dict__"].__get__(tp)
-        mod = d.get("__module__", "?")
+        mod = type.__dict__["__module__"].__get__(tp)
         qn = type.__dict__["__qualname__"].__get__(tp)
-        return f"{mod if isinstance(mod, str) else '?'}.{qn}"
+        return f"{mod if type(mod) is str else '?'}.{qn}"
     except Exception:
         return "?"
 
@@ -453,6 +452,13 @@ _EXIT_NOID = object()
 _PLACEHOLDER = ("array-placeholder",)
 
 _opaque_counter = itertools.count(1)
+
+#: Class-dict entries that are layout or caches, not state: ``__slotnames__`` is added by
+#: copyreg the first time an instance is pickled (a checkpoint must not look like a mutation),
+#: ``_abc_impl`` holds ABC subclass caches updated by every ``isinstance`` check.
+_CLASS_SKIP = frozenset(
+    {"__dict__", "__weakref__", "__module__", "__qualname__", "__slotnames__", "_abc_impl"}
+)
 
 
 def _noid(x: Any) -> _Synth:
@@ -768,9 +774,11 @@ class _Walker:
         # builtin base content, read through the base type's own C methods
         if issubclass(tp, dict):
             children.append(_Tok(("dictbase",)))
-            keys = list(dict.keys(obj))
-            vals = list(dict.values(obj))
-            children.append(_Synth(_Synth(kv) for kv in zip(keys, vals, strict=True)))
+            if issubclass(tp, collections.OrderedDict):  # its own order, not the dict's
+                pairs = list(collections.OrderedDict.items(obj))
+            else:
+                pairs = list(zip(dict.keys(obj), dict.values(obj), strict=True))
+            children.append(_Synth(_Synth(kv) for kv in pairs))
             if issubclass(tp, collections.defaultdict):
                 children.append(obj.default_factory)
         elif issubclass(tp, list):
@@ -844,7 +852,7 @@ class _Walker:
         )
         children: list[Any] = [_Synth(type.__dict__["__bases__"].__get__(cls))]
         for k, v in d.items():
-            if k in ("__dict__", "__weakref__", "__module__", "__qualname__"):
+            if k in _CLASS_SKIP:
                 continue
             vt = type(v)
             if vt in (
