@@ -1,0 +1,178 @@
+"""Kernel-side probe: a structural digest of every user variable, aliasing included.
+
+Runs INSIDE a kernel: the demo sends this file's text and evaluates `probe(user_ns)` in a private
+globals dict, silently, so the agent neither records it nor sees new names. The hub package never
+imports it. It is independent of the agent's own digests on purpose: the demo checks the agent
+with a second opinion.
+
+Each variable's digest covers its type and value, recursively. Objects get an index within the
+variable that reaches them first (variables in sorted name order); a later reference hashes
+that (variable, index), so `b = a`, `[arr, arr]` and one dict shared by two names are part of the
+digests, while a difference inside one variable does not shift the others'. Arrays hash dtype,
+shape and bytes, plus the earlier array they share memory with. Notebook code hashes bytecode,
+constants and names, not file names or line numbers (they differ between kernels); library
+functions and classes hash as references, true when the name is the library's own object.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import types
+from typing import Any
+
+SKIP = {"In", "Out", "exit", "quit", "get_ipython", "open"}
+ATOMS = (type(None), bool, int, float, complex, str, bytes)
+
+
+def probe(ns: dict[str, Any]) -> dict[str, Any]:
+    """{"digests": {name: hex}, "aliases": [[names sharing one object], ...], "bytes": n}."""
+    import sys
+
+    import numpy as np
+
+    owner: dict[int, tuple[str, int]] = {}  # id -> (variable that reached it first, its index there)
+    keep: list[Any] = []  # keeps probed objects alive so ids stay unique during the walk
+    arrays: list[tuple[tuple[str, int], Any]] = []
+    nbytes = [0]
+    current = [""]
+    local = [0]
+
+    def feed(h: Any, obj: Any, depth: int) -> None:
+        if depth > 60:
+            h.update(b"<deep>")
+            return
+        t = type(obj)
+        if t in ATOMS:
+            h.update(f"{t.__name__}:{obj!r};".encode())
+            return
+        if isinstance(obj, types.ModuleType):
+            h.update(f"module:{obj.__name__};".encode())
+            return
+        module = getattr(obj, "__module__", None)
+        if (isinstance(obj, (type, types.FunctionType)) and module not in (None, "__main__")) or isinstance(
+            obj, (types.BuiltinFunctionType, types.BuiltinMethodType)
+        ):
+            # library code: what matters is that it is the library's own object
+            qual = getattr(obj, "__qualname__", "")
+            target: Any = sys.modules.get(module or "")
+            for part in qual.split("."):
+                target = getattr(target, part, None)
+            h.update(f"ref:{module}.{qual}:{target is obj};".encode())
+            return
+        oid = id(obj)
+        if oid in owner:
+            name, idx = owner[oid]
+            h.update((f"@{idx};" if name == current[0] else f"@{name}#{idx};").encode())
+            return
+        if t is tuple:
+            h.update(b"tuple(")
+            for x in obj:
+                feed(h, x, depth + 1)
+            h.update(b")")
+            return
+        here = (current[0], local[0])
+        owner[oid] = here
+        local[0] += 1
+        keep.append(obj)
+        h.update(f"#{here[1]}:{t.__module__}.{t.__qualname__};".encode())
+        if isinstance(obj, np.ndarray):
+            for where, other in arrays:
+                if np.may_share_memory(obj, other):
+                    h.update(f"shares:{where[0] if where[0] != current[0] else ''}#{where[1]};".encode())
+                    break
+            arrays.append((here, obj))
+            h.update(f"{obj.dtype.str}{obj.shape};".encode())
+            if obj.dtype.hasobject:
+                for x in obj.ravel().tolist():
+                    feed(h, x, depth + 1)
+            else:
+                h.update(hashlib.sha256(np.ascontiguousarray(obj).view(np.uint8).data).digest())
+                nbytes[0] += obj.nbytes
+            return
+        if isinstance(obj, np.generic):
+            h.update(repr(obj.item()).encode())
+            return
+        if isinstance(obj, (list, collections.deque)):
+            for x in obj:
+                feed(h, x, depth + 1)
+            return
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                feed(h, k, depth + 1)
+                feed(h, v, depth + 1)
+            if type(obj) is not dict and hasattr(obj, "__dict__"):
+                feed(h, vars(obj), depth + 1)
+            return
+        if isinstance(obj, (set, frozenset)):
+            subs = []
+            for x in obj:
+                sub = hashlib.sha256()
+                feed(sub, x, depth + 1)
+                subs.append(sub.hexdigest())
+            h.update(",".join(sorted(subs)).encode())
+            return
+        if isinstance(obj, types.FunctionType):
+            feed_code(h, obj.__code__, depth)
+            h.update(f"{obj.__qualname__};globals={'user' if obj.__globals__ is ns else 'other'};".encode())
+            feed(h, obj.__defaults__, depth + 1)
+            feed(h, obj.__kwdefaults__, depth + 1)
+            for cell in obj.__closure__ or ():
+                try:
+                    feed(h, cell.cell_contents, depth + 1)
+                except ValueError:
+                    h.update(b"<empty cell>")
+            return
+        if isinstance(obj, types.MethodType):
+            feed(h, obj.__func__, depth + 1)
+            feed(h, obj.__self__, depth + 1)
+            return
+        if isinstance(obj, type):  # a class defined in the notebook
+            h.update(obj.__qualname__.encode())
+            for k, v in sorted(vars(obj).items()):
+                if k not in ("__dict__", "__weakref__", "__module__", "__doc__"):
+                    h.update(k.encode())
+                    feed(h, v, depth + 1)
+            return
+        if hasattr(obj, "__dict__"):
+            state = dict(vars(obj))
+            feed(h, state, depth + 1)
+            for slot in getattr(t, "__slots__", ()) or ():
+                if hasattr(obj, slot):
+                    feed(h, getattr(obj, slot), depth + 1)
+            return
+        try:
+            reduced = obj.__reduce_ex__(4)
+        except Exception:  # noqa: BLE001
+            h.update(f"opaque:{t.__qualname__};".encode())
+            return
+        if isinstance(reduced, str):
+            h.update(f"global:{reduced};".encode())
+            return
+        for part in reduced[1:3]:
+            feed(h, part, depth + 1)
+
+    def feed_code(h: Any, code: types.CodeType, depth: int) -> None:
+        h.update(code.co_code)
+        h.update(repr(code.co_names).encode())
+        h.update(repr(code.co_varnames).encode())
+        for c in code.co_consts:
+            if isinstance(c, types.CodeType):
+                feed_code(h, c, depth + 1)
+            else:
+                feed(h, c, depth + 1)
+
+    digests: dict[str, str] = {}
+    by_object: dict[int, list[str]] = {}
+    for name in sorted(ns):
+        if name.startswith("_") or name in SKIP:
+            continue
+        value = ns[name]
+        current[0], local[0] = name, 0
+        h = hashlib.sha256()
+        feed(h, value, 0)
+        digests[name] = h.hexdigest()[:16]
+        if type(value) not in ATOMS:
+            by_object.setdefault(id(value), []).append(name)
+    aliases = [names for names in by_object.values() if len(names) > 1]
+    return {"digests": digests, "aliases": aliases, "bytes": nbytes[0]}

@@ -1,0 +1,245 @@
+"""`ElasticLocalProcessSpawner`: local processes on named "nodes", so a migration really moves a server.
+
+Runs in the JupyterHub process. The embedded default for the demo and the tests, and a way to
+try live migration on one machine. A node is a separate working directory
+(`<nodes_root>/<node>/<user>[/<server>]`): the single-user server runs there (cwd, Jupyter
+runtime files such as kernel connection files, `ELASTIC_NODE_NAME`), while the user's notebooks
+live in the home directory shared by all nodes, as a PVC would be on Kubernetes. Stopping on one
+node and starting on another therefore gives a new process, a new working directory and a new
+node identity, with the same notebooks, and the session restored from the checkpoint.
+
+    c.JupyterHub.spawner_class = "elastic-local"
+    c.ElasticLocalProcessSpawner.nodes = ["node-a", "node-b"]
+    # then: POST /hub/api/users/alice/server {"user_options": {"node": "node-b"}}
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
+from tornado import web
+from traitlets import Bool, List, Unicode, default, validate
+
+from elastic_spawner.mixin import ElasticSpawnerMixin
+
+ENV_NODE_NAME = "ELASTIC_NODE_NAME"
+
+
+class ElasticLocalProcessSpawner(ElasticSpawnerMixin, LocalProcessSpawner):
+    """LocalProcessSpawner with checkpoint/restore and placement on one of several named nodes."""
+
+    nodes = List(
+        Unicode(),
+        default_value=["node-a", "node-b"],
+        minlen=1,
+        help="""Names of the local "nodes" a server can be placed on.
+
+        Each is a separate working directory under `nodes_root`. A start picks the node named in
+        `user_options["node"]`, else the node after the one the server last ran on (so a plain
+        stop and start moves it). JupyterHub reuses the last `user_options` when a start passes
+        none, so a server sent to a node stays there until told otherwise.
+
+            c.ElasticLocalProcessSpawner.nodes = ["node-a", "node-b", "node-c"]
+        """,
+    ).tag(config=True)
+
+    nodes_root = Unicode(
+        "/tmp/elastic-nodes",
+        help="""Directory holding one working directory per node: `<nodes_root>/<node>/<user>/`.
+
+            c.ElasticLocalProcessSpawner.nodes_root = "/var/lib/elastic-nodes"
+        """,
+    ).tag(config=True)
+
+    system_users = Bool(
+        True,
+        help="""Run each server as the system user of the same name (like LocalProcessSpawner).
+
+        False runs servers as the hub's own user with `$HOME` from `home_dir_template`, like
+        JupyterHub's SimpleLocalProcessSpawner: no isolation between users, for demos and tests.
+
+            c.ElasticLocalProcessSpawner.system_users = False
+        """,
+    ).tag(config=True)
+
+    home_dir_template = Unicode(
+        "/tmp/elastic-home/{username}",
+        help="""The user's home (the shared notebook directory) when `system_users` is False.
+
+        `{username}` is expanded. All nodes see the same directory, as a PVC on Kubernetes.
+
+            c.ElasticLocalProcessSpawner.home_dir_template = "/srv/home/{username}"
+        """,
+    ).tag(config=True)
+
+    @default("store_url")
+    def _default_store_url(self) -> str:
+        # Like JupyterHub's own sqlite default: next to where the hub runs.
+        return "file://" + os.path.abspath("elastic-store") + "/{username}/{servername}"
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Callable[[Any, dict[str, Any]], None]:
+        return _apply_node_option
+
+    @validate("nodes")
+    def _validate_nodes(self, proposal: dict[str, Any]) -> list[str]:
+        names = [str(n).strip() for n in proposal["value"]]
+        bad = [n for n in names if not n or "/" in n or n in (".", "..")]
+        if bad or len(set(names)) != len(names):
+            raise ValueError(
+                f"ElasticLocalProcessSpawner.nodes = {names!r}: names must be unique, non-empty "
+                "and contain no '/'"
+            )
+        return names
+
+    node = Unicode("", help="The node the server runs on (empty when stopped).")
+    last_node = Unicode("", help="The node the server ran on last; the default start moves away from it.")
+
+    # ---- state -----------------------------------------------------------------------------
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.node = state.get("node", "")
+        self.last_node = state.get("last_node", "") or self.node
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self.node:
+            state["node"] = self.node
+        if self.last_node:
+            state["last_node"] = self.last_node
+        return state
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        if self.node:
+            self.last_node = self.node
+        self.node = ""
+
+    def _elastic_node(self) -> str | None:
+        return self.node or None
+
+    def _elastic_start_message(self) -> str | None:
+        return f"Starting your server on {self.node}" if self.node else None
+
+    # ---- placement -------------------------------------------------------------------------
+
+    def choose_node(self) -> str:
+        """The node for this start: the requested one, else the one after the last node."""
+        requested = (self.user_options or {}).get("node")
+        if requested:
+            if requested not in self.nodes:
+                raise ValueError(
+                    f"Unknown node {requested!r} in user_options; "
+                    f"ElasticLocalProcessSpawner.nodes = {self.nodes!r}"
+                )
+            return requested
+        if self.last_node in self.nodes:
+            return self.nodes[(self.nodes.index(self.last_node) + 1) % len(self.nodes)]
+        return self.nodes[0]
+
+    @property
+    def home_dir(self) -> str:
+        """The user's notebooks, shared by all nodes."""
+        if self.system_users:
+            return pwd.getpwnam(self.user.name).pw_dir
+        return self.home_dir_template.format(username=self.user.name)
+
+    @property
+    def node_dir(self) -> str:
+        """Working directory of this server on its node."""
+        parts = [self.nodes_root, self.node, self.user.name]
+        if self.name:
+            parts.append(self.name)
+        return os.path.join(*parts)
+
+    def _runs_as_root(self) -> bool:
+        if self.system_users:
+            return pwd.getpwnam(self.user.name).pw_uid == 0
+        return os.geteuid() == 0
+
+    def _prepare_dirs(self) -> None:
+        """Create the node directory (owned by the user) and, for non-system users, the home."""
+        runtime = os.path.join(self.node_dir, "runtime")
+        os.makedirs(runtime, mode=0o700, exist_ok=True)
+        if not self.system_users:
+            os.makedirs(self.home_dir, mode=0o755, exist_ok=True)
+        elif os.geteuid() == 0:
+            pw = pwd.getpwnam(self.user.name)
+            for path in (self.node_dir, runtime):
+                shutil.chown(path, user=pw.pw_uid, group=pw.pw_gid)
+
+    def make_preexec_fn(self, name: str) -> Callable[[], None]:
+        """Drop privileges (system users) and start in the node's directory, not in $HOME."""
+        node_dir = self.node_dir
+        setuid = set_user_setuid(name, chdir=False) if self.system_users else None
+
+        def preexec() -> None:
+            if setuid is not None:
+                setuid()
+            os.chdir(node_dir)
+
+        return preexec
+
+    def user_env(self, env: dict[str, str]) -> dict[str, str]:
+        if self.system_users:
+            return super().user_env(env)
+        env["USER"] = self.user.name
+        env["HOME"] = self.home_dir
+        env["SHELL"] = "/bin/bash"
+        return env
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()
+        env[ENV_NODE_NAME] = self.node
+        env["JUPYTER_RUNTIME_DIR"] = os.path.join(self.node_dir, "runtime")
+        return env
+
+    def get_args(self) -> list[str]:
+        args = super().get_args()
+        if not self.notebook_dir and not any(a.startswith(("--notebook-dir", "--ServerApp.root_dir"))
+                                             for a in args):
+            # The process runs in the node's directory; the notebooks stay in the shared home.
+            args.append(f"--ServerApp.root_dir={self.home_dir}")
+        if self._runs_as_root() and "--allow-root" not in args:
+            args.append("--allow-root")
+        return args
+
+    async def move_certs(self, paths: dict[str, str]) -> dict[str, str]:
+        if self.system_users:
+            return await super().move_certs(paths)
+        return paths  # internal SSL with the hub's own user: the certs are readable already
+
+    async def start(self) -> Any:
+        detached = self._elastic().get("detached")
+        if detached and detached.get("node") in self.nodes:
+            self.node = detached["node"]  # a re-attach stays where the server runs
+        else:
+            self.node = self.choose_node()
+        self._prepare_dirs()
+        self.log.info("Elastic: placing %s on node %s (%s)", self._elastic_name, self.node,
+                      self.node_dir)
+        return await super().start()
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        if self.node:
+            self.last_node = self.node
+
+
+def _apply_node_option(spawner: ElasticLocalProcessSpawner, user_options: dict[str, Any]) -> None:
+    """Default `apply_user_options`: accept `{"node": <one of nodes>}`; a bad node is a 400."""
+    options = dict(user_options or {})
+    node = options.pop("node", None)
+    if node is not None and node not in spawner.nodes:
+        raise web.HTTPError(
+            400, f"Unknown node {node!r}: choose one of {', '.join(spawner.nodes)}"
+        )
+    if options:
+        spawner.log.warning("Elastic: ignoring user_options %s for %s (only 'node' is understood)",
+                            ", ".join(sorted(options)), spawner._elastic_name)
