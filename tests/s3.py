@@ -67,8 +67,11 @@ class S3Server:
 
 def start_moto() -> S3Server:
     """Start moto's S3 server on 127.0.0.1:<free port> with one bucket; ``._stop()`` stops it."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request log lines
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
