@@ -426,12 +426,10 @@ class FileStore(Store):
             self.blob_dir.mkdir(parents=True, exist_ok=True)
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _os_error(exc, "creating the store directory", root) from exc
-        if not os.access(root, os.W_OK | os.X_OK):
-            raise StoreError(
-                f"permission denied: {root} is not writable by this user; fix its permissions "
-                "or choose another directory"
-            )
+            # an existing read-only store (restore from a read-only volume) is fine: writes
+            # fail later with their own clear message
+            if not (root.is_dir() and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)):
+                raise _os_error(exc, "creating the store directory", root) from exc
 
     def _blob_path(self, key: str) -> Path:
         return self.blob_dir / key[:2] / key
@@ -612,6 +610,8 @@ class FileStore(Store):
                     except FileNotFoundError:
                         continue  # no manifest: the checkpoint does not exist
                     out.append((entry.name, st.st_mtime, st.st_size))
+        except FileNotFoundError:
+            return []
         except OSError as exc:
             raise _os_error(exc, "listing", self.ckpt_dir) from exc
         return out
@@ -631,6 +631,8 @@ class FileStore(Store):
                             if _KEY_RE.match(e.name):
                                 st = e.stat()
                                 out[e.name] = (st.st_size, st.st_mtime)
+        except FileNotFoundError:
+            return {}
         except OSError as exc:
             raise _os_error(exc, "listing", self.blob_dir) from exc
         return out
@@ -786,7 +788,10 @@ class S3Store(Store):
                 "ELASTIC_S3_ACCESS_KEY and ELASTIC_S3_SECRET_KEY)"
             )
         region = opts.pop("region", None) or _env("ELASTIC_S3_REGION", "AWS_REGION")
-        cert_check = _flag(opts.pop("cert_check", None) or _env("ELASTIC_S3_CERT_CHECK"), True)
+        cert_check_opt = opts.pop("cert_check", None)
+        if cert_check_opt is None:
+            cert_check_opt = _env("ELASTIC_S3_CERT_CHECK")
+        cert_check = _flag(cert_check_opt, True)
         ca_bundle = (
             opts.pop("ca_bundle", None) or _env("ELASTIC_S3_CA_BUNDLE", "SSL_CERT_FILE") or None
         )

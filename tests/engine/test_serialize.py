@@ -503,3 +503,55 @@ def test_lru_cache_of_importable_function_by_reference():
 def test_lru_cache_of_builtin_by_value():
     out = roundtrip({"c": functools.lru_cache(maxsize=None)(len)})
     assert out["c"]((1, 2)) == 2
+
+
+KERNEL_A = """
+import functools
+import numpy as np
+from kernel_agent.serialize import dumps
+scale = 3
+def f(x):
+    return x * scale
+class C:
+    def m(self):
+        return f(2)
+@functools.lru_cache
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+c = C()
+arr = np.arange(10)
+v = arr[2:5]
+for path, names in (("blob", ["f", "C", "c", "fib", "arr", "v"]), ("blob2", ["scale", "np"])):
+    with open(path, "wb") as fh:
+        for p in dumps({k: globals()[k] for k in names}).parts:
+            fh.write(p)
+"""
+
+KERNEL_B = """
+from kernel_agent.serialize import loads
+for path in ("blob2", "blob"):
+    with open(path, "rb") as fh:
+        globals().update(loads(bytearray(fh.read())))
+"""
+
+
+def test_notebook_objects_between_real_kernels(make_kernel):
+    """In ipykernel the user namespace is __main__.__dict__: restored code is bound to it."""
+    a = make_kernel(load_agent=False)
+    a.ok(KERNEL_A)
+    b = make_kernel(load_agent=False)
+    b.ok(KERNEL_B)
+    assert b.value("(f(2), c.m(), fib(20), isinstance(c, C), bool(np.shares_memory(v, arr)))") == [
+        6,
+        6,
+        6765,
+        True,
+        True,
+    ]
+    b.ok("scale = 10\narr[2] = 99")
+    assert b.value("(f(2), c.m(), int(v[0]), type(__builtins__).__name__)") == [
+        20,
+        20,
+        99,
+        "module",
+    ]

@@ -337,15 +337,42 @@ def test_file_store_unknown_option(tmp_path: Path):
 
 def test_file_store_not_writable(tmp_path: Path):
     target = tmp_path / "ro"
-    target.mkdir()
-    os.chmod(target, 0o500)
+    (target / "blobs").mkdir(parents=True)
+    (target / "checkpoints").mkdir()
+    for d in (target, target / "blobs", target / "checkpoints"):
+        os.chmod(d, 0o500)
     try:
         if os.access(target, os.W_OK):  # root ignores modes
             pytest.skip("running as root: directory permissions are not enforced")
+        store = open_store(f"file://{target}")  # reading a read-only store is fine
+        assert store.latest() is None
         with pytest.raises(StoreError, match="permission denied"):
-            open_store(f"file://{target}/store")
+            store.put_blob([b"x"])
     finally:
-        os.chmod(target, 0o700)
+        for d in (target, target / "blobs", target / "checkpoints"):
+            os.chmod(d, 0o700)
+
+
+def test_file_store_read_only_filesystem(tmp_path: Path):
+    """A real read-only bind mount (needs root; skipped otherwise)."""
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    writer = open_store(f"file://{src}")
+    key = put_bytes(writer, b"ro data")
+    writer.put_manifest("c1", manifest(key))
+    ro.mkdir()
+    r = subprocess.run(
+        ["mount", "--bind", "-o", "ro", str(src), str(ro)], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot bind-mount read-only here ({r.stderr.strip() or 'not root'})")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=False)
+        store = open_store(f"file://{ro}")
+        assert store.latest() == "c1" and store.get_blob(key) == bytearray(b"ro data")
+        with pytest.raises(StoreError, match="read-only filesystem"):
+            store.put_blob([b"new"])
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
 
 
 def test_s3_missing_bucket(s3_server: S3Server):
