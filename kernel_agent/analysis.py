@@ -31,6 +31,7 @@ import dis
 import functools
 import logging
 import re
+import threading
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -286,6 +287,26 @@ def _is_leaf_type(t: type) -> bool:
     return leaf
 
 
+# Objects of these packages are the kernel's machinery (shell, streams, sockets, threads, loggers);
+# they reach the user namespace itself, so walking them would make every cell "read" everything.
+_MACHINERY_MODULES = frozenset({"IPython", "ipykernel", "zmq", "tornado", "jupyter_client",
+                                "traitlets", "asyncio", "threading", "logging", "kernel_agent",
+                                "comm", "debugpy", "_io", "io", "socket", "selectors",
+                                "concurrent", "_thread", "queue"})
+_machinery_cache: dict[type, bool] = {}
+
+
+def _is_machinery(t: type) -> bool:
+    hit = _machinery_cache.get(t)
+    if hit is None:
+        mod = getattr(t, "__module__", None)
+        hit = isinstance(mod, str) and mod.split(".", 1)[0] in _MACHINERY_MODULES
+        if len(_machinery_cache) > 10_000:
+            _machinery_cache.clear()
+        _machinery_cache[t] = hit
+    return hit
+
+
 class _BudgetExceeded(Exception):
     pass
 
@@ -308,7 +329,7 @@ class _Walker:
         self.ns = ns
         self.budget = budget
         self.start_budget = budget
-        self.seen: set[int] = set()
+        self.seen: set[int] = {id(ns)}
         self.names: set[str] = set()
         self.gstores: set[str] = set()
         self.markers: set[str] = set()
@@ -429,6 +450,11 @@ class _Walker:
         if notebook:
             stack.append((t, 0))
             child_depth = 0
+        elif _is_machinery(t):
+            if isinstance(v, threading.Thread):  # its target runs notebook code
+                stack.extend((x, 0) for x in (getattr(v, "_target", None),
+                                              getattr(v, "_args", None), getattr(v, "_kwargs", None)))
+            return  # the kernel itself (it holds the whole namespace: not a read of the cell)
         else:
             # Best effort beyond the contract: library objects holding notebook callables
             # (a FunctionTransformer(func), an lru_cache wrapper, a callback registry).

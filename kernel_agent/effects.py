@@ -87,9 +87,10 @@ def static_markers(instrs: Sequence[Any]) -> set[str]:
                     out.add(CLOCK)
                 elif name in _ENTROPY_NAMES and op != "LOAD_FAST":
                     out.add(ENTROPY)
-                elif (name in _TIME_MODULE_CLOCK and op in _ATTR_OPS and prev is not None
-                      and prev.argval == "time" and prev.opname != "LOAD_CONST"):
-                    out.add(CLOCK)  # time.time(), time.localtime(), ...
+                elif name in _TIME_MODULE_CLOCK and op in _ATTR_OPS and (
+                        (prev is not None and prev.argval == "time" and prev.opname != "LOAD_CONST")
+                        or (name != "strftime" and _called_without_seed(instrs, i))):
+                    out.add(CLOCK)  # time.time(), tm.time(), time.localtime(), ...
                 elif name == "time" and op in _LOAD_NAME_OPS and op != "LOAD_FAST":
                     nxt = instrs[i + 1] if i + 1 < len(instrs) else None
                     if nxt is not None and nxt.opname in _CALL_OPS:
@@ -214,6 +215,8 @@ class _Recorder:
                 self._note(f"network lookup {host}")
         elif event == "subprocess.Popen":
             argv = args[1] if len(args) > 1 else args
+            if _read_only_probe(argv):
+                return
             self._note(f"runs subprocess {_short(repr(argv), 120)}")
         elif event == "os.system":
             self._note(f"runs shell command {_short(repr(args[0] if args else ''), 120)}")
@@ -236,6 +239,20 @@ class _Recorder:
             p = _path(db)
             if not self._ignored_path(p):
                 self._note(f"opens sqlite database {p}")
+
+
+# Programs libraries run on their own to probe the machine; they change nothing (matplotlib runs
+# fc-list when it builds its font cache on first import, platform/psutil-style code runs uname).
+READ_ONLY_PROBES = frozenset({"fc-list", "fc-match", "uname", "nproc", "lscpu", "nvidia-smi",
+                              "ldconfig", "which", "locale", "getconf"})
+
+
+def _read_only_probe(argv: Any) -> bool:
+    try:
+        first = argv.split()[0] if isinstance(argv, (str, bytes)) else list(argv)[0]
+        return os.path.basename(os.fsdecode(first)) in READ_ONLY_PROBES
+    except Exception:  # noqa: BLE001
+        return False
 
 
 # event -> (description, how many leading args are paths)

@@ -1,0 +1,140 @@
+"""Side effects and non-determinism mark a cell as unsafe to re-run; the kernel's own activity does not."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from tests.agent.conftest import AgentKernel
+from tests.kernels import Kernel
+
+
+def test_cell_writing_a_file_is_marked(agent, tmp_path):
+    target = tmp_path / "out.csv"
+    rec = agent.cell(f"with open({str(target)!r}, 'w') as fh:\n    fh.write('a,b')")
+    assert rec["effects"] == [f"writes file {target}"]
+
+
+def test_cell_appending_to_a_file_is_marked(agent, tmp_path):
+    target = tmp_path / "log.txt"
+    rec = agent.cell(f"open({str(target)!r}, 'a').close()")
+    assert rec["effects"] == [f"writes file {target}"]
+
+
+def test_cell_writing_through_pathlib_and_numpy_is_marked(agent, tmp_path):
+    rec = agent.cell(
+        f"import pathlib, numpy as np\npathlib.Path({str(tmp_path / 'p.txt')!r}).write_text('x')\n"
+        f"np.save({str(tmp_path / 'a.npy')!r}, np.zeros(3))"
+    )
+    assert f"writes file {tmp_path / 'p.txt'}" in rec["effects"]
+    assert f"writes file {tmp_path / 'a.npy'}" in rec["effects"]
+
+
+def test_cell_reading_a_file_is_not_marked(agent, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("hello")
+    rec = agent.cell(f"with open({str(src)!r}) as fh:\n    rd_text = fh.read()")
+    assert rec["effects"] == []
+
+
+def test_file_removal_rename_and_mkdir_are_marked(agent, tmp_path):
+    (tmp_path / "a").write_text("x")
+    rec = agent.cell(
+        f"import os\nos.rename({str(tmp_path / 'a')!r}, {str(tmp_path / 'b')!r})\n"
+        f"os.remove({str(tmp_path / 'b')!r})\nos.mkdir({str(tmp_path / 'd')!r})"
+    )
+    assert rec["effects"] == [
+        f"renames {tmp_path / 'a'} -> {tmp_path / 'b'}",
+        f"deletes file {tmp_path / 'b'}",
+        f"creates directory {tmp_path / 'd'}",
+    ]
+
+
+def test_subprocess_and_shell_commands_are_marked(agent):
+    rec = agent.cell("import subprocess, os\nsubprocess.run(['true'])\nos.system('true')")
+    assert any(e.startswith("runs subprocess") for e in rec["effects"])
+    assert any(e.startswith("runs shell command") for e in rec["effects"])
+
+
+def test_network_connection_is_marked(agent):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    try:
+        rec = agent.cell(f"import socket\nsocket.create_connection(('127.0.0.1', {port})).close()")
+    finally:
+        server.close()
+    assert f"network connect 127.0.0.1:{port}" in rec["effects"]
+
+
+def test_kernel_machinery_activity_is_not_counted(tmp_path):
+    # output, rich display, history, matplotlib's first import (font cache built with fc-list,
+    # written to its config dir) and inline rendering, and compiling an imported module (a
+    # __pycache__ write) all happen between pre_run_cell and post_run_cell
+    k = Kernel(cwd=str(tmp_path), env={**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")})
+    try:
+        k.ok("%load_ext kernel_agent")
+        _check_machinery_not_counted(AgentKernel(k))
+    finally:
+        k.shutdown()
+
+
+def _check_machinery_not_counted(agent):
+    agent.ok("with open('nb_helper_mod.py', 'w') as fh:\n    fh.write('X = 1\\n')")
+    rec = agent.cell(
+        "import nb_helper_mod\n"
+        "%matplotlib inline\n"
+        "import matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2, 3])\n"
+        "from IPython.display import display, HTML\n"
+        "display(HTML('<b>x</b>'))\n"
+        "print('out')\n"
+        "get_ipython().history_manager.writeout_cache()\n"
+        "km_x = nb_helper_mod.X"
+    )
+    assert rec["effects"] == []
+
+
+def test_events_from_threads_started_by_the_cell_are_counted(agent, tmp_path):
+    target = tmp_path / "thread.txt"
+    rec = agent.cell(
+        "import threading\n"
+        f"th = threading.Thread(target=lambda: open({str(target)!r}, 'w').close())\n"
+        "th.start()\nth.join()"
+    )
+    assert f"writes file {target}" in rec["effects"]
+
+
+def test_clock_reads_are_marked(agent):
+    for code in ("import time\nck1 = time.time()", "from time import perf_counter\nck2 = perf_counter()",
+                 "import datetime\nck3 = datetime.datetime.now()", "import time as tm\nck4 = tm.time()"):
+        assert "reads the clock" in agent.cell(code)["effects"], code
+
+
+def test_clock_read_inside_a_called_notebook_function_is_marked(agent):
+    agent.ok("import time\ndef stamp():\n    return time.time()")
+    assert "reads the clock" in agent.cell("ck_f = stamp()")["effects"]
+
+
+def test_entropy_and_unseeded_generators_are_marked(agent):
+    assert "reads OS entropy" in agent.cell("import uuid\nen_u = uuid.uuid4()")["effects"]
+    assert "reads OS entropy" in agent.cell("import os\nen_b = os.urandom(4)")["effects"]
+    rec = agent.cell("import numpy as np\nen_rng = np.random.default_rng()")
+    assert "uses an unseeded random generator" in rec["effects"]
+    rec = agent.cell("en_rng0 = np.random.default_rng(0)")
+    assert rec["effects"] == []
+
+
+def test_plain_computation_has_no_effects(agent):
+    assert agent.cell("pc_x = sum(range(10))")["effects"] == []
+
+
+def test_effects_stop_when_the_cell_ends(agent, tmp_path):
+    agent.ok("import threading\n_evt = threading.Event()\n"
+             f"_late = threading.Thread(target=lambda: (_evt.wait(), open({str(tmp_path / 'late')!r}, 'w').close()))\n"
+             "_late.start()")
+    rec = agent.cell("_evt.set()\n_late.join()\nes_x = 1")
+    assert rec["effects"] == [f"writes file {tmp_path / 'late'}"]
+    rec = agent.cell("es_y = 2")
+    assert rec["effects"] == []
