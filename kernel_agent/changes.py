@@ -452,6 +452,7 @@ _EXIT_NOID = object()
 _PLACEHOLDER = ("array-placeholder",)
 
 _opaque_counter = itertools.count(1)
+_chain = itertools.chain.from_iterable
 
 #: Class-dict entries that are layout or caches, not state: ``__slotnames__`` is added by
 #: copyreg the first time an instance is pickled (a checkpoint must not look like a mutation),
@@ -559,69 +560,109 @@ class _Walker:
 
     # -- main loop ---------------------------------------------------------------------------
     def walk(self, root: Any) -> None:
+        """Walk `root`. Lists, dicts and tuples (most nodes of a typical graph) are handled
+        inline: a function call per node would double the cost."""
         stack: list[Any] = [root]
         pop = stack.pop
         push = stack.append
         extend = stack.extend
+        memo = self.memo
+        keep = self.keep
+        ids = self.ids
+        portable = self.portable
+        max_nodes = self.max_nodes
+        atoms = MARSHAL_ATOMS
         out = self.out
-        while stack:
-            obj = pop()
-            tp = type(obj)
-            if tp in MARSHAL_ATOMS:
-                if (tp is str or tp is bytes) and len(obj) > _BIG_ATOM:
-                    self.out.append(_atom_token(obj))
-                else:
-                    self.out.append(obj)
-                continue
-            if obj is _ENTER_NOID:
-                self.noid += 1
-                continue
-            if obj is _EXIT_NOID:
-                self.noid -= 1
-                continue
-            self.nodes += 1
-            if self.nodes > self.max_nodes:
-                raise _Budget
-            if len(self.out) > 4096 and not self.portable:
-                self.flush()
-            out = self.out
-            if tp is _Synth:
-                out.append(("S", len(obj)))
-                extend(reversed(obj))
-                continue
-            if tp is _Tok:
-                out.append(tuple(obj))
-                continue
-            try:
-                kind = _classify(tp)
-                self._visit(obj, tp, kind, push, extend)
-            except _Budget:
-                raise
-            except RecursionError:
-                self._mark_opaque(obj)
-            except Exception as exc:  # a hostile or broken object: treat it as opaque
-                log.debug("changes: cannot inspect %s: %r", _type_name(tp), exc)
-                self._mark_opaque(obj)
+        append = out.append
+        base_noid = self.noid
+        nodes = self.nodes
+        try:
+            while stack:
+                obj = pop()
+                tp = type(obj)
+                if tp in atoms:
+                    if (tp is str or tp is bytes) and len(obj) > _BIG_ATOM:
+                        append(_atom_token(obj))
+                    else:
+                        append(obj)
+                    continue
+                nodes += 1
+                if nodes > max_nodes:
+                    raise _Budget
+                if len(out) > 4096 and not portable:
+                    self.flush()
+                    out = self.out
+                    append = out.append
+                if tp is list or tp is dict or tp is tuple:
+                    if tp is tuple:
+                        if set(map(type, obj)) <= atoms:
+                            append(("Ta", self._atoms(obj)))
+                            continue
+                        tag = "T"
+                    else:
+                        tag = "L" if tp is list else "D"
+                    i = id(obj)
+                    idx = memo.get(i)
+                    if idx is not None:
+                        append(("@", idx))
+                        continue
+                    memo[i] = len(memo)
+                    keep.append(obj)
+                    if self.noid:
+                        append(tag)
+                    else:
+                        ids.append(i)
+                        append(tag if portable else (tag, i))
+                    n = len(obj)
+                    nodes += n
+                    if tp is dict:
+                        if set(map(type, obj)) <= atoms and set(map(type, obj.values())) <= atoms:
+                            append(
+                                ("da", self._atoms(tuple(obj)), self._atoms(tuple(obj.values())))
+                            )
+                            continue
+                        append(n)
+                        extend(reversed(list(_chain(obj.items()))))
+                    elif tp is tuple or not set(map(type, obj)) <= atoms:
+                        append(n)
+                        extend(reversed(obj))
+                    else:
+                        append(("a", self._atoms(obj)))
+                    continue
+                if obj is _ENTER_NOID:
+                    self.noid += 1
+                    continue
+                if obj is _EXIT_NOID:
+                    self.noid -= 1
+                    continue
+                if tp is _Synth:
+                    append(("S", len(obj)))
+                    nodes += len(obj)
+                    extend(reversed(obj))
+                    continue
+                if tp is _Tok:
+                    append(tuple(obj))
+                    continue
+                self.nodes = nodes
+                try:
+                    self._visit(obj, tp, _classify(tp), push, extend)
+                except _Budget:
+                    raise
+                except RecursionError:
+                    self._mark_opaque(obj)
+                except Exception as exc:  # a hostile or broken object: treat it as opaque
+                    log.debug("changes: cannot inspect %s: %r", _type_name(tp), exc)
+                    self._mark_opaque(obj)
+                nodes = self.nodes
+                out = self.out
+                append = out.append
+        finally:
+            self.noid = base_noid
+            self.nodes = nodes
 
     def _visit(self, obj: Any, tp: type, kind: int, push: Any, extend: Any) -> None:
         out = self.out
-        if kind == K_LIST:
-            if not self._identity(obj, "L"):
-                return
-            self._seq(obj, push, extend)
-        elif kind == K_DICT:
-            if not self._identity(obj, "D"):
-                return
-            self._dict(obj, push, extend)
-        elif kind == K_TUPLE:
-            if set(map(type, obj)) <= MARSHAL_ATOMS:
-                out.append(("Ta", self._atoms(obj)))
-                return
-            if not self._identity(obj, "T"):
-                return
-            out.append(len(obj))
-            extend(reversed(obj))
-        elif kind == K_ATOM:
+        if kind == K_ATOM:
             out.append(_atom_token(obj))
         elif kind in (K_SET, K_FROZENSET):
             if kind == K_FROZENSET and set(map(type, obj)) <= MARSHAL_ATOMS:
@@ -707,7 +748,7 @@ class _Walker:
     def _atoms(self, seq: Any) -> Any:
         """Token for a sequence made only of marshal atoms: verbatim if small, else a C hash."""
         if len(seq) < _SMALL_SEQ:
-            return tuple(_atom_token(x) if type(x) in (str, bytes) else x for x in seq)
+            return tuple(seq)
         return (len(seq), xxhash.xxh3_128_digest(marshal.dumps(seq, 2)))
 
     def _seq(self, seq: Any, push: Any, extend: Any) -> None:
@@ -717,19 +758,6 @@ class _Walker:
             return
         self.out.append(n)
         extend(reversed(seq))
-
-    def _dict(self, d: dict, push: Any, extend: Any) -> None:
-        n = dict.__len__(d)
-        keys = list(dict.keys(d))
-        vals = list(dict.values(d))
-        if set(map(type, keys)) <= MARSHAL_ATOMS and set(map(type, vals)) <= MARSHAL_ATOMS:
-            self.out.append(("da", self._atoms(keys), self._atoms(vals)))
-            return
-        self.out.append(n)
-        items: list[Any] = [None] * (2 * n)
-        items[0::2] = keys
-        items[1::2] = vals
-        extend(reversed(items))
 
     def _atom_set(self, s: Any) -> Any:
         """Order-independent token of a set of marshal atoms (sets iterate in salted-hash order
@@ -1144,11 +1172,8 @@ class _Walker:
 class _Print:
     root_id: int
     fp: bytes
-    ids: np.ndarray  # sorted unique int64
+    ids: list[int]  # ids of reachable identity-bearing objects (dropped once indexed)
     opaque: bool
-
-
-_EMPTY_IDS = np.empty(0, dtype=np.int64)
 
 
 def _fingerprint(
@@ -1171,13 +1196,7 @@ def _fingerprint(
         fp = b""
     if opaque:
         fp = _fresh_token()
-    try:
-        ids = (
-            np.unique(np.fromiter(w.ids, dtype=np.int64, count=len(w.ids))) if w.ids else _EMPTY_IDS
-        )
-    except Exception:  # pragma: no cover
-        ids = _EMPTY_IDS
-    return _Print(id(value), fp, ids, opaque)
+    return _Print(id(value), fp, w.ids, opaque)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1212,10 +1231,10 @@ class _IdIndex:
             self.alive[token] = False
             self.dead_entries += self.entries_of.pop(token, 0)
 
-    def add(self, ids: np.ndarray, owners: np.ndarray, counts: dict[int, int]) -> None:
+    def add_sorted(self, ids: np.ndarray, owners: np.ndarray, counts: dict[int, int]) -> None:
+        """Add a chunk of (id, owner token) pairs already sorted by id."""
         if len(ids):
-            order = np.argsort(ids, kind="stable")
-            self.chunks.append((ids[order], owners[order].astype(np.int32)))
+            self.chunks.append((ids, owners.astype(np.int32, copy=False)))
             self.total_entries += len(ids)
         self.entries_of.update(counts)
         self.maybe_compact()
@@ -1444,8 +1463,11 @@ class Tracker:
         for n in names:
             uf.find(n)
         lens = [len(new_prints[n].ids) for n in names]
-        all_ids = np.concatenate([new_prints[n].ids for n in names]) if sum(lens) else _EMPTY_IDS
+        all_ids = np.fromiter(
+            _chain(new_prints[n].ids for n in names), dtype=np.int64, count=sum(lens)
+        )
         labels = np.repeat(np.arange(len(names), dtype=np.int64), lens)
+        s_ids, s_lab = all_ids, labels
         if len(all_ids):
             order = np.argsort(all_ids, kind="stable")
             s_ids, s_lab = all_ids[order], labels[order]
@@ -1493,23 +1515,17 @@ class Tracker:
 
         # --- store -----------------------------------------------------------------------
         counts: dict[int, int] = {}
-        owners_l: list[np.ndarray] = []
-        for n in names:
+        toks = np.empty(len(names), dtype=np.int32)
+        for k, n in enumerate(names):
             tok = self._index.new_token()
+            toks[k] = tok
             self._token[n] = tok
             self._name_of[tok] = n
-            self._prints[n] = new_prints[n]
-            counts[tok] = len(new_prints[n].ids)
-            owners_l.append(np.full(len(new_prints[n].ids), tok, dtype=np.int32))
-        if len(all_ids):
-            self._index.add(all_ids, np.concatenate(owners_l), counts)
-        else:
-            self._index.entries_of.update(counts)
-        # fingerprints keep their id arrays only until stored in the index
-        for n in names:
-            self._prints[n] = _Print(
-                new_prints[n].root_id, new_prints[n].fp, _EMPTY_IDS, new_prints[n].opaque
-            )
+            p = new_prints[n]
+            counts[tok] = len(p.ids)
+            p.ids = []  # the ids now live in the index only (12 bytes each)
+            self._prints[n] = p
+        self._index.add_sorted(s_ids, toks[s_lab], counts)
         return upd
 
 
@@ -1599,6 +1615,14 @@ def reachable_size(obj: Any, *, max_nodes: int = 1_000_000) -> int:
             continue
         seen.add(i)
         try:
+            if tp is list or tp is tuple or tp is dict:
+                total += getsizeof(o)
+                for seq in (o, o.values()) if tp is dict else (o,):
+                    if set(map(type, seq)) <= MARSHAL_ATOMS:
+                        total += sum(map(getsizeof, seq))
+                    else:
+                        stack.extend(seq)
+                continue
             kind = _classify(tp)
             if kind in (K_LIST, K_TUPLE, K_SET, K_FROZENSET, K_DEQUE):
                 total += getsizeof(o)
