@@ -904,6 +904,12 @@ class S3Store(Store):
                 f"S3 server error (HTTP {exc.status_code}) while {what} ({where}), after retries: "
                 "the server is failing; check its health and retry"
             )
+        status = getattr(exc, "_code", None)
+        if isinstance(exc, InvalidResponseError) and isinstance(status, int) and status >= 500:
+            return StoreError(
+                f"S3 server error (HTTP {status}) while {what} ({where}), after retries: the "
+                "server is failing or overloaded; check its health and retry"
+            )
         if isinstance(exc, InvalidResponseError):
             return StoreError(
                 f"{where} did not answer like an S3 server while {what}: check the endpoint "

@@ -554,3 +554,42 @@ def test_disk_full_on_a_real_tiny_filesystem(tiny_fs: Path):
     filler.unlink()
     store.put_manifest("c1", manifest(ok.key))
     assert store.latest() == "c1"
+
+
+def test_s3_transient_errors_are_retried_a_bounded_number_of_times():
+    """A server that keeps answering 503: a bounded number of retries, then a clear error."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    requests = [0]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                requests[0] += 1
+                conn.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                    b"Connection: close\r\n\r\n"
+                )
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(StoreError, match=r"HTTP 503|ServiceUnavailable|SlowDown|server error"):
+            open_store(
+                "s3://bucket/x",
+                endpoint=f"http://127.0.0.1:{port}",
+                access_key="a",
+                secret_key="b",
+                region="us-east-1",
+                retries=2,
+            )
+    finally:
+        srv.close()
+    assert requests[0] == 3  # the first try + 2 retries
