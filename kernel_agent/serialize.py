@@ -163,7 +163,10 @@ class _Pickler(cloudpickle.CloudPickler):
         # pass 2: ids of arrays known to be in the stream; pass 1: None (decide on the fly)
         self._view_roots = view_roots
         self._np = sys.modules.get("numpy")  # no numpy imported -> no ndarray can exist
+        # ids of arrays pickled so far; the arrays are kept alive until the dump ends so that a
+        # temporary array made by some __reduce__ cannot free its id for another array
         self.seen_arrays: set[int] = set()
+        self._alive: list[Any] = []
         self.deferred_roots: set[int] = set()
         self.covered_roots: set[int] = set()
 
@@ -200,6 +203,7 @@ class _Pickler(cloudpickle.CloudPickler):
     def _reduce_ndarray(self, obj: Any) -> Any:
         np = self._np
         self.seen_arrays.add(id(obj))
+        self._alive.append(obj)
         base = obj.base
         if not isinstance(base, np.ndarray):
             return super().reducer_override(obj)
@@ -298,7 +302,7 @@ def dumps(
         present = pickler.seen_arrays | pickler.covered_roots
         if pickler.deferred_roots & present:
             # a view was met before its base: pickle again knowing which bases are present
-            stream, buffers, _ = _pickle(data, namespace, present)
+            stream, buffers, _ = _pickle(data, namespace, present)  # pass 1 keeps ids alive
         del pickler
     except Exception as exc:  # trial serialization: any failure means "cannot ship"
         return Serialized(names=names, parts=[], nbytes=0, error=_describe(exc))
