@@ -269,10 +269,20 @@ class LocalHub:
 
     # ---- shutdown --------------------------------------------------------------------------
 
-    async def stop(self, timeout: float = 60) -> None:
+    async def restart(self, timeout: float = 60) -> None:
+        """Stop the hub process only and start it again (same ports, database and token).
+
+        Servers keep running across the restart when `HubSettings.cleanup_servers` is False.
+        """
+        await self.stop(timeout, leftovers=False)
+        await self.start(timeout)
+
+    async def stop(self, timeout: float = 60, *, leftovers: bool = True) -> None:
         """Stop the hub (SIGTERM: it stops servers and proxy), then kill whatever is left."""
         proc, self.proc = self.proc, None
         if proc is None:
+            if leftovers:
+                self.kill_leftovers()
             return
         if proc.poll() is None:
             with _suppress_lookup():
@@ -285,7 +295,8 @@ class LocalHub:
                 with _suppress_lookup():
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-        self.kill_leftovers()
+        if leftovers:
+            self.kill_leftovers()
 
     def kill_leftovers(self) -> None:
         """Kill servers and the proxy this hub started, by pid, if they outlived it."""
