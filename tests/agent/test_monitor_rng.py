@@ -1,0 +1,75 @@
+"""Random generator state: captured before cells that draw, so a re-run draws the same numbers."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+
+from kernel_agent import rng
+
+APPLY = "__import__('kernel_agent.rng').rng.apply"
+
+
+def test_capture_is_json_safe_and_apply_restores_both_generators():
+    random.seed(1)
+    np.random.seed(2)
+    state = json.loads(json.dumps(rng.capture()))
+    a, b = random.random(), np.random.rand(3).tolist()
+    random.seed(99)
+    np.random.seed(99)
+    rng.apply(state)
+    assert (random.random(), np.random.rand(3).tolist()) == (a, b)
+
+
+def test_apply_restores_the_gaussian_cache():
+    np.random.seed(3)
+    np.random.standard_normal()  # leaves the second gaussian cached
+    state = rng.capture()
+    expected = np.random.standard_normal()
+    np.random.seed(0)
+    rng.apply(state)
+    assert np.random.standard_normal() == expected
+
+
+def test_state_key_is_a_content_hash():
+    random.seed(5)
+    s1 = rng.capture()
+    random.seed(5)
+    assert rng.state_key(rng.capture()) == rng.state_key(s1)
+    random.random()
+    assert rng.state_key(rng.capture()) != rng.state_key(s1)
+
+
+def test_cell_drawing_random_numbers_records_the_state_before_it(agent):
+    rec = agent.cell("import random\nrn_a = random.random()")
+    h = agent.history()
+    assert rec["rng_state"] in h["rng_states"]
+    state = json.dumps(h["rng_states"][rec["rng_state"]])
+    agent.ok(f"{APPLY}(__import__('json').loads({state!r}))\nrn_again = random.random()")
+    assert agent.value("rn_again == rn_a") is True
+
+
+def test_cell_drawing_from_numpy_replays_identically(agent):
+    agent.ok("import numpy as np")
+    rec = agent.cell("rn_np = np.random.rand(5).tolist()")
+    state = json.dumps(agent.history()["rng_states"][rec["rng_state"]])
+    agent.ok(f"{APPLY}(__import__('json').loads({state!r}))\nrn_np2 = np.random.rand(5).tolist()")
+    assert agent.value("rn_np2 == rn_np") is True
+
+
+def test_cell_not_drawing_records_no_state(agent):
+    assert agent.cell("rn_none = 1 + 1")["rng_state"] is None
+
+
+def test_identical_states_are_stored_once(agent):
+    agent.ok("import random")
+    before = len(agent.history()["rng_states"])
+    agent.ok("random.seed(7)")
+    r1 = agent.cell("rn_s1 = random.random()")
+    agent.ok("random.seed(7)")
+    r2 = agent.cell("rn_s2 = random.random()")
+    assert r1["rng_state"] == r2["rng_state"]
+    # the two seeding cells and one shared entry for the two draws
+    assert len(agent.history()["rng_states"]) - before <= 3
