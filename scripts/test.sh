@@ -14,8 +14,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 if [ -f scripts/ceph-rgw.sh ] && [ "${ELASTIC_SKIP_RGW:-0}" != 1 ]; then
-    if eval "$(bash scripts/ceph-rgw.sh start)"; then
+    if rgw_env=$(bash scripts/ceph-rgw.sh start) && [ -n "$rgw_env" ] && eval "$rgw_env"; then
         RGW_STARTED=1
+        echo "test.sh: Ceph RGW at $ELASTIC_TEST_S3_ENDPOINT" >&2
     else
         echo "test.sh: Ceph RGW could not be started; S3 tests use moto only" >&2
     fi
