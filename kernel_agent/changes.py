@@ -268,7 +268,8 @@ def _dict_descriptor(tp: type) -> Any:
         d = type.__dict__["__dict__"].__get__(cls)
         desc = d.get("__dict__")
         if desc is not None:
-            return desc if type(desc) is types.GetSetDescriptorType else None
+            ok = (types.GetSetDescriptorType, types.MemberDescriptorType)
+            return desc if type(desc) in ok else None
     return None
 
 
@@ -462,6 +463,19 @@ _CLASS_SKIP = frozenset(
 )
 
 
+def _atomic_elements(elems: Any) -> bool:
+    """True if every element is a marshal atom or a tuple of marshal atoms (hashed in C)."""
+    types_ = set(map(type, elems))
+    if types_ <= MARSHAL_ATOMS:
+        return True
+    if types_ <= _ATOMS_AND_TUPLE:
+        return all(set(map(type, t)) <= MARSHAL_ATOMS for t in elems if type(t) is tuple)
+    return False
+
+
+_ATOMS_AND_TUPLE = MARSHAL_ATOMS | {tuple}
+
+
 def _noid(x: Any) -> _Synth:
     """Wrap `x` so that it is walked without recording identities (for objects the walker or a
     library builds afresh on each access, whose ids would otherwise leak into the id set)."""
@@ -507,7 +521,7 @@ class _Walker:
         *,
         portable: bool = False,
         max_nodes: int = 2_000_000,
-        array_cache: dict[int, bytes] | None = None,
+        array_cache: dict[int, tuple[np.ndarray, bytes]] | None = None,
     ) -> None:
         self.ns = ns
         self.portable = portable
@@ -614,7 +628,6 @@ class _Walker:
                         ids.append(i)
                         append(tag if portable else (tag, i))
                     n = len(obj)
-                    nodes += n
                     if tp is dict:
                         if set(map(type, obj)) <= atoms and set(map(type, obj.values())) <= atoms:
                             append(
@@ -622,9 +635,11 @@ class _Walker:
                             )
                             continue
                         append(n)
+                        nodes += 2 * n
                         extend(reversed(list(_chain(obj.items()))))
                     elif tp is tuple or not set(map(type, obj)) <= atoms:
                         append(n)
+                        nodes += n
                         extend(reversed(obj))
                     else:
                         append(("a", self._atoms(obj)))
@@ -665,7 +680,7 @@ class _Walker:
         if kind == K_ATOM:
             out.append(_atom_token(obj))
         elif kind in (K_SET, K_FROZENSET):
-            if kind == K_FROZENSET and set(map(type, obj)) <= MARSHAL_ATOMS:
+            if kind == K_FROZENSET and _atomic_elements(obj):
                 out.append(("FSa", self._atom_set(obj)))
                 return
             if not self._identity(obj, "SET" if kind == K_SET else "FS"):
@@ -760,8 +775,8 @@ class _Walker:
         extend(reversed(seq))
 
     def _atom_set(self, s: Any) -> Any:
-        """Order-independent token of a set of marshal atoms (sets iterate in salted-hash order
-        for strings, so the digest must not depend on iteration order)."""
+        """Order-independent token of a set of marshal atoms, or of tuples of them (sets iterate
+        in salted-hash order for strings: the digest must not depend on iteration order)."""
         types_ = set(map(type, s))
         if len(types_) == 1 and next(iter(types_)) in (int, str, bytes):
             return self._atoms(sorted(s))
@@ -770,7 +785,7 @@ class _Walker:
 
     def _set(self, s: Any, extend: Any) -> None:
         elems = list(set.__iter__(s)) if type(s) is set else list(frozenset.__iter__(s))
-        if set(map(type, elems)) <= MARSHAL_ATOMS:
+        if _atomic_elements(elems):
             self.out.append(("a", self._atom_set(elems)))
             return
         # canonical order: by a standalone digest of each element, then walk them in that order
@@ -950,11 +965,13 @@ class _Walker:
         if b is not None and type(b) is not bytes and not self.noid:
             self.ids.append(id(b))  # e.g. two arrays over one bytearray / mmap share memory
         cache = self.array_cache
-        h = cache.get(id(arr)) if cache is not None else None
-        if h is None:
+        hit = cache.get(id(arr)) if cache is not None else None
+        if hit is not None and hit[0] is arr:
+            h = hit[1]
+        else:
             h = _buffer_hash(arr, logical=False)
             if cache is not None:
-                cache[id(arr)] = h
+                cache[id(arr)] = (arr, h)  # the entry keeps arr alive: its id cannot be reused
         out.append(("buf", dt.str, arr.shape, arr.strides, h))
 
     def _base_ids(self, arr: np.ndarray) -> None:
@@ -1177,7 +1194,10 @@ class _Print:
 
 
 def _fingerprint(
-    value: Any, ns: Any, max_nodes: int, array_cache: dict[int, bytes] | None = None
+    value: Any,
+    ns: Any,
+    max_nodes: int,
+    array_cache: dict[int, tuple[np.ndarray, bytes]] | None = None,
 ) -> _Print:
     """Walk one name's value. Never raises: failures make the value opaque."""
     w = _Walker(ns, portable=False, max_nodes=max_nodes, array_cache=array_cache)
@@ -1442,7 +1462,7 @@ class Tracker:
                 self._name_of.pop(tok, None)
             self._group.pop(n, None)
 
-        cache: dict[int, bytes] = {}
+        cache: dict[int, tuple[np.ndarray, bytes]] = {}
         new_prints: dict[str, _Print] = {}
         for n in names:
             new_prints[n] = _fingerprint(ns[n], ns, self.max_nodes, cache)

@@ -844,3 +844,86 @@ def test_random_structures_digest_survives_pickle(value):
     io.StringIO  # noqa: B018
     OrderedDict  # noqa: B018
     deque  # noqa: B018
+
+
+# ------------------------------------------------------------------------------------------
+# more value types
+# ------------------------------------------------------------------------------------------
+
+
+def test_c_containers_with_dict_and_buffers():
+    lst = [1]
+    t, ns = tracked(
+        """
+        import types, array
+        sn = types.SimpleNamespace(a=lst)
+        ba = bytearray(b"abc")
+        ar = array.array("i", [1, 2])
+        mv = memoryview(ba)
+        """,
+        lst=lst,
+    )
+    assert t.covariable_of("sn") == {"sn", "lst"}
+    assert t.covariable_of("ba") == {"ba", "mv"}
+    assert run(t, ns, "sn.b = 2", ["sn"]).mutated == {"sn", "lst"}
+    assert run(t, ns, "ba[0] = 0", ["ba"]).mutated == {"ba", "mv"}
+    assert run(t, ns, "ar.append(3)", ["ar"]).mutated == {"ar"}
+
+
+def test_pandas_extension_types_stable_and_portable():
+    pd = pytest.importorskip("pandas")
+    vals = {
+        "tz": pd.DataFrame({"t": pd.date_range("2024", periods=3, tz="Europe/Paris")}),
+        "nul": pd.Series([1, None, 3], dtype="Int64"),
+        "st": pd.Series(["a", "b"], dtype="string[python]"),
+        "per": pd.Series(pd.period_range("2024", periods=3, freq="M")),
+        "iv": pd.Series(pd.interval_range(0, 3)),
+        "cat": pd.Series(pd.Categorical(["a", "b", "a"])),
+        "dti": pd.date_range("2024", periods=3),
+        "mi": pd.DataFrame(
+            np.ones((2, 2)), columns=pd.MultiIndex.from_tuples([("a", 1), ("b", 2)])
+        ),
+    }
+    ns = {"__name__": "__main__", **vals}
+    t = Tracker()
+    t.reset(ns, list(vals))
+    upd = t.update(ns, list(vals), [])
+    assert upd.mutated == set() and upd.opaque == set()
+    for k, v in vals.items():
+        assert value_digest({k: v}) == value_digest({k: pickle.loads(pickle.dumps(v))}), k
+    ns["nul"].iloc[1] = 5
+    assert t.update(ns, ["nul"], []).mutated == {"nul"}
+
+
+def test_scipy_sparse_matrix_changed():
+    sp = pytest.importorskip("scipy.sparse")
+    t, ns = tracked("", m=sp.lil_matrix((3, 3)), c=sp.csr_matrix(np.eye(3)))
+    assert t.update(ns, ["m", "c"], []).mutated == set()
+    assert run(t, ns, "m[1, 2] = 5.0\nc.data[0] = 2.0", ["m", "c"]).mutated == {"m", "c"}
+
+
+def test_pickling_an_instance_is_not_a_mutation_of_its_class():
+    cloudpickle = pytest.importorskip("cloudpickle")
+    t, ns = tracked("class K:\n    pass\nk = K()")
+    cloudpickle.dumps(ns["k"])  # copyreg caches K.__slotnames__ on the class
+    assert t.update(ns, ["k", "K"], []).mutated == set()
+
+
+def test_value_digest_equal_after_recompute_in_fresh_namespace():
+    src = """
+        import collections
+        class Point:
+            def __init__(self, x, y):
+                self.x, self.y = x, y
+            def norm(self):
+                return (self.x ** 2 + self.y ** 2) ** 0.5
+        pts = [Point(i, -i) for i in range(5)]
+        def total(ps, scale=1.0):
+            return sum(p.norm() for p in ps) * scale
+        counts = collections.Counter("abracadabra")
+    """
+    a, b = nb(src), nb(src)
+    names = ["Point", "pts", "total", "counts"]
+    assert value_digest({n: a[n] for n in names}) == value_digest({n: b[n] for n in names})
+    b["pts"][0].x = 99
+    assert value_digest({n: a[n] for n in names}) != value_digest({n: b[n] for n in names})
