@@ -243,16 +243,48 @@ def _classify_uncached(tp: type) -> int:
                 return K_TORCH
         except Exception:  # pragma: no cover
             pass
-    if issubclass(tp, (dict, list, tuple, set, frozenset)):
-        return K_INSTANCE  # subclasses: base content + instance state
-    if tp.__flags__ & _HEAPTYPE:
-        return K_INSTANCE
+    if _python_defined(tp):
+        return K_INSTANCE  # instance state + whatever its C solid base holds
     # C type: instance state if it has a real __dict__, else its reduce value, else opaque
     if "__next__" in dir(tp):  # C iterators (itertools, list_iterator, ...): state hidden
         return K_OPAQUE
     if _dict_descriptor(tp) is not None:
         return K_INSTANCE
     return K_REDUCE
+
+
+def _python_defined(cls: type) -> bool:
+    """True if `cls` comes from a ``class`` statement (its instances hold no C state of its
+    own): a heap type whose instance size grows over its base's by at most the ``__dict__``,
+    ``__weakref__`` and ``__slots__`` pointers it declares. C heap types (``_random.Random``,
+    sqlite3...) add struct fields and fail the test."""
+    if not cls.__flags__ & _HEAPTYPE:
+        return False
+    base = cls.__base__
+    if base is None:
+        return False
+    own = type.__dict__["__dict__"].__get__(cls)
+    n = sum(type(v) is types.MemberDescriptorType for v in own.values())
+    n += ("__dict__" in own) + ("__weakref__" in own)
+    return cls.__basicsize__ - base.__basicsize__ <= 8 * n
+
+
+_solid_cache: dict[type, type] = {}
+
+
+def _solid_base(tp: type) -> type:
+    """The first class in the MRO whose instances carry C-level state (``object`` if none)."""
+    solid = _solid_cache.get(tp)
+    if solid is None:
+        solid = object
+        for cls in tp.__mro__:
+            if cls is object or not _python_defined(cls):
+                solid = cls
+                break
+        if len(_solid_cache) > 20_000:
+            _solid_cache.clear()
+        _solid_cache[tp] = solid
+    return solid
 
 
 _layout_cache: dict[type, tuple[Any, tuple[tuple[str, Any], ...]]] = {}
@@ -813,9 +845,12 @@ class _Walker:
         if _is_notebook_class(tp, self.ns):
             push(tp)  # an instance and its notebook class are one co-variable
         dict_desc, slots = _layout(tp)
+        solid = _solid_base(tp)
         children: list[Any] = []
         # builtin base content, read through the base type's own C methods
-        if issubclass(tp, dict):
+        if solid is object:
+            pass
+        elif issubclass(tp, dict):
             children.append(_Tok(("dictbase",)))
             if issubclass(tp, collections.OrderedDict):  # its own order, not the dict's
                 pairs = list(collections.OrderedDict.items(obj))
@@ -846,6 +881,23 @@ class _Walker:
             out.append(("strbase", _atom_token(str.__str__(obj))))
         elif issubclass(tp, bytes):
             out.append(("bytesbase", _atom_token(bytes(memoryview(obj)))))
+        elif issubclass(tp, collections.deque):
+            out.append(("dequebase", collections.deque.maxlen.__get__(obj)))
+            children.append(_Synth(collections.deque.__iter__(obj)))
+        elif issubclass(tp, BaseException):
+            children.append(_Synth(BaseException.args.__get__(obj)))
+        elif solid is not types.SimpleNamespace:
+            # hidden C state (e.g. random.Random over _random.Random): its reduce value, which
+            # the library computes; if it cannot be computed the object is opaque
+            try:
+                rv = tp.__reduce_ex__(obj, 4)
+            except Exception:
+                self._mark_opaque(obj)
+                rv = None
+            if rv is not None:
+                out.append(("cstate", _type_name(solid)))
+                parts = list(rv[1:3]) if isinstance(rv, tuple) else [rv]
+                children += [_ENTER_NOID, _Synth(parts), _EXIT_NOID]
         if dict_desc is not None:
             d = dict_desc.__get__(obj, tp)
             if d is not None:

@@ -927,3 +927,20 @@ def test_value_digest_equal_after_recompute_in_fresh_namespace():
     assert value_digest({n: a[n] for n in names}) == value_digest({n: b[n] for n in names})
     b["pts"][0].x = 99
     assert value_digest({n: a[n] for n in names}) != value_digest({n: b[n] for n in names})
+
+
+def test_hidden_c_state_of_python_subclasses():
+    class Q(deque):
+        pass
+
+    class E(ValueError):
+        pass
+
+    import random
+
+    t, ns = tracked("", r=random.Random(0), q=Q([1]), e=E("x", [1]))
+    assert t.update(ns, ["r", "q", "e"], []).mutated == set()
+    ns["r"].random()
+    ns["q"].append(2)
+    ns["e"].args[1].append(2)
+    assert t.update(ns, ["r", "q", "e"], []).mutated == {"r", "q", "e"}
