@@ -106,7 +106,7 @@ class KernelAgentApp(ExtensionApp):
     def initialize_settings(self) -> None:
         """Hook the kernel manager and share one coordinator with the handlers."""
         sa = self.serverapp
-        install_agent_injection(sa.kernel_manager, sa.kernel_spec_manager)
+        install_agent_injection(sa.kernel_manager, sa.kernel_spec_manager, self.log)
         self.coordinator = Coordinator(
             kernel_manager=sa.kernel_manager,
             session_manager=sa.session_manager,
@@ -115,6 +115,7 @@ class KernelAgentApp(ExtensionApp):
             busy_timeout=self.busy_timeout,
             checkpoint_timeout=self.checkpoint_timeout,
             restore_timeout=self.restore_timeout,
+            logger=self.log,
         )
         self.settings["kernel_agent_coordinator"] = self.coordinator
         self.log.info(

@@ -92,7 +92,6 @@ class RestoreJob:
 
     def note(self, message: str, progress: float) -> None:
         self.progress.append({"message": message, "progress": round(max(0.0, min(100.0, progress)))})
-        log.info("kernel_agent restore %s: %s", self.checkpoint, message)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,7 +116,9 @@ class Coordinator:
         busy_timeout: float,
         checkpoint_timeout: float,
         restore_timeout: float,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
     ) -> None:
+        self.log = logger or log
         self.kernel_manager = kernel_manager
         self.session_manager = session_manager
         self.kernel_spec_manager = kernel_spec_manager
@@ -196,7 +197,7 @@ class Coordinator:
             try:
                 await asyncio.to_thread(write_manifest, manifest)
             except Exception as e:
-                log.exception("kernel_agent: committing server manifest %s to %s failed", cid, store_url)
+                self.log.exception("kernel_agent: committing server manifest %s to %s failed", cid, store_url)
                 raise StoreWriteError(
                     f"the kernels were checkpointed but the server manifest could not be written "
                     f"to {store_url}: {type(e).__name__}: {e}. Check the store is reachable and "
@@ -205,7 +206,7 @@ class Coordinator:
             pointer = format_pointer(store_url, cid)
             self.last_checkpoint = pointer
         reports = [r for _, r in entries]
-        log.info(
+        self.log.info(
             "kernel_agent: server checkpoint %s committed: %d kernel(s), %s, in %.1fs",
             pointer, len(reports), ", ".join(f"{r.kernel_id}={r.status}" for r in reports) or "none",
             time.monotonic() - started,
@@ -259,7 +260,7 @@ class Coordinator:
                 f"the kernel stayed busy for {max(0.0, wait):.0f}s (a cell is running); it was not "
                 "checkpointed and not interrupted. Raise busy_timeout, or interrupt it yourself"
             )
-            log.info("kernel_agent: not checkpointing kernel %s (%s): busy", kernel_id, path)
+            self.log.info("kernel_agent: not checkpointing kernel %s (%s): busy", kernel_id, path)
             return entry, self._report(entry)
         if state == "dead":
             entry.error = "the kernel is dead: restart it; its state is lost"
@@ -279,7 +280,7 @@ class Coordinator:
         result = await call_agent(km, "checkpoint", kwargs, timeout=timeout)
         if result.error is not None:
             entry.error = result.error
-            log.warning("kernel_agent: checkpoint of kernel %s (%s) failed: %s", kernel_id, path, result.error)
+            self.log.warning("kernel_agent: checkpoint of kernel %s (%s) failed: %s", kernel_id, path, result.error)
             return entry, self._report(entry)
         summary = result.value or {}
         entry.checkpoint_id = summary.get("checkpoint_id")
@@ -316,7 +317,7 @@ class Coordinator:
         except PointerError as e:
             raise BadRequest(str(e)) from e
         job = RestoreJob(state="running", checkpoint=str(parsed))
-        job.note("Reading the server checkpoint", 0)
+        self._note(job, "Reading the server checkpoint", 0)
         self.restore_job = job
         self._restore_task = asyncio.ensure_future(self._restore(job))
         return job
@@ -324,7 +325,12 @@ class Coordinator:
     def fail_restore(self, pointer: str, message: str) -> None:
         """Record a restore that could not even start (bad start-up pointer): visible in status."""
         self.restore_job = RestoreJob(state="failed", checkpoint=pointer, error=message)
-        self.restore_job.note(f"Restore failed: {message}", 100)
+        self._note(self.restore_job, f"Restore failed: {message}", 100)
+
+    def _note(self, job: RestoreJob, message: str, progress: float) -> None:
+        """Progress for the status endpoint (and the spawn page), and the same line in the log."""
+        job.note(message, progress)
+        self.log.info("kernel_agent: restore of %s: %s", job.checkpoint, message)
 
     async def stop(self) -> None:
         """Cancel a running restore (server shutdown); kernels it started are the server's now."""
@@ -342,20 +348,20 @@ class Coordinator:
         except (ServerManifestError, PointerError, OSError) as e:
             job.error = f"could not read the server checkpoint {job.checkpoint}: {e}"
             job.state = "failed"
-            job.note(job.error, 100)
+            self._note(job, job.error, 100)
             return
         except Exception as e:  # noqa: BLE001 - a store error of any kind must land in status
-            log.exception("kernel_agent: reading server checkpoint %s failed", job.checkpoint)
+            self.log.exception("kernel_agent: reading server checkpoint %s failed", job.checkpoint)
             job.error = f"could not read the server checkpoint {job.checkpoint}: {type(e).__name__}: {e}"
             job.state = "failed"
-            job.note(job.error, 100)
+            self._note(job, job.error, 100)
             return
         total = len(manifest.kernels)
         job.kernels = [
             KernelReport(kernel_id="", path=e.path, kernel_name=e.kernel_name, status="pending")
             for e in manifest.kernels
         ]
-        job.note(f"Restoring {total} kernel(s)", 5)
+        self._note(job, f"Restoring {total} kernel(s)", 5)
         done = 0
 
         async def one(i: int, entry: KernelEntry) -> None:
@@ -366,12 +372,11 @@ class Coordinator:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - reported for this kernel only
-                log.exception("kernel_agent: restoring %s failed", entry.path or entry.kernel_id)
+                self.log.exception("kernel_agent: restoring %s failed", entry.path or entry.kernel_id)
                 report.status = "failed"
                 report.error = f"{type(e).__name__}: {e}"
             done += 1
-            label = entry.path or f"kernel {entry.kernel_id}"
-            job.note(f"{label}: {report.status}", 5 + 95 * done / max(1, total))
+            self._note(job, _outcome(entry, report), 5 + 95 * done / max(1, total))
 
         await asyncio.gather(*(one(i, e) for i, e in enumerate(manifest.kernels)))
         bad = [k for k in job.kernels if k.status != "ok"]
@@ -380,10 +385,10 @@ class Coordinator:
             job.error = f"{len(bad)} of {total} kernel(s) not restored: " + "; ".join(
                 f"{k.path or k.kernel_id}: {k.error}" for k in bad
             )
-            job.note("Restore finished with failures", 100)
+            self._note(job, "Restore finished with failures", 100)
         else:
             job.state = "done"
-            job.note(f"Restored {total} kernel(s)", 100)
+            self._note(job, f"Restored {total} kernel(s)", 100)
 
     async def _restore_kernel(self, entry: KernelEntry, report: KernelReport) -> None:
         """Recreate the kernel (and the session, so a browser tab reattaches), then restore it.
@@ -446,3 +451,17 @@ class Coordinator:
             if s.get("path") == path:
                 return s
         return None
+
+
+def _outcome(entry: KernelEntry, report: KernelReport) -> str:
+    """One progress line per kernel, as a user on the spawn page should read it."""
+    label = entry.path or f"kernel {entry.kernel_id} (no notebook)"
+    if report.status == "ok":
+        v = report.summary or {}
+        return (
+            f"{label}: restored ({len(v.get('loaded', []))} loaded, "
+            f"{len(v.get('recomputed', []))} recomputed)"
+        )
+    if report.status == "skipped":
+        return f"{label}: {report.error}"
+    return f"{label}: not restored: {report.error}"

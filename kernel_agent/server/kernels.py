@@ -59,8 +59,11 @@ async def get_kernel_spec(kernel_spec_manager: Any, name: str) -> Any:
         return None
 
 
-def install_agent_injection(kernel_manager: Any, kernel_spec_manager: Any) -> None:
+def install_agent_injection(
+    kernel_manager: Any, kernel_spec_manager: Any, logger: logging.Logger | None = None
+) -> None:
     """Make `kernel_manager` launch every IPython kernel with the agent extension loaded."""
+    logger = logger or log
     if getattr(kernel_manager, "_kernel_agent_injected", False):
         return
     original: Callable[..., Awaitable[str]] = kernel_manager.start_kernel
@@ -77,7 +80,7 @@ def install_agent_injection(kernel_manager: Any, kernel_spec_manager: Any) -> No
                     extra.append(AGENT_ARGUMENT)
                 kwargs["extra_arguments"] = extra
             elif spec is not None:
-                log.info(
+                logger.info(
                     "kernel_agent: kernel spec %r is not an IPython kernel; starting it without "
                     "the agent (it cannot be checkpointed)",
                     name,

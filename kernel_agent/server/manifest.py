@@ -1,11 +1,12 @@
 """The server-level checkpoint manifest: which kernels, which notebooks, which kernel checkpoints.
 
-Runs in the single-user Jupyter server process. One manifest per server checkpoint, written
-*after* every kernel's own checkpoint has been committed, at ``servers/<id>.json`` under the store
-root (see ``pointer.py``). It never holds variable data; each kernel entry points at a kernel
-checkpoint (the engine's manifest) by store URL and checkpoint id. With ``ELASTIC_CHECKPOINT_KEY``
-set, the manifest is signed like the engine's (HMAC-SHA256) and an unsigned or altered one is
-refused, since it decides which notebooks get kernels and which kernel specs are launched.
+Runs in the single-user Jupyter server process. One manifest per server checkpoint, committed
+*after* every kernel's own checkpoint, through the engine's store at
+``<store>/servers/checkpoints/<id>/manifest.json`` (atomic, never overwritten; see ``pointer.py``).
+It never holds variable data: each kernel entry points at a kernel checkpoint (the engine's
+manifest) by store URL and checkpoint id. With ``ELASTIC_CHECKPOINT_KEY`` set, the manifest is
+signed like the engine's (HMAC-SHA256) and an unsigned or altered one is refused, since it decides
+which notebooks get kernels and which kernel specs are launched.
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ import hashlib
 import hmac
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-from kernel_agent.server.pointer import Pointer, join_url, manifest_relpath
+from kernel_agent.server.pointer import Pointer, servers_store_url
 
 SCHEMA = "elastic-spawner/server-checkpoint"
 SCHEMA_VERSION = 1
@@ -134,54 +132,33 @@ def signing_key() -> bytes | None:
     return value.encode() if value else None
 
 
-def _file_path(store_url: str, relpath: str) -> Path:
-    return Path(unquote(urlsplit(join_url(store_url, relpath)).path))
-
-
 def write_manifest(manifest: ServerManifest) -> None:
-    """Commit `manifest` atomically (blocking I/O: call it in a thread)."""
-    data = manifest.to_bytes(signing_key())
-    relpath = manifest_relpath(manifest.checkpoint_id)
-    if urlsplit(manifest.store_url).scheme == "file":
-        target = _file_path(manifest.store_url, relpath)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return
-    _object_store(manifest.store_url).put_object(relpath, data)
+    """Commit `manifest` atomically, never over an existing one (blocking I/O: use a thread).
+
+    Written through the engine's store (``kernel_agent.store``), rooted at ``<store>/servers``,
+    so file:// and s3:// get the same atomic, write-once commit as kernel manifests.
+    """
+    from kernel_agent.store import open_store
+
+    store = open_store(servers_store_url(manifest.store_url))
+    store.put_manifest(manifest.checkpoint_id, manifest.to_bytes(signing_key()))
 
 
 def read_manifest(pointer: Pointer) -> ServerManifest:
-    """Load and check the manifest `pointer` names (blocking I/O: call it in a thread)."""
-    relpath = manifest_relpath(pointer.checkpoint_id)
+    """Load and check the manifest `pointer` names (blocking I/O: use a thread)."""
+    from kernel_agent.store import StoreError, open_store
+
     try:
-        if urlsplit(pointer.store_url).scheme == "file":
-            data = _file_path(pointer.store_url, relpath).read_bytes()
-        else:
-            data = _object_store(pointer.store_url).get_object(relpath)
-    except FileNotFoundError as e:
+        store = open_store(servers_store_url(pointer.store_url))
+        data = store.get_manifest(pointer.checkpoint_id)
+    except StoreError as e:
         raise ServerManifestError(
-            f"no server checkpoint {pointer.checkpoint_id} in {pointer.store_url}: "
+            f"no readable server checkpoint {pointer.checkpoint_id} in {pointer.store_url} ({e}); "
             "check the pointer (ELASTIC_RESTORE_FROM) and the store URL"
         ) from e
     manifest = ServerManifest.from_bytes(data, signing_key())
     if manifest.checkpoint_id != pointer.checkpoint_id:
         raise ServerManifestError(
-            f"server manifest {relpath} claims id {manifest.checkpoint_id}: refusing it"
+            f"server manifest {pointer} claims id {manifest.checkpoint_id}: refusing it"
         )
     return manifest
-
-
-def _object_store(store_url: str) -> Any:
-    """Raw object access for non-file stores, through the engine's store module."""
-    from kernel_agent.store import open_store
-
-    return open_store(store_url)

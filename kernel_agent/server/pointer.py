@@ -13,7 +13,9 @@ Pointer format::
 The store URL is everything before the *last* ``#``; the id is a timestamp (UTC, sortable) plus a
 random suffix and never contains ``#`` or ``/``. Under the store root:
 
-- ``servers/<server-checkpoint-id>.json``: the server manifest (``manifest.py``), written last;
+- ``servers/``: a store (the engine's ``kernel_agent.store`` layout) holding only server
+  manifests, ``servers/checkpoints/<server-checkpoint-id>/manifest.json`` (``manifest.py``),
+  each written last, atomically, never overwritten;
 - ``kernels/<kernel-key>/...``: each kernel's own store (the engine's layout), one per notebook
   path, so successive checkpoints of the same notebook share blobs (incremental uploads).
 """
@@ -120,6 +122,6 @@ def kernel_store_url(store_url: str, key: str) -> str:
     return join_url(store_url, "kernels", key)
 
 
-def manifest_relpath(checkpoint_id: str) -> str:
-    """Path of a server manifest relative to the store root."""
-    return f"servers/{checkpoint_id}.json"
+def servers_store_url(store_url: str) -> str:
+    """The store URL holding the server manifests: ``<store>/servers``."""
+    return join_url(store_url, "servers")

@@ -56,7 +56,9 @@ class AttachedKernel(Kernel):
         self.km = None
         self.kc = BlockingKernelClient(connection_file=connection_file)
         self.kc.load_connection_file()
-        self.kc.start_channels()
+        # no heartbeat channel: under CPU load a missed 1s heartbeat makes wait_for_ready
+        # declare a live kernel dead; readiness is the kernel_info reply, bounded by `timeout`
+        self.kc.start_channels(hb=False)
         self.kc.wait_for_ready(timeout=timeout)
 
     def shutdown(self) -> None:

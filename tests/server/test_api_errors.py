@@ -55,5 +55,14 @@ def test_restore_of_a_missing_checkpoint_fails_in_status_and_server_stays_up(ser
     assert r.status_code == 202, r.text
     st = server.wait_restore(timeout=30)["restore"]
     assert st["state"] == "failed"
-    assert "no server checkpoint 20250101T000000000000Z-abcdef" in st["error"]
+    assert "no readable server checkpoint 20250101T000000000000Z-abcdef" in st["error"]
     assert server.get("api/status").status_code == 200
+
+
+def test_bad_startup_pointer_is_reported_in_status_and_server_serves(start_server) -> None:
+    server = start_server(env={"ELASTIC_RESTORE_FROM": "s3://bucket/alice"})
+    st = server.wait_restore(timeout=30)["restore"]
+    assert st["state"] == "failed"
+    assert "expected '<store-url>#<checkpoint-id>'" in st["error"]
+    assert "ELASTIC_RESTORE_FROM" in st["error"]
+    assert server.get("api/sessions").status_code == 200

@@ -31,7 +31,7 @@ def test_busy_kernel_is_reported_busy_after_the_timeout_and_keeps_running(server
         assert server.get(f"api/kernels/{kid}").json()["execution_state"] == "busy"
         # a manifest was still committed, recording the busy kernel, and status points at it
         p = parse_pointer(body["checkpoint"])
-        assert (Path(p.store_url.removeprefix("file://")) / "servers" / f"{p.checkpoint_id}.json").is_file()
+        assert (Path(p.store_url.removeprefix("file://")) / "servers" / "checkpoints" / p.checkpoint_id / "manifest.json").is_file()
         assert server.status()["last_checkpoint"] == body["checkpoint"]
     finally:
         k.shutdown()
