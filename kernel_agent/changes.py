@@ -37,6 +37,7 @@ import itertools
 import logging
 import marshal
 import mmap
+import os
 import re
 import socket
 import sqlite3
@@ -410,10 +411,14 @@ def _atom_token(x: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 _PAR_MIN = 32 << 20  # buffers above this are hashed in parallel chunks (xxhash drops the GIL)
+_PAR_CHUNKS = 4  # part of the digest definition: never derive it from the machine
 _hash_pool: Any = None
 
 
 def _hash_u8(u8: np.ndarray) -> bytes:
+    """xxh3_128 of a contiguous byte array. Big buffers are cut into a FIXED number of chunks
+    (so the digest is the same on every machine, whatever its CPU count) hashed in parallel:
+    xxhash releases the GIL."""
     n = u8.shape[0]
     if n < _PAR_MIN:
         return xxhash.xxh3_128_digest(u8)
@@ -421,9 +426,9 @@ def _hash_u8(u8: np.ndarray) -> bytes:
     if _hash_pool is None:
         from concurrent.futures import ThreadPoolExecutor
 
-        _hash_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kernel_agent-hash")
-    parts = 4
-    step = -(-n // parts)
+        workers = max(2, min(_PAR_CHUNKS, os.cpu_count() or 2))
+        _hash_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kernel_agent-hash")
+    step = -(-n // _PAR_CHUNKS)
     chunks = [u8[i : i + step] for i in range(0, n, step)]
     digests = list(_hash_pool.map(xxhash.xxh3_128_digest, chunks))
     return xxhash.xxh3_128_digest(b"".join(digests) + n.to_bytes(8, "little"))
@@ -462,6 +467,34 @@ def _data_ptr(arr: np.ndarray) -> int:
     return int(arr.__array_interface__["data"][0])
 
 
+def _own_setstate(tp: type, ns: Any) -> bool:
+    """True when a library class (not the notebook's) defines its own ``__setstate__``."""
+    if _is_notebook_class(tp, ns):
+        return False
+    try:
+        for klass in type.__dict__["__mro__"].__get__(tp):
+            if klass in (dict, list, object):
+                return False
+            if "__setstate__" in type.__dict__["__dict__"].__get__(klass):
+                return True
+    except Exception:  # noqa: BLE001 - hostile metaclass: keep walking the instance dict
+        return False
+    return False
+
+
+def _byte_span(arr: np.ndarray) -> tuple[int, int]:
+    """[low, high) addresses of the bytes `arr` can touch (negative strides included)."""
+    lo = hi = _data_ptr(arr)
+    if arr.size == 0:
+        return lo, lo
+    for n, st in zip(arr.shape, arr.strides, strict=True):
+        if st < 0:
+            lo += st * (n - 1)
+        else:
+            hi += st * (n - 1)
+    return lo, hi + arr.itemsize
+
+
 # --------------------------------------------------------------------------------------------
 # The walker
 # --------------------------------------------------------------------------------------------
@@ -491,7 +524,16 @@ _chain = itertools.chain.from_iterable
 #: copyreg the first time an instance is pickled (a checkpoint must not look like a mutation),
 #: ``_abc_impl`` holds ABC subclass caches updated by every ``isinstance`` check.
 _CLASS_SKIP = frozenset(
-    {"__dict__", "__weakref__", "__module__", "__qualname__", "__slotnames__", "_abc_impl"}
+    {
+        "__dict__",
+        "__weakref__",
+        "__module__",
+        "__qualname__",
+        "__slotnames__",
+        "_abc_impl",
+        "__firstlineno__",  # 3.13+: line numbers differ between processes, like co_firstlineno
+        "__static_attributes__",
+    }
 )
 
 
@@ -898,7 +940,12 @@ class _Walker:
                 out.append(("cstate", _type_name(solid)))
                 parts = list(rv[1:3]) if isinstance(rv, tuple) else [rv]
                 children += [_ENTER_NOID, _Synth(parts), _EXIT_NOID]
-        if dict_desc is not None:
+        if dict_desc is not None and not (
+            self.portable and solid in (dict, list) and _own_setstate(tp, self.ns)
+        ):
+            # (a library dict/list subclass whose __setstate__ is its own, e.g. sklearn's Bunch,
+            # decides that its instance attributes are scratch that pickling does not keep: its
+            # value is its items, so the portable digest checks those)
             d = dict_desc.__get__(obj, tp)
             if d is not None:
                 children.append(d)
@@ -946,7 +993,9 @@ class _Walker:
             ("class", type.__dict__["__qualname__"].__get__(cls), _type_name(type(cls)))
         )
         children: list[Any] = [_Synth(type.__dict__["__bases__"].__get__(cls))]
-        for k, v in d.items():
+        # sorted: a class rebuilt by cloudpickle or by re-running its cell may fill its dict in
+        # another order, and the order of a class dict carries no meaning
+        for k, v in sorted(d.items(), key=lambda kv: str(kv[0])):
             if k in _CLASS_SKIP:
                 continue
             vt = type(v)
@@ -1202,32 +1251,52 @@ class _Walker:
         base, or a base and its views) are recorded as (group, offset, shape, strides, dtype)
         plus the group's buffer hash, so a view restored as a copy does not match; an array
         sharing memory with nothing reachable is a plain value (layout-independent)."""
-        groups: dict[int, list[int]] = {}
-        bases: dict[int, np.ndarray] = {}
+        # Aliasing between arrays is *shared memory*, not a common ``.base``: two disjoint
+        # slices of one hidden buffer (sklearn keeps ``coef_`` and ``intercept_`` in one) are
+        # independent values, while overlapping arrays must come back overlapping. So arrays are
+        # grouped by overlapping byte ranges within one memory owner, and a group is described
+        # relative to its own lowest address, not to the (possibly unreachable) owner.
+        by_owner: dict[int, list[int]] = {}
         for k, (_, arr) in enumerate(self.arrays):
-            fb = _final_base(arr)
-            groups.setdefault(id(fb), []).append(k)
-            bases[id(fb)] = fb
-        gindex: dict[int, int] = {}
+            by_owner.setdefault(id(_final_base(arr)), []).append(k)
+        group_of: dict[int, tuple[int, int]] = {}  # array index -> (group number, group low ptr)
         tail: list[Any] = []
-        for pos, arr in self.arrays:
-            fb_id = id(_final_base(arr))
-            members = groups[fb_id]
+        for members in by_owner.values():
             if len(members) < 2:
+                continue
+            spans = sorted((*_byte_span(self.arrays[k][1]), k) for k in members)
+            component: list[tuple[int, int, int]] = []
+            reach = -1
+
+            def close(comp: list[tuple[int, int, int]]) -> None:
+                if len(comp) < 2:
+                    return
+                g = len(tail)
+                low = comp[0][0]
+                tail.append(("group", g, len(comp)))
+                for _, _, k in comp:
+                    group_of[k] = (g, low)
+
+            for lo, hi, k in spans:
+                if component and lo >= reach:
+                    close(component)
+                    component = []
+                component.append((lo, hi, k))
+                reach = max(reach, hi)
+            close(component)
+        for k, (pos, arr) in enumerate(self.arrays):
+            if k not in group_of:
                 self.out[pos] = ("arr", arr.dtype.str, arr.shape, _buffer_hash(arr, logical=True))
                 continue
-            g = gindex.get(fb_id)
-            if g is None:
-                g = gindex[fb_id] = len(gindex)
-                fb = bases[fb_id]
-                tail.append(("group", g, fb.dtype.str, fb.shape, _buffer_hash(fb, logical=False)))
+            g, low = group_of[k]
             self.out[pos] = (
                 "view",
                 g,
-                _data_ptr(arr) - _data_ptr(bases[fb_id]),
+                _data_ptr(arr) - low,
                 arr.shape,
                 arr.strides,
                 arr.dtype.str,
+                _buffer_hash(arr, logical=True),
             )
         self.out.extend(tail)
 
