@@ -583,6 +583,7 @@ _PORTABLE_SRC = textwrap.dedent(
         "f32": np.ones(5, dtype=np.float32),
         "big": list(range(5000)),
         "strs": {"s%d" % i for i in range(3000)},
+        "large": np.arange(5 * 2**20, dtype=np.float64),  # 40 MB: hashed in parallel chunks
     }
     """
 )
@@ -594,7 +595,8 @@ def _digest_in_subprocess(tmp_path, seed: str, mode: str) -> str:
         _PORTABLE_SRC
         + textwrap.dedent(
             """
-            import pickle, sys
+            import os, pickle, sys
+            os.cpu_count = lambda: int(os.environ["ELASTIC_TEST_CPUS"])  # chunking must not matter
             from kernel_agent.changes import value_digest
             if sys.argv[1] == "load":
                 with open(sys.argv[2], "rb") as f:
@@ -603,7 +605,7 @@ def _digest_in_subprocess(tmp_path, seed: str, mode: str) -> str:
             """
         )
     )
-    env = dict(os.environ, PYTHONHASHSEED=seed)
+    env = dict(os.environ, PYTHONHASHSEED=seed, ELASTIC_TEST_CPUS=seed)
     res = subprocess.run(
         [sys.executable, str(script), mode, str(tmp_path / "data.pkl")],
         env=env,
@@ -944,3 +946,57 @@ def test_hidden_c_state_of_python_subclasses():
     ns["q"].append(2)
     ns["e"].args[1].append(2)
     assert t.update(ns, ["r", "q", "e"], []).mutated == {"r", "q", "e"}
+
+
+def _reaches(root: Any, target: Any) -> bool:
+    stack, seen = [root], set()
+    while stack:
+        o = stack.pop()
+        if o is target:
+            return True
+        if id(o) in seen or not isinstance(o, list):
+            continue
+        seen.add(id(o))
+        stack.extend(o)
+    return False
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_incremental_partition_equals_fresh_partition(data):
+    pool = [[i] for i in range(4)]
+    names = [f"n{i}" for i in range(6)]
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    for n in names:
+        ns[n] = [data.draw(st.sampled_from(pool))] if data.draw(st.booleans()) else [0]
+    t = Tracker()
+    t.reset(ns, names)
+    for _ in range(data.draw(st.integers(1, 12))):
+        live = [n for n in names if n in ns]
+        op = data.draw(st.sampled_from(["bind", "append", "clear", "del", "alias", "mutate"]))
+        name = data.draw(st.sampled_from(names))
+        touched, removed, target = [name], [], None
+        if op == "bind":
+            ns[name] = data.draw(st.lists(st.sampled_from(pool), max_size=3))
+        elif op == "append" and name in ns:
+            ns[name].append(data.draw(st.sampled_from(pool)))
+        elif op == "clear" and name in ns:
+            ns[name].clear()
+        elif op == "del" and name in ns:
+            del ns[name]
+            removed = [name]
+        elif op == "alias" and live:
+            ns[name] = ns[data.draw(st.sampled_from(live))]
+        elif op == "mutate" and name in ns and ns[name]:
+            target = data.draw(st.sampled_from(ns[name]))
+            if isinstance(target, list):
+                target.append(1)
+            else:
+                target = None
+        upd = t.update(ns, touched, removed)
+        fresh = Tracker()
+        fresh.reset(ns, [n for n in names if n in ns])
+        assert t.covariables() == fresh.covariables()
+        if target is not None:
+            reaching = {n for n in names if n in ns and _reaches(ns[n], target)}
+            assert reaching <= upd.mutated | upd.rebound
