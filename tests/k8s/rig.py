@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +26,9 @@ import kmock
 from tests.k8s.apiserver import FakeApiServer, write_kubeconfig
 from tests.k8s.kubelet import Kubelet, RestClient, RestError
 
-__all__ = ["Cluster", "DrainTimeout", "free_port", "start_cluster", "wait_until"]
+__all__ = ["Cluster", "DrainTimeout", "Standalone", "free_port", "run_standalone", "start_cluster", "wait_until"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 T = TypeVar("T")
 
@@ -191,3 +198,58 @@ async def start_cluster(workdir: Path, nodes: tuple[str, ...] = ("node-a", "node
 async def _nodes_ready(cluster: Cluster) -> bool:
     listing = await cluster.rest.get("/api/v1/nodes")
     return {n["metadata"]["name"] for n in listing["items"]} >= set(cluster.nodes)
+
+
+@dataclass
+class Standalone:
+    """The rig as a separate process (for a JupyterHub subprocess to reach over loopback)."""
+
+    url: str
+    kubeconfig: Path
+    workdir: Path
+    process: subprocess.Popen[str]
+    output: list[str]
+
+    def log(self) -> str:
+        return "".join(self.output)
+
+
+@contextlib.contextmanager
+def run_standalone(workdir: Path, nodes: tuple[str, ...] = ("node-a", "node-b"),
+                   namespace: str = "default", timeout: float = 30.0) -> Iterator[Standalone]:
+    """``python -m tests.k8s.apiserver`` (API server + kubelet in one process) until READY.
+
+    Stopped with SIGTERM at exit: the kubelet kills every pod process it started.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    kubeconfig = workdir / "kubeconfig"
+    cmd = [sys.executable, "-m", "tests.k8s.apiserver", "--port", "0", "--kubeconfig", str(kubeconfig),
+           "--namespace", namespace, "--nodes", ",".join(nodes), "--workdir", str(workdir / "nodes")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1)
+    output: list[str] = []
+    ready = threading.Event()
+    url_box: list[str] = []
+
+    def pump() -> None:  # keep draining the pipe so the child never blocks on a full buffer
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            if line.startswith("READY ") and not ready.is_set():
+                url_box.append(line.split()[1])
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        if not ready.wait(timeout) or proc.poll() is not None:
+            raise RuntimeError(f"standalone rig did not become ready in {timeout}s:\n{''.join(output)}")
+        yield Standalone(url_box[0], kubeconfig, workdir, proc, output)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
