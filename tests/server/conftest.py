@@ -205,6 +205,16 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         s.stop()
 
 
+@pytest.fixture(scope="module")
+def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server shared by a module's tests that change nothing (request validation)."""
+    workdir = tmp_path_factory.mktemp("api-server")
+    (workdir / "store").mkdir()
+    s = Server(workdir / "server", workdir / "notebooks", {}, {"ELASTIC_STORE_URL": (workdir / "store").as_uri()})
+    yield s
+    s.stop()
+
+
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
     """A file store for this test."""

@@ -20,8 +20,8 @@ from tests.server.conftest import Server
         (b'{"kernels": ["no-such-kernel"]}', "unknown kernel id(s) no-such-kernel"),
     ],
 )
-def test_malformed_checkpoint_request_is_400_with_a_message(server: Server, body: bytes, expected: str) -> None:
-    r = server.post("api/elastic/checkpoint", data=body)
+def test_malformed_checkpoint_request_is_400_with_a_message(api_server: Server, body: bytes, expected: str) -> None:
+    r = api_server.post("api/elastic/checkpoint", data=body)
     assert r.status_code == 400, r.text
     assert expected in r.json()["message"]
     assert "traceback" not in r.json()
@@ -35,8 +35,8 @@ def test_malformed_checkpoint_request_is_400_with_a_message(server: Server, body
         (b'{"checkpoint": "x", "force": true}', "unknown field(s) 'force'"),
     ],
 )
-def test_malformed_restore_request_is_400_with_a_message(server: Server, body: bytes, expected: str) -> None:
-    r = server.post("api/elastic/restore", data=body)
+def test_malformed_restore_request_is_400_with_a_message(api_server: Server, body: bytes, expected: str) -> None:
+    r = api_server.post("api/elastic/restore", data=body)
     assert r.status_code == 400, r.text
     assert expected in r.json()["message"]
 

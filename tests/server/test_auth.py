@@ -11,8 +11,8 @@ ENDPOINTS = [("POST", "api/elastic/checkpoint"), ("POST", "api/elastic/restore")
 
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS)
 @pytest.mark.parametrize("token", [None, "wrong-token"])
-def test_request_without_a_valid_token_is_forbidden(server: Server, method: str, path: str, token) -> None:
-    r = server.request(method, path, token=token, json={})
+def test_request_without_a_valid_token_is_forbidden(api_server: Server, method: str, path: str, token) -> None:
+    r = api_server.request(method, path, token=token, json={})
     assert r.status_code == 403, r.text
     assert "traceback" not in r.text
 

@@ -145,7 +145,10 @@ def test_restore_through_the_api_after_the_kernels_were_shut_down(
     _make_notebooks(tmp_path / "notebooks")
     s = start_server(env={"ELASTIC_STORE_URL": store_url}, ipython_startup=engine)
     _run_notebooks(s)
-    pointer = s.post("api/elastic/checkpoint", json={}).json()["checkpoint"]
+    # a deadline reaches the engine's planner (deadline_s) and bounds the request
+    r = s.post("api/elastic/checkpoint", json={"deadline": 120, "busy_timeout": 5})
+    assert r.status_code == 200 and r.json()["complete"], r.text
+    pointer = r.json()["checkpoint"]
     for session in s.sessions().values():
         assert s.request("DELETE", f"api/sessions/{session['id']}").status_code == 204
 
