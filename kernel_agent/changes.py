@@ -1476,6 +1476,8 @@ class Tracker:
         self._name_of: dict[int, str] = {}
         self._group: dict[str, frozenset[str]] = {}
         self._index = _IdIndex()
+        self._known: set[str] = set()  # names to track (survives a failed rebuild)
+        self._dirty = False
 
     # -- queries -----------------------------------------------------------------------------
     def covariables(self) -> list[frozenset[str]]:
@@ -1507,33 +1509,51 @@ class Tracker:
     # -- updates -----------------------------------------------------------------------------
     def reset(self, ns: Mapping[str, Any], names: Collection[str]) -> None:
         """Forget everything and rebuild fingerprints and partition for `names` from scratch."""
+        self._known = {n for n in names if n in ns}
+        self._rebuild(ns)
+
+    def _rebuild(self, ns: Mapping[str, Any]) -> bool:
         self._prints.clear()
         self._token.clear()
         self._name_of.clear()
         self._group.clear()
         self._index = _IdIndex()
         try:
-            self._update(ns, [n for n in names if n in ns], ())
-        except Exception as exc:  # pragma: no cover - defensive
-            log.warning("changes: reset failed: %r", exc)
+            self._update(ns, sorted(n for n in self._known if n in ns), ())
+        except Exception as exc:
+            log.warning("changes: rebuild failed (%r); will retry at the next update", exc)
+            self._dirty = True
+            return False
+        self._dirty = False
+        return True
 
     def update(
         self, ns: Mapping[str, Any], touched: Collection[str], removed: Collection[str]
     ) -> TrackerUpdate:
         """Re-fingerprint the co-variables that contain a touched name; forget removed names.
 
-        Never raises: on an internal error every touched name is reported as mutated.
+        Never raises: after an internal error every touched name is reported as modified and
+        the tracker rebuilds itself from scratch at the next update.
         """
-        try:
-            return self._update(ns, touched, removed)
-        except Exception as exc:
-            log.warning("changes: update failed (%r); touched names count as modified", exc)
-            upd = TrackerUpdate()
-            for n in touched:
-                if n in ns:
-                    (upd.mutated if n in self._prints else upd.rebound).add(n)
-            upd.removed = {n for n in removed if n not in ns}
-            return upd
+        if not self._dirty:
+            try:
+                upd = self._update(ns, touched, removed)
+                self._known -= upd.removed
+                self._known |= upd.rebound
+                return upd
+            except Exception as exc:
+                log.warning("changes: update failed (%r); touched names count as modified", exc)
+        # conservative answer, then a full rebuild (state may be half-updated)
+        upd = TrackerUpdate()
+        upd.removed = {n for n in removed if n not in ns}
+        upd.removed |= {n for n in touched if n not in ns and n in self._known}
+        for n in touched:
+            if n in ns:
+                (upd.mutated if n in self._known else upd.rebound).add(n)
+        self._known = (self._known | upd.rebound) - upd.removed
+        self._known = {n for n in self._known if n in ns}
+        self._rebuild(ns)
+        return upd
 
     def _forget(self, name: str) -> None:
         self._prints.pop(name, None)

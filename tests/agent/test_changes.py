@@ -1000,3 +1000,53 @@ def test_incremental_partition_equals_fresh_partition(data):
         if target is not None:
             reaching = {n for n in names if n in ns and _reaches(ns[n], target)}
             assert reaching <= upd.mutated | upd.rebound
+
+
+class ForwardingProxy:
+    """A lazy proxy: every attribute access is forwarded to a target built on first use."""
+
+    def __init__(self, factory):
+        object.__setattr__(self, "_factory", factory)
+        object.__setattr__(self, "_target", None)
+
+    def __getattr__(self, name):
+        target = object.__getattribute__(self, "_target")
+        if target is None:
+            target = object.__getattribute__(self, "_factory")()
+            object.__setattr__(self, "_target", target)
+        return getattr(target, name)
+
+
+def test_proxies_and_lazy_objects_are_not_triggered():
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return [1, 2]
+
+    target = [5]
+    t, ns = tracked("", lazy=ForwardingProxy(factory), wp=weakref.proxy(Hostile), tgt=target)
+    ns["wr"] = weakref.ref(Hostile)
+    assert t.update(ns, ["lazy", "wp", "wr"], []).rebound == {"wr"}
+    assert calls == []  # walking never loaded the lazy target
+    assert "wp" in t.update(ns, ["wp"], []).opaque
+
+
+def test_internal_failure_reports_touched_as_modified_and_recovers(monkeypatch):
+    import kernel_agent.changes as changes
+
+    t, ns = tracked("a = [1]\nb = a\nc = [2]")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("walker bug")
+
+    monkeypatch.setattr(changes, "_fingerprint", boom)
+    assert t.update(ns, ["a"], []).mutated == {"a"}
+    ns["d"] = [3]
+    upd = t.update(ns, ["d"], [])  # still broken: conservative answer again
+    assert upd.rebound == {"d"}
+    monkeypatch.undo()
+    upd = t.update(ns, ["c"], [])  # recovers with every name it was told about
+    assert upd.mutated == {"c"}
+    assert t.covariables() == [frozenset({"a", "b"}), frozenset({"c"}), frozenset({"d"})]
+    assert t.update(ns, ["a", "c", "d"], []).mutated == set()
