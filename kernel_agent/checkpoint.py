@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kernel_agent import environment, rng
-from kernel_agent.changes import value_digest
+from kernel_agent.changes import digest_report
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.planner import CellCost, CovarCost, PlanProblem, StoreSpeed, plan
 from kernel_agent.serialize import Serialized, dumps
@@ -160,11 +160,11 @@ def checkpoint(
             values = {n: ns[n] for n in u.names}
             u.serialized = dumps(values)
             try:
-                u.digest = value_digest(values)
+                report = digest_report(values)
+                u.digest, u.opaque = report.digest, sorted(report.opaque)
             except Exception as e:  # noqa: BLE001 - verification then reports it, not the checkpoint
                 log.exception("kernel_agent: digest of %s failed", u.names)
                 u.digest = f"error:{type(e).__name__}"
-            u.opaque = sorted(_opaque_names(values))
             u.packages = sorted({p for v in values.values() for p in environment.top_modules(v)})
         serialize_s = time.perf_counter() - t_ser
 
@@ -269,17 +269,6 @@ def checkpoint(
         stats["commit_s"] = time.perf_counter() - t_commit
         stats["total_s"] = time.perf_counter() - t0
         return _summary(store, manifest, the_plan)
-
-
-def _opaque_names(values: dict) -> set[str]:
-    try:
-        from kernel_agent.changes import opaque_names
-    except ImportError:  # pragma: no cover - older changes module
-        return set()
-    try:
-        return set(opaque_names(values))
-    except Exception:  # noqa: BLE001
-        return set()
 
 
 def _summary(store: Store, manifest: Manifest, the_plan: Any) -> dict:

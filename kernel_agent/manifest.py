@@ -14,7 +14,6 @@ import hmac
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 SCHEMA = "elastic-spawner/kernel-checkpoint"
 SCHEMA_VERSION = 1
@@ -101,7 +100,7 @@ class Manifest:
             if not hmac.compare_digest(expected, str(doc["hmac_sha256"])):
                 raise ManifestError(
                     "the manifest failed authentication (HMAC mismatch): it was altered or "
-                    f"written with another key; refusing to load it"
+                    "written with another key; refusing to load it"
                 )
             doc = json.loads(body)
         elif key is not None:

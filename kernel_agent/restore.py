@@ -239,7 +239,10 @@ def _rerun_cell(shell: Any, graph: Any, index: int) -> str | None:
             log.exception("kernel_agent: could not set the RNG state for cell %d", index)
     try:
         code = shell.transform_cell(cell.code)
-        exec(compile(code, f"<restored cell {index}>", "exec"), shell.user_ns)  # noqa: S102
+        # the shell's own compiler flags (the user's __future__ imports), never this module's
+        flags = getattr(getattr(shell, "compile", None), "flags", 0)
+        compiled = compile(code, f"<restored cell {index}>", "exec", flags=flags, dont_inherit=True)
+        exec(compiled, shell.user_ns)  # noqa: S102
     except BaseException as e:  # noqa: BLE001 - a failing re-run is reported, never fatal
         if isinstance(e, KeyboardInterrupt):
             raise
