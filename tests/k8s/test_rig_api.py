@@ -156,3 +156,15 @@ async def test_env_from_secret_and_working_dir(k8s_cluster: Cluster, tmp_path: P
 async def _running(cluster: Cluster, name: str) -> bool:
     pod = await cluster.pod(name)
     return bool(pod and pod["status"].get("phase") == "Running")
+
+
+async def test_kmock_reactions_still_override_the_emulation(k8s_cluster: Cluster) -> None:
+    """Fault injection stays kmock's DSL: a test's reaction wins over the emulated behaviour."""
+    import kmock
+
+    await k8s_cluster.rest.post(PODS, sleeper("target", scheduled=False))
+    k8s_cluster.api["post", kmock.resource("v1/pods"), kmock.subresource("eviction")] << 503
+    with pytest.raises(RestError) as injected:
+        await k8s_cluster.evict("target")
+    assert injected.value.status == 503
+    assert await k8s_cluster.pod("target") is not None  # the emulation never saw the request

@@ -154,3 +154,14 @@ def _reflector_sees_failed(spawner: Any) -> bool:
 
 async def _gone(cluster: Cluster, name: str) -> bool:
     return await cluster.pod(name) is None
+
+
+async def test_prestop_http_get_reaches_the_pod_port(k8s_cluster: Cluster) -> None:
+    spawner = make_spawner("judy", lifecycle_hooks={"preStop": {"httpGet": {"path": "/prestop-called", "port": 0}}})
+    spawner.lifecycle_hooks["preStop"]["httpGet"]["port"] = spawner.port
+    await spawner.start()
+    log = k8s_cluster.pod_dir(spawner.pod_name) / "container.log"
+    await k8s_cluster.rest.delete(f"{PODS}/{spawner.pod_name}")  # the pod's 30 s grace, not stop()'s 1 s
+    await wait_until(lambda: _gone(k8s_cluster, spawner.pod_name), timeout=10, what="the pod to be removed")
+    assert "GET /prestop-called" in log.read_text()  # http.server logged the hook's request
+    await spawner.stop()
