@@ -48,6 +48,7 @@ class _Pending:
     numpy_before: bool = False
     problems: list[str] = field(default_factory=list)
     t0: float = 0.0
+    hook_s: float = 0.0  # time spent in pre_run_cell
 
 
 class Monitor:
@@ -65,6 +66,9 @@ class Monitor:
         self._pending: _Pending | None = None
         self._paused = 0
         self._registered = False
+        # time spent in our hooks (for the overhead benchmark and for users who wonder)
+        self.stats: dict[str, float] = {"cells": 0, "hook_s": 0.0, "hook_max_s": 0.0,
+                                         "tracker_s": 0.0}
         try:
             ns = shell.user_ns
             self.tracker.reset(ns, self.user_names(ns))
@@ -142,6 +146,7 @@ class Monitor:
 
     def pre_run_cell(self, info: Any) -> None:
         """Snapshot what the cell could change (ids, analysis, RNG) and start effect recording."""
+        t_in = time.perf_counter()
         try:
             if self._pending is not None:
                 if _inside_user_code():
@@ -154,6 +159,7 @@ class Monitor:
             self._pending = self._snapshot_before(info)
             self.effects.begin()
             self._pending.t0 = time.perf_counter()
+            self._pending.hook_s = self._pending.t0 - t_in
         except Exception:  # noqa: BLE001 - never raise into the user's cell
             log.exception("kernel_agent: pre_run_cell failed; this cell is not recorded")
             self.effects.cancel()
@@ -165,7 +171,8 @@ class Monitor:
         if p is None or result is None or getattr(result, "info", None) is not p.info:
             return  # silent, paused, nested, or an empty cell (which gets no pre_run_cell)
         self._pending = None
-        runtime = time.perf_counter() - p.t0
+        t_in = time.perf_counter()
+        runtime = t_in - p.t0
         try:
             fx = self.effects.end()
         except Exception:  # noqa: BLE001
@@ -180,6 +187,10 @@ class Monitor:
                 self._record_degraded(p, result, runtime, fx)
             except Exception:  # noqa: BLE001
                 log.exception("kernel_agent: could not record cell %r at all", _short(p.code))
+        spent = p.hook_s + time.perf_counter() - t_in
+        self.stats["cells"] += 1
+        self.stats["hook_s"] += spent
+        self.stats["hook_max_s"] = max(self.stats["hook_max_s"], spent)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -226,6 +237,7 @@ class Monitor:
             stores = ana.stores | ana.maybe_written
         touched = (reads | written | stores) & user_after
         opaque: set[str] = set()
+        t_track = time.perf_counter()
         try:
             upd = self.tracker.update(ns, touched=sorted(touched), removed=sorted(deleted))
             opaque = set(upd.opaque)
@@ -233,6 +245,7 @@ class Monitor:
         except Exception:  # noqa: BLE001
             log.exception("kernel_agent: change detection failed; touched names count as modified")
             mutated = touched - written
+        self.stats["tracker_s"] = self.stats.get("tracker_s", 0.0) + time.perf_counter() - t_track
         for n in written | mutated | deleted | opaque:
             self._reach_cache.pop(n, None)
 
