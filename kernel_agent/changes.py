@@ -1380,6 +1380,21 @@ class _IdIndex:
         self.entries_of.update(counts)
         self.maybe_compact()
 
+    def renumber(self) -> dict[int, int]:
+        """Give the live tokens the numbers 0..k-1 (tokens are issued at every re-walk, so a
+        long session would otherwise grow `alive` forever); returns {old: new}."""
+        self.compact()
+        live = np.nonzero(self.alive[: self.next_token])[0]
+        remap = np.full(max(self.next_token, 1), -1, dtype=np.int64)
+        remap[live] = np.arange(len(live))
+        self.chunks = [(ids, remap[own].astype(np.int32)) for ids, own in self.chunks]
+        self.alive = np.zeros(max(1024, 2 * len(live)), dtype=bool)
+        self.alive[: len(live)] = True
+        self.next_token = len(live)
+        mapping = {int(o): int(n) for n, o in enumerate(live.tolist())}
+        self.entries_of = {mapping[t]: c for t, c in self.entries_of.items() if t in mapping}
+        return mapping
+
     def maybe_compact(self) -> None:
         if len(self.chunks) > 8 or (
             self.dead_entries > 4096 and self.dead_entries * 2 > self.total_entries
@@ -1468,6 +1483,9 @@ class Tracker:
     Holds no reference to user values (only ids, 16-byte fingerprints and compact id arrays),
     so it never keeps a deleted object alive.
     """
+
+    #: owner tokens issued beyond 4 per tracked name before they are renumbered
+    renumber_slack = 65_536
 
     def __init__(self, *, max_nodes: int = 2_000_000) -> None:
         self.max_nodes = max_nodes
@@ -1687,6 +1705,10 @@ class Tracker:
             p.ids = []  # the ids now live in the index only (12 bytes each)
             self._prints[n] = p
         self._index.add_sorted(s_ids, toks[s_lab], counts)
+        if self._index.next_token > 4 * len(self._prints) + self.renumber_slack:
+            mapping = self._index.renumber()
+            self._token = {n: mapping[t] for n, t in self._token.items()}
+            self._name_of = {t: n for n, t in self._token.items()}
         return upd
 
 

@@ -1050,3 +1050,25 @@ def test_internal_failure_reports_touched_as_modified_and_recovers(monkeypatch):
     assert upd.mutated == {"c"}
     assert t.covariables() == [frozenset({"a", "b"}), frozenset({"c"}), frozenset({"d"})]
     assert t.update(ns, ["a", "c", "d"], []).mutated == set()
+
+
+def test_long_sessions_renumber_tokens_and_keep_the_partition():
+    import random
+
+    pool = [[i] for i in range(5)]
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    names = [f"n{i}" for i in range(20)]
+    for i, n in enumerate(names):
+        ns[n] = [pool[i % 5]] if i % 2 else [i]
+    t = Tracker()
+    t.renumber_slack = 50
+    t.reset(ns, names)
+    rnd = random.Random(0)
+    for step in range(2000):
+        n = rnd.choice(names)
+        ns[n] = [pool[rnd.randrange(5)]] if rnd.random() < 0.5 else [step]
+        t.update(ns, [n], [])
+    fresh = Tracker()
+    fresh.reset(ns, names)
+    assert t.covariables() == fresh.covariables()
+    assert t._index.next_token <= 4 * len(names) + 50 + 1
