@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.kernels import Kernel
+from tests.s3 import moto_s3, rgw_s3  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -35,7 +36,23 @@ def make_kernel(tmp_path):
         k.shutdown()
 
 
-@pytest.fixture(params=["file"])
-def store_url(request, tmp_path) -> str:
-    """A fresh, empty checkpoint store URL for each backend under test."""
-    return (tmp_path / "store").as_uri()
+ALL_STORES = ["file", "moto", "rgw"]
+
+
+@pytest.fixture
+def store_url(request, tmp_path, monkeypatch) -> str:
+    """A fresh, empty checkpoint store URL; file by default.
+
+    Parametrize indirectly with "moto" or "rgw" (Ceph RGW, when scripts/ceph-rgw.sh runs) to use
+    an S3 protocol server; kernels started afterwards get its settings through the environment,
+    as a spawned single-user server would.
+    """
+    kind = getattr(request, "param", "file")
+    if kind == "file":
+        return (tmp_path / "store").as_uri()
+    server = request.getfixturevalue(f"{kind}_s3")
+    monkeypatch.setenv("ELASTIC_S3_ENDPOINT", f"http://{server.endpoint}")
+    monkeypatch.setenv("ELASTIC_S3_ACCESS_KEY", server.access_key)
+    monkeypatch.setenv("ELASTIC_S3_SECRET_KEY", server.secret_key)
+    monkeypatch.setenv("ELASTIC_S3_REGION", server.region)
+    return server.url()

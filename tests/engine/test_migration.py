@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from tests.conftest import ALL_STORES
 from tests.kernels import Kernel
 
 
@@ -57,6 +58,7 @@ def test_plain_values_come_back_equal(migrate):
     assert set(c["variables"]) == {"x", "s", "d"}
 
 
+@pytest.mark.parametrize("store_url", ALL_STORES, indirect=True)
 def test_aliases_stay_aliases(migrate):
     _, b, _, r = migrate(["a = [1, 2]", "b = a", "pair = [a, a]", "class Box: pass",
                           "box = Box(); box.v = a"])
@@ -66,6 +68,7 @@ def test_aliases_stay_aliases(migrate):
     assert b.value("[b, pair[1], box.v]") == [[1, 2, 3]] * 3
 
 
+@pytest.mark.parametrize("store_url", ALL_STORES, indirect=True)
 def test_numpy_view_is_still_a_view(migrate):
     _, b, _, r = migrate(["import numpy as np", "a = np.arange(100.0)", "view = a[10:20]"])
     assert_verified(r)
@@ -74,6 +77,7 @@ def test_numpy_view_is_still_a_view(migrate):
     assert b.value("float(view[0])") == -1.0
 
 
+@pytest.mark.parametrize("store_url", ALL_STORES, indirect=True)
 def test_pandas_and_sklearn_pipeline(migrate):
     cells = [
         "import numpy as np, pandas as pd",
@@ -90,6 +94,7 @@ def test_pandas_and_sklearn_pipeline(migrate):
     assert b.value(expr) == a.value(expr)
 
 
+@pytest.mark.parametrize("store_url", ALL_STORES, indirect=True)
 def test_unpicklable_objects_are_recomputed(migrate, tmp_path):
     data = tmp_path / "data.txt"
     data.write_text("line1\nline2\n")
@@ -165,6 +170,7 @@ def test_expensive_small_result_shipped_cheap_large_array_recomputed(migrate):
     assert b.value("[small, float(large.sum())]") == [sum(i % 7 for i in range(3_000_000)), 20_000_000.0]
 
 
+@pytest.mark.parametrize("store_url", ALL_STORES, indirect=True)
 def test_second_migration_of_a_restored_session(make_kernel, store_url, tmp_path):
     a = make_kernel()
     run_all(a, ["import numpy as np", "a = np.arange(10)", "b = [a, a]", "total = int(a.sum())"])
