@@ -208,8 +208,10 @@ def _classify_uncached(tp: type) -> int:
         return K_PARTIAL
     if tp is types.MappingProxyType:
         return K_MAPPINGPROXY
-    if tp in (staticmethod, classmethod, property):
+    if tp in (staticmethod, classmethod, property, functools.cached_property):
         return K_DESCRIPTOR_WRAPPER
+    if issubclass(tp, (logging.Logger, logging.PlaceHolder)):
+        return K_BYREF  # process-wide singletons by name; their handlers hold locks
     if issubclass(tp, type):
         return K_CLASS
     if issubclass(tp, _BYREF_TYPES):
@@ -367,6 +369,8 @@ def _ref_name(obj: Any) -> str:
     """Stable by-reference name of a module, library class or library function."""
     if type(obj) is types.ModuleType:
         return "module:" + str(obj.__name__)
+    if isinstance(obj, (logging.Logger, logging.PlaceHolder)):
+        return "logger:" + str(getattr(obj, "name", "?"))
     if isinstance(obj, type):
         return "class:" + _type_name(obj)
     mod = getattr(obj, "__module__", None)
@@ -811,6 +815,8 @@ class _Walker:
             out.append(("descr", tp.__name__))
             if tp is property:
                 extend(reversed(_Synth((obj.fget, obj.fset, obj.fdel))))
+            elif tp is functools.cached_property:  # not its lock (3.11): that is not state
+                extend(reversed(_Synth((obj.func, obj.attrname))))
             else:
                 push(obj.__func__)
         elif kind == K_MAPPINGPROXY:

@@ -1072,3 +1072,20 @@ def test_long_sessions_renumber_tokens_and_keep_the_partition():
     fresh.reset(ns, names)
     assert t.covariables() == fresh.covariables()
     assert t._index.next_token <= 4 * len(names) + 50 + 1
+
+
+def test_cached_property_and_loggers_are_not_opaque():
+    t, ns = tracked(
+        """
+        import functools, logging
+        class C:
+            @functools.cached_property
+            def heavy(self):
+                return [1, 2]
+        c = C()
+        log = logging.getLogger("notebook")
+        """
+    )
+    upd = t.update(ns, ["C", "c", "log"], [])
+    assert upd.opaque == set() and upd.mutated == set()
+    assert run(t, ns, "c.heavy", ["c"]).mutated == {"c", "C"}
