@@ -21,6 +21,18 @@ Three services:
   checkpointed one.
 * `reachable_size`: a cheap size estimate that counts buffers (ElasticNotebook costed an object
   holding an 8 MB array at 56 bytes because it used ``sys.getsizeof``).
+
+What a fingerprint does not see (by design or by limit):
+
+* State held only in C structures that neither expose ``__dict__``/slots nor pickle (sockets,
+  locks, generators, C iterators, files, sqlite connections...): such values are *opaque* and
+  count as modified whenever touched. C state under a Python subclass (``random.Random``) is
+  read through the library's own ``__reduce_ex__``.
+* Objects reachable only through a module or a library function/class (by reference: identity
+  only); a notebook function's *globals* (they are other variables, not part of its value).
+* Graphs beyond ``max_nodes`` (default 2M): opaque, modified when touched.
+* Mutations made behind the monitor's back (other threads, callbacks) until a name of the
+  co-variable is touched again.
 """
 
 from __future__ import annotations
