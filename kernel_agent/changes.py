@@ -531,7 +531,6 @@ class _Tok(tuple):
 
 _ENTER_NOID = object()
 _EXIT_NOID = object()
-_PLACEHOLDER = ("array-placeholder",)
 
 _opaque_counter = itertools.count(1)
 _chain = itertools.chain.from_iterable
@@ -625,7 +624,7 @@ class _Walker:
         self.noid = 0
         self.opaque = False
         self.opaque_types: list[str] = []
-        self.arrays: list[tuple[int, np.ndarray]] = []  # portable mode: (stream pos, array)
+        self.arrays: list[np.ndarray] = []  # portable mode: arrays by slot number
         self.array_cache = array_cache
         self.truncated = False
 
@@ -693,7 +692,7 @@ class _Walker:
                 nodes += 1
                 if nodes > max_nodes:
                     raise _Budget
-                if len(out) > 4096 and not portable:
+                if len(out) > 4096:
                     self.flush()
                     out = self.out
                     append = out.append
@@ -1071,8 +1070,11 @@ class _Walker:
                 self._base_ids(arr)
             return
         if self.portable:
-            out.append(_PLACEHOLDER)
-            self.arrays.append((len(out) - 1, arr))
+            # resolved after the walk (aliasing needs every array); the stream keeps a slot
+            # number, the resolved tokens are appended in slot order, so the stream can be
+            # flushed meanwhile
+            out.append(("arr#", len(self.arrays)))
+            self.arrays.append(arr)
             return
         fb = _final_base(arr)
         if fb is not arr:
@@ -1265,24 +1267,24 @@ class _Walker:
 
     # -- portable arrays ---------------------------------------------------------------------
     def resolve_arrays(self) -> None:
-        """Portable mode: fill the array placeholders. Arrays sharing memory (views of one
-        base, or a base and its views) are recorded as (group, offset, shape, strides, dtype)
-        plus the group's buffer hash, so a view restored as a copy does not match; an array
-        sharing memory with nothing reachable is a plain value (layout-independent)."""
+        """Portable mode: resolve the array slots. Arrays whose bytes overlap (a base and its
+        views, overlapping views) are recorded as (group, offset from the group's lowest byte,
+        shape, strides, dtype, content hash), so a view restored as a copy does not match; an
+        array overlapping nothing reachable is a plain value (layout-independent)."""
         # Aliasing between arrays is *shared memory*, not a common ``.base``: two disjoint
         # slices of one hidden buffer (sklearn keeps ``coef_`` and ``intercept_`` in one) are
         # independent values, while overlapping arrays must come back overlapping. So arrays are
         # grouped by overlapping byte ranges within one memory owner, and a group is described
         # relative to its own lowest address, not to the (possibly unreachable) owner.
         by_owner: dict[int, list[int]] = {}
-        for k, (_, arr) in enumerate(self.arrays):
+        for k, arr in enumerate(self.arrays):
             by_owner.setdefault(id(_final_base(arr)), []).append(k)
         group_of: dict[int, tuple[int, int]] = {}  # array index -> (group number, group low ptr)
         tail: list[Any] = []
         for members in by_owner.values():
             if len(members) < 2:
                 continue
-            spans = sorted((*_byte_span(self.arrays[k][1]), k) for k in members)
+            spans = sorted((*_byte_span(self.arrays[k]), k) for k in members)
             component: list[tuple[int, int, int]] = []
             reach = -1
 
@@ -1302,12 +1304,13 @@ class _Walker:
                 component.append((lo, hi, k))
                 reach = max(reach, hi)
             close(component)
-        for k, (pos, arr) in enumerate(self.arrays):
+        resolved: list[Any] = []
+        for k, arr in enumerate(self.arrays):
             if k not in group_of:
-                self.out[pos] = ("arr", arr.dtype.str, arr.shape, _buffer_hash(arr, logical=True))
+                resolved.append(("arr", arr.dtype.str, arr.shape, _buffer_hash(arr, logical=True)))
                 continue
             g, low = group_of[k]
-            self.out[pos] = (
+            resolved.append(
                 "view",
                 g,
                 _data_ptr(arr) - low,
@@ -1316,6 +1319,7 @@ class _Walker:
                 arr.dtype.str,
                 _buffer_hash(arr, logical=True),
             )
+        self.out.extend(resolved)
         self.out.extend(tail)
 
 

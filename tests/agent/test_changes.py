@@ -1089,3 +1089,12 @@ def test_cached_property_and_loggers_are_not_opaque():
     upd = t.update(ns, ["C", "c", "log"], [])
     assert upd.opaque == set() and upd.mutated == set()
     assert run(t, ns, "c.heavy", ["c"]).mutated == {"c", "C"}
+
+
+def test_value_digest_disjoint_slices_of_one_buffer_are_independent_values():
+    buf = np.arange(10.0)
+    a, b = buf[:5], buf[5:]
+    assert value_digest({"a": a, "b": b}) == value_digest({"a": a.copy(), "b": b.copy()})
+    # overlapping views must stay overlapping
+    c, d = buf[:6], buf[4:]
+    assert value_digest({"c": c, "d": d}) != value_digest({"c": c.copy(), "d": d.copy()})
