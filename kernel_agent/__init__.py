@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# The engine lives in `checkpointing` and `restoring`, not in modules named `checkpoint` and
+# `restore`: importing a submodule binds it as an attribute of this package, which would replace
+# the public functions below after their first call.
+
 __version__ = "0.1.0"
 
 
@@ -29,14 +33,14 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 
 def checkpoint(url: str, **options: Any) -> dict:
-    """Checkpoint this kernel's session to `url`; see `kernel_agent.checkpoint.checkpoint`."""
-    from kernel_agent.checkpoint import checkpoint as _checkpoint
+    """Checkpoint this kernel's session to `url`; see `kernel_agent.checkpointing.checkpoint`."""
+    from kernel_agent.checkpointing import checkpoint as _checkpoint
 
     return _checkpoint(url, **options)
 
 
 def restore(url: str, **options: Any) -> dict:
-    """Restore a checkpointed session into this (fresh) kernel; see `kernel_agent.restore.restore`."""
-    from kernel_agent.restore import restore as _restore
+    """Restore a checkpointed session into this (fresh) kernel; see `kernel_agent.restoring.restore`."""
+    from kernel_agent.restoring import restore as _restore
 
     return _restore(url, **options)

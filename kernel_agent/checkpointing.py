@@ -83,6 +83,7 @@ def collect_units(mon: Any, ns: dict, names: list[str]) -> list[Unit]:
             mon.tracker.update(ns, touched=untracked, removed=[])
         except Exception:  # noqa: BLE001
             log.exception("kernel_agent: could not track %s; each is checkpointed on its own", untracked)
+    dirty = _changed_by_running_cell(mon, ns, names)
     name_set = set(names)
     seen: set[str] = set()
     units: list[Unit] = []
@@ -100,7 +101,7 @@ def collect_units(mon: Any, ns: dict, names: list[str]) -> list[Unit]:
         position = -1
         for m in group:
             sid = graph.active.get(m)
-            if sid is None:
+            if sid is None or m in dirty:
                 requires = None
                 continue
             snap = graph.snapshot(sid)
@@ -109,6 +110,24 @@ def collect_units(mon: Any, ns: dict, names: list[str]) -> list[Unit]:
                 requires |= set(graph.requirements(sid))
         units.append(Unit(group, sorted(requires) if requires is not None else None, position))
     return units
+
+
+def _changed_by_running_cell(mon: Any, ns: dict, names: list[str]) -> set[str]:
+    """Names the cell now executing may have changed: the history does not cover them yet.
+
+    A checkpoint called from a cell (`x = 5; kernel_agent.checkpoint(url)`) sees values that no
+    recorded cell produced; re-running history would recreate the old `x`. Such names must be
+    shipped as they are.
+    """
+    pending = getattr(mon, "_pending", None)
+    if pending is None:
+        return set()
+    ana = getattr(pending, "analysis", None)
+    if ana is None or ana.dynamic:
+        return set(names)
+    ids = pending.ids
+    touched = set(ana.reads) | set(ana.stores) | set(ana.maybe_written)
+    return {n for n in names if n in touched or ids.get(n) != id(ns[n])}
 
 
 def _cell_costs(graph: Any) -> dict[int, CellCost]:

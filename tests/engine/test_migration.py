@@ -237,3 +237,97 @@ def test_tampered_manifest_is_refused_before_loading(make_kernel, tmp_path):
     res = b.run(f"import kernel_agent; kernel_agent.restore({url!r})")
     assert not res.ok and "schema version 999" in res.error["evalue"]
     assert b.value("'x' in globals()") is False
+
+
+def test_values_changed_by_the_checkpointing_cell_itself_are_shipped(make_kernel, store_url):
+    a = make_kernel()
+    run_all(a, ["x = [1]", "y = 2"])
+    a.ok(f"x.append(99); y = 3; import kernel_agent as _ka; _c = _ka.checkpoint({store_url!r})")
+    c = a.value("_c")
+    assert c["variables"]["x"] == "ship" and c["variables"]["y"] == "ship"
+    b = make_kernel()
+    r = restore(b, store_url)
+    assert_verified(r)
+    assert b.value("[x, y]") == [[1, 99], 3]
+
+
+def test_variables_created_before_monitoring_are_shipped(make_kernel, store_url):
+    a = make_kernel(load_agent=False)
+    a.ok("early = {'k': [1, 2]}; alias = early['k']")
+    a.ok("%load_ext kernel_agent")
+    a.ok("later = len(early)")
+    c = checkpoint(a, store_url)
+    assert c["variables"]["early"] == "ship" and c["variables"]["alias"] == "ship"
+    b = make_kernel()
+    r = restore(b, store_url)
+    assert_verified(r)
+    assert b.value("[alias is early['k'], later]") == [True, 1]
+
+
+def test_unserializable_output_of_a_side_effect_cell_is_reported_lost(make_kernel, store_url, tmp_path):
+    out = tmp_path / "out.txt"
+    a = make_kernel()
+    run_all(a, [f"w = open({str(out)!r}, 'w')", "n = 5"])
+    c = checkpoint(a, store_url)
+    assert c["variables"]["w"] == "lost"
+    (reason,) = c["lost"].values()
+    assert "w" in reason and "cannot be serialized" in reason and "cannot be re-run" in reason
+    b = make_kernel()
+    r = restore(b, store_url)
+    assert r["variables"]["w"]["action"] == "lost" and r["variables"]["n"]["verified"]
+    assert not r["verified"] and b.value("['w' in globals(), n]") == [False, 5]
+
+
+def test_deadline_makes_the_plan_ship_less(make_kernel, store_url):
+    a = make_kernel()
+    run_all(a, ["import numpy as np", "blocks = [np.random.rand(2_000_000) for _ in range(4)]",
+                "import time; time.sleep(0) or None", "total = float(sum(b.sum() for b in blocks))"])
+    free = checkpoint(a, store_url)
+    rushed = checkpoint(a, store_url, deadline_s=0.0)
+    assert rushed["stats"]["bytes_shipped"] <= free["stats"]["bytes_shipped"]
+    assert rushed["plan"]["solver"] in ("cpsat", "mincut", "trivial")
+    b = make_kernel()
+    assert_verified(restore(b, store_url))
+
+
+def test_missing_blob_is_named_when_it_cannot_be_recomputed(make_kernel, tmp_path):
+    url = (tmp_path / "store").as_uri()
+    a = make_kernel()
+    a.ok("%load_ext kernel_agent")
+    run_all(a, [f"open({str(tmp_path / 'side.txt')!r}, 'w').write('x'); keep = [1, 2, 3]"])
+    c = checkpoint(a, url)
+    assert c["variables"]["keep"] == "ship"
+    for p in (tmp_path / "store" / "blobs").rglob("*"):
+        if p.is_file():
+            p.unlink()
+    b = make_kernel()
+    r = restore(b, url)
+    assert r["variables"]["keep"]["action"] == "lost"
+    assert "cannot be recomputed" in r["variables"]["keep"]["detail"]
+    assert not r["verified"]
+
+
+@pytest.mark.parametrize("store_url", ["moto"], indirect=True)
+def test_missing_bucket_is_a_clear_error_and_nothing_changes(kernel, store_url):
+    kernel.ok("x = 1")
+    bad = "s3://no-such-bucket-here/prefix"
+    res = kernel.run(f"import kernel_agent; kernel_agent.checkpoint({bad!r})")
+    assert not res.ok and "no-such-bucket-here" in res.error["evalue"]
+    assert kernel.value("x") == 1
+
+
+def test_unreachable_endpoint_is_a_clear_error(kernel):
+    kernel.ok("x = 1")
+    res = kernel.run(
+        "import kernel_agent; kernel_agent.checkpoint('s3://bucket/p', store_options="
+        "{'endpoint': 'http://127.0.0.1:9', 'access_key': 'a', 'secret_key': 'b', 'retries': 0})"
+    )
+    assert not res.ok and "127.0.0.1:9" in res.error["evalue"]
+    assert kernel.value("x") == 1
+
+
+def test_the_public_functions_survive_their_own_first_call(kernel, tmp_path):
+    url = (tmp_path / "s").as_uri()
+    kernel.ok("x = 1")
+    kernel.ok(f"import kernel_agent; kernel_agent.checkpoint({url!r}); kernel_agent.checkpoint({url!r})")
+    assert kernel.value("[callable(kernel_agent.checkpoint), callable(kernel_agent.restore)]") == [True, True]
