@@ -2,10 +2,10 @@
 
 Subcommands:
   demo          run a real local JupyterHub, a notebook, a migration between two nodes, and verify
+  bench         benchmark tables: ours vs dill, re-run-everything and Kishu (elastic_spawner.bench)
 
 Planned, same entry point (one module each, registered in `SUBCOMMANDS`): `migrate` (checkpoint and
-move a user's server, optionally resized), `checkpoints` (list a server's checkpoints from the hub),
-`bench` (benchmark tables).
+move a user's server, optionally resized), `checkpoints` (list a server's checkpoints from the hub).
 """
 
 from __future__ import annotations
@@ -43,8 +43,31 @@ def _add_demo(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-# name -> function adding the subparser; `migrate`, `checkpoints`, `bench` go here.
-SUBCOMMANDS: dict[str, Callable[[Any], None]] = {"demo": _add_demo}
+def _add_bench(sub: Any) -> None:
+    from elastic_spawner.bench.run import add_arguments
+
+    p = sub.add_parser(
+        "bench",
+        help="benchmark migration against dump-everything (dill), re-run-everything and Kishu",
+        description=(
+            "Run the benchmark notebooks on real kernels through every method (ours, dill, rerun, "
+            "Kishu) with the file and S3 (loopback) stores, print the tables, and write "
+            "docs/benchmarks.md and docs/benchmarks-migration.png. Exit status 0 only when ours "
+            "restored every notebook correctly."
+        ),
+    )
+    add_arguments(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from elastic_spawner.bench.run import run as run_bench
+
+        return run_bench(args)
+
+    p.set_defaults(func=run)
+
+
+# name -> function adding the subparser; `migrate`, `checkpoints` go here.
+SUBCOMMANDS: dict[str, Callable[[Any], None]] = {"demo": _add_demo, "bench": _add_bench}
 
 
 def build_parser() -> argparse.ArgumentParser:
