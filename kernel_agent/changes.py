@@ -426,8 +426,10 @@ def _atom_token(x: Any) -> Any:
 # Array hashing
 # --------------------------------------------------------------------------------------------
 
-_PAR_MIN = 32 << 20  # buffers above this are hashed in parallel chunks (xxhash drops the GIL)
-_PAR_CHUNKS = 4  # part of the digest definition: never derive it from the machine
+# Buffers of _PAR_MIN bytes or more are hashed as _PAR_CHUNKS chunks in parallel (xxhash drops
+# the GIL). Both constants are part of the digest definition: never derive them from the machine.
+_PAR_MIN = 8 << 20
+_PAR_CHUNKS = 4
 _hash_pool: Any = None
 
 
