@@ -565,6 +565,7 @@ def _atomic_elements(elems: Any) -> bool:
 
 
 _ATOMS_AND_TUPLE = MARSHAL_ATOMS | {tuple}
+_TAG_TUPLES = {"L": ("L",), "D": ("D",), "T": ("T",)}
 
 
 def _noid(x: Any) -> _Synth:
@@ -713,11 +714,12 @@ class _Walker:
                         continue
                     memo[i] = len(memo)
                     keep.append(obj)
+                    # tags are tuples, atoms never are: the stream stays uniquely decodable
                     if self.noid:
-                        append(tag)
+                        append(_TAG_TUPLES[tag])
                     else:
                         ids.append(i)
-                        append(tag if portable else (tag, i))
+                        append(_TAG_TUPLES[tag] if portable else (tag, i))
                     n = len(obj)
                     if tp is dict:
                         if set(map(type, obj)) <= atoms and set(map(type, obj.values())) <= atoms:
