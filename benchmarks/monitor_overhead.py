@@ -92,7 +92,8 @@ def many_variables(s: float) -> list[str]:
             lines.append(f"v{i} = {i}" if j % 3 else f"v{i} = [{i}, 'x{i}']")
         cells.append("\n".join(lines))
     last = ncells * per_cell - 1
-    cells += [f"s1 = v0[0] + v{last - 1}", "v1 = v1 + 1", "v3.append(s1)", f"s2 = sum(v{i} for i in range(1, 50, 3))"]
+    cells += [f"s1 = v0[0] + v{last - 1}", "v1 = v1 + 1", "v3.append(s1)",
+              "s2 = " + " + ".join(f"v{i}" for i in range(1, 50, 3))]
     return cells
 
 

@@ -54,10 +54,13 @@ _ALWAYS_DYNAMIC_NAMES = frozenset({"globals", "locals"})
 # Attributes through which code reaches the namespace or runs code in it.
 _DYNAMIC_ATTRS = frozenset({
     "user_ns", "user_global_ns", "user_ns_hidden", "run_cell", "run_cell_async", "run_code",
-    "run_ast_nodes", "ex", "ev", "push", "del_var", "drop_by_id", "reset", "safe_execfile",
-    "safe_execfile_ipy", "safe_run_module", "f_globals", "f_locals", "f_builtins", "__globals__",
-    "_getframe", "currentframe", "getouterframes", "stack", "modules",
+    "run_ast_nodes", "del_var", "drop_by_id", "safe_execfile", "safe_execfile_ipy",
+    "safe_run_module", "f_globals", "f_locals", "f_builtins", "__globals__", "_getframe",
 })
+# Shell methods whose names are too common to mean "dynamic" on any object (`env.reset()`,
+# `stack.push(x)`): dynamic only when the code can reach the shell (loads `get_ipython`, or a
+# name bound to the shell).
+_SHELL_ONLY_ATTRS = frozenset({"ex", "ev", "push", "reset"})
 # `get_ipython().<attr>(...)` calls whose string arguments are (or contain) user code or names.
 _MAGIC_ATTRS = frozenset({"run_line_magic", "run_cell_magic", "system", "getoutput",
                           "run_magic", "magic"})
@@ -89,6 +92,7 @@ class CodeInfo:
     global_stores: frozenset[str]  # STORE_GLOBAL/DELETE_GLOBAL: writes from inside functions
     dynamic: str | None  # why this code reaches the namespace dynamically, if it does
     markers: frozenset[str]  # non-determinism markers (see effects.static_markers)
+    shell_attrs: frozenset[str] = frozenset()  # .push/.reset/...: dynamic if the shell is reachable
 
 
 @dataclass
@@ -156,6 +160,7 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
     dynamic: str | None = None
     instrs = list(dis.get_instructions(code))
     attrs: set[str] = set()
+    shell_attrs: set[str] = set()
     magic_strings = False
     for i, ins in enumerate(instrs):
         op = ins.opname
@@ -196,6 +201,10 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
             attrs.add(name)
             if name in _DYNAMIC_ATTRS:
                 dynamic = dynamic or f"uses .{name}"
+            elif name == "modules" and i > 0 and instrs[i - 1].argval == "sys":
+                dynamic = dynamic or "uses sys.modules"
+            elif name in _SHELL_ONLY_ATTRS:
+                shell_attrs.add(name)
             elif name in _MAGIC_ATTRS:
                 magic_strings = True
                 nxt = instrs[i + 1] if i + 1 < len(instrs) else None
@@ -215,6 +224,7 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
             loads |= inner.loads
             gstores |= inner.global_stores
             markers |= inner.markers
+            shell_attrs |= inner.shell_attrs
             dynamic = dynamic or inner.dynamic
     if magic_strings:
         for ins in instrs:
@@ -229,7 +239,7 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
         dynamic = dynamic or "imports __main__ dynamically"
     markers |= effects.static_markers(instrs)
     return CodeInfo(frozenset(loads), frozenset(stores), frozenset(deletes), frozenset(gstores),
-                    dynamic, frozenset(markers))
+                    dynamic, frozenset(markers), frozenset(shell_attrs))
 
 
 def compile_cell(shell: Any, transformed: str) -> types.CodeType:
@@ -342,6 +352,8 @@ class _Walker:
         self.markers |= info.markers
         if info.dynamic and not self.dynamic:
             self.dynamic = f"{info.dynamic} (in {code.co_name})"
+        if info.shell_attrs and not self.dynamic and _reaches_shell(info, self.ns):
+            self.dynamic = f"calls shell .{sorted(info.shell_attrs)[0]}() (in {code.co_name})"
 
     def walk(self, root: Any) -> None:
         """Visit `root` and what it reaches; `depth` counts hops through library objects."""
@@ -480,6 +492,17 @@ class _Walker:
                         pass
 
 
+def _reaches_shell(info: CodeInfo, ns: Mapping[str, Any]) -> bool:
+    """Whether code using a shell-only attribute can get at the IPython shell."""
+    if "get_ipython" in info.loads:
+        return True
+    for n in info.loads:
+        v = ns.get(n)
+        if v is not None and _is_machinery(type(v)) and type(v).__name__.endswith("Shell"):
+            return True
+    return False
+
+
 def reach(value: Any, ns: Mapping[str, Any], budget: int = WALK_BUDGET) -> Reach:
     """Walk one value; a hostile or oversized object graph yields `dynamic` (reads everything)."""
     walker = _Walker(ns, budget)
@@ -513,6 +536,8 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
         markers=set(info.markers),
         dynamic=info.dynamic,
     )
+    if not result.dynamic and info.shell_attrs and _reaches_shell(info, ns):
+        result.dynamic = f"calls shell .{sorted(info.shell_attrs)[0]}()"
     if result.dynamic:
         return result
     names = set(info.loads)

@@ -227,3 +227,17 @@ def test_reads_point_at_the_snapshot_that_was_active_before_the_cell(agent):
     rec = agent.cell("edge_x = edge_x + 1")
     assert sid in rec["input_snapshots"]
     assert agent.history()["active"]["edge_x"] != sid
+
+
+def test_common_method_names_that_shells_also_have_do_not_read_everything(agent):
+    agent.ok("import numpy as np\nclass Env:\n    def reset(self):\n        return 0\n    def modules(self):\n        return []\n"
+             "cm_env = Env()\ncm_a = np.zeros(2)\ncm_unrelated = 1")
+    rec = agent.cell("cm_r = (cm_env.reset(), cm_env.modules(), np.stack([cm_a, cm_a]))")
+    assert "cm_unrelated" not in rec["reads"]
+
+
+def test_shell_methods_read_every_variable(agent):
+    agent.ok("sh_x = 1")
+    rec = agent.cell("get_ipython().push({'sh_y': 2})")
+    assert "sh_x" in rec["reads"]
+    assert "sh_y" in rec["writes"]
