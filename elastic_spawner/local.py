@@ -23,7 +23,7 @@ from typing import Any
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from tornado import web
-from traitlets import Bool, List, Unicode, default, validate
+from traitlets import Bool, List, TraitError, Unicode, default, validate
 
 from elastic_spawner.mixin import ElasticSpawnerMixin
 
@@ -91,7 +91,7 @@ class ElasticLocalProcessSpawner(ElasticSpawnerMixin, LocalProcessSpawner):
         names = [str(n).strip() for n in proposal["value"]]
         bad = [n for n in names if not n or "/" in n or n in (".", "..")]
         if bad or len(set(names)) != len(names):
-            raise ValueError(
+            raise TraitError(
                 f"ElasticLocalProcessSpawner.nodes = {names!r}: names must be unique, non-empty "
                 "and contain no '/'"
             )

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,36 @@ class LocalHub:
                 return
             await asyncio.sleep(0.2)  # bounded poll of the hub API
         raise HubError(f"{user}'s server did not stop within {timeout:.0f}s")
+
+    async def follow_progress(self, user: str, until: asyncio.Future[Any],
+                              on_event: Callable[[dict[str, Any]], None]) -> None:
+        """Feed the spawn-page events of `user`'s pending start to `on_event` (hub SSE API).
+
+        Call it right after requesting the start; it retries while the hub has not marked the
+        spawn pending yet, and ends with the spawn (or when `until` is done).
+        """
+        buf = b""
+
+        def on_chunk(chunk: bytes) -> None:
+            nonlocal buf
+            buf += chunk
+            while b"\n\n" in buf:
+                block, buf = buf.split(b"\n\n", 1)
+                for line in block.decode("utf-8", "replace").splitlines():
+                    if line.startswith("data:"):
+                        try:
+                            on_event(json.loads(line[5:]))
+                        except ValueError:
+                            continue
+
+        req = HTTPRequest(f"{self.url}/hub/api/users/{quote(user)}/server/progress",
+                          headers={"Authorization": f"token {self.token}"},
+                          streaming_callback=on_chunk, request_timeout=600)
+        while not until.done():  # bounded by the start itself
+            resp = await AsyncHTTPClient().fetch(req, raise_error=False)
+            if resp.code == 200:
+                return
+            await asyncio.sleep(0.05)
 
     async def spawner_state(self, user: str, server: str = "") -> dict[str, Any]:
         """The spawner state the hub keeps in its database (needs admin:server_state)."""

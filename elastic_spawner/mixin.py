@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from traitlets import CaselessStrEnum, Float, Integer, Unicode, validate
+from traitlets import CaselessStrEnum, Float, Integer, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from elastic_spawner.serverapi import CheckpointResult, ElasticAPIError, ElasticServerClient
@@ -178,7 +178,7 @@ class ElasticSpawnerMixin(LoggingConfigurable):
     def _validate_store_url(self, proposal: dict[str, Any]) -> str:
         url = str(proposal["value"]).strip()
         if not url.startswith(("file:///", "s3://")):
-            raise ValueError(
+            raise TraitError(
                 f"ElasticSpawnerMixin.store_url = {url!r}: must be a file:///abs/dir or "
                 "s3://bucket/prefix URL template"
             )
@@ -397,7 +397,7 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         base = url.rstrip("/") + self.server.base_url  # type: ignore[attr-defined]
         client = ElasticServerClient(base, self.api_token)  # type: ignore[attr-defined]
         deadline = time.monotonic() + max(budget, 0)
-        seen = 0
+        seen = idle_answers = 0
         while time.monotonic() < deadline:
             if await self.poll() is not None:  # type: ignore[attr-defined]
                 self.log.warning("Elastic: %s exited while restoring", self._elastic_name)
@@ -410,7 +410,13 @@ class ElasticSpawnerMixin(LoggingConfigurable):
                     await self._emit({"message": f"Restore progress unavailable ({e.status})"})
                     return
                 status = None  # still starting up
-            if status is not None:
+            if status is not None and status.restore.state == "idle":
+                idle_answers += 1
+                if idle_answers >= 3:  # up and not restoring: it was not told to, or ignored it
+                    self.log.warning("Elastic: %s is up but not restoring %s", self._elastic_name, pointer)
+                    await self._emit({"message": "The server did not restore the checkpoint"})
+                    return
+            elif status is not None:
                 new = status.restore.progress[seen:]
                 seen = len(status.restore.progress)
                 for p in new:
@@ -458,7 +464,13 @@ class ElasticSpawnerMixin(LoggingConfigurable):
     async def stop(self, now: bool = False) -> None:
         """Checkpoint first (unless `now`: an immediate stop of a failed server), then stop."""
         if not now:
-            await self.checkpoint_before_stop()
+            try:
+                await self.checkpoint_before_stop()
+            except CheckpointRefused:
+                raise
+            except Exception as e:  # a bug here must not leave a server the hub cannot stop
+                self.log.exception("Elastic: checkpoint of %s before stop crashed", self._elastic_name)
+                await self._checkpoint_failed(f"{type(e).__name__}: {e}", None)
         await super().stop(now=now)  # type: ignore[misc]
 
     async def checkpoint_before_stop(self) -> CheckpointResult | None:

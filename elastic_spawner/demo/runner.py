@@ -26,7 +26,6 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from elastic_spawner.kernelclient import Kernel, ServerClient
 from elastic_spawner.localhub import HubSettings, LocalHub
@@ -144,40 +143,6 @@ def _prepare_workdir(path: Path | None) -> Path:
     return path
 
 
-async def _follow_spawn_progress(hub: LocalHub, user: str, progress: Progress, task: Any,
-                                 start: asyncio.Future[Any]) -> None:
-    """Mirror the hub's spawn-page progress (server events, restore events) onto a bar."""
-    buf = b""
-
-    def on_chunk(chunk: bytes) -> None:
-        nonlocal buf
-        buf += chunk
-        while b"\n\n" in buf:
-            block, buf = buf.split(b"\n\n", 1)
-            for line in block.decode("utf-8", "replace").splitlines():
-                if line.startswith("data:"):
-                    try:
-                        ev = json.loads(line[5:])
-                    except ValueError:
-                        continue
-                    kw: dict[str, Any] = {"description": f"Start on {NODES[1]}: {ev.get('message', '')[:60]}"}
-                    if isinstance(ev.get("progress"), (int, float)):
-                        kw["completed"] = ev["progress"]
-                    progress.update(task, **kw)
-
-    req = HTTPRequest(f"{hub.url}/hub/api/users/{user}/server/progress",
-                      headers={"Authorization": f"token {hub.token}"},
-                      streaming_callback=on_chunk, request_timeout=600)
-    while not start.done():  # until the spawn is pending on the hub (bounded by the start)
-        try:
-            resp = await AsyncHTTPClient().fetch(req, raise_error=False)
-        except Exception:  # noqa: BLE001 - progress display only
-            return
-        if resp.code == 200:
-            return
-        await asyncio.sleep(0.1)
-
-
 class Demo:
     """One run of the demo; `run()` returns the report, `hub` is stopped by the caller."""
 
@@ -259,8 +224,14 @@ class Demo:
             t = phase(f"Start on {NODES[1]} + restore", total=100)
             t0 = time.perf_counter()
             start = asyncio.ensure_future(self.hub.start_server(self.user, options={"node": NODES[1]}))
-            follower = asyncio.ensure_future(
-                _follow_spawn_progress(self.hub, self.user, progress, t, start))
+
+            def on_event(ev: dict[str, Any]) -> None:
+                kw: dict[str, Any] = {"description": f"Start on {NODES[1]}: {str(ev.get('message', ''))[:44]}"}
+                if isinstance(ev.get("progress"), (int, float)):
+                    kw["completed"] = ev["progress"]
+                progress.update(t, **kw)
+
+            follower = asyncio.ensure_future(self.hub.follow_progress(self.user, start, on_event))
             try:
                 model = await start
             finally:

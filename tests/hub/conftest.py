@@ -43,6 +43,11 @@ async def make_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Loca
     yield make
     for hub in hubs:
         await hub.stop()
+        # shown by pytest when the test failed: what the spawner and the servers said
+        lines = [ln for ln in hub.log_tail(3000).splitlines()
+                 if "Elastic" in ln or "kernel_agent" in ln or "Traceback" in ln or "Error" in ln]
+        print(f"--- {hub.log_path} (Elastic/kernel_agent/errors) ---")
+        print("\n".join(ln[:600] for ln in lines[-60:]))
     for hub in hubs:  # keep the hub log of a failed test in the tmp dir, drop the bulky rest
         shutil.rmtree(hub.workdir / "store", ignore_errors=True)
 

@@ -6,6 +6,7 @@ through the hub REST API exactly as the user's browser, an admin or the idle cul
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -64,7 +65,12 @@ async def test_two_notebooks_come_back_after_stop_and_start_on_another_node(make
     entry = state["elastic"]["history"][0]
     assert entry["complete"] and {k["path"] for k in entry["kernels"]} == {ALPHA, BETA}
 
-    await hub.start_server("alice", options={"node": "node-b"})
+    events: list[dict] = []
+    start = asyncio.ensure_future(hub.start_server("alice", options={"node": "node-b"}))
+    await asyncio.gather(start, hub.follow_progress("alice", start, events.append))
+    messages = [e.get("message", "") for e in events]
+    assert "Starting your server on node-b" in messages, messages  # the spawn page shows it
+    assert any(m.startswith("Restoring your session from checkpoint") for m in messages), messages
     after = await hub.spawner_state("alice")
     assert after["node"] == "node-b" and after["pid"] != before["pid"]
     assert after["elastic"]["restored_from"] == pointer

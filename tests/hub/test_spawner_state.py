@@ -1,0 +1,95 @@
+"""ElasticSpawnerMixin state and environment, without a hub: the pointer outlives the server.
+
+JupyterHub calls `clear_state()` at every spawn and after every stop, saves `get_state()` in its
+database and feeds it to `load_state()` of a new Spawner object after a restart. These tests walk
+that sequence on a real `ElasticLocalProcessSpawner` with a stand-in user.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from traitlets import TraitError
+
+from elastic_spawner.local import ElasticLocalProcessSpawner
+from elastic_spawner.mixin import ENV_RESTORE_FROM, ENV_STORE_URL
+from elastic_spawner.serverapi import CheckpointResult, KernelReport
+
+POINTER = "file:///srv/elastic/alice/default#20261126T144907026015Z-3a8c4f"
+
+
+def make_spawner(**config: object) -> ElasticLocalProcessSpawner:
+    user = SimpleNamespace(name="alice", url="/user/alice/", base_url="/user/alice/", db=None)
+    hub = SimpleNamespace(api_url="http://127.0.0.1:8081/hub/api", base_url="/hub/", public_host="",
+                          url="http://127.0.0.1:8081/hub/")
+    return ElasticLocalProcessSpawner(user=user, name="", orm_spawner=None, hub=hub,
+                                      system_users=False, **config)
+
+
+def checkpointed(spawner: ElasticLocalProcessSpawner, pointer: str = POINTER) -> None:
+    spawner._record(CheckpointResult(pointer, True, [KernelReport("k1", "a.ipynb", "python3", "ok",
+                                                                 {"shipped": ["x"], "recomputed": []})]))
+
+
+def test_pointer_survives_clear_state_and_a_new_spawner_object() -> None:
+    s = make_spawner()
+    s.load_state({"pid": 1234, "node": "node-a"})
+    checkpointed(s)
+    s.clear_state()  # after stop
+    saved = s.get_state()
+    assert "pid" not in saved and saved["last_node"] == "node-a"
+    assert saved["elastic"]["checkpoint"] == POINTER
+
+    again = make_spawner()  # a hub restart: a new object from the database row
+    again.load_state(saved)
+    again.clear_state()  # the hub's clear_state() at spawn
+    assert again.restore_pointer == POINTER
+    assert again.checkpoint_history[0]["kernels"][0]["path"] == "a.ipynb"
+
+
+def test_get_env_points_the_next_start_at_the_checkpoint() -> None:
+    s = make_spawner(store_url="file:///srv/elastic/{username}/{servername}")
+    s.load_state({"elastic": {"checkpoint": POINTER}})
+    s.node = "node-b"
+    env = s.get_env()
+    assert env[ENV_RESTORE_FROM] == POINTER
+    assert env[ENV_STORE_URL] == "file:///srv/elastic/alice/default"
+    assert env["ELASTIC_NODE_NAME"] == "node-b"
+    assert env["JUPYTER_RUNTIME_DIR"].endswith("/node-b/alice/runtime")
+
+
+def test_checkpoint_on_stop_never_starts_fresh() -> None:
+    s = make_spawner(checkpoint_on_stop="never")
+    s.load_state({"elastic": {"checkpoint": POINTER}})
+    s.node = "node-a"
+    assert ENV_RESTORE_FROM not in s.get_env()
+
+
+def test_history_keeps_the_newest_checkpoints() -> None:
+    s = make_spawner(keep_checkpoints=2)
+    for i in range(4):
+        checkpointed(s, POINTER[:-1] + str(i))
+    assert [h["checkpoint"][-1] for h in s.checkpoint_history] == ["3", "2"]
+    assert s.restore_pointer.endswith("3")
+
+
+def test_node_choice_requested_or_next() -> None:
+    s = make_spawner(nodes=["n1", "n2", "n3"])
+    assert s.choose_node() == "n1"
+    s.load_state({"last_node": "n3"})
+    assert s.choose_node() == "n1"
+    s.user_options = {"node": "n2"}
+    assert s.choose_node() == "n2"
+    s.user_options = {"node": "elsewhere"}
+    with pytest.raises(ValueError, match="Unknown node 'elsewhere'"):
+        s.choose_node()
+
+
+def test_bad_settings_are_refused_with_the_setting_named() -> None:
+    with pytest.raises(TraitError, match="store_url"):
+        make_spawner(store_url="/srv/elastic")
+    with pytest.raises(TraitError):
+        make_spawner(checkpoint_on_stop="sometimes")
+    with pytest.raises(TraitError, match="nodes"):
+        make_spawner(nodes=["a", "a"])
