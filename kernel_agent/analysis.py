@@ -249,11 +249,10 @@ def compile_cell(shell: Any, transformed: str) -> types.CodeType:
         flags |= shell.compile.flags
     except Exception:  # noqa: BLE001
         pass
-    tree = ast.parse(transformed, mode="exec")
-    transformers = getattr(shell, "ast_transformers", None)
-    if transformers:
-        tree = shell.transform_ast(tree)
-    return compile(tree, "<cell>", "exec", flags=flags, dont_inherit=True)
+    if getattr(shell, "ast_transformers", None):
+        tree = shell.transform_ast(ast.parse(transformed, mode="exec"))
+        return compile(tree, "<cell>", "exec", flags=flags, dont_inherit=True)
+    return compile(transformed, "<cell>", "exec", flags=flags, dont_inherit=True)
 
 
 # ----------------------------------------------------------------------------------------------
