@@ -455,6 +455,10 @@ def _hash_u8(u8: np.ndarray) -> bytes:
 def _buffer_hash(arr: np.ndarray, logical: bool) -> bytes:
     """xxh3 of an array's bytes. `logical`: C-order content (layout-independent, may copy);
     otherwise memory order without copying for C- or F-contiguous arrays."""
+    if type(arr) is not np.ndarray:
+        # a plain view of a subclass's memory: its Python methods (np.ma's reshape computes and
+        # stores a fill value) would change the object while we hash it
+        arr = np.ndarray.view(arr, np.ndarray)
     if arr.size == 0:
         return b""
     if arr.flags.c_contiguous:

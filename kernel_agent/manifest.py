@@ -40,6 +40,7 @@ class CovariableEntry:
     error: str | None = None  # serialization error, when it could not be shipped
     reason: str | None = None  # why it is lost
     packages: list[str] = field(default_factory=list)  # libraries its objects come from
+    digest_loaded: str | None = None  # as its pickle rebuilds it, when that differs (lazy state)
 
     @classmethod
     def from_dict(cls, d: dict) -> CovariableEntry:
@@ -58,6 +59,7 @@ class Manifest:
     stats: dict
     execution_count: int = 0
     parent: str | None = None
+    background: bool = False  # written by a background round (kernel_agent.background)
     schema: str = SCHEMA
     schema_version: int = SCHEMA_VERSION
 

@@ -67,6 +67,7 @@ allocator-aligned (at least 16 bytes), which covers every numpy itemsize.
 
 from __future__ import annotations
 
+import enum
 import functools
 import io
 import pickle
@@ -103,6 +104,7 @@ class Serialized:
     parts: list[memoryview | bytes] = field(repr=False)
     nbytes: int
     error: str | None = None
+    by_value_classes: bool = False  # holds notebook classes: never load it back in this process
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,6 +171,9 @@ class _Pickler(cloudpickle.CloudPickler):
         self._alive: list[Any] = []
         self.deferred_roots: set[int] = set()
         self.covered_roots: set[int] = set()
+        # notebook classes pickled by value: loading them again in this process would re-apply
+        # their state to the live class (cloudpickle's class tracker), so callers must not
+        self.by_value_classes = False
 
     # cloudpickle calls this for functions it pickles by value
     def _dynamic_function_reduce(self, func: Any) -> Any:
@@ -186,6 +191,8 @@ class _Pickler(cloudpickle.CloudPickler):
 
     def reducer_override(self, obj: Any) -> Any:
         np = self._np
+        if isinstance(obj, type) and not cloudpickle.cloudpickle._should_pickle_by_reference(obj):
+            self.by_value_classes = True
         if np is not None and type(obj) is np.ndarray:
             return self._reduce_ndarray(obj)
         if obj is self._token:
@@ -195,10 +202,27 @@ class _Pickler(cloudpickle.CloudPickler):
             # object. An open file is kernel state we cannot move; the engine re-opens it by
             # re-running the cell that did.
             raise TypeError(f"cannot pickle open file {getattr(obj, 'name', obj)!r}")
+        if isinstance(obj, type) and "__slots__" in type.__dict__["__dict__"].__get__(obj):
+            rv = self._reduce_slotted_class(obj)
+            if rv is not None:
+                return rv
         if isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
             params = obj.cache_parameters()
             return (_rebuild_lru_cache, (obj.__wrapped__, params["maxsize"], params["typed"]))
         return super().reducer_override(obj)
+
+    def _reduce_slotted_class(self, cls: type) -> Any:
+        """cloudpickle rebuilds a notebook class without its ``__slots__`` (it creates the class
+        first and sets ``__slots__`` afterwards, which makes no slot descriptors), so slot values
+        land in a ``__dict__`` the class never had. Declare the slots at creation instead."""
+        cp = cloudpickle.cloudpickle
+        if cp._should_pickle_by_reference(cls) or isinstance(cls, enum.EnumMeta):
+            return None
+        rv = list(cp._dynamic_class_reduce(cls))
+        args = list(rv[1])
+        args[3] = {**args[3], "__slots__": type.__dict__["__dict__"].__get__(cls)["__slots__"]}
+        rv[1] = tuple(args)
+        return tuple(rv)
 
     def _reduce_ndarray(self, obj: Any) -> Any:
         np = self._np
@@ -300,6 +324,7 @@ def dumps(
     try:
         stream, buffers, pickler = _pickle(data, namespace, None)
         present = pickler.seen_arrays | pickler.covered_roots
+        by_value_classes = pickler.by_value_classes
         if pickler.deferred_roots & present:
             # a view was met before its base: pickle again knowing which bases are present
             stream, buffers, _ = _pickle(data, namespace, present)  # pass 1 keeps ids alive
@@ -331,7 +356,12 @@ def dumps(
     crc = zlib.crc32(memoryview(header)[: _HEADER.size + _ENTRY.size * n])
     struct.pack_into("<I", header, _CRC_OFFSET, crc)
 
-    result = Serialized(names=names, parts=[bytes(header), payload, *tail], nbytes=total)
+    result = Serialized(
+        names=names,
+        parts=[bytes(header), payload, *tail],
+        nbytes=total,
+        by_value_classes=by_value_classes,
+    )
     if verify:
         try:
             scratch: dict[str, Any] = {"__name__": "__main__"}

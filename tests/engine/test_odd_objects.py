@@ -1,0 +1,121 @@
+"""Odd objects a real notebook holds: each comes back equal, or is recomputed, or is named.
+
+One notebook per family, migrated from kernel A to a fresh kernel B; the restore must verify
+every variable, and a few semantic checks run in B against values computed in A.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.kernels import Kernel
+
+
+def migrate(make_kernel, url: str, cells: list[str]) -> tuple[Kernel, Kernel, dict, dict]:
+    a = make_kernel()
+    for c in cells:
+        a.ok(c)
+    a.ok(f"import kernel_agent as _ka; _c = _ka.checkpoint({url!r})")
+    b = make_kernel()
+    b.ok(f"import kernel_agent as _ka; _r = _ka.restore({url!r})")
+    return a, b, a.value("_c"), b.value("_r")
+
+
+def assert_verified(r: dict) -> None:
+    bad = {n: v for n, v in r["variables"].items() if not v.get("verified")}
+    assert r["verified"], f"not verified: {json.dumps(bad, indent=1)}; errors={r['errors']}"
+
+
+FAMILIES = {
+    "numpy-kinds": [
+        "import numpy as np",
+        "rec = np.zeros(4, dtype=[('x', 'i4'), ('y', 'f8')]); rec['x'] = [1, 2, 3, 4]",
+        "masked = np.ma.masked_array([1.0, 2.0, 3.0], mask=[0, 1, 0])",
+        "fort = np.asfortranarray(np.arange(12.0).reshape(3, 4))",
+        "strided = np.arange(20)[::3]",
+        "rev = np.arange(10)[::-1]",
+        "obj = np.array([{'a': 1}, [1, 2], None], dtype=object)",
+        "dt = np.array(['2024-01-01', '2024-06-30'], dtype='datetime64[D]')",
+        "scalar = np.float32(1.5); zero_d = np.array(7)",
+        "g = np.random.default_rng(42); draws = g.integers(0, 100, 5)",
+    ],
+    "pandas-kinds": [
+        "import numpy as np, pandas as pd",
+        "df = pd.DataFrame({'a': range(6), 'b': list('xyzxyz'), 't': pd.date_range('2024-01-01', periods=6, tz='UTC')})",
+        "df['c'] = df['b'].astype('category')",
+        "mi = df.set_index(['b', 'a'])",
+        "col = df['a']",
+        "s = pd.Series([1.5, None, 3.0], index=['p', 'q', 'r'], name='vals')",
+        "grouped = df.groupby('b')['a'].sum()",
+        "pivot = df.pivot_table(index='b', values='a', aggfunc='mean')",
+    ],
+    "stdlib-kinds": [
+        "import collections, datetime, decimal, fractions, re, enum, functools, itertools",
+        "dq = collections.deque([1, 2, 3], maxlen=5); cnt = collections.Counter('hello')",
+        "od = collections.OrderedDict(b=1, a=2); dd = collections.defaultdict(list); dd['k'].append(1)",
+        "dd_lambda = collections.defaultdict(lambda: 7); dd_lambda['z']",
+        "when = datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.timezone.utc); span = datetime.timedelta(hours=3)",
+        "money = decimal.Decimal('1.10'); frac = fractions.Fraction(3, 7)",
+        "pat = re.compile(r'(\\d+)-(\\w+)', re.I)",
+        "class Color(enum.Enum):\n    RED = 1\n    BLUE = 2",
+        "fav = Color.BLUE; palette = [Color.RED, fav]",
+        "by_two = functools.partial(pow, 2)",
+        "ids = list(itertools.islice(itertools.count(10), 3))",
+        "fs = frozenset({1, 2, 3}); st = {'a', 'b'}; by = bytearray(b'abc'); cplx = 3 + 4j",
+    ],
+    "classes": [
+        "class Base:\n    registry = []\n    def __init__(self, v):\n        self.v = v\n        Base.registry.append(self)",
+        "class Child(Base):\n    __slots__ = ('extra',)\n    def double(self):\n        return self.v * 2",
+        "c1 = Child(3); c1.extra = 'e'; c2 = Child(4)",
+        "class Node:\n    def __init__(self):\n        self.children = []\n        self.parent = None",
+        "root = Node(); leaf = Node(); leaf.parent = root; root.children.append(leaf)",
+        "class Prop:\n    def __init__(self):\n        self._x = 1\n    @property\n    def x(self):\n        return self._x * 10",
+        "pp = Prop()",
+        "Base.version = 2",
+    ],
+    "functions": [
+        "def outer(k):\n    def inner(v):\n        return v + k\n    return inner",
+        "add5 = outer(5)",
+        "def deco(f):\n    import functools\n    @functools.wraps(f)\n    def w(*a):\n        return f(*a) * 2\n    return w",
+        "@deco\ndef tripled(v):\n    return v * 3",
+        "handlers = {'sq': lambda v: v * v, 'neg': lambda v: -v}",
+        "def uses_global():\n    return SCALE * 2",
+        "SCALE = 21",
+        "answer = uses_global()",
+        "gen_fn_result = list(x * x for x in range(4))",
+    ],
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_restores_verified(make_kernel, tmp_path, family):
+    _, b, _, r = migrate(make_kernel, (tmp_path / "store").as_uri(), FAMILIES[family])
+    assert_verified(r)
+    assert r["lost"] == {}
+
+
+def test_semantics_of_classes_survive(make_kernel, tmp_path):
+    _, b, _, r = migrate(make_kernel, (tmp_path / "store").as_uri(), FAMILIES["classes"])
+    assert_verified(r)
+    assert b.value(
+        "[isinstance(c1, Base), c1.double(), c1.extra, len(Base.registry), Base.registry[0] is c1,"
+        " leaf.parent is root, root.children[0] is leaf, pp.x, Base.version, type(c2) is Child]"
+    ) == [True, 6, "e", 2, True, True, True, 10, 2, True]
+
+
+def test_semantics_of_functions_survive(make_kernel, tmp_path):
+    _, b, _, r = migrate(make_kernel, (tmp_path / "store").as_uri(), FAMILIES["functions"])
+    assert_verified(r)
+    assert b.value("[add5(1), tripled(2), tripled.__name__, handlers['sq'](3), answer]") == [6, 12, "tripled", 9, 42]
+    b.ok("SCALE = 50")
+    assert b.value("uses_global()") == 100  # functions read the live namespace, not a copy
+
+
+def test_pandas_column_alias_and_enum_identity(make_kernel, tmp_path):
+    cells = FAMILIES["pandas-kinds"] + FAMILIES["stdlib-kinds"]
+    _, b, _, r = migrate(make_kernel, (tmp_path / "store").as_uri(), cells)
+    assert_verified(r)
+    assert b.value("[palette[1] is fav, fav is Color.BLUE, str(df['c'].dtype), list(mi.index.names), int(col.sum())]") == [
+        True, True, "category", ["b", "a"], 15]
