@@ -291,12 +291,30 @@ _installed = False
 _install_lock = threading.Lock()
 
 
+def _from_agent() -> bool:
+    """True when the event comes from the agent's own code (a checkpoint or restore the cell
+    called: its store writes are not the cell's side effects, and would otherwise make the
+    cell "unsafe to re-run" and pin everything it touched to being shipped)."""
+    f = sys._getframe(2)
+    while f is not None:
+        name = f.f_globals.get("__name__")
+        if type(name) is str and name.startswith(_AGENT_PREFIX):
+            return True
+        f = f.f_back
+    return False
+
+
+_AGENT_PREFIX = "kernel_agent."
+
+
 def _audit_hook(event: str, args: tuple) -> None:
     rec = _current
     if rec is None or event not in _EVENTS or rec.busy:
         return
     rec.busy = True  # our own calls (os.path.abspath, ...) must not recurse into the hook
     try:
+        if _from_agent():
+            return
         rec.handle(event, args)
     except Exception:  # noqa: BLE001 - an audit hook must never raise into user code
         pass

@@ -122,6 +122,12 @@ class Monitor:
         self.graph = graph
         self._reach_cache.clear()
         self.tracker.reset(ns, names)
+        p = self._pending
+        if p is not None:
+            # adopt() runs inside the cell that called restore: what the restore put into the
+            # namespace is the adopted history's, not that cell's writes
+            p.ids = _id_map(ns)
+            p.user_before = set(names)
 
     # -- registration -----------------------------------------------------------------------
 
