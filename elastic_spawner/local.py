@@ -127,6 +127,16 @@ class ElasticLocalProcessSpawner(ElasticSpawnerMixin, LocalProcessSpawner):
     def _elastic_start_message(self) -> str | None:
         return f"Starting your server on {self.node}" if self.node else None
 
+    def _detached_memory(self) -> dict[str, Any]:
+        # the Popen handle: only it can reap the process once it exits (else: a zombie child)
+        return {**super()._detached_memory(), "proc": self.proc}
+
+    def _restore_detached_memory(self, memory: dict[str, Any]) -> None:
+        super()._restore_detached_memory(memory)
+        proc = memory.get("proc")
+        if proc is not None and proc.pid == self.pid:
+            self.proc = proc
+
     # ---- placement -------------------------------------------------------------------------
 
     def choose_node(self) -> str:

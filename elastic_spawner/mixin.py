@@ -42,9 +42,11 @@ ENV_STORE_URL = "ELASTIC_STORE_URL"
 _SUMMARY_KEYS = ("shipped", "recomputed", "lost", "rerun_cells", "cells", "stats", "plan", "checkpoint_id")
 _MAX_NAMES = 200
 
-# Tokens of detached servers (refused stops), by (user, server). Memory only, like
-# Spawner.api_token: the hub keeps the token row (will_resume) and a re-attach hands it back.
-_detached_tokens: dict[tuple[str, str], str] = {}
+# What a detached server (refused stop) needs besides its state, by (user, server): its API token
+# (the hub keeps the token row thanks to will_resume; a re-attach hands it back) and whatever the
+# wrapped spawner holds in memory only (LocalProcessSpawner's Popen, which reaps the process).
+# Memory only, like Spawner.api_token: the Spawner object itself is dropped by the hub after stop.
+_detached_memory: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 class CheckpointRefused(RuntimeError):
@@ -581,8 +583,7 @@ class ElasticSpawnerMixin(LoggingConfigurable):
             "node": self._elastic_node(),
             "since": _utcnow(),
         }
-        if self.api_token:  # type: ignore[attr-defined]
-            _detached_tokens[(self.user.name, self.name)] = self.api_token  # type: ignore[attr-defined]
+        _detached_memory[(self.user.name, self.name)] = self._detached_memory()  # type: ignore[attr-defined]
         self.will_resume = True  # type: ignore[attr-defined]
         self._persist_state()
 
@@ -594,7 +595,8 @@ class ElasticSpawnerMixin(LoggingConfigurable):
             return None
         st["detached"] = None
         key = (self.user.name, self.name)  # type: ignore[attr-defined]
-        token = _detached_tokens.pop(key, None)
+        memory = _detached_memory.pop(key, {})
+        token = memory.get("api_token")
         super().load_state(det.get("state") or {})  # type: ignore[misc]
         if await self.poll() is not None:  # type: ignore[attr-defined]
             self.log.info("Elastic: detached server %s is gone; starting a new one",
@@ -602,7 +604,7 @@ class ElasticSpawnerMixin(LoggingConfigurable):
             self._clear_wrapped_state()
             return None
         if token:
-            self.api_token = token  # type: ignore[attr-defined]
+            self._restore_detached_memory(memory)
             self.log.info("Elastic: re-attaching %s, left running by a refused stop",
                           self._elastic_name)
             await self._emit({"progress": 90, "message": "Re-attaching your running server"})
@@ -619,6 +621,13 @@ class ElasticSpawnerMixin(LoggingConfigurable):
             await super().stop()  # type: ignore[misc]
             self._clear_wrapped_state()
         return None
+
+    def _detached_memory(self) -> dict[str, Any]:
+        """In-memory things a detached server needs back at re-attach; subclasses extend."""
+        return {"api_token": self.api_token}  # type: ignore[attr-defined]
+
+    def _restore_detached_memory(self, memory: dict[str, Any]) -> None:
+        self.api_token = memory["api_token"]  # type: ignore[attr-defined]
 
     def _clear_wrapped_state(self) -> None:
         """Clear the wrapped spawner's state of a replaced server, keeping this start's token."""
