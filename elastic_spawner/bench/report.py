@@ -94,6 +94,8 @@ def _mb(n: int | None) -> str:
 def _correct(m: MethodResult) -> str:
     if m.status == "unavailable":
         return "n/a"
+    if m.status == "skipped":
+        return "not run"
     if m.status == "failed":
         return "FAILED"
     return "yes" if m.correct else "NO"
@@ -335,6 +337,9 @@ def write_markdown(path: Path, results: list[NotebookResult], *, info: dict[str,
         lines += ["## Large state: checkpoint throughput", ""]
         lines += [f"- {_throughput_line(r)}" for r in thr]
         lines += [""]
+    obs = observations(results)
+    if obs:
+        lines += ["## Observations (derived from the results above)", ""] + [f"- {o}" for o in obs] + [""]
     lines += ["## Plans chosen by ours", ""]
     for r in results:
         for mm in r.methods:
@@ -377,6 +382,34 @@ def write_markdown(path: Path, results: list[NotebookResult], *, info: dict[str,
     path.write_text("\n".join(lines))
 
 
+def observations(results: list[NotebookResult]) -> list[str]:
+    """Facts a reader needs to interpret the table, computed rather than written by hand."""
+    out = []
+    for r in results:
+        rerun = r.method("rerun", "-")
+        rerun_broken = set(rerun.broken) if rerun else set()
+        for m in r.methods:
+            if m.method != "ours" or m.correct or not m.broken:
+                continue
+            also = sorted(set(m.broken) & rerun_broken)
+            if also:
+                out.append(
+                    f"{r.name} ({m.store}): {', '.join(also)} also differ(s) after *re-running the same "
+                    "deterministic cells* in a fresh kernel, so the digest cannot see equality for that "
+                    "object (its pickled state carries process-specific bytes); counted as NOT correct "
+                    "all the same.")
+        for store in stores_of(results):
+            rat = ratio(r, store)
+            best = best_baseline(r, store)
+            if rat is not None and rat > TARGET_RATIO and best is not None:
+                out.append(
+                    f"{r.name} ({store}): ours {rat:.2f}x of the best correct baseline "
+                    f"({LABEL[best.method]}, {_s(best.migration_s)} s).")
+            elif best is None and r.method("ours", store) and (r.method("ours", store).correct):
+                out.append(f"{r.name} ({store}): no baseline restored correctly; ours did.")
+    return out
+
+
 def write_plot(path: Path, results: list[NotebookResult]) -> None:
     """Grouped bars of migration time per notebook and method, one panel per store, log scale."""
     import matplotlib
@@ -412,7 +445,7 @@ def write_plot(path: Path, results: list[NotebookResult]) -> None:
                         ax.text(xi, mm.migration_s * 1.15, "wrong", rotation=90, ha="center",
                                 va="bottom", fontsize=7)
                 else:
-                    label = "n/a" if mm.status == "unavailable" else "failed"
+                    label = {"unavailable": "n/a", "skipped": "not run"}.get(mm.status, "failed")
                     ax.text(xi, lo * 1.3, label, rotation=90, ha="center", va="bottom", fontsize=7,
                             color=colors[meth])
         ax.set_yscale("log")
