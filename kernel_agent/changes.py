@@ -596,6 +596,7 @@ class _Walker:
     __slots__ = (
         "ns",
         "portable",
+        "work",
         "max_nodes",
         "nodes",
         "memo",
@@ -623,6 +624,7 @@ class _Walker:
         self.portable = portable
         self.max_nodes = max_nodes
         self.nodes = 0
+        self.work = 0  # atoms hashed in bulk (fast paths), on top of nodes: a deterministic cost
         self.memo: dict[int, int] = {}
         self.keep: list[Any] = []  # keeps temporaries alive so their ids are not reused mid-walk
         self.ids: list[int] = []
@@ -861,6 +863,7 @@ class _Walker:
     # -- containers --------------------------------------------------------------------------
     def _atoms(self, seq: Any) -> Any:
         """Token for a sequence made only of marshal atoms: verbatim if small, else a C hash."""
+        self.work += len(seq)
         if len(seq) < _SMALL_SEQ:
             return tuple(seq)
         return (len(seq), xxhash.xxh3_128_digest(marshal.dumps(seq, 2)))
@@ -1342,6 +1345,7 @@ class _Print:
     fp: bytes
     ids: list[int]  # ids of reachable identity-bearing objects (dropped once indexed)
     opaque: bool
+    work: int = 0  # nodes visited + atoms hashed: decides whether a later touch defers it
 
 
 def _fingerprint(
@@ -1367,7 +1371,7 @@ def _fingerprint(
         fp = b""
     if opaque:
         fp = _fresh_token()
-    return _Print(id(value), fp, w.ids, opaque)
+    return _Print(id(value), fp, w.ids, opaque, w.nodes + w.work)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1484,6 +1488,8 @@ class TrackerUpdate:
     mutated: set[str] = field(default_factory=set)
     removed: set[str] = field(default_factory=set)
     opaque: set[str] = field(default_factory=set)  # could not be inspected (counted as mutated)
+    #: expensive co-variables touched but not re-walked: counted as mutated (see Tracker)
+    deferred: set[str] = field(default_factory=set)
 
 
 class _UF:
@@ -1517,8 +1523,17 @@ class Tracker:
     #: owner tokens issued beyond 4 per tracked name before they are renumbered
     renumber_slack = 65_536
 
+    #: a co-variable whose last walk visited more than this many objects and atoms is not
+    #: re-walked when a cell merely touches it: it is reported as mutated (safe: the history
+    #: then re-runs every cell that touched it) and re-walked by `refresh`, which the checkpoint
+    #: calls. Reading a million-row frame of strings in every cell must not cost a second per
+    #: cell. Buffers (numpy, pandas numeric columns) count as one object: hashing them is fast.
+    #: Counted, not timed, so that the history does not depend on the machine's load. 0 = never.
+    defer_work = 200_000
+
     def __init__(self, *, max_nodes: int = 2_000_000) -> None:
         self.max_nodes = max_nodes
+        self._stale: set[str] = set()  # names whose fingerprint and ids may be out of date
         self._prints: dict[str, _Print] = {}
         self._token: dict[str, int] = {}
         self._name_of: dict[int, str] = {}
@@ -1555,9 +1570,22 @@ class Tracker:
         return self._index.nbytes() + 200 * len(self._prints)
 
     # -- updates -----------------------------------------------------------------------------
+    def stale(self) -> set[str]:
+        """Names touched since their last walk (deferred): their partition may be out of date."""
+        return set(self._stale)
+
+    def refresh(self, ns: Mapping[str, Any]) -> TrackerUpdate:
+        """Re-walk every deferred co-variable now (before a checkpoint relies on the partition)."""
+        names = [n for n in self._stale if n in ns]
+        self._stale.clear()
+        if not names:
+            return TrackerUpdate()
+        return self.update(ns, names, (), defer=False)
+
     def reset(self, ns: Mapping[str, Any], names: Collection[str]) -> None:
         """Forget everything and rebuild fingerprints and partition for `names` from scratch."""
         self._known = {n for n in names if n in ns}
+        self._stale.clear()
         self._rebuild(ns)
 
     def _rebuild(self, ns: Mapping[str, Any]) -> bool:
@@ -1567,7 +1595,7 @@ class Tracker:
         self._group.clear()
         self._index = _IdIndex()
         try:
-            self._update(ns, sorted(n for n in self._known if n in ns), ())
+            self._update(ns, sorted(n for n in self._known if n in ns), (), defer=False)
         except Exception as exc:
             log.warning("changes: rebuild failed (%r); will retry at the next update", exc)
             self._dirty = True
@@ -1576,16 +1604,23 @@ class Tracker:
         return True
 
     def update(
-        self, ns: Mapping[str, Any], touched: Collection[str], removed: Collection[str]
+        self,
+        ns: Mapping[str, Any],
+        touched: Collection[str],
+        removed: Collection[str],
+        *,
+        defer: bool = True,
     ) -> TrackerUpdate:
         """Re-fingerprint the co-variables that contain a touched name; forget removed names.
 
-        Never raises: after an internal error every touched name is reported as modified and
-        the tracker rebuilds itself from scratch at the next update.
+        With `defer`, an expensive co-variable (see `defer_cost_s`) that was only touched, not
+        rebound, is reported as mutated without a walk. Never raises: after an internal error
+        every touched name is reported as modified and the tracker rebuilds itself from
+        scratch at the next update.
         """
         if not self._dirty:
             try:
-                upd = self._update(ns, touched, removed)
+                upd = self._update(ns, touched, removed, defer=defer)
                 self._known -= upd.removed
                 self._known |= upd.rebound
                 return upd
@@ -1603,7 +1638,18 @@ class Tracker:
         self._rebuild(ns)
         return upd
 
+    def _deferrable(self, ns: Mapping[str, Any], group: frozenset[str]) -> bool:
+        """Every name of the group is still bound to the same object and was costly to walk."""
+        work = 0
+        for m in group:
+            p = self._prints.get(m)
+            if p is None or m not in ns or id(ns[m]) != p.root_id:
+                return False
+            work += p.work
+        return work > self.defer_work
+
     def _forget(self, name: str) -> None:
+        self._stale.discard(name)
         self._prints.pop(name, None)
         tok = self._token.pop(name, None)
         if tok is not None:
@@ -1616,7 +1662,12 @@ class Tracker:
                 self._group[m] = rest
 
     def _update(
-        self, ns: Mapping[str, Any], touched: Collection[str], removed: Collection[str]
+        self,
+        ns: Mapping[str, Any],
+        touched: Collection[str],
+        removed: Collection[str],
+        *,
+        defer: bool = True,
     ) -> TrackerUpdate:
         upd = TrackerUpdate()
         affected: set[str] = set()
@@ -1639,6 +1690,14 @@ class Tracker:
                 affected |= self._group.get(n, frozenset((n,)))
         affected -= gone
         affected = {n for n in affected if n in ns}
+        if defer and self.defer_work > 0:
+            for g in {self._group.get(n, frozenset((n,))) for n in affected}:
+                if self._deferrable(ns, g):
+                    affected -= g
+                    upd.deferred |= g
+                    upd.mutated |= g
+                    self._stale |= g
+        self._stale -= affected  # walked now
         if not affected:
             return upd
 

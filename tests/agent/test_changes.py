@@ -1098,3 +1098,42 @@ def test_value_digest_disjoint_slices_of_one_buffer_are_independent_values():
     # overlapping views must stay overlapping
     c, d = buf[:6], buf[4:]
     assert value_digest({"c": c, "d": d}) != value_digest({"c": c.copy(), "d": d.copy()})
+
+
+def test_an_expensive_covariable_touched_again_is_deferred_and_counted_as_mutated():
+    from kernel_agent.changes import Tracker
+
+    t = Tracker()
+    t.defer_work = 1000
+    ns = {"big": [str(i) for i in range(200_000)], "small": [1]}
+    t.update(ns, ["big", "small"], [])
+    upd = t.update(ns, ["big"], [])
+    assert upd.deferred == {"big"} and "big" in upd.mutated
+    assert t.stale() == {"big"}
+
+
+def test_refresh_rewalks_deferred_covariables_and_finds_new_links():
+    from kernel_agent.changes import Tracker
+
+    t = Tracker()
+    t.defer_work = 1000
+    shared = [0]
+    ns = {"big": {"rows": [str(i) for i in range(200_000)]}, "other": shared}
+    t.update(ns, ["big", "other"], [])
+    ns["big"]["link"] = shared  # a link made while `big` is only touched, not walked
+    t.update(ns, ["big"], [])
+    assert t.covariable_of("big") == {"big"}
+    t.refresh(ns)
+    assert t.covariable_of("big") == {"big", "other"} and t.stale() == set()
+
+
+def test_a_rebound_name_is_never_deferred():
+    from kernel_agent.changes import Tracker
+
+    t = Tracker()
+    t.defer_work = 1000
+    ns = {"big": [str(i) for i in range(200_000)]}
+    t.update(ns, ["big"], [])
+    ns["big"] = [1, 2]
+    upd = t.update(ns, ["big"], [])
+    assert upd.deferred == set() and upd.rebound == {"big"}
