@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -328,8 +327,6 @@ def print_report(console: Console, r: DemoReport) -> bool:
 async def run_demo(workdir: Path | None, *, keep: bool, console: Console | None = None) -> int:
     """The `demo` subcommand; returns the exit status. Stops everything it started, Ctrl-C too."""
     console = console or Console()
-    if workdir is None and os.environ.get("ELASTIC_DEMO_TMP"):
-        workdir = Path(tempfile.mkdtemp(prefix="elastic-demo-"))
     wd = _prepare_workdir(workdir)
     demo = Demo(wd, console)
     loop = asyncio.get_running_loop()
@@ -348,7 +345,7 @@ async def run_demo(workdir: Path | None, *, keep: bool, console: Console | None 
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig.name)
-    ok = False
+    ok = kept = False
     try:
         console.print(f"[bold]ElasticSpawner demo[/] in {wd} (hub log: {demo.hub.log_path})")
         report = await demo.run()
@@ -359,8 +356,11 @@ async def run_demo(workdir: Path | None, *, keep: bool, console: Console | None 
                 f"\nThe hub keeps running: open [bold]{demo.hub.url}/hub/login?next=/user/{demo.user}/lab/tree/{NOTEBOOK}[/]"
                 f"\nand log in as [bold]{demo.user}[/] with any password. Ctrl-C stops everything."
             )
+            kept = True
             await asyncio.Event().wait()
     except asyncio.CancelledError:
+        if kept:  # Ctrl-C is how a kept demo ends: the exit status is the verification's
+            return 0 if ok else 1
         console.print("[yellow]interrupted")
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence: say what failed
