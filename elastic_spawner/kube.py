@@ -57,7 +57,6 @@ DEFAULT_SECRET_KEYS = {
     "ELASTIC_S3_SECRET_KEY": "secret-key",
     "ELASTIC_S3_SESSION_TOKEN": "session-token",
     "ELASTIC_S3_REGION": "region",
-    "ELASTIC_CHECKPOINT_KEY": "checkpoint-key",
 }
 
 

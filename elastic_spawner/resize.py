@@ -306,7 +306,10 @@ async def resize_server(
         raise ResizeError(f"server {name} is not running according to the hub ({model})")
     old_options = dict(model.get("user_options") or {})
     new_options = {k: v for k, v in old_options.items() if k not in SIZE_KEYS}
-    new_options.update({k: v for k, v in options.items() if k in SIZE_KEYS})
+    if "size" in options:
+        new_options["size"] = options["size"]
+    else:  # the resolved size: a key not given keeps the pod's *current* value (maybe resized in place)
+        new_options.update({"cpu": new.cpu, "memory": format_memory(new.memory)})
     if pod.url:
         ckpt = await ElasticServerClient(pod.url, hub.token).checkpoint(deadline=checkpoint_timeout)
         if not ckpt.complete:

@@ -14,6 +14,7 @@ that need no hub.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -144,7 +145,8 @@ async def spawn_on(kh: KubeHub, node: str, users: list[str]) -> dict[str, Server
     for n in others:
         await kh.cluster.cordon(n)
     try:
-        servers = {u: await kh.server(u) for u in users}
+        clients = await asyncio.gather(*(kh.server(u) for u in users))
+        servers = dict(zip(users, clients, strict=True))
     finally:
         for n in others:
             await kh.cluster.uncordon(n)
