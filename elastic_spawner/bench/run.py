@@ -96,9 +96,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"benchmark: {len(nbs)} notebooks, stores: {', '.join(s.description for s in stores)}")
             bench = Bench(base / "work", stores, kishu=not args.no_kishu)
             results = []
+            partial = (js or base / "results.json").with_suffix(".partial.json")
             for i, nb in enumerate(nbs, 1):
                 print(f"[{i}/{len(nbs)}] {nb.name} ({nb.title})", flush=True)
                 results.append(bench.run(nb))
+                # a long run that dies late still leaves its measurements behind
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps({"info": {"partial": True},
+                                               "results": [r.to_dict() for r in results]}, indent=1))
             if bench.errors:
                 err_log = (md.parent if md else base) / "benchmarks-errors.log"
                 if md:
@@ -118,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
                 "quick": bool(args.quick),
             }
 
+    if not args.from_json:
+        partial.unlink(missing_ok=True)
     report.print_tables(results)
     if js:
         js.parent.mkdir(parents=True, exist_ok=True)
