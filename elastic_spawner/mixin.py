@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import os
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from traitlets import CaselessStrEnum, Float, Integer, TraitError, Unicode, validate
+from traitlets import CaselessStrEnum, Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from elastic_spawner.serverapi import CheckpointResult, ElasticAPIError, ElasticServerClient
@@ -38,6 +41,20 @@ from elastic_spawner.serverapi import CheckpointResult, ElasticAPIError, Elastic
 STATE_KEY = "elastic"
 ENV_RESTORE_FROM = "ELASTIC_RESTORE_FROM"
 ENV_STORE_URL = "ELASTIC_STORE_URL"
+ENV_CHECKPOINT_KEY = "ELASTIC_CHECKPOINT_KEY"  # read by the server extension and the kernels
+ENV_HUB_SECRET = "ELASTIC_HUB_SECRET"  # the hub's own environment: default of `hub_secret`
+KEY_CONTEXT = "elastic-checkpoint:"
+
+
+def derive_checkpoint_key(hub_secret: str, username: str, servername: str) -> str:
+    """The per-server checkpoint key: HMAC-SHA256(hub secret, "elastic-checkpoint:user/server").
+
+    One key per user and server, so a server (and the user code in its kernels, which can read
+    its own key) can sign only its own checkpoints; the hub secret never leaves the hub.
+    `servername` is JupyterHub's server name ("" for the default server).
+    """
+    msg = f"{KEY_CONTEXT}{username}/{servername}".encode()
+    return hmac.new(hub_secret.encode(), msg, hashlib.sha256).hexdigest()
 # Compact per-kernel summary kept in state: names only, capped, so the hub DB row stays small.
 _SUMMARY_KEYS = ("shipped", "recomputed", "lost", "rerun_cells", "cells", "stats", "plan", "checkpoint_id")
 _MAX_NAMES = 200
@@ -175,6 +192,45 @@ class ElasticSpawnerMixin(LoggingConfigurable):
             c.ElasticSpawnerMixin.restore_wait_timeout = 120
         """,
     ).tag(config=True)
+
+    hub_secret = Unicode(
+        "",
+        help=f"""Secret from which each server's checkpoint key is derived (never logged).
+
+        When set, every server gets `{ENV_CHECKPOINT_KEY}` =
+        HMAC-SHA256(hub_secret, "elastic-checkpoint:<username>/<servername>"): its kernels and
+        its server extension sign every manifest they write with it and refuse, before anything
+        is unpickled, a checkpoint that is unsigned, altered, or signed with another key (another
+        user's). Rotating the secret makes older checkpoints unreadable. Empty: checkpoints are
+        not authenticated (rely on the store's access control alone; see docs/threat-model.md).
+        Default: the hub's `{ENV_HUB_SECRET}` environment variable.
+
+            c.ElasticSpawnerMixin.hub_secret = open("/etc/jupyterhub/elastic-secret").read().strip()
+        """,
+    ).tag(config=True)
+
+    @default("hub_secret")
+    def _default_hub_secret(self) -> str:
+        return os.environ.get(ENV_HUB_SECRET, "")
+
+    def checkpoint_key(self) -> str | None:
+        """This user's and server's checkpoint key, or None when no hub secret is configured."""
+        if not self.hub_secret:
+            return None
+        return derive_checkpoint_key(
+            self.hub_secret,
+            self.user.name,  # type: ignore[attr-defined]
+            self.name or "",  # type: ignore[attr-defined]
+        )
+
+    def checkpoint_key_env(self, key: str) -> dict[str, str]:
+        """How the key reaches the server: environment variables merged into `get_env()`.
+
+        Hook for spawners that can do better than plain environment: a Kubernetes spawner
+        should put the key in a per-user Secret, reference it from the pod
+        (`valueFrom.secretKeyRef`) and return {} here.
+        """
+        return {ENV_CHECKPOINT_KEY: key}
 
     @validate("store_url")
     def _validate_store_url(self, proposal: dict[str, Any]) -> str:
@@ -340,6 +396,11 @@ class ElasticSpawnerMixin(LoggingConfigurable):
     def get_env(self) -> dict[str, str]:
         env = super().get_env()  # type: ignore[misc]
         env[ENV_STORE_URL] = self.expanded_store_url()
+        key = self.checkpoint_key()
+        if key:
+            env.update(self.checkpoint_key_env(key))
+        else:
+            env.pop(ENV_CHECKPOINT_KEY, None)  # never pass on a key that is not this server's
         pointer = self.restore_pointer if self.checkpoint_on_stop != "never" else None
         if pointer:
             env[ENV_RESTORE_FROM] = pointer

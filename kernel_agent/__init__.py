@@ -7,6 +7,7 @@ Jupyter server). Never imports jupyterhub or kubernetes.
     import kernel_agent
     kernel_agent.checkpoint("file:///abs/dir")   # or "s3://bucket/prefix"
     kernel_agent.restore("file:///abs/dir")      # in a fresh kernel
+    kernel_agent.background("file:///abs/dir", interval=30)  # background checkpoints (0: off)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 # The engine lives in `checkpointing` and `restoring`, not in modules named `checkpoint` and
 # `restore`: importing a submodule binds it as an attribute of this package, which would replace
-# the public functions below after their first call.
+# the public functions below after their first call. Likewise `backgrounding`, not `background`.
 
 __version__ = "0.1.0"
 
@@ -44,3 +45,17 @@ def restore(url: str, **options: Any) -> dict:
     from kernel_agent.restoring import restore as _restore
 
     return _restore(url, **options)
+
+
+def background(url: str | None = None, interval: float | None = None, **options: Any) -> dict:
+    """Background incremental checkpoints on/off; see `kernel_agent.backgrounding.background`."""
+    from kernel_agent.backgrounding import background as _background
+
+    return _background(url, interval, **options)
+
+
+def background_status() -> dict:
+    """Status of this kernel's background checkpoints (rounds, bytes, last error)."""
+    from kernel_agent.backgrounding import status as _status
+
+    return _status()

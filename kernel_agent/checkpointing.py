@@ -3,33 +3,81 @@
 Runs in the kernel process, between cells (or from a cell). The namespace is only read, never
 changed. The manifest is written last, so a checkpoint interrupted at any point (kill -9, store
 down, disk full) is invisible and the previous one stays the latest.
+
+Incremental checkpoints
+-----------------------
+Serializing and digesting every co-variable at every checkpoint is the bulk of a checkpoint's
+time, and uploading it the bulk of its bytes. ``ReuseCache`` remembers, per co-variable, what a
+previous checkpoint (planned or background, see ``kernel_agent.background``) learnt about it:
+size, serialization error, digest, libraries, and the blob it stored in each store. An entry is
+reused only while the co-variable is provably the same value:
+
+* same names and the same *active snapshot ids* in the history graph (the monitor gives a
+  co-variable a new snapshot whenever a cell writes or mutates it, or re-partitions it), in the
+  same graph object (a restore adopts a new graph whose ids mean something else);
+* not dirty: not touched by the cell that is running now (``collect_units`` gives such units no
+  ``requires``);
+* its blob is complete and consistent: the upload finished before any execution started, or no
+  recorded cell has touched (read, written, mutated, deleted) any of its names since it was
+  serialized. A background upload reads live buffers from a worker thread; a cell that mutated
+  an array while it was being read and then put it back would leave a torn blob behind an
+  unchanged snapshot id -- the second condition rules that out.
+
+This trusts the monitor's change detection exactly as much as the recompute plan already does
+(a value changed behind the monitor's back -- by a user thread, say -- is recreated from the wrong
+history too); ``checkpoint(..., reuse=False)`` serializes everything afresh.
+
+Fault-injection hook (tests only)
+---------------------------------
+``ELASTIC_FAULT_PAUSE_BEFORE_COMMIT=<path>``: after every blob is uploaded and before the manifest
+is committed, create ``<path>.reached`` and wait until ``<path>.release`` exists (bounded by
+``ELASTIC_FAULT_PAUSE_TIMEOUT`` seconds, default 300). Lets a test kill the kernel, stop the store
+or start a second checkpoint at exactly that point. Once ``<path>.release`` exists the hook is a
+no-op, so later checkpoints pass through.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from kernel_agent import environment, rng
 from kernel_agent.changes import digest_report
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
-from kernel_agent.planner import CellCost, CovarCost, PlanProblem, StoreSpeed, plan
-from kernel_agent.serialize import Serialized, dumps
-from kernel_agent.store import Store, open_store
+from kernel_agent.planner import CellCost, CovarCost, Plan, PlanProblem, StoreSpeed, plan
+from kernel_agent.serialize import dumps
+from kernel_agent.store import Bandwidth, BlobRef, Store, StoreError, open_store
 
 log = logging.getLogger("kernel_agent")
 
 # One checkpoint of a kernel at a time: a background checkpoint and a requested one must not
-# interleave their uploads and both claim to be the latest.
+# interleave their commits and both claim to be the latest. Held by `checkpoint()` for its whole
+# run and by a background round only around its commit (kernel_agent.background).
 _lock = threading.Lock()
 _last_checkpoint: dict[str, str] = {}  # store url -> id of the last checkpoint this kernel wrote
+# Bumped (under _lock) by every committed checkpoint: a background round planned before a newer
+# checkpoint was committed must not commit after it (it would become "the latest" with older state).
+_generation = 0
+# Executions started in this kernel, counted by the background checkpointer's pre_execute hook
+# (0 forever when background checkpoints are off, which is fine: then every upload is synchronous).
+_executions = 0
+# store url -> (id(graph), len(graph.cells)) of the state its last checkpoint captured: a
+# background round with nothing new since then has nothing to do
+_committed_state: dict[str, tuple[int, int]] = {}
+
+FAULT_PAUSE_ENV = "ELASTIC_FAULT_PAUSE_BEFORE_COMMIT"
+FAULT_PAUSE_TIMEOUT_ENV = "ELASTIC_FAULT_PAUSE_TIMEOUT"
+BACKGROUND_SUFFIX = ".bg"  # checkpoint ids of background rounds end with it (retention)
 
 
 class AgentNotLoaded(RuntimeError):
@@ -41,17 +89,169 @@ class Unit:
     """A co-variable at checkpoint time, with how it could be recreated."""
 
     names: list[str]
-    requires: list[int] | None  # None: no recorded cell can recreate it
+    requires: list[int] | None  # None: no recorded cell can recreate it (or it is dirty)
     position: int
     key: str = ""
-    serialized: Serialized | None = None
+    parts: list[Any] | None = None  # serialized blob parts (live memory), until uploaded
+    nbytes: int = 0
+    error: str | None = None  # serialization error
     digest: str = ""
     opaque: list[str] = field(default_factory=list)
     packages: list[str] = field(default_factory=list)
+    digest_loaded: str | None = None  # digest of the value as its pickle rebuilds it, if different
+    by_value_classes: bool = False  # holds notebook classes: never load it back in this process
+    reuse_key: tuple | None = None  # (names, active snapshot ids) when it may be reused
+    reused: CachedUnit | None = None  # what a previous checkpoint stored for it
 
     def __post_init__(self) -> None:
         if not self.key:
             self.key = "u" + hashlib.sha1(",".join(self.names).encode()).hexdigest()[:12]
+
+    @property
+    def serializable(self) -> bool:
+        return self.error is None
+
+
+# ----------------------------------------------------------------------------- reuse cache
+
+
+@dataclass
+class CachedUnit:
+    """What a checkpoint learnt about one co-variable value (see the module doc)."""
+
+    names: tuple[str, ...]
+    mark: int  # len(graph.cells) when it was serialized
+    executions: int  # _executions when it was serialized
+    nbytes: int
+    error: str | None
+    digest: str
+    opaque: list[str]
+    packages: list[str]
+    digest_loaded: str | None = None
+    loaded_checked: bool = False
+    blobs: dict[str, BlobRef] = field(default_factory=dict)  # store url -> stored blob
+    consistent: dict[str, bool] = field(default_factory=dict)  # store url -> upload raced no cell
+    pending: dict[str, Future] = field(default_factory=dict)  # store url -> upload in flight
+
+
+class ReuseCache:
+    """Per-kernel memory of serialized co-variables and their stored blobs; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._graph: Any = None
+        self._entries: dict[tuple, CachedUnit] = {}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._graph = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def key_for(self, graph: Any, u: Unit) -> tuple | None:
+        if u.requires is None:
+            return None
+        try:
+            return (tuple(u.names), tuple(graph.active[n] for n in u.names))
+        except KeyError:
+            return None
+
+    def lookup(self, graph: Any, u: Unit) -> CachedUnit | None:
+        """The entry for `u`'s current value, if one is known and still valid."""
+        key = u.reuse_key
+        if key is None:
+            return None
+        with self._lock:
+            if self._graph is not graph:
+                return None
+            return self._entries.get(key)
+
+    def blob_for(self, graph: Any, entry: CachedUnit, url: str) -> BlobRef | Future | None:
+        """The stored blob (or the upload in flight) usable for `entry` in store `url`."""
+        with self._lock:
+            fut = entry.pending.get(url)
+            ref = entry.blobs.get(url)
+            consistent = entry.consistent.get(url, False)
+        if fut is not None:
+            # still being written while executions run: only a value no cell touched is whole
+            return fut if _untouched_since(graph, entry.names, entry.mark) else None
+        if ref is None:
+            return None
+        if consistent or _untouched_since(graph, entry.names, entry.mark):
+            return ref
+        return None
+
+    def put(self, graph: Any, u: Unit, *, mark: int, executions: int) -> CachedUnit | None:
+        """Remember `u`'s serialization facts (its blob comes later, through `stored`)."""
+        if u.reuse_key is None:
+            return None
+        entry = CachedUnit(
+            names=tuple(u.names), mark=mark, executions=executions, nbytes=u.nbytes,
+            error=u.error, digest=u.digest, opaque=list(u.opaque), packages=list(u.packages),
+            digest_loaded=u.digest_loaded,
+        )
+        with self._lock:
+            if self._graph is not graph:
+                self._entries.clear()
+                self._graph = graph
+            old = self._entries.get(u.reuse_key)
+            if old is not None:  # keep what is already stored for the same value
+                entry.blobs.update(old.blobs)
+                entry.consistent.update(old.consistent)
+                entry.pending.update(old.pending)
+            self._entries[u.reuse_key] = entry
+        return entry
+
+    def pending(self, entry: CachedUnit, url: str, fut: Future) -> None:
+        with self._lock:
+            entry.pending[url] = fut
+
+    def stored(self, entry: CachedUnit, url: str, ref: BlobRef | None, *, consistent: bool) -> None:
+        """Record the outcome of an upload (None: it failed; forget any stale ref)."""
+        with self._lock:
+            entry.pending.pop(url, None)
+            if ref is None:
+                entry.blobs.pop(url, None)
+                entry.consistent.pop(url, None)
+            else:
+                entry.blobs[url] = ref
+                entry.consistent[url] = consistent or entry.consistent.get(url, False)
+
+    def forget_blob(self, entry: CachedUnit, url: str) -> None:
+        self.stored(entry, url, None, consistent=False)
+
+    def retain(self, graph: Any, keys: Iterable[tuple | None]) -> None:
+        """Drop entries of values that no longer exist (bounded memory)."""
+        keep = {k for k in keys if k is not None}
+        with self._lock:
+            if self._graph is not graph:
+                self._entries.clear()
+                self._graph = graph
+                return
+            for k in [k for k, e in self._entries.items() if k not in keep and not e.pending]:
+                del self._entries[k]
+
+
+_reuse = ReuseCache()
+
+
+def reuse_cache() -> ReuseCache:
+    """The kernel's reuse cache (shared by planned and background checkpoints)."""
+    return _reuse
+
+
+def _untouched_since(graph: Any, names: Iterable[str], mark: int) -> bool:
+    """No recorded cell from index `mark` on read, wrote, mutated or deleted any of `names`."""
+    ns = set(names)
+    for c in graph.cells[mark:]:
+        if ns & set(c.reads) or ns & set(c.writes) or ns & set(c.mutated) or ns & set(c.deletes):
+            return False
+    return True
+
+
+# ----------------------------------------------------------------------------- building blocks
 
 
 def get_shell_and_monitor(shell: Any = None) -> tuple[Any, Any]:
@@ -108,7 +308,9 @@ def collect_units(mon: Any, ns: dict, names: list[str]) -> list[Unit]:
             position = max(position, max(snap.producers, default=-1))
             if requires is not None:
                 requires |= set(graph.requirements(sid))
-        units.append(Unit(group, sorted(requires) if requires is not None else None, position))
+        u = Unit(group, sorted(requires) if requires is not None else None, position)
+        u.reuse_key = _reuse.key_for(graph, u)
+        units.append(u)
     return units
 
 
@@ -130,6 +332,64 @@ def _changed_by_running_cell(mon: Any, ns: dict, names: list[str]) -> set[str]:
     return {n for n in names if n in touched or ids.get(n) != id(ns[n])}
 
 
+def serialize_unit(u: Unit, ns: dict) -> None:
+    """Trial-serialize and digest one co-variable (main thread: reads live objects)."""
+    values = {n: ns[n] for n in u.names}
+    s = dumps(values)
+    u.parts, u.nbytes, u.error = (s.parts if s.error is None else None), s.nbytes, s.error
+    u.by_value_classes = bool(getattr(s, "by_value_classes", False))
+    try:
+        report = digest_report(values)
+        u.digest, u.opaque = report.digest, sorted(report.opaque)
+    except Exception as e:  # noqa: BLE001 - verification then reports it, not the checkpoint
+        log.exception("kernel_agent: digest of %s failed", u.names)
+        u.digest = f"error:{type(e).__name__}"
+    u.packages = sorted({p for v in values.values() for p in environment.top_modules(v)})
+
+
+LOADED_DIGEST_MAX_BYTES = 64 << 20
+FALLBACK_SPEED = Bandwidth(write_Bps=50e6, read_Bps=100e6, latency_s=0.05)
+
+
+def check_loaded_digest(u: Unit) -> None:
+    """Record the digest of the value *as its pickle rebuilds it*, when that differs.
+
+    Some library objects fill in lazily computed state when unpickled (numpy's masked arrays
+    compute a fill value), so the loaded value digests differently from the live one although
+    it is the same value; the restore accepts either (``CovariableEntry.digest_loaded``). Done
+    for shipped units only (only they are loaded from a pickle), up to a size cap (it loads a
+    copy), never for blobs holding notebook classes (loading them again in this process would
+    re-apply their state to the live class).
+    """
+    if u.parts is None or u.error is not None or u.by_value_classes or u.nbytes > LOADED_DIGEST_MAX_BYTES:
+        return
+    from kernel_agent.changes import value_digest
+    from kernel_agent.serialize import loads
+
+    try:
+        blob = bytearray(u.nbytes)
+        view, off = memoryview(blob), 0
+        for p in u.parts:
+            mv = memoryview(p).cast("B")
+            view[off : off + mv.nbytes] = mv
+            off += mv.nbytes
+        view.release()
+        got = value_digest(loads(blob, namespace={"__name__": "__main__"}))
+    except Exception:  # noqa: BLE001 - the restore then verifies against the live digest only
+        log.debug("kernel_agent: could not digest %s as loaded", u.names, exc_info=True)
+        return
+    if got != u.digest:
+        u.digest_loaded = got
+
+
+def apply_cached(u: Unit, entry: CachedUnit) -> None:
+    """Take a unit's facts from the cache instead of serializing it again."""
+    u.reused = entry
+    u.nbytes, u.error, u.digest = entry.nbytes, entry.error, entry.digest
+    u.opaque, u.packages = list(entry.opaque), list(entry.packages)
+    u.digest_loaded = entry.digest_loaded
+
+
 def _cell_costs(graph: Any) -> dict[int, CellCost]:
     costs = {}
     for c in graph.cells:
@@ -145,8 +405,141 @@ def _cell_costs(graph: Any) -> dict[int, CellCost]:
     return costs
 
 
-def _new_checkpoint_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
+def make_plan(
+    graph: Any,
+    units: list[Unit],
+    store: Store,
+    *,
+    deadline_s: float | None = None,
+    memory_cap_bytes: int | None = None,
+    objective: str = "migration",
+    started: float | None = None,
+) -> Plan:
+    """Ship or recompute each unit.
+
+    `deadline_s` is the whole checkpoint's budget from `started` (perf_counter): what
+    serializing and measuring already took, and a margin for committing the manifest, is not
+    available to the planner, whose deadline covers shipping only.
+    """
+    try:
+        speed = store.measure()
+    except StoreError as e:
+        # the probe writes 8 MiB: on a nearly full volume it fails where a small checkpoint
+        # would still fit; plan with conservative figures and let the real writes decide
+        log.warning("kernel_agent: could not measure %s (%s); planning with defaults", store.url, e)
+        speed = FALLBACK_SPEED
+    if deadline_s is not None and started is not None:
+        deadline_s -= time.perf_counter() - started
+    problem = PlanProblem(
+        cells=_cell_costs(graph),
+        covars=[
+            CovarCost(
+                key=u.key,
+                names=u.names,
+                nbytes=u.nbytes,
+                serializable=u.error is None,
+                error=u.error,
+                # no requires = no recorded cell recreates it: the planner must ship it
+                requires=u.requires or [],
+            )
+            for u in units
+        ],
+        speed=StoreSpeed(write_Bps=speed.write_Bps, read_Bps=speed.read_Bps, per_object_s=speed.latency_s),
+        deadline_s=(
+            max(0.0, deadline_s - 0.5 - speed.latency_s) if deadline_s is not None else None
+        ),
+        memory_cap_bytes=memory_cap_bytes,
+        objective=objective,
+    )
+    return plan(problem)
+
+
+def new_checkpoint_id(background: bool = False) -> str:
+    cid = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
+    return cid + BACKGROUND_SUFFIX if background else cid
+
+
+_new_checkpoint_id = new_checkpoint_id  # older name, kept for callers
+
+
+def build_manifest(
+    *,
+    cid: str,
+    graph_dict: dict,
+    the_plan: Plan,
+    units: list[Unit],
+    refs: dict[str, BlobRef],
+    rng_final: dict,
+    env: dict,
+    stats: dict,
+    execution_count: int,
+    parent: str | None,
+    background: bool,
+) -> Manifest:
+    entries = []
+    for u in units:
+        action = "ship" if u.key in refs else "lost" if u.key in the_plan.lost else "recompute"
+        entries.append(
+            CovariableEntry(
+                key=u.key,
+                names=u.names,
+                action=action,
+                digest=u.digest,
+                position=u.position,
+                requires=u.requires,
+                blob=refs[u.key].key if action == "ship" else None,
+                nbytes=u.nbytes,
+                opaque=u.opaque,
+                error=u.error,
+                reason=the_plan.lost.get(u.key),
+                packages=u.packages,
+                digest_loaded=u.digest_loaded if action == "ship" else None,
+            )
+        )
+    return Manifest(
+        checkpoint_id=cid,
+        created=datetime.now(timezone.utc).isoformat(),
+        graph=graph_dict,
+        plan=the_plan.to_dict(),
+        covariables=entries,
+        rng_final=rng_final,
+        environment=env,
+        stats=stats,
+        execution_count=execution_count,
+        parent=parent,
+        background=background,
+    )
+
+
+def fault_pause(stage: str = "commit") -> None:
+    """The documented test hook (module doc): pause before committing when asked to."""
+    base = os.environ.get(FAULT_PAUSE_ENV)
+    if not base:
+        return
+    release = Path(base + ".release")
+    if release.exists():
+        return
+    Path(base + ".reached").write_text(f"{os.getpid()} {stage}\n")
+    timeout = float(os.environ.get(FAULT_PAUSE_TIMEOUT_ENV, "300"))
+    deadline = time.monotonic() + timeout
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)  # a test hook's bounded poll, never used in production
+
+
+def commit(store: Store, manifest: Manifest, *, keep_last: int | None = None) -> None:
+    """Write the manifest (the checkpoint now exists) and apply retention; caller holds _lock."""
+    global _generation
+    store.put_manifest(manifest.checkpoint_id, manifest.to_bytes(signing_key()))
+    _last_checkpoint[store.url] = manifest.checkpoint_id
+    _generation += 1
+    if keep_last:
+        try:
+            store.prune(keep_last)
+        except Exception:  # noqa: BLE001 - retention must never fail a checkpoint
+            log.exception("kernel_agent: pruning %s to the last %d checkpoints failed", store.url, keep_last)
+
+
+# ----------------------------------------------------------------------------- checkpoint
 
 
 def checkpoint(
@@ -159,12 +552,16 @@ def checkpoint(
     store_options: dict | None = None,
     shell: Any = None,
     store: Store | None = None,
+    reuse: bool = True,
 ) -> dict:
     """Write a checkpoint of this kernel's session to `url`; returns a JSON-able summary.
 
     `deadline_s` bounds the time spent shipping data (an eviction grace period): the planner
     then recomputes more at restore. Unserializable values are recomputed, values produced by
     cells that are unsafe to re-run are shipped, and values that are both are reported as lost.
+    With `reuse` (default), co-variables unchanged since a previous checkpoint of this kernel
+    (planned or background) are neither serialized nor uploaded again (module doc);
+    ``stats`` reports ``bytes_uploaded`` vs ``bytes_reused``.
     """
     shell, mon = get_shell_and_monitor(shell)
     with _lock:
@@ -173,121 +570,143 @@ def checkpoint(
         ns = shell.user_ns
         names = sorted(mon.user_names(ns))
         units = collect_units(mon, ns, names)
+        graph = mon.graph
+        mark = len(graph.cells)
+        _reuse.retain(graph, [u.reuse_key for u in units])
 
         t_ser = time.perf_counter()
+        serialized = 0
         for u in units:
-            values = {n: ns[n] for n in u.names}
-            u.serialized = dumps(values)
-            try:
-                report = digest_report(values)
-                u.digest, u.opaque = report.digest, sorted(report.opaque)
-            except Exception as e:  # noqa: BLE001 - verification then reports it, not the checkpoint
-                log.exception("kernel_agent: digest of %s failed", u.names)
-                u.digest = f"error:{type(e).__name__}"
-            u.packages = sorted({p for v in values.values() for p in environment.top_modules(v)})
+            entry = _reuse.lookup(graph, u) if reuse else None
+            if entry is not None:
+                apply_cached(u, entry)
+            else:
+                serialize_unit(u, ns)
+                serialized += 1
+                _reuse.put(graph, u, mark=mark, executions=_executions)
         serialize_s = time.perf_counter() - t_ser
 
         t_plan = time.perf_counter()
-        speed = store.measure()
-        graph = mon.graph
-        problem = PlanProblem(
-            cells=_cell_costs(graph),
-            covars=[
-                CovarCost(
-                    key=u.key,
-                    names=u.names,
-                    nbytes=u.serialized.nbytes,
-                    serializable=u.serialized.error is None,
-                    error=u.serialized.error,
-                    # no requires = no recorded cell recreates it: the planner must ship it
-                    requires=u.requires or [],
-                )
-                for u in units
-            ],
-            speed=StoreSpeed(
-                write_Bps=speed.write_Bps, read_Bps=speed.read_Bps, per_object_s=speed.latency_s
-            ),
-            # the planner's deadline covers shipping only: what serializing and measuring already
-            # took, and a margin for committing the manifest, is not available to it
-            deadline_s=(
-                max(0.0, deadline_s - (time.perf_counter() - t0) - 0.5 - speed.latency_s)
-                if deadline_s is not None
-                else None
-            ),
-            memory_cap_bytes=memory_cap_bytes,
-            objective=objective,
-        )
-        the_plan = plan(problem)
+        the_plan = make_plan(graph, units, store, deadline_s=deadline_s, started=t0,
+                             memory_cap_bytes=memory_cap_bytes, objective=objective)
         plan_s = time.perf_counter() - t_plan
 
         t_up = time.perf_counter()
         by_key = {u.key: u for u in units}
         ship = [by_key[k] for k in the_plan.ship]
-        refs: dict[str, Any] = {}
-        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="kernel-agent-upload") as pool:
-            futures = {u.key: pool.submit(store.put_blob, u.serialized.parts) for u in ship}
-            for k, f in futures.items():
-                refs[k] = f.result()  # a failed upload aborts before the manifest: nothing visible
+        refs = _upload(store, graph, ns, ship, mark)
         upload_s = time.perf_counter() - t_up
 
-        entries = []
-        for u in units:
-            action = (
-                "ship" if u.key in refs
-                else "lost" if u.key in the_plan.lost
-                else "recompute"
-            )
-            entries.append(
-                CovariableEntry(
-                    key=u.key,
-                    names=u.names,
-                    action=action,
-                    digest=u.digest,
-                    position=u.position,
-                    requires=u.requires,
-                    blob=refs[u.key].key if action == "ship" else None,
-                    nbytes=u.serialized.nbytes,
-                    opaque=u.opaque,
-                    error=u.serialized.error,
-                    reason=the_plan.lost.get(u.key),
-                    packages=u.packages,
-                )
-            )
-        cid = _new_checkpoint_id()
-        bytes_uploaded = sum(r.size for r in refs.values() if r.uploaded)
+        fault_pause("commit")
+        cid = new_checkpoint_id()
+        uploaded = [r for r in refs.values() if r.uploaded]
         stats = {
             "bytes_shipped": sum(r.size for r in refs.values()),
-            "bytes_uploaded": bytes_uploaded,
-            "blobs_uploaded": sum(1 for r in refs.values() if r.uploaded),
-            "blobs_reused": sum(1 for r in refs.values() if not r.uploaded),
-            "bytes_total_state": sum(u.serialized.nbytes for u in units),
+            "bytes_uploaded": sum(r.size for r in uploaded),
+            "bytes_reused": sum(r.size for r in refs.values() if not r.uploaded),
+            "blobs_uploaded": len(uploaded),
+            "blobs_reused": len(refs) - len(uploaded),
+            "units_serialized": serialized,
+            "units_reused": len(units) - serialized,
+            "bytes_total_state": sum(u.nbytes for u in units),
             "serialize_s": serialize_s,
             "plan_s": plan_s,
             "upload_s": upload_s,
         }
-        manifest = Manifest(
-            checkpoint_id=cid,
-            created=datetime.now(timezone.utc).isoformat(),
-            graph=graph.to_dict(),
-            plan=the_plan.to_dict(),
-            covariables=entries,
+        manifest = build_manifest(
+            cid=cid,
+            graph_dict=graph.to_dict(),
+            the_plan=the_plan,
+            units=units,
+            refs=refs,
             rng_final=rng.capture(),
-            environment=environment.capture(ns[n] for n in names),
+            env=environment.capture(ns[n] for n in names),
             stats=stats,
             execution_count=int(getattr(shell, "execution_count", 0) or 0),
             parent=_last_checkpoint.get(store.url),
+            background=False,
         )
         t_commit = time.perf_counter()
-        store.put_manifest(cid, manifest.to_bytes(signing_key()))
-        _last_checkpoint[store.url] = cid
-        if keep_last:
-            try:
-                store.prune(keep_last)
-            except Exception:  # noqa: BLE001 - retention must never fail a checkpoint
-                log.exception("kernel_agent: pruning %s to the last %d checkpoints failed", store.url, keep_last)
+        commit(store, manifest, keep_last=keep_last)
+        _committed_state[store.url] = (id(graph), mark)
         stats["commit_s"] = time.perf_counter() - t_commit
         stats["total_s"] = time.perf_counter() - t0
         return _summary(store, manifest, the_plan)
+
+
+def _upload(store: Store, graph: Any, ns: dict, ship: list[Unit], mark: int) -> dict[str, BlobRef]:
+    """Store the shipped units' blobs: reuse what is stored (or being stored), upload the rest.
+
+    Reused blobs are checked to exist (a prune may have collected them); a unit whose stored
+    blob is gone, or whose background upload failed, is serialized again here (main thread).
+    A failed upload raises before the manifest: nothing becomes visible.
+    """
+    refs: dict[str, BlobRef] = {}
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="kernel-agent-upload") as pool:
+
+        def check(prev: BlobRef | Future) -> BlobRef | None:
+            try:
+                ref = prev.result() if isinstance(prev, Future) else prev
+            except Exception:  # noqa: BLE001 - the background upload failed: upload it here
+                return None
+            if ref is None or not store.has_blob(ref.key):
+                return None
+            return BlobRef(ref.key, ref.size, False)
+
+        checks: dict[str, Future] = {}
+        for u in ship:
+            prev = _reuse.blob_for(graph, u.reused, store.url) if u.reused is not None else None
+            if prev is not None:
+                checks[u.key] = pool.submit(check, prev)
+        uploads: dict[str, Future] = {}
+        for u in ship:
+            if u.key in checks or u.parts is None:
+                continue
+            uploads[u.key] = pool.submit(store.put_blob, u.parts)
+            loaded_digest_once(graph, u)
+        redo: list[Unit] = []
+        for u in ship:
+            if u.key in checks:
+                ref = checks[u.key].result()
+                if ref is not None:
+                    refs[u.key] = ref
+                    continue
+                redo.append(u)
+            elif u.parts is None:
+                redo.append(u)  # reused facts but no stored blob in this store
+        for u in redo:  # main thread: serialize again (a cached entry for another store, say)
+            digest = u.digest
+            serialize_unit(u, ns)
+            if u.error is not None:
+                raise StoreError(f"{', '.join(u.names)} could not be serialized again: {u.error}")
+            if u.digest != digest:
+                log.warning("kernel_agent: %s changed without the monitor noticing", u.names)
+            uploads[u.key] = pool.submit(store.put_blob, u.parts)
+            loaded_digest_once(graph, u)
+        try:
+            for k, f in uploads.items():
+                refs[k] = f.result()  # a failed upload aborts before the manifest
+        finally:
+            for u in ship:
+                u.parts = None  # release the live buffers
+    # on the main thread no cell can run while we upload, so what we wrote is consistent
+    synchronous = threading.current_thread() is threading.main_thread()
+    for u in ship:
+        entry = _reuse.lookup(graph, u) if u.reuse_key is not None else None
+        if entry is not None and u.key in refs:
+            _reuse.stored(entry, store.url, refs[u.key], consistent=synchronous)
+    return refs
+
+
+def loaded_digest_once(graph: Any, u: Unit) -> None:
+    """`check_loaded_digest` unless the cache already knows the answer for this value."""
+    entry = _reuse.lookup(graph, u) if u.reuse_key is not None else None
+    if entry is not None and entry.loaded_checked:
+        u.digest_loaded = entry.digest_loaded
+        return
+    check_loaded_digest(u)
+    if entry is not None:
+        entry.digest_loaded, entry.loaded_checked = u.digest_loaded, True
 
 
 def _summary(store: Store, manifest: Manifest, the_plan: Any) -> dict:
@@ -298,6 +717,7 @@ def _summary(store: Store, manifest: Manifest, the_plan: Any) -> dict:
     return {
         "checkpoint_id": manifest.checkpoint_id,
         "url": store.url,
+        "background": manifest.background,
         "variables": dict(sorted(variables.items())),
         "shipped": sorted(n for n, a in variables.items() if a == "ship"),
         "recomputed": sorted(n for n, a in variables.items() if a == "recompute"),

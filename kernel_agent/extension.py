@@ -30,8 +30,17 @@ def load_ipython_extension(ip: Any) -> None:
         from kernel_agent.magics import ElasticMagics
 
         ip.register_magics(ElasticMagics)
+        from kernel_agent.magics import BackgroundMagics
+
+        ip.register_magics(BackgroundMagics)
     except Exception:  # noqa: BLE001 - monitoring works without the magics
         log.exception("kernel_agent: could not register the %%checkpoint/%%restore magics")
+    try:
+        from kernel_agent import backgrounding as background
+
+        background.autostart(ip)  # ELASTIC_BACKGROUND_INTERVAL / ELASTIC_BACKGROUND_URL
+    except Exception:  # noqa: BLE001 - monitoring works without background checkpoints
+        log.exception("kernel_agent: could not start background checkpoints")
 
 
 def unload_ipython_extension(ip: Any) -> None:
@@ -39,6 +48,9 @@ def unload_ipython_extension(ip: Any) -> None:
     mon = _monitors.pop(ip, None)
     if mon is not None:
         mon.unregister()
+    from kernel_agent import backgrounding as background
+
+    background.stop(ip)
 
 
 def get_monitor(shell: Any = None) -> Monitor | None:

@@ -59,3 +59,33 @@ class ElasticMagics(Magics):
         )
         for w in s["warnings"]:
             print("warning:", w)
+
+
+@magics_class
+class BackgroundMagics(Magics):
+    @magic_arguments()
+    @argument("url", nargs="?", default=None, help="file:///abs/dir or s3://bucket/prefix, or 'off'")
+    @argument("--interval", type=float, default=None, help="seconds idle before a round (0: off)")
+    @argument("--keep", type=int, default=2, help="background checkpoints kept per store")
+    @line_magic
+    def checkpoint_background(self, line: str) -> None:
+        """Background checkpoints: %checkpoint_background URL [--interval S] | off | (status)."""
+        from kernel_agent.backgrounding import background
+
+        args = parse_argstring(self.checkpoint_background, line)
+        if args.url == "off":
+            background(interval=0)
+            print("background checkpoints off")
+            return
+        if args.url is None and args.interval is None:
+            s = background()
+        else:
+            s = background(args.url, args.interval, keep=args.keep)
+        if not s.get("enabled"):
+            print("background checkpoints off")
+            return
+        print(
+            f"background checkpoints to {s['url']} every {s['interval_s']:g}s idle: "
+            f"{s['rounds_committed']} committed, {_fmt_bytes(s['bytes_uploaded'])} uploaded"
+            + (f"; last error: {s['last_error']}" if s.get("last_error") else "")
+        )

@@ -115,11 +115,22 @@ def restore(
 
     # Library drift: a shipped value from a library whose version changed is recomputed instead
     # when its cells allow it (a pickle across versions may load wrong, silently).
+    drifted: dict[str, list[str]] = {}  # loaded although a library it uses changed
     for entry in shipped:
         changed = [p for p in entry.packages if p in drift]
-        if changed and entry.key not in failed and entry.requires and not _rerunnable(graph, entry.requires):
+        if not changed or entry.key in failed:
+            continue
+        why_not = "no recorded cell recreates it" if not entry.requires else _rerunnable(graph, entry.requires)
+        if why_not is None:
             failed[entry.key] = f"library version changed ({', '.join(changed)})"
             blobs.pop(entry.key, None)
+        else:
+            drifted[entry.key] = changed
+            warnings.append(
+                f"{', '.join(entry.names)}: loaded from the checkpoint although "
+                f"{', '.join(changed)} changed since it was written, and it cannot be recomputed "
+                f"({why_not}); check it"
+            )
 
     # Phase 2: the final plan. A shipped co-variable whose blob failed falls back to re-running
     # its cells when the history allows it; otherwise it is lost, by name.
@@ -191,6 +202,8 @@ def restore(
                 except Exception as e:  # noqa: BLE001
                     ok, result["detail"] = False, f"digest failed: {type(e).__name__}: {e}"
                 result["verified"] = ok
+                if entry.key in drifted:
+                    result["library_drift"] = drifted[entry.key]
                 if entry.opaque:
                     result["type_checked_only"] = list(entry.opaque)
                 if not ok:
