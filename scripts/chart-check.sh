@@ -11,7 +11,7 @@
 # Checks:
 #   1. helm lint --strict, default values and every values file in helm/ci/
 #   2. helm template ... | kubernetes-validate -k $K8S_VERSION --strict -   (same value sets)
-#   3. yamllint on values.yaml, Chart.yaml, ci values and the z2jh values snippet
+#   3. yamllint on values.yaml, Chart.yaml, ci values, the z2jh values snippet and e2e values
 # Environment: CHART_CHECK_CACHE (cache dir), K8S_VERSIONS (space separated, default
 # "1.30.0 1.32.0"), PYTHON (interpreter for the tool venv, default python3).
 set -euo pipefail
@@ -99,7 +99,8 @@ log "$("$HELM" version --short)"
 
 log "yamllint"
 "$YAMLLINT" --strict -c "$ROOT/helm/.yamllint.yaml" "$CHART/values.yaml" "$CHART/Chart.yaml" \
-    "$CI_VALUES_DIR" "$ROOT/helm/z2jh-values.yaml"
+    "$CI_VALUES_DIR" "$ROOT/helm/z2jh-values.yaml" "$ROOT/e2e/kind.yaml" "$ROOT/e2e/values-elastic.yaml" \
+    "$ROOT/e2e/values-z2jh.yaml"
 
 value_sets=("")
 for f in "$CI_VALUES_DIR"/*.yaml; do

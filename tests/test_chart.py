@@ -253,16 +253,19 @@ def test_resize_rule_can_be_left_out(tools: dict[str, str]) -> None:
 # ---- credentials ------------------------------------------------------------------------------
 
 SECRET_ENV = re.compile(r"^(ELASTIC_S3_(ACCESS_KEY|SECRET_KEY|SESSION_TOKEN|ENDPOINT|REGION)|"
-                        r"ELASTIC_CHECKPOINT_KEY|JUPYTERHUB_API_TOKEN)$")
+                        r"ELASTIC_CHECKPOINT_KEY|ELASTIC_HUB_SECRET|JUPYTERHUB_API_TOKEN)$")
 
 
 def test_credentials_only_in_the_secret_and_by_reference(tools: dict[str, str]) -> None:
     values = yaml.safe_load((CI_VALUES / "all-optional-values.yaml").read_text())
-    secrets = [values["s3"][k] for k in ("accessKey", "secretKey", "sessionToken", "checkpointKey")]
+    secrets = [values["s3"][k] for k in ("accessKey", "secretKey", "sessionToken")]
+    secrets.append(values["checkpointSigning"]["hubSecret"])
     docs = render(tools, CI_VALUES / "all-optional-values.yaml")
-    (secret,) = of_kind(docs, "Secret")
-    assert secret["metadata"]["name"] == "elastic-s3"
+    secret = named(docs, "Secret", "elastic-s3")
     assert secret["stringData"]["access-key"] == values["s3"]["accessKey"]
+    signing = named(docs, "Secret", "elastic-signing")
+    assert signing["stringData"] == {"hub-secret": values["checkpointSigning"]["hubSecret"]}
+    assert signing["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     for d in docs:
         if d["kind"] == "Secret":
             continue
@@ -282,12 +285,15 @@ def test_migrator_reads_its_token_from_the_z2jh_hub_secret(tools: dict[str, str]
     env = {e["name"]: e for e in containers(dep)[0]["env"]}
     ref = env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "hub", "key": "hub.services.elastic.apiToken"}
-    for name in ("ELASTIC_S3_ACCESS_KEY", "ELASTIC_S3_SECRET_KEY", "ELASTIC_CHECKPOINT_KEY"):
+    for name in ("ELASTIC_S3_ACCESS_KEY", "ELASTIC_S3_SECRET_KEY"):
         assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "elastic-spawner-s3"
+    # the hub secret is the hub's alone: the migrator never gets it (nor a checkpoint key)
+    assert "ELASTIC_HUB_SECRET" not in env and "ELASTIC_CHECKPOINT_KEY" not in env
 
 
 def test_existing_secret_replaces_the_chart_secret(tools: dict[str, str]) -> None:
-    docs = render(tools, sets=("s3.existingSecret=corp-s3", "devStore.enabled=true"))
+    docs = render(tools, sets=("s3.existingSecret=corp-s3", "devStore.enabled=true",
+                               "checkpointSigning.existingSecret=corp-signing"))
     assert not of_kind(docs, "Secret")
     refs = {e["valueFrom"]["secretKeyRef"]["name"]
             for d in of_kind(docs, "Deployment") + of_kind(docs, "Job")
@@ -303,7 +309,7 @@ def test_secret_keys_are_the_spawners_defaults(tools: dict[str, str]) -> None:
     assert m, "DEFAULT_SECRET_KEYS not found in elastic_spawner/kube.py"
     defaults = yaml.safe_load(m.group(1))
     docs = render(tools, sets=("s3.region=eu-1", "s3.sessionToken=t", "s3.accessKey=a"))
-    (secret,) = of_kind(docs, "Secret")
+    secret = named(docs, "Secret", "elastic-spawner-s3")
     assert set(secret["stringData"]) == set(defaults.values())
     dep = named(docs, "Deployment", "elastic-spawner-migrator")
     env = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in containers(dep)[0]["env"]
@@ -317,7 +323,7 @@ def test_dev_store_is_off_by_default(tools: dict[str, str]) -> None:
     docs = render(tools)
     components = {d["metadata"]["labels"].get("app.kubernetes.io/component") for d in docs}
     assert "store" not in components and "store-bucket" not in components
-    (secret,) = of_kind(docs, "Secret")
+    secret = named(docs, "Secret", "elastic-spawner-s3")
     assert secret["stringData"]["endpoint"] == ""  # AWS S3 unless configured
     assert not of_kind(docs, "NetworkPolicy") or all(
         "store-egress" not in d["metadata"]["name"] for d in of_kind(docs, "NetworkPolicy"))
@@ -329,7 +335,7 @@ def test_dev_store_when_enabled(tools: dict[str, str]) -> None:
     c = containers(store)[0]
     assert c["image"] == "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"
     assert {e["name"] for e in c["env"]} == {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
-    (secret,) = of_kind(docs, "Secret")
+    secret = named(docs, "Secret", "elastic-spawner-s3")
     assert secret["stringData"]["endpoint"] == "http://elastic-spawner-store:9000"
     assert len(secret["stringData"]["secret-key"]) == 40  # generated
     job = named(docs, "Job", "elastic-spawner-store-bucket")
@@ -358,6 +364,17 @@ def test_migrator_pod_may_reach_hub_and_servers(tools: dict[str, str]) -> None:
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
     svc = named(docs, "Service", "elastic-spawner-migrator")
     assert svc["spec"]["ports"][0]["port"] == 10101
+
+
+def test_hub_secret_is_generated_once_and_only_for_the_hub(tools: dict[str, str]) -> None:
+    docs = render(tools)
+    signing = named(docs, "Secret", "elastic-spawner-signing")
+    assert len(signing["stringData"]["hub-secret"]) == 64
+    for d in of_kind(docs, "Deployment") + of_kind(docs, "Job"):
+        for c in containers(d):
+            assert not any(e["name"] == "ELASTIC_HUB_SECRET" for e in c.get("env", []))
+    docs = render(tools, sets=("checkpointSigning.enabled=false",))
+    assert [d["metadata"]["name"] for d in of_kind(docs, "Secret")] == ["elastic-spawner-s3"]
 
 
 @pytest.mark.parametrize("bad", [
@@ -413,6 +430,9 @@ def test_z2jh_values_file_matches_the_chart(tools: dict[str, str], tmp_path: Pat
     from elastic_spawner.service import CUSTOM_SCOPES
 
     assert static["hub"]["config"]["JupyterHub"]["custom_scopes"] == CUSTOM_SCOPES
+    from elastic_spawner.mixin import ENV_HUB_SECRET
+
+    assert ENV_HUB_SECRET in static["hub"]["extraEnv"]
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     assert 'include "elastic-spawner.z2jhValues"' in notes
 

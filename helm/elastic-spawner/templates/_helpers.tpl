@@ -62,6 +62,15 @@ app.kubernetes.io/part-of: elastic-spawner
 {{- end }}
 {{- end }}
 
+{{/* The Secret with the hub secret from which each server's checkpoint key is derived. */}}
+{{- define "elastic-spawner.signingSecretName" -}}
+{{- if .Values.checkpointSigning.existingSecret }}
+{{- .Values.checkpointSigning.existingSecret }}
+{{- else }}
+{{- printf "%s-signing" (include "elastic-spawner.fullname" .) }}
+{{- end }}
+{{- end }}
+
 {{- define "elastic-spawner.s3CaName" -}}
 {{- printf "%s-s3-ca" (include "elastic-spawner.fullname" .) }}
 {{- end }}
@@ -109,17 +118,18 @@ The ServiceAccount the migrator's code runs as: its own in mode "deployment", th
 
 {{/*
 A Secret value: the configured one, else the one already stored in this release's Secret (kept
-across upgrades), else a fresh random one. Call with (list $ "KEY" .Values.x.y length).
+across upgrades), else a fresh random one. Call with (list $ "secret-name" "key" .Values.x.y length).
 */}}
 {{- define "elastic-spawner.secretValue" -}}
 {{- $root := index . 0 }}
-{{- $key := index . 1 }}
-{{- $given := index . 2 }}
-{{- $length := index . 3 }}
+{{- $name := index . 1 }}
+{{- $key := index . 2 }}
+{{- $given := index . 3 }}
+{{- $length := index . 4 }}
 {{- if $given }}
 {{- $given }}
 {{- else }}
-{{- $existing := lookup "v1" "Secret" $root.Release.Namespace (printf "%s-s3" (include "elastic-spawner.fullname" $root)) }}
+{{- $existing := lookup "v1" "Secret" $root.Release.Namespace $name }}
 {{- if and $existing $existing.data (hasKey $existing.data $key) }}
 {{- index $existing.data $key | b64dec }}
 {{- else }}
@@ -143,7 +153,6 @@ ELASTIC_S3_ACCESS_KEY: access-key
 ELASTIC_S3_SECRET_KEY: secret-key
 ELASTIC_S3_SESSION_TOKEN: session-token
 ELASTIC_S3_REGION: region
-ELASTIC_CHECKPOINT_KEY: checkpoint-key
 {{- end }}
 
 {{/*
@@ -199,6 +208,14 @@ hub:
           key: {{ $key }}
           optional: true
     {{- end }}
+    {{- if .Values.checkpointSigning.enabled }}
+    ELASTIC_HUB_SECRET:
+      valueFrom:
+        secretKeyRef:
+          name: {{ include "elastic-spawner.signingSecretName" . }}
+          key: hub-secret
+          optional: true
+    {{- end }}
   {{- if .Values.migrator.enabled }}
   services:
     {{ $svc }}:
@@ -221,11 +238,10 @@ hub:
       services:
         - {{ $svc }}
       scopes:
-        - admin:servers
-        - admin:server_state
-        - access:servers
         - list:users
         - read:users
+        - admin:servers
+        - access:servers
     elastic-operators:
       description: Who may migrate and resize servers (add admins here).
       scopes:
