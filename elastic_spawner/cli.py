@@ -3,9 +3,9 @@
 Subcommands:
   demo          run a real local JupyterHub, a notebook, a migration between two nodes, and verify
   bench         benchmark tables: ours vs dill, re-run-everything and Kishu (elastic_spawner.bench)
-
-Planned, same entry point (one module each, registered in `SUBCOMMANDS`): `migrate` (checkpoint and
-move a user's server, optionally resized), `checkpoints` (list a server's checkpoints from the hub).
+  migrate       migrate/resize a user's server through the elastic service (elastic_spawner.service)
+  checkpoints   list or delete a user's server checkpoints through the service
+  service       run the elastic JupyterHub service itself
 """
 
 from __future__ import annotations
@@ -66,8 +66,57 @@ def _add_bench(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-# name -> function adding the subparser; `migrate`, `checkpoints` go here.
-SUBCOMMANDS: dict[str, Callable[[Any], None]] = {"demo": _add_demo, "bench": _add_bench}
+def _add_service_commands(sub: Any) -> None:
+    """`migrate`, `checkpoints` (clients of the migrator service) and `service` (the service)."""
+    from elastic_spawner.service.commands import add_checkpoints_arguments, add_migrate_arguments
+
+    p = sub.add_parser(
+        "migrate", help="migrate (and optionally resize) a user's server through the service",
+        description="Checkpoint a user's server, stop it, start it again (on another node, with "
+                    "new sizes) and wait for the verified restore, through the elastic service. "
+                    "Needs ELASTIC_SERVICE_URL and a token (ELASTIC_TOKEN or JUPYTERHUB_API_TOKEN) "
+                    "with the custom:elastic:migrate scope. Exit status 0 only when verified.")
+    add_migrate_arguments(p)
+
+    def migrate(args: argparse.Namespace) -> int:
+        from elastic_spawner.service.commands import run_migrate
+
+        return run_migrate(args)
+
+    p.set_defaults(func=migrate)
+
+    p = sub.add_parser(
+        "checkpoints", help="list (or delete) a user's server checkpoints through the service",
+        description="List the checkpoints of a user's server from the store, through the elastic "
+                    "service (ELASTIC_SERVICE_URL, ELASTIC_TOKEN or JUPYTERHUB_API_TOKEN).")
+    add_checkpoints_arguments(p)
+
+    def checkpoints(args: argparse.Namespace) -> int:
+        from elastic_spawner.service.commands import run_checkpoints
+
+        return run_checkpoints(args)
+
+    p.set_defaults(func=checkpoints)
+
+    p = sub.add_parser(
+        "service", help="run the elastic JupyterHub service (migrate API, metrics, retention)",
+        description="Run the elastic JupyterHub service; options after `--` go to it "
+                    "(e.g. `elastic-spawner service -- --help-all`). See docs/service.md.")
+    p.add_argument("service_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def service(args: argparse.Namespace) -> int:
+        from elastic_spawner.service.app import main as service_main
+
+        service_main([a for a in args.service_args if a != "--"])
+        return 0
+
+    p.set_defaults(func=service)
+
+
+# name -> function adding the subparser(s).
+SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
+    "demo": _add_demo, "bench": _add_bench, "migrate": _add_service_commands,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

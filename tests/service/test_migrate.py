@@ -1,0 +1,95 @@
+"""Migrations through the service: a server moves to another node with its session intact.
+
+Real hub, real servers on two local nodes, real kernels. The service checkpoints through the
+server's elastic API, stops and starts the server through the hub, and reports the restore as
+verified only when every kernel came back with every value checked equal; the test then checks
+the values itself, from a client of the new server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from elastic_spawner.kernelclient import ServerClient
+from tests.service.conftest import ElasticHub, token_for
+
+pytestmark = [pytest.mark.hub, pytest.mark.slow]
+
+NB = "work.ipynb"
+EMPTY_NB = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+async def run_tiny_notebook(server: ServerClient, tag: str) -> None:
+    await server.put_notebook(NB, EMPTY_NB)
+    k = await server.open_notebook(NB)
+    await k.ok(f"tag = {tag!r}\nxs = [i * i for i in range(20)]\nys = xs")
+    await k.ok("xs.append(len(tag))\nd = {'n': sum(xs), 'tag': tag}")
+    await k.close()
+
+
+async def session_values(eh: ElasticHub, user: str, server: str, token: str) -> list:
+    model = await eh.hub.server_model(user, server)
+    assert model and model["ready"], model
+    client = ServerClient(eh.hub.url + model["url"], token)
+    sessions = {s["path"]: s["kernel"]["id"] for s in await client.sessions()}
+    assert set(sessions) == {NB}, sessions
+    k = await client.attach(sessions[NB])
+    try:
+        return await k.eval_json("[tag, xs, xs is ys, d]")
+    finally:
+        await k.close()
+
+
+def expected(tag: str) -> list:
+    xs = [i * i for i in range(20)] + [len(tag)]
+    return [tag, xs, True, {"n": sum(xs), "tag": tag}]
+
+
+async def test_migrate_to_a_named_node_is_verified(make_elastic_hub) -> None:
+    eh: ElasticHub = await make_elastic_hub()
+    server = await eh.user_server("alice", node="node-a")
+    await run_tiny_notebook(server, "alice")
+    ops = await token_for(eh, "ops")
+
+    code, body = await eh.call("POST", "api/users/alice/server/migrate", {"node": "node-b"},
+                               token=ops)
+    assert code == 202, body
+    rec = await eh.wait_migration(body["migration"]["id"], ops)
+    assert rec["outcome"] == "verified", rec
+    assert (rec["node_before"], rec["node_after"]) == ("node-a", "node-b"), rec
+    assert rec["restored_from"] == rec["checkpoint"], rec  # on_request: the service's checkpoint
+    assert rec["requested_by"] == "user:ops"
+    assert [k["status"] for k in rec["kernels"]] == ["ok"], rec
+    assert set(rec["durations"]) >= {"checkpoint_s", "stop_s", "start_s", "restore_s", "total_s"}
+    assert await session_values(eh, "alice", "", server.token) == expected("alice")
+
+
+@pytest.mark.timeout(1500)
+async def test_twenty_servers_migrate_concurrently_and_all_verify(make_elastic_hub) -> None:
+    eh: ElasticHub = await make_elastic_hub()
+    names = [f"nb{i:02d}" for i in range(20)]
+    await eh.hub.create_user("alice")
+    servers = []
+    for chunk in range(0, 20, 5):  # start in batches: two cores
+        servers += await asyncio.gather(*(eh.user_server("alice", n, node="node-a")
+                                          for n in names[chunk:chunk + 5]))
+    await asyncio.gather(*(run_tiny_notebook(s, n) for s, n in zip(servers, names, strict=True)))
+    token = eh.hub.token  # the test driver's service token holds custom:elastic:migrate
+
+    answers = await asyncio.gather(*(
+        eh.call("POST", f"api/users/alice/servers/{n}/migrate", {"node": "node-b"}, token=token)
+        for n in names))
+    assert [c for c, _ in answers] == [202] * 20, answers
+    code, active = await eh.call("GET", "api/migrations?active=1", token=token)
+    assert code == 200 and len(active["migrations"]) >= 1, active  # they run side by side
+
+    recs = await asyncio.gather(*(eh.wait_migration(b["migration"]["id"], token, timeout=1200)
+                                  for _, b in answers))
+    assert [r["outcome"] for r in recs] == ["verified"] * 20, [
+        (r["server"], r["outcome"], r["error"]) for r in recs]
+    assert all(r["node_after"] == "node-b" for r in recs)
+    user_token = servers[0].token
+    for n in names:
+        assert await session_values(eh, "alice", n, user_token) == expected(n), n
