@@ -364,6 +364,14 @@ def test_migrator_pod_may_reach_hub_and_servers(tools: dict[str, str]) -> None:
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
     svc = named(docs, "Service", "elastic-spawner-migrator")
     assert svc["spec"]["ports"][0]["port"] == 10101
+    c = containers(dep)[0]
+    assert c["command"] == ["python3", "-m", "elastic_spawner.service"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/services/elastic/health"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["JUPYTERHUB_SERVICE_PREFIX"] == "/services/elastic/"
+    assert env["ELASTIC_STORE_URL"] == "s3://elastic-checkpoints/{username}/{servername}"
+    assert env["ELASTIC_STATE_DIR"] == "/var/lib/elastic-spawner"
+    assert env["ELASTIC_PROXY_URL"] == "http://proxy-public"
 
 
 def test_hub_secret_is_generated_once_and_only_for_the_hub(tools: dict[str, str]) -> None:
@@ -426,15 +434,29 @@ def test_z2jh_values_file_matches_the_chart(tools: dict[str, str], tmp_path: Pat
     rendered = yaml.safe_load(out)
     static = yaml.safe_load((ROOT / "helm" / "z2jh-values.yaml").read_text())
     assert static == rendered
-    # and it names what the code defines
-    from elastic_spawner.service import CUSTOM_SCOPES
-
-    assert static["hub"]["config"]["JupyterHub"]["custom_scopes"] == CUSTOM_SCOPES
-    from elastic_spawner.mixin import ENV_HUB_SECRET
-
-    assert ENV_HUB_SECRET in static["hub"]["extraEnv"]
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     assert 'include "elastic-spawner.z2jhValues"' in notes
+
+
+def test_z2jh_values_name_what_the_code_defines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scopes, service name, env names and traits in z2jh-values.yaml are the code's."""
+    service = pytest.importorskip("elastic_spawner.service")
+    from elastic_spawner.kube import ElasticKubeSpawner
+    from elastic_spawner.mixin import ENV_HUB_SECRET
+
+    static = yaml.safe_load((ROOT / "helm" / "z2jh-values.yaml").read_text())
+    hub = static["hub"]
+    assert hub["config"]["JupyterHub"]["custom_scopes"] == service.CUSTOM_SCOPES
+    assert hub["services"]["elastic"]["oauth_client_allowed_scopes"] == [
+        service.MIGRATE_SCOPE, service.READ_SCOPE]
+    assert ENV_HUB_SECRET in hub["extraEnv"]
+    traits = ElasticKubeSpawner.class_trait_names(config=True)
+    assert set(hub["config"]["ElasticKubeSpawner"]) <= set(traits)
+    # the service's default prefix is /services/<name>/ for the name the chart uses
+    from elastic_spawner.service.app import ElasticService
+
+    monkeypatch.delenv("JUPYTERHUB_SERVICE_PREFIX", raising=False)
+    assert ElasticService().service_prefix == "/services/elastic/"
 
 
 def test_e2e_is_not_collected_by_default() -> None:
