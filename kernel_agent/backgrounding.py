@@ -274,6 +274,8 @@ class BackgroundCheckpointer:
         mon = self._monitor()
         graph = mon.graph
         state = (id(graph), len(graph.cells))
+        if not graph.cells:
+            return  # nothing recorded yet (a fresh kernel, or one about to be restored)
         if state == self._done_state or ck._committed_state.get(self._store.url) == state:
             return  # nothing new since the last checkpoint of this store
         ns = self.shell.user_ns
@@ -302,7 +304,13 @@ class BackgroundCheckpointer:
         """True (and the round dropped) when a cell started since the round began."""
         if rnd is not self._round:
             return True
-        if self._stopped.is_set() or ck._executions != rnd.executions:
+        mon = self._monitor()
+        if (
+            self._stopped.is_set()
+            or ck._executions != rnd.executions
+            or mon is None
+            or mon.graph is not rnd.graph  # a restore adopted another history meanwhile
+        ):
             self._round = None
             self.stats["rounds_abandoned"] += 1
             return True
@@ -377,8 +385,10 @@ class BackgroundCheckpointer:
         for u in rnd.ship:
             if u.key in rnd.prev:
                 continue
+            # pending until the worker starts this blob: a planned checkpoint that needs it
+            # before then cancels it and uploads the unit itself (the worker would wait for the
+            # kernel to be idle, and the kernel waits for that checkpoint)
             fut: Future = Future()
-            fut.set_running_or_notify_cancel()
             rnd.futures[u.key] = fut
             entry = ck._reuse.lookup(rnd.graph, u)
             if entry is not None:
@@ -424,6 +434,8 @@ class BackgroundCheckpointer:
                 if not self._wait_idle():  # never compete with a running cell for the CPU
                     raise _Stopped()
                 fut = rnd.futures[u.key]
+                if not fut.set_running_or_notify_cancel():
+                    raise _Stopped()  # taken over by a planned checkpoint: this round is stale
                 try:
                     before = ck._executions
                     ref = store.put_blob(u.parts)
@@ -484,10 +496,13 @@ class BackgroundCheckpointer:
             "total_s": time.perf_counter() - rnd.started,
         }
         with ck._lock:
+            mon = self._monitor()
             if (
                 self._stopped.is_set()
                 or ck._executions != rnd.executions
                 or ck._generation != rnd.generation
+                or mon is None
+                or mon.graph is not rnd.graph
             ):
                 self.stats["rounds_abandoned"] += 1
                 return

@@ -645,6 +645,8 @@ def _upload(store: Store, graph: Any, ns: dict, ship: list[Unit], mark: int) -> 
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="kernel-agent-upload") as pool:
 
         def check(prev: BlobRef | Future) -> BlobRef | None:
+            if isinstance(prev, Future) and prev.cancel():
+                return None  # a background upload not started yet: upload it here instead
             try:
                 ref = prev.result() if isinstance(prev, Future) else prev
             except Exception:  # noqa: BLE001 - the background upload failed: upload it here

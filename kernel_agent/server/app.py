@@ -24,6 +24,7 @@ from kernel_agent.server.pointer import PointerError, check_store_url, parse_poi
 
 STORE_ENV = "ELASTIC_STORE_URL"
 RESTORE_ENV = "ELASTIC_RESTORE_FROM"
+BACKGROUND_ENV = "ELASTIC_BACKGROUND_INTERVAL"
 
 
 class KernelAgentApp(ExtensionApp):
@@ -85,6 +86,25 @@ class KernelAgentApp(ExtensionApp):
         before that kernel is reported failed in ``GET api/elastic/status``.""",
     ).tag(config=True)
 
+    background_interval = Float(
+        0.0,
+        min=0.0,
+        help=f"""Background checkpoints: seconds a kernel must be idle before a round ships what changed.
+
+        With a store (`store_url`), every IPython kernel of this server checkpoints in the
+        background into its own store (``<store>/kernels/<notebook key>``), so a crash loses at
+        most the cells since the last round and a planned checkpoint ships only the remainder
+        (docs/crash-safety.md). 0: off. Default: the ``{BACKGROUND_ENV}`` environment variable.
+        """,
+    ).tag(config=True)
+
+    @default("background_interval")
+    def _default_background_interval(self) -> float:
+        try:
+            return max(0.0, float(os.environ.get(BACKGROUND_ENV) or 0.0))
+        except ValueError:
+            return 0.0
+
     @default("store_url")
     def _default_store_url(self) -> str | None:
         return os.environ.get(STORE_ENV) or None
@@ -118,6 +138,13 @@ class KernelAgentApp(ExtensionApp):
             logger=self.log,
         )
         self.settings["kernel_agent_coordinator"] = self.coordinator
+        self.background = None
+        if self.background_interval > 0 and self.store_url:
+            from kernel_agent.server.backgrounding import BackgroundEnabler
+
+            self.background = BackgroundEnabler(
+                self.coordinator, self.store_url, self.background_interval, logger=self.log
+            )
         self.log.info(
             "kernel_agent: kernels start with the agent; store %s; restore from %s",
             self.store_url or "(none configured)",
@@ -129,6 +156,8 @@ class KernelAgentApp(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: object) -> None:
         """Start the start-up restore, if any, as a background task; never fail the server."""
+        if getattr(self, "background", None) is not None:
+            self.background.start()
         pointer = self.restore_from
         if not pointer:
             return
@@ -145,6 +174,8 @@ class KernelAgentApp(ExtensionApp):
             self.coordinator.fail_restore(pointer, f"{type(e).__name__}: {e}")
 
     async def stop_extension(self) -> None:
+        if getattr(self, "background", None) is not None:
+            await self.background.stop()
         coordinator = getattr(self, "coordinator", None)
         if coordinator is not None:
             await coordinator.stop()

@@ -424,10 +424,22 @@ class Coordinator:
             )
             return
         km = self.kernel_manager.get_kernel(report.kernel_id)
+        checkpoint_id = entry.checkpoint_id
+        try:
+            newer = await asyncio.to_thread(newer_background_checkpoint, entry.store_url, checkpoint_id)
+        except Exception:  # noqa: BLE001 - the pinned checkpoint is still there to restore
+            self.log.exception("kernel_agent: looking for background checkpoints in %s failed", entry.store_url)
+            newer = None
+        if newer is not None:
+            # the kernel ran on after the server checkpoint (a restore, more cells, then a crash):
+            # its latest background round is newer state than the pinned checkpoint
+            self.log.info("kernel_agent: %s: restoring background checkpoint %s (newer than %s)",
+                          entry.path or entry.kernel_id, newer, checkpoint_id)
+            checkpoint_id = newer
         result = await call_agent(
             km,
             "restore",
-            {"url": entry.store_url, "checkpoint_id": entry.checkpoint_id},
+            {"url": entry.store_url, "checkpoint_id": checkpoint_id},
             timeout=self.restore_timeout,
         )
         if result.error is not None:
@@ -451,6 +463,23 @@ class Coordinator:
             if s.get("path") == path:
                 return s
         return None
+
+
+def newer_background_checkpoint(store_url: str, checkpoint_id: str) -> str | None:
+    """The kernel store's newest checkpoint if it is a background one newer than `checkpoint_id`.
+
+    Blocking I/O (use a thread). None when the pinned checkpoint is the newest, or the newest is
+    a planned one (whoever wrote it also wrote a server manifest for it).
+    """
+    from kernel_agent.checkpointing import BACKGROUND_SUFFIX
+    from kernel_agent.store import open_store
+
+    store = open_store(store_url)
+    ids = [cid for cid, _, _ in sorted(store._manifests(), key=lambda e: (e[1], e[0]))]
+    if checkpoint_id not in ids or ids[-1] == checkpoint_id:
+        return None
+    newest = ids[-1]
+    return newest if newest.endswith(BACKGROUND_SUFFIX) and ids.index(newest) > ids.index(checkpoint_id) else None
 
 
 def _outcome(entry: KernelEntry, report: KernelReport) -> str:
