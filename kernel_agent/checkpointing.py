@@ -275,6 +275,12 @@ def get_shell_and_monitor(shell: Any = None) -> tuple[Any, Any]:
 def collect_units(mon: Any, ns: dict, names: list[str]) -> list[Unit]:
     """Group the user's variables into co-variables and find the cells that recreate each."""
     graph = mon.graph
+    try:
+        # co-variables the monitor only marked as touched (too big to re-walk per cell) are
+        # walked now: a link made inside them since must join their co-variables
+        mon.tracker.refresh(ns)
+    except Exception:  # noqa: BLE001
+        log.exception("kernel_agent: could not refresh deferred co-variables")
     tracked = set(mon.tracker_names()) if hasattr(mon, "tracker_names") else None
     untracked = [n for n in names if n not in graph.active or (tracked is not None and n not in tracked)]
     if untracked:
@@ -405,6 +411,27 @@ def _cell_costs(graph: Any) -> dict[int, CellCost]:
     return costs
 
 
+STRATEGIES = ("optimal", "ship-all", "recompute-all")
+
+
+def _covar_cost(u: Unit, graph: Any, strategy: str) -> CovarCost:
+    requires = u.requires or []  # none: no recorded cell recreates it, so it must be shipped
+    serializable, error = u.error is None, u.error
+    if strategy == "ship-all" and serializable:
+        requires = []
+    elif strategy == "recompute-all" and serializable and requires and all(cells_ok(graph, requires)):
+        serializable, error = False, "strategy recompute-all"
+    return CovarCost(
+        key=u.key, names=u.names, nbytes=u.nbytes, serializable=serializable, error=error,
+        requires=requires,
+    )
+
+
+def cells_ok(graph: Any, cells: list[int]) -> list[bool]:
+    """Whether each cell may be re-run (it neither failed nor had side effects)."""
+    return [not graph.cells[i].failed and not graph.cells[i].effects for i in cells]
+
+
 def make_plan(
     graph: Any,
     units: list[Unit],
@@ -414,13 +441,18 @@ def make_plan(
     memory_cap_bytes: int | None = None,
     objective: str = "migration",
     started: float | None = None,
+    strategy: str = "optimal",
 ) -> Plan:
     """Ship or recompute each unit.
 
     `deadline_s` is the whole checkpoint's budget from `started` (perf_counter): what
     serializing and measuring already took, and a margin for committing the manifest, is not
-    available to the planner, whose deadline covers shipping only.
+    available to the planner, whose deadline covers shipping only. `strategy` "ship-all" or
+    "recompute-all" overrides the optimization (for comparisons and for operators who know
+    better): each unit is then forced one way wherever it can go that way at all.
     """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
     try:
         speed = store.measure()
     except StoreError as e:
@@ -432,18 +464,7 @@ def make_plan(
         deadline_s -= time.perf_counter() - started
     problem = PlanProblem(
         cells=_cell_costs(graph),
-        covars=[
-            CovarCost(
-                key=u.key,
-                names=u.names,
-                nbytes=u.nbytes,
-                serializable=u.error is None,
-                error=u.error,
-                # no requires = no recorded cell recreates it: the planner must ship it
-                requires=u.requires or [],
-            )
-            for u in units
-        ],
+        covars=[_covar_cost(u, graph, strategy) for u in units],
         speed=StoreSpeed(write_Bps=speed.write_Bps, read_Bps=speed.read_Bps, per_object_s=speed.latency_s),
         deadline_s=(
             max(0.0, deadline_s - 0.5 - speed.latency_s) if deadline_s is not None else None
@@ -553,6 +574,7 @@ def checkpoint(
     shell: Any = None,
     store: Store | None = None,
     reuse: bool = True,
+    strategy: str = "optimal",
 ) -> dict:
     """Write a checkpoint of this kernel's session to `url`; returns a JSON-able summary.
 
@@ -563,6 +585,11 @@ def checkpoint(
     (planned or background) are neither serialized nor uploaded again (module doc);
     ``stats`` reports ``bytes_uploaded`` vs ``bytes_reused``.
     """
+    from kernel_agent import restoring
+
+    if restoring.replaying():
+        # a recorded cell that called checkpoint() is being re-run by a restore
+        return {"skipped": "a restore is re-running recorded cells; no checkpoint taken"}
     shell, mon = get_shell_and_monitor(shell)
     with _lock:
         t0 = time.perf_counter()
@@ -588,7 +615,8 @@ def checkpoint(
 
         t_plan = time.perf_counter()
         the_plan = make_plan(graph, units, store, deadline_s=deadline_s, started=t0,
-                             memory_cap_bytes=memory_cap_bytes, objective=objective)
+                             memory_cap_bytes=memory_cap_bytes, objective=objective,
+                             strategy=strategy)
         plan_s = time.perf_counter() - t_plan
 
         t_up = time.perf_counter()

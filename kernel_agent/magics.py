@@ -25,13 +25,17 @@ class ElasticMagics(Magics):
     @argument("url", help="file:///abs/dir or s3://bucket/prefix")
     @argument("--deadline", type=float, default=None, help="seconds the checkpoint may take")
     @argument("--keep", type=int, default=None, help="keep only the last N checkpoints")
+    @argument("--strategy", default="optimal", choices=["optimal", "ship-all", "recompute-all"],
+              help="override the plan: ship everything, or recompute everything it can")
     @line_magic
     def checkpoint(self, line: str) -> None:
         """Checkpoint this session: %checkpoint file:///abs/dir [--deadline S] [--keep N]."""
         import kernel_agent
 
         args = parse_argstring(self.checkpoint, line)
-        s = kernel_agent.checkpoint(args.url, deadline_s=args.deadline, keep_last=args.keep)
+        s = kernel_agent.checkpoint(
+            args.url, deadline_s=args.deadline, keep_last=args.keep, strategy=args.strategy
+        )
         print(
             f"checkpoint {s['checkpoint_id']}: shipped {len(s['shipped'])} variables "
             f"({_fmt_bytes(s['stats']['bytes_shipped'])}), will recompute "

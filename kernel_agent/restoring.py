@@ -11,6 +11,7 @@ precisely which variables are not.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
@@ -25,6 +26,14 @@ from kernel_agent.serialize import loads
 from kernel_agent.store import Store, StoreError, open_store
 
 log = logging.getLogger("kernel_agent")
+
+
+_replay = threading.local()
+
+
+def replaying() -> bool:
+    """True while a restore re-runs recorded cells (they must not checkpoint or restore)."""
+    return getattr(_replay, "active", False)
 
 
 class RestoreError(RuntimeError):
@@ -70,6 +79,9 @@ def restore(
     """Restore the checkpoint `checkpoint_id` (default: the latest) from `url` into this kernel."""
     from kernel_agent.graph import HistoryGraph
 
+    if replaying():
+        # a recorded cell that called restore() is being re-run by this restore
+        return {"skipped": "a restore is re-running recorded cells; nothing restored"}
     t0 = time.perf_counter()
     shell, mon = _shell_and_monitor(shell)
     ns = shell.user_ns
@@ -163,7 +175,11 @@ def restore(
     with mon.paused(), capture_output(display=True):
         for pos in sorted(rerun | set(loads_at)):
             if pos in rerun:
-                err = _rerun_cell(shell, graph, pos)
+                _replay.active = True
+                try:
+                    err = _rerun_cell(shell, graph, pos)
+                finally:
+                    _replay.active = False
                 if err:
                     errors.append(err)
             for entry in loads_at.get(pos, []):

@@ -141,3 +141,32 @@ def test_a_restored_kernel_records_new_cells_and_migrates_again_by_replay(make_k
     r2 = c.value("_r2")
     assert_verified(r2)
     assert c.value("[items, grand]") == [[1, 2, 3, 4, 5], 7]
+
+
+def test_a_replayed_cell_that_checkpointed_does_not_checkpoint_again(make_kernel, tmp_path):
+    url = (tmp_path / "s").as_uri()
+    other = (tmp_path / "other").as_uri()
+    a = make_kernel()
+    a.ok(f"import kernel_agent\nx = [1, 2]\nfirst = kernel_agent.checkpoint({other!r})['checkpoint_id']")
+    a.ok("y = len(x)")
+    a.ok(f"_c = kernel_agent.checkpoint({url!r}, strategy='recompute-all')")
+    assert "x" in a.value("_c['recomputed']")
+    b = make_kernel()
+    b.ok(f"import kernel_agent as _ka; _r = _ka.restore({url!r})")
+    assert b.value("[x, y]") == [[1, 2], 2]
+    ids = [p.name for p in (tmp_path / "other" / "checkpoints").iterdir()]
+    assert len(ids) == 1  # the restore's replay took no second checkpoint
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "recompute-all"])
+def test_forced_strategies_restore_the_same_session(make_kernel, tmp_path, strategy):
+    url = (tmp_path / "s").as_uri()
+    a = make_kernel()
+    for c in NOTEBOOKS["mutation-chain"]:
+        a.ok(c)
+    a.ok(f"_c = __import__('kernel_agent').checkpoint({url!r}, strategy={strategy!r})")
+    c = a.value("_c")
+    assert (c["recomputed"] == []) if strategy == "ship-all" else (c["shipped"] == [])
+    b = make_kernel()
+    b.ok(f"import kernel_agent as _ka; _r = _ka.restore({url!r})")
+    assert_verified(b.value("_r"))
