@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
+import socket
 from collections.abc import Callable
 from typing import Any
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from tornado import web
-from traitlets import Bool, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Integer, List, TraitError, Tuple, Unicode, default, validate
 
 from elastic_spawner.mixin import ElasticSpawnerMixin
 
@@ -64,6 +66,19 @@ class ElasticLocalProcessSpawner(ElasticSpawnerMixin, LocalProcessSpawner):
         JupyterHub's SimpleLocalProcessSpawner: no isolation between users, for demos and tests.
 
             c.ElasticLocalProcessSpawner.system_users = False
+        """,
+    ).tag(config=True)
+
+    port_range = Tuple(
+        Integer(1024), Integer(65535),
+        default_value=(20000, 32000),
+        help="""Ports to pick a server's port from when `Spawner.port` is 0 (the default).
+
+        Keep it outside the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`,
+        32768-60999 on Linux): kernels bind their ZMQ ports there, and a port picked there can be
+        taken by a kernel before the new server binds it.
+
+            c.ElasticLocalProcessSpawner.port_range = (40000, 45000)
         """,
     ).tag(config=True)
 
@@ -232,6 +247,8 @@ class ElasticLocalProcessSpawner(ElasticSpawnerMixin, LocalProcessSpawner):
         else:
             self.node = self.choose_node()
         self._prepare_dirs()
+        if not self.port and not self._elastic().get("detached"):
+            self.port = _free_port(self.port_range)
         self.log.info("Elastic: placing %s on node %s (%s)", self._elastic_name, self.node,
                       self.node_dir)
         return await super().start()
@@ -253,3 +270,16 @@ def _apply_node_option(spawner: ElasticLocalProcessSpawner, user_options: dict[s
     if options:
         spawner.log.warning("Elastic: ignoring user_options %s for %s (only 'node' is understood)",
                             ", ".join(sorted(options)), spawner._elastic_name)
+
+
+def _free_port(port_range: tuple[int, int]) -> int:
+    """A port free on all interfaces right now, from `port_range` (random, up to 200 tries)."""
+    for _ in range(200):
+        port = random.randint(*port_range)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"ElasticLocalProcessSpawner.port_range = {port_range!r}: no free port")

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -39,11 +40,22 @@ class HubError(RuntimeError):
     """The hub or a hub API call did not do what the driver needed."""
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Below the kernel's ephemeral range (32768-60999 on Linux): kernels bind their ZMQ ports there,
+# so a port picked there can be taken between picking it and the server binding it.
+PORT_RANGE = (20000, 32000)
+
+
+def free_port(port_range: tuple[int, int] = PORT_RANGE) -> int:
+    """A TCP port free on 127.0.0.1 right now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.randint(*port_range)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise HubError(f"no free TCP port in {port_range[0]}-{port_range[1]} on 127.0.0.1")
 
 
 def find_chp() -> str:

@@ -46,3 +46,12 @@ async def test_malformed_checkpoint_request_is_a_4xx_with_a_message(make_hub) ->
     code, body = await http_json("POST", server.base + "api/elastic/restore", {}, token=server.token,
                                  check=False)
     assert code == 400 and "checkpoint" in body["message"], body
+
+
+async def test_unknown_node_in_user_options_is_a_400_naming_the_nodes(make_hub) -> None:
+    hub: LocalHub = await make_hub()
+    await hub.create_user("alice")
+    code, body = await hub.api("POST", "users/alice/server", {"user_options": {"node": "node-z"}},
+                               check=False)
+    assert code == 400 and "node-z" in body["message"] and "node-a" in body["message"], body
+    assert not (await hub.server_model("alice") or {}).get("ready")
