@@ -117,6 +117,8 @@ class LocalHub:
         self.settings = settings
         self.workdir = settings.workdir
         self.token = secrets.token_hex(32)
+        # signs every checkpoint (ElasticSpawnerMixin.hub_secret); kept across restart()
+        self.hub_secret = secrets.token_hex(32)
         self.port = free_port()
         self.api_port = free_port()
         self.hub_port = free_port()
@@ -183,6 +185,7 @@ class LocalHub:
         cfg.write_text(self.config_text())
         env = dict(os.environ)
         env["ELASTIC_HUB_SERVICE_TOKEN"] = self.token
+        env["ELASTIC_HUB_SECRET"] = self.hub_secret  # default of ElasticSpawnerMixin.hub_secret
         bindir = str(Path(sys.executable).parent)
         env["PATH"] = os.pathsep.join([bindir, str(Path(find_chp()).parent), env.get("PATH", "")])
         logf = open(self.log_path, "ab")  # noqa: SIM115 (the hub owns it until stop())
