@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import pytest
 
@@ -57,7 +58,7 @@ async def test_two_notebooks_come_back_after_stop_and_start_on_another_node(make
     await run_two_notebooks(server)
     before = await hub.spawner_state("alice")
     assert before["node"] == "node-a"
-    environ = open(f"/proc/{before['pid']}/environ", "rb").read().split(b"\0")
+    environ = Path(f"/proc/{before['pid']}/environ").read_bytes().split(b"\0")
     assert any(v.startswith(b"ELASTIC_CHECKPOINT_KEY=") for v in environ)  # checkpoints are signed
     assert b"ELASTIC_NODE_NAME=node-a" in environ
 
