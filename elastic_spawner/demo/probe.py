@@ -26,7 +26,7 @@ ATOMS = (type(None), bool, int, float, complex, str, bytes)
 
 
 def probe(ns: dict[str, Any]) -> dict[str, Any]:
-    """{"digests": {name: hex}, "aliases": [[names sharing one object], ...], "bytes": n}."""
+    """{"digests": {name: hex}, "aliases": [[names of one object]], "sharing": ["a~b"], "bytes": n}."""
     import sys
 
     import numpy as np
@@ -35,6 +35,7 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
     keep: list[Any] = []  # keeps probed objects alive so ids stay unique during the walk
     arrays: list[tuple[tuple[str, int], Any]] = []
     nbytes = [0]
+    sharing: set[str] = set()  # "a~b": an array reached from b shares memory with one from a
     current = [""]
     local = [0]
 
@@ -80,6 +81,8 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
             for where, other in arrays:
                 if np.may_share_memory(obj, other):
                     h.update(f"shares:{where[0] if where[0] != current[0] else ''}#{where[1]};".encode())
+                    if where[0] != current[0]:
+                        sharing.add(f"{where[0]}~{current[0]}")
                     break
             arrays.append((here, obj))
             h.update(f"{obj.dtype.str}{obj.shape};".encode())
@@ -175,4 +178,4 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
         if type(value) not in ATOMS:
             by_object.setdefault(id(value), []).append(name)
     aliases = [names for names in by_object.values() if len(names) > 1]
-    return {"digests": digests, "aliases": aliases, "bytes": nbytes[0]}
+    return {"digests": digests, "aliases": aliases, "sharing": sorted(sharing), "bytes": nbytes[0]}

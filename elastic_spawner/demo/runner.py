@@ -117,6 +117,9 @@ class DemoReport:
             parts.append(f"different: {', '.join(differ)}")
         if alias_b != alias_a:
             parts.append(f"aliasing changed: {alias_b} -> {alias_a}")
+        lost_sharing = sorted(set(self.before.get("sharing", [])) - set(self.after.get("sharing", [])))
+        if lost_sharing:
+            parts.append("array memory no longer shared: " + ", ".join(lost_sharing))
         parts.extend(self.problems)
         return False, f"{len(b)} variables, NOT all equal: " + "; ".join(parts)
 
