@@ -258,11 +258,21 @@ class ElasticService(Application):
 
     drain_watcher_class = Unicode(
         "elastic_spawner.drain.DrainWatcher",
-        help="""Import path of the drain watcher. It is built as `cls(parent=service)` (a traitlets
-        Configurable: config `c.<ClassName>.x` applies), then `await start()` / `await stop()`;
-        it migrates with `await service.migrate_server(user, server, ...)` and reports each
-        drain with `service.drain_handled(node)`.""",
+        help="""Import path of the drain watcher. It is built as
+        `cls(hub_api_url, api_token, namespace=drain_namespace, on_report=<service callback>)`,
+        then `await start()` / `await stop()`. It migrates the servers of a draining node itself
+        (checkpoint, stop, start through the hub); the service records each report (GET
+        api/drains) and counts them in its metrics.""",
     ).tag(config=True)
+
+    drain_namespace = Unicode(
+        help="""Namespace of the users' pods, for the drain watcher. Default: `$ELASTIC_NAMESPACE`
+        (the Helm chart sets it), else `$POD_NAMESPACE`, else "default".""",
+    ).tag(config=True)
+
+    @default("drain_namespace")
+    def _default_drain_namespace(self) -> str:
+        return os.environ.get("ELASTIC_NAMESPACE") or os.environ.get("POD_NAMESPACE") or "default"
 
     # ---- runtime objects (not config) ----------------------------------------------------
     hub: HubClient
@@ -305,6 +315,8 @@ class ElasticService(Application):
         HubOAuth.instance(api_token=self.api_token, api_url=self.hub_api_url,
                           base_url=self.service_prefix)
         self.metrics = ServiceMetrics()
+        self.drain_reports: list[dict[str, Any]] = []
+        self._drained_nodes: set[str] = set()
         self.records = RecordStore(self.state_file or None, keep_finished=self.history_limit)
         loaded = self.records.load()
         self.migrator = Migrator(
@@ -332,7 +344,7 @@ class ElasticService(Application):
             log_function=log_request,
         )
 
-    # ---- API for the drain watcher -------------------------------------------------------
+    # ---- API for in-process callers (a custom drain watcher, scripts embedding the app) -------------------------------------------------------
 
     async def migrate_server(self, user: str, server: str = "", *, node: str | None = None,
                              node_selector: dict[str, str] | None = None,
@@ -343,20 +355,42 @@ class ElasticService(Application):
         return await self.migrator.submit(req, requested_by=f"service:{reason}")
 
     def drain_handled(self, node: str) -> None:
+        """Count one drained node (the first report of a node's drain)."""
         self.metrics.drains.inc()
         self.log.info("Drain of node %s handled", node)
 
+    async def on_drain_report(self, report: Any) -> None:
+        """The drain watcher's callback: one server of a draining node reached an outcome."""
+        d = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+        node = str(d.get("node") or "?")
+        if node not in self._drained_nodes:
+            self._drained_nodes.add(node)
+            self.drain_handled(node)
+        self.metrics.drain_servers.labels(outcome=str(d.get("outcome") or "unknown")).inc()
+        self.drain_reports.append(d)
+        del self.drain_reports[: max(0, len(self.drain_reports) - self.history_limit)]
+        self.log.info("Drain of %s: %s/%s %s%s", node, d.get("user"), d.get("server") or "",
+                      d.get("outcome"), f" ({d['error']})" if d.get("error") else "")
+
     # ---- retention -----------------------------------------------------------------------
 
-    async def run_retention(self) -> list[RetentionResult]:
-        """One retention pass over every server the hub knows (stopped ones included)."""
+    async def run_retention(self, user: str | None = None,
+                            server: str | None = None) -> list[RetentionResult]:
+        """One retention pass over every server the hub knows (stopped ones included), or over
+        one user's servers, or one server."""
         if not self.keep_checkpoints:
             return []
-        users = await self.hub.users()
+        if user is not None:
+            model = await self.hub.user(user)
+            users = [model] if model else []
+        else:
+            users = await self.hub.users()
         loop = asyncio.get_running_loop()
         results = []
         for u in users:
             for name, model in (u.get("servers") or {}).items():
+                if server is not None and name != server:
+                    continue
                 state = (model.get("state") or {}).get("elastic") or {}
                 pointer = state.get("checkpoint") or ""
                 protected = {pointer.rpartition("#")[2]} if "#" in pointer else set()
@@ -396,9 +430,30 @@ class ElasticService(Application):
             self.log.error("ElasticService.drain_watcher is on but %s cannot be imported (%s): "
                            "running without a drain watcher", self.drain_watcher_class, e)
             return None
-        return cls(parent=self)
+        return cls(self.hub_api_url, self.api_token, namespace=self.drain_namespace,
+                   on_report=self.on_drain_report)
 
     # ---- lifecycle -----------------------------------------------------------------------
+
+    async def start_background(self) -> None:
+        """Resume unfinished migrations, start the retention loop and the drain watcher."""
+        self.migrator.resume()
+        self._tasks: list[asyncio.Task[None]] = []
+        if self.keep_checkpoints and self.retention_interval:
+            self._tasks.append(asyncio.ensure_future(self._retention_loop()))
+        self._watcher = self._make_drain_watcher() if self.drain_watcher else None
+        if self._watcher is not None:
+            await self._watcher.start()
+            self.log.info("Drain watcher %s started", type(self._watcher).__name__)
+
+    async def stop_background(self) -> None:
+        """Stop the watcher and the loops; running migrations stay recorded, to resume later."""
+        if getattr(self, "_watcher", None) is not None:
+            await self._watcher.stop()
+        for t in getattr(self, "_tasks", []):
+            t.cancel()
+        await self.migrator.shutdown()
+        await asyncio.gather(*getattr(self, "_tasks", []), return_exceptions=True)
 
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT; then stop cleanly (records saved, resumed next time)."""
@@ -409,14 +464,7 @@ class ElasticService(Application):
         self.log.info("elastic-spawner service on %s%s (hub API %s, proxy %s, store %s)",
                       self.service_url.rstrip("/"), self.service_prefix, self.hub_api_url,
                       self.proxy_url or "-", self.store_url)
-        self.migrator.resume()
-        tasks = []
-        if self.keep_checkpoints and self.retention_interval:
-            tasks.append(asyncio.ensure_future(self._retention_loop()))
-        watcher = self._make_drain_watcher() if self.drain_watcher else None
-        if watcher is not None:
-            await watcher.start()
-            self.log.info("Drain watcher %s started", type(watcher).__name__)
+        await self.start_background()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -424,12 +472,7 @@ class ElasticService(Application):
         await stop.wait()
         self.log.info("Stopping: unfinished migrations resume at the next start")
         server.stop()
-        if watcher is not None:
-            await watcher.stop()
-        for t in tasks:
-            t.cancel()
-        await self.migrator.shutdown()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.stop_background()
 
     def start(self) -> None:
         asyncio.run(self.serve())

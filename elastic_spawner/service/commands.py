@@ -165,6 +165,8 @@ def run_checkpoints(args: argparse.Namespace) -> int:
             return 0
         data = client.checkpoints(user, server)
     except ServiceError as e:
+        if e.reason == "restores-next":
+            return _err(f"{e}".replace("Add ?force=1", "Add --force"))
         return _err(str(e))
     if args.json:
         print(json.dumps(data, indent=1))

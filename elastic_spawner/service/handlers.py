@@ -278,6 +278,39 @@ class CheckpointsHandler(BaseHandler):
         self.write_json({"deleted": checkpoint_id, "kernel_checkpoints": kernels})
 
 
+class RetentionHandler(BaseHandler):
+    """POST api/retention[?user=&server=]: run a retention pass now (all servers, or some)."""
+
+    async def post(self) -> None:
+        user = self.get_argument("user", None)
+        server = self.get_argument("server", None)
+        if user is None:
+            model = self.identity()
+            if not check_scopes({MIGRATE_SCOPE}, set(model.get("scopes") or [])):
+                raise self.fail(403, f"{self.who()} needs the unfiltered scope {MIGRATE_SCOPE} to "
+                                "prune every server (or name one: ?user=<name>)", "missing-scope")
+        else:
+            self.require(MIGRATE_SCOPE, user, server)
+        if not self.service.keep_checkpoints:
+            raise self.fail(409, "retention is off (ElasticService.keep_checkpoints = 0)",
+                            "retention-off")
+        results = await self.service.run_retention(user, server)
+        self.write_json({"keep_checkpoints": self.service.keep_checkpoints, "results": [
+            {"store": r.store_url, "deleted_checkpoints": r.deleted_servers,
+             "deleted_kernel_checkpoints": len(r.deleted_kernels),
+             "deleted_blobs": r.deleted_blobs, "error": r.error} for r in results]})
+
+
+class DrainsHandler(BaseHandler):
+    """GET api/drains: the drain watcher's reports (servers of draining nodes), newest first."""
+
+    async def get(self) -> None:
+        self.identity()
+        out = [d for d in reversed(self.service.drain_reports)
+               if self.allowed(READ_SCOPE, str(d.get("user")), str(d.get("server") or ""))]
+        self.write_json({"drain_watcher": self.service.drain_watcher, "reports": out})
+
+
 class MetricsHandler(BaseHandler):
     """GET metrics: Prometheus text format; needs custom:elastic:read unless configured open."""
 
@@ -310,6 +343,8 @@ class InfoHandler(BaseHandler):
                 "migrations": "GET api/migrations[?user=&active=1], GET api/migrations/<id>",
                 "checkpoints": "GET api/users/<user>/checkpoints[?server=], "
                                "DELETE api/users/<user>/checkpoints/<id>[?server=&force=1]",
+                "drains": "GET api/drains",
+                "retention": "POST api/retention[?user=&server=]",
                 "metrics": "GET metrics",
             },
         })
@@ -337,6 +372,8 @@ def handlers(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (prefix + rf"api/users/{user}/checkpoints(?:/(?P<checkpoint_id>[^/]+))?",
          CheckpointsHandler),
         (prefix + r"api/migrations/?", MigrationListHandler),
+        (prefix + r"api/drains/?", DrainsHandler),
+        (prefix + r"api/retention/?", RetentionHandler),
         (prefix + r"api/migrations/(?P<migration_id>[^/]+)", MigrationHandler),
         (prefix + r"(?:api/?)?", InfoHandler),
     ]

@@ -66,6 +66,10 @@ class ServiceMetrics:
         self.drains = Counter(
             "elastic_spawner_drains_handled",
             "Node drains handled by the drain watcher (one per node).", registry=r)
+        self.drain_servers = Counter(
+            "elastic_spawner_drain_servers",
+            "Servers of draining nodes, by the drain watcher's outcome (migrated, stopped, "
+            "failed, released, gone).", ["outcome"], registry=r)
         self.retention_checkpoints = Counter(
             "elastic_spawner_retention_deleted_checkpoints",
             "Checkpoints deleted by retention, by level: server or kernel.", ["level"], registry=r)

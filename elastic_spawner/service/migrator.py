@@ -34,6 +34,7 @@ from elastic_spawner.service.records import RecordStore
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5  # interval of the bounded polls of the hub and server APIs
+ROUTE_WAIT_S = 60.0  # how long a 404/503 from the proxy may mean "route not added yet"
 IDLE_GRACE_S = 5.0  # a restore status still "idle" this long after the start: nothing to restore
 PROGRESS = {"queued": 0, "checkpointing": 10, "stopping": 40, "starting": 60, "restoring": 85,
             "done": 100}
@@ -74,12 +75,7 @@ class Migrator:
         Raises RequestError (404 unknown user/server, 409 not running or already migrating).
         """
         label = f"{request.user}/{request.server}"
-        for rec in self.records.active():
-            if rec.request.user == request.user and rec.request.server == request.server:
-                raise RequestError(
-                    f"{label} is already being migrated (migration {rec.id}, {rec.phase}): "
-                    f"wait for it to finish (GET api/migrations/{rec.id})",
-                    status=409, reason="already-migrating")
+        self._check_not_migrating(request)
         user = await self.hub.user(request.user)
         if user is None:
             raise RequestError(
@@ -101,6 +97,7 @@ class Migrator:
                 f"{request.user}'s {what} is not running, so there is no session to migrate: "
                 "start it (it restores its last checkpoint by itself), then migrate it",
                 status=409, reason="server-not-running")
+        self._check_not_migrating(request)  # again: another request may have won meanwhile
         rec = Migration(id=new_migration_id(), request=request, requested_by=requested_by)
         rec.node_before = _node_of(model)
         rec.note(f"requested by {requested_by or 'the service'}"
@@ -110,6 +107,14 @@ class Migrator:
                  _describe(request))
         self._spawn(rec)
         return rec
+
+    def _check_not_migrating(self, request: MigrationRequest) -> None:
+        for rec in self.records.active():
+            if rec.request.user == request.user and rec.request.server == request.server:
+                raise RequestError(
+                    f"{rec.server_label} is already being migrated (migration {rec.id}, "
+                    f"{rec.phase}): wait for it to finish (GET api/migrations/{rec.id})",
+                    status=409, reason="already-migrating")
 
     def resume(self) -> list[Migration]:
         """Restart the unfinished migrations found in the records (after a service restart)."""
@@ -219,8 +224,8 @@ class Migrator:
                                   "spawner checkpointed it); starting it with the new options")
             return
         t = time.monotonic()
-        ans = await self.hub.server_call(
-            model["url"], "POST", "api/elastic/checkpoint",
+        ans = await self._server_call(
+            rec, model, "POST", "api/elastic/checkpoint",
             {"busy_timeout": self.busy_timeout, "deadline": self.checkpoint_timeout},
             timeout=self.busy_timeout + self.checkpoint_timeout + 60)
         seconds = time.monotonic() - t
@@ -253,6 +258,26 @@ class Migrator:
                 "checkpoint-incomplete")
         await self._set_phase(rec, "stopping", f"checkpointed {len(kernels)} kernel(s) in "
                               f"{seconds:.1f}s: {rec.checkpoint}")
+
+    async def _server_call(self, rec: Migration, model: dict[str, Any], method: str, path: str,
+                           body: Any = None, *, timeout: float) -> Answer:
+        """Call the server's elastic API through the proxy, waiting for its route.
+
+        Right after a hub restart the proxy may not have the server's route yet (the hub adds
+        routes of running servers while it starts up): the hub answers 404/503 for a server
+        that is in fact running. Such answers are retried for `ROUTE_WAIT_S` while the hub
+        still reports the server ready; after that, the answer stands.
+        """
+        deadline = time.monotonic() + ROUTE_WAIT_S
+        while True:
+            ans = await self.hub.server_call(model["url"], method, path, body, timeout=timeout)
+            if ans.code not in (404, 503) or time.monotonic() > deadline:
+                return ans
+            current = await self._model(rec)
+            if current is None or not current.get("ready"):
+                return ans
+            rec.note(f"{path}: HTTP {ans.code}; waiting for the proxy route to the server")
+            await asyncio.sleep(1.0)  # bounded by ROUTE_WAIT_S
 
     async def _stop(self, rec: Migration) -> None:
         t = time.monotonic()
@@ -328,7 +353,7 @@ class Migrator:
         deadline = time.monotonic() + self.restore_timeout
         idle_since: float | None = None
         while True:
-            ans = await self.hub.server_call(model["url"], "GET", "api/elastic/status", timeout=30)
+            ans = await self._server_call(rec, model, "GET", "api/elastic/status", timeout=30)
             restore = (ans.data or {}).get("restore") if isinstance(ans.data, dict) else None
             state = (restore or {}).get("state") if ans.code == 200 else None
             if state in ("done", "failed"):

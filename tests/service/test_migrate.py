@@ -56,6 +56,9 @@ async def test_migrate_to_a_named_node_is_verified(make_elastic_hub) -> None:
     code, body = await eh.call("POST", "api/users/alice/server/migrate", {"node": "node-b"},
                                token=ops)
     assert code == 202, body
+    code, again = await eh.call("POST", "api/users/alice/server/migrate", {}, token=ops)
+    assert code == 409 and again["reason"] == "already-migrating", again  # one at a time
+    assert body["migration"]["id"] in again["message"], again
     rec = await eh.wait_migration(body["migration"]["id"], ops)
     assert rec["outcome"] == "verified", rec
     assert (rec["node_before"], rec["node_after"]) == ("node-a", "node-b"), rec
