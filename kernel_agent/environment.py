@@ -7,6 +7,7 @@ prefer re-running cells for the affected variables.
 
 from __future__ import annotations
 
+import importlib
 import platform
 import sys
 from collections.abc import Iterable, Mapping
@@ -21,15 +22,32 @@ def _distributions() -> Mapping[str, list[str]]:
     return metadata.packages_distributions()
 
 
-def _version(top_module: str) -> str | None:
+def _version(top_module: str, *, import_it: bool = False) -> str | None:
+    """The installed version of a top-level package, cheapest source first.
+
+    The module's own ``__version__`` (a restore imports the module anyway to unpickle its
+    objects), then the distribution of the same name; scanning every installed distribution
+    (``packages_distributions``, seconds on a cold cache) only when neither answers.
+    """
+    mod = sys.modules.get(top_module)
+    if mod is None and import_it:
+        try:
+            mod = importlib.import_module(top_module)
+        except Exception:  # noqa: BLE001 - missing here: reported as a difference
+            return None
+    v = getattr(mod, "__version__", None)
+    if isinstance(v, str):
+        return v
+    try:
+        return metadata.version(top_module)
+    except (metadata.PackageNotFoundError, ValueError):
+        pass
     for dist in _distributions().get(top_module, []):
         try:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
-    mod = sys.modules.get(top_module)
-    v = getattr(mod, "__version__", None)
-    return v if isinstance(v, str) else None
+    return None
 
 
 def top_modules(value: Any) -> set[str]:
@@ -65,7 +83,7 @@ def differences(recorded: dict) -> dict[str, tuple[str | None, str | None]]:
     """Packages whose installed version differs from the recorded one: {pkg: (then, now)}."""
     out: dict[str, tuple[str | None, str | None]] = {}
     for pkg, then in (recorded.get("packages") or {}).items():
-        now = _version(pkg)
+        now = _version(pkg, import_it=True)
         if now != then:
             out[pkg] = (then, now)
     py_then = recorded.get("python")
