@@ -21,6 +21,11 @@ How a round runs, and why
   arrives waits at most for one co-variable's serialization; a started execution (pre_execute,
   silent ones included; an ``await``-ing async cell too) abandons the round. What was already
   serialized stays in the reuse cache (``checkpointing.ReuseCache``), so the next round resumes.
+* Collecting the co-variables is spread over steps too (200 names per step), and an *overhead
+  budget* (``budget``, default ``ELASTIC_BACKGROUND_BUDGET`` or 1 %) spaces rounds: a round that
+  spent ``t`` seconds on the main thread delays the next one by ``t / budget``, so rounds take at
+  most about that share of the kernel's time whatever the notebook's size (a notebook with
+  thousands of variables gets fewer rounds, not slower cells).
 * Co-variables unchanged since a previous checkpoint (same names, same active snapshot ids, not
   dirty) are not serialized again; only the planner's decision is recomputed (one main-thread
   step), with the same planner and cost model as a planned checkpoint.
@@ -54,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kernel_agent import checkpointing as ck
-from kernel_agent import environment, rng
+from kernel_agent import rng
 from kernel_agent.store import BlobRef, Store, open_store
 
 log = logging.getLogger("kernel_agent")
@@ -64,6 +69,9 @@ URL_ENV = "ELASTIC_BACKGROUND_URL"
 KEEP_DEFAULT = 2
 MAX_BACKOFF_S = 300.0
 GC_EVERY = 10  # collect unreferenced blobs every N committed rounds
+BUDGET_ENV = "ELASTIC_BACKGROUND_BUDGET"
+BUDGET_DEFAULT = 0.01  # main-thread time of rounds, as a share of wall time
+COLLECT_CHUNK = 200  # names grouped per event-loop step
 
 _instances: weakref.WeakKeyDictionary[Any, BackgroundCheckpointer] = weakref.WeakKeyDictionary()
 
@@ -82,7 +90,8 @@ class _Round:
     mark: int  # len(graph.cells) when it began
     units: list[ck.Unit]
     todo: list[ck.Unit]
-    phase: str = "serialize"  # serialize -> reserialize -> ship
+    phase: str = "collect"  # collect -> serialize -> reserialize -> ship
+    collector: Any = None  # the iter_collect_units generator, while collecting
     started: float = field(default_factory=time.perf_counter)
     serialized: int = 0
     step_s: float = 0.0
@@ -104,6 +113,7 @@ class BackgroundCheckpointer:
         *,
         store_options: dict | None = None,
         keep: int = KEEP_DEFAULT,
+        budget: float | None = None,
     ) -> None:
         kernel = getattr(shell, "kernel", None)
         io_loop = getattr(kernel, "io_loop", None)
@@ -132,6 +142,13 @@ class BackgroundCheckpointer:
         self._shipping = False
         self._failures = 0
         self._done_state: tuple[int, int] | None = None  # (id(graph), len(cells)) last committed
+        if budget is None:
+            try:
+                budget = float(os.environ.get(BUDGET_ENV) or BUDGET_DEFAULT)
+            except ValueError:
+                budget = BUDGET_DEFAULT
+        self.budget = max(0.0, budget)
+        self._not_before = 0.0  # monotonic time before which no round may start
         self.stats: dict[str, Any] = {
             "rounds_started": 0,
             "rounds_committed": 0,
@@ -140,6 +157,7 @@ class BackgroundCheckpointer:
             "units_serialized": 0,
             "steps": 0,
             "step_max_s": 0.0,
+            "step_max_phase": None,
             "step_total_s": 0.0,
             "bytes_uploaded": 0,
             "bytes_reused": 0,
@@ -189,6 +207,8 @@ class BackgroundCheckpointer:
             "interval_s": self.interval,
             "keep": self.keep,
             "in_progress": self._round is not None or self._shipping,
+            "budget": self.budget,
+            "next_round_in_s": max(0.0, self._not_before - time.monotonic()),
             **self.stats,
         }
 
@@ -262,6 +282,14 @@ class BackgroundCheckpointer:
 
         return get_monitor(self.shell)
 
+    def _charge(self, spent: float) -> None:
+        """Keep rounds' main-thread time under `budget` of the wall time: a round that cost
+        `spent` seconds pushes the earliest start of the next one `spent / budget` later. Cells
+        can then be slowed by at most about `budget` on average (plus one step's wait for a cell
+        that arrives during a step), whatever the notebook's size."""
+        if self.budget > 0:
+            self._not_before = max(self._not_before, time.monotonic()) + spent / self.budget
+
     def _tick(self) -> None:
         self._timer = None
         if self._stopped.is_set() or self._round is not None:
@@ -278,24 +306,21 @@ class BackgroundCheckpointer:
             return  # nothing recorded yet (a fresh kernel, or one about to be restored)
         if state == self._done_state or ck._committed_state.get(self._store.url) == state:
             return  # nothing new since the last checkpoint of this store
+        now = time.monotonic()
+        if now < self._not_before:  # the overhead budget: rounds may not run more often
+            self._arm(self._not_before - now)
+            return
         ns = self.shell.user_ns
         names = sorted(mon.user_names(ns))
-        units = ck.collect_units(mon, ns, names)
-        ck._reuse.retain(graph, [u.reuse_key for u in units])
-        todo = []
-        for u in units:
-            entry = ck._reuse.lookup(graph, u)
-            if entry is not None:
-                ck.apply_cached(u, entry)
-            else:
-                todo.append(u)
         self._round = _Round(
             executions=ck._executions,
             generation=ck._generation,
             graph=graph,
             mark=len(graph.cells),
-            units=units,
-            todo=todo,
+            units=[],
+            todo=[],
+            phase="collect",
+            collector=ck.iter_collect_units(mon, ns, names, chunk=COLLECT_CHUNK),
         )
         self.stats["rounds_started"] += 1
         self._later(self._step, self._round)
@@ -324,8 +349,22 @@ class BackgroundCheckpointer:
             self.io_loop.call_later(0.05, self._guard(self._step), rnd)
             return
         t0 = time.perf_counter()
+        phase = rnd.phase
         ns = self.shell.user_ns
-        if rnd.todo:
+        if rnd.phase == "collect":
+            try:
+                next(rnd.collector)
+            except StopIteration as done:
+                rnd.units, rnd.collector = done.value, None
+                ck._reuse.retain(rnd.graph, [u.reuse_key for u in rnd.units])
+                for u in rnd.units:
+                    entry = ck._reuse.lookup(rnd.graph, u)
+                    if entry is not None:
+                        ck.apply_cached(u, entry)
+                    else:
+                        rnd.todo.append(u)
+                rnd.phase = "serialize"
+        elif rnd.todo:
             u = rnd.todo.pop(0)
             if rnd.phase == "serialize":
                 ck.serialize_unit(u, ns)
@@ -347,9 +386,11 @@ class BackgroundCheckpointer:
             self._submit(rnd)
         spent = time.perf_counter() - t0
         rnd.step_s += spent
+        self._charge(spent)
         self.stats["steps"] += 1
         self.stats["step_total_s"] += spent
-        self.stats["step_max_s"] = max(self.stats["step_max_s"], spent)
+        if spent > self.stats["step_max_s"]:
+            self.stats["step_max_s"], self.stats["step_max_phase"] = spent, phase
         if self._round is rnd and rnd.phase != "ship":
             self._later(self._step, rnd)
 
@@ -367,12 +408,10 @@ class BackgroundCheckpointer:
                 rnd.prev[u.key] = prev
             else:
                 redo.append(u)
-        ns = self.shell.user_ns
-        names = [n for u in rnd.units for n in u.names]
         rnd.manifest_args = {
             "graph_dict": rnd.graph.to_dict(),
             "rng_final": rng.capture(),
-            "env": environment.capture(ns[n] for n in names if n in ns),
+            "env": ck.environment_of(rnd.units),
             "execution_count": int(getattr(self.shell, "execution_count", 0) or 0),
         }
         rnd.phase = "reserialize"
@@ -404,6 +443,10 @@ class BackgroundCheckpointer:
         try:
             store = open_store(self.url, **self.store_options)
             store.measure()  # the planner's bandwidth probe: never on the main thread
+            import kernel_agent.planner  # noqa: F401 - its imports are not a round's cost
+            from kernel_agent import environment
+
+            environment._distributions()  # the installed-packages table, read once
         except Exception as e:  # noqa: BLE001 - reported in status, retried
             log.warning("kernel_agent: background checkpoints cannot open %s: %s", self.url, e)
             self.stats["last_error"] = f"{type(e).__name__}: {e}"
@@ -555,12 +598,16 @@ def background(
     interval: float | None = None,
     *,
     keep: int = KEEP_DEFAULT,
+    budget: float | None = None,
     store_options: dict | None = None,
     shell: Any = None,
 ) -> dict:
     """Turn background checkpoints of this kernel on (to `url`, every `interval` s idle) or off.
 
-    `interval=0` turns them off; no arguments report the status. Returns the status dict.
+    `interval=0` turns them off; no arguments report the status. `budget`: the share of wall
+    time rounds may spend on the kernel's main thread (default ``ELASTIC_BACKGROUND_BUDGET`` or
+    0.01; 0: unlimited): a costly round delays the next one accordingly. `keep`: background
+    checkpoints kept per store. Returns the status dict.
     """
     shell, _ = ck.get_shell_and_monitor(shell)
     current = _instances.get(shell)
@@ -576,7 +623,8 @@ def background(
     url = url or (current.url if current is not None else os.environ.get(URL_ENV))
     if not url:
         raise BackgroundError(f"no store URL: pass one, or set {URL_ENV}")
-    bg = BackgroundCheckpointer(shell, url, float(interval), store_options=store_options, keep=keep)
+    bg = BackgroundCheckpointer(shell, url, float(interval), store_options=store_options, keep=keep,
+                                budget=budget)
     bg.start()
     _instances[shell] = bg
     return bg.status()

@@ -44,7 +44,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -274,6 +274,19 @@ def get_shell_and_monitor(shell: Any = None) -> tuple[Any, Any]:
 
 def collect_units(mon: Any, ns: dict, names: list[str]) -> list[Unit]:
     """Group the user's variables into co-variables and find the cells that recreate each."""
+    gen = iter_collect_units(mon, ns, names)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
+
+
+def iter_collect_units(
+    mon: Any, ns: dict, names: list[str], chunk: int = 0
+) -> Generator[None, None, list[Unit]]:
+    """`collect_units` as a generator that yields every `chunk` names (0: never), so a
+    background round can spread it over event-loop steps; the units are its return value."""
     graph = mon.graph
     try:
         # co-variables the monitor only marked as touched (too big to re-walk per cell) are
@@ -293,7 +306,9 @@ def collect_units(mon: Any, ns: dict, names: list[str]) -> list[Unit]:
     name_set = set(names)
     seen: set[str] = set()
     units: list[Unit] = []
-    for n in names:
+    for i, n in enumerate(names):
+        if chunk and i and i % chunk == 0:
+            yield
         if n in seen:
             continue
         try:
@@ -386,6 +401,14 @@ def check_loaded_digest(u: Unit) -> None:
         return
     if got != u.digest:
         u.digest_loaded = got
+
+
+def environment_of(units: list[Unit]) -> dict:
+    """`environment.capture` from the units' recorded libraries (no walk over the values)."""
+    env = environment.capture(())
+    packages = sorted({p for u in units for p in u.packages})
+    env["packages"] = {p: environment._version(p) for p in packages}
+    return env
 
 
 def apply_cached(u: Unit, entry: CachedUnit) -> None:

@@ -175,3 +175,17 @@ def test_planned_checkpoint_from_a_cell_while_a_round_is_in_flight(tmp_path, ker
     assert_verified(r)
     assert b.value("int(w0[:4].sum())") == 8
     assert b.value("int(w11.sum())") == a.value("int(w11.sum())")
+
+
+def test_overhead_budget_spaces_rounds(tmp_path, kernels):
+    """A round's main-thread time pushes the next round out by time / budget."""
+    url = (tmp_path / "store").as_uri()
+    a = start_kernel(tmp_path, kernel_env())
+    kernels.append(a)
+    a.ok(f"import kernel_agent; kernel_agent.background({url!r}, interval=0.05, budget=0.001)")
+    a.ok("x = list(range(1000))")
+    s = committed(a, 1)
+    assert s["budget"] == 0.001 and s["step_total_s"] > 0
+    a.ok("x.append(1)")
+    s = a.value("kernel_agent.background_status()")
+    assert s["next_round_in_s"] > 0 and s["rounds_started"] == 1, s

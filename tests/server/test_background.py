@@ -44,7 +44,7 @@ def test_crash_after_background_rounds_restores_the_newer_state(start_server, st
                  60, "the server to turn background checkpoints on")
         k.ok("x.append(4)\nafter = 'kept by a background round'")
         bg = wait_for(lambda: [c for c in (i.id for i in kstore.list_checkpoints()) if c.endswith(".bg")],
-                      60, "a background checkpoint in the kernel's store")
+                      120, "a background checkpoint in the kernel's store")
         raw = json.loads(kstore.get_manifest(bg[-1]))
         assert "hmac_sha256" in raw  # signed with the server's key, inherited by the kernel
     finally:
