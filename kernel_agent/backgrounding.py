@@ -444,9 +444,6 @@ class BackgroundCheckpointer:
             store = open_store(self.url, **self.store_options)
             store.measure()  # the planner's bandwidth probe: never on the main thread
             import kernel_agent.planner  # noqa: F401 - its imports are not a round's cost
-            from kernel_agent import environment
-
-            environment._distributions()  # the installed-packages table, read once
         except Exception as e:  # noqa: BLE001 - reported in status, retried
             log.warning("kernel_agent: background checkpoints cannot open %s: %s", self.url, e)
             self.stats["last_error"] = f"{type(e).__name__}: {e}"
