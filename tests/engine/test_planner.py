@@ -300,8 +300,8 @@ def test_time_limit_bounds_planning_and_still_respects_the_deadline():
     assert p.solver == "cpsat"
     assert p.est_checkpoint_s <= problem.deadline_s
     assert sorted(p.ship + p.recompute) == sorted(c.key for c in problem.covars)
-    if not p.optimal:
-        assert any("time limit" in n for n in p.notes)
+    if not p.optimal:  # stopped at the limit with a plan, or (on a loaded machine) without one
+        assert any("time limit" in n or "no solution within" in n for n in p.notes), p.notes
 
 
 def test_solver_without_solution_falls_back_to_recomputing_and_says_so(monkeypatch):
