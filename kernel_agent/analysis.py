@@ -29,8 +29,10 @@ import ast
 import collections
 import dis
 import functools
+import inspect
 import logging
 import re
+import sys
 import threading
 import types
 from collections.abc import Iterable, Mapping
@@ -76,6 +78,10 @@ _DYNAMIC_TOKENS = _ALWAYS_DYNAMIC_NAMES | {"vars", "eval", "exec", "__import__",
                                            "get_ipython"} | _DYNAMIC_ATTRS
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+# The restore re-runs cells with exec(), which cannot run a cell that awaits at top level: such
+# a cell is not re-runnable, so what it makes is shipped (or named as lost), never half-made.
+TOP_LEVEL_AWAIT = "awaits at top level (the restore cannot re-run it)"
+
 WALK_BUDGET = 20_000  # objects visited by the closure walk per cell
 GENERIC_DEPTH = 4  # how deep the best-effort walk goes into objects of library classes
 BULK_SCAN_LIMIT = 5_000_000  # elements of one container type-scanned in C before giving up
@@ -104,6 +110,7 @@ class CellAnalysis:
     maybe_written: set[str] = field(default_factory=set)  # `global` writes in reachable functions
     dynamic: str | None = None
     markers: set[str] = field(default_factory=set)
+    uses_shell: bool = False  # loads get_ipython: magics, shell commands (process state)
 
 
 _code_cache: dict[int, tuple[types.CodeType, CodeInfo]] = {}
@@ -403,8 +410,16 @@ class _Walker:
                     self.code(code)
                     for x in frame.f_locals.values():
                         stack.append((x, 0))
-            elif t is types.ModuleType or t is types.BuiltinFunctionType:
+            elif v is sys.modules or (t is types.ModuleType and _module_dict(v) is ns):
+                # an alias of sys.modules or of __main__ (`m = sys.modules`, then
+                # `m['__main__'].x`): every variable is one subscript or attribute away
+                self.dynamic = self.dynamic or "holds sys.modules or the __main__ module"
+            elif t is types.BuiltinFunctionType or (t is types.ModuleType and v is root):
+                # a module only when the name is bound to it (`import secrets`): one met
+                # inside a container (`mods = sys.modules`) is not a sign the cell uses it
                 self.markers |= effects.value_markers(v)
+            elif t is types.ModuleType:
+                pass
             elif isinstance(v, type):
                 self._class(v, stack)
             elif t in _SEQUENCES or t is dict:
@@ -491,6 +506,13 @@ class _Walker:
                         pass
 
 
+def _module_dict(m: types.ModuleType) -> Any:
+    try:
+        return object.__getattribute__(m, "__dict__")
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _reaches_shell(info: CodeInfo, ns: Mapping[str, Any]) -> bool:
     """Whether code using a shell-only attribute can get at the IPython shell."""
     if "get_ipython" in info.loads:
@@ -530,10 +552,14 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
     """
     code = compile_cell(shell, transformed)
     info = code_info(code)
+    markers = set(info.markers)
+    if code.co_flags & inspect.CO_COROUTINE:
+        markers.add(TOP_LEVEL_AWAIT)
     result = CellAnalysis(
         stores=set(info.stores | info.deletes | info.global_stores),
-        markers=set(info.markers),
+        markers=markers,
         dynamic=info.dynamic,
+        uses_shell="get_ipython" in info.loads,
     )
     if not result.dynamic and info.shell_attrs and _reaches_shell(info, ns):
         result.dynamic = f"calls shell .{sorted(info.shell_attrs)[0]}()"

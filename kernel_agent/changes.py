@@ -522,6 +522,31 @@ def _byte_span(arr: np.ndarray) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 
 
+def _buffer_exporter(arr: np.ndarray) -> bytearray | None:
+    """The bytearray whose memory `arr` is (through its ndarray bases and a memoryview), if any."""
+    b = _final_base(arr).base
+    for _ in range(8):
+        if type(b) is not memoryview:
+            break
+        b = b.obj
+    return b if type(b) is bytearray else None
+
+
+def _exporter_ids(b: Any) -> list[int]:
+    """Ids of the objects behind a memoryview base (`np.frombuffer(ba)` has a memoryview of
+    `ba` as its base, not `ba`): without them the array and the bytearray it writes through
+    were two co-variables, restored apart (one shipped, one recomputed) and no longer shared."""
+    out = []
+    for _ in range(8):
+        if type(b) is not memoryview:
+            break
+        b = b.obj
+        if b is None or type(b) is bytes:
+            break
+        out.append(id(b))
+    return out
+
+
 class _Budget(Exception):
     """Raised inside a walk when the node budget is exhausted."""
 
@@ -1086,6 +1111,13 @@ class _Walker:
             # flushed meanwhile
             out.append(("arr#", len(self.arrays)))
             self.arrays.append(arr)
+            exporter = _buffer_exporter(arr)
+            if exporter is not None:
+                # an array over a bytearray (`np.frombuffer(ba)`): which bytearray it writes
+                # through is part of the value (a back-reference if `ba` is walked too), so a
+                # restore that ships it as a copy does not verify
+                out.append(("over",))
+                push(exporter)
             return
         fb = _final_base(arr)
         if fb is not arr:
@@ -1096,6 +1128,7 @@ class _Walker:
         b = fb.base
         if b is not None and type(b) is not bytes and not self.noid:
             self.ids.append(id(b))  # e.g. two arrays over one bytearray / mmap share memory
+            self.ids.extend(_exporter_ids(b))
         cache = self.array_cache
         hit = cache.get(id(arr)) if cache is not None else None
         if hit is not None and hit[0] is arr:
@@ -1113,6 +1146,7 @@ class _Walker:
                 return
             if type(b) is not bytes:
                 self.ids.append(id(b))
+                self.ids.extend(_exporter_ids(b))
             b = getattr(b, "base", None) if isinstance(b, np.ndarray) else None
 
     def _buffer(self, obj: Any, tp: type) -> None:

@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger("kernel_agent")
@@ -147,18 +148,98 @@ def _short(s: str, n: int = 160) -> str:
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
+MAX_FILES = 64  # file paths read / changed remembered per cell (beyond: see FileActivity)
+
+
+@dataclass
+class FileActivity:
+    """Files a cell read and changed, for replay hazards the cell's own effects cannot show.
+
+    A cell that only *reads* a file is safe to re-run, unless the file is different at restore
+    time: a later cell (or the user) rewrote or deleted it, or the cell opened a relative path
+    while the working directory was not the kernel's starting one. The monitor matches these
+    paths across cells (`graph.HistoryGraph.note_file_changes`).
+    """
+
+    read: list[str] = field(default_factory=list)  # absolute paths, in first-read order
+    relative: list[str] = field(default_factory=list)  # of `read`: opened by a relative path
+    changed: list[str] = field(default_factory=list)  # written, removed, renamed, truncated
+    overflow: bool = False  # more than MAX_FILES paths: the lists are incomplete
+
+
+def _library_prefixes() -> tuple[str, ...]:
+    """Where installed code lives: its files are not the notebook's data."""
+    import site
+    import sysconfig
+
+    out: set[str] = set()
+    for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix):
+        if p:
+            out.add(os.path.join(os.path.abspath(p), ""))
+    try:
+        for p in [*site.getsitepackages(), site.getusersitepackages(),
+                  *sysconfig.get_paths().values()]:
+            if p:
+                out.add(os.path.join(os.path.abspath(p), ""))
+    except Exception:  # noqa: BLE001
+        pass
+    out.add("/proc/")
+    out.add("/sys/")
+    out.add("/dev/")
+    return tuple(sorted(out))
+
+
+def source_of_cached(p: str) -> str:
+    """`pkg/__pycache__/mod.cpython-311.pyc` -> `pkg/mod.py`: importing reads the cache, but
+    what the import depends on is the source it was compiled from."""
+    head, tail = os.path.split(p)
+    if os.path.basename(head) == "__pycache__" and tail.endswith(".pyc"):
+        return os.path.join(os.path.dirname(head), tail.split(".", 1)[0] + ".py")
+    return p
+
+
 class _Recorder:
     """Collects effect descriptions for one cell; filters the kernel's own activity."""
 
-    __slots__ = ("effects", "ignored_threads", "ignored_prefixes", "ignored_ports", "busy")
+    __slots__ = ("effects", "ignored_threads", "ignored_prefixes", "ignored_ports", "busy",
+                 "files", "library_prefixes")
 
     def __init__(self, ignored_threads: set[int], ignored_prefixes: tuple[str, ...],
-                 ignored_ports: set[int]):
+                 ignored_ports: set[int], library_prefixes: tuple[str, ...] = ()):
         self.effects: list[str] = []
         self.ignored_threads = ignored_threads
         self.ignored_prefixes = ignored_prefixes
         self.ignored_ports = ignored_ports
+        self.library_prefixes = library_prefixes
+        self.files = FileActivity()
         self.busy = False
+
+    def _file_read(self, raw: Any) -> None:
+        if isinstance(raw, int):
+            return
+        p = _path(raw)
+        if p is None:
+            return
+        p = source_of_cached(p)
+        if p in self.files.read or p.startswith(self.library_prefixes) or self._ignored_path(p):
+            return
+        if len(self.files.read) >= MAX_FILES:
+            self.files.overflow = True
+            return
+        self.files.read.append(p)
+        try:
+            if not os.path.isabs(os.fsdecode(os.fspath(raw))):
+                self.files.relative.append(p)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _file_changed(self, p: str | None) -> None:
+        if p is None or p in self.files.changed:
+            return
+        if len(self.files.changed) >= MAX_FILES:
+            self.files.overflow = True
+            return
+        self.files.changed.append(p)
 
     def _ignored_path(self, p: str | None) -> bool:
         if p is None:
@@ -187,6 +268,7 @@ class _Recorder:
             else:
                 writing = isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
             if not writing:
+                self._file_read(path)
                 return
             if isinstance(path, int):
                 self._note(f"writes file descriptor {path}")
@@ -194,12 +276,16 @@ class _Recorder:
             p = _path(path)
             if not self._ignored_path(p):
                 self._note(f"writes file {p}")
+                self._file_changed(p)
         elif event in _PATH_EVENTS:
             verb, npaths = _PATH_EVENTS[event]
             paths = [_path(a) for a in args[:npaths]]
             if all(self._ignored_path(p) for p in paths):
                 return
             self._note(f"{verb} {' -> '.join(str(p) for p in paths)}")
+            if event not in _METADATA_EVENTS:
+                for p in paths:
+                    self._file_changed(p)
         elif event in ("socket.connect", "socket.sendto", "socket.sendmsg", "socket.bind"):
             address = args[1] if len(args) > 1 else None
             if address is None or self._kernel_socket(address):
@@ -279,6 +365,10 @@ _PATH_EVENTS: dict[str, tuple[str, int]] = {
     "shutil.unpack_archive": ("unpacks archive", 2),
     "shutil.chown": ("changes owner of", 1),
 }
+# path events that leave a file's content as it was (a reader re-run later reads the same)
+_METADATA_EVENTS = frozenset({"os.chmod", "os.chown", "os.utime", "os.setxattr",
+                              "os.removexattr", "shutil.copymode", "shutil.copystat",
+                              "shutil.chown", "os.mkdir"})
 _EVENTS = frozenset(_PATH_EVENTS) | {
     "open", "socket.connect", "socket.sendto", "socket.sendmsg", "socket.bind",
     "socket.getaddrinfo", "subprocess.Popen", "os.system", "os.exec", "os.spawn",
@@ -400,16 +490,23 @@ class EffectWatcher:
         self.ignored_threads = set(ignored_threads)
         self.ignored_prefixes = kernel_paths(shell)
         self.ignored_ports = kernel_ports()
+        self.library_prefixes = _library_prefixes()
+        self.files = FileActivity()  # of the last cell `end()` returned the effects of
 
     def begin(self) -> None:
         global _current
-        _current = _Recorder(self.ignored_threads, self.ignored_prefixes, self.ignored_ports)
+        self.files = FileActivity()
+        _current = _Recorder(self.ignored_threads, self.ignored_prefixes, self.ignored_ports,
+                             self.library_prefixes)
 
     def end(self) -> list[str]:
+        """The cell's effects; the files it read and changed are left in `self.files`."""
         global _current
         rec, _current = _current, None
         if rec is None:
+            self.files = FileActivity()
             return []
+        self.files = rec.files
         effects = rec.effects
         if len(effects) > MAX_EFFECTS:
             effects = effects[:MAX_EFFECTS] + [f"... and {len(effects) - MAX_EFFECTS} more effects"]

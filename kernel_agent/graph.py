@@ -45,6 +45,15 @@ class CellExecution:
     output_snapshots: list[int] = field(default_factory=list)
     effects: list[str] = field(default_factory=list)  # non-empty => not safely re-runnable
     rng_state: str | None = None  # key into HistoryGraph.rng_states
+    # files the cell read (absolute paths; `files_relative`: opened by a relative path) and
+    # changed: a later change to a file it read makes it unsafe to re-run (see record())
+    files_read: list[str] = field(default_factory=list)
+    files_relative: list[str] = field(default_factory=list)
+    files_changed: list[str] = field(default_factory=list)
+    # it changed nothing in the namespace but used a module (`os.environ[k] = v`,
+    # `sys.path.append(p)`, `pd.set_option(...)`, `%env`, `%cd`): it may have changed process
+    # state later cells depend on, so re-running a later cell re-runs it first (requirements())
+    context: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +71,10 @@ class CellExecution:
             "output_snapshots": list(self.output_snapshots),
             "effects": list(self.effects),
             "rng_state": self.rng_state,
+            "files_read": list(self.files_read),
+            "files_relative": list(self.files_relative),
+            "files_changed": list(self.files_changed),
+            "context": self.context,
         }
 
     @classmethod
@@ -81,7 +94,16 @@ class CellExecution:
             output_snapshots=[int(x) for x in d.get("output_snapshots", [])],
             effects=list(d.get("effects", [])),
             rng_state=d.get("rng_state"),
+            files_read=[str(p) for p in d.get("files_read", [])],
+            files_relative=[str(p) for p in d.get("files_relative", [])],
+            files_changed=[str(p) for p in d.get("files_changed", [])],
+            context=bool(d.get("context", False)),
         )
+
+    @property
+    def rerunnable(self) -> bool:
+        """Safe to re-run at restore time (the engine's rule: not failed, no effects)."""
+        return not self.failed and not self.effects
 
 
 @dataclass
@@ -126,6 +148,8 @@ class HistoryGraph:
     snapshots: list[VariableSnapshot] = field(default_factory=list)  # position == id
     active: dict[str, int] = field(default_factory=dict)
     rng_states: dict[str, dict] = field(default_factory=dict)
+    _context: tuple[int, list[CellExecution]] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     # -- building ---------------------------------------------------------------------------
 
@@ -216,7 +240,27 @@ class HistoryGraph:
         self.cells.append(cell)
         for s in outputs:
             self.activate(s)
+        for path in cell.files_changed:
+            self.file_changed(path, f"cell {idx} later changed it", before=idx)
         return cell
+
+    def file_changed(self, path: str, why: str, *, before: int | None = None) -> list[int]:
+        """Mark the cells (before index `before`) that read `path` as not safely re-runnable.
+
+        Re-running them at restore time would read the file as it is then, not as they read
+        it: `content = open('tmp.txt').read()` followed by `os.remove('tmp.txt')` replays into
+        a FileNotFoundError, `import mymod` followed by a rewrite of mymod.py replays into the
+        new code. Their outputs must be shipped instead. Returns the cells marked.
+        """
+        marked = []
+        end = len(self.cells) if before is None else before
+        for c in self.cells[:end]:
+            if path in c.files_read and path not in c.files_changed:
+                note = f"read file {path}, and {why}"
+                if note not in c.effects:
+                    c.effects.append(note)
+                    marked.append(c.index)
+        return marked
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -241,17 +285,38 @@ class HistoryGraph:
         cells: set[int] = set()
         seen = {snapshot_id}
         stack = [snapshot_id]
+
+        def add(c: int) -> None:
+            cells.add(c)
+            for s in self.cells[c].input_snapshots:
+                if s not in active_ids and s not in seen:
+                    seen.add(s)
+                    stack.append(s)
+
         while stack:
-            snap = self.snapshot(stack.pop())
-            for c in snap.producers:
-                if c in cells:
-                    continue
-                cells.add(c)
-                for s in self.cells[c].input_snapshots:
-                    if s not in active_ids and s not in seen:
-                        seen.add(s)
-                        stack.append(s)
+            while stack:
+                snap = self.snapshot(stack.pop())
+                for c in snap.producers:
+                    if c not in cells:
+                        add(c)
+            # Context cells (process state: environment, sys.path, options, working directory):
+            # the re-run cells may depend on what they set, and re-running all of them, in
+            # order, leaves the process as the last one left it (re-running only those before
+            # the last recomputed cell could leave it in an intermediate state: `os.chdir`
+            # without the later `os.chdir('..')`). Only the re-runnable ones: one that is not
+            # could not be redone anyway, and the restore verifies what depends on it.
+            for c in self._context_cells():
+                if c.index not in cells and c.rerunnable:
+                    add(c.index)
         return cells
+
+    def _context_cells(self) -> list[CellExecution]:
+        """The context cells, cached per history length (requirements() runs per snapshot)."""
+        cached = self._context
+        if cached is None or cached[0] != len(self.cells):
+            cached = (len(self.cells), [c for c in self.cells if c.context])
+            self._context = cached
+        return cached[1]
 
     # -- (de)serialization ------------------------------------------------------------------
 

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from kernel_agent import analysis, rng
 from kernel_agent.changes import Tracker
-from kernel_agent.effects import UNSEEDED, EffectWatcher
+from kernel_agent.effects import MAX_FILES, UNSEEDED, EffectWatcher
 from kernel_agent.graph import CellExecution, HistoryGraph
 
 log = logging.getLogger("kernel_agent")
@@ -49,6 +51,7 @@ class _Pending:
     problems: list[str] = field(default_factory=list)
     t0: float = 0.0
     hook_s: float = 0.0  # time spent in pre_run_cell
+    cwd: str | None = None  # working directory the cell started in
 
 
 class Monitor:
@@ -66,6 +69,10 @@ class Monitor:
         self._pending: _Pending | None = None
         self._paused = 0
         self._registered = False
+        # relative paths opened in another directory would open other files on a re-run
+        self.start_cwd = _getcwd()
+        # files read by recorded cells -> (mtime_ns, size) when read: see check_files()
+        self._watched: dict[str, tuple[int, int] | None] = {}
         # time spent in our hooks (for the overhead benchmark and for users who wonder)
         self.stats: dict[str, float] = {"cells": 0, "hook_s": 0.0, "hook_max_s": 0.0,
                                          "tracker_s": 0.0}
@@ -120,6 +127,8 @@ class Monitor:
             log.warning("kernel_agent: %s is in the restored history but not in the namespace", n)
             del graph.active[n]
         self.graph = graph
+        self._watched = {p: _stat(p) for c in graph.cells for p in c.files_read
+                         if not c.effects}
         self._reach_cache.clear()
         self.tracker.reset(ns, names)
         p = self._pending
@@ -161,6 +170,7 @@ class Monitor:
                 self._pending = None
             if getattr(info, "silent", False) or self._paused:
                 return
+            self.check_files()
             self._pending = self._snapshot_before(info)
             self.effects.begin()
             self._pending.t0 = time.perf_counter()
@@ -197,6 +207,28 @@ class Monitor:
         self.stats["hook_s"] += spent
         self.stats["hook_max_s"] = max(self.stats["hook_max_s"], spent)
 
+    def check_files(self) -> list[int]:
+        """Mark cells whose input files changed since they read them (outside recorded cells).
+
+        Changes made by recorded cells are matched when those cells are recorded; this catches
+        the rest (the user edits `mymod.py` or replaces `data.csv` between cells). It runs
+        before every recorded cell, so before the cell that calls `checkpoint()`; a checkpoint
+        taken without a cell (server extension, background) should call it first. Cost: one
+        `stat` per distinct file read by a still re-runnable cell (capped by MAX_WATCHED).
+        Returns the cells newly marked.
+        """
+        marked: list[int] = []
+        try:
+            for path, seen in list(self._watched.items()):
+                now = _stat(path)
+                if now != seen:
+                    del self._watched[path]
+                    what = "it was deleted since" if now is None else "it changed since"
+                    marked += self.graph.file_changed(path, what)
+        except Exception:  # noqa: BLE001
+            log.exception("kernel_agent: could not check the files cells read")
+        return marked
+
     # -- internals --------------------------------------------------------------------------
 
     def _snapshot_before(self, info: Any) -> _Pending:
@@ -204,12 +236,20 @@ class Monitor:
         ns = shell.user_ns
         code = getattr(info, "raw_cell", None) or ""
         p = _Pending(info=info, code=code, ids=_id_map(ns),
-                     user_before=set(self.user_names(ns)), analysis=None)
+                     user_before=set(self.user_names(ns)), analysis=None, cwd=_getcwd())
         try:
             transformed = getattr(info, "transformed_cell", None)
             if transformed is None:
-                transformed = shell.transform_cell(code)
-            p.analysis = analysis.analyze_cell(shell, transformed, ns, cache=self._reach_cache)
+                # IPython transforms a cell after pre_run_cell, and its transforms (magics, !,
+                # ?, prompts, indentation) only ever turn invalid Python into valid Python: a
+                # cell that compiles as it is needs no transform, which costs milliseconds
+                # per hundred lines
+                try:
+                    p.analysis = analysis.analyze_cell(shell, code, ns, cache=self._reach_cache)
+                except SyntaxError:
+                    transformed = shell.transform_cell(code)
+            if p.analysis is None:
+                p.analysis = analysis.analyze_cell(shell, transformed, ns, cache=self._reach_cache)
         except (SyntaxError, ValueError, TypeError, OverflowError, MemoryError, RecursionError):
             p.analysis = None  # IPython reports it and runs nothing (error_before_exec)
         except Exception as e:  # noqa: BLE001
@@ -266,6 +306,22 @@ class Monitor:
             shown = ", ".join(untracked[:5]) + (f" and {len(untracked) - 5} more" if len(untracked) > 5 else "")
             effects.append(UNTRACKED_READ.format(names=shown))
         rng_key = self._rng_key(p, effects)
+        files = self.effects.files
+        files_read = list(files.read)
+        for path in _module_sources(ns, reads):
+            if path not in files_read:
+                files_read.append(path)
+        if files.relative and p.cwd is not None and p.cwd != self.start_cwd:
+            effects.append(
+                f"opened {files.relative[0]} by a relative path in working directory {p.cwd}, "
+                f"not the kernel's starting directory {self.start_cwd}"
+            )
+        if files.overflow:
+            log.debug("kernel_agent: cell %r touched more than %d files", _short(p.code), MAX_FILES)
+        changed_ns = bool(written or mutated or deleted)
+        context = (not changed_ns and error is None and not effects
+                   and (any(type(ns.get(n)) is ModuleType for n in reads)
+                        or (ana is not None and ana.uses_shell)))
         cell = CellExecution(
             index=len(self.graph.cells),
             code=p.code,
@@ -279,8 +335,18 @@ class Monitor:
             error=_describe(error) if error is not None else None,
             effects=_dedupe(effects),
             rng_state=rng_key,
+            files_read=files_read,
+            files_relative=list(files.relative),
+            files_changed=list(files.changed),
+            context=context,
         )
         self.graph.record(cell, self.tracker.covariable_of, user_after)
+        if not cell.effects and not cell.failed:
+            for path in files_read:
+                if path not in self._watched and len(self._watched) < MAX_WATCHED:
+                    self._watched[path] = _stat(path)
+        for path in files.changed:
+            self._watched.pop(path, None)  # record() already marked its readers
 
     def _rng_key(self, p: _Pending, effects: list[str]) -> str | None:
         """Store the generators' state before the cell if the cell drew from them."""
@@ -330,6 +396,58 @@ class Monitor:
             effects=_dedupe(list(fx) + [INTERNAL_ERROR]),
         )
         self.graph.record(cell, covariable_of, user_after)
+
+
+MAX_WATCHED = 512  # distinct files whose changes check_files() looks for
+
+
+def _getcwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was removed under us
+        return None
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+_LIBRARY_PREFIXES: tuple[str, ...] | None = None
+
+
+def _module_sources(ns: Mapping[str, Any], names: set[str]) -> list[str]:
+    """Source files of the notebook's own modules that the cell's reads lead to.
+
+    Reading `mymod.V` reads mymod.py as much as `open()` does: if a later cell (or the user)
+    rewrites it and reloads, re-running this cell would see the new code. Installed libraries
+    are left out (they change only with the environment, which the restore checks).
+    """
+    global _LIBRARY_PREFIXES
+    if _LIBRARY_PREFIXES is None:
+        from kernel_agent.effects import _library_prefixes
+
+        _LIBRARY_PREFIXES = _library_prefixes()
+    out: list[str] = []
+    for n in names:
+        v = ns.get(n)
+        if type(v) is ModuleType:
+            mod = v
+        else:
+            modname = getattr(v, "__module__", None) if callable(v) else None
+            if type(modname) is not str or modname in ("__main__", "builtins"):
+                continue
+            mod = sys.modules.get(modname)
+        f = getattr(mod, "__file__", None)
+        if type(f) is not str or not f.endswith(".py"):
+            continue
+        f = os.path.abspath(f)
+        if not f.startswith(_LIBRARY_PREFIXES) and f not in out:
+            out.append(f)
+    return out
 
 
 def _id_map(ns: Mapping[str, Any]) -> dict[str, int]:

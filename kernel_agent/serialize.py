@@ -70,10 +70,12 @@ from __future__ import annotations
 import enum
 import functools
 import io
+import os
 import pickle
 import struct
 import sys
 import threading
+import types
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -177,7 +179,7 @@ class _Pickler(cloudpickle.CloudPickler):
 
     # cloudpickle calls this for functions it pickles by value
     def _dynamic_function_reduce(self, func: Any) -> Any:
-        rv = super()._dynamic_function_reduce(func)
+        rv = self._shared_cells(func, super()._dynamic_function_reduce(func))
         if self._namespace is None or func.__globals__ is not self._namespace:
             return rv
         try:
@@ -189,6 +191,31 @@ class _Pickler(cloudpickle.CloudPickler):
         slotstate["__globals__"] = {}  # globals are variables of their own, not a snapshot
         return (make, (code, self._token, *more), (state, slotstate), *rest)
 
+    @staticmethod
+    def _shared_cells(func: Any, rv: Any) -> Any:
+        """Pickle the function's real closure cells, so closures that share a cell still do.
+
+        cloudpickle gives every function fresh empty cells and copies the contents in later, so
+        ``inc, get = make_pair()`` over one ``nonlocal n`` came back as two closures with two
+        different ``n``: ``inc()`` no longer changed what ``get()`` returns (a silently different
+        session). Passing the cells themselves lets pickle's memo share them; each cell is
+        reduced to an empty cell whose contents are set by a state setter (`_reduce_cell`), so
+        a closure that refers to itself (a recursive inner function) still pickles.
+        """
+        closure = func.__closure__
+        if closure is None:
+            return rv
+        try:
+            make, newargs, (state, slotstate), *rest = rv
+            *head, fresh = newargs
+        except (TypeError, ValueError):  # a cloudpickle we do not know: keep its behaviour
+            return rv
+        if not isinstance(fresh, tuple) or len(fresh) != len(closure):
+            return rv
+        slotstate = dict(slotstate)
+        slotstate["__closure__"] = None  # the cells carry their contents themselves
+        return (make, (*head, closure), (state, slotstate), *rest)
+
     def reducer_override(self, obj: Any) -> Any:
         np = self._np
         if isinstance(obj, type) and not cloudpickle.cloudpickle._should_pickle_by_reference(obj):
@@ -197,6 +224,12 @@ class _Pickler(cloudpickle.CloudPickler):
             return self._reduce_ndarray(obj)
         if obj is self._token:
             return (_bound_namespace, ())
+        if type(obj) is types.CellType:
+            return _reduce_cell(obj)
+        if type(obj) is types.ModuleType:
+            source = _local_module_source(obj)
+            if source is not None:
+                return (_import_module, (obj.__name__, source))
         if isinstance(obj, _OS_FILES):
             # cloudpickle would ship a read-mode file's *content* as a StringIO: a different
             # object. An open file is kernel state we cannot move; the engine re-opens it by
@@ -205,11 +238,44 @@ class _Pickler(cloudpickle.CloudPickler):
         if isinstance(obj, type) and "__slots__" in type.__dict__["__dict__"].__get__(obj):
             rv = self._reduce_slotted_class(obj)
             if rv is not None:
-                return rv
+                return _keep_inherited_entries(obj, rv)
         if isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
             params = obj.cache_parameters()
             return (_rebuild_lru_cache, (obj.__wrapped__, params["maxsize"], params["typed"]))
-        return super().reducer_override(obj)
+        rv = super().reducer_override(obj)
+        if isinstance(obj, type) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_CLASS,):
+            return _keep_inherited_entries(obj, rv)
+        return rv
+
+    def _reduce_over_bytearray(self, obj: Any) -> Any:
+        """An array over a bytearray (``np.frombuffer(ba)``) is rebuilt over that bytearray.
+
+        numpy's own reduce copies the bytes, so after a restore ``ba[0] = 1`` no longer showed
+        through the array. The bytearray goes into the stream (pickle's memo makes it the same
+        object as a ``ba`` variable next to it) and the array is a window on it again.
+        """
+        np = self._np
+        exporter = obj.base
+        while isinstance(exporter, np.ndarray):
+            exporter = exporter.base
+        for _ in range(8):
+            if type(exporter) is not memoryview:
+                break
+            exporter = exporter.obj
+        if type(exporter) is not bytearray or obj.dtype.hasobject or len(exporter) == 0:
+            return None
+        start = np.frombuffer(exporter, dtype=np.uint8).__array_interface__["data"][0]
+        offset = obj.__array_interface__["data"][0] - start
+        lo = hi = offset
+        for n, st in zip(obj.shape, obj.strides, strict=True):
+            if st < 0:
+                lo += st * (n - 1)
+            else:
+                hi += st * (n - 1)
+        if lo < 0 or hi + obj.itemsize > len(exporter):
+            return None
+        return (_rebuild_over_buffer, (exporter, offset, obj.shape, obj.strides, obj.dtype,
+                                       bool(obj.flags.writeable)))
 
     def _reduce_slotted_class(self, cls: type) -> Any:
         """cloudpickle rebuilds a notebook class without its ``__slots__`` (it creates the class
@@ -230,10 +296,15 @@ class _Pickler(cloudpickle.CloudPickler):
         self._alive.append(obj)
         base = obj.base
         if not isinstance(base, np.ndarray):
-            return super().reducer_override(obj)
+            rv = self._reduce_over_bytearray(obj)
+            return rv if rv is not None else super().reducer_override(obj)
         root = base
         while isinstance(root.base, np.ndarray):
             root = root.base
+        if not isinstance(root.base, np.ndarray) and root.base is not None:
+            rv = self._reduce_over_bytearray(obj)
+            if rv is not None:
+                return rv
         if (
             type(root) is not np.ndarray
             or obj.dtype.hasobject
@@ -262,6 +333,120 @@ class _Pickler(cloudpickle.CloudPickler):
         if lo < 0 or hi + obj.itemsize > root.nbytes:
             return super().reducer_override(obj)
         return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype))
+
+
+def _rebuild_over_buffer(buffer: bytearray, offset: int, shape: tuple, strides: tuple,
+                         dtype: Any, writeable: bool) -> Any:
+    import numpy as np
+
+    arr = np.ndarray(shape, dtype=dtype, buffer=buffer, offset=offset, strides=strides)
+    if not writeable:
+        arr.flags.writeable = False
+    return arr
+
+
+def _keep_inherited_entries(cls: type, rv: Any) -> Any:
+    """Put back the class-dict entries cloudpickle drops because a base has the same object.
+
+    ``class E: __hash__ = object.__hash__`` (the usual way to keep instances hashable next to
+    an ``__eq__``) came back without ``__hash__`` in its dict: a different class as far as the
+    restore's verification can tell, so the variable was reported as not restored. Entries the
+    class really defines are its value; only cloudpickle's own exclusions stay out.
+    """
+    try:
+        make, args, (clsdict, slotstate), *rest = rv
+        own = type.__dict__["__dict__"].__get__(cls)
+        bases = type.__dict__["__bases__"].__get__(cls)
+    except (TypeError, ValueError, KeyError):  # a cloudpickle we do not know: keep its behaviour
+        return rv
+    added = {}
+    for name, value in own.items():
+        if name in clsdict or name in _CLASS_DICT_SKIP or type(value) not in _READDABLE:
+            continue
+        if any(type.__dict__["__dict__"].__get__(b).get(name, _MISSING) is value for b in bases):
+            added[name] = value
+    if not added:
+        return rv
+    return (make, args, ({**clsdict, **added}, slotstate), *rest)
+
+
+_MISSING = object()
+_MAKE_SKELETON_CLASS = getattr(cloudpickle.cloudpickle, "_make_skeleton_class", None)
+# kinds of inherited entries put back: a slot wrapper (``object.__hash__``) or a function pickles
+# by reference; C method descriptors (``__init_subclass__`` of a builtin base) do not pickle
+_READDABLE = frozenset({types.WrapperDescriptorType, types.FunctionType, type(None)})
+# what cloudpickle leaves out on purpose (descriptors rebuilt by type(), abc caches)
+_CLASS_DICT_SKIP = frozenset({"__dict__", "__weakref__", "_abc_impl", "_abc_cache",
+                              "_abc_negative_cache", "_abc_negative_cache_version",
+                              "_abc_registry", "__annotate_func__"})
+
+
+def _local_module_source(mod: types.ModuleType) -> str | None:
+    """The source file of a notebook-local module (not an installed one), else None."""
+    global _LIBRARY_PREFIXES
+    f = getattr(mod, "__file__", None)
+    name = getattr(mod, "__name__", None)
+    if type(f) is not str or type(name) is not str or not f.endswith(".py"):
+        return None
+    if _LIBRARY_PREFIXES is None:
+        from kernel_agent.effects import _library_prefixes
+
+        _LIBRARY_PREFIXES = _library_prefixes()
+    f = os.path.abspath(f)
+    return None if f.startswith(_LIBRARY_PREFIXES) else f
+
+
+_LIBRARY_PREFIXES: tuple[str, ...] | None = None
+
+
+def _import_module(name: str, source: str) -> types.ModuleType:
+    """Import a notebook-local module by name; failing that, from the file it came from.
+
+    A module is shipped by reference, but a local one is often importable only because a cell
+    put its directory on ``sys.path`` (``sys.path.insert(0, 'lib')``): the restoring kernel's
+    path does not have it until that cell runs again, if it runs at all. The file is on the
+    same volume, so load it from there, under its name, as the import did.
+    """
+    import importlib
+    import importlib.util
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if not os.path.isfile(source):
+            raise
+    spec = importlib.util.spec_from_file_location(name, source)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load module {name!r} from {source}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def _reduce_cell(cell: types.CellType) -> Any:
+    """An empty cell now, its contents through a state setter once the cell is memoized.
+
+    Creating the cell first and filling it afterwards is what makes shared and self-referencing
+    closure cells pickle: the contents may lead back to the function that owns the cell.
+    """
+    try:
+        contents = cell.cell_contents
+    except ValueError:  # an empty cell (a free variable not bound yet)
+        return (_make_empty_cell, ())
+    return (_make_empty_cell, (), (contents,), None, None, _fill_cell)
+
+
+def _make_empty_cell() -> types.CellType:
+    return types.CellType()
+
+
+def _fill_cell(cell: types.CellType, state: tuple[Any]) -> None:
+    cell.cell_contents = state[0]
 
 
 _OS_FILES = (io.FileIO, io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper)

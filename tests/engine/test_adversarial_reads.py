@@ -1,0 +1,87 @@
+"""Reads the static analysis could miss: globals read by notebook code that a library calls back.
+
+Each cell reads a global only indirectly (a callback, a dunder method, a decorator, a stored
+function, dynamic namespace access...) and a later cell rebinds that global. If the read were
+missed, a replay would recompute the result from the *new* value: a silently wrong restore
+(ElasticNotebook's `r = obj.m()` case, prior-art §4). Both plans must restore every result.
+"""
+
+from __future__ import annotations
+
+from tests.engine.adversarial import assert_verified, migrate_both
+
+CELLS = [
+    "import functools, operator, sys\nimport numpy as np, pandas as pd\n"
+    "from sklearn.preprocessing import FunctionTransformer",
+    # library callbacks
+    "w = 2",
+    "def key(v):\n    return (v * w) % 7",
+    "by_key = sorted(range(10), key=key)",
+    "mapped = list(map(key, range(4)))",
+    "def add(a, b):\n    return a + b + w",
+    "reduced = functools.reduce(add, [1, 2, 3])",
+    "applied = pd.Series([1, 2]).apply(key).tolist()",
+    "def scale(X):\n    return X * w",
+    "transformed = FunctionTransformer(scale).fit_transform(np.ones((2, 2))).tolist()",
+    "w = 3",
+    # methods and dunders reached without naming the global
+    "g = 7",
+    "class C:\n    def __init__(self):\n        self.at_init = g\n"
+    "    def m(self):\n        return g\n    @property\n    def p(self):\n        return g * 2\n"
+    "    def __eq__(self, other):\n        return g == 7\n    __hash__ = object.__hash__",
+    "obj = C()",
+    "via_getattr = getattr(obj, 'm')()",
+    "via_property = obj.p",
+    "via_eq = (obj == 0)",
+    "via_attrgetter = operator.attrgetter('at_init')(obj)",
+    "registry = {'f': lambda: g}",
+    "via_registry = registry['f']()",
+    "def outer():\n    def inner():\n        return g\n    return inner()",
+    "via_nested = outer()",
+    "def deco(fn):\n    def wrapper(*a):\n        return fn(*a) * g\n    return wrapper",
+    "@deco\ndef one():\n    return 1",
+    "via_decorator = one()",
+    "def gen():\n    yield g\n    yield g",
+    "lazy = gen()",
+    "g = 100",
+    "via_generator = list(lazy)",
+    "g = 1000",
+    # dynamic access to the namespace
+    "h = 5",
+    "formatted = '{h}'.format(**globals())",
+    "via_sys_modules = sys.modules['__main__'].h",
+    "open('snippet.py', 'w').write('via_exec_file = h * 2\\n')",
+    "exec(open('snippet.py').read())",
+    "open('script.py', 'w').write('via_run = h * 3\\n')",
+    "%run -i script.py",
+    "h = 0",
+]
+
+RESULTS = ["by_key", "mapped", "reduced", "applied", "transformed", "obj.at_init", "via_getattr",
+           "via_property", "via_eq", "via_attrgetter", "via_registry", "via_nested",
+           "via_decorator", "via_generator", "formatted", "via_sys_modules", "via_exec_file",
+           "via_run"]
+
+
+def test_indirect_reads_of_rebound_globals_are_restored(make_kernel, tmp_path):
+    a, out = migrate_both(make_kernel, tmp_path, CELLS)
+    expr = "[" + ", ".join(RESULTS) + "]"
+    want = a.value(expr)
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value(expr) == want, r.plan
+
+
+def test_read_through_an_alias_of_sys_modules_is_a_read_of_everything(make_kernel, tmp_path):
+    # `m = sys.modules` then `m['__main__'].x`: no `sys.modules` in the reading cell's code
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import sys",
+        "m = sys.modules",
+        "x = 5",
+        "r = m['__main__'].x",
+        "x = 6",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("[r, x]") == [5, 6], r.plan
+    assert out["replay"].restore["variables"]["r"]["action"] == "recomputed"

@@ -1,0 +1,137 @@
+"""Replay hazards: state outside the namespace that re-running a cell depends on.
+
+A cell is re-run at restore time only if re-running it recreates what it made. These notebooks
+read files that later cells (or the user) change, import a local module that is rewritten,
+depend on the working directory and on process state set by cells that wrote no variable. The
+optimal plan must restore them verified; the replay plan must either recompute them correctly
+or name them as lost with the reason — never re-run a cell into a different value.
+"""
+
+from __future__ import annotations
+
+from tests.engine.adversarial import assert_never_silent, assert_verified, migrate_both
+
+
+def test_cell_reading_a_file_later_deleted_is_shipped_not_replayed(make_kernel, tmp_path):
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import os",
+        "open('tmp.txt', 'w').write('hello')",
+        "content = open('tmp.txt').read()",
+        "os.remove('tmp.txt')",
+    ])
+    assert out["optimal"].checkpoint["variables"]["content"] == "ship"
+    assert_verified(out["optimal"])
+    assert out["optimal"].kernel.value("content") == "hello"
+    replay = out["replay"]
+    assert_never_silent(replay, {"content": "hello"})
+    assert "later changed it" in replay.restore["lost"]["content"]
+    assert replay.restore["errors"] == []  # the reader was not re-run into FileNotFoundError
+
+
+def test_cell_reading_a_file_later_overwritten_is_shipped_not_replayed(make_kernel, tmp_path):
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import pathlib",
+        "pathlib.Path('cfg.txt').write_text('1')",
+        "v = open('cfg.txt').read()",
+        "pathlib.Path('cfg.txt').write_text('2')",
+    ])
+    assert_verified(out["optimal"])
+    assert out["optimal"].kernel.value("v") == "1"
+    assert_never_silent(out["replay"], {"v": "1"})
+    assert out["replay"].restore["mismatched"] == []
+
+
+def test_cell_reading_an_unchanged_file_is_replayed(make_kernel, tmp_path):
+    (tmp_path / "data.csv").write_text("a,b\n1,2\n3,4\n")
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "rows = open('data.csv').read().splitlines()",
+        "n = len(rows)",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("[rows, n]") == [["a,b", "1,2", "3,4"], 3]
+    assert out["replay"].restore["variables"]["rows"]["action"] == "recomputed"
+
+
+def test_file_changed_outside_the_notebook_makes_its_reader_not_replayable(make_kernel, tmp_path):
+    (tmp_path / "params.txt").write_text("first")
+
+    def user_edits(i: int) -> None:
+        if i == 0:  # the user rewrites the file in an editor between two cells
+            (tmp_path / "params.txt").write_text("second version")
+
+    a, out = migrate_both(make_kernel, tmp_path, ["p = open('params.txt').read()", "q = 1"],
+                          between=user_edits)
+    assert_verified(out["optimal"])
+    assert out["optimal"].kernel.value("p") == "first"
+    assert_never_silent(out["replay"], {"p": "first"})
+    assert "changed since" in out["replay"].restore["lost"]["p"]
+
+
+def test_local_module_rewritten_and_reloaded_keeps_both_values(make_kernel, tmp_path):
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "open('mymod.py', 'w').write('V = 1\\n')",
+        "import mymod",
+        "old = mymod.V",
+        "open('mymod.py', 'w').write('V = 2\\n')",
+        "import importlib; importlib.reload(mymod)",
+        "new = mymod.V",
+    ])
+    assert_verified(out["optimal"])
+    assert out["optimal"].kernel.value("[old, new]") == [1, 2]
+    assert_never_silent(out["replay"], {"old": 1, "new": 2})
+    assert out["replay"].restore["mismatched"] == []
+
+
+def test_relative_read_after_chdir_is_not_replayed_from_another_directory(make_kernel, tmp_path):
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import os",
+        "os.makedirs('sub', exist_ok=True); open('sub/f.txt', 'w').write('in sub')",
+        "os.chdir('sub')",
+        "v = open('f.txt').read()",
+        "os.chdir('..')",
+    ])
+    assert_verified(out["optimal"])
+    assert out["optimal"].kernel.value("v") == "in sub"
+    assert_never_silent(out["replay"], {"v": "in sub"})
+    assert out["replay"].restore["errors"] == []
+
+
+def test_environment_set_by_a_cell_without_outputs_is_replayed_first(make_kernel, tmp_path):
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import os",
+        "os.environ['ELASTIC_TEST_VAR'] = 'hello'",
+        "v = os.environ['ELASTIC_TEST_VAR'] + '!'",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("v") == "hello!"
+    assert out["replay"].restore["variables"]["v"]["action"] == "recomputed"
+    assert out["replay"].kernel.value("os.environ.get('ELASTIC_TEST_VAR')") == "hello"
+
+
+def test_sys_path_set_by_a_cell_is_replayed_before_the_import(make_kernel, tmp_path):
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import os, sys",
+        "os.makedirs('lib', exist_ok=True); open('lib/helper.py', 'w').write('K = 41\\n')",
+        "sys.path.insert(0, 'lib')",
+        "import helper",
+        "k = helper.K + 1",
+    ])
+    for r in out.values():
+        assert_never_silent(r, {"k": 42})
+    assert_verified(out["optimal"])
+
+
+def test_working_directory_ends_where_the_notebook_left_it_after_replay(make_kernel, tmp_path):
+    (tmp_path / "sub").mkdir()
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import os",
+        "os.chdir('sub')",
+        "x = [1, 2]",
+        "os.chdir('..')",
+        "x.append(3)",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("os.getcwd()") == str(tmp_path)
