@@ -614,6 +614,10 @@ def checkpoint(
         # a recorded cell that called checkpoint() is being re-run by a restore
         return {"skipped": "a restore is re-running recorded cells; no checkpoint taken"}
     shell, mon = get_shell_and_monitor(shell)
+    if getattr(mon, "_pending", None) is None and hasattr(mon, "check_files"):
+        # called between cells (server extension, preStop): files changed outside the notebook
+        # since the last cell make the cells that read them unsafe to re-run
+        mon.check_files()
     with _lock:
         t0 = time.perf_counter()
         store = store or open_store(url, **(store_options or {}))

@@ -144,6 +144,22 @@ def restore(
                 f"({why_not}); check it"
             )
 
+    # Unpickle every verified blob now, before any cell is re-run: a value that cannot be
+    # loaded here (a __setstate__ that raises, a class missing in this image) can then still
+    # fall back to recomputation like a missing blob. Co-variables share no objects, so loading
+    # one early cannot disturb another; each is put into the namespace at its position.
+    t_load = time.perf_counter()
+    loaded: dict[str, dict] = {}
+    for entry in sorted(shipped, key=lambda e: e.position):
+        data = blobs.pop(entry.key, None)
+        if data is None:
+            continue
+        try:
+            loaded[entry.key] = loads(data, namespace=ns)
+        except Exception as e:  # noqa: BLE001 - falls back below, or is named as lost
+            failed[entry.key] = f"could not be loaded ({type(e).__name__}: {e})"
+    load_s = time.perf_counter() - t_load
+
     # Phase 2: the final plan. A shipped co-variable whose blob failed falls back to re-running
     # its cells when the history allows it; otherwise it is lost, by name.
     rerun = set(manifest.plan.get("rerun", []))
@@ -169,7 +185,7 @@ def restore(
     t_replay = time.perf_counter()
     loads_at: dict[int, list[CovariableEntry]] = {}
     for entry in shipped:
-        if entry.key in blobs:
+        if entry.key in loaded:
             loads_at.setdefault(entry.position, []).append(entry)
     errors: list[str] = []
     with mon.paused(), capture_output(display=True):
@@ -183,10 +199,7 @@ def restore(
                 if err:
                     errors.append(err)
             for entry in loads_at.get(pos, []):
-                try:
-                    ns.update(loads(blobs.pop(entry.key), namespace=ns))
-                except Exception as e:  # noqa: BLE001 - reported per variable below
-                    outcome[entry.key] = {"action": "lost", "detail": f"could not load: {type(e).__name__}: {e}"}
+                ns.update(loaded.pop(entry.key))
     replay_s = time.perf_counter() - t_replay
 
     # Phase 4: verify every co-variable against its recorded digest.
@@ -257,6 +270,7 @@ def restore(
         "warnings": warnings,
         "timings": {
             "fetch_s": fetch_s,
+            "load_s": load_s,
             "replay_s": replay_s,
             "verify_s": verify_s,
             "total_s": time.perf_counter() - t0,

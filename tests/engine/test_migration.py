@@ -331,3 +331,21 @@ def test_the_public_functions_survive_their_own_first_call(kernel, tmp_path):
     kernel.ok("x = 1")
     kernel.ok(f"import kernel_agent; kernel_agent.checkpoint({url!r}); kernel_agent.checkpoint({url!r})")
     assert kernel.value("[callable(kernel_agent.checkpoint), callable(kernel_agent.restore)]") == [True, True]
+
+
+def test_a_value_that_cannot_be_unpickled_is_recomputed_instead(make_kernel, tmp_path):
+    url = (tmp_path / "store").as_uri()
+    a = make_kernel()
+    run_all(a, [
+        "class Bad:\n    def __init__(self, n):\n        self.n = n\n"
+        "    def __setstate__(self, state):\n        raise RuntimeError('no loading me')",
+        "b = Bad(4)",
+        "w = b.n + 1",
+    ])
+    c = checkpoint(a, url, strategy="ship-all")
+    assert c["variables"]["b"] == "ship"
+    b = make_kernel()
+    r = restore(b, url)
+    assert r["variables"]["b"]["action"] == "recomputed" and r["variables"]["b"]["verified"]
+    assert any("could not be loaded" in w for w in r["warnings"]), r["warnings"]
+    assert b.value("[b.n, w]") == [4, 5]
