@@ -100,9 +100,10 @@ def _add_service_commands(sub: Any) -> None:
 
     p = sub.add_parser(
         "service", help="run the elastic JupyterHub service (migrate API, metrics, retention)",
-        description="Run the elastic JupyterHub service; options after `--` go to it "
-                    "(e.g. `elastic-spawner service -- --help-all`). See docs/service.md.")
-    p.add_argument("service_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        description="Run the elastic JupyterHub service; its options pass through "
+                    "(`elastic-spawner service --help-all` lists them). See docs/service.md.",
+        add_help=False)
+    p.add_argument("service_args", nargs="*", help=argparse.SUPPRESS)
 
     def service(args: argparse.Namespace) -> int:
         from elastic_spawner.service.app import main as service_main
@@ -133,7 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # `service` hands its options to the service's own (traitlets) parser, e.g.
+    # `elastic-spawner service --drain --keep-checkpoints=10`: let them through.
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) != "service":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.service_args = [*extra, *args.service_args]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):

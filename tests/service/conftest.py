@@ -66,12 +66,16 @@ def service_config(hub: LocalHub, port: int, *, checkpoint_on_stop: str = "on_re
         f"c.JupyterHub.load_roles.append({{'name': 'elastic-service', "
         f"'scopes': {SERVICE_ROLE_SCOPES!r}, 'services': [{SERVICE!r}]}})",
         # ops may migrate anyone; carol only alice's servers; the test driver (a service) too
+        # (access:services!service=elastic: the browser's OAuth login to the service)
         "c.JupyterHub.load_roles.append({'name': 'elastic-operators', "
-        "'scopes': ['custom:elastic:migrate'], 'users': ['ops'], 'services': ['elastic-driver']})",
+        "'scopes': ['custom:elastic:migrate', 'access:services!service=elastic'], "
+        "'users': ['ops'], 'services': ['elastic-driver']})",
         "c.JupyterHub.load_roles.append({'name': 'elastic-alice-helper', "
-        "'scopes': ['custom:elastic:migrate!user=alice'], 'users': ['carol']})",
+        "'scopes': ['custom:elastic:migrate!user=alice', 'access:services!service=elastic'], "
+        "'users': ['carol']})",
         "c.JupyterHub.load_roles.append({'name': 'elastic-readers', "
-        "'scopes': ['custom:elastic:read'], 'users': ['reader']})",
+        "'scopes': ['custom:elastic:read', 'access:services!service=elastic'], "
+        "'users': ['reader']})",
         "c.JupyterHub.allow_named_servers = True",
         "c.JupyterHub.named_server_limit_per_user = 0",
         f"c.ElasticSpawnerMixin.checkpoint_on_stop = {checkpoint_on_stop!r}",

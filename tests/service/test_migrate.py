@@ -75,10 +75,12 @@ async def test_twenty_servers_migrate_concurrently_and_all_verify(make_elastic_h
     names = [f"nb{i:02d}" for i in range(20)]
     await eh.hub.create_user("alice")
     servers = []
-    for chunk in range(0, 20, 5):  # start in batches: two cores
-        servers += await asyncio.gather(*(eh.user_server("alice", n, node="node-a")
-                                          for n in names[chunk:chunk + 5]))
-    await asyncio.gather(*(run_tiny_notebook(s, n) for s, n in zip(servers, names, strict=True)))
+    for chunk in range(0, 20, 5):  # start servers and kernels in batches: two cores
+        batch = await asyncio.gather(*(eh.user_server("alice", n, node="node-a")
+                                       for n in names[chunk:chunk + 5]))
+        await asyncio.gather(*(run_tiny_notebook(s, n)
+                               for s, n in zip(batch, names[chunk:chunk + 5], strict=True)))
+        servers += batch
     token = eh.hub.token  # the test driver's service token holds custom:elastic:migrate
 
     answers = await asyncio.gather(*(

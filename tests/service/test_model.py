@@ -81,3 +81,15 @@ def test_credentials_in_query_strings_are_scrubbed_from_the_access_log() -> None
         "/services/elastic/api/migrations?token=[secret]&user=alice"
     assert scrub_uri("/services/elastic/oauth_callback?code=x&state=y") == \
         "/services/elastic/oauth_callback?code=[secret]&state=[secret]"
+
+
+def test_the_service_subcommand_passes_its_options_through(monkeypatch) -> None:
+    import elastic_spawner.service.app as app_module
+    from elastic_spawner import cli
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(app_module, "main", lambda argv=None: seen.append(list(argv or [])))
+    assert cli.main(["service", "--drain", "--keep-checkpoints=3"]) == 0
+    assert seen == [["--drain", "--keep-checkpoints=3"]]
+    with pytest.raises(SystemExit):
+        cli.main(["checkpoints", "alice", "--drain"])  # other subcommands stay strict
