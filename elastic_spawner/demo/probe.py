@@ -12,11 +12,14 @@ digests, while a difference inside one variable does not shift the others'. Arra
 shape and bytes, plus the earlier array they share memory with. Notebook code hashes bytecode,
 constants and names, not file names or line numbers (they differ between kernels); library
 functions and classes hash as references, true when the name is the library's own object.
+Instances hash the attributes their class's copy protocol keeps (`__setstate__`): what a class
+deliberately drops on copy or pickle is not state.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import hashlib
 import types
 from typing import Any
@@ -105,7 +108,7 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
                 feed(h, k, depth + 1)
                 feed(h, v, depth + 1)
             if type(obj) is not dict and hasattr(obj, "__dict__"):
-                feed(h, vars(obj), depth + 1)
+                feed(h, instance_state(obj), depth + 1)
             return
         if isinstance(obj, (set, frozenset)):
             subs = []
@@ -138,8 +141,7 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
                     feed(h, v, depth + 1)
             return
         if hasattr(obj, "__dict__"):
-            state = dict(vars(obj))
-            feed(h, state, depth + 1)
+            feed(h, instance_state(obj), depth + 1)
             for slot in getattr(t, "__slots__", ()) or ():
                 if hasattr(obj, slot):
                     feed(h, getattr(obj, slot), depth + 1)
@@ -154,6 +156,20 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
             return
         for part in reduced[1:3]:
             feed(h, part, depth + 1)
+
+    def instance_state(obj: Any) -> dict[str, Any]:
+        """The instance attributes the class's own copy protocol keeps.
+
+        A class with a custom `__setstate__` decides what survives a copy or a pickle (sklearn's
+        `Bunch` drops its `_deprecated_key_to_warnings`, by design): hash the attributes of a
+        shallow copy, as any migration would produce them. Cheap: values are not copied.
+        """
+        if getattr(type(obj), "__setstate__", None) is not None:
+            try:
+                return dict(vars(copy.copy(obj)))
+            except Exception:  # noqa: BLE001 - fall back to the raw attributes
+                pass
+        return dict(vars(obj))
 
     def feed_code(h: Any, code: types.CodeType, depth: int) -> None:
         h.update(code.co_code)
