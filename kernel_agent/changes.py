@@ -1356,13 +1356,15 @@ class _Walker:
                 continue
             g, low = group_of[k]
             resolved.append(
-                "view",
-                g,
-                _data_ptr(arr) - low,
-                arr.shape,
-                arr.strides,
-                arr.dtype.str,
-                _buffer_hash(arr, logical=True),
+                (
+                    "view",
+                    g,
+                    _data_ptr(arr) - low,
+                    arr.shape,
+                    arr.strides,
+                    arr.dtype.str,
+                    _buffer_hash(arr, logical=True),
+                )
             )
         self.out.extend(resolved)
         self.out.extend(tail)

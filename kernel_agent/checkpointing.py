@@ -384,11 +384,12 @@ def check_loaded_digest(u: Unit) -> None:
     """
     if u.parts is None or u.error is not None or u.by_value_classes or u.nbytes > LOADED_DIGEST_MAX_BYTES:
         return
+    from kernel_agent.buffers import BlobBuffer
     from kernel_agent.changes import value_digest
     from kernel_agent.serialize import loads
 
     try:
-        blob = bytearray(u.nbytes)
+        blob = BlobBuffer(u.nbytes)
         view, off = memoryview(blob), 0
         for p in u.parts:
             mv = memoryview(p).cast("B")

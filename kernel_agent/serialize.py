@@ -83,6 +83,8 @@ from typing import Any
 
 import cloudpickle
 
+from kernel_agent.buffers import BlobBuffer
+
 __all__ = ["MAGIC", "FORMAT_VERSION", "Serialized", "dumps", "loads"]
 
 MAGIC = b"ESPKL\x00\r\n"
@@ -173,6 +175,7 @@ class _Pickler(cloudpickle.CloudPickler):
         self._alive: list[Any] = []
         self.deferred_roots: set[int] = set()
         self.covered_roots: set[int] = set()
+        self.view_spans: dict[int, list[tuple[int, int]]] = {}  # hidden base -> views' bytes
         # notebook classes pickled by value: loading them again in this process would re-apply
         # their state to the live class (cloudpickle's class tracker), so callers must not
         self.by_value_classes = False
@@ -317,12 +320,6 @@ class _Pickler(cloudpickle.CloudPickler):
             # covers all of its base's memory (``np.arange(60).reshape(6, 10)``, ``a.T``): ship
             # the hidden base once and rebuild this array and every other view of it on top
             self.covered_roots.add(id(root))
-        if self._view_roots is None:
-            if id(root) not in self.seen_arrays and id(root) not in self.covered_roots:
-                self.deferred_roots.add(id(root))  # maybe later in the stream: see dumps
-                return super().reducer_override(obj)
-        elif id(root) not in self._view_roots:
-            return super().reducer_override(obj)
         offset = obj.__array_interface__["data"][0] - root.__array_interface__["data"][0]
         lo = hi = offset
         for n, s in zip(obj.shape, obj.strides, strict=True):
@@ -331,6 +328,15 @@ class _Pickler(cloudpickle.CloudPickler):
             else:
                 hi += s * (n - 1)
         if lo < 0 or hi + obj.itemsize > root.nbytes:
+            return super().reducer_override(obj)
+        if self._view_roots is None:
+            if id(root) not in self.seen_arrays and id(root) not in self.covered_roots:
+                # maybe later in the stream, or hidden (``X = data[:, :-1]; rows = X[:5]``):
+                # see dumps, which ships a hidden base when views of it overlap each other
+                self.deferred_roots.add(id(root))
+                self.view_spans.setdefault(id(root), []).append((lo, hi + obj.itemsize))
+                return super().reducer_override(obj)
+        elif id(root) not in self._view_roots:
             return super().reducer_override(obj)
         return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype))
 
@@ -486,6 +492,15 @@ def _pickle(
     return stream, buffers, pickler
 
 
+def _any_overlap(spans: list[tuple[int, int]]) -> bool:
+    reach = None
+    for lo, hi in sorted(spans):
+        if reach is not None and lo < reach:
+            return True
+        reach = hi if reach is None else max(reach, hi)
+    return False
+
+
 def _pad(n: int) -> int:
     return -n % ALIGN
 
@@ -509,6 +524,12 @@ def dumps(
     try:
         stream, buffers, pickler = _pickle(data, namespace, None)
         present = pickler.seen_arrays | pickler.covered_roots
+        # views of a base nobody references that overlap each other must keep sharing memory:
+        # ship that base once and rebuild them on it (disjoint views are copied, cheaper)
+        present |= {
+            root for root, spans in pickler.view_spans.items()
+            if root not in present and _any_overlap(spans)
+        }
         by_value_classes = pickler.by_value_classes
         if pickler.deferred_roots & present:
             # a view was met before its base: pickle again knowing which bases are present
@@ -644,7 +665,7 @@ def loads(
     if mv.ndim != 1 or mv.format != "B":
         mv = mv.cast("B")
     if mv.readonly:
-        mv = memoryview(bytearray(mv))
+        mv = memoryview(BlobBuffer(mv))
     stream, buffers = _parse(mv)
     if namespace is None:
         namespace = sys.modules["__main__"].__dict__

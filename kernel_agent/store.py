@@ -73,6 +73,8 @@ from urllib.parse import unquote, urlsplit
 
 import blake3
 
+from kernel_agent.buffers import BlobBuffer
+
 log = logging.getLogger("kernel_agent")
 
 __all__ = [
@@ -510,7 +512,7 @@ class FileStore(Store):
         try:
             with open(path, "rb", buffering=0) as fh:
                 n = os.fstat(fh.fileno()).st_size
-                data = bytearray(n)
+                data = BlobBuffer(n)
                 view = memoryview(data)
                 got = 0
                 while got < n:
@@ -1013,7 +1015,7 @@ class S3Store(Store):
                 st = self.client.stat_object(self.bucket, name)
                 size = st.size
             assert size is not None
-            data = bytearray(size)
+            data = BlobBuffer(size)
             view = memoryview(data)
             ranges = [(o, min(self.part_size, size - o)) for o in range(0, size, self.part_size)]
 

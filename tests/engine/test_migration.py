@@ -46,6 +46,14 @@ def migrate(make_kernel, store_url):
     return go
 
 
+def run_and_migrate(make_kernel, url: str, cells: list[str], **ckpt_kw):
+    a = make_kernel()
+    run_all(a, cells)
+    c = checkpoint(a, url, **ckpt_kw)
+    b = make_kernel()
+    return a, b, c, restore(b, url)
+
+
 def assert_verified(r: dict) -> None:
     bad = {n: v for n, v in r["variables"].items() if not v.get("verified")}
     assert r["verified"], f"not verified: {json.dumps(bad, indent=1)}; errors={r['errors']}"
@@ -349,3 +357,16 @@ def test_a_value_that_cannot_be_unpickled_is_recomputed_instead(make_kernel, tmp
     assert r["variables"]["b"]["action"] == "recomputed" and r["variables"]["b"]["verified"]
     assert any("could not be loaded" in w for w in r["warnings"]), r["warnings"]
     assert b.value("[b.n, w]") == [4, 5]
+
+
+def test_overlapping_views_of_an_unreferenced_base_stay_shared(make_kernel, store_url):
+    # X is a column slice of an array nobody names (as sklearn's load_digits returns it)
+    _, b, _, r = run_and_migrate(make_kernel, store_url, [
+        "import numpy as np",
+        "X = np.arange(60.0).reshape(6, 10)[:, :-1]",
+        "rows = X[:2]",
+        "X_again = X",
+    ])
+    assert_verified(r)
+    b.ok("X[0, 0] = -5.0")
+    assert b.value("[float(rows[0, 0]), X_again is X]") == [-5.0, True]
