@@ -10,24 +10,17 @@ from __future__ import annotations
 import importlib
 import platform
 import sys
-from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from collections.abc import Iterable
 from importlib import metadata
 from types import ModuleType
 from typing import Any
-
-
-@lru_cache(maxsize=1)
-def _distributions() -> Mapping[str, list[str]]:
-    return metadata.packages_distributions()
 
 
 def _version(top_module: str, *, import_it: bool = False) -> str | None:
     """The installed version of a top-level package, cheapest source first.
 
     The module's own ``__version__`` (a restore imports the module anyway to unpickle its
-    objects), then the distribution of the same name; scanning every installed distribution
-    (``packages_distributions``, seconds on a cold cache) only when neither answers.
+    objects), then the distribution of the same name.
     """
     mod = sys.modules.get(top_module)
     if mod is None and import_it:
@@ -41,13 +34,9 @@ def _version(top_module: str, *, import_it: bool = False) -> str | None:
     try:
         return metadata.version(top_module)
     except (metadata.PackageNotFoundError, ValueError):
-        pass
-    for dist in _distributions().get(top_module, []):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
+        # unknown rather than scanning every installed distribution (seconds, worse on a
+        # cold file cache at restore); a package without a version is compared as None
+        return None
 
 
 def top_modules(value: Any) -> set[str]:

@@ -105,6 +105,8 @@ def restore(
     for pkg, (then, now) in drift.items():
         warnings.append(f"{pkg} was {then} at checkpoint time and is {now} here")
 
+    prepare_s = time.perf_counter() - t0  # manifest, schema, authentication, library versions
+
     # Phase 1: fetch and verify every shipped blob before anything is unpickled.
     t_fetch = time.perf_counter()
     shipped = [c for c in manifest.covariables if c.action == "ship"]
@@ -241,6 +243,7 @@ def restore(
             variables[n] = result
     verify_s = time.perf_counter() - t_verify
 
+    t_resume = time.perf_counter()
     # Phase 5: leave exactly the checkpointed names, the generators where they were, and resume
     # monitoring with the restored history so the session can migrate again.
     for n in mon.user_names(ns):
@@ -273,6 +276,8 @@ def restore(
             "load_s": load_s,
             "replay_s": replay_s,
             "verify_s": verify_s,
+            "prepare_s": prepare_s,
+            "resume_s": time.perf_counter() - t_resume,
             "total_s": time.perf_counter() - t0,
         },
     }
