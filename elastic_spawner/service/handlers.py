@@ -179,7 +179,11 @@ class MigrationListHandler(BaseHandler):
         self.identity()
         user = self.get_argument("user", None)
         active = self.get_argument("active", "") in ("1", "true", "yes")
-        limit = int(self.get_argument("limit", "100") or 100)
+        try:
+            limit = max(1, int(self.get_argument("limit", "100") or 100))
+        except ValueError as e:
+            raise self.fail(400, "limit must be a whole number, e.g. ?limit=20",
+                            "bad-argument") from e
         out = []
         for rec in reversed(self.service.records.all()):
             if user and rec.request.user != user:
