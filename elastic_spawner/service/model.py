@@ -14,10 +14,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-# Kubernetes quantities, as users write them for a pod's memory: 512Mi, 4G, 1.5Gi, 2000000000.
+# Memory sizes as JupyterHub users write them (Spawner.mem_limit): K, M, G, T are powers of
+# 1024, like Ki, Mi, Gi, Ti; the spawners (elastic_spawner.resize) read them the same way, so
+# `--memory 16G` means the same thing to the service, the CLI and the pod.
 _MEMORY_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|K|M|G|T|k)?$")
 _MEMORY_UNITS = {
-    None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    None: 1, "k": 2**10, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
 }
 _CPU_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m)?$")
@@ -80,11 +82,8 @@ def parse_cpu(value: Any) -> float:
 
 
 def format_memory(nbytes: int) -> str:
-    """A memory size as Kubernetes accepts it, exact (`4Gi`, `1500M`, or bytes)."""
+    """A memory size as Kubernetes accepts it, exact (`4Gi`, `1500Mi`, or bytes)."""
     for unit in ("Ti", "Gi", "Mi", "Ki"):
-        if nbytes % _MEMORY_UNITS[unit] == 0:
-            return f"{nbytes // _MEMORY_UNITS[unit]}{unit}"
-    for unit in ("T", "G", "M", "K"):
         if nbytes % _MEMORY_UNITS[unit] == 0:
             return f"{nbytes // _MEMORY_UNITS[unit]}{unit}"
     return str(nbytes)

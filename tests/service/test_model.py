@@ -20,10 +20,10 @@ from elastic_spawner.service.records import RecordStore
 
 
 @pytest.mark.parametrize(("text", "nbytes"), [
-    ("4G", 4 * 10**9), ("512Mi", 512 * 2**20), ("1.5Gi", int(1.5 * 2**30)), (2**30, 2**30),
-    ("16Gi", 16 * 2**30), ("100M", 10**8),
+    ("4G", 4 * 2**30), ("512Mi", 512 * 2**20), ("1.5Gi", int(1.5 * 2**30)), (2**30, 2**30),
+    ("16Gi", 16 * 2**30), ("100M", 100 * 2**20), ("1000", 1000),
 ])
-def test_memory_sizes_parse_like_kubernetes_quantities(text, nbytes) -> None:
+def test_memory_sizes_parse_like_jupyterhub_mem_limit(text, nbytes) -> None:
     assert parse_memory(text) == nbytes
     assert parse_memory(format_memory(nbytes)) == nbytes
 
