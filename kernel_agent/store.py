@@ -266,6 +266,10 @@ class Store:
     def _delete_blob(self, key: str) -> None:
         raise NotImplementedError
 
+    def _blob_mtime(self, key: str) -> float | None:
+        """Modification time of one blob now (None: gone)."""
+        raise NotImplementedError
+
     def _probe(self, nbytes: int) -> Bandwidth:
         raise NotImplementedError
 
@@ -329,12 +333,17 @@ class Store:
                 )
                 return []
             referenced.update(keys)
-        now = time.time()
         deleted = []
         for key, (_, mtime) in self._blobs().items():
-            if key not in referenced and now - mtime >= grace_s:
-                self._delete_blob(key)
-                deleted.append(key)
+            if key in referenced or time.time() - mtime < grace_s:
+                continue
+            # A checkpoint being written may have reused this blob since the listing (put_blob
+            # refreshes its time instead of uploading it again): look again right before deleting.
+            current = self._blob_mtime(key)
+            if current is None or time.time() - current < grace_s:
+                continue
+            self._delete_blob(key)
+            deleted.append(key)
         return deleted
 
     def measure(self) -> Bandwidth:
@@ -535,6 +544,12 @@ class FileStore(Store):
     def has_blob(self, key: str) -> bool:
         _check_key(key)
         return self._blob_path(key).is_file()
+
+    def _blob_mtime(self, key: str) -> float | None:
+        try:
+            return self._blob_path(key).stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     def put_manifest(self, checkpoint_id: str, data: bytes) -> None:
         _check_id(checkpoint_id)
@@ -1069,6 +1084,12 @@ class S3Store(Store):
     def has_blob(self, key: str) -> bool:
         _check_key(key)
         return self._exists(self._blob_name(key)) is not None
+
+    def _blob_mtime(self, key: str) -> float | None:
+        st = self._exists(self._blob_name(key))
+        if st is None:
+            return None
+        return st.last_modified.timestamp() if st.last_modified else 0.0
 
     # -- manifests
     def put_manifest(self, checkpoint_id: str, data: bytes) -> None:

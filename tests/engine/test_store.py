@@ -593,3 +593,25 @@ def test_s3_transient_errors_are_retried_a_bounded_number_of_times():
     finally:
         srv.close()
     assert requests[0] == 3  # the first try + 2 retries
+
+
+def test_garbage_collection_spares_a_blob_reused_after_its_listing(tmp_path):
+    import os
+
+    from kernel_agent.store import open_store
+
+    store = open_store((tmp_path / "s").as_uri())
+    ref = store.put_blob([b"old unreferenced data"])
+    old = store._blob_path(ref.key)
+    os.utime(old, (1, 1))  # long past the grace period
+    listing = store._blobs
+
+    def listed_then_reused():
+        out = listing()
+        again = store.put_blob([b"old unreferenced data"])  # a checkpoint reuses it meanwhile
+        assert not again.uploaded
+        return out
+
+    store._blobs = listed_then_reused
+    assert store.collect_garbage(grace_s=60) == []
+    assert store.has_blob(ref.key)
