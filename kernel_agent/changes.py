@@ -504,6 +504,14 @@ def _own_setstate(tp: type, ns: Any) -> bool:
     return False
 
 
+def _ma_default_fill(arr: Any) -> Any:
+    """The fill value numpy.ma would store for `arr` when first asked, without asking `arr`."""
+    try:
+        return np.ma.core._check_fill_value(None, np.ndarray.view(arr, np.ndarray).dtype)
+    except Exception:  # noqa: BLE001 - older/newer numpy: keep the unset value
+        return None
+
+
 def _byte_span(arr: np.ndarray) -> tuple[int, int]:
     """[low, high) addresses of the bytes `arr` can touch (negative strides included)."""
     lo = hi = _data_ptr(arr)
@@ -1097,6 +1105,10 @@ class _Walker:
             if lay[0] is not None:
                 d = lay[0].__get__(arr, tp)
                 if d:
+                    if self.portable and d.get("_fill_value", 0) is None and issubclass(tp, np.ma.MaskedArray):
+                        # numpy.ma fills in its default fill value lazily (reading .fill_value,
+                        # pickling): unset and default are the same value
+                        d = {**d, "_fill_value": _ma_default_fill(arr)}
                     push(_Synth(_Synth((k, v)) for k, v in d.items() if type(v) is not mmap.mmap))
         if dt.hasobject:
             out.append(("Aobj", arr.shape, str(dt)))
