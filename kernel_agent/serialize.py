@@ -126,11 +126,28 @@ def _bound_namespace() -> dict[str, Any]:
     return ns
 
 
+def _rebuild_owner(buf: Any, dtype: Any, shape: tuple, order: str, writeable: bool) -> Any:
+    """An array directly over its buffer (no intermediate array: see `_reduce_owner`)."""
+    import numpy as np
+
+    mv = memoryview(buf)
+    if not mv.readonly or not writeable:
+        arr = np.ndarray(shape, dtype=dtype, buffer=mv, order=order)
+    else:  # an in-band (read-only bytes) buffer of a writable array: copy once
+        arr = np.ndarray(shape, dtype=dtype, buffer=bytearray(mv), order=order)
+    if not writeable:
+        arr.flags.writeable = False
+    return arr
+
+
 def _rebuild_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: Any) -> Any:
     """Re-create a numpy view on the (already restored) base array, sharing its memory."""
     import numpy as np
 
-    flat = base.ravel(order="K")  # base is C- or F-contiguous: a view in memory order
+    if base.flags.c_contiguous:
+        # directly on the base, so that `view.base is base` holds as it did before
+        return np.ndarray(shape, dtype=dtype, buffer=base, offset=offset, strides=strides)
+    flat = base.ravel(order="K")  # F-contiguous base: a view in memory order
     flat = flat.view(np.uint8)
     return np.ndarray(shape, dtype=dtype, buffer=flat, offset=offset, strides=strides)
 
@@ -293,6 +310,27 @@ class _Pickler(cloudpickle.CloudPickler):
         rv[1] = tuple(args)
         return tuple(rv)
 
+    def _reduce_owner(self, obj: Any) -> Any:
+        """An array owning its memory, rebuilt directly over its out-of-band buffer.
+
+        numpy's own reduce rebuilds it as a reshape of a flat array, so the restored array no
+        longer owns its memory, and a view made on it later (or rebuilt by `_rebuild_view`)
+        has the flat array as `.base`: `view.base is arr` no longer held after a restore.
+        """
+        np = self._np
+        if (
+            type(obj) is not np.ndarray
+            or obj.dtype.hasobject
+            or obj.size == 0
+            or not (obj.flags.c_contiguous or obj.flags.f_contiguous)
+        ):
+            return None
+        order = "C" if obj.flags.c_contiguous else "F"
+        # bytes in memory order, as a uint8 view (datetime64 and friends export no buffer)
+        flat = (obj if order == "C" else obj.T).reshape(-1).view(np.uint8)
+        buf = pickle.PickleBuffer(flat)
+        return (_rebuild_owner, (buf, obj.dtype, obj.shape, order, bool(obj.flags.writeable)))
+
     def _reduce_ndarray(self, obj: Any) -> Any:
         np = self._np
         self.seen_arrays.add(id(obj))
@@ -300,6 +338,8 @@ class _Pickler(cloudpickle.CloudPickler):
         base = obj.base
         if not isinstance(base, np.ndarray):
             rv = self._reduce_over_bytearray(obj)
+            if rv is None:
+                rv = self._reduce_owner(obj)
             return rv if rv is not None else super().reducer_override(obj)
         root = base
         while isinstance(root.base, np.ndarray):
