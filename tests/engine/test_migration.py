@@ -11,24 +11,7 @@ import json
 import pytest
 
 from tests.conftest import ALL_STORES
-from tests.kernels import Kernel
-
-
-def run_all(k: Kernel, cells: list[str]) -> None:
-    for c in cells:
-        k.ok(c)
-
-
-def checkpoint(k: Kernel, url: str, **kw) -> dict:
-    args = "".join(f", {name}={value!r}" for name, value in kw.items())
-    k.ok(f"import kernel_agent as _ka; _ckpt = _ka.checkpoint({url!r}{args})")
-    return k.value("_ckpt")
-
-
-def restore(k: Kernel, url: str, **kw) -> dict:
-    args = "".join(f", {name}={value!r}" for name, value in kw.items())
-    k.ok(f"import kernel_agent as _ka; _rst = _ka.restore({url!r}{args})")
-    return k.value("_rst")
+from tests.engine.migrate import assert_verified, checkpoint, restore, run_all, run_and_migrate
 
 
 @pytest.fixture
@@ -36,27 +19,9 @@ def migrate(make_kernel, store_url):
     """Run cells in a fresh kernel A, checkpoint, restore in fresh kernel B; return (A, B, c, r)."""
 
     def go(cells: list[str], **ckpt_kw):
-        a = make_kernel()
-        run_all(a, cells)
-        c = checkpoint(a, store_url, **ckpt_kw)
-        b = make_kernel()
-        r = restore(b, store_url)
-        return a, b, c, r
+        return run_and_migrate(make_kernel, store_url, cells, **ckpt_kw)
 
     return go
-
-
-def run_and_migrate(make_kernel, url: str, cells: list[str], **ckpt_kw):
-    a = make_kernel()
-    run_all(a, cells)
-    c = checkpoint(a, url, **ckpt_kw)
-    b = make_kernel()
-    return a, b, c, restore(b, url)
-
-
-def assert_verified(r: dict) -> None:
-    bad = {n: v for n, v in r["variables"].items() if not v.get("verified")}
-    assert r["verified"], f"not verified: {json.dumps(bad, indent=1)}; errors={r['errors']}"
 
 
 def test_plain_values_come_back_equal(migrate):

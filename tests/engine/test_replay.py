@@ -7,26 +7,14 @@ almost entirely by replay: in-place mutation chains, mutation through functions 
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
+from tests.engine.migrate import assert_verified, run_and_migrate
 from tests.kernels import Kernel
 
 
 def migrate_by_replay(make_kernel, url: str, cells: list[str]) -> tuple[Kernel, Kernel, dict, dict]:
-    a = make_kernel()
-    for c in cells:
-        a.ok(c)
-    a.ok(f"import kernel_agent as _ka; _c = _ka.checkpoint({url!r}, deadline_s=0.0)")
-    b = make_kernel()
-    b.ok(f"import kernel_agent as _ka; _r = _ka.restore({url!r})")
-    return a, b, a.value("_c"), b.value("_r")
-
-
-def assert_verified(r: dict) -> None:
-    bad = {n: v for n, v in r["variables"].items() if not v.get("verified")}
-    assert r["verified"], f"not verified: {json.dumps(bad, indent=1)}; errors={r['errors']}"
+    return run_and_migrate(make_kernel, url, cells, deadline_s=0.0)
 
 
 NOTEBOOKS = {
