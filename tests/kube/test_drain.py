@@ -76,14 +76,16 @@ async def test_drain_of_a_node_running_five_servers(make_kube_hub) -> None:
     for u in users:
         client = await kh.reconnect(u, servers[u].token)
         sessions = {s["path"]: s["kernel"]["id"] for s in await client.sessions()}
-        k = await client.attach(sessions["small.ipynb"])
+        k = await client.attach(sessions[f"small-{u}.ipynb"])
         assert await k.eval_json("[who, data, data2 is data]") == [u, list(range(20)), True]
         await k.close()
 
 
 async def _small_session(server, user: str) -> None:
-    await server.put_notebook("small.ipynb", {"cells": [], "metadata": {}, "nbformat": 4,
-                                              "nbformat_minor": 5})
-    k = await server.open_notebook("small.ipynb")
+    # one notebook per user: the emulated pods share one home directory, and five servers
+    # saving the same file at once race on its temporary file
+    await server.put_notebook(f"small-{user}.ipynb", {"cells": [], "metadata": {},
+                                                     "nbformat": 4, "nbformat_minor": 5})
+    k = await server.open_notebook(f"small-{user}.ipynb")
     await k.ok(f"who = {user!r}\ndata = list(range(20))\ndata2 = data")
     await k.close()
