@@ -15,6 +15,8 @@ from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from elastic_spawner.serverapi import error_message
+
 
 class HubAPIError(Exception):
     """A hub API call failed; `status` is the HTTP status (0: the hub could not be reached)."""
@@ -55,13 +57,7 @@ class HubClient:
         try:
             resp = await AsyncHTTPClient().fetch(req)
         except HTTPClientError as e:
-            text = ""
-            if e.response is not None and e.response.body:
-                text = e.response.body.decode("utf-8", "replace")
-                try:
-                    text = json.loads(text).get("message") or text
-                except (ValueError, AttributeError):
-                    pass
+            text = error_message(e)
             raise HubAPIError(f"{method} {url}: {e.code} {text[:300]}".rstrip(), status=e.code) from e
         except OSError as e:
             raise HubAPIError(f"{method} {url}: hub unreachable ({e})") from e

@@ -15,6 +15,17 @@ from typing import Any
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 
+def error_message(e: HTTPClientError) -> str:
+    """The JSON `message` of a Jupyter/JupyterHub error response, else its body as text."""
+    if e.response is None or not e.response.body:
+        return ""
+    text = e.response.body.decode("utf-8", "replace")
+    try:
+        return json.loads(text).get("message") or text
+    except (ValueError, AttributeError):
+        return text
+
+
 class ElasticAPIError(Exception):
     """A call to a server's elastic API failed: unreachable, refused, or an unexpected answer.
 
@@ -154,13 +165,7 @@ class ElasticServerClient:
         try:
             resp = await AsyncHTTPClient().fetch(req)
         except HTTPClientError as e:
-            text = ""
-            if e.response is not None and e.response.body:
-                text = e.response.body.decode("utf-8", "replace")
-                try:
-                    text = json.loads(text).get("message") or text
-                except (ValueError, AttributeError):
-                    pass
+            text = error_message(e)
             reason = "timeout" if e.code == 599 else "http"
             raise ElasticAPIError(
                 f"{method} {url} failed: {e.code} {text[:300]}".rstrip(), status=e.code, reason=reason
