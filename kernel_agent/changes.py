@@ -643,6 +643,8 @@ class _Walker:
         "arrays",
         "array_cache",
         "truncated",
+        "budget",
+        "partial",
     )
 
     def __init__(
@@ -652,6 +654,7 @@ class _Walker:
         portable: bool = False,
         max_nodes: int = 2_000_000,
         array_cache: dict[int, tuple[np.ndarray, bytes]] | None = None,
+        budget: int | None = None,
     ) -> None:
         self.ns = ns
         self.portable = portable
@@ -669,6 +672,11 @@ class _Walker:
         self.arrays: list[np.ndarray] = []  # portable mode: arrays by slot number
         self.array_cache = array_cache
         self.truncated = False
+        # bytes of buffers (and atom runs, at 8 bytes an atom) this walk may still hash; None:
+        # no limit. Content beyond it is left out of the stream and `partial` is set: the
+        # fingerprint then proves nothing about that content (see Tracker.hash_budget)
+        self.budget = budget
+        self.partial = False
 
     # -- stream ------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -899,7 +907,20 @@ class _Walker:
         self.work += len(seq)
         if len(seq) < _SMALL_SEQ:
             return tuple(seq)
+        if not self._spend(8 * len(seq)):
+            return ("?", len(seq))
         return (len(seq), xxhash.xxh3_128_digest(marshal.dumps(seq, 2)))
+
+    def _spend(self, nbytes: int) -> bool:
+        """Take `nbytes` of hashing from the budget; False (and `partial`) if it is spent."""
+        budget = self.budget
+        if budget is None:
+            return True
+        if nbytes > budget:
+            self.partial = True
+            return False
+        self.budget = budget - nbytes
+        return True
 
     def _seq(self, seq: Any, push: Any, extend: Any) -> None:
         n = len(seq)
@@ -1113,7 +1134,12 @@ class _Walker:
         if dt.hasobject:
             out.append(("Aobj", arr.shape, str(dt)))
             items = arr.ravel(order="C").tolist() if dt.fields else list(arr.ravel(order="C"))
-            push(_Synth(items))
+            if not self.portable and not dt.fields and set(map(type, items)) <= MARSHAL_ATOMS:
+                # strings, numbers: no identities inside, so hash the run in C (a million-row
+                # column of strings walked item by item cost half a second per touch)
+                out.append(("a", self._atoms(items)))
+            else:
+                push(_Synth(items))
             if not self.portable:
                 self._base_ids(arr)
             return
@@ -1145,6 +1171,9 @@ class _Walker:
         hit = cache.get(id(arr)) if cache is not None else None
         if hit is not None and hit[0] is arr:
             h = hit[1]
+        elif not self._spend(arr.nbytes):
+            out.append(("buf?", dt.str, arr.shape, arr.strides))
+            return
         else:
             h = _buffer_hash(arr, logical=False)
             if cache is not None:
@@ -1284,7 +1313,20 @@ class _Walker:
         else:
             children.append(str(dt))
         nd = getattr(ea, "_ndarray", None)
-        if isinstance(nd, np.ndarray):
+        if (
+            isinstance(nd, np.ndarray)
+            and not self.portable
+            and self.budget is not None
+            and nd.dtype.hasobject
+            and isinstance(dt, pd.StringDtype)
+            and not self._spend(16 * nd.size)
+        ):
+            # a string column (str or NA items: no identities inside) too big for this walk's
+            # budget: its identity only, as for an unhashed numeric buffer
+            if self._identity(nd, "A"):
+                self._base_ids(nd)
+            children.append(_Tok(("str?", nd.shape)))
+        elif isinstance(nd, np.ndarray):
             children.append(nd)
         elif isinstance(getattr(ea, "_data", None), np.ndarray) and isinstance(
             getattr(ea, "_mask", None), np.ndarray
@@ -1394,6 +1436,10 @@ class _Print:
     ids: list[int]  # ids of reachable identity-bearing objects (dropped once indexed)
     opaque: bool
     work: int = 0  # nodes visited + atoms hashed: decides whether a later touch defers it
+    #: the walk left content unhashed (over the hash budget) or did not walk at all (joined an
+    #: expensive co-variable): `fp` proves nothing about that content, so a touch counts as a
+    #: mutation until `Tracker.refresh` walks it in full
+    partial: bool = False
 
 
 def _fingerprint(
@@ -1401,9 +1447,14 @@ def _fingerprint(
     ns: Any,
     max_nodes: int,
     array_cache: dict[int, tuple[np.ndarray, bytes]] | None = None,
+    budget: list[int] | None = None,
 ) -> _Print:
-    """Walk one name's value. Never raises: failures make the value opaque."""
-    w = _Walker(ns, portable=False, max_nodes=max_nodes, array_cache=array_cache)
+    """Walk one name's value. Never raises: failures make the value opaque.
+
+    `budget`: one-element list of bytes left to hash, shared by the names of one update.
+    """
+    w = _Walker(ns, portable=False, max_nodes=max_nodes, array_cache=array_cache,
+                budget=budget[0] if budget is not None else None)
     opaque = False
     try:
         w.walk(value)
@@ -1419,7 +1470,9 @@ def _fingerprint(
         fp = b""
     if opaque:
         fp = _fresh_token()
-    return _Print(id(value), fp, w.ids, opaque, w.nodes + w.work)
+    if budget is not None and w.budget is not None:
+        budget[0] = w.budget
+    return _Print(id(value), fp, w.ids, opaque, w.nodes + w.work, w.partial and not opaque)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1538,6 +1591,9 @@ class TrackerUpdate:
     opaque: set[str] = field(default_factory=set)  # could not be inspected (counted as mutated)
     #: expensive co-variables touched but not re-walked: counted as mutated (see Tracker)
     deferred: set[str] = field(default_factory=set)
+    #: new or rebound names whose value is an object of an expensive co-variable: they joined
+    #: it without a walk (also in `rebound`; walked by `refresh`)
+    joined: set[str] = field(default_factory=set)
 
 
 class _UF:
@@ -1578,6 +1634,12 @@ class Tracker:
     #: cell. Buffers (numpy, pandas numeric columns) count as one object: hashing them is fast.
     #: Counted, not timed, so that the history does not depend on the machine's load. 0 = never.
     defer_work = 200_000
+
+    #: bytes of array buffers and atom runs one per-cell update hashes (xxh3, ~2 ms at 16 MB);
+    #: content beyond it is left unhashed and the name is treated as deferred (any touch is a
+    #: mutation, `refresh` hashes it). Counted in bytes, not timed, so that the history does not
+    #: depend on the machine's load. None = hash everything in every update.
+    hash_budget: int | None = 16 << 20
 
     def __init__(self, *, max_nodes: int = 2_000_000) -> None:
         self.max_nodes = max_nodes
@@ -1687,14 +1749,69 @@ class Tracker:
         return upd
 
     def _deferrable(self, ns: Mapping[str, Any], group: frozenset[str]) -> bool:
-        """Every name of the group is still bound to the same object and was costly to walk."""
+        """Every name of the group is still bound to the same object, and the group was costly
+        to walk or its fingerprint is partial (a walk within budget could not tell anyway)."""
         work = 0
+        partial = False
         for m in group:
             p = self._prints.get(m)
             if p is None or m not in ns or id(ns[m]) != p.root_id:
                 return False
             work += p.work
-        return work > self.defer_work
+            partial = partial or p.partial
+        return partial or (self.defer_work > 0 and work > self.defer_work)
+
+    def _join_expensive(
+        self, ns: Mapping[str, Any], affected: set[str], upd: TrackerUpdate
+    ) -> None:
+        """New or rebound names bound to an object that an expensive co-variable already
+        reaches join it without a walk (`alice = bank.accounts["user0"]` would walk the whole
+        bank through `alice.bank`). Everything `alice` reaches, the co-variable reached at its
+        last walk, so the partition is right until the co-variable changes; the name is left
+        partial and stale, so touches count as mutations and `refresh` walks it in full. An
+        id reused since that walk can only join too much, which `refresh` undoes."""
+        fresh: dict[int, list[str]] = {}
+        for n in affected:
+            p = self._prints.get(n)
+            v = ns[n]
+            if type(v) in MARSHAL_ATOMS:
+                continue
+            if p is not None and (p.root_id == id(v) or self._group.get(n, frozenset((n,))) != {n}):
+                continue  # touched, not rebound; or leaving a co-variable that must be re-walked
+            fresh.setdefault(id(v), []).append(n)
+        if not fresh:
+            return
+        q = np.array(sorted(fresh), dtype=np.int64)
+        qpos, toks = self._index.lookup(q)
+        owners: dict[int, set[str]] = {}
+        for pos, tok in zip(qpos.tolist(), toks.tolist(), strict=True):
+            other = self._name_of.get(tok)
+            if other is not None:
+                owners.setdefault(int(q[pos]), set()).add(other)
+        for i, others in owners.items():
+            groups = {self._group.get(o, frozenset((o,))) for o in others}
+            if len(groups) != 1:
+                continue
+            (g,) = groups
+            names = fresh[i]
+            if g & affected or g & set(names) or not self._deferrable(ns, g):
+                continue
+            for n in names:
+                tok = self._token.pop(n, None)
+                if tok is not None:
+                    self._index.kill(tok)
+                    self._name_of.pop(tok, None)
+                tok = self._index.new_token()
+                self._token[n] = tok
+                self._name_of[tok] = n
+                self._prints[n] = _Print(i, _fresh_token(), [], False, 0, partial=True)
+                self._stale.add(n)
+                affected.discard(n)
+                upd.rebound.add(n)
+                upd.joined.add(n)
+            g = g | frozenset(names)
+            for m in g:
+                self._group[m] = g
 
     def _forget(self, name: str) -> None:
         self._stale.discard(name)
@@ -1738,13 +1855,15 @@ class Tracker:
                 affected |= self._group.get(n, frozenset((n,)))
         affected -= gone
         affected = {n for n in affected if n in ns}
-        if defer and self.defer_work > 0:
+        if defer:
             for g in {self._group.get(n, frozenset((n,))) for n in affected}:
                 if self._deferrable(ns, g):
                     affected -= g
                     upd.deferred |= g
                     upd.mutated |= g
                     self._stale |= g
+            if affected and self._index.chunks:
+                self._join_expensive(ns, affected, upd)
         self._stale -= affected  # walked now
         if not affected:
             return upd
@@ -1759,9 +1878,10 @@ class Tracker:
             self._group.pop(n, None)
 
         cache: dict[int, tuple[np.ndarray, bytes]] = {}
+        budget = [self.hash_budget] if defer and self.hash_budget is not None else None
         new_prints: dict[str, _Print] = {}
         for n in names:
-            new_prints[n] = _fingerprint(ns[n], ns, self.max_nodes, cache)
+            new_prints[n] = _fingerprint(ns[n], ns, self.max_nodes, cache, budget)
         cache.clear()
 
         candidates: set[str] = set()
@@ -1769,10 +1889,12 @@ class Tracker:
             p, old = new_prints[n], old_prints[n]
             if p.opaque:
                 upd.opaque.add(n)
+            if p.partial:
+                self._stale.add(n)
             if old is None or old.root_id != p.root_id:
                 upd.rebound.add(n)
-            elif old.fp != p.fp:
-                candidates.add(n)
+            elif old.fp != p.fp or p.partial or old.partial:
+                candidates.add(n)  # (a partial fingerprint cannot show that nothing changed)
 
         # --- partition -------------------------------------------------------------------
         uf = _UF()

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from kernel_agent import analysis, rng
 from kernel_agent.changes import Tracker
 from kernel_agent.effects import MAX_FILES, UNSEEDED, EffectWatcher
@@ -43,15 +45,22 @@ class _Pending:
 
     info: Any
     code: str
-    ids: dict[str, int]  # {name: id(value)} of the whole namespace before the cell
+    snap: _Snap  # keys and value ids of the whole namespace before the cell
     user_before: set[str]
     analysis: analysis.CellAnalysis | None  # None: the cell does not compile
     rng_before: Any = None
     numpy_before: bool = False
     problems: list[str] = field(default_factory=list)
     t0: float = 0.0
+    hidden_len: int = 0  # size of IPython's user_ns_hidden before the cell
     hook_s: float = 0.0  # time spent in pre_run_cell
     cwd: str | None = None  # working directory the cell started in
+
+    @property
+    def ids(self) -> dict[Any, int]:
+        """{name: id(value)} of the namespace before the cell, built on demand: a checkpoint
+        taken inside a cell (`checkpointing._changed_by_running_cell`) reads it."""
+        return dict(zip(self.snap.keys, self.snap.ids.tolist(), strict=True))
 
 
 class Monitor:
@@ -73,6 +82,9 @@ class Monitor:
         self.start_cwd = _getcwd()
         # files read by recorded cells -> (mtime_ns, size) when read: see check_files()
         self._watched: dict[str, tuple[int, int] | None] = {}
+        # the namespace after the last recorded cell and its user names: the next cell's
+        # "before" is derived from it by a diff, not rebuilt from all names (see _user_before)
+        self._last: tuple[_Snap, set[str], int] | None = None
         # time spent in our hooks (for the overhead benchmark and for users who wonder)
         self.stats: dict[str, float] = {"cells": 0, "hook_s": 0.0, "hook_max_s": 0.0,
                                          "tracker_s": 0.0}
@@ -130,12 +142,13 @@ class Monitor:
         self._watched = {p: _stat(p) for c in graph.cells for p in c.files_read
                          if not c.effects}
         self._reach_cache.clear()
+        self._last = None
         self.tracker.reset(ns, names)
         p = self._pending
         if p is not None:
             # adopt() runs inside the cell that called restore: what the restore put into the
             # namespace is the adopted history's, not that cell's writes
-            p.ids = _id_map(ns)
+            p.snap = _Snap(ns)
             p.user_before = set(names)
 
     # -- registration -----------------------------------------------------------------------
@@ -235,8 +248,9 @@ class Monitor:
         shell = self.shell
         ns = shell.user_ns
         code = getattr(info, "raw_cell", None) or ""
-        p = _Pending(info=info, code=code, ids=_id_map(ns),
-                     user_before=set(self.user_names(ns)), analysis=None, cwd=_getcwd())
+        snap = _Snap(ns)
+        p = _Pending(info=info, code=code, snap=snap, user_before=self._user_before(ns, snap),
+                     analysis=None, cwd=_getcwd(), hidden_len=self._hidden_len())
         try:
             transformed = getattr(info, "transformed_cell", None)
             if transformed is None:
@@ -263,12 +277,43 @@ class Monitor:
             p.problems.append("random generator state not captured")
         return p
 
+    def _hidden_len(self) -> int:
+        return len(getattr(self.shell, "user_ns_hidden", None) or {})
+
+    def _user_before(self, ns: Mapping[str, Any], snap: _Snap) -> set[str]:
+        """User names of `ns`, from those after the last recorded cell plus what changed since
+        (IPython's `_iN`, silent executions, comm callbacks): O(changes), not O(names)."""
+        last = self._last
+        self._last = None
+        if last is None or last[2] != self._hidden_len():
+            return set(self.user_names(ns))
+        changed, deleted = _diff(last[0], snap)
+        return self._apply_diff(ns, last[1], changed, deleted)
+
+    def _apply_diff(self, ns: Mapping[str, Any], user: set[str], changed: set[Any],
+                    deleted: set[Any]) -> set[str]:
+        """`user` (the user names before) updated for keys new or rebound and keys deleted."""
+        out = set(user)
+        out -= deleted
+        if changed:
+            out -= changed
+            hidden = getattr(self.shell, "user_ns_hidden", None) or {}
+            for n in changed:
+                if (type(n) is str and n[:1] != "_" and n not in EXCLUDED_NAMES
+                        and (n not in hidden or ns[n] is not hidden[n])):
+                    out.add(n)
+        return out
+
     def _record(self, p: _Pending, result: Any, runtime: float, fx: list[str]) -> None:
         ns = self.shell.user_ns
-        after_names = self.user_names(ns)
-        user_after = set(after_names)
-        after_ids = _id_map(ns)
-        changed = {n for n, _ in after_ids.items() - p.ids.items()}  # new or rebound, in C
+        snap = _Snap(ns)
+        changed, gone = _diff(p.snap, snap)  # new or rebound keys, deleted keys
+        hidden_len = self._hidden_len()
+        if hidden_len != p.hidden_len:
+            user_after = set(self.user_names(ns))
+        else:
+            user_after = self._apply_diff(ns, p.user_before, changed, gone)
+        self._last = (snap, user_after, hidden_len)
         written = changed & user_after
         deleted = p.user_before - user_after
         ana = p.analysis
@@ -374,6 +419,7 @@ class Monitor:
     def _record_degraded(self, p: _Pending, result: Any, runtime: float, fx: list[str]) -> None:
         """Last resort: the cell read and rewrote everything, and must not be re-run."""
         ns = self.shell.user_ns
+        self._last = None
         user_after = set(self.user_names(ns))
         try:
             self.tracker.reset(ns, sorted(user_after))
@@ -450,9 +496,33 @@ def _module_sources(ns: Mapping[str, Any], names: set[str]) -> list[str]:
     return out
 
 
-def _id_map(ns: Mapping[str, Any]) -> dict[str, int]:
-    """{name: id(value)} of the whole namespace, built in C (thousands of names per cell)."""
-    return dict(zip(ns.keys(), map(id, ns.values()), strict=True))
+class _Snap:
+    """Keys and value ids of a namespace, in its order, built in C. Holds no reference to the
+    values, so a cell that drops a big object frees it. A dict of ids cost about 1 ms per 4,000
+    names twice per cell, and a diff of two of them as much again."""
+
+    __slots__ = ("keys", "ids")
+
+    def __init__(self, ns: Mapping[str, Any]):
+        self.keys = tuple(ns)
+        self.ids = np.array(list(map(id, ns.values())), dtype=np.uintp)
+
+
+def _diff(before: _Snap, after: _Snap) -> tuple[set[Any], set[Any]]:
+    """(keys new or bound to another object, keys deleted) from `before` to `after`.
+
+    Dicts keep insertion order and only append, so when the old keys are a prefix of the new
+    ones (no deletion: the usual cell) the rebound keys are where the id arrays differ.
+    """
+    n = len(before.keys)
+    if len(after.keys) >= n and after.keys[:n] == before.keys:
+        keys = after.keys
+        changed = {keys[i] for i in np.flatnonzero(after.ids[:n] != before.ids).tolist()}
+        changed.update(keys[n:])
+        return changed, set()
+    b = dict(zip(before.keys, before.ids.tolist(), strict=True))
+    a = dict(zip(after.keys, after.ids.tolist(), strict=True))
+    return {k for k, _ in a.items() - b.items()}, set(b.keys() - a.keys())
 
 
 def _describe(error: BaseException) -> str:

@@ -1,0 +1,232 @@
+"""Work the tracker leaves to the checkpoint: unhashed big buffers, names joining an expensive
+co-variable without a walk. A deferred co-variable must count as mutated by every cell that
+touches it (over-approximation is safe, a missed mutation is not), and the checkpoint's
+`refresh` must walk it in full so that the restore is equal, aliasing included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernel_agent.changes import Tracker
+from kernel_agent.monitor import _diff, _Snap
+from tests.engine.migrate import assert_verified, checkpoint, restore, run_all
+
+BIG = 3_000_000  # float64: 24 MB, over the 16 MB per-cell hash budget
+
+
+def _tracker(ns: dict, **attrs) -> Tracker:
+    t = Tracker()
+    for k, v in attrs.items():
+        setattr(t, k, v)
+    t.update(ns, sorted(ns), [])
+    return t
+
+
+# -- hash budget ---------------------------------------------------------------------------------
+
+
+def test_an_array_over_the_hash_budget_is_partial_and_every_touch_is_a_mutation():
+    ns = {"big": np.zeros(BIG), "small": np.zeros(10)}
+    t = _tracker(ns)
+    assert t.stale() == {"big"}
+    upd = t.update(ns, ["big"], [])  # only read: still counted, it was never hashed
+    assert upd.deferred == {"big"} and upd.mutated == {"big"}
+    assert t.update(ns, ["small"], []).mutated == set()
+
+
+def test_a_mutation_of_an_unhashed_array_is_seen_by_refresh_and_later_cells():
+    ns = {"big": np.zeros(BIG)}
+    t = _tracker(ns)
+    ns["big"][123] = 1.0
+    assert "big" in t.update(ns, ["big"], []).mutated
+    t.refresh(ns)  # the checkpoint: hashed in full now
+    assert t.stale() == set()
+    assert t.update(ns, ["big"], []).mutated == {"big"}  # small budget again: partial
+    t.refresh(ns)
+
+
+def test_without_a_budget_reads_of_big_arrays_are_exact():
+    ns = {"big": np.zeros(BIG)}
+    t = _tracker(ns, hash_budget=None)
+    assert t.stale() == set() and t.update(ns, ["big"], []).mutated == set()
+    ns["big"][5] = 2.0
+    assert t.update(ns, ["big"], []).mutated == {"big"}
+
+
+def test_views_of_an_unhashed_base_stay_one_covariable():
+    base = np.zeros(BIG)
+    ns = {"base": base, "view": base[10:20]}
+    t = _tracker(ns)
+    assert t.covariable_of("view") == {"base", "view"}
+    ns["view"][0] = 1.0
+    assert t.update(ns, ["view"], []).mutated == {"base", "view"}
+
+
+def test_budget_is_shared_by_the_names_of_one_update():
+    ns = {f"a{i}": np.zeros(1_000_000) for i in range(4)}  # 8 MB each, 32 MB together
+    t = _tracker(ns)
+    assert 0 < len(t.stale()) < 4
+
+
+def test_a_big_list_of_atoms_is_partial_but_its_links_are_exact():
+    shared = [1]
+    ns = {"nums": list(range(3_000_000)), "holder": [shared, list(range(3_000_000))],
+          "other": shared}
+    t = _tracker(ns)
+    assert t.covariable_of("holder") == {"holder", "other"}
+    assert "nums" in t.update(ns, ["nums"], []).mutated
+
+
+def test_a_string_column_over_the_budget_is_partial():
+    pd = pytest.importorskip("pandas")
+    ns = {"df": pd.DataFrame({"s": ["x", "y"] * 600_000})}
+    t = _tracker(ns)
+    assert t.stale() == {"df"} and "df" in t.update(ns, ["df"], []).mutated
+    t.refresh(ns)
+    assert t.stale() == set()
+
+
+def test_object_arrays_of_atoms_still_see_element_changes():
+    ns = {"o": np.array(["a", 1, 2.5] * 1000, dtype=object)}
+    t = _tracker(ns, hash_budget=None)
+    assert t.update(ns, ["o"], []).mutated == set()
+    ns["o"][7] = "changed"
+    assert t.update(ns, ["o"], []).mutated == {"o"}
+
+
+# -- joining an expensive co-variable without a walk -------------------------------------------
+
+
+class _Node:
+    def __init__(self, i: int, owner: object):
+        self.i = i
+        self.owner = owner
+        self.items: list[int] = []
+
+
+class _Bank:
+    def __init__(self, n: int):
+        self.nodes = [_Node(i, self) for i in range(n)]
+
+
+def test_a_new_name_reaching_an_expensive_graph_joins_it_without_a_walk():
+    ns = {"bank": _Bank(2000), "x": [1]}
+    t = _tracker(ns, defer_work=1000)
+    ns["alice"] = ns["bank"].nodes[0]
+    upd = t.update(ns, ["alice", "bank"], [])
+    assert upd.joined == {"alice"} and "alice" in upd.rebound
+    assert t.covariable_of("alice") == {"alice", "bank"}
+    assert "alice" in t.stale()
+    # a mutation through the joined name is a mutation of the whole co-variable
+    ns["alice"].items.append(5)
+    assert t.update(ns, ["alice"], []).mutated == {"alice", "bank"}
+    t.refresh(ns)
+    assert t.stale() == set() and t.covariable_of("alice") == {"alice", "bank"}
+
+
+def test_a_joined_name_rebound_elsewhere_leaves_the_covariable():
+    ns = {"bank": _Bank(2000)}
+    t = _tracker(ns, defer_work=1000)
+    ns["alice"] = ns["bank"].nodes[3]
+    t.update(ns, ["alice"], [])
+    ns["alice"] = [1, 2]
+    upd = t.update(ns, ["alice"], [])
+    assert "alice" in upd.rebound and not upd.joined
+    t.refresh(ns)
+    assert t.covariable_of("alice") == {"alice"} and t.covariable_of("bank") == {"bank"}
+
+
+def test_a_new_name_outside_the_graph_is_walked():
+    ns = {"bank": _Bank(2000)}
+    t = _tracker(ns, defer_work=1000)
+    ns["lone"] = _Node(-1, None)
+    upd = t.update(ns, ["lone"], [])
+    assert not upd.joined and t.covariable_of("lone") == {"lone"} and "lone" not in t.stale()
+
+
+def test_a_cheap_covariable_is_not_joined_blindly():
+    ns = {"small": [[1], [2]]}
+    t = _tracker(ns)
+    ns["inner"] = ns["small"][0]
+    upd = t.update(ns, ["inner"], [])
+    assert not upd.joined and t.covariable_of("inner") == {"inner", "small"}
+    assert t.stale() == set()
+
+
+# -- namespace snapshots -------------------------------------------------------------------------
+
+
+def test_namespace_diff_sees_new_rebound_and_deleted_names():
+    ns: dict = {"a": 1000, "b": [1], "c": "x"}
+    s0 = _Snap(ns)
+    ns["b"] = [1]  # same value, other object
+    ns["d"] = 5
+    assert _diff(s0, _Snap(ns)) == ({"b", "d"}, set())
+    s1 = _Snap(ns)
+    del ns["a"]
+    ns["a"] = 2000  # deleted and re-added: moves to the end
+    del ns["c"]
+    assert _diff(s1, _Snap(ns)) == ({"a"}, {"c"})
+    s2 = _Snap(ns)
+    assert _diff(s2, _Snap(ns)) == (set(), set())
+
+
+# -- in a kernel ---------------------------------------------------------------------------------
+
+
+def test_every_cell_touching_a_big_array_is_recorded_as_a_possible_mutator(agent):
+    agent.ok("import numpy as np")
+    agent.cell(f"dfr_big = np.zeros({BIG})")
+    rec = agent.cell("dfr_m = float(dfr_big.sum())")
+    assert "dfr_big" in rec["mutated"]
+    rec = agent.cell("dfr_big[7] = 3.0")
+    assert "dfr_big" in rec["mutated"]
+
+
+MIGRATED = [
+    "import numpy as np",
+    f"big = np.arange({BIG}, dtype=np.float64)",
+    "view = big[10:20]",
+    "total = float(big.sum())",
+    "def bump(a):\n    a[5] += 1.0",
+    "bump(big)",  # a mutation through a call, while `big` is deferred
+    "class Node:\n    def __init__(self, i, owner):\n        self.i, self.owner, self.items = i, owner, []",
+    "class Bank:\n    def __init__(self, n):\n        self.nodes = [Node(i, self) for i in range(n)]",
+    "__import__('kernel_agent.extension').extension.get_monitor().tracker.defer_work = 1000",
+    "bank = Bank(3000)",
+    "alice = bank.nodes[0]",  # joins bank's co-variable without a walk
+    "alice.items.append(7)",
+    "bob = bank.nodes[1]\nbob.items.append(8)",
+]
+
+
+def test_deferred_covariables_come_back_equal_after_a_migration(make_kernel, store_url):
+    a = make_kernel()
+    run_all(a, MIGRATED)
+    stale = a.value("sorted(__import__('kernel_agent.extension').extension.get_monitor().tracker.stale())")
+    assert {"big", "alice", "bob"} <= set(stale)
+    c = checkpoint(a, store_url)
+    assert c
+    b = make_kernel()
+    r = restore(b, store_url)
+    assert_verified(r)
+    assert b.value("[float(big[5]), float(big[6]), float(view[0]), bool(np.shares_memory(big, view))]") == [
+        6.0, 6.0, 10.0, True]
+    assert b.value("[alice is bank.nodes[0], bob is bank.nodes[1], alice.owner is bank, "
+                   "alice.items, bob.items, len(bank.nodes)]") == [True, True, True, [7], [8], 3000]
+
+
+def test_deferred_covariables_come_back_equal_when_recomputed(make_kernel, store_url):
+    """The same session restored by re-running cells only (nothing shipped): the history must
+    list every cell that may have mutated the deferred co-variables."""
+    a = make_kernel()
+    run_all(a, MIGRATED)
+    c = checkpoint(a, store_url, strategy="recompute-all")
+    assert c
+    b = make_kernel()
+    r = restore(b, store_url)
+    assert_verified(r)
+    assert b.value("[float(big[5]), float(view[0]), bool(np.shares_memory(big, view))]") == [
+        6.0, 10.0, True]
+    assert b.value("[alice is bank.nodes[0], alice.items, bank.nodes[1].items]") == [True, [7], [8]]
