@@ -622,6 +622,7 @@ def checkpoint(
     with _lock:
         t0 = time.perf_counter()
         store = store or open_store(url, **(store_options or {}))
+        store.measure_soon()  # the bandwidth probe's I/O overlaps the serialization below
         ns = shell.user_ns
         names = sorted(mon.user_names(ns))
         units = collect_units(mon, ns, names)

@@ -355,6 +355,26 @@ class Store:
                 _bandwidth_cache[self._measure_key()] = cached
             return cached
 
+    def measure_soon(self) -> None:
+        """Start `measure` in the background unless its figures are known already.
+
+        The probe is I/O (it writes and reads back a few MiB): started when a checkpoint begins,
+        it overlaps the CPU-bound trial serialization instead of adding to the checkpoint's
+        time. `measure` then waits for it under the same lock. A failing probe is only logged
+        here: `measure`, called by the planner, probes again and reports it.
+        """
+        with _bandwidth_lock:
+            if self._measure_key() in _bandwidth_cache:
+                return
+
+        def run() -> None:
+            try:
+                self.measure()
+            except Exception:  # noqa: BLE001 - the planner's own measure() call reports it
+                log.debug("kernel_agent: background probe of %s failed", self.url, exc_info=True)
+
+        threading.Thread(target=run, name="kernel-agent-probe", daemon=True).start()
+
     def _measure_key(self) -> str:
         return self.url
 
