@@ -11,7 +11,6 @@ import importlib
 import platform
 import sys
 from collections.abc import Iterable
-from importlib import metadata
 from types import ModuleType
 from typing import Any
 
@@ -31,6 +30,8 @@ def _version(top_module: str, *, import_it: bool = False) -> str | None:
     v = getattr(mod, "__version__", None)
     if isinstance(v, str):
         return v
+    from importlib import metadata  # not at import time: it costs a restore ~40 ms up front
+
     try:
         return metadata.version(top_module)
     except (metadata.PackageNotFoundError, ValueError):

@@ -33,4 +33,7 @@ if [ ! -x .venv/node/node_modules/.bin/configurable-http-proxy ]; then
     mkdir -p .venv/node
     (cd .venv/node && npm install --silent --no-audit --no-fund --prefix . configurable-http-proxy@5 >/dev/null)
 fi
+# byte-compile our own (editable) packages as a wheel install would: kernels then never compile
+# the agent from source, even under PYTHONDONTWRITEBYTECODE
+.venv/bin/python -m compileall -q kernel_agent elastic_spawner >/dev/null || true
 echo "bootstrap: ready ($ROOT/.venv)"

@@ -87,6 +87,8 @@ class NotebookResult:
     throughput: dict[str, Any] | None = None
     opaque: list[str] = field(default_factory=list)  # variables checked by type only
     error: str = ""
+    # what the notebook's header says the plan must do ({"shipped": [...], "recomputed": [...]})
+    expect: dict[str, list[str]] = field(default_factory=dict)
 
     def method(self, method: str, store: str) -> MethodResult | None:
         for m in self.methods:
@@ -282,7 +284,7 @@ class Bench:
         return Runtime(t["total_s"], t["hooks_s"], t["cells"], t["max_hook_s"])
 
     def run(self, nb: Notebook) -> NotebookResult:
-        res = NotebookResult(nb.name, nb.title, nb.family, len(nb.cells))
+        res = NotebookResult(nb.name, nb.title, nb.family, len(nb.cells), expect=nb.expect)
         wd = self.workdir / nb.name
         wd.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()

@@ -8,7 +8,9 @@ is all three at once, and stays valid Python.
 Conventions inside a notebook file:
 
 * a header of ``# key: value`` comment lines before the first cell (``title``, ``family``,
-  ``models``: which ElasticNotebook evaluation notebook it imitates, ``stresses``);
+  ``models``: which ElasticNotebook evaluation notebook it imitates, ``stresses``; for the
+  ``engine`` family, ``expect_shipped`` / ``expect_recomputed``: names the plan must ship /
+  recompute, checked by the report);
 * ``# %% [parameters]``: sizes for the full run (papermill's idea);
 * ``# %% [quick]``: the same names with small sizes, used *instead* of ``[parameters]`` by
   ``--quick`` (a CI smoke run); never both;
@@ -43,6 +45,16 @@ class Notebook:
     @property
     def family(self) -> str:
         return self.meta.get("family", "")
+
+    @property
+    def expect(self) -> dict[str, list[str]]:
+        """What the plan must do, from ``# expect_shipped:`` / ``# expect_recomputed:`` headers."""
+        out = {}
+        for what in ("shipped", "recomputed"):
+            names = [n.strip() for n in self.meta.get(f"expect_{what}", "").split(",") if n.strip()]
+            if names:
+                out[what] = names
+        return out
 
     def to_ipynb(self) -> dict:
         """nbformat 4 JSON (what Kishu reads its cells from)."""

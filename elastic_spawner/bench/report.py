@@ -25,6 +25,10 @@ LABEL = {"ours": "ours", "dill": "dill (dump all)", "rerun": "rerun all", "kishu
 #: targets from issue 8
 TARGET_RATIO = 0.5  # ours <= 0.5x the best baseline that restores correctly
 TARGET_OVERHEAD_PCT = 1.0  # median monitoring overhead
+#: targets from issue 3, on the notebooks of its case (an expensive cell with a small result
+#: next to a cheap cell with a large one; the bench family "engine")
+TARGET_ENGINE_DILL = 0.5
+TARGET_ENGINE_RERUN = 0.3
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,7 +70,10 @@ def targets(results: list[NotebookResult]) -> dict[str, Any]:
     hooks = [o for r in results if (o := r.hook_overhead_pct()) is not None]
     med = statistics.median(overheads) if overheads else None
     med_hooks = statistics.median(hooks) if hooks else None
+    engine = engine_rows(results, stores)
     return {
+        "engine": {"rows": engine, "n": sum(e["met"] for e in engine), "of": len(engine),
+                   "met": bool(engine) and all(e["met"] for e in engine)},
         "correct": {"n": len(correct), "of": len(ours), "met": bool(ours) and len(correct) == len(ours)},
         "ratio": {"values": ratios, "met_per": ratio_ok,
                   "n": sum(ratio_ok.values()), "of": len(ratio_ok), "met": all(ratio_ok.values())},
@@ -74,6 +81,56 @@ def targets(results: list[NotebookResult]) -> dict[str, Any]:
                      "met": med is not None and med <= TARGET_OVERHEAD_PCT,
                      "met_hooks": med_hooks is not None and med_hooks <= TARGET_OVERHEAD_PCT},
     }
+
+
+def engine_rows(results: list[NotebookResult], stores: list[str]) -> list[dict[str, Any]]:
+    """Issue 3's case, per notebook and store: ratios to dill and re-run, and the plan's choice.
+
+    Dill counts when it finished, restored correctly or not (the target is about its time);
+    the plan is as expected when every name the notebook's header lists as shipped was shipped
+    and every one listed as recomputed was recomputed.
+    """
+    out = []
+    for r in results:
+        if r.family != "engine":
+            continue
+        rerun = r.method("rerun", "-")
+        for store in stores:
+            ours, dill = r.method("ours", store), r.method("dill", store)
+            if ours is None or ours.status != "ok" or not ours.migration_s:
+                out.append({"notebook": r.name, "store": store, "vs_dill": None, "vs_rerun": None,
+                            "plan_ok": False, "met": False, "why": ours.note if ours else "not run"})
+                continue
+            vs_dill = (ours.migration_s / dill.migration_s
+                       if dill and dill.status == "ok" and dill.migration_s else None)
+            vs_rerun = (ours.migration_s / rerun.migration_s
+                        if rerun and rerun.status == "ok" and rerun.migration_s else None)
+            ck = (ours.details or {}).get("checkpoint") or {}
+            missed = [f"{n} not shipped" for n in r.expect.get("shipped", []) if n not in ck.get("shipped", [])]
+            missed += [f"{n} not recomputed" for n in r.expect.get("recomputed", [])
+                       if n not in ck.get("recomputed", [])]
+            met = (bool(ours.correct) and not missed
+                   and vs_dill is not None and vs_dill <= TARGET_ENGINE_DILL
+                   and vs_rerun is not None and vs_rerun <= TARGET_ENGINE_RERUN)
+            out.append({"notebook": r.name, "store": store, "ours_s": ours.migration_s,
+                        "dill_s": dill.migration_s if dill else None,
+                        "rerun_s": rerun.migration_s if rerun else None,
+                        "vs_dill": vs_dill, "vs_rerun": vs_rerun, "plan_ok": not missed,
+                        "met": met, "why": "; ".join(missed) or ("" if ours.correct else "restore not verified")})
+    return out
+
+
+ENGINE_COLUMNS = ["notebook", "store", "ours s", "dill s", "rerun s", "ours / dill", "ours / rerun",
+                  "plan as expected", "met"]
+
+
+def engine_table(rows_: list[dict[str, Any]]) -> list[list[str]]:
+    def x(v: float | None) -> str:
+        return "—" if v is None else f"{v:.2f}x"
+
+    return [[e["notebook"], e["store"], _s(e.get("ours_s")), _s(e.get("dill_s")), _s(e.get("rerun_s")),
+             x(e["vs_dill"]), x(e["vs_rerun"]), "yes" if e["plan_ok"] else f"no ({e['why']})",
+             "yes" if e["met"] else "NO"] for e in rows_]
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,10 +234,18 @@ def print_tables(results: list[NotebookResult]) -> None:
     for row in overhead_rows(results):
         o.add_row(*row)
     console.print(o)
+    tg = targets(results)
+    if tg["engine"]["of"]:
+        e = Table(title="Issue 3's case: expensive small result next to cheap large arrays")
+        for c in ENGINE_COLUMNS:
+            e.add_column(c, justify="left" if c in ("notebook", "store", "plan as expected") else "right")
+        for row in engine_table(tg["engine"]["rows"]):
+            e.add_row(*row)
+        console.print(e)
     for r in results:
         if r.throughput:
             console.print(_throughput_line(r))
-    console.print(_targets_text(targets(results)))
+    console.print(_targets_text(tg))
 
 
 def _throughput_line(r: NotebookResult) -> str:
@@ -193,9 +258,13 @@ def _throughput_line(r: NotebookResult) -> str:
 
 
 def _targets_text(tg: dict[str, Any]) -> str:
-    c, r, o = tg["correct"], tg["ratio"], tg["overhead"]
+    c, r, o, e = tg["correct"], tg["ratio"], tg["overhead"], tg["engine"]
     med = "—" if o["median_pct"] is None else f"{o['median_pct']:+.2f}%"
     medh = "—" if o["median_hooks_pct"] is None else f"{o['median_hooks_pct']:.2f}%"
+    engine = ([] if not e["of"] else [
+        f"- issue 3's case (family `engine`: expensive small result next to cheap large arrays): "
+        f"ours <= {TARGET_ENGINE_DILL}x dill and <= {TARGET_ENGINE_RERUN}x re-run-all, plan as "
+        f"expected: {e['n']}/{e['of']} notebook-store pairs — {'MET' if e['met'] else 'NOT MET'}"])
     return "\n".join([
         "Targets:",
         f"- correct restores (ours, every notebook and store): {c['n']}/{c['of']} — "
@@ -205,6 +274,7 @@ def _targets_text(tg: dict[str, Any]) -> str:
         f"- monitoring overhead median <= {TARGET_OVERHEAD_PCT}%: end to end {med} — "
         f"{'MET' if o['met'] else 'NOT MET'}; time in the agent's hooks {medh} — "
         f"{'MET' if o['met_hooks'] else 'NOT MET'}",
+        *engine,
     ])
 
 
@@ -317,6 +387,17 @@ def write_markdown(path: Path, results: list[NotebookResult], *, info: dict[str,
         *_md_table(COLUMNS, rows(results)),
         "",
     ]
+    if tg["engine"]["of"]:
+        lines += [
+            "### Issue 3's case: an expensive small result next to cheap large arrays",
+            "",
+            "The `engine` notebooks declare in their header which names the plan must ship (the slow",
+            "small results) and which it must recompute (the cheap large arrays); the target is",
+            f"ours <= {TARGET_ENGINE_DILL}x dill and <= {TARGET_ENGINE_RERUN}x re-run-all, same run.",
+            "",
+            *_md_table(ENGINE_COLUMNS, engine_table(tg["engine"]["rows"])),
+            "",
+        ]
     if plot_name:
         lines += [f"![migration time per notebook and method]({plot_name})", ""]
     lines += [

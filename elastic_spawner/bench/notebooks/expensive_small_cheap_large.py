@@ -3,6 +3,8 @@
 # family: engine
 # models: the ElasticNotebook paper's motivating case (a slow fit producing a few numbers, a big array rebuilt in a fraction of a second)
 # stresses: the ship-or-recompute choice: the plan must ship the slow small results and recompute the cheap large arrays
+# expect_shipped: estimates, pi_hat
+# expect_recomputed: grid, weights
 # %% [parameters]
 N_BIG = 40_000_000
 TRIALS = 8_000_000
