@@ -101,14 +101,6 @@ def restore(
     manifest = Manifest.from_bytes(store.get_manifest(cid), signing_key())
     graph = HistoryGraph.from_dict(manifest.graph)
     warnings: list[str] = []
-    drift = environment.differences(manifest.environment)
-    for pkg, (then, now) in drift.items():
-        warnings.append(f"{pkg} was {then} at checkpoint time and is {now} here")
-
-    prepare_s = time.perf_counter() - t0  # manifest, schema, authentication, library versions
-
-    # Phase 1: fetch and verify every shipped blob before anything is unpickled.
-    t_fetch = time.perf_counter()
     shipped = [c for c in manifest.covariables if c.action == "ship"]
     blobs: dict[str, bytearray] = {}
     failed: dict[str, str] = {}
@@ -119,13 +111,27 @@ def restore(
         except StoreError as e:
             return entry.key, None, str(e)
 
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="kernel-agent-fetch") as pool:
-        for key, data, err in pool.map(fetch, shipped):
+    # Phase 1: fetch and verify every shipped blob before anything is unpickled. The downloads
+    # (I/O, in threads) overlap the library imports of the version check below, which the
+    # unpickling needs anyway: on a large state the two are of the same order.
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kernel-agent-fetch")
+    try:
+        futures = [pool.submit(fetch, entry) for entry in shipped]
+        drift = environment.differences(manifest.environment)
+        for pkg, (then, now) in drift.items():
+            warnings.append(f"{pkg} was {then} at checkpoint time and is {now} here")
+        prepare_s = time.perf_counter() - t0  # manifest, authentication, library versions
+
+        t_fetch = time.perf_counter()
+        for fut in futures:
+            key, data, err = fut.result()
             if data is not None:
                 blobs[key] = data
             else:
                 failed[key] = err or "unknown error"
-    fetch_s = time.perf_counter() - t_fetch
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    fetch_s = time.perf_counter() - t_fetch  # what the downloads added after the imports
 
     # Library drift: a shipped value from a library whose version changed is recomputed instead
     # when its cells allow it (a pickle across versions may load wrong, silently).
