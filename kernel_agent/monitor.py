@@ -52,7 +52,7 @@ class _Pending:
     numpy_before: bool = False
     problems: list[str] = field(default_factory=list)
     t0: float = 0.0
-    hidden_len: int = 0  # size of IPython's user_ns_hidden before the cell
+    hidden: frozenset[str] = frozenset()  # _hidden_names() before the cell
     hook_s: float = 0.0  # time spent in pre_run_cell
     cwd: str | None = None  # working directory the cell started in
 
@@ -84,7 +84,7 @@ class Monitor:
         self._watched: dict[str, tuple[int, int] | None] = {}
         # the namespace after the last recorded cell and its user names: the next cell's
         # "before" is derived from it by a diff, not rebuilt from all names (see _user_before)
-        self._last: tuple[_Snap, set[str], int] | None = None
+        self._last: _After | None = None
         # time spent in our hooks (for the overhead benchmark and for users who wonder)
         self.stats: dict[str, float] = {"cells": 0, "hook_s": 0.0, "hook_max_s": 0.0,
                                          "tracker_s": 0.0}
@@ -93,6 +93,7 @@ class Monitor:
             self.tracker.reset(ns, self.user_names(ns))
         except Exception:  # noqa: BLE001
             log.exception("kernel_agent: could not fingerprint the existing variables")
+        _warm_up()
 
     # -- engine-facing API ------------------------------------------------------------------
 
@@ -248,9 +249,10 @@ class Monitor:
         shell = self.shell
         ns = shell.user_ns
         code = getattr(info, "raw_cell", None) or ""
-        snap = _Snap(ns)
-        p = _Pending(info=info, code=code, snap=snap, user_before=self._user_before(ns, snap),
-                     analysis=None, cwd=_getcwd(), hidden_len=self._hidden_len())
+        hidden = self._hidden_names()
+        snap, user = self._before(ns, hidden)
+        p = _Pending(info=info, code=code, snap=snap, user_before=user, analysis=None,
+                     cwd=_getcwd(), hidden=hidden)
         try:
             transformed = getattr(info, "transformed_cell", None)
             if transformed is None:
@@ -277,43 +279,51 @@ class Monitor:
             p.problems.append("random generator state not captured")
         return p
 
-    def _hidden_len(self) -> int:
-        return len(getattr(self.shell, "user_ns_hidden", None) or {})
+    def _hidden_names(self) -> frozenset[str]:
+        """Names of IPython's hidden variables that `user_names` could count as the user's
+        (the `_`-prefixed ones, most of them, never are)."""
+        hidden = getattr(self.shell, "user_ns_hidden", None) or {}
+        return frozenset(n for n in hidden
+                         if type(n) is str and n[:1] != "_" and n not in EXCLUDED_NAMES)
 
-    def _user_before(self, ns: Mapping[str, Any], snap: _Snap) -> set[str]:
-        """User names of `ns`, from those after the last recorded cell plus what changed since
-        (IPython's `_iN`, silent executions, comm callbacks): O(changes), not O(names)."""
+    def _before(self, ns: Mapping[str, Any], hidden: frozenset[str]) -> tuple[_Snap, set[str]]:
+        """The namespace snapshot and user names before a cell, derived from those after the
+        last recorded cell: reused as they are when the namespace dict has not changed since
+        (its version tag), else updated by a diff (IPython's `_iN`, silent executions, comm
+        callbacks). O(changes) rather than O(names), except for the id snapshot of a diff."""
         last = self._last
         self._last = None
-        if last is None or last[2] != self._hidden_len():
-            return set(self.user_names(ns))
-        changed, deleted = _diff(last[0], snap)
-        return self._apply_diff(ns, last[1], changed, deleted)
+        if last is not None and last.version is not None and _dict_version(ns) == last.version:
+            return last.snap, last.user
+        snap = _Snap(ns)
+        if last is None:
+            return snap, set(self.user_names(ns))
+        changed, deleted = _diff(last.snap, snap)
+        return snap, self._apply_diff(ns, last.user, changed, deleted, hidden | last.hidden)
 
     def _apply_diff(self, ns: Mapping[str, Any], user: set[str], changed: set[Any],
-                    deleted: set[Any]) -> set[str]:
-        """`user` (the user names before) updated for keys new or rebound and keys deleted."""
-        out = set(user)
-        out -= deleted
-        if changed:
-            out -= changed
+                    deleted: set[Any], hidden_names: frozenset[str]) -> set[str]:
+        """`user` (the user names before; not modified) updated for keys new or rebound, keys
+        deleted, and `hidden_names` (hidden before or now: their status is recomputed)."""
+        out = user - deleted
+        recheck = changed | hidden_names
+        if recheck:
+            out -= recheck
             hidden = getattr(self.shell, "user_ns_hidden", None) or {}
-            for n in changed:
-                if (type(n) is str and n[:1] != "_" and n not in EXCLUDED_NAMES
+            for n in recheck:
+                if (type(n) is str and n[:1] != "_" and n not in EXCLUDED_NAMES and n in ns
                         and (n not in hidden or ns[n] is not hidden[n])):
                     out.add(n)
         return out
 
     def _record(self, p: _Pending, result: Any, runtime: float, fx: list[str]) -> None:
         ns = self.shell.user_ns
+        version = _dict_version(ns)
         snap = _Snap(ns)
         changed, gone = _diff(p.snap, snap)  # new or rebound keys, deleted keys
-        hidden_len = self._hidden_len()
-        if hidden_len != p.hidden_len:
-            user_after = set(self.user_names(ns))
-        else:
-            user_after = self._apply_diff(ns, p.user_before, changed, gone)
-        self._last = (snap, user_after, hidden_len)
+        hidden = self._hidden_names()
+        user_after = self._apply_diff(ns, p.user_before, changed, gone, hidden | p.hidden)
+        self._last = _After(snap, user_after, hidden, version)
         written = changed & user_after
         deleted = p.user_before - user_after
         ana = p.analysis
@@ -337,8 +347,17 @@ class Monitor:
             log.exception("kernel_agent: change detection failed; touched names count as modified")
             mutated = touched - written
         self.stats["tracker_s"] = self.stats.get("tracker_s", 0.0) + time.perf_counter() - t_track
-        for n in written | mutated | deleted | opaque:
-            self._reach_cache.pop(n, None)
+        cache = self._reach_cache
+        for n in written | deleted:
+            cache.pop(n, None)
+        for n in (mutated | opaque) - written - deleted:
+            hit = cache.get(n)
+            # a "reads everything" verdict (typically: the object graph exceeds the analysis
+            # budget) is the most conservative answer there is, so it stays right however the
+            # same object changes; dropping it re-walked 20,000 objects after every touch of a
+            # big deferred co-variable (which always counts as mutated)
+            if hit is not None and not hit[1].dynamic:
+                del cache[n]
 
         error = result.error_before_exec or result.error_in_exec
         effects = list(fx) + list(p.problems)
@@ -447,6 +466,23 @@ class Monitor:
 MAX_WATCHED = 512  # distinct files whose changes check_files() looks for
 
 
+def _warm_up() -> None:
+    """Pay the one-off costs of the hooks at `%load_ext`, not inside the user's first cells:
+    reading numpy's generator state imports numpy.random (about 30 ms), the library prefixes
+    scan sys.path, a first walk and partition fill the type caches."""
+    try:
+        rng.raw_state()
+        _module_sources({"os": os}, {"os"})
+        shared: list[Any] = []
+        t = Tracker()
+        ns = {"a": [shared, {"k": (1, shared)}], "b": shared}
+        t.reset(ns, ["a", "b"])
+        ns["c"] = [shared]
+        t.update(ns, ["c"], [])
+    except Exception:  # noqa: BLE001 - only a warm-up
+        log.debug("kernel_agent: warm-up failed", exc_info=True)
+
+
 def _getcwd() -> str | None:
     try:
         return os.getcwd()
@@ -494,6 +530,55 @@ def _module_sources(ns: Mapping[str, Any], names: set[str]) -> list[str]:
         if not f.startswith(_LIBRARY_PREFIXES) and f not in out:
             out.append(f)
     return out
+
+
+def _version_reader() -> Any:
+    """A reader of a dict's version tag (PEP 509: CPython bumps it on every change of the
+    dict; storing the very object a key already holds is no change), or None where its
+    layout is not known. Checked on a probe dict before use."""
+    import ctypes
+
+    if (sys.implementation.name != "cpython" or sys.version_info[:2] not in ((3, 11), (3, 12))
+            or hasattr(sys, "gettotalrefcount")):
+        return None
+    offset = 2 * ctypes.sizeof(ctypes.c_void_p) + ctypes.sizeof(ctypes.c_ssize_t)
+
+    def read(d: dict) -> int:
+        return ctypes.c_uint64.from_address(id(d) + offset).value
+
+    try:
+        probe: dict[str, int] = {"a": 1}
+        seen = {read(probe)}
+        for change in (lambda: probe.__setitem__("a", 2), lambda: probe.__setitem__("b", 1),
+                       lambda: probe.pop("a"), lambda: probe.__setitem__("b", 3)):
+            change()
+            v = read(probe)
+            if v in seen:
+                return None
+            seen.add(v)
+        return read if read(probe) == read(probe) else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+_read_version = _version_reader()
+
+
+def _dict_version(ns: Any) -> int | None:
+    """Version tag of the namespace dict (None: unknown, never equal to another)."""
+    if _read_version is None or type(ns) is not dict:
+        return None
+    return _read_version(ns)
+
+
+@dataclass
+class _After:
+    """The namespace after the last recorded cell (see Monitor._before)."""
+
+    snap: _Snap
+    user: set[str]
+    hidden: frozenset[str]
+    version: int | None
 
 
 class _Snap:

@@ -230,3 +230,36 @@ def test_deferred_covariables_come_back_equal_when_recomputed(make_kernel, store
     assert b.value("[float(big[5]), float(view[0]), bool(np.shares_memory(big, view))]") == [
         6.0, 10.0, True]
     assert b.value("[alice is bank.nodes[0], alice.items, bank.nodes[1].items]") == [True, [7], [8]]
+
+
+def test_namespace_version_tag_changes_with_every_change():
+    from kernel_agent.monitor import _dict_version
+
+    ns: dict = {"a": 1}
+    v0 = _dict_version(ns)
+    if v0 is None:
+        pytest.skip("no version tag on this interpreter: the monitor always diffs")
+    seen = {v0}
+    for change in ("ns['a'] = 2", "ns['b'] = 1", "del ns['a']", "ns.update(c=3)", "ns.pop('c')",
+                   "ns['b'] = [ns['b']]"):
+        exec(change, {"ns": ns})
+        v = _dict_version(ns)
+        assert v not in seen, change
+        seen.add(v)
+    assert _dict_version(ns) == _dict_version(ns)
+
+
+def test_user_names_follow_changes_between_cells(agent):
+    """Names bound outside recorded cells (silent executions) and hidden names the user rebinds
+    are seen by the next recorded cell, as a full scan of the namespace would see them."""
+    agent.ok("unb_a = 1")
+    agent.run("unb_silent = [1]", silent=True)
+    rec = agent.cell("unb_b = unb_silent + [unb_a]")
+    assert "unb_silent" in rec["reads"]
+    agent.run("del unb_a", silent=True)
+    rec = agent.cell("unb_c = 3")
+    assert "unb_a" not in rec["deletes"]  # deleted outside a recorded cell: not this cell's
+    rec = agent.cell("open = print")
+    assert "open" in rec["writes"]
+    rec = agent.cell("del open")
+    assert "open" in rec["deletes"]
