@@ -568,6 +568,10 @@ class _Tok(tuple):
     """A token pushed on the walk stack to be emitted verbatim, in stack order."""
 
 
+#: kinds of pure data: nothing reached through them can be code or lead to it
+_PLAIN_KINDS = frozenset({K_ATOM, K_LIST, K_TUPLE, K_DICT, K_SET, K_FROZENSET, K_DEQUE, K_NDARRAY,
+                          K_DATAFRAME, K_SERIES, K_INDEX, K_EXTARRAY, K_BUFFER, K_SLICE})
+
 _ENTER_NOID = object()
 _EXIT_NOID = object()
 
@@ -645,6 +649,7 @@ class _Walker:
         "truncated",
         "budget",
         "partial",
+        "code",
     )
 
     def __init__(
@@ -677,6 +682,9 @@ class _Walker:
         # fingerprint then proves nothing about that content (see Tracker.hash_budget)
         self.budget = budget
         self.partial = False
+        # the walk met an object that may hold or lead to code (an instance, a function, a
+        # class, a module, a reduce value...): not plain data (see Tracker.plain)
+        self.code = False
 
     # -- stream ------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -799,8 +807,11 @@ class _Walker:
                     append(tuple(obj))
                     continue
                 self.nodes = nodes
+                kind = _classify(tp)
+                if kind not in _PLAIN_KINDS:
+                    self.code = True
                 try:
-                    self._visit(obj, tp, _classify(tp), push, extend)
+                    self._visit(obj, tp, kind, push, extend)
                 except _Budget:
                     raise
                 except RecursionError:
@@ -1440,6 +1451,7 @@ class _Print:
     #: expensive co-variable): `fp` proves nothing about that content, so a touch counts as a
     #: mutation until `Tracker.refresh` walks it in full
     partial: bool = False
+    plain: bool = False  # only data reached: no instance, function, class, module...
 
 
 def _fingerprint(
@@ -1453,6 +1465,12 @@ def _fingerprint(
 
     `budget`: one-element list of bytes left to hash, shared by the names of one update.
     """
+    tp = type(value)
+    if tp in MARSHAL_ATOMS and (tp is not str and tp is not bytes or len(value) <= _BIG_ATOM):
+        # most names of a notebook hold a number or a short string: the stream a walk would
+        # make is the value itself (no identities); a walker costs more than the hash
+        return _Print(id(value), xxhash.xxh3_128_digest(marshal.dumps([value], 2)), [], False, 1,
+                      plain=True)
     w = _Walker(ns, portable=False, max_nodes=max_nodes, array_cache=array_cache,
                 budget=budget[0] if budget is not None else None)
     opaque = False
@@ -1472,7 +1490,8 @@ def _fingerprint(
         fp = _fresh_token()
     if budget is not None and w.budget is not None:
         budget[0] = w.budget
-    return _Print(id(value), fp, w.ids, opaque, w.nodes + w.work, w.partial and not opaque)
+    return _Print(id(value), fp, w.ids, opaque, w.nodes + w.work, w.partial and not opaque,
+                  plain=not (opaque or w.code))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1650,6 +1669,9 @@ class Tracker:
         self._group: dict[str, frozenset[str]] = {}
         self._index = _IdIndex()
         self._known: set[str] = set()  # names to track (survives a failed rebuild)
+        # names whose print is partial or over defer_work: only their co-variables are
+        # candidates for _join_expensive (no index lookup per cell otherwise)
+        self._heavy: set[str] = set()
         self._dirty = False
 
     # -- queries -----------------------------------------------------------------------------
@@ -1670,6 +1692,13 @@ class Tracker:
     def fingerprint(self, name: str) -> bytes | None:
         p = self._prints.get(name)
         return p.fp if p is not None else None
+
+    def plain(self, name: str, value: Any) -> bool:
+        """`value`, bound to `name`, was plain data (containers, atoms, arrays, frames: no
+        instance, function, class or module) when last walked, and no cell has touched it
+        since without a walk. The read analysis then need not look inside it for code."""
+        p = self._prints.get(name)
+        return p is not None and p.plain and p.root_id == id(value) and name not in self._stale
 
     def is_opaque(self, name: str) -> bool:
         p = self._prints.get(name)
@@ -1700,6 +1729,7 @@ class Tracker:
 
     def _rebuild(self, ns: Mapping[str, Any]) -> bool:
         self._prints.clear()
+        self._heavy.clear()
         self._token.clear()
         self._name_of.clear()
         self._group.clear()
@@ -1805,6 +1835,7 @@ class Tracker:
                 self._token[n] = tok
                 self._name_of[tok] = n
                 self._prints[n] = _Print(i, _fresh_token(), [], False, 0, partial=True)
+                self._heavy.add(n)
                 self._stale.add(n)
                 affected.discard(n)
                 upd.rebound.add(n)
@@ -1816,6 +1847,7 @@ class Tracker:
     def _forget(self, name: str) -> None:
         self._stale.discard(name)
         self._prints.pop(name, None)
+        self._heavy.discard(name)
         tok = self._token.pop(name, None)
         if tok is not None:
             self._index.kill(tok)
@@ -1862,7 +1894,7 @@ class Tracker:
                     upd.deferred |= g
                     upd.mutated |= g
                     self._stale |= g
-            if affected and self._index.chunks:
+            if affected and self._heavy and self._index.chunks:
                 self._join_expensive(ns, affected, upd)
         self._stale -= affected  # walked now
         if not affected:
@@ -1961,6 +1993,10 @@ class Tracker:
             counts[tok] = len(p.ids)
             p.ids = []  # the ids now live in the index only (12 bytes each)
             self._prints[n] = p
+            if p.partial or p.work > self.defer_work > 0:
+                self._heavy.add(n)
+            else:
+                self._heavy.discard(n)
         self._index.add_sorted(s_ids, toks[s_lab], counts)
         if self._index.next_token > 4 * len(self._prints) + self.renumber_slack:
             mapping = self._index.renumber()

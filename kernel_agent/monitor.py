@@ -15,6 +15,7 @@ shipped) plus a log line on the ``kernel_agent`` logger.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -261,11 +262,13 @@ class Monitor:
                 # cell that compiles as it is needs no transform, which costs milliseconds
                 # per hundred lines
                 try:
-                    p.analysis = analysis.analyze_cell(shell, code, ns, cache=self._reach_cache)
+                    p.analysis = analysis.analyze_cell(shell, code, ns, cache=self._reach_cache,
+                                                       plain=self.tracker.plain)
                 except SyntaxError:
                     transformed = shell.transform_cell(code)
             if p.analysis is None:
-                p.analysis = analysis.analyze_cell(shell, transformed, ns, cache=self._reach_cache)
+                p.analysis = analysis.analyze_cell(shell, transformed, ns, cache=self._reach_cache,
+                                                   plain=self.tracker.plain)
         except (SyntaxError, ValueError, TypeError, OverflowError, MemoryError, RecursionError):
             p.analysis = None  # IPython reports it and runs nothing (error_before_exec)
         except Exception as e:  # noqa: BLE001
@@ -536,8 +539,6 @@ def _version_reader() -> Any:
     """A reader of a dict's version tag (PEP 509: CPython bumps it on every change of the
     dict; storing the very object a key already holds is no change), or None where its
     layout is not known. Checked on a probe dict before use."""
-    import ctypes
-
     if (sys.implementation.name != "cpython" or sys.version_info[:2] not in ((3, 11), (3, 12))
             or hasattr(sys, "gettotalrefcount")):
         return None
@@ -562,6 +563,8 @@ def _version_reader() -> Any:
 
 
 _read_version = _version_reader()
+_ID_IS_ADDRESS = (sys.implementation.name == "cpython"
+                  and ctypes.sizeof(ctypes.c_size_t) == np.dtype(np.uintp).itemsize)
 
 
 def _dict_version(ns: Any) -> int | None:
@@ -590,7 +593,21 @@ class _Snap:
 
     def __init__(self, ns: Mapping[str, Any]):
         self.keys = tuple(ns)
-        self.ids = np.array(list(map(id, ns.values())), dtype=np.uintp)
+        self.ids = _ids(ns.values(), len(self.keys))
+
+
+def _ids(values: Any, n: int) -> np.ndarray:
+    """id() of every value as an array. On CPython an id is the object's address, which is
+    what an object array stores: copying those out is 4x faster than calling id() 4,000 times
+    (the array's references are dropped on return)."""
+    if _ID_IS_ADDRESS and n:
+        try:
+            objs = np.fromiter(values, dtype=object, count=n)
+            raw = (ctypes.c_size_t * n).from_address(objs.ctypes.data)
+            return np.frombuffer(raw, dtype=np.uintp).copy()
+        except Exception:  # noqa: BLE001 - fall back to id()
+            pass
+    return np.array(list(map(id, values)), dtype=np.uintp)
 
 
 def _diff(before: _Snap, after: _Snap) -> tuple[set[Any], set[Any]]:

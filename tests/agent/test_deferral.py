@@ -263,3 +263,36 @@ def test_user_names_follow_changes_between_cells(agent):
     assert "open" in rec["writes"]
     rec = agent.cell("del open")
     assert "open" in rec["deletes"]
+
+
+def test_namespace_snapshot_ids_are_the_values_ids():
+    ns = {f"v{i}": (i if i % 3 else [i]) for i in range(500)}
+    assert _Snap(ns).ids.tolist() == [id(v) for v in ns.values()]
+    assert _Snap({}).ids.tolist() == []
+
+
+# -- plain data skips the read analysis ----------------------------------------------------------
+
+
+def test_plain_is_only_said_of_data_walked_since_its_last_touch():
+    def helper():
+        return 1
+
+    ns = {"nums": list(range(1000)), "frame": {"a": np.zeros(3)}, "fns": [helper], "n": 3,
+          "big": np.zeros(BIG)}
+    t = _tracker(ns)
+    assert t.plain("nums", ns["nums"]) and t.plain("frame", ns["frame"]) and t.plain("n", 3)
+    assert not t.plain("fns", ns["fns"])
+    assert not t.plain("nums", [1])  # another object
+    assert not t.plain("big", ns["big"])  # partial: stale until the checkpoint walks it
+    ns["nums"].append(helper)
+    t.update(ns, ["nums"], [])
+    assert not t.plain("nums", ns["nums"])
+
+
+def test_code_put_into_plain_data_is_read_through(agent):
+    agent.ok("pl_K = 5\ndef pl_helper():\n    return pl_K")
+    agent.ok("pl_list = [1, 2]")
+    agent.cell("pl_list.append(pl_helper)")
+    rec = agent.cell("pl_out = pl_list[-1]()")
+    assert "pl_K" in rec["reads"]
