@@ -196,9 +196,11 @@ def restore(
         if entry.key in loaded:
             loads_at.setdefault(entry.position, []).append(entry)
     errors: list[str] = []
+    deleted_at = _deletions(graph)
     with mon.paused(), capture_output(display=True):
         for pos in sorted(rerun | set(loads_at)):
             if pos in rerun:
+                _unbind_deleted(ns, pos, deleted_at)
                 _replay.active = True
                 try:
                     err = _rerun_cell(shell, graph, pos)
@@ -287,6 +289,35 @@ def restore(
             "total_s": time.perf_counter() - t0,
         },
     }
+
+
+def _deletions(graph: Any) -> dict[str, list[tuple[int, bool]]]:
+    """Per name, the cells that bound (False) or deleted (True) it, in order."""
+    events: dict[str, list[tuple[int, bool]]] = {}
+    for c in graph.cells:
+        for n in c.writes:
+            events.setdefault(n, []).append((c.index, False))
+        for n in c.deletes:
+            events.setdefault(n, []).append((c.index, True))
+    return {n: ev for n, ev in events.items() if any(d for _, d in ev)}
+
+
+def _unbind_deleted(ns: dict, index: int, deleted_at: dict[str, list[tuple[int, bool]]]) -> None:
+    """Before re-running cell `index`, remove the names that were deleted when it first ran.
+
+    A replay re-runs only some cells, so a name bound by a re-run cell can still be bound where
+    the original session had deleted it: ``list = [1, 2]``, ``del list``, ``again =
+    list(range(3))`` re-ran the last cell against the shadowing list. Every cell must find the
+    namespace as it was in this respect: what was deleted then is absent now (a builtin shows
+    through again). All such names, not only the cell's recorded reads: a name that resolves to
+    a builtin is no user variable, so the read analysis does not list it.
+    """
+    for n, events in deleted_at.items():
+        if n not in ns:
+            continue
+        before = [d for i, d in events if i < index]
+        if before and before[-1]:
+            ns.pop(n, None)
 
 
 def _rerun_cell(shell: Any, graph: Any, index: int) -> str | None:

@@ -158,3 +158,15 @@ def test_forced_strategies_restore_the_same_session(make_kernel, tmp_path, strat
     b = make_kernel()
     b.ok(f"import kernel_agent as _ka; _r = _ka.restore({url!r})")
     assert_verified(b.value("_r"))
+
+
+def test_a_replayed_cell_does_not_see_a_name_the_session_had_deleted(make_kernel, tmp_path):
+    # re-running `list = [1, 2]` (to recompute `total`) must not leave the shadowing list bound
+    # when `again = list(range(3))` is re-run: the original cell saw the builtin again
+    cells = ["list = [1, 2]", "total = sum(list)", "del list", "again = list(range(3))",
+             "x = 5", "def getx():\n    return x", "y = getx()", "del x", "x = 7", "z = getx()"]
+    _, b, c, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="recompute-all")
+    assert {"again", "total", "y", "z"} <= set(c["recomputed"]), c
+    assert r["errors"] == []
+    assert_verified(r)
+    assert b.value("[again, total, y, z, 'list' in globals(), getx()]") == [[0, 1, 2], 3, 5, 7, False, 7]
