@@ -186,6 +186,16 @@ def _library_prefixes() -> tuple[str, ...]:
     out.add("/proc/")
     out.add("/sys/")
     out.add("/dev/")
+    # the system's time zone database (pandas and datetime read it): part of the environment,
+    # and watching it cost a stat per cell for every notebook that imports pandas
+    try:
+        import zoneinfo
+
+        tzpath = list(zoneinfo.TZPATH)
+    except Exception:  # noqa: BLE001
+        tzpath = []
+    for p in [*tzpath, "/usr/share/zoneinfo", "/usr/lib/zoneinfo", "/usr/share/lib/zoneinfo"]:
+        out.add(os.path.join(os.path.abspath(p), ""))
     return tuple(sorted(out))
 
 

@@ -50,6 +50,7 @@ class _Pending:
     user_before: set[str]
     analysis: analysis.CellAnalysis | None  # None: the cell does not compile
     rng_before: Any = None
+    rng_fp: bytes | None = None  # rng.fingerprint() before the cell
     numpy_before: bool = False
     problems: list[str] = field(default_factory=list)
     t0: float = 0.0
@@ -86,6 +87,9 @@ class Monitor:
         # the namespace after the last recorded cell and its user names: the next cell's
         # "before" is derived from it by a diff, not rebuilt from all names (see _user_before)
         self._last: _After | None = None
+        # (rng.fingerprint(), raw state) after the last recorded cell: the next cell's state
+        # before, while no draw happened in between
+        self._rng_last: tuple[bytes, Any] | None = None
         # time spent in our hooks (for the overhead benchmark and for users who wonder)
         self.stats: dict[str, float] = {"cells": 0, "hook_s": 0.0, "hook_max_s": 0.0,
                                          "tracker_s": 0.0}
@@ -145,6 +149,7 @@ class Monitor:
                          if not c.effects}
         self._reach_cache.clear()
         self._last = None
+        self._rng_last = None
         self.tracker.reset(ns, names)
         p = self._pending
         if p is not None:
@@ -275,7 +280,13 @@ class Monitor:
             log.exception("kernel_agent: read analysis failed; the cell reads every variable")
             p.analysis = analysis.CellAnalysis(dynamic=f"analysis failed: {type(e).__name__}")
         try:
-            p.rng_before = rng.raw_state()
+            p.rng_fp = fp = rng.fingerprint()
+            last = self._rng_last
+            self._rng_last = None
+            if fp is not None and last is not None and last[0] == fp:
+                p.rng_before = last[1]
+            else:
+                p.rng_before = rng.raw_state()
             p.numpy_before = "numpy" in sys.modules
         except Exception:  # noqa: BLE001
             log.exception("kernel_agent: could not capture the RNG state")
@@ -420,7 +431,13 @@ class Monitor:
         if p.rng_before is None:
             return None
         try:
+            fp = rng.fingerprint()
+            if fp is not None and fp == p.rng_fp:
+                self._rng_last = (fp, p.rng_before)
+                return None
             after = rng.raw_state()
+            if fp is not None:
+                self._rng_last = (fp, after)
             if rng.raw_equal(p.rng_before, after):
                 return None
             if not p.numpy_before and after[1] is not None and "seed" not in p.code:

@@ -73,3 +73,31 @@ def test_identical_states_are_stored_once(agent):
     assert r1["rng_state"] == r2["rng_state"]
     # the two seeding cells and one shared entry for the two draws
     assert len(agent.history()["rng_states"]) - before <= 3
+
+
+def test_fingerprint_changes_with_every_kind_of_draw():
+    if rng.fingerprint() is None:
+        return  # not CPython: the monitor always compares full states
+    draws = [lambda: random.random(), lambda: np.random.rand(),
+             lambda: random.seed(3), lambda: random.gauss(0, 1), lambda: random.gauss(0, 1),
+             lambda: np.random.seed(4), lambda: np.random.standard_normal(),
+             lambda: np.random.standard_normal()]  # the last one only consumes the cached gaussian
+    seen = {rng.fingerprint()}
+    for draw in draws:
+        draw()
+        fp = rng.fingerprint()
+        assert fp not in seen, draw
+        seen.add(fp)
+    assert rng.fingerprint() == rng.fingerprint()
+
+
+def test_a_cell_consuming_only_a_cached_gaussian_is_recorded(agent):
+    agent.ok("import numpy as np")
+    agent.cell("np.random.seed(11); rg_g1 = float(np.random.standard_normal())")
+    rec = agent.cell("rg_g2 = float(np.random.standard_normal())")
+    assert rec["rng_state"] is not None
+    state = json.dumps(agent.history()["rng_states"][rec["rng_state"]])
+    agent.ok(f"{APPLY}(__import__('json').loads({state!r}))\nrg_g3 = float(np.random.standard_normal())")
+    assert agent.value("rg_g3 == rg_g2") is True
+    rec = agent.cell("rg_none = 1 + 1")
+    assert rec["rng_state"] is None
