@@ -1654,11 +1654,11 @@ class Tracker:
     #: Counted, not timed, so that the history does not depend on the machine's load. 0 = never.
     defer_work = 200_000
 
-    #: bytes of array buffers and atom runs one per-cell update hashes (xxh3, ~2 ms at 16 MB);
+    #: bytes of array buffers and atom runs one per-cell update hashes (xxh3, ~1 ms at 8 MB);
     #: content beyond it is left unhashed and the name is treated as deferred (any touch is a
     #: mutation, `refresh` hashes it). Counted in bytes, not timed, so that the history does not
     #: depend on the machine's load. None = hash everything in every update.
-    hash_budget: int | None = 16 << 20
+    hash_budget: int | None = 8 << 20
 
     def __init__(self, *, max_nodes: int = 2_000_000) -> None:
         self.max_nodes = max_nodes

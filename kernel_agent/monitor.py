@@ -56,6 +56,7 @@ class _Pending:
     t0: float = 0.0
     hidden: frozenset[str] = frozenset()  # _hidden_names() before the cell
     hook_s: float = 0.0  # time spent in pre_run_cell
+    hook_cpu_s: float = 0.0  # CPU time of the process in pre_run_cell
     cwd: str | None = None  # working directory the cell started in
 
     @property
@@ -90,8 +91,12 @@ class Monitor:
         # (rng.fingerprint(), raw state) after the last recorded cell: the next cell's state
         # before, while no draw happened in between
         self._rng_last: tuple[bytes, Any] | None = None
+        self._hidden_cache: tuple[tuple[Any, ...], frozenset[str]] = ((), frozenset())
         # time spent in our hooks (for the overhead benchmark and for users who wonder)
+        # (hook_cpu_s: the process's CPU time in them, which other load on the machine does
+        # not inflate as it does wall time)
         self.stats: dict[str, float] = {"cells": 0, "hook_s": 0.0, "hook_max_s": 0.0,
+                                         "hook_cpu_s": 0.0,
                                          "tracker_s": 0.0}
         try:
             ns = shell.user_ns
@@ -181,6 +186,7 @@ class Monitor:
     def pre_run_cell(self, info: Any) -> None:
         """Snapshot what the cell could change (ids, analysis, RNG) and start effect recording."""
         t_in = time.perf_counter()
+        c_in = time.process_time()
         try:
             if self._pending is not None:
                 if _inside_user_code():
@@ -195,6 +201,7 @@ class Monitor:
             self.effects.begin()
             self._pending.t0 = time.perf_counter()
             self._pending.hook_s = self._pending.t0 - t_in
+            self._pending.hook_cpu_s = time.process_time() - c_in
         except Exception:  # noqa: BLE001 - never raise into the user's cell
             log.exception("kernel_agent: pre_run_cell failed; this cell is not recorded")
             self.effects.cancel()
@@ -207,6 +214,7 @@ class Monitor:
             return  # silent, paused, nested, or an empty cell (which gets no pre_run_cell)
         self._pending = None
         t_in = time.perf_counter()
+        c_in = time.process_time()
         runtime = t_in - p.t0
         try:
             fx = self.effects.end()
@@ -223,6 +231,7 @@ class Monitor:
             except Exception:  # noqa: BLE001
                 log.exception("kernel_agent: could not record cell %r at all", _short(p.code))
         spent = p.hook_s + time.perf_counter() - t_in
+        self.stats["hook_cpu_s"] += p.hook_cpu_s + time.process_time() - c_in
         self.stats["cells"] += 1
         self.stats["hook_s"] += spent
         self.stats["hook_max_s"] = max(self.stats["hook_max_s"], spent)
@@ -297,8 +306,18 @@ class Monitor:
         """Names of IPython's hidden variables that `user_names` could count as the user's
         (the `_`-prefixed ones, most of them, never are)."""
         hidden = getattr(self.shell, "user_ns_hidden", None) or {}
-        return frozenset(n for n in hidden
-                         if type(n) is str and n[:1] != "_" and n not in EXCLUDED_NAMES)
+        keys = tuple(hidden)
+        seen, names = self._hidden_cache
+        n = len(seen)
+        if len(keys) >= n and keys[:n] == seen:  # IPython only appends (`_iN` every cell)
+            new = keys[n:]
+        else:
+            new, names = keys, frozenset()
+        if new:
+            names = names | {k for k in new
+                             if type(k) is str and k[:1] != "_" and k not in EXCLUDED_NAMES}
+        self._hidden_cache = (keys, names)
+        return names
 
     def _before(self, ns: Mapping[str, Any], hidden: frozenset[str]) -> tuple[_Snap, set[str]]:
         """The namespace snapshot and user names before a cell, derived from those after the

@@ -12,7 +12,7 @@ from kernel_agent.changes import Tracker
 from kernel_agent.monitor import _diff, _Snap
 from tests.engine.migrate import assert_verified, checkpoint, restore, run_all
 
-BIG = 3_000_000  # float64: 24 MB, over the 16 MB per-cell hash budget
+BIG = 3_000_000  # float64: 24 MB, over the 8 MB per-cell hash budget
 
 
 def _tracker(ns: dict, **attrs) -> Tracker:
@@ -64,7 +64,7 @@ def test_views_of_an_unhashed_base_stay_one_covariable():
 
 
 def test_budget_is_shared_by_the_names_of_one_update():
-    ns = {f"a{i}": np.zeros(1_000_000) for i in range(4)}  # 8 MB each, 32 MB together
+    ns = {f"a{i}": np.zeros(400_000) for i in range(4)}  # 3.2 MB each, 12.8 MB together
     t = _tracker(ns)
     assert 0 < len(t.stale()) < 4
 
