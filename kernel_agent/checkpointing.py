@@ -38,9 +38,12 @@ no-op, so later checkpoints pass through.
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -49,6 +52,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from kernel_agent import environment, rng
@@ -420,10 +424,37 @@ def apply_cached(u: Unit, entry: CachedUnit) -> None:
     u.digest_loaded = entry.digest_loaded
 
 
+_HISTORY_NAME = re.compile(r"_{1,3}|_i{1,3}|_i?\d+|In|Out|_oh|_ih|_dh")
+
+
+@functools.lru_cache(maxsize=4096)
+def reads_output_history(code: str) -> bool:
+    """Whether a cell reads IPython's input/output history (``_``, ``__``, ``_12``, ``Out``...).
+
+    A re-run cannot see what it saw: the restore's replay displays nothing (``_`` stays what it
+    is) and the new kernel's ``In``/``Out`` hold its own history, so ``prev = _`` would be
+    recomputed as something else. Such a cell's outputs must be shipped. A name the cell itself
+    binds first (``for _ in range(3)``) is its own variable, not the history.
+    """
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        tree = ast.parse(TransformerManager().transform_cell(code))
+    except Exception:  # noqa: BLE001 - unparsable here: the monitor's own analysis decided
+        return False
+    loads, stores = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and _HISTORY_NAME.fullmatch(node.id):
+            (loads if isinstance(node.ctx, ast.Load) else stores).add(node.id)
+    return bool(loads - stores)
+
+
 def _cell_costs(graph: Any) -> dict[int, CellCost]:
     costs = {}
     for c in graph.cells:
         reasons = list(c.effects or [])
+        if reads_output_history(c.code):
+            reasons.append("it reads IPython's output history (_, Out, In), which a re-run cannot reproduce")
         if c.failed:
             reasons.insert(0, f"it failed ({c.error})" if c.error else "it failed")
         costs[c.index] = CellCost(
@@ -453,7 +484,27 @@ def _covar_cost(u: Unit, graph: Any, strategy: str) -> CovarCost:
 
 def cells_ok(graph: Any, cells: list[int]) -> list[bool]:
     """Whether each cell may be re-run (it neither failed nor had side effects)."""
-    return [not graph.cells[i].failed and not graph.cells[i].effects for i in cells]
+    return [not graph.cells[i].failed and not graph.cells[i].effects
+            and not reads_output_history(graph.cells[i].code) for i in cells]
+
+
+def process_state_cells(graph: Any, ns: dict) -> list[int]:
+    """Cells to replay whatever the plan: they set process state and define no variable.
+
+    ``pd.set_option(...)``, ``sys.setrecursionlimit(...)``, ``os.environ[...] = ...``,
+    ``%matplotlib inline``: the monitor marks them as context cells (they read a module or use
+    the shell and change no user name). Shipping every variable does not bring that state
+    back, so a restore re-runs them in order. Only those that read nothing but modules:
+    a cell that printed a variable may need a value the replay has not loaded yet at its
+    position, and it set no state anyway.
+    """
+    out = []
+    for c in graph.cells:
+        if not c.context or not cells_ok(graph, [c.index])[0]:
+            continue
+        if all(isinstance(ns.get(n), ModuleType) for n in c.reads):
+            out.append(c.index)
+    return out
 
 
 def make_plan(
@@ -466,6 +517,7 @@ def make_plan(
     objective: str = "migration",
     started: float | None = None,
     strategy: str = "optimal",
+    ns: dict | None = None,
 ) -> Plan:
     """Ship or recompute each unit.
 
@@ -496,7 +548,17 @@ def make_plan(
         memory_cap_bytes=memory_cap_bytes,
         objective=objective,
     )
-    return plan(problem)
+    result = plan(problem)
+    extra = sorted(set(process_state_cells(graph, ns or {})) - set(result.rerun))
+    if extra:
+        cost = sum(problem.cells[i].runtime_s for i in extra)
+        result.rerun = sorted(set(result.rerun) | set(extra))
+        result.est_restore_s += cost
+        result.est_total_s += cost
+        result.notes.append(
+            f"re-runs cell(s) {', '.join(map(str, extra))}: they set process state (options, "
+            "environment, paths, magics) that shipped variables do not carry")
+    return result
 
 
 def new_checkpoint_id(background: bool = False) -> str:
@@ -645,7 +707,7 @@ def checkpoint(
         t_plan = time.perf_counter()
         the_plan = make_plan(graph, units, store, deadline_s=deadline_s, started=t0,
                              memory_cap_bytes=memory_cap_bytes, objective=objective,
-                             strategy=strategy)
+                             strategy=strategy, ns=ns)
         plan_s = time.perf_counter() - t_plan
 
         t_up = time.perf_counter()

@@ -170,3 +170,23 @@ def test_a_replayed_cell_does_not_see_a_name_the_session_had_deleted(make_kernel
     assert r["errors"] == []
     assert_verified(r)
     assert b.value("[again, total, y, z, 'list' in globals(), getx()]") == [[0, 1, 2], 3, 5, 7, False, 7]
+
+
+def test_a_cell_reading_the_output_history_is_shipped_not_replayed(make_kernel, tmp_path):
+    # a replay displays nothing and the new kernel's Out is its own: `prev = _` re-run is wrong
+    cells = ["41 + 1", "prev = _", "total = 0\nfor _ in range(3):\n    total += 1"]
+    _, b, c, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="recompute-all")
+    assert "prev" in c["shipped"], c
+    assert "total" in c["recomputed"], c  # a `_` the cell binds itself is no history read
+    assert_verified(r)
+    assert b.value("[prev, total]") == [42, 3]
+
+
+def test_process_state_cells_are_replayed_even_when_every_variable_is_shipped(make_kernel, tmp_path):
+    cells = ["import os, sys", "sys.setrecursionlimit(4321)", "os.environ['ELASTIC_TEST_FLAG'] = 'on'",
+             "x = [1, 2]", "print(len(x), os.getpid())"]
+    _, b, c, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="ship-all")
+    assert c["recomputed"] == [], c
+    assert r["errors"] == []
+    assert_verified(r)
+    assert b.value("[sys.getrecursionlimit(), os.environ.get('ELASTIC_TEST_FLAG'), x]") == [4321, "on", [1, 2]]
