@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import json
 import queue
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +32,11 @@ class Kernel:
 
     def __init__(self, cwd: str | None = None, env: dict | None = None, timeout: float = 120):
         self.timeout = timeout
-        self.km = KernelManager(kernel_name="python3")
+        # ZMQ over Unix sockets in a private directory, not TCP: TCP ports are picked free and
+        # bound later by the kernel, so kernels started at the same time (pytest-xdist workers,
+        # the servers of hub tests) can race for one port. A short /tmp path: sun_path <= 107.
+        self._ipc_dir = tempfile.mkdtemp(prefix="kipc-")
+        self.km = KernelManager(kernel_name="python3", transport="ipc", ip=f"{self._ipc_dir}/k")
         kwargs: dict[str, Any] = {}
         if cwd:
             kwargs["cwd"] = cwd
@@ -92,4 +98,7 @@ class Kernel:
         try:
             self.kc.stop_channels()
         finally:
-            self.km.shutdown_kernel(now=True)
+            try:
+                self.km.shutdown_kernel(now=True)
+            finally:
+                shutil.rmtree(self._ipc_dir, ignore_errors=True)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from elastic_spawner.localhub import free_port
 from tests.s3 import S3Server, moto_s3, rgw_s3, s3_server, s3_url  # noqa: F401
 
 
@@ -24,9 +24,9 @@ class RestartableMoto:
         import logging
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        # below the ephemeral range: the port is bound again at each restart, and a port from
+        # bind(0) could meanwhile go to another process's kernel or outgoing connection
+        self.port = free_port()
         self._server = None
         self.start()
         self.info = S3Server(

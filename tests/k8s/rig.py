@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,10 +33,14 @@ T = TypeVar("T")
 
 
 def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now (every rig pod needs its own)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port that is free on 127.0.0.1 right now (every rig pod needs its own).
+
+    Picked below the ephemeral range (elastic_spawner.localhub.free_port): a port the kernel
+    handed out for bind(0) can be taken by another process's kernel or client before it is used.
+    """
+    from elastic_spawner.localhub import free_port as localhub_free_port
+
+    return localhub_free_port()
 
 
 async def wait_until(check: Callable[[], Awaitable[T] | T], timeout: float = 15.0,

@@ -59,10 +59,8 @@ c.KubeSpawner.args = {json.dumps(extra_args)}
 c.KubeSpawner.ip = "127.0.0.1"
 # every rig pod shares 127.0.0.1: one free port per server (a hook keeps it per spawn)
 def _port(spawner):
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        spawner.port = s.getsockname()[1]
+    from elastic_spawner.localhub import free_port
+    spawner.port = free_port()
 c.KubeSpawner.pre_spawn_hook = _port
 c.KubeSpawner.start_timeout = 90
 c.KubeSpawner.http_timeout = 60

@@ -54,11 +54,10 @@ c.KubeSpawner.poll_interval = 2
 c.ElasticKubeSpawner.termination_grace_period = {GRACE}
 c.ElasticKubeSpawner.checkpoint_timeout = 20
 # every rig pod shares 127.0.0.1: one free port per server, chosen at each spawn
+# (below the ephemeral range, where kernels' ZMQ ports and outgoing connections are taken)
 def _free_port(spawner):
-    import socket
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        spawner.port = s.getsockname()[1]
+    from elastic_spawner.localhub import free_port
+    spawner.port = free_port()
 c.KubeSpawner.pre_spawn_hook = _free_port
 {extra}
 """

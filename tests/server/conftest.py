@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,15 +24,15 @@ import pytest
 import requests
 from jupyter_client.blocking import BlockingKernelClient
 
+from elastic_spawner.localhub import free_port as localhub_free_port
 from tests.kernels import Kernel
 
 BASE_URL = "/user/alice/"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the ephemeral range, which kernels' ZMQ sockets and clients draw from."""
+    return localhub_free_port()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
