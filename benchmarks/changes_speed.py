@@ -28,8 +28,15 @@ def timeit(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
     return statistics.median(times), min(times)
 
 
-def tracker_update(ns: dict[str, Any], touched: list[str]) -> Callable[[], Any]:
+def tracker_update(ns: dict[str, Any], touched: list[str], *, exact: bool = True
+                   ) -> Callable[[], Any]:
+    """A per-cell update touching `touched`. `exact`: no hash budget and no deferral (every
+    touch re-walks and re-hashes: the cost `Tracker.refresh` pays at a checkpoint); otherwise
+    the monitor's defaults."""
     t = Tracker()
+    if exact:
+        t.hash_budget = None
+        t.defer_work = 0
     t.reset(ns, [n for n in ns if not n.startswith("__")])
     return lambda: t.update(ns, touched, [])
 
@@ -55,6 +62,8 @@ def main() -> None:
     u8 = big.view(np.uint8)
     add("raw xxh3_128 of 100 MB (single thread, reference)", lambda: xxhash.xxh3_128_digest(u8))
     add("update: 1 x 100 MB float64 array", tracker_update({"big": big}, ["big"]))
+    add("update, monitor defaults: 1 x 100 MB array (deferred)",
+        tracker_update({"big": big}, ["big"], exact=False))
     tens = {f"a{i}": np.random.default_rng(i).random(10 * 2**20 // 8) for i in range(10)}
     add("update: 10 x 10 MB arrays (all touched)", tracker_update(tens, list(tens)))
     view_ns = {"base": big, "view": big[1000:2000]}
@@ -62,6 +71,8 @@ def main() -> None:
 
     ints = {"ints": list(range(1_000_000))}
     add("update: list of 1M ints", tracker_update(ints, ["ints"]))
+    add("update, monitor defaults: list of 1M ints (deferred)",
+        tracker_update(ints, ["ints"], exact=False))
     strs = {"strs": [f"s{i}" for i in range(1_000_000)]}
     add("update: list of 1M strs", tracker_update(strs, ["strs"]))
     dicts = {"rows": [{"id": i, "name": f"n{i}", "tags": [i]} for i in range(10_000)]}
@@ -93,6 +104,18 @@ def main() -> None:
     many = {f"v{i}": {"k": [i], "s": str(i)} for i in range(5_000)}
     for i in range(0, 5_000, 10):  # some links
         many[f"v{i}"]["peer"] = many[f"v{i + 1}"]
+
+    new_names: dict[str, Any] = {}
+
+    def hundred_new() -> None:
+        t = Tracker()
+        for c in range(10):
+            batch = [f"w{c}_{j}" for j in range(100)]
+            for j, n in enumerate(batch):
+                new_names[n] = j if j % 3 else [j, "x"]
+            t.update(new_names, batch, [])
+
+    add("update, monitor defaults: 10 cells of 100 new small names", hundred_new)
 
     def reset_many() -> None:
         Tracker().reset(many, list(many))

@@ -103,6 +103,10 @@ _EXT_ATOMS: frozenset[type] = frozenset(
 )
 
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
+#: what one atom of a list/tuple/dict counts against the hash budget: roughly the memory it
+#: holds (a small int is 28 bytes plus its slot), and type-checking plus marshalling it costs
+#: about as much as hashing that many bytes of an array would
+_ATOM_BYTES = 32
 _BIG_ATOM = 1 << 16  # str/bytes longer than this are hashed instead of copied into the stream
 _SMALL_SEQ = 256  # atom sequences shorter than this go into the stream verbatim
 
@@ -677,7 +681,7 @@ class _Walker:
         self.arrays: list[np.ndarray] = []  # portable mode: arrays by slot number
         self.array_cache = array_cache
         self.truncated = False
-        # bytes of buffers (and atom runs, at 8 bytes an atom) this walk may still hash; None:
+        # bytes of buffers (and atom runs, _ATOM_BYTES an atom) this walk may still hash; None:
         # no limit. Content beyond it is left out of the stream and `partial` is set: the
         # fingerprint then proves nothing about that content (see Tracker.hash_budget)
         self.budget = budget
@@ -918,7 +922,7 @@ class _Walker:
         self.work += len(seq)
         if len(seq) < _SMALL_SEQ:
             return tuple(seq)
-        if not self._spend(8 * len(seq)):
+        if not self._spend(_ATOM_BYTES * len(seq)):
             return ("?", len(seq))
         return (len(seq), xxhash.xxh3_128_digest(marshal.dumps(seq, 2)))
 

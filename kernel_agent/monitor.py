@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import sys
@@ -185,6 +186,10 @@ class Monitor:
 
     def pre_run_cell(self, info: Any) -> None:
         """Snapshot what the cell could change (ids, analysis, RNG) and start effect recording."""
+        with _no_gc():
+            self._pre_run_cell(info)
+
+    def _pre_run_cell(self, info: Any) -> None:
         t_in = time.perf_counter()
         c_in = time.process_time()
         try:
@@ -209,6 +214,10 @@ class Monitor:
 
     def post_run_cell(self, result: Any) -> None:
         """Diff, re-fingerprint and add the cell to the history graph."""
+        with _no_gc():
+            self._post_run_cell(result)
+
+    def _post_run_cell(self, result: Any) -> None:
         p = self._pending
         if p is None or result is None or getattr(result, "info", None) is not p.info:
             return  # silent, paused, nested, or an empty cell (which gets no pre_run_cell)
@@ -503,6 +512,22 @@ class Monitor:
 
 
 MAX_WATCHED = 512  # distinct files whose changes check_files() looks for
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """No cyclic garbage collection inside the hooks: a collection the user's cell made due
+    (a million short-lived objects) would otherwise run inside them, and with it the user's
+    ``__del__`` methods and weakref callbacks, in the middle of a namespace snapshot. The
+    collection happens at the user's next allocations instead, as it would without the agent."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _warm_up() -> None:
