@@ -1667,6 +1667,10 @@ class Tracker:
     def __init__(self, *, max_nodes: int = 2_000_000) -> None:
         self.max_nodes = max_nodes
         self._stale: set[str] = set()  # names whose fingerprint and ids may be out of date
+        # the subset touched since their last walk without one (deferred, joined): what that
+        # walk saw of their structure may be out of date too (partial ones were walked in full,
+        # only some content was left unhashed)
+        self._unwalked: set[str] = set()
         self._prints: dict[str, _Print] = {}
         self._token: dict[str, int] = {}
         self._name_of: dict[int, str] = {}
@@ -1702,7 +1706,8 @@ class Tracker:
         instance, function, class or module) when last walked, and no cell has touched it
         since without a walk. The read analysis then need not look inside it for code."""
         p = self._prints.get(name)
-        return p is not None and p.plain and p.root_id == id(value) and name not in self._stale
+        return (p is not None and p.plain and p.root_id == id(value)
+                and name not in self._unwalked)
 
     def is_opaque(self, name: str) -> bool:
         p = self._prints.get(name)
@@ -1721,6 +1726,7 @@ class Tracker:
         """Re-walk every deferred co-variable now (before a checkpoint relies on the partition)."""
         names = [n for n in self._stale if n in ns]
         self._stale.clear()
+        self._unwalked.clear()
         if not names:
             return TrackerUpdate()
         return self.update(ns, names, (), defer=False)
@@ -1729,6 +1735,7 @@ class Tracker:
         """Forget everything and rebuild fingerprints and partition for `names` from scratch."""
         self._known = {n for n in names if n in ns}
         self._stale.clear()
+        self._unwalked.clear()
         self._rebuild(ns)
 
     def _rebuild(self, ns: Mapping[str, Any]) -> bool:
@@ -1841,6 +1848,7 @@ class Tracker:
                 self._prints[n] = _Print(i, _fresh_token(), [], False, 0, partial=True)
                 self._heavy.add(n)
                 self._stale.add(n)
+                self._unwalked.add(n)
                 affected.discard(n)
                 upd.rebound.add(n)
                 upd.joined.add(n)
@@ -1850,6 +1858,7 @@ class Tracker:
 
     def _forget(self, name: str) -> None:
         self._stale.discard(name)
+        self._unwalked.discard(name)
         self._prints.pop(name, None)
         self._heavy.discard(name)
         tok = self._token.pop(name, None)
@@ -1898,9 +1907,11 @@ class Tracker:
                     upd.deferred |= g
                     upd.mutated |= g
                     self._stale |= g
+                    self._unwalked |= g
             if affected and self._heavy and self._index.chunks:
                 self._join_expensive(ns, affected, upd)
         self._stale -= affected  # walked now
+        self._unwalked -= affected
         if not affected:
             return upd
 

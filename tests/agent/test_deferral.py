@@ -284,7 +284,11 @@ def test_plain_is_only_said_of_data_walked_since_its_last_touch():
     assert t.plain("nums", ns["nums"]) and t.plain("frame", ns["frame"]) and t.plain("n", 3)
     assert not t.plain("fns", ns["fns"])
     assert not t.plain("nums", [1])  # another object
-    assert not t.plain("big", ns["big"])  # partial: stale until the checkpoint walks it
+    assert t.plain("big", ns["big"])  # partial: walked in full, only its bytes unhashed
+    t.update(ns, ["big"], [])  # deferred: not walked, so what it holds now is unknown
+    assert not t.plain("big", ns["big"])
+    t.refresh(ns)
+    assert t.plain("big", ns["big"])
     ns["nums"].append(helper)
     t.update(ns, ["nums"], [])
     assert not t.plain("nums", ns["nums"])
