@@ -246,6 +246,10 @@ class _Pickler(cloudpickle.CloudPickler):
             return (_bound_namespace, ())
         if type(obj) is types.CellType:
             return _reduce_cell(obj)
+        if type(obj) is memoryview:
+            rv = self._reduce_memoryview(obj)
+            if rv is not None:
+                return rv
         if type(obj) is types.ModuleType:
             source = _local_module_source(obj)
             if source is not None:
@@ -296,6 +300,35 @@ class _Pickler(cloudpickle.CloudPickler):
             return None
         return (_rebuild_over_buffer, (exporter, offset, obj.shape, obj.strides, obj.dtype,
                                        bool(obj.flags.writeable)))
+
+    def _reduce_memoryview(self, mv: memoryview) -> Any:
+        """A memoryview comes back as a memoryview on the same bytes or bytearray.
+
+        cloudpickle turns it into ``bytes``: another type, and writes through it no longer
+        reached the bytearray (a silently different session, and the restore's digest of the
+        loaded value was taken as "the library's pickle" of it). The exporter goes into the
+        stream, so pickle's memo makes it the same object as a variable holding it. Other
+        exporters (arrays, mmaps) or non-contiguous views are left to cloudpickle.
+        """
+        try:
+            exporter = mv.obj
+            if type(exporter) not in (bytes, bytearray) or not mv.c_contiguous:
+                return None
+            whole = memoryview(exporter)
+            if mv.nbytes == whole.nbytes:
+                offset = 0
+            elif self._np is not None:
+                np = self._np
+                start = np.frombuffer(whole, dtype=np.uint8).__array_interface__["data"][0]
+                offset = np.frombuffer(mv.cast("B"), dtype=np.uint8).__array_interface__["data"][0] - start
+            else:
+                return None
+            if not 0 <= offset <= whole.nbytes - mv.nbytes:
+                return None
+            return (_rebuild_memoryview, (exporter, offset, mv.nbytes, mv.format, tuple(mv.shape),
+                                          mv.readonly))
+        except (ValueError, TypeError):  # released, or a format cast() cannot express
+            return None
 
     def _reduce_slotted_class(self, cls: type) -> Any:
         """cloudpickle rebuilds a notebook class without its ``__slots__`` (it creates the class
@@ -389,6 +422,16 @@ def _rebuild_over_buffer(buffer: bytearray, offset: int, shape: tuple, strides: 
     if not writeable:
         arr.flags.writeable = False
     return arr
+
+
+def _rebuild_memoryview(exporter: bytes | bytearray, offset: int, nbytes: int, fmt: str,
+                        shape: tuple, readonly: bool) -> memoryview:
+    m = memoryview(exporter)[offset : offset + nbytes]
+    if fmt != "B" or len(shape) != 1:
+        m = m.cast(fmt, shape)
+    if readonly and not m.readonly:
+        m = m.toreadonly()
+    return m
 
 
 def _keep_inherited_entries(cls: type, rv: Any) -> Any:
