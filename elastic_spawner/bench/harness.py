@@ -333,7 +333,7 @@ class Bench:
                     m.details["checkpoint"] = {k: ck.get(k) for k in (
                         "shipped", "recomputed", "lost", "rerun_cells", "stats", "plan")}
                     if nb.large and st.kind == "file":
-                        res.throughput = self._throughput(a, ck, url)
+                        res.throughput = self._throughput(a, st, nb.name)
                     b = self._kernel(wd, env)
                     try:
                         rs = b.probe("ours_restore", url)
@@ -363,10 +363,18 @@ class Bench:
         finally:
             a.shutdown()
 
-    def _throughput(self, a: BenchKernel, ck: dict[str, Any], url: str) -> dict[str, Any]:
-        """Checkpoint throughput vs a raw sequential write of the same arrays to the same disk."""
-        directory = url.removeprefix("file://")
-        raw = a.probe("raw_write", directory, a.probe("array_names"))
+    def _throughput(self, a: BenchKernel, st: StoreTarget, name: str) -> dict[str, Any]:
+        """Checkpoint throughput vs a raw sequential write of the same arrays to the same disk.
+
+        Measured on a checkpoint that ships everything, serialized afresh (the planned one may
+        well recompute cheap arrays instead, and then ships nothing to measure).
+        """
+        url = st.new_url(f"{name}-throughput")
+        try:
+            ck = a.probe("ours_checkpoint", url, "ship-all", False)
+            raw = a.probe("raw_write", url.removeprefix("file://"), a.probe("array_names"))
+        finally:
+            st.clear(url)
         stats = ck["stats"]
         shipped = stats.get("bytes_shipped") or 0
         ckpt_Bps = shipped / ck["wall_s"] if ck["wall_s"] else 0.0

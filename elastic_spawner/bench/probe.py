@@ -124,11 +124,11 @@ def load_agent() -> dict[str, Any]:
     return {"wall_s": time.perf_counter() - t0}
 
 
-def ours_checkpoint(url: str) -> dict[str, Any]:
+def ours_checkpoint(url: str, strategy: str = "optimal", reuse: bool = True) -> dict[str, Any]:
     import kernel_agent
 
     t0 = time.perf_counter()
-    summary = kernel_agent.checkpoint(url)
+    summary = kernel_agent.checkpoint(url, strategy=strategy, reuse=reuse)
     summary["wall_s"] = time.perf_counter() - t0
     return summary
 
