@@ -1458,6 +1458,12 @@ class _Print:
     plain: bool = False  # only data reached: no instance, function, class, module...
 
 
+def _link_free(value: Any) -> bool:
+    """Values that can never come to reference another object: atoms, numeric arrays."""
+    tp = type(value)
+    return tp in MARSHAL_ATOMS or (tp is np.ndarray and not value.dtype.hasobject)
+
+
 def _fingerprint(
     value: Any,
     ns: Any,
@@ -1772,6 +1778,8 @@ class Tracker:
         if not self._dirty:
             try:
                 upd = self._update(ns, touched, removed, defer=defer)
+                if upd.deferred:
+                    self._link_deferred(ns, touched, upd)
                 self._known -= upd.removed
                 self._known |= upd.rebound
                 return upd
@@ -1789,9 +1797,41 @@ class Tracker:
         self._rebuild(ns)
         return upd
 
+    def _link_deferred(self, ns: Mapping[str, Any], touched: Collection[str],
+                       upd: TrackerUpdate) -> None:
+        """A co-variable touched but not walked may have been linked by the cell to anything
+        else the cell touched (`big.attrs["r"] = r`, `rows.append(h)`), which no walk saw. So
+        it is merged with every co-variable the cell touched: later mutations through those
+        names then count as its mutations too. Over-joined until `refresh` walks the stale
+        names and splits what is not really linked. Numeric arrays cannot hold references:
+        a co-variable made of them only is left alone."""
+        groups: set[frozenset[str]] = set()
+        linkable = False
+        for n in upd.deferred:
+            g = self._group.get(n)
+            if g is None or g in groups:
+                continue
+            groups.add(g)
+            if not all(_link_free(ns.get(m)) for m in g):
+                linkable = True
+        if not linkable:
+            return
+        for n in touched:
+            g = self._group.get(n)
+            if g is not None and n in ns and not _link_free(ns[n]):
+                groups.add(g)
+        if len(groups) < 2:
+            return
+        merged = frozenset().union(*groups)
+        for m in merged:
+            self._group[m] = merged
+
     def _deferrable(self, ns: Mapping[str, Any], group: frozenset[str]) -> bool:
         """Every name of the group is still bound to the same object, and the group was costly
-        to walk or its fingerprint is partial (a walk within budget could not tell anyway)."""
+        to walk, or its fingerprint is partial and it holds numeric arrays only (a walk within
+        budget could not tell more, and they cannot have been linked to anything). Other
+        partial co-variables are walked again: their structure (which is cheap: the bytes stay
+        unhashed) is what finds links the cell made."""
         work = 0
         partial = False
         for m in group:
@@ -1800,17 +1840,30 @@ class Tracker:
                 return False
             work += p.work
             partial = partial or p.partial
-        return partial or (self.defer_work > 0 and work > self.defer_work)
+        if self.defer_work > 0 and work > self.defer_work:
+            return True
+        return partial and all(_link_free(ns[m]) for m in group)
+
+    #: objects a probe walk visits before a new name may join an expensive co-variable whose
+    #: index may be out of date (see _join_expensive)
+    join_probe = 2_000
 
     def _join_expensive(
-        self, ns: Mapping[str, Any], affected: set[str], upd: TrackerUpdate
+        self, ns: Mapping[str, Any], affected: set[str], upd: TrackerUpdate,
+        suspect: set[str],
     ) -> None:
         """New or rebound names bound to an object that an expensive co-variable already
         reaches join it without a walk (`alice = bank.accounts["user0"]` would walk the whole
         bank through `alice.bank`). Everything `alice` reaches, the co-variable reached at its
         last walk, so the partition is right until the co-variable changes; the name is left
-        partial and stale, so touches count as mutations and `refresh` walks it in full. An
-        id reused since that walk can only join too much, which `refresh` undoes."""
+        partial and stale, so touches count as mutations and `refresh` walks it in full.
+
+        The index of a co-variable touched since its last walk may hold ids of objects freed
+        since, which a new object can reuse: joined unwalked, its links to other co-variables
+        would be missed until the checkpoint. So if a name of the co-variable is `suspect`
+        (touched without a walk, in this cell or before), the value is probed first: its first
+        `join_probe` objects must all be the co-variable's, and a value smaller than that is
+        simply walked."""
         fresh: dict[int, list[str]] = {}
         for n in affected:
             p = self._prints.get(n)
@@ -1837,6 +1890,8 @@ class Tracker:
             names = fresh[i]
             if g & affected or g & set(names) or not self._deferrable(ns, g):
                 continue
+            if g & suspect and not self._probe(ns[names[0]], ns, g):
+                continue
             for n in names:
                 tok = self._token.pop(n, None)
                 if tok is not None:
@@ -1855,6 +1910,27 @@ class Tracker:
             g = g | frozenset(names)
             for m in g:
                 self._group[m] = g
+
+    def _probe(self, value: Any, ns: Mapping[str, Any], group: frozenset[str]) -> bool:
+        """Whether the first `join_probe` objects `value` reaches all belong to `group`'s last
+        walk (and there are more: a smaller value is cheaper walked than guessed)."""
+        w = _Walker(ns, portable=False, max_nodes=self.join_probe, budget=0)
+        try:
+            w.walk(value)
+        except _Budget:
+            pass
+        except Exception:  # noqa: BLE001 - a hostile object: walk it the normal way
+            return False
+        else:
+            return False  # walked to the end within the probe: not worth a guess
+        if not w.ids:
+            return False
+        q = np.array(sorted(set(w.ids)), dtype=np.int64)
+        qpos, toks = self._index.lookup(q)
+        if len(set(qpos.tolist())) != len(q):
+            return False  # an object the group's last walk did not see
+        owners = {self._name_of.get(t) for t in set(toks.tolist())}
+        return owners <= group
 
     def _forget(self, name: str) -> None:
         self._stale.discard(name)
@@ -1901,6 +1977,7 @@ class Tracker:
         affected -= gone
         affected = {n for n in affected if n in ns}
         if defer:
+            suspect = set(self._unwalked)  # touched without a walk before this cell
             for g in {self._group.get(n, frozenset((n,))) for n in affected}:
                 if self._deferrable(ns, g):
                     affected -= g
@@ -1909,7 +1986,7 @@ class Tracker:
                     self._stale |= g
                     self._unwalked |= g
             if affected and self._heavy and self._index.chunks:
-                self._join_expensive(ns, affected, upd)
+                self._join_expensive(ns, affected, upd, suspect | upd.deferred)
         self._stale -= affected  # walked now
         self._unwalked -= affected
         if not affected:

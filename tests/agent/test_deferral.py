@@ -137,6 +137,64 @@ def test_a_joined_name_rebound_elsewhere_leaves_the_covariable():
     assert t.covariable_of("alice") == {"alice"} and t.covariable_of("bank") == {"bank"}
 
 
+def test_an_object_that_left_a_touched_graph_is_walked_not_joined():
+    """The index of a co-variable touched since its last walk is out of date: an object it
+    lists may have left it (or its id may belong to a new object). Joined unwalked, `x` would
+    miss its link to `h`."""
+    bank = _Bank(3000)
+    h = [1, 2]
+    ns = {"bank": bank, "h": h}
+    t = _tracker(ns, defer_work=1000)
+    leaver = bank.nodes.pop()
+    t.update(ns, ["bank"], [])  # deferred: the index still lists `leaver`
+    leaver.owner = None
+    leaver.items = [h]
+    ns["x"] = leaver
+    upd = t.update(ns, ["x"], [])
+    assert not upd.joined and {"x", "h"} <= t.covariable_of("x")  # (bank too: stale index)
+    t.refresh(ns)
+    assert t.covariable_of("x") == {"x", "h"} and t.covariable_of("bank") == {"bank"}
+
+
+def test_a_link_made_inside_a_deferred_covariable_is_assumed_at_once():
+    """`node.items = [...] + [h]` in a cell that touches `bank` (deferred: not walked) and `h`:
+    no walk sees the link, so `bank` and `h` are merged until the checkpoint's refresh, and a
+    later mutation through `h` is a mutation of `bank` as well."""
+    bank = _Bank(3000)
+    h = [1, 2]
+    ns = {"bank": bank, "h": h, "lone": [0]}
+    t = _tracker(ns, defer_work=1000)
+    node = bank.nodes[0]
+    node.items = [_Node(i, None) for i in range(3000)] + [h]
+    ns["x"] = node
+    t.update(ns, ["x", "bank", "h"], [])
+    assert {"x", "h", "bank"} <= t.covariable_of("x") and "lone" not in t.covariable_of("x")
+    h.append(3)
+    assert {"bank", "h"} <= t.update(ns, ["h"], []).mutated
+    ns["h"] = None  # the list now lives on inside bank only
+    t.update(ns, ["h"], [])
+    t.refresh(ns)
+    assert t.covariable_of("bank") == {"bank", "x"} and t.covariable_of("h") == {"h"}
+
+
+def test_numeric_arrays_touched_with_other_names_are_not_merged():
+    ns = {"big": np.zeros(BIG), "rows": [[1], [2]]}
+    t = _tracker(ns)
+    upd = t.update(ns, ["big", "rows"], [])
+    assert upd.deferred == {"big"} and t.covariable_of("big") == {"big"}
+
+
+def test_a_partial_list_is_walked_again_when_touched_so_links_are_seen():
+    shared = [0]
+    ns = {"nums": list(range(1_000_000)), "other": shared}
+    t = _tracker(ns, defer_work=10 * BIG)  # cheap enough to walk, too big to hash
+    assert "nums" in t.stale()
+    ns["nums"].append(shared)
+    upd = t.update(ns, ["nums"], [])
+    assert "nums" in upd.mutated and not upd.deferred
+    assert t.covariable_of("nums") == {"nums", "other"}
+
+
 def test_a_new_name_outside_the_graph_is_walked():
     ns = {"bank": _Bank(2000)}
     t = _tracker(ns, defer_work=1000)
