@@ -358,3 +358,25 @@ def test_code_put_into_plain_data_is_read_through(agent):
     agent.cell("pl_list.append(pl_helper)")
     rec = agent.cell("pl_out = pl_list[-1]()")
     assert "pl_K" in rec["reads"]
+
+
+LINKED = [
+    "__import__('kernel_agent.extension').extension.get_monitor().tracker.defer_work = 1000",
+    "rows = [[i] for i in range(3000)]",
+    "h = [1, 2]",
+    "rows.append(h)",  # rows is deferred: no walk sees this link
+    "h.append(3)",  # mutates what rows holds
+    "h = None",  # the list lives on in rows only
+    "n_rows = len(rows)",
+]
+
+
+@pytest.mark.parametrize("strategy", ["optimal", "recompute-all"])
+def test_a_link_made_while_deferred_comes_back_equal(make_kernel, store_url, strategy):
+    a = make_kernel()
+    run_all(a, LINKED)
+    assert checkpoint(a, store_url, strategy=strategy)
+    b = make_kernel()
+    r = restore(b, store_url)
+    assert_verified(r)
+    assert b.value("[rows[-1], h, n_rows, rows[5]]") == [[1, 2, 3], None, 3001, [5]]
