@@ -22,7 +22,15 @@ if [ -f scripts/ceph-rgw.sh ] && [ "${ELASTIC_SKIP_RGW:-0}" != 1 ]; then
     fi
 fi
 
-python -m pytest "$@"
+# Two workers (ELASTIC_TEST_WORKERS; 0 runs everything in this process), whole files per worker
+# (--dist loadfile): module-scoped servers and kernels are started once, and a file's tests keep
+# their order. Files are handed out in collection order (--no-loadscope-reorder; by default xdist
+# would start with the files holding the most tests and leave the long single-test files for the
+# end), and tests/conftest.py collects the files with slow tests first.
+# Everything a test starts is isolated per worker: kernels talk over Unix sockets in private
+# directories, servers take random ports below the ephemeral range, S3 tests use unique prefixes
+# (or buckets) on the shared Ceph RGW and a moto server per worker.
+python -m pytest -n "${ELASTIC_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
 rc=$?
 if [ "$rc" = 5 ]; then echo "test.sh: pytest collected no tests: failing" >&2; exit 1; fi
 exit "$rc"

@@ -36,6 +36,18 @@ def make_kernel(tmp_path):
         k.shutdown()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding `slow` tests (hubs, servers, migrations) run first, the others after them.
+
+    Only the order of whole files changes; a file's tests keep their order. With pytest-xdist
+    (scripts/test.sh: --dist loadfile --no-loadscope-reorder) the workers take files in this
+    order, so the many short files fill the end of the run instead of one long file keeping a
+    worker busy after the other has finished.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable sort
+
+
 ALL_STORES = ["file", "moto", "rgw"]
 
 
