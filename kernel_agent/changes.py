@@ -159,6 +159,33 @@ _OPAQUE_BASES: tuple[type, ...] = (
     type(threading.RLock()),
 )
 
+#: Library types whose pickled state is by design not their live state, so the *portable
+#: digest* checks them by type only (change detection and co-variables still walk them: a
+#: figure and its axes stay one co-variable). matplotlib's artists drop callbacks and caches
+#: when pickled (``stale_callback``, the CallbackRegistry renumbers what it keeps, pyplot
+#: renumbers figures), so every restored figure "differed" although it draws the same; scipy's
+#: cKDTree pickles uninitialised tree memory (it differs between two runs of the same cell).
+#: Found by name: the libraries are never imported here.
+_DIGEST_OPAQUE_QUALNAMES = frozenset({
+    "scipy.spatial._ckdtree.cKDTree",
+    "scipy.spatial._kdtree.KDTree",
+})
+_DIGEST_OPAQUE_MODULES = ("matplotlib.",)
+_digest_opaque_cache: dict[type, bool] = {}
+
+
+def _digest_opaque(tp: type) -> bool:
+    known = _digest_opaque_cache.get(tp)
+    if known is None:
+        module = getattr(tp, "__module__", None) or ""
+        known = (module.startswith(_DIGEST_OPAQUE_MODULES)
+                 or f"{module}.{getattr(tp, '__qualname__', '')}" in _DIGEST_OPAQUE_QUALNAMES)
+        if len(_digest_opaque_cache) > 20_000:
+            _digest_opaque_cache.clear()
+        _digest_opaque_cache[tp] = known
+    return known
+
+
 _BYREF_TYPES: tuple[type, ...] = (
     types.ModuleType,
     types.BuiltinFunctionType,
@@ -849,6 +876,9 @@ class _Walker:
             self._class(obj, extend)
         elif kind == K_BYREF:
             out.append(("ref", _ref_name(obj)))
+        elif self.portable and kind in (K_INSTANCE, K_REDUCE) and _digest_opaque(tp):
+            if self._identity(obj, "O"):
+                self._mark_opaque(obj)
         elif kind == K_INSTANCE:
             self._instance(obj, tp, push, extend)
         elif kind == K_OPAQUE:

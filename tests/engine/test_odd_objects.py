@@ -107,3 +107,28 @@ def test_pandas_column_alias_and_enum_identity(make_kernel, tmp_path):
     assert_verified(r)
     assert b.value("[palette[1] is fav, fav is Color.BLUE, str(df['c'].dtype), list(mi.index.names), int(col.sum())]") == [
         True, True, "category", ["b", "a"], 15]
+
+
+PLOT_CELLS = [
+    "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt",
+    "fig, ax = plt.subplots()",
+    "line, = ax.plot([1, 2, 3])",
+    "ax.set_title('t')",
+    "import numpy as np\nfrom scipy.spatial import cKDTree",
+    "tree = cKDTree(np.random.default_rng(0).random((200, 2)))",
+    "nearest = tree.query([0.5, 0.5])[1]",
+]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "recompute-all"])
+def test_figures_and_kd_trees_verify_and_keep_their_links(make_kernel, tmp_path, strategy):
+    # their pickles are by design not their live state (matplotlib drops callbacks, cKDTree
+    # writes uninitialised memory): checked by type, never a false "value differs"; the figure,
+    # its axes and its line must still be one object graph
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("scipy")
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), PLOT_CELLS, strategy=strategy)
+    assert_verified(r)
+    assert {"fig", "ax", "line", "tree"} <= {n for n, v in r["variables"].items() if v.get("type_checked_only")}
+    assert b.value("[line.axes is ax, ax.figure is fig, ax.get_title(), [int(v) for v in line.get_ydata()],"
+                   " int(tree.query([0.5, 0.5])[1]) == int(nearest)]") == [True, True, "t", [1, 2, 3], True]
