@@ -7,7 +7,7 @@
 # expect_recomputed: expanded, lookup
 # %% [parameters]
 N_ROWS = 20_000
-N_ITER = 40
+N_ITER = 120
 REPEAT = 200
 # %% [quick]
 N_ROWS = 500
