@@ -488,19 +488,25 @@ def cells_ok(graph: Any, cells: list[int]) -> list[bool]:
             and not reads_output_history(graph.cells[i].code) for i in cells]
 
 
+PROCESS_STATE_MAX_S = 1.0
+
+
 def process_state_cells(graph: Any, ns: dict) -> list[int]:
     """Cells to replay whatever the plan: they set process state and define no variable.
 
     ``pd.set_option(...)``, ``sys.setrecursionlimit(...)``, ``os.environ[...] = ...``,
     ``%matplotlib inline``: the monitor marks them as context cells (they read a module or use
     the shell and change no user name). Shipping every variable does not bring that state
-    back, so a restore re-runs them in order. Only those that read nothing but modules:
-    a cell that printed a variable may need a value the replay has not loaded yet at its
-    position, and it set no state anyway.
+    back, so a restore re-runs them in order. Only those that read nothing but modules (a
+    cell that printed a variable may need a value the replay has not loaded yet at its
+    position, and it set no state anyway), read no file (``pd.read_csv(p).head()`` displays,
+    it sets nothing) and are quick (a ``time.sleep`` or a long display is no setting).
     """
     out = []
     for c in graph.cells:
-        if not c.context or not cells_ok(graph, [c.index])[0]:
+        if not c.context or c.files_read or c.runtime_s > PROCESS_STATE_MAX_S:
+            continue
+        if not cells_ok(graph, [c.index])[0]:
             continue
         if all(isinstance(ns.get(n), ModuleType) for n in c.reads):
             out.append(c.index)
