@@ -260,7 +260,8 @@ between them so both see the same machine conditions; medians of {args.reps} rep
   Includes machine noise of a few percent either way on short notebooks.
 * **hook time**: time spent inside the monitor's `pre_run_cell`/`post_run_cell` hooks (read analysis,
   namespace diff, change detection, graph update, RNG check), from `Monitor.stats`, as a percentage
-  of the unmonitored runtime. This is the noise-free figure for the overhead target.
+  of the unmonitored runtime. The figure for the overhead target: far less noisy than the wall
+  overhead, though CPU contention from other work on the machine stretches it as well.
 * **hook CPU**: the monitored kernel's CPU time inside the hooks (`Monitor.stats["hook_cpu_s"]`) as
   a percentage of the CPU time the unmonitored kernel spent running the same cells. Other load on
   the machine stretches wall time inside the hooks; it does not stretch CPU time.
