@@ -98,6 +98,19 @@ class KernelAgentApp(ExtensionApp):
         """,
     ).tag(config=True)
 
+    kernel_hash_seed = Unicode(
+        "0",
+        help="""``PYTHONHASHSEED`` of every IPython kernel this server starts, unless the kernel's
+        environment already sets one.
+
+        A restore re-runs cells in a new process. With Python's default per-process random seed,
+        a set of strings iterates in another order there, so a re-run ``cols = list(set(df) -
+        {'y'})`` (and everything computed from it) came back different, and the restore's
+        verification reported it. The same seed in every kernel, on every node, makes such cells
+        replay identically. Empty: keep Python's random seed (hash-flooding protection matters
+        for servers that hash untrusted input, not for a notebook kernel).""",
+    ).tag(config=True)
+
     @default("background_interval")
     def _default_background_interval(self) -> float:
         try:
@@ -126,7 +139,8 @@ class KernelAgentApp(ExtensionApp):
     def initialize_settings(self) -> None:
         """Hook the kernel manager and share one coordinator with the handlers."""
         sa = self.serverapp
-        install_agent_injection(sa.kernel_manager, sa.kernel_spec_manager, self.log)
+        install_agent_injection(sa.kernel_manager, sa.kernel_spec_manager, self.log,
+                                hash_seed=self.kernel_hash_seed or None)
         self.coordinator = Coordinator(
             kernel_manager=sa.kernel_manager,
             session_manager=sa.session_manager,

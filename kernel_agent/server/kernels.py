@@ -27,6 +27,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import queue
 import time
 from collections.abc import Awaitable, Callable
@@ -60,9 +61,14 @@ async def get_kernel_spec(kernel_spec_manager: Any, name: str) -> Any:
 
 
 def install_agent_injection(
-    kernel_manager: Any, kernel_spec_manager: Any, logger: logging.Logger | None = None
+    kernel_manager: Any, kernel_spec_manager: Any, logger: logging.Logger | None = None,
+    *, hash_seed: str | None = None,
 ) -> None:
-    """Make `kernel_manager` launch every IPython kernel with the agent extension loaded."""
+    """Make `kernel_manager` launch every IPython kernel with the agent extension loaded.
+
+    With `hash_seed`, the kernel's ``PYTHONHASHSEED`` is set to it unless its environment has
+    one (``KernelAgentApp.kernel_hash_seed``: replayed cells then order string sets alike).
+    """
     logger = logger or log
     if getattr(kernel_manager, "_kernel_agent_injected", False):
         return
@@ -79,6 +85,11 @@ def install_agent_injection(
                 if AGENT_ARGUMENT not in extra:
                     extra.append(AGENT_ARGUMENT)
                 kwargs["extra_arguments"] = extra
+                if hash_seed is not None:
+                    # jupyter_client launches with `env` instead of os.environ when given
+                    env = dict(kwargs.get("env") or os.environ)
+                    env.setdefault("PYTHONHASHSEED", hash_seed)
+                    kwargs["env"] = env
             elif spec is not None:
                 logger.info(
                     "kernel_agent: kernel spec %r is not an IPython kernel; starting it without "
