@@ -8,6 +8,7 @@ prefer re-running cells for the affected variables.
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import sys
 from collections.abc import Iterable
@@ -66,7 +67,25 @@ def capture(values: Iterable[Any]) -> dict:
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "packages": dict(sorted(packages.items())),
+        "hash_seed": os.environ.get("PYTHONHASHSEED"),  # None: random per process
     }
+
+
+def hash_seed_note(recorded: dict) -> str | None:
+    """Why a re-run cell may see sets of strings in another order here, or None if it cannot.
+
+    A re-run iterates a set of strings in hash order, which depends on ``PYTHONHASHSEED``: the
+    same only when both kernels were started with the same fixed seed.
+    """
+    if "hash_seed" not in recorded:
+        return None  # written before the seed was recorded
+    then, now = recorded.get("hash_seed"), os.environ.get("PYTHONHASHSEED")
+    if then is not None and then == now and then != "random":
+        return None
+    return (f"string hashing differs from the checkpointed kernel's (PYTHONHASHSEED "
+            f"{then or 'random'} there, {now or 'random'} here), so a re-run cell that iterates a "
+            "set of strings can order it differently; start kernels with one fixed PYTHONHASHSEED "
+            "(the server extension does: KernelAgentApp.kernel_hash_seed)")
 
 
 def differences(recorded: dict) -> dict[str, tuple[str | None, str | None]]:

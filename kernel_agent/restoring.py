@@ -214,6 +214,7 @@ def restore(
 
     # Phase 4: verify every co-variable against its recorded digest.
     t_verify = time.perf_counter()
+    seed_note = environment.hash_seed_note(manifest.environment or {})
     variables: dict[str, dict] = {}
     all_names: set[str] = set()
     for entry in manifest.covariables:
@@ -247,6 +248,8 @@ def restore(
                     result["type_checked_only"] = list(entry.opaque)
                 if not ok:
                     result.setdefault("detail", "value differs from the checkpointed one")
+                    if action == "recomputed" and seed_note:
+                        result["detail"] += f"; {seed_note}"
         for n in entry.names:
             variables[n] = result
     verify_s = time.perf_counter() - t_verify
