@@ -358,6 +358,12 @@ class LocalHub:
                 log.info("killing leftover process %d", pid)
                 with _suppress_lookup():
                     os.killpg(pid, signal.SIGTERM)  # servers and CHP lead their own sessions
+        for pid in _notebook_processes_of(self.workdir):
+            # servers this hub never saw start (the migration service spawns them through the
+            # hub's API while the hub restarts), and their kernels
+            log.info("killing leftover notebook process %d", pid)
+            with _suppress_lookup():
+                os.kill(pid, signal.SIGTERM)
 
     def kill_now(self) -> None:
         """Synchronous last resort (atexit, second Ctrl-C): kill the hub's session and leftovers."""
@@ -376,6 +382,42 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+_NOTEBOOK_COMMANDS = (b"jupyterhub-singleuser", b"ipykernel_launcher", b"jupyter-server",
+                     b"jupyter_server", b"configurable-http-proxy")
+
+
+def _notebook_processes_of(workdir: Path) -> list[int]:
+    """Pids of notebook servers, kernels and proxies whose environment or cwd names `workdir`."""
+    out = []
+    me = os.getpid()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return out
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if any(c in cmdline for c in _NOTEBOOK_COMMANDS) and _under(int(entry), workdir):
+            out.append(int(entry))
+    return out
+
+
+def _under(pid: int, workdir: Path) -> bool:
+    """The process's environment, command line or cwd names `workdir` or a path inside it
+    (not merely a sibling that shares its prefix, such as another hub's ``hub2``)."""
+    try:
+        blob = Path(f"/proc/{pid}/environ").read_bytes() + Path(f"/proc/{pid}/cmdline").read_bytes()
+        blob += b"\0" + os.readlink(f"/proc/{pid}/cwd").encode() + b"\0"
+    except OSError:
+        return False
+    w = str(workdir).encode()
+    return (w + b"/") in blob or (w + b"\0") in blob
 
 
 def _started_here(pid: int, workdir: Path) -> bool:
