@@ -384,12 +384,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-_NOTEBOOK_COMMANDS = (b"jupyterhub-singleuser", b"ipykernel_launcher", b"jupyter-server",
-                     b"jupyter_server", b"configurable-http-proxy")
+_NOTEBOOK_COMMANDS = (b"jupyterhub-singleuser", b"ipykernel_launcher")
 
 
 def _notebook_processes_of(workdir: Path) -> list[int]:
-    """Pids of notebook servers, kernels and proxies whose environment or cwd names `workdir`."""
+    """Pids of notebook servers and kernels running in (or named on their command line under)
+    `workdir`."""
     out = []
     me = os.getpid()
     try:
@@ -409,10 +409,11 @@ def _notebook_processes_of(workdir: Path) -> list[int]:
 
 
 def _under(pid: int, workdir: Path) -> bool:
-    """The process's environment, command line or cwd names `workdir` or a path inside it
-    (not merely a sibling that shares its prefix, such as another hub's ``hub2``)."""
+    """The process's command line or working directory names `workdir` or a path inside it
+    (not merely a sibling that shares its prefix, such as another hub's ``hub2``). Not its
+    environment: variables a test process leaves behind are inherited by unrelated processes."""
     try:
-        blob = Path(f"/proc/{pid}/environ").read_bytes() + Path(f"/proc/{pid}/cmdline").read_bytes()
+        blob = Path(f"/proc/{pid}/cmdline").read_bytes()
         blob += b"\0" + os.readlink(f"/proc/{pid}/cwd").encode() + b"\0"
     except OSError:
         return False

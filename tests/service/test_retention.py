@@ -129,8 +129,13 @@ def test_a_checkpoint_in_flight_keeps_its_blobs_and_kernel_manifests(base: str,
 
 def test_gc_while_checkpoints_are_written_never_breaks_a_kept_checkpoint(
         base: str, tmp_path: Path) -> None:
-    """Writers (threads) commit checkpoints that reuse old blobs while retention runs in a loop."""
-    grace = 1.0
+    """Writers (threads) commit checkpoints that reuse old blobs while retention runs in a loop.
+
+    The grace period must exceed how long a writer takes from touching a blob to committing its
+    manifest (0.2 s paused here, plus scheduling): 1 s broke on a machine loaded to 10 runnable
+    processes per core; 2 s still lets blobs age past it inside the 4 s race.
+    """
+    grace = 2.0
     pool = [f"value {i}".encode() * 50 for i in range(6)]  # reused across checkpoints
     committed: list[str] = []
     errors: list[BaseException] = []
