@@ -208,7 +208,14 @@ class LocalHub:
             except OSError as e:
                 last = str(e)
             await asyncio.sleep(0.1)  # bounded readiness poll
-        raise HubError(f"jupyterhub not ready after {timeout:.0f}s ({last}):\n{self.log_tail()}")
+        tail = self.log_tail()
+        # a hub that never became ready must not outlive this call (nobody may stop it later)
+        proc, self.proc = self.proc, None
+        with _suppress_lookup():
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        self.kill_leftovers()  # its proxy and servers lead their own sessions
+        raise HubError(f"jupyterhub not ready after {timeout:.0f}s ({last}); stopped it:\n{tail}")
 
     def log_tail(self, n: int = 40) -> str:
         try:
