@@ -662,3 +662,28 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
     result.reads = names
     result.maybe_written = gstores
     return result
+
+
+_HISTORY_NAME = re.compile(r"_{1,3}|_i{1,3}|_i?\d+|In|Out|_oh|_ih|_dh")
+
+
+@functools.lru_cache(maxsize=4096)
+def reads_output_history(code: str) -> bool:
+    """Whether a cell reads IPython's input/output history (``_``, ``__``, ``_12``, ``Out``...).
+
+    A re-run cannot see what it saw: the restore's replay displays nothing (``_`` stays what it
+    is) and the new kernel's ``In``/``Out`` hold its own history, so ``prev = _`` would be
+    recomputed as something else. Such a cell's outputs must be shipped. A name the cell itself
+    binds first (``for _ in range(3)``) is its own variable, not the history.
+    """
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        tree = ast.parse(TransformerManager().transform_cell(code))
+    except Exception:  # noqa: BLE001 - unparsable here: the monitor's own analysis decided
+        return False
+    loads, stores = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and _HISTORY_NAME.fullmatch(node.id):
+            (loads if isinstance(node.ctx, ast.Load) else stores).add(node.id)
+    return bool(loads - stores)

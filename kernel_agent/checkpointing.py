@@ -38,12 +38,9 @@ no-op, so later checkpoints pass through.
 
 from __future__ import annotations
 
-import ast
-import functools
 import hashlib
 import logging
 import os
-import re
 import secrets
 import threading
 import time
@@ -424,39 +421,10 @@ def apply_cached(u: Unit, entry: CachedUnit) -> None:
     u.digest_loaded = entry.digest_loaded
 
 
-_HISTORY_NAME = re.compile(r"_{1,3}|_i{1,3}|_i?\d+|In|Out|_oh|_ih|_dh")
-
-
-@functools.lru_cache(maxsize=4096)
-def reads_output_history(code: str) -> bool:
-    """Whether a cell reads IPython's input/output history (``_``, ``__``, ``_12``, ``Out``...).
-
-    A re-run cannot see what it saw: the restore's replay displays nothing (``_`` stays what it
-    is) and the new kernel's ``In``/``Out`` hold its own history, so ``prev = _`` would be
-    recomputed as something else. Such a cell's outputs must be shipped. A name the cell itself
-    binds first (``for _ in range(3)``) is its own variable, not the history.
-    """
-    try:
-        from IPython.core.inputtransformer2 import TransformerManager
-
-        tree = ast.parse(TransformerManager().transform_cell(code))
-    except Exception:  # noqa: BLE001 - unparsable here: the monitor's own analysis decided
-        return False
-    loads, stores = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and _HISTORY_NAME.fullmatch(node.id):
-            (loads if isinstance(node.ctx, ast.Load) else stores).add(node.id)
-    return bool(loads - stores)
-
-
 def _cell_costs(graph: Any) -> dict[int, CellCost]:
     costs = {}
     for c in graph.cells:
-        reasons = list(c.effects or [])
-        if reads_output_history(c.code):
-            reasons.append("it reads IPython's output history (_, Out, In), which a re-run cannot reproduce")
-        if c.failed:
-            reasons.insert(0, f"it failed ({c.error})" if c.error else "it failed")
+        reasons = c.rerun_blockers()
         costs[c.index] = CellCost(
             index=c.index,
             runtime_s=float(c.runtime_s),
@@ -483,9 +451,8 @@ def _covar_cost(u: Unit, graph: Any, strategy: str) -> CovarCost:
 
 
 def cells_ok(graph: Any, cells: list[int]) -> list[bool]:
-    """Whether each cell may be re-run (it neither failed nor had side effects)."""
-    return [not graph.cells[i].failed and not graph.cells[i].effects
-            and not reads_output_history(graph.cells[i].code) for i in cells]
+    """Whether each cell may be re-run (`CellExecution.rerun_blockers`)."""
+    return [graph.cells[i].rerunnable for i in cells]
 
 
 PROCESS_STATE_MAX_S = 1.0
@@ -504,9 +471,7 @@ def process_state_cells(graph: Any, ns: dict) -> list[int]:
     """
     out = []
     for c in graph.cells:
-        if not c.context or c.files_read or c.runtime_s > PROCESS_STATE_MAX_S:
-            continue
-        if not cells_ok(graph, [c.index])[0]:
+        if not c.context or c.files_read or c.runtime_s > PROCESS_STATE_MAX_S or not c.rerunnable:
             continue
         if all(isinstance(ns.get(n), ModuleType) for n in c.reads):
             out.append(c.index)

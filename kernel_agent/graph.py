@@ -100,10 +100,26 @@ class CellExecution:
             context=bool(d.get("context", False)),
         )
 
+    def rerun_blockers(self) -> list[str]:
+        """Why this cell may not be re-run at restore time (empty: it may).
+
+        The one rule the planner, the restore's fallbacks and `requirements` share: it failed,
+        it had side effects, or it read IPython's output history (``prev = _``), which a re-run
+        cannot see as it was.
+        """
+        from kernel_agent.analysis import reads_output_history
+
+        reasons = list(self.effects)
+        if self.failed:
+            reasons.insert(0, f"it failed ({self.error})" if self.error else "it failed")
+        if reads_output_history(self.code):
+            reasons.append("it reads IPython's output history (_, Out, In), which a re-run cannot reproduce")
+        return reasons
+
     @property
     def rerunnable(self) -> bool:
-        """Safe to re-run at restore time (the engine's rule: not failed, no effects)."""
-        return not self.failed and not self.effects
+        """Safe to re-run at restore time (`rerun_blockers` is empty)."""
+        return not self.rerun_blockers()
 
 
 @dataclass

@@ -62,8 +62,9 @@ def _rerunnable(graph: Any, cells: list[int]) -> str | None:
         c = graph.cells[i]
         if c.failed:
             return f"cell {i} failed when it ran"
-        if c.effects:
-            return f"cell {i} cannot be re-run ({'; '.join(c.effects)})"
+        reasons = c.rerun_blockers()
+        if reasons:
+            return f"cell {i} cannot be re-run ({'; '.join(reasons)})"
     return None
 
 
