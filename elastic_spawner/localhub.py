@@ -210,11 +210,10 @@ class LocalHub:
             await asyncio.sleep(0.1)  # bounded readiness poll
         tail = self.log_tail()
         # a hub that never became ready must not outlive this call (nobody may stop it later)
-        proc, self.proc = self.proc, None
-        with _suppress_lookup():
-            os.killpg(proc.pid, signal.SIGKILL)
+        proc = self.proc
+        self.kill_now()
         proc.wait(10)
-        self.kill_leftovers()  # its proxy and servers lead their own sessions
+        self.proc = None
         raise HubError(f"jupyterhub not ready after {timeout:.0f}s ({last}); stopped it:\n{tail}")
 
     def log_tail(self, n: int = 40) -> str:
@@ -415,27 +414,29 @@ def _notebook_processes_of(workdir: Path) -> list[int]:
     return out
 
 
+def _proc_text(pid: int, *, environ: bool) -> bytes | None:
+    """The process's command line (and environment), then its cwd, NUL-separated; None if gone."""
+    try:
+        blob = Path(f"/proc/{pid}/environ").read_bytes() if environ else b""
+        blob += Path(f"/proc/{pid}/cmdline").read_bytes()
+        return blob + b"\0" + os.readlink(f"/proc/{pid}/cwd").encode() + b"\0"
+    except OSError:
+        return None
+
+
 def _under(pid: int, workdir: Path) -> bool:
     """The process's command line or working directory names `workdir` or a path inside it
     (not merely a sibling that shares its prefix, such as another hub's ``hub2``). Not its
     environment: variables a test process leaves behind are inherited by unrelated processes."""
-    try:
-        blob = Path(f"/proc/{pid}/cmdline").read_bytes()
-        blob += b"\0" + os.readlink(f"/proc/{pid}/cwd").encode() + b"\0"
-    except OSError:
-        return False
+    blob = _proc_text(pid, environ=False)
     w = str(workdir).encode()
-    return (w + b"/") in blob or (w + b"\0") in blob
+    return blob is not None and ((w + b"/") in blob or (w + b"\0") in blob)
 
 
 def _started_here(pid: int, workdir: Path) -> bool:
     """Guard against pid reuse: the process's environment or command line mentions our workdir."""
-    try:
-        blob = Path(f"/proc/{pid}/environ").read_bytes() + Path(f"/proc/{pid}/cmdline").read_bytes()
-        blob += os.readlink(f"/proc/{pid}/cwd").encode()
-    except OSError:
-        return False
-    return str(workdir).encode() in blob
+    blob = _proc_text(pid, environ=True)
+    return blob is not None and str(workdir).encode() in blob
 
 
 def _suppress_lookup() -> contextlib.suppress:
