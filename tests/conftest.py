@@ -24,8 +24,8 @@ def make_kernel(tmp_path):
     """Factory for more kernels (checkpoint in A, restore in B); all shut down at teardown."""
     kernels: list[Kernel] = []
 
-    def make(load_agent: bool = True, cwd=None) -> Kernel:
-        k = Kernel(cwd=str(cwd or tmp_path))
+    def make(load_agent: bool = True, cwd=None, env: dict | None = None) -> Kernel:
+        k = Kernel(cwd=str(cwd or tmp_path), env=env)
         kernels.append(k)
         if load_agent:
             k.ok("%load_ext kernel_agent")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import queue
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,3 +105,11 @@ class Kernel:
                 self.km.shutdown_kernel(now=True)
             finally:
                 shutil.rmtree(self._ipc_dir, ignore_errors=True)
+
+
+def set_order_under_seed(words: list[str] | set[str], seed: str) -> list[str]:
+    """How a fresh Python started with ``PYTHONHASHSEED=seed`` iterates ``set(words)``."""
+    out = subprocess.run([sys.executable, "-c", f"print(list(set({sorted(words)!r})))"],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": seed})
+    return ast.literal_eval(out.stdout)

@@ -7,15 +7,12 @@ almost entirely by replay: in-place mutation chains, mutation through functions 
 
 from __future__ import annotations
 
-import ast
 import os
-import subprocess
-import sys
 
 import pytest
 
 from tests.engine.migrate import assert_verified, run_and_migrate
-from tests.kernels import Kernel
+from tests.kernels import Kernel, set_order_under_seed
 
 
 def migrate_by_replay(make_kernel, url: str, cells: list[str]) -> tuple[Kernel, Kernel, dict, dict]:
@@ -200,35 +197,21 @@ def test_process_state_cells_are_replayed_even_when_every_variable_is_shipped(ma
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
 
 
-def _set_order(seed: str) -> list[str]:
-    code = f"print(list(set({WORDS!r})))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONHASHSEED": seed})
-    return ast.literal_eval(out.stdout)
+def _migrate_with_seeds(make_kernel, tmp_path, seed_a: str, seed_b: str) -> dict:
+    seeds = iter((seed_a, seed_b))
+    _, _, c, r = run_and_migrate(
+        lambda: make_kernel(env={**os.environ, "PYTHONHASHSEED": next(seeds)}),
+        (tmp_path / f"s{seed_a}-{seed_b}").as_uri(),
+        [f"words = set({WORDS!r})", "order = list(words)"], strategy="recompute-all")
+    assert "order" in c["recomputed"]
+    return r
 
 
-def _migrate_with_seeds(tmp_path, seed_a: str, seed_b: str) -> dict:
-    cells = [f"words = set({WORDS!r})", "order = list(words)"]
-    kernels = [Kernel(cwd=str(tmp_path), env={**os.environ, "PYTHONHASHSEED": s}) for s in (seed_a, seed_b)]
-    try:
-        a, b = kernels
-        for k in kernels:
-            k.ok("%load_ext kernel_agent")
-        for c in cells:
-            a.ok(c)
-        url = (tmp_path / f"s{seed_a}-{seed_b}").as_uri()
-        a.ok(f"import kernel_agent as _ka; _c = _ka.checkpoint({url!r}, strategy='recompute-all')")
-        assert "order" in a.value("_c['recomputed']")
-        b.ok(f"import kernel_agent as _ka; _r = _ka.restore({url!r})")
-        return b.value("_r")
-    finally:
-        for k in kernels:
-            k.shutdown()
-
-
-def test_a_replayed_set_of_strings_verifies_under_one_hash_seed_and_is_explained_otherwise(tmp_path):
-    assert_verified(_migrate_with_seeds(tmp_path, "7", "7"))
-    other = next(s for s in ("8", "9", "10", "11") if _set_order(s) != _set_order("7"))
-    r = _migrate_with_seeds(tmp_path, "7", other)
+def test_a_replayed_set_of_strings_verifies_under_one_hash_seed_and_is_explained_otherwise(
+        make_kernel, tmp_path):
+    assert_verified(_migrate_with_seeds(make_kernel, tmp_path, "7", "7"))
+    other = next(s for s in ("8", "9", "10", "11")
+                 if set_order_under_seed(WORDS, s) != set_order_under_seed(WORDS, "7"))
+    r = _migrate_with_seeds(make_kernel, tmp_path, "7", other)
     assert r["mismatched"] == ["order"]
     assert "PYTHONHASHSEED 7 there, " + other + " here" in r["variables"]["order"]["detail"]

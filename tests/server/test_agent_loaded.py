@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import ast
-import os
-import subprocess
-import sys
-
 import pytest
 
 from kernel_agent.server.kernels import AGENT_ARGUMENT
+from tests.kernels import set_order_under_seed
 from tests.server.conftest import Server
 
 INJECTED = f"{AGENT_ARGUMENT!r} in __import__('sys').argv"
@@ -20,13 +16,6 @@ AGENT_ACTIVE = (
 
 
 WORDS = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta"}
-
-
-def _order_with_seed_0() -> list[str]:
-    """How a process started with PYTHONHASHSEED=0 iterates WORDS (as every kernel must)."""
-    out = subprocess.run([sys.executable, "-c", f"print(list({WORDS!r}))"], capture_output=True,
-                         text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "0"})
-    return ast.literal_eval(out.stdout)
 
 
 def _start(server: Server, how: str) -> str:
@@ -46,7 +35,7 @@ def test_kernel_started_through_the_server_has_the_agent_monitoring(server: Serv
         assert k.value(AGENT_ACTIVE) == [True, True]
         # one string-hash seed for every kernel: a replayed cell orders a set of strings alike
         assert k.value("__import__('os').environ.get('PYTHONHASHSEED')") == "0"
-        assert k.value(f"list({WORDS!r})") == _order_with_seed_0()
+        assert k.value(f"list(set({sorted(WORDS)!r}))") == set_order_under_seed(WORDS, "0")
     finally:
         k.shutdown()
 
