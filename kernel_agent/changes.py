@@ -171,19 +171,13 @@ _DIGEST_OPAQUE_QUALNAMES = frozenset({
     "scipy.spatial._kdtree.KDTree",
 })
 _DIGEST_OPAQUE_MODULES = ("matplotlib.",)
-_digest_opaque_cache: dict[type, bool] = {}
 
 
+@functools.lru_cache(maxsize=20_000)  # per type: classes are few, objects many
 def _digest_opaque(tp: type) -> bool:
-    known = _digest_opaque_cache.get(tp)
-    if known is None:
-        module = getattr(tp, "__module__", None) or ""
-        known = (module.startswith(_DIGEST_OPAQUE_MODULES)
-                 or f"{module}.{getattr(tp, '__qualname__', '')}" in _DIGEST_OPAQUE_QUALNAMES)
-        if len(_digest_opaque_cache) > 20_000:
-            _digest_opaque_cache.clear()
-        _digest_opaque_cache[tp] = known
-    return known
+    module = getattr(tp, "__module__", None) or ""
+    return (module.startswith(_DIGEST_OPAQUE_MODULES)
+            or f"{module}.{getattr(tp, '__qualname__', '')}" in _DIGEST_OPAQUE_QUALNAMES)
 
 
 _BYREF_TYPES: tuple[type, ...] = (

@@ -228,20 +228,22 @@ def print_tables(results: list[NotebookResult]) -> None:
         style = "bold red" if row[7] in ("NO", "FAILED") and row[1] == "ours" else None
         t.add_row(*row, style=style)
     console.print(t)
-    o = Table(title="Monitoring overhead: notebook runtime with vs without the tool")
-    for c in OVERHEAD_COLUMNS:
-        o.add_column(c, justify="left" if c in ("notebook", "family") else "right")
-    for row in overhead_rows(results):
-        o.add_row(*row)
-    console.print(o)
+
+    def simple(title: str, columns: list[str], left: tuple[str, ...], body: list[list[str]]) -> Table:
+        table = Table(title=title)
+        for c in columns:
+            table.add_column(c, justify="left" if c in left else "right")
+        for row in body:
+            table.add_row(*row)
+        return table
+
+    console.print(simple("Monitoring overhead: notebook runtime with vs without the tool",
+                         OVERHEAD_COLUMNS, ("notebook", "family"), overhead_rows(results)))
     tg = targets(results)
     if tg["engine"]["of"]:
-        e = Table(title="Issue 3's case: expensive small result next to cheap large arrays")
-        for c in ENGINE_COLUMNS:
-            e.add_column(c, justify="left" if c in ("notebook", "store", "plan as expected") else "right")
-        for row in engine_table(tg["engine"]["rows"]):
-            e.add_row(*row)
-        console.print(e)
+        console.print(simple("Issue 3's case: expensive small result next to cheap large arrays",
+                             ENGINE_COLUMNS, ("notebook", "store", "plan as expected"),
+                             engine_table(tg["engine"]["rows"])))
     for r in results:
         if r.throughput:
             console.print(_throughput_line(r))
