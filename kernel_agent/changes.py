@@ -38,6 +38,7 @@ What a fingerprint does not see (by design or by limit):
 from __future__ import annotations
 
 import array as _array_mod
+import bisect
 import collections
 import datetime as _dt
 import decimal
@@ -675,6 +676,8 @@ class _Walker:
         "budget",
         "partial",
         "code",
+        "root_start",
+        "crossed",
     )
 
     def __init__(
@@ -710,6 +713,33 @@ class _Walker:
         # the walk met an object that may hold or lead to code (an instance, a function, a
         # class, a module, a reduce value...): not plain data (see Tracker.plain)
         self.code = False
+        # several roots may share one walker (`next_root`): objects a previous root visited
+        # (memo index < root_start) are not walked again; the stream names them by id and
+        # `crossed` collects their memo indices, so the caller can link the two roots
+        self.root_start = 0
+        self.crossed: list[int] = []
+
+    def next_root(self) -> None:
+        """Start the stream of another root; what earlier roots visited stays memoised.
+
+        Names that reach one object graph (``bank``, ``alice = bank.accounts[0]`` with a
+        back-link to the bank) then cost one walk of it, not one each. The new root's stream
+        and counters start afresh; a reference into an earlier root's objects becomes
+        ``("@x", id)`` (ids are stable while the objects live) and a link (`crossed`).
+        """
+        self.flush()
+        self.root_start = len(self.memo)
+        self.crossed = []
+        self.nodes = 0
+        self.work = 0
+        self.ids = []
+        self.out = []
+        self.hasher = xxhash.xxh3_128()
+        self.opaque = False
+        self.opaque_types = []
+        self.truncated = False
+        self.partial = False
+        self.code = False
 
     # -- stream ------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -727,7 +757,11 @@ class _Walker:
         i = id(obj)
         idx = self.memo.get(i)
         if idx is not None:
-            self.out.append(("@", idx))
+            if idx < self.root_start:
+                self.crossed.append(idx)
+                self.out.append(("@x", i))
+            else:
+                self.out.append(("@", idx - self.root_start))
             return False
         self.memo[i] = len(self.memo)
         self.keep.append(obj)
@@ -762,6 +796,7 @@ class _Walker:
         append = out.append
         base_noid = self.noid
         nodes = self.nodes
+        root_start = self.root_start
         try:
             while stack:
                 obj = pop()
@@ -790,7 +825,11 @@ class _Walker:
                     i = id(obj)
                     idx = memo.get(i)
                     if idx is not None:
-                        append(("@", idx))
+                        if idx < root_start:
+                            self.crossed.append(idx)
+                            append(("@x", i))
+                        else:
+                            append(("@", idx - root_start))
                         continue
                     memo[i] = len(memo)
                     keep.append(obj)
@@ -1480,6 +1519,9 @@ class _Print:
     #: mutation until `Tracker.refresh` walks it in full
     partial: bool = False
     plain: bool = False  # only data reached: no instance, function, class, module...
+    #: names walked earlier in the same update whose objects this walk reached and did not
+    #: walk again (see `_Walker.next_root`): they are one co-variable with it
+    links: tuple[str, ...] = ()
 
 
 def _link_free(value: Any) -> bool:
@@ -1494,10 +1536,12 @@ def _fingerprint(
     max_nodes: int,
     array_cache: dict[int, tuple[np.ndarray, bytes]] | None = None,
     budget: list[int] | None = None,
+    shared: _Walker | None = None,
 ) -> _Print:
     """Walk one name's value. Never raises: failures make the value opaque.
 
     `budget`: one-element list of bytes left to hash, shared by the names of one update.
+    `shared`: the walker of the names walked before in this update (see `_Walker.next_root`).
     """
     tp = type(value)
     if tp in MARSHAL_ATOMS and (tp is not str and tp is not bytes or len(value) <= _BIG_ATOM):
@@ -1505,8 +1549,13 @@ def _fingerprint(
         # make is the value itself (no identities); a walker costs more than the hash
         return _Print(id(value), xxhash.xxh3_128_digest(marshal.dumps([value], 2)), [], False, 1,
                       plain=True)
-    w = _Walker(ns, portable=False, max_nodes=max_nodes, array_cache=array_cache,
-                budget=budget[0] if budget is not None else None)
+    if shared is not None:
+        w = shared
+        w.next_root()
+        w.budget = budget[0] if budget is not None else None
+    else:
+        w = _Walker(ns, portable=False, max_nodes=max_nodes, array_cache=array_cache,
+                    budget=budget[0] if budget is not None else None)
     opaque = False
     try:
         w.walk(value)
@@ -1956,6 +2005,36 @@ class Tracker:
         owners = {self._name_of.get(t) for t in set(toks.tolist())}
         return owners <= group
 
+    def _walk_names(
+        self, ns: Mapping[str, Any], names: list[str],
+        cache: dict[int, tuple[np.ndarray, bytes]], budget: list[int] | None,
+    ) -> dict[str, _Print]:
+        """Fingerprint `names` (sorted) with one walker: an object graph several names reach is
+        walked once, by the first of them; a later name that reaches into it records a link
+        instead. So a name's fingerprint covers what it reaches first, the co-variable's
+        names together cover all of it, and as every name of a touched co-variable is walked
+        in each update (in the same order), a change anywhere in it still changes one of
+        them. What a name reaches through a link counts for its `plain` and `opaque` too."""
+        shared = _Walker(ns, portable=False, max_nodes=self.max_nodes, array_cache=cache)
+        starts: list[int] = []  # memo size when each name's walk began
+        prints: dict[str, _Print] = {}
+        for n in names:
+            start = len(shared.memo)
+            shared.crossed = []
+            p = _fingerprint(ns[n], ns, self.max_nodes, cache, budget, shared)
+            if shared.crossed:
+                links = {names[bisect.bisect_right(starts, i) - 1] for i in set(shared.crossed)}
+                links.discard(n)
+                if links:
+                    p.links = tuple(sorted(links))
+                    others = [prints[m] for m in p.links]
+                    p.plain = p.plain and all(o.plain for o in others)
+                    if any(o.opaque for o in others) and not p.opaque:
+                        p.opaque, p.fp, p.partial = True, _fresh_token(), False
+            starts.append(start)
+            prints[n] = p
+        return prints
+
     def _forget(self, name: str) -> None:
         self._stale.discard(name)
         self._unwalked.discard(name)
@@ -2027,9 +2106,7 @@ class Tracker:
 
         cache: dict[int, tuple[np.ndarray, bytes]] = {}
         budget = [self.hash_budget] if defer and self.hash_budget is not None else None
-        new_prints: dict[str, _Print] = {}
-        for n in names:
-            new_prints[n] = _fingerprint(ns[n], ns, self.max_nodes, cache, budget)
+        new_prints = self._walk_names(ns, names, cache, budget)
         cache.clear()
 
         candidates: set[str] = set()
@@ -2048,6 +2125,8 @@ class Tracker:
         uf = _UF()
         for n in names:
             uf.find(n)
+            for m in new_prints[n].links:
+                uf.union(n, m)
         lens = [len(new_prints[n].ids) for n in names]
         all_ids = np.fromiter(
             _chain(new_prints[n].ids for n in names), dtype=np.int64, count=sum(lens)

@@ -838,6 +838,54 @@ def test_random_in_place_mutations_always_detected(root, data):
     assert upd.mutated == {"root"}
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(root=st.lists(structures, min_size=1, max_size=4), data=st.data())
+def test_mutation_of_a_graph_several_names_reach_is_detected_whichever_walked_it(root, data):
+    # "a_part" sorts first: its walk covers the shared part and "root"'s only links to it
+    part = data.draw(st.sampled_from(_mutables(root)))
+    ns = {"__name__": "__main__", "a_part": part, "root": root, "z_root": root}
+    t = Tracker()
+    t.reset(ns, ["a_part", "root", "z_root"])
+    assert t.covariable_of("root") == {"a_part", "root", "z_root"}
+    target = data.draw(st.sampled_from(_mutables(root)))
+    if isinstance(target, list):
+        target.append(data.draw(atoms))
+    elif isinstance(target, dict):
+        target[object.__repr__(target)] = 1
+    else:
+        target.add(("new", len(target)))
+    upd = t.update(ns, ["z_root"], [])
+    assert upd.mutated == {"a_part", "root", "z_root"}
+
+
+def test_names_reaching_one_object_graph_cost_one_walk_of_it():
+    src = """
+        class Node:
+            def __init__(self, owner):
+                self.owner, self.items = owner, [[i, str(i)] for i in range(20)]
+        class Owner:
+            def __init__(self):
+                self.nodes = [Node(self) for _ in range(2000)]
+        owner = Owner()
+        """
+    alone, _ = tracked(src)
+    t, ns = tracked(src + "first = owner.nodes[0]\n        last = owner.nodes[-1]\n")
+    assert t.covariable_of("owner") == {"Node", "Owner", "owner", "first", "last"}
+
+    def work(tr: Tracker) -> int:
+        return sum(p.work for p in tr._prints.values())
+
+    assert work(t) < 1.1 * work(alone)  # not three walks of the graph
+    ns["last"].items[3][1] = "changed"  # only through the name whose walk merely linked
+    upd = t.update(ns, ["last"], [])
+    assert upd.mutated == {"Node", "Owner", "owner", "first", "last"}
+
+
+def test_a_name_linking_into_code_another_name_walked_is_not_plain():
+    t, ns = tracked("def f():\n    return 1\na = [f]\nb = [a]")
+    assert not t.plain("b", ns["b"])
+
+
 @settings(max_examples=200, deadline=None)
 @given(value=structures)
 def test_random_structures_digest_survives_pickle(value):
