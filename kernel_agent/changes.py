@@ -850,6 +850,13 @@ class _Walker:
                         nodes += 2 * n
                         extend(reversed(list(_chain(obj.items()))))
                     elif tp is tuple or not set(map(type, obj)) <= atoms:
+                        if not portable and tp is list and _atomic_elements(obj):
+                            # records as tuples (`history.append(("pay", who, 5.0))`): one C
+                            # hash of the run, not a stack round per tuple (in-process only:
+                            # the portable stream stays as older checkpoints recorded it)
+                            nodes += n
+                            append(("at", self._atoms(obj)))
+                            continue
                         append(n)
                         nodes += n
                         extend(reversed(obj))

@@ -131,6 +131,13 @@ def test_big_int_list_append_detected():
     assert run(t, ns, "a[999_999] += 1", ["a"]).mutated == {"a"}
 
 
+def test_record_tuples_in_a_list_changed_or_appended():
+    t, ns = tracked("hist = [('pay', 'bob', 5.0), ('deposit', 2.5)]\nother = [('x', 1)]")
+    assert run(t, ns, "hist.append(('pay', 'eve', 1.0))", ["hist", "other"]).mutated == {"hist"}
+    assert run(t, ns, "hist[0] = ('pay', 'bob', 5.5)", ["hist"]).mutated == {"hist"}
+    assert run(t, ns, "hist[1] = ('deposit', 2.5)", ["hist"]).mutated == set()
+
+
 def test_attribute_set():
     t, ns = tracked(
         """
