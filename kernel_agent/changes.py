@@ -1817,14 +1817,42 @@ class Tracker:
             return TrackerUpdate()
         return self.update(ns, names, (), defer=False)
 
-    def reset(self, ns: Mapping[str, Any], names: Collection[str]) -> None:
-        """Forget everything and rebuild fingerprints and partition for `names` from scratch."""
+    def reset(self, ns: Mapping[str, Any], names: Collection[str],
+              known: Mapping[frozenset[str], int] | None = None) -> None:
+        """Forget everything and rebuild fingerprints and partition for `names` from scratch.
+
+        `known`: co-variables whose partition is already established (a restore verified them
+        against the checkpoint), with what walking them costs. Those over `defer_work` are not
+        walked now: they start as deferred co-variables do (stale, any touch a mutation, walked
+        by the next `refresh`), so a restore does not pay a walk of a million objects that
+        its verification has just done and the next checkpoint will do again.
+        """
         self._known = {n for n in names if n in ns}
         self._stale.clear()
         self._unwalked.clear()
-        self._rebuild(ns)
+        self._rebuild(ns, known)
 
-    def _rebuild(self, ns: Mapping[str, Any]) -> bool:
+    def _seed(self, ns: Mapping[str, Any], known: Mapping[frozenset[str], int]) -> set[str]:
+        seeded: set[str] = set()
+        for names, work in known.items():
+            g = frozenset(n for n in names if n in self._known and n in ns)
+            if not g or work <= self.defer_work or self.defer_work <= 0 or g & seeded:
+                continue
+            for n in sorted(g):
+                tok = self._index.new_token()
+                self._token[n] = tok
+                self._name_of[tok] = n
+                self._prints[n] = _Print(id(ns[n]), _fresh_token(), [], False,
+                                         work // len(g) + 1, partial=True)
+                self._group[n] = g
+            seeded |= g
+        self._heavy |= seeded
+        self._stale |= seeded
+        self._unwalked |= seeded
+        return seeded
+
+    def _rebuild(self, ns: Mapping[str, Any],
+                 known: Mapping[frozenset[str], int] | None = None) -> bool:
         self._prints.clear()
         self._heavy.clear()
         self._token.clear()
@@ -1832,7 +1860,9 @@ class Tracker:
         self._group.clear()
         self._index = _IdIndex()
         try:
-            self._update(ns, sorted(n for n in self._known if n in ns), (), defer=False)
+            seeded = self._seed(ns, known) if known else set()
+            self._update(ns, sorted(n for n in self._known if n in ns and n not in seeded), (),
+                         defer=False)
         except Exception as exc:
             log.warning("changes: rebuild failed (%r); will retry at the next update", exc)
             self._dirty = True
@@ -2219,6 +2249,7 @@ class DigestReport:
     digest: str
     opaque: set[str]  # names holding objects checked by type only
     truncated: set[str]  # names whose graph exceeded the node budget (checked partially)
+    work: int = 0  # objects visited and atoms hashed: what walking these values costs
 
 
 def digest_report(values: Mapping[str, Any], *, max_nodes: int = 20_000_000) -> DigestReport:
@@ -2251,7 +2282,7 @@ def digest_report(values: Mapping[str, Any], *, max_nodes: int = 20_000_000) -> 
     except Exception as exc:  # pragma: no cover - defensive
         log.warning("changes: array digest failed: %r", exc)
         w.out.append(("arrays-failed",))
-    return DigestReport("x3:" + w.digest().hex(), opaque, truncated)
+    return DigestReport("x3:" + w.digest().hex(), opaque, truncated, w.nodes + w.work)
 
 
 def value_digest(values: Mapping[str, Any]) -> str:

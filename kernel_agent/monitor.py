@@ -138,11 +138,13 @@ class Monitor:
         finally:
             self._paused -= 1
 
-    def adopt(self, graph: HistoryGraph) -> None:
+    def adopt(self, graph: HistoryGraph,
+              verified: Mapping[frozenset[str], int] | None = None) -> None:
         """Continue the history of a restored checkpoint, so the session can migrate again.
 
         The tracker is rebuilt from the current namespace; names of the graph that are no
-        longer present (lost at restore) leave `active`.
+        longer present (lost at restore) leave `active`. `verified`: co-variables the restore
+        checked against their digests, with the cost of that walk (see `Tracker.reset`).
         """
         ns = self.shell.user_ns
         names = self.user_names(ns)
@@ -156,7 +158,7 @@ class Monitor:
         self._reach_cache.clear()
         self._last = None
         self._rng_last = None
-        self.tracker.reset(ns, names)
+        self.tracker.reset(ns, names, verified)
         p = self._pending
         if p is not None:
             # adopt() runs inside the cell that called restore: what the restore put into the

@@ -20,7 +20,7 @@ from typing import Any
 from IPython.utils.capture import capture_output
 
 from kernel_agent import environment, rng
-from kernel_agent.changes import value_digest
+from kernel_agent.changes import digest_report
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.serialize import loads
 from kernel_agent.store import Store, StoreError, open_store
@@ -218,6 +218,7 @@ def restore(
     seed_note = environment.hash_seed_note(manifest.environment or {})
     variables: dict[str, dict] = {}
     all_names: set[str] = set()
+    walked: dict[frozenset[str], int] = {}  # verified co-variables -> cost of their walk
     for entry in manifest.covariables:
         all_names.update(entry.names)
         if entry.key in outcome:
@@ -232,7 +233,8 @@ def restore(
                 result = {"action": "lost", "detail": f"not recreated by re-running its cells ({', '.join(missing)} missing)"}
             else:
                 try:
-                    got = value_digest({n: ns[n] for n in entry.names})
+                    report = digest_report({n: ns[n] for n in entry.names})
+                    got = report.digest
                     ok = got == entry.digest
                     if not ok and entry.digest_loaded and got == entry.digest_loaded:
                         ok = True
@@ -243,6 +245,8 @@ def restore(
                 except Exception as e:  # noqa: BLE001
                     ok, result["detail"] = False, f"digest failed: {type(e).__name__}: {e}"
                 result["verified"] = ok
+                if ok:
+                    walked[frozenset(entry.names)] = report.work
                 if entry.key in drifted:
                     result["library_drift"] = drifted[entry.key]
                 if entry.opaque:
@@ -266,7 +270,7 @@ def restore(
             rng.apply(manifest.rng_final)
         except Exception:  # noqa: BLE001
             log.exception("kernel_agent: could not restore the random generators' state")
-    mon.adopt(graph)
+    mon.adopt(graph, walked)
     if manifest.execution_count and hasattr(shell, "execution_count"):
         shell.execution_count = max(shell.execution_count, manifest.execution_count + 1)
 

@@ -160,6 +160,29 @@ def test_second_migration_of_a_restored_session(make_kernel, store_url, tmp_path
     assert c.value("[int(a[0]), b[0] is a, total, c]") == [100, True, 45, 46]
 
 
+def test_a_large_restored_object_graph_is_walked_at_the_next_checkpoint_not_at_restore(
+        make_kernel, tmp_path):
+    # 250,000 small lists: over Tracker.defer_work, so the restore's verification walk is the
+    # only walk until the next checkpoint; the session must still migrate again exactly
+    a = make_kernel()
+    run_all(a, ["rows = [[i] for i in range(250_000)]", "first = rows[0]", "small = [1, 2]"])
+    checkpoint(a, (tmp_path / "one").as_uri())
+    b = make_kernel()
+    assert_verified(restore(b, (tmp_path / "one").as_uri()))
+    tracker = "__import__('kernel_agent.extension').extension.get_monitor().tracker"
+    assert b.value(f"sorted({tracker}.stale())") == ["first", "rows"]
+    assert b.value(f"sorted({tracker}.covariable_of('rows'))") == ["first", "rows"]
+    run_all(b, ["first.append(5)", "alias = rows[1]", "small.append(3)"])
+    # (over-joined until the next refresh: a cell touching an unwalked co-variable may have
+    # linked it to anything else it touched)
+    assert {"alias", "first", "rows"} <= set(b.value(f"sorted({tracker}.covariable_of('alias'))"))
+    checkpoint(b, (tmp_path / "two").as_uri())
+    c = make_kernel()
+    assert_verified(restore(c, (tmp_path / "two").as_uri()))
+    assert c.value("[rows[0] is first, first, rows[1] is alias, len(rows), small]") == [
+        True, [0, 5], True, 250_000, [1, 2, 3]]
+
+
 def test_restore_refuses_a_kernel_that_already_has_variables(make_kernel, store_url):
     a = make_kernel()
     a.ok("x = 1")
