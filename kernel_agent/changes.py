@@ -627,7 +627,8 @@ def _atomic_elements(elems: Any) -> bool:
     if types_ <= MARSHAL_ATOMS:
         return True
     if types_ <= _ATOMS_AND_TUPLE:
-        return all(set(map(type, t)) <= MARSHAL_ATOMS for t in elems if type(t) is tuple)
+        tuples = elems if len(types_) == 1 else [t for t in elems if type(t) is tuple]
+        return set(map(type, _chain(tuples))) <= MARSHAL_ATOMS  # one pass in C
     return False
 
 
@@ -678,6 +679,7 @@ class _Walker:
         "code",
         "root_start",
         "crossed",
+        "records",
     )
 
     def __init__(
@@ -718,6 +720,9 @@ class _Walker:
         # `crossed` collects their memo indices, so the caller can link the two roots
         self.root_start = 0
         self.crossed: list[int] = []
+        # a list of atoms and atom tuples (records: `("pay", who, 5.0)`) is hashed as one run;
+        # False only to check digests of checkpoints written before (`digest_report(legacy=)`)
+        self.records = True
 
     def next_root(self) -> None:
         """Start the stream of another root; what earlier roots visited stays memoised.
@@ -850,10 +855,9 @@ class _Walker:
                         nodes += 2 * n
                         extend(reversed(list(_chain(obj.items()))))
                     elif tp is tuple or not set(map(type, obj)) <= atoms:
-                        if not portable and tp is list and _atomic_elements(obj):
+                        if tp is list and self.records and _atomic_elements(obj):
                             # records as tuples (`history.append(("pay", who, 5.0))`): one C
-                            # hash of the run, not a stack round per tuple (in-process only:
-                            # the portable stream stays as older checkpoints recorded it)
+                            # hash of the run, not a stack round per tuple
                             nodes += n
                             append(("at", self._atoms(obj)))
                             continue
@@ -1034,6 +1038,7 @@ class _Walker:
         keyed = []
         for e in elems:
             sub = _Walker(self.ns, portable=self.portable, max_nodes=self.max_nodes - self.nodes)
+            sub.records = self.records
             sub.noid = 1
             try:
                 sub.walk(e)
@@ -2252,16 +2257,27 @@ class DigestReport:
     work: int = 0  # objects visited and atoms hashed: what walking these values costs
 
 
-def digest_report(values: Mapping[str, Any], *, max_nodes: int = 20_000_000) -> DigestReport:
+#: prefix of digests whose stream hashes lists of records in one run; ``x3:`` digests (agents
+#: before it) walked every tuple and are still checked that way
+DIGEST_PREFIX = "x3r:"
+LEGACY_DIGEST_PREFIX = "x3:"
+
+
+def digest_report(values: Mapping[str, Any], *, max_nodes: int = 20_000_000,
+                  like: str | None = None) -> DigestReport:
     """Portable digest of `values` (one co-variable) and of their alias structure.
 
     Process- and machine-independent: no ``id()``, no salted ``hash()``; sets are
     order-independent, dicts keep insertion order; names are walked in sorted order with one
     shared memo, so ``b = a`` and ``[a, a]`` vs ``[a, copy(a)]`` are distinguished.
+    `like`: a recorded digest this one is to be compared with; it is computed the way that one
+    was (a checkpoint written by an older agent).
     """
     opaque: set[str] = set()
     truncated: set[str] = set()
+    legacy = like is not None and like.startswith(LEGACY_DIGEST_PREFIX)
     w = _Walker(None, portable=True, max_nodes=max_nodes)
+    w.records = not legacy
     for name in sorted(values):
         w.out.append(("name", name))
         n_opaque = len(w.opaque_types)
@@ -2282,7 +2298,8 @@ def digest_report(values: Mapping[str, Any], *, max_nodes: int = 20_000_000) -> 
     except Exception as exc:  # pragma: no cover - defensive
         log.warning("changes: array digest failed: %r", exc)
         w.out.append(("arrays-failed",))
-    return DigestReport("x3:" + w.digest().hex(), opaque, truncated, w.nodes + w.work)
+    prefix = LEGACY_DIGEST_PREFIX if legacy else DIGEST_PREFIX
+    return DigestReport(prefix + w.digest().hex(), opaque, truncated, w.nodes + w.work)
 
 
 def value_digest(values: Mapping[str, Any]) -> str:

@@ -19,8 +19,29 @@ log = logging.getLogger("kernel_agent")
 _monitors: weakref.WeakKeyDictionary[Any, Monitor] = weakref.WeakKeyDictionary()
 
 
+def _log_to_the_kernel_log() -> None:
+    """Send the agent's warnings where the kernel's own log goes, never into a cell's output.
+
+    With no handler on the way, `logging` falls back to writing to ``sys.stderr``, which
+    ipykernel forwards to whichever cell is running at that moment, even from a background
+    thread. IPKernelApp's handlers write to the kernel process's original stderr (the Jupyter
+    server's log): the agent uses those. Outside such a kernel, or once the user configured
+    logging for `kernel_agent`, nothing is changed.
+    """
+    if log.handlers:
+        return
+    try:
+        from ipykernel.kernelapp import IPKernelApp
+    except ImportError:
+        return
+    if IPKernelApp.initialized():
+        for h in IPKernelApp.instance().log.handlers:
+            log.addHandler(h)
+
+
 def load_ipython_extension(ip: Any) -> None:
     """Start monitoring `ip` (no-op if it is already monitored)."""
+    _log_to_the_kernel_log()
     mon = _monitors.get(ip)
     if mon is None:
         mon = Monitor(ip)

@@ -233,7 +233,7 @@ def restore(
                 result = {"action": "lost", "detail": f"not recreated by re-running its cells ({', '.join(missing)} missing)"}
             else:
                 try:
-                    report = digest_report({n: ns[n] for n in entry.names})
+                    report = digest_report({n: ns[n] for n in entry.names}, like=entry.digest)
                     got = report.digest
                     ok = got == entry.digest
                     if not ok and entry.digest_loaded and got == entry.digest_loaded:

@@ -530,7 +530,7 @@ def test_very_deep_nesting_no_recursion_error():
         t, ns, "x = deep\nfor _ in range(199_999):\n    x = x[0]\nx.append(1)\ndel x, _", ["deep"]
     )
     assert upd.mutated == {"deep"}
-    assert value_digest({"deep": ns["deep"]}).startswith("x3:")
+    assert value_digest({"deep": ns["deep"]}).startswith("x3r:")
 
 
 def test_huge_graph_past_budget_is_opaque():
@@ -636,6 +636,17 @@ def test_value_digest_portable_across_processes_and_pickle(tmp_path):
     assert _digest_in_subprocess(tmp_path, "3", "load") == value_digest(
         pickle.loads(pickle.dumps(data))
     )
+
+
+def test_digest_recorded_by_an_older_agent_is_recomputed_its_way():
+    # record lists are hashed in one run since "x3r:"; an "x3:" digest (pinned: written by the
+    # agent before) must still verify, or every restore of an older checkpoint would mismatch
+    from kernel_agent.changes import digest_report
+
+    v = {"h": [("pay", "bob", 5.0), ("deposit", 2.5)], "n": [1, [2, 3]], "a": ["x", 1]}
+    assert digest_report(v, like="x3:00").digest == "x3:d42148674bfff403ea339998b8b0e7ba"
+    assert value_digest(v).startswith("x3r:")
+    assert digest_report(v, like=value_digest(v)).digest == value_digest(v)
 
 
 def test_value_digest_dataframe_pickle_round_trip():

@@ -44,6 +44,15 @@ def test_recording_prints_nothing(agent):
     assert rec["_stdout"] == "" and rec["_stderr"] == ""
 
 
+def test_agent_warnings_go_to_the_kernel_log_not_into_the_cell_output(agent):
+    # (a background round's failure is logged from a thread while some cell runs)
+    res = agent.run("import logging, threading\n"
+                    "t = threading.Thread(target=logging.getLogger('kernel_agent').warning, "
+                    "args=('kernel_agent: agent noise',))\nt.start(); t.join()\n"
+                    "logging.getLogger('kernel_agent').warning('kernel_agent: more noise')")
+    assert res.ok and "noise" not in res.stderr and "noise" not in res.stdout
+
+
 def test_objects_whose_dunders_raise_never_crash_the_hook(agent):
     agent.ok(
         "class Hostile:\n"
