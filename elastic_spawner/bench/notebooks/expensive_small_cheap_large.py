@@ -1,13 +1,13 @@
 # ruff: noqa  (a notebook: imports mid-file, bare expressions displayed as cell output)
 # title: Expensive small result next to a cheap large array
 # family: engine
-# models: the ElasticNotebook paper's motivating case (a slow fit producing a few numbers, a big array rebuilt in a fraction of a second)
+# models: the ElasticNotebook paper's motivating case (a slow fit producing a few numbers, a big array rebuilt in a fraction of a second); sized, like every notebook here, to run in about half a minute to a minute: the slow cell takes most of it (ours / re-run-all scales with it)
 # stresses: the ship-or-recompute choice: the plan must ship the slow small results and recompute the cheap large arrays
 # expect_shipped: estimates, pi_hat
 # expect_recomputed: grid, weights
 # %% [parameters]
 N_BIG = 40_000_000
-TRIALS = 8_000_000
+TRIALS = 60_000_000
 # %% [quick]
 N_BIG = 200_000
 TRIALS = 20_000
