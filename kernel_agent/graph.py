@@ -54,6 +54,10 @@ class CellExecution:
     # `sys.path.append(p)`, `pd.set_option(...)`, `%env`, `%cd`): it may have changed process
     # state later cells depend on, so re-running a later cell re-runs it first (requirements())
     context: bool = False
+    # it changed process state (environment, sys.path, warning filters, library options) and
+    # may also have bound variables (`import os; os.environ["K"] = "1"; DATA = "/data"`): a
+    # restore re-runs it whatever the plan when that is cheap (checkpointing.process_state_cells)
+    process_state: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +79,7 @@ class CellExecution:
             "files_relative": list(self.files_relative),
             "files_changed": list(self.files_changed),
             "context": self.context,
+            "process_state": self.process_state,
         }
 
     @classmethod
@@ -98,6 +103,7 @@ class CellExecution:
             files_relative=[str(p) for p in d.get("files_relative", [])],
             files_changed=[str(p) for p in d.get("files_changed", [])],
             context=bool(d.get("context", False)),
+            process_state=bool(d.get("process_state", False)),
         )
 
     def rerun_blockers(self) -> list[str]:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from kernel_agent import analysis, rng
+from kernel_agent import analysis, procstate, rng
 from kernel_agent.changes import Tracker
 from kernel_agent.effects import MAX_FILES, UNSEEDED, EffectWatcher
 from kernel_agent.graph import CellExecution, HistoryGraph
@@ -59,6 +59,7 @@ class _Pending:
     hook_s: float = 0.0  # time spent in pre_run_cell
     hook_cpu_s: float = 0.0  # CPU time of the process in pre_run_cell
     cwd: str | None = None  # working directory the cell started in
+    process: procstate.ProcessState | None = None  # environment, options, paths before it
 
     @property
     def ids(self) -> dict[Any, int]:
@@ -92,6 +93,9 @@ class Monitor:
         # (rng.fingerprint(), raw state) after the last recorded cell: the next cell's state
         # before, while no draw happened in between
         self._rng_last: tuple[bytes, Any] | None = None
+        # process state after the last recorded cell: the next cell's "before" (a change made
+        # between cells, by a silent execution, is then counted as the next cell's: safe side)
+        self._process_last: procstate.ProcessState | None = None
         self._hidden_cache: tuple[tuple[Any, ...], frozenset[str]] = ((), frozenset())
         # time spent in our hooks (for the overhead benchmark and for users who wonder)
         # (hook_cpu_s: the process's CPU time in them, which other load on the machine does
@@ -158,6 +162,7 @@ class Monitor:
         self._reach_cache.clear()
         self._last = None
         self._rng_last = None
+        self._process_last = None
         self.tracker.reset(ns, names, verified)
         p = self._pending
         if p is not None:
@@ -278,7 +283,8 @@ class Monitor:
         hidden = self._hidden_names()
         snap, user = self._before(ns, hidden)
         p = _Pending(info=info, code=code, snap=snap, user_before=user, analysis=None,
-                     cwd=_getcwd(), hidden=hidden)
+                     cwd=_getcwd(), hidden=hidden,
+                     process=self._process_last or procstate.snapshot())
         try:
             transformed = getattr(info, "transformed_cell", None)
             if transformed is None:
@@ -430,6 +436,15 @@ class Monitor:
         context = (not changed_ns and error is None and not effects
                    and (any(type(ns.get(n)) is ModuleType for n in reads)
                         or (ana is not None and ana.uses_shell)))
+        process = procstate.snapshot()
+        self._process_last = process
+        # it changed the environment, paths, warnings or library options, whatever else it
+        # bound (`import os; os.environ["K"] = "1"; DATA = "/data"`). Not one that changed
+        # variables in place (re-running it would change them again), nor one of imports only
+        # (what importing did, importing does again: sklearn sets KMP_* variables).
+        process_state = (error is None and not effects and not mutated and not deleted
+                         and p.process is not None and p.process.differs(process)
+                         and not procstate.only_imports(p.code))
         cell = CellExecution(
             index=len(self.graph.cells),
             code=p.code,
@@ -447,6 +462,7 @@ class Monitor:
             files_relative=list(files.relative),
             files_changed=list(files.changed),
             context=context,
+            process_state=process_state,
         )
         self.graph.record(cell, self.tracker.covariable_of, user_after)
         if not cell.effects and not cell.failed:
@@ -489,6 +505,7 @@ class Monitor:
         """Last resort: the cell read and rewrote everything, and must not be re-run."""
         ns = self.shell.user_ns
         self._last = None
+        self._process_last = None
         user_after = set(self.user_names(ns))
         try:
             self.tracker.reset(ns, sorted(user_after))

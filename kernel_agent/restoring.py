@@ -9,12 +9,16 @@ precisely which variables are not.
 """
 
 from __future__ import annotations
+import __future__
 
+import ast
+import inspect
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any
 
 from IPython.utils.capture import capture_output
@@ -338,13 +342,35 @@ def _rerun_cell(shell: Any, graph: Any, index: int) -> str | None:
         except Exception:  # noqa: BLE001
             log.exception("kernel_agent: could not set the RNG state for cell %d", index)
     try:
-        code = shell.transform_cell(cell.code)
-        # the shell's own compiler flags (the user's __future__ imports), never this module's
-        flags = getattr(getattr(shell, "compile", None), "flags", 0)
-        compiled = compile(code, f"<restored cell {index}>", "exec", flags=flags, dont_inherit=True)
-        exec(compiled, shell.user_ns)  # noqa: S102
+        for compiled in _compile_like_ipython(shell, shell.transform_cell(cell.code), index):
+            if compiled.co_flags & inspect.CO_COROUTINE:
+                # (the monitor marks such cells as not re-runnable: exec would make a coroutine)
+                return f"cell {index}: it awaits at top level, which a restore cannot re-run"
+            exec(compiled, shell.user_ns)  # noqa: S102
     except BaseException as e:  # noqa: BLE001 - a failing re-run is reported, never fatal
         if isinstance(e, KeyboardInterrupt):
             raise
         return f"cell {index}: {type(e).__name__}: {e}"
     return None
+
+
+def _compile_like_ipython(shell: Any, code: str, index: int) -> Iterator[CodeType]:
+    """The cell's top-level statements compiled one by one, as IPython's `run_ast_nodes` does.
+
+    Not only for fidelity of behaviour: the bytecode differs (a function that calls a method of
+    a module the same compilation unit imports is compiled otherwise), and a restore verifies
+    re-created functions by their bytecode. Flags: the shell's (the user's ``__future__``
+    imports, never this module's), top-level await as IPython adds it under autoawait, and
+    the features a ``from __future__`` statement of the cell itself turns on for what follows.
+    """
+    flags = getattr(getattr(shell, "compile", None), "flags", 0)
+    if getattr(shell, "autoawait", False):
+        flags |= getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
+    tree = ast.parse(code, f"<restored cell {index}>", "exec")
+    for node in tree.body:
+        yield compile(ast.Module([node], type_ignores=[]), f"<restored cell {index}>", "exec",
+                      flags=flags, dont_inherit=True)
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            for alias in node.names:
+                feature = getattr(__future__, alias.name, None)
+                flags |= getattr(feature, "compiler_flag", 0)

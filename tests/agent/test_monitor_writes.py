@@ -120,3 +120,10 @@ def test_each_write_gets_a_snapshot_produced_by_the_cell(agent):
         snap = h["snapshots"][h["active"][n]]
         assert snap["producers"] == [rec["index"]]
         assert snap["id"] in rec["output_snapshots"]
+
+
+def test_an_import_cell_that_also_sets_process_state_is_marked_so(agent):
+    assert not agent.cell("import fractions, pandas as ctx_pd")["process_state"]
+    rec = agent.cell("import os\nos.environ['ELASTIC_TEST_CTX'] = '1'\nctx_dir = '/data'")
+    assert rec["process_state"] and not rec["context"] and rec["writes"] == ["ctx_dir", "os"]
+    assert not agent.cell("ctx_list = [1]\nctx_list.append(os.environ['ELASTIC_TEST_CTX'])")["process_state"]

@@ -194,6 +194,34 @@ def test_process_state_cells_are_replayed_even_when_every_variable_is_shipped(ma
     assert b.value("[sys.getrecursionlimit(), os.environ.get('ELASTIC_TEST_FLAG'), x]") == [4321, "on", [1, 2]]
 
 
+def test_state_set_by_an_import_cell_that_also_defines_variables_comes_back(make_kernel, tmp_path):
+    # the usual first cell: imports, options, environment, a constant or two
+    cells = ["import os, sys, warnings, decimal\nimport pandas as pd\nos.environ['ELASTIC_TEST_MODE'] = 'fast'\n"
+             "pd.set_option('display.max_rows', 7)\nwarnings.filterwarnings('ignore', message='elastic-test')\n"
+             "sys.path.insert(0, '/elastic/test/path')\ndecimal.getcontext().prec = 40\nDATA_DIR = '/data'",
+             "mode = os.environ['ELASTIC_TEST_MODE'] + '!'", "x = [1, 2]"]
+    probe = ("[os.environ.get('ELASTIC_TEST_MODE'), pd.get_option('display.max_rows'), sys.path[0], "
+             "decimal.getcontext().prec, any(f[1] and f[1].pattern == 'elastic-test' for f in warnings.filters), "
+             "DATA_DIR, mode, x]")
+    for strategy in ("ship-all", "recompute-all"):
+        _, b, c, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+        assert r["errors"] == [] and r["rerun_cells"][:1] == [0], (strategy, r["rerun_cells"])
+        assert_verified(r)
+        assert b.value(probe) == ["fast", 7, "/elastic/test/path", 40, True, "/data", "fast!", [1, 2]], strategy
+
+
+def test_a_function_calling_a_method_of_a_module_its_cell_imports_verifies_when_recomputed(
+        make_kernel, tmp_path):
+    # IPython compiles a cell statement by statement, and the bytecode of `fetch` differs from
+    # that of the whole cell compiled at once: the replay must compile it the same way
+    cells = ["import asyncio\nasync def fetch(i):\n    await asyncio.sleep(0)\n    return i * 2\n"
+             "import json\ndef dump(v):\n    return json.dumps(v)"]
+    _, b, c, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="recompute-all")
+    assert {"fetch", "dump"} <= set(c["recomputed"]), c
+    assert_verified(r)
+    assert b.value("dump([1])") == "[1]"
+
+
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
 
 

@@ -1,0 +1,137 @@
+"""A cheap fingerprint of process-wide state a cell can change without binding a variable.
+
+``import os; os.environ["KEY"] = "1"``, ``pd.set_option("display.max_rows", 5)``,
+``warnings.filterwarnings("ignore")``, ``sys.path.insert(0, "..")``,
+``plt.rcParams["figure.dpi"] = 150``, ``decimal.getcontext().prec = 50``: none of these shows in
+the namespace, and shipping every variable does not bring them back. The monitor compares this
+fingerprint before and after each cell; a cell that changed it is a context cell (see
+`graph.CellExecution.context`), which a restore re-runs.
+
+Libraries are looked at only when they are already imported, by identity of their option
+values where that is enough (setting an option rebinds it; the snapshot holds the values, so a
+new one cannot reuse a freed one's id), so the check costs tens of microseconds per cell. It
+never raises: a part that cannot be read is left out.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _environ() -> Any:
+    data = getattr(os.environ, "_data", None)  # the raw bytes: no decoding per cell
+    return tuple(data.items()) if type(data) is dict else tuple(os.environ.items())
+
+
+def _python() -> Any:
+    import warnings
+
+    return (tuple(sys.path), sys.getrecursionlimit(), os.getcwd(),
+            tuple(map(repr, warnings.filters)))
+
+
+def _decimal() -> Any:
+    mod = sys.modules.get("decimal")
+    return repr(mod.getcontext()) if mod is not None else None
+
+
+def _numpy() -> Any:
+    np = sys.modules.get("numpy")
+    if np is None:
+        return None
+    return (tuple(sorted(np.geterr().items())), repr(sorted(np.get_printoptions().items())))
+
+
+def _option_ids(d: dict, keep: list) -> tuple:
+    """Keys and value ids of a nested option dict (setting an option rebinds its value); the
+    values go to `keep`, which the snapshot holds."""
+    out: list[Any] = []
+    stack = [d]
+    while stack:
+        cur = stack.pop()
+        for k, v in dict.items(cur):
+            out.append(k)
+            if type(v) is dict:
+                stack.append(v)
+            else:
+                out.append(id(v))
+                keep.append(v)
+    return tuple(out)
+
+
+def _pandas(keep: list) -> Any:
+    if "pandas" not in sys.modules:
+        return None
+    cfg = sys.modules.get("pandas._config.config")
+    return _option_ids(cfg._global_config, keep) if cfg is not None else None
+
+
+def _matplotlib(keep: list) -> Any:
+    mpl = sys.modules.get("matplotlib")
+    if mpl is None or not hasattr(mpl, "rcParams"):
+        return None
+    values = tuple(dict.values(mpl.rcParams))
+    keep.append(values)
+    return (tuple(dict.keys(mpl.rcParams)), tuple(map(id, values)))
+
+
+def _torch() -> Any:
+    torch = sys.modules.get("torch")
+    if torch is None or not hasattr(torch, "get_num_threads"):
+        return None
+    return (torch.get_num_threads(), str(torch.get_default_dtype()))
+
+
+_PARTS: tuple[Callable[[], Any], ...] = (_environ, _python, _decimal, _numpy, _torch)
+_HELD: tuple[Callable[[list], Any], ...] = (_pandas, _matplotlib)
+
+
+@dataclass(eq=False)
+class ProcessState:
+    parts: dict[str, Any]
+    keep: list = field(default_factory=list, repr=False)  # option values whose ids it holds
+
+    def differs(self, later: ProcessState) -> bool:
+        """Whether `later` shows a change. A library imported in between (its part was None)
+        is not one: what importing it sets, importing it again sets."""
+        for name, before in self.parts.items():
+            if before is None:
+                continue
+            try:
+                if before != later.parts.get(name):
+                    return True
+            except Exception:  # noqa: BLE001 - an odd comparison: a change (the safe side)
+                return True
+        return False
+
+
+def snapshot() -> ProcessState:
+    """The process state above; equal before and after a cell that changed none of it."""
+    parts: dict[str, Any] = {}
+    keep: list[Any] = []
+    for part in _PARTS:
+        try:
+            parts[part.__name__] = part()
+        except Exception:  # noqa: BLE001 - an odd library state is left out, never fatal
+            parts[part.__name__] = "unreadable"
+    for held in _HELD:
+        try:
+            parts[held.__name__] = held(keep)
+        except Exception:  # noqa: BLE001
+            parts[held.__name__] = "unreadable"
+    return ProcessState(parts, keep)
+
+
+def only_imports(code: str) -> bool:
+    """The cell is nothing but import statements: what it changed in the process, importing
+    the same modules in another kernel changes too (numpy and pandas add warning filters)."""
+    try:
+        body = ast.parse(code).body
+    except (SyntaxError, ValueError):
+        return False
+    return bool(body) and all(isinstance(node, ast.Import | ast.ImportFrom) for node in body)

@@ -1,0 +1,77 @@
+"""kernel_agent.procstate: process-wide state a cell can change without binding a variable."""
+
+from __future__ import annotations
+
+import decimal
+import os
+import sys
+import warnings
+
+import pytest
+
+from kernel_agent import procstate
+
+
+@pytest.fixture
+def restore_process():
+    env, path, filters = dict(os.environ), list(sys.path), list(warnings.filters)
+    prec = decimal.getcontext().prec
+    yield
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path[:] = path
+    warnings.filters[:] = filters
+    decimal.getcontext().prec = prec
+
+
+CHANGES = {
+    "environment": lambda: os.environ.__setitem__("ELASTIC_PROCSTATE", "1"),
+    "sys.path": lambda: sys.path.insert(0, "/elastic/procstate"),
+    "warnings filter": lambda: warnings.filterwarnings("ignore", message="elastic-procstate"),
+    "decimal context": lambda: setattr(decimal.getcontext(), "prec", 51),
+    "recursion limit": lambda: sys.setrecursionlimit(sys.getrecursionlimit() + 1),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_change_of_process_state_is_seen(change, restore_process):
+    before = procstate.snapshot()
+    limit = sys.getrecursionlimit()
+    try:
+        CHANGES[change]()
+        assert before.differs(procstate.snapshot())
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def test_library_options_are_seen_even_when_a_new_value_could_reuse_an_old_id():
+    pd = pytest.importorskip("pandas")
+    old = pd.get_option("display.max_rows")
+    try:
+        pd.set_option("display.max_rows", 1001)
+        before = procstate.snapshot()  # holds 1001, so 1002 cannot take its address
+        pd.set_option("display.max_rows", 1002)
+        assert before.differs(procstate.snapshot())
+    finally:
+        pd.set_option("display.max_rows", old)
+
+
+def test_nothing_changed_is_no_change():
+    before = procstate.snapshot()
+    x = [i for i in range(10)]  # noqa: F841 - a cell that only computes
+    assert not before.differs(procstate.snapshot())
+
+
+def test_a_library_imported_meanwhile_is_no_change():
+    before = procstate.snapshot()
+    before.parts["_pandas"] = None  # as if pandas were imported by the cell
+    later = procstate.snapshot()
+    later.parts["_pandas"] = ("registered", "options")
+    assert not before.differs(later)
+
+
+def test_a_cell_of_imports_only_is_told_apart():
+    assert procstate.only_imports("import os\nfrom collections import deque as dq")
+    assert not procstate.only_imports("import os\nos.environ['K'] = '1'")
+    assert not procstate.only_imports("%matplotlib inline")
+    assert not procstate.only_imports("")
