@@ -141,7 +141,8 @@ _SMALL_SEQ = 256  # atom sequences shorter than this go into the stream verbatim
     K_DESCRIPTOR_WRAPPER,
     K_MAPPINGPROXY,
     K_SLICE,
-) = range(28)
+    K_WEAKREF,
+) = range(29)
 
 _OPAQUE_BASES: tuple[type, ...] = (
     types.GeneratorType,
@@ -166,10 +167,14 @@ _OPAQUE_BASES: tuple[type, ...] = (
 #: when pickled (``stale_callback``, the CallbackRegistry renumbers what it keeps, pyplot
 #: renumbers figures), so every restored figure "differed" although it draws the same; scipy's
 #: cKDTree pickles uninitialised tree memory (it differs between two runs of the same cell).
-#: Found by name: the libraries are never imported here.
+#: Threads and processes (and the notebook's subclasses of them) hold the ids the operating
+#: system gave them, which no other process reproduces. Found by name: the libraries are
+#: never imported here.
 _DIGEST_OPAQUE_QUALNAMES = frozenset({
     "scipy.spatial._ckdtree.cKDTree",
     "scipy.spatial._kdtree.KDTree",
+    "threading.Thread",
+    "multiprocessing.process.BaseProcess",
 })
 _DIGEST_OPAQUE_MODULES = ("matplotlib.",)
 
@@ -177,8 +182,11 @@ _DIGEST_OPAQUE_MODULES = ("matplotlib.",)
 @functools.lru_cache(maxsize=20_000)  # per type: classes are few, objects many
 def _digest_opaque(tp: type) -> bool:
     module = getattr(tp, "__module__", None) or ""
-    return (module.startswith(_DIGEST_OPAQUE_MODULES)
-            or f"{module}.{getattr(tp, '__qualname__', '')}" in _DIGEST_OPAQUE_QUALNAMES)
+    if module.startswith(_DIGEST_OPAQUE_MODULES):
+        return True
+    mro = getattr(tp, "__mro__", None) or (tp,)
+    return any(f"{getattr(c, '__module__', '')}.{getattr(c, '__qualname__', '')}"
+               in _DIGEST_OPAQUE_QUALNAMES for c in mro)
 
 
 _BYREF_TYPES: tuple[type, ...] = (
@@ -258,6 +266,8 @@ def _classify_uncached(tp: type) -> int:
         return K_ATOM
     if issubclass(tp, np.ndarray):
         return K_NDARRAY
+    if issubclass(tp, weakref.ReferenceType):
+        return K_WEAKREF
     if issubclass(tp, _OPAQUE_BASES):
         return K_OPAQUE
     if tp is mmap.mmap or tp in (bytearray, memoryview, _array_mod.array):
@@ -925,9 +935,22 @@ class _Walker:
                 self._mark_opaque(obj)
         elif kind == K_INSTANCE:
             self._instance(obj, tp, push, extend)
-        elif kind == K_OPAQUE:
+        elif kind == K_OPAQUE or (kind == K_WEAKREF and self.portable):
+            # (a weak reference is live or dead by the collector's timing, not by the
+            # session's state: the portable digest checks its type only)
             if self._identity(obj, "O"):
                 self._mark_opaque(obj)
+        elif kind == K_WEAKREF:
+            # followed in process: `WeakValueDictionary({k: node})` and `nodes` are one
+            # co-variable, or a restore that ships `nodes` and re-runs the cell that made both
+            # leaves the dictionary pointing at nodes nothing holds
+            if not self._identity(obj, "wref"):
+                return
+            target = obj()
+            if target is None:
+                out.append(("deadref",))
+            else:
+                push(target)
         elif kind == K_DATAFRAME:
             self._dataframe(obj, tp, push, extend)
         elif kind == K_SERIES:

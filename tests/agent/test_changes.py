@@ -341,6 +341,22 @@ def test_pair_view_box_and_instance_class_links():
     assert t.covariable_of("a") == {"a", "pair", "view", "box", "Box"}
 
 
+def test_weak_references_link_to_what_they_refer_to():
+    t, ns = tracked(
+        """
+        import weakref
+        class Node:
+            pass
+        nodes = [Node() for _ in range(3)]
+        wvd = weakref.WeakValueDictionary(dict(enumerate(nodes)))
+        one = weakref.ref(nodes[0])
+        other = [1]
+        """
+    )
+    assert {"nodes", "wvd", "one"} <= t.covariable_of("wvd") and "other" not in t.covariable_of("wvd")
+    assert run(t, ns, "nodes[0].v = 1", ["one"]).mutated >= {"nodes", "wvd", "one"}
+
+
 def test_atoms_modules_and_library_functions_do_not_link():
     t, _ = tracked(
         """
@@ -647,6 +663,20 @@ def test_digest_recorded_by_an_older_agent_is_recomputed_its_way():
     assert digest_report(v, like="x3:00").digest == "x3:d42148674bfff403ea339998b8b0e7ba"
     assert value_digest(v).startswith("x3r:")
     assert digest_report(v, like=value_digest(v)).digest == value_digest(v)
+
+
+def test_value_digest_of_finished_threads_does_not_depend_on_their_os_ids():
+    class Worker(threading.Thread):
+        pass
+
+    def run(cls: type) -> threading.Thread:
+        t = cls(target=sum, args=([1, 2],))
+        t.start()
+        t.join()
+        return t
+
+    for cls in (threading.Thread, Worker):
+        assert value_digest({"t": run(cls)}) == value_digest({"t": run(cls)})
 
 
 def test_value_digest_dataframe_pickle_round_trip():

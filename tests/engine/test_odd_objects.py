@@ -132,3 +132,16 @@ def test_figures_and_kd_trees_verify_and_keep_their_links(make_kernel, tmp_path,
     assert {"fig", "ax", "line", "tree"} <= {n for n, v in r["variables"].items() if v.get("type_checked_only")}
     assert b.value("[line.axes is ax, ax.figure is fig, ax.get_title(), [int(v) for v in line.get_ydata()],"
                    " int(tree.query([0.5, 0.5])[1]) == int(nearest)]") == [True, True, "t", [1, 2, 3], True]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "recompute-all"])
+def test_weak_containers_and_threads_come_back_with_what_they_refer_to(make_kernel, tmp_path, strategy):
+    # a weak dictionary cannot be pickled: it is recomputed, together with the nodes it refers
+    # to (one co-variable), not left pointing at re-run nodes the shipped list replaced
+    cells = ["import weakref, threading\nclass Node:\n    __slots__ = ('v', '__weakref__')\n"
+             "    def __init__(self, v):\n        self.v = v",
+             "nodes = [Node(i) for i in range(3)]\nindex = weakref.WeakValueDictionary(enumerate(nodes))",
+             "log = []\nth = threading.Thread(target=log.extend, args=([1, 2],))\nth.start(); th.join()"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_verified(r)
+    assert b.value("[len(index), index[2] is nodes[2], log, th.is_alive()]") == [3, True, [1, 2], False]
