@@ -65,6 +65,8 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from kernel_agent.buffers import array_interface_base
+
 __all__ = [
     "DigestReport",
     "Tracker",
@@ -511,14 +513,22 @@ def _buffer_hash(arr: np.ndarray, logical: bool) -> bytes:
 
 
 def _final_base(arr: np.ndarray) -> np.ndarray:
-    """Last ndarray in the ``.base`` chain (the array owning, or exporting, the memory)."""
+    """Last ndarray in the ``.base`` chain (the array owning, or exporting, the memory).
+
+    Seen through the array-interface holders numpy's stride tricks put in the chain
+    (``as_strided``, ``sliding_window_view``, ``broadcast_to``: ``.base`` is a DummyArray whose
+    own ``.base`` is the array): such a result is a view of that array.
+    """
     a = arr
     for _ in range(64):
         b = a.base
         if not isinstance(b, np.ndarray):
-            return a
+            b = array_interface_base(b)
+            if b is None:
+                return a
         a = b
     return a
+
 
 
 def _data_ptr(arr: np.ndarray) -> int:

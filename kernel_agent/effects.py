@@ -38,6 +38,7 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 CLOCK = "reads the clock"
 ENTROPY = "reads OS entropy"
 UNSEEDED = "uses an unseeded random generator"
+IDENTITY = "reads the process's identity (process id, host name, thread id)"
 
 # attribute or bare-name loads that always mean "clock" / "entropy" when called
 _CLOCK_NAMES = frozenset({
@@ -49,6 +50,10 @@ _TIME_MODULE_CLOCK = frozenset({"time", "localtime", "gmtime", "ctime", "asctime
 _ENTROPY_NAMES = frozenset({
     "urandom", "getrandom", "uuid1", "uuid4", "SystemRandom", "token_bytes", "token_hex",
     "token_urlsafe", "randbits", "secrets",
+})
+# what another process (in another pod) answers differently: `pid = os.getpid()` re-run there
+_IDENTITY_NAMES = frozenset({
+    "getpid", "getppid", "gethostname", "getfqdn", "get_ident", "get_native_id", "getnode",
 })
 # generators that seed themselves from OS entropy when called without a seed
 _SEEDABLE = frozenset({"default_rng", "RandomState", "Random", "seed", "SeedSequence"})
@@ -88,6 +93,8 @@ def static_markers(instrs: Sequence[Any]) -> set[str]:
                     out.add(CLOCK)
                 elif name in _ENTROPY_NAMES and op != "LOAD_FAST":
                     out.add(ENTROPY)
+                elif name in _IDENTITY_NAMES and op != "LOAD_FAST":
+                    out.add(IDENTITY)
                 elif name in _TIME_MODULE_CLOCK and op in _ATTR_OPS and (
                         (prev is not None and prev.argval == "time" and prev.opname != "LOAD_CONST")
                         or (name != "strftime" and _called_without_seed(instrs, i))):
@@ -117,6 +124,8 @@ def value_markers(value: Any) -> set[str]:
         return {CLOCK}
     if name in _ENTROPY_NAMES:
         return {ENTROPY}
+    if name in _IDENTITY_NAMES:
+        return {IDENTITY}
     return set()
 
 

@@ -2,7 +2,8 @@
 
 ``import os; os.environ["KEY"] = "1"``, ``pd.set_option("display.max_rows", 5)``,
 ``warnings.filterwarnings("ignore")``, ``sys.path.insert(0, "..")``,
-``plt.rcParams["figure.dpi"] = 150``, ``decimal.getcontext().prec = 50``: none of these shows in
+``plt.rcParams["figure.dpi"] = 150``, ``decimal.getcontext().prec = 50``,
+``builtins.helper = helper``: none of these shows in
 the namespace, and shipping every variable does not bring them back. The monitor compares this
 fingerprint before and after each cell; a cell that changed it is a context cell (see
 `graph.CellExecution.context`), which a restore re-runs.
@@ -80,6 +81,25 @@ def _matplotlib(keep: list) -> Any:
     return (tuple(dict.keys(mpl.rcParams)), tuple(map(id, values)))
 
 
+#: builtins the shell and the kernel set around every execution, anew each time (IPython's
+#: builtin trap, ipykernel's `input` forwarding to the frontend)
+_SHELL_BUILTINS = ("get_ipython", "exit", "quit", "display", "input", "raw_input", "_", "__",
+                   "___", "__IPYTHON__")
+
+
+def _builtins(keep: list) -> Any:
+    """Names a cell put into (or replaced in) `builtins`: visible from every later cell."""
+    import builtins
+
+    d = builtins.__dict__
+    values = tuple(d.values())
+    keep.append(values)
+    ids = dict(zip(d, map(id, values), strict=True))
+    for name in _SHELL_BUILTINS:
+        ids.pop(name, None)
+    return ids
+
+
 def _torch() -> Any:
     torch = sys.modules.get("torch")
     if torch is None or not hasattr(torch, "get_num_threads"):
@@ -88,7 +108,7 @@ def _torch() -> Any:
 
 
 _PARTS: tuple[Callable[[], Any], ...] = (_environ, _python, _decimal, _numpy, _torch)
-_HELD: tuple[Callable[[list], Any], ...] = (_pandas, _matplotlib)
+_HELD: tuple[Callable[[list], Any], ...] = (_builtins, _pandas, _matplotlib)
 
 
 @dataclass(eq=False)

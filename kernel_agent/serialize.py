@@ -83,7 +83,7 @@ from typing import Any
 
 import cloudpickle
 
-from kernel_agent.buffers import BlobBuffer
+from kernel_agent.buffers import BlobBuffer, array_interface_base
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "Serialized", "dumps", "loads"]
 
@@ -140,16 +140,21 @@ def _rebuild_owner(buf: Any, dtype: Any, shape: tuple, order: str, writeable: bo
     return arr
 
 
-def _rebuild_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: Any) -> Any:
+def _rebuild_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: Any,
+                  writeable: bool = True) -> Any:
     """Re-create a numpy view on the (already restored) base array, sharing its memory."""
     import numpy as np
 
     if base.flags.c_contiguous:
         # directly on the base, so that `view.base is base` holds as it did before
-        return np.ndarray(shape, dtype=dtype, buffer=base, offset=offset, strides=strides)
-    flat = base.ravel(order="K")  # F-contiguous base: a view in memory order
-    flat = flat.view(np.uint8)
-    return np.ndarray(shape, dtype=dtype, buffer=flat, offset=offset, strides=strides)
+        view = np.ndarray(shape, dtype=dtype, buffer=base, offset=offset, strides=strides)
+    else:
+        flat = base.ravel(order="K")  # F-contiguous base: a view in memory order
+        flat = flat.view(np.uint8)
+        view = np.ndarray(shape, dtype=dtype, buffer=flat, offset=offset, strides=strides)
+    if not writeable:
+        view.flags.writeable = False  # (`np.broadcast_to` gives read-only views)
+    return view
 
 
 def _rebuild_lru_cache(wrapped: Any, maxsize: int | None, typed: bool) -> Any:
@@ -370,13 +375,15 @@ class _Pickler(cloudpickle.CloudPickler):
         self._alive.append(obj)
         base = obj.base
         if not isinstance(base, np.ndarray):
+            base = array_interface_base(base)  # an `as_strided` / `sliding_window_view` result
+        if not isinstance(base, np.ndarray):
             rv = self._reduce_over_bytearray(obj)
             if rv is None:
                 rv = self._reduce_owner(obj)
             return rv if rv is not None else super().reducer_override(obj)
         root = base
-        while isinstance(root.base, np.ndarray):
-            root = root.base
+        while isinstance(root.base, np.ndarray) or array_interface_base(root.base) is not None:
+            root = root.base if isinstance(root.base, np.ndarray) else array_interface_base(root.base)
         if not isinstance(root.base, np.ndarray) and root.base is not None:
             rv = self._reduce_over_bytearray(obj)
             if rv is not None:
@@ -411,6 +418,8 @@ class _Pickler(cloudpickle.CloudPickler):
                 return super().reducer_override(obj)
         elif id(root) not in self._view_roots:
             return super().reducer_override(obj)
+        if not obj.flags.writeable:
+            return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype, False))
         return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype))
 
 

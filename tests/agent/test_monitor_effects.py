@@ -126,6 +126,13 @@ def test_entropy_and_unseeded_generators_are_marked(agent):
     assert rec["effects"] == []
 
 
+def test_reads_of_the_process_identity_are_marked(agent):
+    # a re-run in another pod answers otherwise: the value must be shipped
+    for code in ("import os\npi_pid = os.getpid()", "import socket\npi_host = socket.gethostname()",
+                 "import threading\npi_tid = threading.get_ident()"):
+        assert "reads the process's identity (process id, host name, thread id)" in agent.cell(code)["effects"], code
+
+
 def test_plain_computation_has_no_effects(agent):
     assert agent.cell("pc_x = sum(range(10))")["effects"] == []
 

@@ -75,3 +75,14 @@ def test_a_cell_of_imports_only_is_told_apart():
     assert not procstate.only_imports("import os\nos.environ['K'] = '1'")
     assert not procstate.only_imports("%matplotlib inline")
     assert not procstate.only_imports("")
+
+
+def test_a_name_put_into_builtins_is_a_change():
+    import builtins
+
+    before = procstate.snapshot()
+    builtins.elastic_procstate_helper = len
+    try:
+        assert before.differs(procstate.snapshot())
+    finally:
+        del builtins.elastic_procstate_helper

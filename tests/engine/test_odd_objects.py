@@ -145,3 +145,17 @@ def test_weak_containers_and_threads_come_back_with_what_they_refer_to(make_kern
     _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
     assert_verified(r)
     assert b.value("[len(index), index[2] is nodes[2], log, th.is_alive()]") == [3, True, [1, 2], False]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_stride_trick_views_stay_views_of_their_array(make_kernel, tmp_path, strategy):
+    # as_strided / sliding_window_view / broadcast_to put a DummyArray between the result and
+    # the array it views: a restore must not turn them into copies
+    cells = ["import numpy as np\nfrom numpy.lib.stride_tricks import as_strided, sliding_window_view",
+             "base = np.arange(24.0)\nst = as_strided(base, shape=(3, 2), strides=(64, 8))\n"
+             "win = sliding_window_view(base, 4)\nbc = np.broadcast_to(base[:4], (2, 4))"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_verified(r)
+    b.ok("base[8] = -1.0")
+    assert b.value("[float(st[1, 0]), float(win[5, 3]), np.shares_memory(bc, base), bc.flags.writeable]") == [
+        -1.0, -1.0, True, False]
