@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 POLL_S = 0.5  # interval of the bounded polls of the hub and server APIs
 ROUTE_WAIT_S = 60.0  # how long a 404/503 from the proxy may mean "route not added yet"
 IDLE_GRACE_S = 5.0  # a restore status still "idle" this long after the start: nothing to restore
+# the same when the migration checkpointed kernels, so a restore is due: on a loaded node the
+# new server's start-up restore can begin well after the hub reports it ready (one of twenty
+# concurrent migrations on two cores was called "restored nothing" after 5 s)
+IDLE_GRACE_EXPECTED_S = 60.0
 PROGRESS = {"queued": 0, "checkpointing": 10, "stopping": 40, "starting": 60, "restoring": 85,
             "done": 100}
 
@@ -352,6 +356,7 @@ class Migrator:
         model = await self._wait_ready(rec)
         deadline = time.monotonic() + self.restore_timeout
         idle_since: float | None = None
+        grace = IDLE_GRACE_EXPECTED_S if rec.stats.get("kernels") else IDLE_GRACE_S
         while True:
             ans = await self._server_call(rec, model, "GET", "api/elastic/status", timeout=30)
             restore = (ans.data or {}).get("restore") if isinstance(ans.data, dict) else None
@@ -360,7 +365,7 @@ class Migrator:
                 break
             if state == "idle":  # nothing to restore, or the start-up restore not begun yet
                 idle_since = idle_since or time.monotonic()
-                if time.monotonic() - idle_since > IDLE_GRACE_S:
+                if time.monotonic() - idle_since > grace:
                     break
             if ans.code in (403, 404):
                 raise MigrationFailed(f"cannot read the restore status of {rec.server_label}: "
