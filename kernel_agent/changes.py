@@ -530,7 +530,6 @@ def _final_base(arr: np.ndarray) -> np.ndarray:
     return a
 
 
-
 def _data_ptr(arr: np.ndarray) -> int:
     return int(arr.__array_interface__["data"][0])
 
@@ -741,7 +740,7 @@ class _Walker:
         self.root_start = 0
         self.crossed: list[int] = []
         # a list of atoms and atom tuples (records: `("pay", who, 5.0)`) is hashed as one run;
-        # False only to check digests of checkpoints written before (`digest_report(legacy=)`)
+        # False only to check digests of checkpoints written before (`digest_report(like=)`)
         self.records = True
 
     def next_root(self) -> None:

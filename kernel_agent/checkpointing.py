@@ -465,10 +465,11 @@ def process_state_cells(graph: Any, ns: dict) -> list[int]:
     ``%matplotlib inline``: the monitor marks them as context cells (they read a module or use
     the shell and change no user name) or as cells that changed the environment, paths or
     library options (an import cell that also sets options binds names too). Shipping every
-    variable does not bring that state back, so a restore re-runs them in order. Only those that read nothing but modules (a
-    cell that printed a variable may need a value the replay has not loaded yet at its
-    position, and it set no state anyway), read no file (``pd.read_csv(p).head()`` displays,
-    it sets nothing) and are quick (a ``time.sleep`` or a long display is no setting).
+    variable does not bring that state back, so a restore re-runs them in order. Only those
+    that read nothing but modules (a cell that printed a variable may need a value the replay
+    has not loaded yet at its position, and it set no state anyway), read no file
+    (``pd.read_csv(p).head()`` displays, it sets nothing) and are quick (a ``time.sleep`` or a
+    long display is no setting).
     """
     out = []
     for c in graph.cells:
