@@ -24,24 +24,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def _environ() -> Any:
+def _environ(keep: list) -> Any:
     data = getattr(os.environ, "_data", None)  # the raw bytes: no decoding per cell
     return tuple(data.items()) if type(data) is dict else tuple(os.environ.items())
 
 
-def _python() -> Any:
+def _python(keep: list) -> Any:
     import warnings
 
     return (tuple(sys.path), sys.getrecursionlimit(), os.getcwd(),
             tuple(map(repr, warnings.filters)))
 
 
-def _decimal() -> Any:
+def _decimal(keep: list) -> Any:
     mod = sys.modules.get("decimal")
     return repr(mod.getcontext()) if mod is not None else None
 
 
-def _numpy() -> Any:
+def _numpy(keep: list) -> Any:
     np = sys.modules.get("numpy")
     if np is None:
         return None
@@ -100,15 +100,17 @@ def _builtins(keep: list) -> Any:
     return ids
 
 
-def _torch() -> Any:
+def _torch(keep: list) -> Any:
     torch = sys.modules.get("torch")
     if torch is None or not hasattr(torch, "get_num_threads"):
         return None
     return (torch.get_num_threads(), str(torch.get_default_dtype()))
 
 
-_PARTS: tuple[Callable[[], Any], ...] = (_environ, _python, _decimal, _numpy, _torch)
-_HELD: tuple[Callable[[list], Any], ...] = (_builtins, _pandas, _matplotlib)
+#: each reads one part of the state; those comparing option values by id put the values into
+#: `keep`, which the snapshot holds
+_PARTS: tuple[Callable[[list], Any], ...] = (_environ, _python, _decimal, _numpy, _torch,
+                                             _builtins, _pandas, _matplotlib)
 
 
 @dataclass(eq=False)
@@ -136,14 +138,9 @@ def snapshot() -> ProcessState:
     keep: list[Any] = []
     for part in _PARTS:
         try:
-            parts[part.__name__] = part()
+            parts[part.__name__] = part(keep)
         except Exception:  # noqa: BLE001 - an odd library state is left out, never fatal
             parts[part.__name__] = "unreadable"
-    for held in _HELD:
-        try:
-            parts[held.__name__] = held(keep)
-        except Exception:  # noqa: BLE001
-            parts[held.__name__] = "unreadable"
     return ProcessState(parts, keep)
 
 
