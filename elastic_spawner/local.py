@@ -15,21 +15,58 @@ node identity, with the same notebooks, and the session restored from the checkp
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import random
 import shutil
 import socket
+import stat
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from tornado import web
-from traitlets import Bool, Integer, List, TraitError, Tuple, Unicode, default, validate
+from traitlets import (
+    Bool,
+    CaselessStrEnum,
+    Integer,
+    List,
+    TraitError,
+    Tuple,
+    Unicode,
+    default,
+    validate,
+)
 
 from elastic_spawner.mixin import ElasticSpawnerMixin
 
 ENV_NODE_NAME = "ELASTIC_NODE_NAME"
+
+# An IPC kernel's sockets are `<runtime dir>/kernel-<uuid>-ipc-<n>`, and a Unix socket path has
+# at most 107 bytes (sun_path): the runtime dir may take what the rest leaves.
+_IPC_SUFFIX = len("/kernel-00000000-0000-0000-0000-000000000000-ipc-99")
+MAX_IPC_RUNTIME_DIR = 107 - _IPC_SUFFIX
+
+
+def ipc_runtime_dir(preferred: str) -> str:
+    """`preferred` when IPC kernel sockets fit under it, else a short directory of its own.
+
+    The short one is in the temporary directory, named by a hash of `preferred`, so each server
+    (node directory) keeps a directory of its own and a restart of it finds the same one.
+    """
+    if len(os.fsencode(preferred)) <= MAX_IPC_RUNTIME_DIR:
+        return preferred
+    digest = hashlib.sha256(os.fsencode(preferred)).hexdigest()[:16]
+    short = os.path.join(tempfile.gettempdir(), f"elastic-rt-{digest}")
+    if len(os.fsencode(short)) > MAX_IPC_RUNTIME_DIR:
+        raise RuntimeError(
+            f"No runtime directory short enough for IPC kernel sockets: {preferred!r} and "
+            f"{short!r} are over {MAX_IPC_RUNTIME_DIR} bytes. Set TMPDIR to a shorter directory "
+            "or c.ElasticLocalProcessSpawner.kernel_transport = 'tcp'."
+        )
+    return short
 
 
 class ElasticLocalProcessSpawner(ElasticSpawnerMixin, LocalProcessSpawner):
@@ -79,6 +116,23 @@ class ElasticLocalProcessSpawner(ElasticSpawnerMixin, LocalProcessSpawner):
         taken by a kernel before the new server binds it.
 
             c.ElasticLocalProcessSpawner.port_range = (40000, 45000)
+        """,
+    ).tag(config=True)
+
+    kernel_transport = CaselessStrEnum(
+        ["ipc", "tcp"],
+        default_value="ipc",
+        help="""How the servers talk to their kernels: Unix sockets (`ipc`) or TCP ports (`tcp`).
+
+        Local nodes share one network namespace, which pods on Kubernetes do not. With `tcp`, a
+        server picks five free ports for each kernel and the kernel binds them a moment later;
+        another server's kernel or any outgoing connection can take one in between, and the
+        kernel dies at start. Its restarts reuse the ports jupyter_client cached, so it never
+        comes up: the notebook hangs, or a migration restores nothing. `ipc` puts the sockets in
+        the server's runtime directory (a short directory of its own when the node directory is
+        too long for a socket path), where nothing else can take them.
+
+            c.ElasticLocalProcessSpawner.kernel_transport = "tcp"
         """,
     ).tag(config=True)
 
@@ -183,6 +237,12 @@ class ElasticLocalProcessSpawner(ElasticSpawnerMixin, LocalProcessSpawner):
             parts.append(self.name)
         return os.path.join(*parts)
 
+    @property
+    def runtime_dir(self) -> str:
+        """The server's JUPYTER_RUNTIME_DIR: kernel connection files (and IPC sockets) live here."""
+        preferred = os.path.join(self.node_dir, "runtime")
+        return ipc_runtime_dir(preferred) if self.kernel_transport == "ipc" else preferred
+
     def _runs_as_root(self) -> bool:
         if self.system_users:
             return pwd.getpwnam(self.user.name).pw_uid == 0
@@ -190,8 +250,19 @@ class ElasticLocalProcessSpawner(ElasticSpawnerMixin, LocalProcessSpawner):
 
     def _prepare_dirs(self) -> None:
         """Create the node directory (owned by the user) and, for non-system users, the home."""
-        runtime = os.path.join(self.node_dir, "runtime")
+        runtime = self.runtime_dir
+        os.makedirs(self.node_dir, exist_ok=True)
         os.makedirs(runtime, mode=0o700, exist_ok=True)
+        st = os.lstat(runtime)  # the short one is a predictable name in a shared directory
+        owners = {os.geteuid()}
+        if self.system_users:
+            owners.add(pwd.getpwnam(self.user.name).pw_uid)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid not in owners:
+            raise RuntimeError(
+                f"The runtime directory {runtime} of {self._elastic_name} is not a directory "
+                "owned by the hub or the user; remove it and start the server again."
+            )
+        os.chmod(runtime, 0o700)
         if not self.system_users:
             os.makedirs(self.home_dir, mode=0o755, exist_ok=True)
         elif os.geteuid() == 0:
@@ -222,7 +293,7 @@ class ElasticLocalProcessSpawner(ElasticSpawnerMixin, LocalProcessSpawner):
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
         env[ENV_NODE_NAME] = self.node
-        env["JUPYTER_RUNTIME_DIR"] = os.path.join(self.node_dir, "runtime")
+        env["JUPYTER_RUNTIME_DIR"] = self.runtime_dir
         return env
 
     def get_args(self) -> list[str]:
@@ -231,6 +302,9 @@ class ElasticLocalProcessSpawner(ElasticSpawnerMixin, LocalProcessSpawner):
                                              for a in args):
             # The process runs in the node's directory; the notebooks stay in the shared home.
             args.append(f"--ServerApp.root_dir={self.home_dir}")
+        if self.kernel_transport == "ipc" and not any(
+                a.startswith("--KernelManager.transport") for a in args):
+            args.append("--KernelManager.transport=ipc")
         if self._runs_as_root() and "--allow-root" not in args:
             args.append("--allow-root")
         return args

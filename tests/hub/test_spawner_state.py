@@ -59,6 +59,34 @@ def test_get_env_points_the_next_start_at_the_checkpoint() -> None:
     assert env["JUPYTER_RUNTIME_DIR"].endswith("/node-b/alice/runtime")
 
 
+def test_kernels_use_unix_sockets_in_the_node_runtime_dir_when_it_is_short() -> None:
+    s = make_spawner(nodes_root="/tmp/en")
+    s.node = "node-a"
+    assert "--KernelManager.transport=ipc" in s.get_args()
+    assert s.get_env()["JUPYTER_RUNTIME_DIR"] == "/tmp/en/node-a/alice/runtime"
+
+
+def test_a_node_dir_too_long_for_socket_paths_gets_a_short_runtime_dir_of_its_own() -> None:
+    s = make_spawner(nodes_root="/tmp/" + "n" * 80)
+    dirs = set()
+    for node in ("node-a", "node-b"):
+        s.node = node
+        runtime = s.get_env()["JUPYTER_RUNTIME_DIR"]
+        socket_path = f"{runtime}/kernel-{'0' * 8}-{'0' * 4}-{'0' * 4}-{'0' * 4}-{'0' * 12}-ipc-5"
+        assert len(socket_path) <= 107, socket_path  # sun_path
+        dirs.add(runtime)
+    assert len(dirs) == 2  # one per server, as the node directories are
+    s.node = "node-a"
+    assert s.get_env()["JUPYTER_RUNTIME_DIR"] in dirs  # the same one at the next start
+
+
+def test_tcp_kernels_keep_the_runtime_dir_under_the_node() -> None:
+    s = make_spawner(nodes_root="/tmp/" + "n" * 80, kernel_transport="tcp")
+    s.node = "node-a"
+    assert not any(a.startswith("--KernelManager.transport") for a in s.get_args())
+    assert s.get_env()["JUPYTER_RUNTIME_DIR"] == "/tmp/" + "n" * 80 + "/node-a/alice/runtime"
+
+
 def test_checkpoint_on_stop_never_starts_fresh() -> None:
     s = make_spawner(checkpoint_on_stop="never")
     s.load_state({"elastic": {"checkpoint": POINTER}})

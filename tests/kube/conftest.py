@@ -42,6 +42,7 @@ GRACE = 30  # terminationGracePeriodSeconds of the test pods
 def kube_hub_config(home: Path, extra: str = "") -> str:
     args = ["--allow-root"] if os.geteuid() == 0 else []
     args.append(f"--ServerApp.root_dir={home}")
+    args.append("--KernelManager.transport=ipc")
     return f"""
 c.JupyterHub.spawner_class = 'elastic-kube'
 c.KubeSpawner.namespace = 'default'
@@ -54,11 +55,17 @@ c.KubeSpawner.poll_interval = 2
 c.ElasticKubeSpawner.termination_grace_period = {GRACE}
 c.ElasticKubeSpawner.checkpoint_timeout = 20
 # every rig pod shares 127.0.0.1: one free port per server, chosen at each spawn
-# (below the ephemeral range, where kernels' ZMQ ports and outgoing connections are taken)
-def _free_port(spawner):
+# (below the ephemeral range, where kernels' ZMQ ports and outgoing connections are taken),
+# and kernels on Unix sockets in a short runtime directory of each pod's own (TCP kernel ports
+# are picked free and bound later: another pod's kernel could take one, which real pods, each in
+# its own network namespace, never see)
+def _isolate(spawner):
+    import tempfile
     from elastic_spawner.localhub import free_port
     spawner.port = free_port()
-c.KubeSpawner.pre_spawn_hook = _free_port
+    spawner.environment = {{**spawner.environment,
+                           "JUPYTER_RUNTIME_DIR": tempfile.mkdtemp(prefix="rig-rt-")}}
+c.KubeSpawner.pre_spawn_hook = _isolate
 {extra}
 """
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,7 +76,9 @@ class Server:
         self.token = secrets.token_hex(16)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{BASE_URL}"
-        self.runtime_dir = workdir / "runtime"
+        # kernels on Unix sockets, not TCP ports another worker's kernel could take between the
+        # server picking them and the kernel binding them; a short path (sun_path <= 107 bytes)
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="srv-rt-"))
         config_dir = workdir / "config"
         for d in (self.runtime_dir, config_dir, workdir / "ipython", root_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -106,6 +110,7 @@ class Server:
                 "--ServerApp.port_retries=0", "--ServerApp.open_browser=False",
                 f"--ServerApp.base_url={BASE_URL}", f"--ServerApp.root_dir={root_dir}",
                 f"--IdentityProvider.token={self.token}", "--ServerApp.allow_root=True",
+                "--KernelManager.transport=ipc",
             ],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(workdir),
         )
@@ -181,6 +186,7 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(10)
         self._log.close()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
 
 @pytest.fixture

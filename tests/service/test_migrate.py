@@ -29,7 +29,11 @@ async def run_tiny_notebook(server: ServerClient, tag: str) -> None:
     await k.close()
 
 
-async def session_values(eh: ElasticHub, user: str, server: str, token: str) -> list:
+TRANSPORT = "__import__('ipykernel.kernelapp').kernelapp.IPKernelApp.instance().transport"
+
+
+async def session_values(eh: ElasticHub, user: str, server: str, token: str,
+                         expression: str = "[tag, xs, xs is ys, d]") -> list:
     model = await eh.hub.server_model(user, server)
     assert model and model["ready"], model
     client = ServerClient(eh.hub.url + model["url"], token)
@@ -37,7 +41,7 @@ async def session_values(eh: ElasticHub, user: str, server: str, token: str) -> 
     assert set(sessions) == {NB}, sessions
     k = await client.attach(sessions[NB])
     try:
-        return await k.eval_json("[tag, xs, xs is ys, d]")
+        return await k.eval_json(expression)
     finally:
         await k.close()
 
@@ -67,6 +71,9 @@ async def test_migrate_to_a_named_node_is_verified(make_elastic_hub) -> None:
     assert [k["status"] for k in rec["kernels"]] == ["ok"], rec
     assert set(rec["durations"]) >= {"checkpoint_s", "stop_s", "start_s", "restore_s", "total_s"}
     assert await session_values(eh, "alice", "", server.token) == expected("alice")
+    # local nodes share one network namespace: kernels talk over Unix sockets, not TCP ports
+    # another server's kernel can take (a kernel that lost that race never came up)
+    assert await session_values(eh, "alice", "", server.token, TRANSPORT) == "ipc"
 
 
 @pytest.mark.timeout(1500)
