@@ -694,6 +694,7 @@ class _Walker:
         "array_cache",
         "truncated",
         "budget",
+        "want",
         "partial",
         "code",
         "root_start",
@@ -730,6 +731,7 @@ class _Walker:
         # no limit. Content beyond it is left out of the stream and `partial` is set: the
         # fingerprint then proves nothing about that content (see Tracker.hash_budget)
         self.budget = budget
+        self.want = 0  # bytes this root asked the budget for, granted or not (`_Print.nbytes`)
         self.partial = False
         # the walk met an object that may hold or lead to code (an instance, a function, a
         # class, a module, a reduce value...): not plain data (see Tracker.plain)
@@ -762,6 +764,7 @@ class _Walker:
         self.opaque = False
         self.opaque_types = []
         self.truncated = False
+        self.want = 0
         self.partial = False
         self.code = False
 
@@ -1034,6 +1037,7 @@ class _Walker:
 
     def _spend(self, nbytes: int) -> bool:
         """Take `nbytes` of hashing from the budget; False (and `partial`) if it is spent."""
+        self.want += nbytes
         budget = self.budget
         if budget is None:
             return True
@@ -1563,6 +1567,9 @@ class _Print:
     #: mutation until `Tracker.refresh` walks it in full
     partial: bool = False
     plain: bool = False  # only data reached: no instance, function, class, module...
+    #: bytes of buffers and atom runs the walk hashed or, over the budget, left unhashed: what
+    #: a full walk hashes (see `Tracker.incomplete`)
+    nbytes: int = 0
     #: names walked earlier in the same update whose objects this walk reached and did not
     #: walk again (see `_Walker.next_root`): they are one co-variable with it
     links: tuple[str, ...] = ()
@@ -1618,7 +1625,7 @@ def _fingerprint(
     if budget is not None and w.budget is not None:
         budget[0] = w.budget
     return _Print(id(value), fp, w.ids, opaque, w.nodes + w.work, w.partial and not opaque,
-                  plain=not (opaque or w.code))
+                  plain=not (opaque or w.code), nbytes=w.want)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1854,6 +1861,34 @@ class Tracker:
             return TrackerUpdate()
         return self.update(ns, names, (), defer=False)
 
+    def incomplete(self, limit: int) -> list[str]:
+        """Names whose fingerprint left content unhashed, cheap to walk (within `defer_work`)
+        and at most `limit` bytes to hash in full, smallest first: what `complete` can finish
+        between cells. A later cell's walk can then tell that it did not change that content
+        (a partial fingerprint cannot: any touch counts as a mutation)."""
+        out = []
+        for n in self._stale:
+            p = self._prints.get(n)
+            if p is None or not p.partial or not 0 < p.nbytes <= limit:
+                continue
+            if self.defer_work > 0 and p.work > self.defer_work:
+                continue
+            out.append((p.nbytes, n))
+        return [n for _, n in sorted(out)]
+
+    def complete(self, ns: Mapping[str, Any], names: Collection[str]) -> None:
+        """Walk the co-variables of `names` in full now, between cells, recording nothing.
+
+        Every touch since their last walk was already reported as a mutation (a partial or
+        deferred fingerprint proves nothing), so the history lacks nothing; what changes is that
+        the next cell that touches them is compared against a full fingerprint. A name rebound
+        since its walk (by a silent execution: no cell ran) is left for the next cell to see.
+        """
+        todo = [n for n in names if n in ns and n in self._prints
+                and id(ns[n]) == self._prints[n].root_id]
+        if todo:
+            self.update(ns, todo, (), defer=False)
+
     def reset(self, ns: Mapping[str, Any], names: Collection[str],
               known: Mapping[frozenset[str], int] | None = None) -> None:
         """Forget everything and rebuild fingerprints and partition for `names` from scratch.
@@ -1914,17 +1949,19 @@ class Tracker:
         removed: Collection[str],
         *,
         defer: bool = True,
+        hash_budget: int | None = None,
     ) -> TrackerUpdate:
         """Re-fingerprint the co-variables that contain a touched name; forget removed names.
 
-        With `defer`, an expensive co-variable (see `defer_cost_s`) that was only touched, not
-        rebound, is reported as mutated without a walk. Never raises: after an internal error
-        every touched name is reported as modified and the tracker rebuilds itself from
-        scratch at the next update.
+        With `defer`, an expensive co-variable (see `defer_work`) that was only touched, not
+        rebound, is reported as mutated without a walk, and content beyond the hash budget is
+        left unhashed: `hash_budget` bytes if more than `Tracker.hash_budget` (the monitor
+        grants a long cell more). Never raises: after an internal error every touched name is
+        reported as modified and the tracker rebuilds itself from scratch at the next update.
         """
         if not self._dirty:
             try:
-                upd = self._update(ns, touched, removed, defer=defer)
+                upd = self._update(ns, touched, removed, defer=defer, hash_budget=hash_budget)
                 if upd.deferred:
                     self._link_deferred(ns, touched, upd)
                 self._known -= upd.removed
@@ -1973,23 +2010,28 @@ class Tracker:
         for m in merged:
             self._group[m] = merged
 
-    def _deferrable(self, ns: Mapping[str, Any], group: frozenset[str]) -> bool:
+    def _deferrable(self, ns: Mapping[str, Any], group: frozenset[str],
+                    limit: int | None) -> bool:
         """Every name of the group is still bound to the same object, and the group was costly
-        to walk, or its fingerprint is partial and it holds numeric arrays only (a walk within
-        budget could not tell more, and they cannot have been linked to anything). Other
-        partial co-variables are walked again: their structure (which is cheap: the bytes stay
-        unhashed) is what finds links the cell made."""
+        to walk, or its fingerprint is partial, it holds numeric arrays only (they cannot have
+        been linked to anything) and hashing them in full takes more than this update's hash
+        budget `limit` (a walk within it could not tell more). Other partial co-variables are
+        walked again: their structure (which is cheap: the bytes stay unhashed) is what finds
+        links the cell made."""
         work = 0
+        nbytes = 0
         partial = False
         for m in group:
             p = self._prints.get(m)
             if p is None or m not in ns or id(ns[m]) != p.root_id:
                 return False
             work += p.work
+            nbytes += p.nbytes
             partial = partial or p.partial
         if self.defer_work > 0 and work > self.defer_work:
             return True
-        return partial and all(_link_free(ns[m]) for m in group)
+        return (partial and all(_link_free(ns[m]) for m in group)
+                and limit is not None and nbytes > limit)
 
     #: objects a probe walk visits before a new name may join an expensive co-variable whose
     #: index may be out of date (see _join_expensive)
@@ -1997,7 +2039,7 @@ class Tracker:
 
     def _join_expensive(
         self, ns: Mapping[str, Any], affected: set[str], upd: TrackerUpdate,
-        suspect: set[str],
+        suspect: set[str], limit: int | None,
     ) -> None:
         """New or rebound names bound to an object that an expensive co-variable already
         reaches join it without a walk (`alice = bank.accounts["user0"]` would walk the whole
@@ -2035,7 +2077,7 @@ class Tracker:
                 continue
             (g,) = groups
             names = fresh[i]
-            if g & affected or g & set(names) or not self._deferrable(ns, g):
+            if g & affected or g & set(names) or not self._deferrable(ns, g, limit):
                 continue
             if g & suspect and not self._probe(ns[names[0]], ns, g):
                 continue
@@ -2131,7 +2173,11 @@ class Tracker:
         removed: Collection[str],
         *,
         defer: bool = True,
+        hash_budget: int | None = None,
     ) -> TrackerUpdate:
+        limit = self.hash_budget if defer else None
+        if limit is not None and hash_budget is not None:
+            limit = max(limit, hash_budget)
         upd = TrackerUpdate()
         affected: set[str] = set()
         # removals (a name listed as removed but present again counts as touched)
@@ -2156,14 +2202,14 @@ class Tracker:
         if defer:
             suspect = set(self._unwalked)  # touched without a walk before this cell
             for g in {self._group.get(n, frozenset((n,))) for n in affected}:
-                if self._deferrable(ns, g):
+                if self._deferrable(ns, g, limit):
                     affected -= g
                     upd.deferred |= g
                     upd.mutated |= g
                     self._stale |= g
                     self._unwalked |= g
             if affected and self._heavy and self._index.chunks:
-                self._join_expensive(ns, affected, upd, suspect | upd.deferred)
+                self._join_expensive(ns, affected, upd, suspect | upd.deferred, limit)
         self._stale -= affected  # walked now
         self._unwalked -= affected
         if not affected:
@@ -2179,7 +2225,7 @@ class Tracker:
             self._group.pop(n, None)
 
         cache: dict[int, tuple[np.ndarray, bytes]] = {}
-        budget = [self.hash_budget] if defer and self.hash_budget is not None else None
+        budget = [limit] if limit is not None else None
         new_prints = self._walk_names(ns, names, cache, budget)
         cache.clear()
 

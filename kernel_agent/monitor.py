@@ -74,6 +74,20 @@ class Monitor:
     Engine-facing API: `graph`, `tracker`, `shell`, `user_names(ns)`, `paused()`, `adopt(graph)`.
     """
 
+    #: bytes of arrays a cell's update may hash per second the cell ran, on top of
+    #: `Tracker.hash_budget`: xxh3 hashes several GB/s, so about 1 % of the cell's time. A
+    #: cell that trains a model for 20 s on a 100 MB array is then checked for changing it
+    #: (it did not: the features derived from the array stay cheap to recompute) instead of
+    #: being taken for its writer, which would make everything derived from it later require
+    #: that 20 s cell.
+    hash_budget_per_s = 64 << 20
+
+    #: between cells, the kernel's event loop finishes fingerprints that a cell's update left
+    #: partial (over its hash budget), one co-variable per loop step, each at most this many
+    #: bytes (~30 ms at xxh3 speed: what a cell submitted meanwhile may wait). A later cell
+    #: that only reads such an array is then not taken for its writer. 0 = off.
+    idle_hash_limit = 256 << 20
+
     def __init__(self, shell: Any):
         self.shell = shell
         self.graph = HistoryGraph()
@@ -97,6 +111,9 @@ class Monitor:
         # between cells, by a silent execution, is then counted as the next cell's: safe side)
         self._process_last: procstate.ProcessState | None = None
         self._hidden_cache: tuple[tuple[Any, ...], frozenset[str]] = ((), frozenset())
+        # executions started: an idle completion step scheduled before one is stale
+        self._executions = 0
+        self._round = 0  # the latest round of completion steps (earlier ones stop)
         # time spent in our hooks (for the overhead benchmark and for users who wonder)
         # (hook_cpu_s: the process's CPU time in them, which other load on the machine does
         # not inflate as it does wall time)
@@ -175,13 +192,17 @@ class Monitor:
 
     def register(self) -> None:
         if not self._registered:
+            self.shell.events.register("pre_execute", self._pre_execute)
+            self.shell.events.register("post_execute", self._schedule_completion)
             self.shell.events.register("pre_run_cell", self.pre_run_cell)
             self.shell.events.register("post_run_cell", self.post_run_cell)
             self._registered = True
 
     def unregister(self) -> None:
         if self._registered:
-            for event, cb in (("pre_run_cell", self.pre_run_cell),
+            for event, cb in (("pre_execute", self._pre_execute),
+                              ("post_execute", self._schedule_completion),
+                              ("pre_run_cell", self.pre_run_cell),
                               ("post_run_cell", self.post_run_cell)):
                 with contextlib.suppress(ValueError):
                     self.shell.events.unregister(event, cb)
@@ -190,6 +211,9 @@ class Monitor:
         self._pending = None
 
     # -- events -----------------------------------------------------------------------------
+
+    def _pre_execute(self) -> None:
+        self._executions += 1  # silent executions too: they may change what a step would hash
 
     def pre_run_cell(self, info: Any) -> None:
         """Snapshot what the cell could change (ids, analysis, RNG) and start effect recording."""
@@ -251,6 +275,46 @@ class Monitor:
         self.stats["cells"] += 1
         self.stats["hook_s"] += spent
         self.stats["hook_max_s"] = max(self.stats["hook_max_s"], spent)
+
+    # -- between cells ----------------------------------------------------------------------
+
+    def _schedule_completion(self) -> None:
+        """After every execution (silent ones too; post_execute comes before post_run_cell, so
+        the steps see this cell's update): finish partial fingerprints on the kernel's event
+        loop once the execution has replied."""
+        try:
+            if self.idle_hash_limit <= 0:
+                return
+            io_loop = getattr(getattr(self.shell, "kernel", None), "io_loop", None)
+            if io_loop is None:
+                return
+            self._round += 1
+            io_loop.call_later(0, self._complete_step, io_loop, self._round, self._executions,
+                               set())
+        except Exception:  # noqa: BLE001 - never raise into the user's cell
+            log.exception("kernel_agent: could not schedule work between cells")
+
+    def _complete_step(self, io_loop: Any, round_: int, executions: int, tried: set[str]) -> None:
+        """One co-variable per event-loop step: a cell submitted meanwhile runs in between
+        (and ends the round: its own update sees the namespace first)."""
+        if (round_ != self._round or executions != self._executions or self._pending is not None
+                or self._paused):
+            return
+        t0 = time.perf_counter()
+        try:
+            names = [n for n in self.tracker.incomplete(self.idle_hash_limit) if n not in tried]
+            if not names:
+                return
+            tried.add(names[0])  # (one left partial, or rebound meanwhile, is not tried again)
+            with _no_gc():
+                self.tracker.complete(self.shell.user_ns, names[:1])
+        except Exception:  # noqa: BLE001 - never break the kernel's event loop
+            log.exception("kernel_agent: finishing a fingerprint between cells failed")
+            return
+        finally:
+            self.stats["idle_s"] = self.stats.get("idle_s", 0.0) + time.perf_counter() - t0
+        if len(names) > 1:
+            io_loop.call_later(0, self._complete_step, io_loop, round_, executions, tried)
 
     def check_files(self) -> list[int]:
         """Mark cells whose input files changed since they read them (outside recorded cells).
@@ -390,7 +454,8 @@ class Monitor:
         opaque: set[str] = set()
         t_track = time.perf_counter()
         try:
-            upd = self.tracker.update(ns, touched=sorted(touched), removed=sorted(deleted))
+            upd = self.tracker.update(ns, touched=sorted(touched), removed=sorted(deleted),
+                                      hash_budget=int(runtime * self.hash_budget_per_s))
             opaque = set(upd.opaque)
             mutated = ((set(upd.mutated) | (opaque & touched)) & user_after) - written
         except Exception:  # noqa: BLE001

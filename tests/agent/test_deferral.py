@@ -11,6 +11,7 @@ import pytest
 from kernel_agent.changes import Tracker
 from kernel_agent.monitor import _diff, _Snap
 from tests.engine.migrate import assert_verified, checkpoint, restore, run_all
+from tests.faults import wait_for
 
 BIG = 3_000_000  # float64: 24 MB, over the 8 MB per-cell hash budget
 
@@ -44,6 +45,29 @@ def test_a_mutation_of_an_unhashed_array_is_seen_by_refresh_and_later_cells():
     assert t.stale() == set()
     assert t.update(ns, ["big"], []).mutated == {"big"}  # small budget again: partial
     t.refresh(ns)
+
+
+def test_a_completed_array_read_by_an_update_with_budget_for_it_is_not_a_mutation():
+    ns = {"big": np.zeros(BIG)}
+    t = _tracker(ns)
+    assert t.incomplete(BIG * 8) == ["big"] and t.incomplete(BIG * 8 - 1) == []
+    t.complete(ns, ["big"])  # between cells
+    assert t.stale() == set() and t.incomplete(BIG * 8) == []
+    assert t.update(ns, ["big"], [], hash_budget=BIG * 8).mutated == set()  # a long cell read it
+    ns["big"][9] = 1.0
+    assert t.update(ns, ["big"], [], hash_budget=BIG * 8).mutated == {"big"}
+    # a short cell cannot tell: counted as a mutation, and the fingerprint is partial again
+    assert t.update(ns, ["big"], []).mutated == {"big"}
+    assert t.incomplete(BIG * 8) == ["big"]
+
+
+def test_a_partial_array_is_not_completed_for_a_name_rebound_since():
+    ns = {"big": np.zeros(BIG)}
+    t = _tracker(ns)
+    ns["big"] = np.ones(BIG)  # a silent execution: no cell saw it
+    t.complete(ns, ["big"])
+    assert t.stale() == {"big"}  # the next cell that touches it sees the rebinding
+    assert t.update(ns, ["big"], []).rebound == {"big"}
 
 
 def test_without_a_budget_reads_of_big_arrays_are_exact():
@@ -233,6 +257,22 @@ def test_namespace_diff_sees_new_rebound_and_deleted_names():
 # -- in a kernel ---------------------------------------------------------------------------------
 
 
+def test_a_long_cell_that_only_reads_a_big_array_is_not_recorded_as_its_mutator(agent):
+    """The kernel hashes the array in full between cells; a cell that ran long enough to
+    afford hashing it too (`Monitor.hash_budget_per_s`) is then compared, not presumed."""
+    agent.ok("import numpy as np, time")
+    agent.cell(f"lng_big = np.zeros({BIG})")
+    stale = "__import__('kernel_agent.extension').extension.get_monitor().tracker.stale()"
+    wait_for(lambda: "lng_big" not in agent.value(f"sorted({stale})"), 30,
+             "the array to be hashed between cells")
+    rec = agent.cell("time.sleep(0.5)\nlng_sum = float(lng_big.sum())")
+    assert "lng_big" not in rec["mutated"] and "lng_big" in rec["reads"], rec
+    wait_for(lambda: "lng_big" not in agent.value(f"sorted({stale})"), 30,
+             "the array to be hashed again")
+    rec = agent.cell("time.sleep(0.5)\nlng_big[3] = 1.0")
+    assert "lng_big" in rec["mutated"], rec
+
+
 def test_every_cell_touching_a_big_array_is_recorded_as_a_possible_mutator(agent):
     agent.ok("import numpy as np")
     agent.cell(f"dfr_big = np.zeros({BIG})")
@@ -243,6 +283,8 @@ def test_every_cell_touching_a_big_array_is_recorded_as_a_possible_mutator(agent
 
 
 MIGRATED = [
+    # (nothing hashed between cells: what the checkpoint's refresh must do stays to be done)
+    "__import__('kernel_agent.extension').extension.get_monitor().idle_hash_limit = 0",
     "import numpy as np",
     f"big = np.arange({BIG}, dtype=np.float64)",
     "view = big[10:20]",
