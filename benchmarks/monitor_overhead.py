@@ -296,11 +296,14 @@ memory overhead <= 10 % of the namespace.
   from the diff, not rebuilt.
 * Change detection (`kernel_agent.changes`) re-fingerprints only the co-variables the cell
   touched, and hashes at most `Tracker.hash_budget` (8 MB) of array buffers and atom runs per
-  cell. What is left unhashed, and co-variables whose last walk was expensive
+  cell, plus `Monitor.hash_budget_per_s` (64 MB) per second the cell ran (about 1 % of a long
+  cell's time). What is left unhashed, and co-variables whose last walk was expensive
   (`Tracker.defer_work`), are not re-walked when touched: the cell is recorded as a possible
   mutator (an over-approximation the history graph tolerates) and the checkpoint's
-  `Tracker.refresh` walks them in full. A new name bound to an object an expensive co-variable
-  already reaches joins it without a walk.
+  `Tracker.refresh` walks them in full. Between executions, the kernel's event loop hashes what
+  was left unhashed (one co-variable of at most 256 MB per loop step, so a cell submitted
+  meanwhile waits at most one step; that time is not in the hook columns). A new name bound to
+  an object an expensive co-variable already reaches joins it without a walk.
 * Whether a cell drew random numbers is decided from the raw memory of the generators (a few
   us); their full states are read only when it did.
 * One-off costs (numpy.random's import for its generator state, type caches) are paid at
