@@ -415,6 +415,16 @@ def _is_notebook_function(fn: types.FunctionType, ns: Any) -> bool:
     return (ns is not None and fn.__globals__ is ns) or fn.__module__ == "__main__"
 
 
+def dynamic_module(mod: types.ModuleType) -> bool:
+    """A module object the notebook made (``types.ModuleType("m")``), not one it imported.
+
+    It is nobody's import, so it is the user's data: pickled by value (cloudpickle's rule: its
+    name is not in ``sys.modules``), walked like an instance, and a cell that changes it
+    mutates a variable, which re-running that cell after the restore would change again.
+    """
+    return getattr(mod, "__name__", None) not in sys.modules
+
+
 def _ref_name(obj: Any) -> str:
     """Stable by-reference name of a module, library class or library function."""
     if type(obj) is types.ModuleType:
@@ -941,7 +951,15 @@ class _Walker:
         elif kind == K_CLASS:
             self._class(obj, extend)
         elif kind == K_BYREF:
-            out.append(("ref", _ref_name(obj)))
+            if tp is types.ModuleType and dynamic_module(obj):
+                if self._identity(obj, "dynmod"):
+                    out.append(("dynmod", str(obj.__name__)))
+                    items = sorted((kv for kv in vars(obj).items()
+                                    if type(kv[0]) is str and kv[0] != "__builtins__"),
+                                   key=lambda kv: kv[0])
+                    push(_Synth(_Synth(kv) for kv in items))
+            else:
+                out.append(("ref", _ref_name(obj)))
         elif self.portable and kind in (K_INSTANCE, K_REDUCE) and _digest_opaque(tp):
             if self._identity(obj, "O"):
                 self._mark_opaque(obj)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from kernel_agent import analysis, procstate, rng
-from kernel_agent.changes import Tracker
+from kernel_agent.changes import Tracker, dynamic_module
 from kernel_agent.effects import MAX_FILES, UNSEEDED, EffectWatcher
 from kernel_agent.graph import CellExecution, HistoryGraph
 
@@ -499,7 +499,8 @@ class Monitor:
             log.debug("kernel_agent: cell %r touched more than %d files", _short(p.code), MAX_FILES)
         changed_ns = bool(written or mutated or deleted)
         context = (not changed_ns and error is None and not effects
-                   and (any(type(ns.get(n)) is ModuleType for n in reads)
+                   and (any(type(ns.get(n)) is ModuleType and not dynamic_module(ns[n])
+                            for n in reads)
                         or (ana is not None and ana.uses_shell)))
         process = procstate.snapshot()
         self._process_last = process

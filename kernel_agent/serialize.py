@@ -161,6 +161,31 @@ def _rebuild_lru_cache(wrapped: Any, maxsize: int | None, typed: bool) -> Any:
     return functools.lru_cache(maxsize=maxsize, typed=typed)(wrapped)
 
 
+def _rebuild_exception(cls: type, args: tuple) -> BaseException:
+    """An exception made without calling its ``__init__``; its ``__dict__`` follows as state."""
+    e = cls.__new__(cls, *args)
+    e.args = args
+    return e
+
+
+def _reduce_exception(e: BaseException) -> Any:
+    """Exceptions whose class has an ``__init__`` of its own, rebuilt without calling it.
+
+    Pickle rebuilds an exception as ``cls(*e.args)``. With ``def __init__(self, code):
+    super().__init__(f"code {code}")`` that calls ``__init__("code 7")``: the restored error
+    said "code code 7" (and one whose ``__init__`` takes other arguments than it passes up does
+    not load at all). ``args`` and ``__dict__`` are what the exception is; set them directly,
+    as copy.copy would. Classes that define their own reduce or ``__new__`` are left alone.
+    """
+    cls = type(e)
+    if (cls.__reduce__ is not BaseException.__reduce__
+            or cls.__reduce_ex__ is not object.__reduce_ex__
+            or not isinstance(cls.__init__, types.FunctionType)
+            or isinstance(cls.__new__, types.FunctionType)):
+        return NotImplemented
+    return (_rebuild_exception, (cls, tuple(e.args)), dict(e.__dict__) or None)
+
+
 class _NamespaceToken:
     """Stands for "the user namespace" in a stream; reduced to ``_bound_namespace()``."""
 
@@ -268,6 +293,10 @@ class _Pickler(cloudpickle.CloudPickler):
             rv = self._reduce_slotted_class(obj)
             if rv is not None:
                 return _keep_inherited_entries(obj, rv)
+        if isinstance(obj, BaseException):
+            rv = _reduce_exception(obj)
+            if rv is not NotImplemented:
+                return rv
         if isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
             params = obj.cache_parameters()
             return (_rebuild_lru_cache, (obj.__wrapped__, params["maxsize"], params["typed"]))

@@ -6,8 +6,11 @@ every variable, and a few semantic checks run in B against values computed in A.
 
 from __future__ import annotations
 
+import types
+
 import pytest
 
+from kernel_agent.changes import value_digest
 from tests.engine.migrate import assert_verified, run_and_migrate
 from tests.kernels import Kernel
 
@@ -159,3 +162,41 @@ def test_stride_trick_views_stay_views_of_their_array(make_kernel, tmp_path, str
     b.ok("base[8] = -1.0")
     assert b.value("[float(st[1, 0]), float(win[5, 3]), np.shares_memory(bc, base), bc.flags.writeable]") == [
         -1.0, -1.0, True, False]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_an_exception_whose_init_takes_other_arguments_comes_back_as_it_was(make_kernel, tmp_path,
+                                                                            strategy):
+    # pickle rebuilds an exception as cls(*args): this __init__ would make "code code 7"
+    cells = ["class MyErr(Exception):\n    def __init__(self, code):\n"
+             "        super().__init__(f'code {code}')\n        self.code = code",
+             "e2 = MyErr(7)\ntry:\n    1 / 0\nexcept ZeroDivisionError as e:\n    errors = [e, e2]"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_verified(r)
+    assert b.value("[str(e2), e2.code, e2.args, type(errors[0]).__name__, errors[1] is e2]") == [
+        "code 7", 7, ["code 7"], "ZeroDivisionError", True]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_module_object_the_notebook_made_is_its_data_not_an_import(make_kernel, tmp_path, strategy):
+    # types.ModuleType("m") is nobody's import: a cell that appends to one of its attributes
+    # mutates a variable, and is not re-run at every restore like a cell that configures a
+    # library module (which appended a second time)
+    cells = ["import types",
+             "mod = types.ModuleType('mymod')\nmod.x = [1]\nmod.f = lambda: mod.x",
+             "mod.x.append(2)"]
+    a, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_verified(r)
+    assert b.value("[mod.x, mod.f(), mod.__name__]") == [[1, 2], [1, 2], "mymod"]
+    if strategy == "ship-all":
+        assert r["rerun_cells"] == [], r  # (the append cell was re-run as a "context" cell)
+    b.ok("mod.x.append(3)")
+    assert b.value("mod.x") == [1, 2, 3]
+
+
+def test_a_changed_module_object_the_notebook_made_does_not_verify_as_equal():
+    m1, m2 = types.ModuleType("mm"), types.ModuleType("mm")
+    m1.x, m2.x = [1], [1]
+    assert value_digest({"m": m1}) == value_digest({"m": m2})
+    m2.x.append(2)
+    assert value_digest({"m": m1}) != value_digest({"m": m2})
