@@ -425,6 +425,49 @@ def dynamic_module(mod: types.ModuleType) -> bool:
     return getattr(mod, "__name__", None) not in sys.modules
 
 
+#: packages of our own, never the notebook's (an editable install is not under site-packages)
+_OWN_PACKAGES = frozenset({"kernel_agent", "elastic_spawner"})
+
+
+def local_module(mod: types.ModuleType) -> bool:
+    """A module imported from one of the notebook's own files (``utils.py`` next to it).
+
+    Its globals (a cache dict, a counter, a registry) are the session's data as much as a
+    variable is: `bump()` in it changes what a restore must bring back. Installed libraries'
+    modules are not (their state is the process's: options, context cells).
+    """
+    f = getattr(mod, "__file__", None)
+    name = getattr(mod, "__name__", None)
+    if type(f) is not str or type(name) is not str or not f.endswith(".py"):
+        return False
+    return name.partition(".")[0] not in _OWN_PACKAGES and _local_file(f)
+
+
+@functools.lru_cache(maxsize=4096)
+def _local_file(path: str) -> bool:
+    from kernel_agent.effects import _library_prefixes
+
+    global _LIB_PREFIXES
+    if _LIB_PREFIXES is None:
+        _LIB_PREFIXES = _library_prefixes()
+    return not os.path.abspath(path).startswith(_LIB_PREFIXES)
+
+
+_LIB_PREFIXES: tuple[str, ...] | None = None
+
+
+def module_state(mod: types.ModuleType) -> dict[str, Any] | None:
+    """What a restore must bring back of module `mod`, or None when it is an import like any
+    other (a library's): a module the notebook made, all of it; one of the notebook's own
+    files, its globals (dunder names come from the import)."""
+    if dynamic_module(mod):
+        return {k: v for k, v in vars(mod).items() if type(k) is str and k != "__builtins__"}
+    if local_module(mod):
+        return {k: v for k, v in vars(mod).items()
+                if type(k) is str and not (k[:2] == "__" and k[-2:] == "__")}
+    return None
+
+
 def _ref_name(obj: Any) -> str:
     """Stable by-reference name of a module, library class or library function."""
     if type(obj) is types.ModuleType:
@@ -951,13 +994,12 @@ class _Walker:
         elif kind == K_CLASS:
             self._class(obj, extend)
         elif kind == K_BYREF:
-            if tp is types.ModuleType and dynamic_module(obj):
-                if self._identity(obj, "dynmod"):
-                    out.append(("dynmod", str(obj.__name__)))
-                    items = sorted((kv for kv in vars(obj).items()
-                                    if type(kv[0]) is str and kv[0] != "__builtins__"),
-                                   key=lambda kv: kv[0])
-                    push(_Synth(_Synth(kv) for kv in items))
+            state = module_state(obj) if tp is types.ModuleType else None
+            if state is not None:
+                if self._identity(obj, "smod"):
+                    self.code = True
+                    out.append(("smod", str(obj.__name__)))
+                    push(_Synth(_Synth(kv) for kv in sorted(state.items(), key=lambda kv: kv[0])))
             else:
                 out.append(("ref", _ref_name(obj)))
         elif self.portable and kind in (K_INSTANCE, K_REDUCE) and _digest_opaque(tp):
@@ -1189,6 +1231,11 @@ class _Walker:
     def _function(self, fn: types.FunctionType, extend: Any) -> None:
         if not _is_notebook_function(fn, self.ns):
             self.out.append(("ref", _ref_name(fn)))
+            mod = sys.modules.get(fn.__module__) if type(fn.__module__) is str else None
+            if mod is not None and fn.__globals__ is vars(mod) and local_module(mod):
+                # `from utils import bump; bump()` changes utils' globals: they are this
+                # function's state as much as a closure's cells are
+                extend((mod,))
             return
         if not self._identity(fn, "F"):
             return

@@ -84,6 +84,7 @@ from typing import Any
 import cloudpickle
 
 from kernel_agent.buffers import BlobBuffer, array_interface_base
+from kernel_agent.changes import module_state
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "Serialized", "dumps", "loads"]
 
@@ -283,7 +284,13 @@ class _Pickler(cloudpickle.CloudPickler):
         if type(obj) is types.ModuleType:
             source = _local_module_source(obj)
             if source is not None:
-                return (_import_module, (obj.__name__, source))
+                # imported again, then its globals as they were (a cache it filled, a counter
+                # a cell bumped): the import alone would give the file's initial values
+                state = module_state(obj)
+                if not state:
+                    return (_import_module, (obj.__name__, source))
+                return (_import_module, (obj.__name__, source), state, None, None,
+                        _set_module_state)
         if isinstance(obj, _OS_FILES):
             # cloudpickle would ship a read-mode file's *content* as a StringIO: a different
             # object. An open file is kernel state we cannot move; the engine re-opens it by
@@ -553,6 +560,10 @@ def _import_module(name: str, source: str) -> types.ModuleType:
         sys.modules.pop(name, None)
         raise
     return module
+
+
+def _set_module_state(module: types.ModuleType, state: dict[str, Any]) -> None:
+    vars(module).update(state)
 
 
 def _reduce_cell(cell: types.CellType) -> Any:

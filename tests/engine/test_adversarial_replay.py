@@ -9,7 +9,11 @@ or name them as lost with the reason — never re-run a cell into a different va
 
 from __future__ import annotations
 
+import pytest
+
 from tests.engine.adversarial import assert_never_silent, assert_verified, migrate_both
+from tests.engine.migrate import assert_verified as assert_restore_verified
+from tests.engine.migrate import run_all, run_and_migrate
 
 
 def test_cell_reading_a_file_later_deleted_is_shipped_not_replayed(make_kernel, tmp_path):
@@ -135,3 +139,34 @@ def test_working_directory_ends_where_the_notebook_left_it_after_replay(make_ker
     for r in out.values():
         assert_verified(r)
         assert r.kernel.value("os.getcwd()") == str(tmp_path)
+
+
+NOTEBOOK_MODULE = ("open('counter_mod.py', 'w').write('counter = 0\\ncache = {}\\n"
+                   "def bump():\\n    global counter\\n    counter += 1\\n    return counter\\n')")
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal", "recompute-all"])
+def test_globals_of_the_notebooks_own_module_changed_by_cells_come_back(make_kernel, tmp_path,
+                                                                        strategy):
+    # counter_mod.py is the notebook's, not a library: what its functions did to its globals is
+    # session state. It came back as the file's initial values (counter 0, cache empty), and
+    # verified: the module was only referenced by name.
+    cells = [NOTEBOOK_MODULE,
+             "import counter_mod\nfrom counter_mod import bump, cache",
+             "bump()",
+             "x = bump()\ncache['x'] = x",
+             "counter_mod.cache['y'] = 'through the module'"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_restore_verified(r)
+    assert b.value("[counter_mod.counter, cache, counter_mod.cache is cache, x]") == [
+        2, {"x": 2, "y": "through the module"}, True, 2]
+    assert b.value("[bump(), counter_mod.counter]") == [3, 3]
+
+
+def test_a_changed_global_of_a_notebook_module_does_not_verify_as_equal(make_kernel, tmp_path):
+    a = make_kernel()
+    run_all(a, [NOTEBOOK_MODULE, "import counter_mod"])
+    digest = "__import__('kernel_agent.changes').changes.value_digest({'m': counter_mod})"
+    before = a.value(digest)
+    a.ok("counter_mod.bump()")
+    assert a.value(digest) != before
