@@ -16,7 +16,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import CodeType, ModuleType
 from typing import Any
@@ -58,6 +58,21 @@ def _shell_and_monitor(shell: Any) -> tuple[Any, Any]:
         shell.extension_manager.load_extension("kernel_agent")
         mon = get_monitor(shell)
     return shell, mon
+
+
+def _check(entry: CovariableEntry, values: Mapping[str, Any]) -> tuple[bool, Any, str | None]:
+    """Whether `values` (the co-variable's names) match the recorded digest: (ok, the digest
+    report or None, a detail worth reporting or None)."""
+    try:
+        report = digest_report({n: values[n] for n in entry.names}, like=entry.digest)
+    except Exception as e:  # noqa: BLE001 - a hostile __eq__/__reduce__ must not stop a restore
+        return False, None, f"digest failed: {type(e).__name__}: {e}"
+    if report.digest == entry.digest:
+        return True, report, None
+    if entry.digest_loaded and report.digest == entry.digest_loaded:
+        return True, report, ("equal to the checkpointed value as its library pickles it (state "
+                              "the library computes lazily was filled in on load)")
+    return False, report, None
 
 
 def _rerunnable(graph: Any, cells: list[int]) -> str | None:
@@ -163,14 +178,26 @@ def restore(
     # one early cannot disturb another; each is put into the namespace at its position.
     t_load = time.perf_counter()
     loaded: dict[str, dict] = {}
+    checked: dict[str, tuple[bool, Any, str | None]] = {}  # key -> _check() right after loading
     for entry in sorted(shipped, key=lambda e: e.position):
         data = blobs.pop(entry.key, None)
         if data is None:
             continue
         try:
-            loaded[entry.key] = loads(data, namespace=ns)
+            values = loads(data, namespace=ns)
         except Exception as e:  # noqa: BLE001 - falls back below, or is named as lost
             failed[entry.key] = f"could not be loaded ({type(e).__name__}: {e})"
+            continue
+        # A value whose pickle does not reproduce it (a __reduce__ or copyreg function that
+        # drops attributes, a __getstate__ that leaves a cache out, a library's lossy pickle)
+        # is recomputed instead when its cells allow it, like a blob that failed
+        if all(n in values for n in entry.names):
+            checked[entry.key] = found = _check(entry, values)
+            if not found[0] and entry.requires and _rerunnable(graph, entry.requires) is None:
+                failed[entry.key] = "its pickle does not reproduce it (loaded, it differs)"
+                del checked[entry.key]
+                continue
+        loaded[entry.key] = values
     load_s = time.perf_counter() - t_load
 
     # Phase 2: the final plan. A shipped co-variable whose blob failed falls back to re-running
@@ -236,20 +263,15 @@ def restore(
             if missing:
                 result = {"action": "lost", "detail": f"not recreated by re-running its cells ({', '.join(missing)} missing)"}
             else:
-                try:
-                    report = digest_report({n: ns[n] for n in entry.names}, like=entry.digest)
-                    got = report.digest
-                    ok = got == entry.digest
-                    if not ok and entry.digest_loaded and got == entry.digest_loaded:
-                        ok = True
-                        result["detail"] = (
-                            "equal to the checkpointed value as its library pickles it (state "
-                            "the library computes lazily was filled in on load)"
-                        )
-                except Exception as e:  # noqa: BLE001
-                    ok, result["detail"] = False, f"digest failed: {type(e).__name__}: {e}"
+                early = checked.get(entry.key) if action == "loaded" else None
+                if early is not None and not any(i > entry.position for i in rerun):
+                    ok, report, detail = early  # no cell ran after it was put in place
+                else:
+                    ok, report, detail = _check(entry, ns)
+                if detail:
+                    result["detail"] = detail
                 result["verified"] = ok
-                if ok:
+                if ok and report is not None:
                     walked[frozenset(entry.names)] = report.work
                 if entry.key in drifted:
                     result["library_drift"] = drifted[entry.key]

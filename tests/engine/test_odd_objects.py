@@ -200,3 +200,27 @@ def test_a_changed_module_object_the_notebook_made_does_not_verify_as_equal():
     assert value_digest({"m": m1}) == value_digest({"m": m2})
     m2.x.append(2)
     assert value_digest({"m": m1}) != value_digest({"m": m2})
+
+
+LOSSY_PICKLE = [
+    "class Temp:\n    def __init__(self, c):\n        self.c = c\n    def __reduce__(self):\n"
+    "        return (Temp, (self.c,))",  # drops whatever else the instance holds
+    "t = Temp(100)\nt.note = 'boiling'",
+]
+
+
+def test_a_value_its_pickle_does_not_reproduce_is_recomputed_at_restore(make_kernel, tmp_path):
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), LOSSY_PICKLE,
+                                 strategy="ship-all")
+    assert_verified(r)
+    assert r["variables"]["t"]["action"] == "recomputed", r["variables"]["t"]
+    assert any("its pickle does not reproduce it" in w for w in r["warnings"]), r["warnings"]
+    assert b.value("[t.c, t.note]") == [100, "boiling"]
+
+
+def test_a_lossy_pickle_that_cannot_be_recomputed_is_loaded_and_named(make_kernel, tmp_path):
+    cells = [LOSSY_PICKLE[0], LOSSY_PICKLE[1] + "\nopen('log.txt', 'w').write('x')"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells)
+    assert not r["verified"] and "t" in r["mismatched"], r
+    assert r["variables"]["t"]["action"] == "loaded"
+    assert b.value("t.c") == 100
