@@ -88,6 +88,13 @@ class Monitor:
     #: that only reads such an array is then not taken for its writer. 0 = off.
     idle_hash_limit = 256 << 20
 
+    #: ... once no cell has started for this long. 0: right after the execution replied, so a
+    #: cell already queued ("Run All") waits for at most one step; hashing costs about 0.11 ms
+    #: per MB, paid once per big array a cheap cell made or touched. A delay longer than the
+    #: gap between queued cells (a few ms) keeps "Run All" free of it, and its plans then
+    #: treat every cell that touched a big array as a possible writer of it.
+    idle_delay_s = 0.0
+
     def __init__(self, shell: Any):
         self.shell = shell
         self.graph = HistoryGraph()
@@ -111,9 +118,9 @@ class Monitor:
         # between cells, by a silent execution, is then counted as the next cell's: safe side)
         self._process_last: procstate.ProcessState | None = None
         self._hidden_cache: tuple[tuple[Any, ...], frozenset[str]] = ((), frozenset())
-        # executions started: an idle completion step scheduled before one is stale
+        # recorded cells started: a completion step scheduled before one waits for a pause
         self._executions = 0
-        self._round = 0  # the latest round of completion steps (earlier ones stop)
+        self._completing = False  # a completion step is scheduled on the event loop
         # time spent in our hooks (for the overhead benchmark and for users who wonder)
         # (hook_cpu_s: the process's CPU time in them, which other load on the machine does
         # not inflate as it does wall time)
@@ -192,7 +199,6 @@ class Monitor:
 
     def register(self) -> None:
         if not self._registered:
-            self.shell.events.register("pre_execute", self._pre_execute)
             self.shell.events.register("post_execute", self._schedule_completion)
             self.shell.events.register("pre_run_cell", self.pre_run_cell)
             self.shell.events.register("post_run_cell", self.post_run_cell)
@@ -200,8 +206,7 @@ class Monitor:
 
     def unregister(self) -> None:
         if self._registered:
-            for event, cb in (("pre_execute", self._pre_execute),
-                              ("post_execute", self._schedule_completion),
+            for event, cb in (("post_execute", self._schedule_completion),
                               ("pre_run_cell", self.pre_run_cell),
                               ("post_run_cell", self.post_run_cell)):
                 with contextlib.suppress(ValueError):
@@ -212,9 +217,6 @@ class Monitor:
 
     # -- events -----------------------------------------------------------------------------
 
-    def _pre_execute(self) -> None:
-        self._executions += 1  # silent executions too: they may change what a step would hash
-
     def pre_run_cell(self, info: Any) -> None:
         """Snapshot what the cell could change (ids, analysis, RNG) and start effect recording."""
         with _no_gc():
@@ -223,6 +225,7 @@ class Monitor:
     def _pre_run_cell(self, info: Any) -> None:
         t_in = time.perf_counter()
         c_in = time.process_time()
+        self._executions += 1
         try:
             if self._pending is not None:
                 if _inside_user_code():
@@ -279,42 +282,46 @@ class Monitor:
     # -- between cells ----------------------------------------------------------------------
 
     def _schedule_completion(self) -> None:
-        """After every execution (silent ones too; post_execute comes before post_run_cell, so
-        the steps see this cell's update): finish partial fingerprints on the kernel's event
-        loop once the execution has replied."""
+        """After an execution (post_execute comes before post_run_cell, so the steps see this
+        cell's update): finish partial fingerprints on the kernel's event loop once no cell
+        has started for `idle_delay_s`."""
         try:
-            if self.idle_hash_limit <= 0:
+            if self.idle_hash_limit <= 0 or self._completing:
                 return
             io_loop = getattr(getattr(self.shell, "kernel", None), "io_loop", None)
-            if io_loop is None:
+            if io_loop is None or not self.tracker.incomplete(self.idle_hash_limit):
                 return
-            self._round += 1
-            io_loop.call_later(0, self._complete_step, io_loop, self._round, self._executions,
+            self._completing = True
+            io_loop.call_later(self.idle_delay_s, self._complete_step, io_loop, self._executions,
                                set())
         except Exception:  # noqa: BLE001 - never raise into the user's cell
+            self._completing = False
             log.exception("kernel_agent: could not schedule work between cells")
 
-    def _complete_step(self, io_loop: Any, round_: int, executions: int, tried: set[str]) -> None:
-        """One co-variable per event-loop step: a cell submitted meanwhile runs in between
-        (and ends the round: its own update sees the namespace first)."""
-        if (round_ != self._round or executions != self._executions or self._pending is not None
-                or self._paused):
+    def _complete_step(self, io_loop: Any, executions: int, tried: set[str]) -> None:
+        """One co-variable per event-loop step: a cell submitted meanwhile runs in between; one
+        that started since the step was scheduled postpones the rest to the next pause."""
+        if executions != self._executions or self._pending is not None or self._paused:
+            io_loop.call_later(self.idle_delay_s, self._complete_step, io_loop,
+                               self._executions, set())
             return
         t0 = time.perf_counter()
+        more = False
         try:
             names = [n for n in self.tracker.incomplete(self.idle_hash_limit) if n not in tried]
-            if not names:
-                return
-            tried.add(names[0])  # (one left partial, or rebound meanwhile, is not tried again)
-            with _no_gc():
-                self.tracker.complete(self.shell.user_ns, names[:1])
+            if names:
+                tried.add(names[0])  # (one left partial, or rebound meanwhile: not again)
+                with _no_gc():
+                    self.tracker.complete(self.shell.user_ns, names[:1])
+                more = len(names) > 1
         except Exception:  # noqa: BLE001 - never break the kernel's event loop
             log.exception("kernel_agent: finishing a fingerprint between cells failed")
-            return
         finally:
             self.stats["idle_s"] = self.stats.get("idle_s", 0.0) + time.perf_counter() - t0
-        if len(names) > 1:
-            io_loop.call_later(0, self._complete_step, io_loop, round_, executions, tried)
+            if more:
+                io_loop.call_later(0, self._complete_step, io_loop, executions, tried)
+            else:
+                self._completing = False
 
     def check_files(self) -> list[int]:
         """Mark cells whose input files changed since they read them (outside recorded cells).
