@@ -239,8 +239,15 @@ class HistoryGraph:
                 groups.add(g | {n})
 
         outputs: list[VariableSnapshot] = []
+        writes = set(cell.writes)
         for g in sorted(groups, key=sorted):
             if g & changed:
+                # names this cell merged in without reading or writing them (two dataclasses
+                # share dataclasses.MISSING): the new snapshot holds their values as they
+                # were, so re-creating it needs their snapshots too, not this cell alone
+                carried = {self.active[n] for n in g - writes if n in self.active}
+                if not carried <= set(cell.input_snapshots):
+                    cell.input_snapshots = sorted(set(cell.input_snapshots) | carried)
                 outputs.append(self.new_snapshot(g, [idx]))
                 continue
             sources = {self.active.get(n) for n in g}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import __future__
 
 import ast
+import enum
 import inspect
 import logging
 import threading
@@ -193,7 +194,11 @@ def restore(
         # is recomputed instead when its cells allow it, like a blob that failed
         if all(n in values for n in entry.names):
             checked[entry.key] = found = _check(entry, values)
-            if not found[0] and entry.requires and _rerunnable(graph, entry.requires) is None:
+            # (not an enum class: its digest differs from members it makes lazily, a Flag's
+            # composites, and values elsewhere hold its members unlinked, as atoms: a class
+            # re-created by its cell would not be theirs)
+            if (not found[0] and entry.requires and _rerunnable(graph, entry.requires) is None
+                    and not any(isinstance(v, enum.EnumMeta) for v in values.values())):
                 failed[entry.key] = "its pickle does not reproduce it (loaded, it differs)"
                 del checked[entry.key]
                 continue

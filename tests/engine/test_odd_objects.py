@@ -224,3 +224,30 @@ def test_a_lossy_pickle_that_cannot_be_recomputed_is_loaded_and_named(make_kerne
     assert not r["verified"] and "t" in r["mismatched"], r
     assert r["variables"]["t"]["action"] == "loaded"
     assert b.value("t.c") == 100
+
+
+def test_a_cell_that_merges_earlier_variables_into_its_output_recomputes_them_too(make_kernel,
+                                                                                  tmp_path):
+    # every dataclass's fields reach dataclasses.MISSING, so defining K merges {P, p} into K's
+    # co-variable without reading them; recomputing that co-variable re-ran K's cell alone and
+    # lost P and p
+    cells = ["from dataclasses import dataclass",
+             "@dataclass(slots=True)\nclass P:\n    x: int\n    y: list",
+             "p = P(1, [2])\np.y.append(3)",
+             "@dataclass(frozen=True)\nclass K:\n    a: int\nkeys = {K(1): 'one', K(2): 'two'}"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells,
+                                 strategy="recompute-all")
+    assert_verified(r)
+    assert b.value("[p.x, p.y, keys[K(2)], type(p) is P]") == [1, [2, 3], "two", True]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_flag_enum_members_stay_members_of_the_restored_class(make_kernel, tmp_path, strategy):
+    # a Flag class makes composite members lazily (its digest differs once loaded): it must not
+    # be re-created by its cell while `p`, an atom that does not link to it, is loaded
+    cells = ["import enum\nclass Perm(enum.Flag):\n    R = 1\n    W = 2\n    X = 4",
+             "p = Perm.R | Perm.W",
+             "perms = [p, Perm.X]"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert b.value("[Perm.W in p, type(p) is Perm, perms[0] is p, str(p)]") == [
+        True, True, True, "Perm.R|W"]
