@@ -74,7 +74,9 @@ async def test_external_service_waits_for_the_hub_and_migrates(tmp_path) -> None
     token = os.urandom(16).hex()
     os.environ["ELASTIC_SERVICE_TOKEN"] = token  # the hub config reads it (like api_token)
     hub.settings.extra_config = service_config(hub, port, managed=False)
-    await hub.start()
+    # the hub waits up to 30 s (the service's timeout) for the external service, which starts
+    # below, before it routes its own API: 60 s in all was too little for a loaded CI machine
+    await hub.start(timeout=180)
     eh = ElasticHub(hub, port)
     env = dict(os.environ, JUPYTERHUB_API_TOKEN=token, JUPYTERHUB_SERVICE_NAME="elastic",
                JUPYTERHUB_API_URL=f"http://127.0.0.1:{hub.hub_port}/hub/api",
