@@ -436,21 +436,29 @@ def local_module(mod: types.ModuleType) -> bool:
     variable is: `bump()` in it changes what a restore must bring back. Installed libraries'
     modules are not (their state is the process's: options, context cells).
     """
-    f = getattr(mod, "__file__", None)
     name = getattr(mod, "__name__", None)
-    if type(f) is not str or type(name) is not str or not f.endswith(".py"):
-        return False
-    return name.partition(".")[0] not in _OWN_PACKAGES and _local_file(f)
+    return (type(name) is str and name.partition(".")[0] not in _OWN_PACKAGES
+            and local_source(mod) is not None)
+
+
+def local_source(mod: Any) -> str | None:
+    """The absolute source file of `mod` when it is a ``.py`` file outside the installed
+    library paths (the notebook's own code), else None. Any object: None has no file."""
+    f = getattr(mod, "__file__", None)
+    if type(f) is not str or not f.endswith(".py"):
+        return None
+    return _local_file(f)
 
 
 @functools.lru_cache(maxsize=4096)
-def _local_file(path: str) -> bool:
+def _local_file(path: str) -> str | None:
     from kernel_agent.effects import _library_prefixes
 
     global _LIB_PREFIXES
     if _LIB_PREFIXES is None:
         _LIB_PREFIXES = _library_prefixes()
-    return not os.path.abspath(path).startswith(_LIB_PREFIXES)
+    path = os.path.abspath(path)
+    return None if path.startswith(_LIB_PREFIXES) else path
 
 
 _LIB_PREFIXES: tuple[str, ...] | None = None

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from kernel_agent import analysis, procstate, rng
-from kernel_agent.changes import Tracker, dynamic_module
+from kernel_agent.changes import Tracker, dynamic_module, local_source
 from kernel_agent.effects import MAX_FILES, UNSEEDED, EffectWatcher
 from kernel_agent.graph import CellExecution, HistoryGraph
 
@@ -654,9 +654,6 @@ def _stat(path: str) -> tuple[int, int] | None:
     return (st.st_mtime_ns, st.st_size)
 
 
-_LIBRARY_PREFIXES: tuple[str, ...] | None = None
-
-
 def _module_sources(ns: Mapping[str, Any], names: set[str]) -> list[str]:
     """Source files of the notebook's own modules that the cell's reads lead to.
 
@@ -664,11 +661,6 @@ def _module_sources(ns: Mapping[str, Any], names: set[str]) -> list[str]:
     rewrites it and reloads, re-running this cell would see the new code. Installed libraries
     are left out (they change only with the environment, which the restore checks).
     """
-    global _LIBRARY_PREFIXES
-    if _LIBRARY_PREFIXES is None:
-        from kernel_agent.effects import _library_prefixes
-
-        _LIBRARY_PREFIXES = _library_prefixes()
     out: list[str] = []
     for n in names:
         v = ns.get(n)
@@ -679,11 +671,8 @@ def _module_sources(ns: Mapping[str, Any], names: set[str]) -> list[str]:
             if type(modname) is not str or modname in ("__main__", "builtins"):
                 continue
             mod = sys.modules.get(modname)
-        f = getattr(mod, "__file__", None)
-        if type(f) is not str or not f.endswith(".py"):
-            continue
-        f = os.path.abspath(f)
-        if not f.startswith(_LIBRARY_PREFIXES) and f not in out:
+        f = local_source(mod)
+        if f is not None and f not in out:
             out.append(f)
     return out
 

@@ -84,7 +84,7 @@ from typing import Any
 import cloudpickle
 
 from kernel_agent.buffers import BlobBuffer, array_interface_base
-from kernel_agent.changes import module_state
+from kernel_agent.changes import local_source, module_state
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "Serialized", "dumps", "loads"]
 
@@ -282,7 +282,7 @@ class _Pickler(cloudpickle.CloudPickler):
             if rv is not None:
                 return rv
         if type(obj) is types.ModuleType:
-            source = _local_module_source(obj)
+            source = local_source(obj) if type(getattr(obj, "__name__", None)) is str else None
             if source is not None:
                 # imported again, then its globals as they were (a cache it filled, a counter
                 # a cell bumped): the import alone would give the file's initial values
@@ -513,24 +513,6 @@ _READDABLE = frozenset({types.WrapperDescriptorType, types.FunctionType, type(No
 _CLASS_DICT_SKIP = frozenset({"__dict__", "__weakref__", "_abc_impl", "_abc_cache",
                               "_abc_negative_cache", "_abc_negative_cache_version",
                               "_abc_registry", "__annotate_func__"})
-
-
-def _local_module_source(mod: types.ModuleType) -> str | None:
-    """The source file of a notebook-local module (not an installed one), else None."""
-    global _LIBRARY_PREFIXES
-    f = getattr(mod, "__file__", None)
-    name = getattr(mod, "__name__", None)
-    if type(f) is not str or type(name) is not str or not f.endswith(".py"):
-        return None
-    if _LIBRARY_PREFIXES is None:
-        from kernel_agent.effects import _library_prefixes
-
-        _LIBRARY_PREFIXES = _library_prefixes()
-    f = os.path.abspath(f)
-    return None if f.startswith(_LIBRARY_PREFIXES) else f
-
-
-_LIBRARY_PREFIXES: tuple[str, ...] | None = None
 
 
 def _import_module(name: str, source: str) -> types.ModuleType:
