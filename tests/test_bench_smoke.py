@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from elastic_spawner.bench import notebooks, report
+from elastic_spawner.bench.harness import MethodResult, NotebookResult
 from elastic_spawner.bench.run import _result_from_dict, main
 from elastic_spawner.cli import build_parser
 
@@ -36,6 +37,34 @@ def test_cli_has_bench() -> None:
     assert args.quick and args.stores == "file" and callable(args.func)
 
 
+def _result(floor_s: float, ours_s: float, dill_s: float, rerun_s: float) -> NotebookResult:
+    r = NotebookResult("nb", "a notebook", "kaggle", 3, import_floor_s=floor_s)
+    r.methods = [MethodResult("ours", "file", migration_s=ours_s, correct=True),
+                 MethodResult("dill", "file", migration_s=dill_s, correct=True),
+                 MethodResult("rerun", "-", migration_s=rerun_s, correct=True)]
+    return r
+
+
+def test_a_missed_ratio_is_called_below_the_floor_only_when_importing_alone_takes_longer() -> None:
+    # best baseline 2.0 s: the target allows 1.0 s, importing the libraries takes 1.5 s
+    heavy = _result(floor_s=1.5, ours_s=2.2, dill_s=2.0, rerun_s=8.0)
+    # same times, but a 0.2 s import: the target was within reach and missed
+    light = _result(floor_s=0.2, ours_s=2.2, dill_s=2.0, rerun_s=8.0)
+    light.name = "light"
+    tg = report.targets([heavy, light])
+    assert tg["ratio"]["n"] == 0
+    assert tg["ratio"]["below_floor"] == [("nb", "file")]
+    assert [row[-1] for row in report.floor_rows([heavy, light], ["file"])] == [
+        "below the floor", "missed"]
+    assert "on 1 of the 2 pairs missed" in report._targets_text(tg)
+
+
+def test_a_met_ratio_is_never_called_below_the_floor() -> None:
+    r = _result(floor_s=1.5, ours_s=0.9, dill_s=2.0, rerun_s=8.0)
+    assert report.targets([r])["ratio"]["below_floor"] == []
+    assert report.floor_rows([r], ["file"])[0][-1] == "met"
+
+
 @pytest.mark.slow
 def test_bench_quick_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "results.json"
@@ -57,6 +86,7 @@ def test_bench_quick_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         rerun = r.method("rerun", "file")
         assert rerun is not None and rerun.correct
         assert r.runtime_agent and r.runtime_plain
+        assert r.import_floor_s is not None and r.import_floor_s > 0, r.name
     # dill cannot pickle a generator: the table must say so rather than hide the row
     dill = results[1].method("dill", "file")
     assert dill is not None and dill.status == "failed" and "generator" in dill.note

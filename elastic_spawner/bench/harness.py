@@ -89,6 +89,10 @@ class NotebookResult:
     error: str = ""
     # what the notebook's header says the plan must do ({"shipped": [...], "recomputed": [...]})
     expect: dict[str, list[str]] = field(default_factory=dict)
+    # seconds a fresh kernel takes just to import the modules the state's objects come from:
+    # a lower bound of every method's restore time (probe.state_modules / probe.import_floor)
+    import_floor_s: float | None = None
+    state_modules: list[str] = field(default_factory=list)
 
     def method(self, method: str, store: str) -> MethodResult | None:
         for m in self.methods:
@@ -321,6 +325,7 @@ class Bench:
             before = a.probe("digest")
             self._reference[nb.name] = before
             res.opaque = before["opaque"]
+            self._import_floor(res, a, wd)
             for st in self.stores:
                 m = MethodResult("ours", st.kind)
                 res.methods.append(m)
@@ -362,6 +367,17 @@ class Bench:
                     st.clear(url)
         finally:
             a.shutdown()
+
+    def _import_floor(self, res: NotebookResult, a: BenchKernel, wd: Path) -> None:
+        """Time a fresh kernel without any tool importing what the state is made of."""
+        res.state_modules = a.probe("state_modules")
+        c = self._kernel(wd)
+        try:
+            res.import_floor_s = c.probe("import_floor", res.state_modules)["wall_s"]
+        except Exception as e:  # noqa: BLE001 - a missing figure, not a failed notebook
+            self.say(f"    import floor: not measured ({_short(e)})")
+        finally:
+            c.shutdown()
 
     def _throughput(self, a: BenchKernel, st: StoreTarget, name: str) -> dict[str, Any]:
         """Checkpoint throughput vs a raw sequential write of the same arrays to the same disk.

@@ -273,5 +273,61 @@ def array_names() -> list[str]:
     return [n for n in user_names() if isinstance(ns[n], np.ndarray)]
 
 
+
+# --------------------------------------------------------------------------------------------
+# import floor: what any restore into a fresh kernel pays before it holds a single object
+# --------------------------------------------------------------------------------------------
+
+
+def state_modules() -> list[str]:
+    """Modules defining the state's objects: the variables' types and, one level down, the
+    types of what containers and instances hold, plus the variables that are modules, classes
+    or functions themselves. Every method that rebuilds this state in a fresh kernel (loading,
+    re-running, Kishu's checkout) has to import at least these."""
+    import types
+
+    ns = _shell().user_ns
+    found: set[str] = set()
+
+    def note(obj: Any) -> None:
+        if isinstance(obj, types.ModuleType):
+            found.add(obj.__name__)
+            return
+        found.add(getattr(type(obj), "__module__", None) or "")
+        if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+            found.add(getattr(obj, "__module__", None) or "")
+
+    for n in user_names():
+        v = ns[n]
+        note(v)
+        try:
+            if isinstance(v, dict):
+                inner = list(v.values())[:1000]
+            elif isinstance(v, (list, tuple, set, frozenset)):
+                inner = list(v)[:1000]
+            else:
+                inner = list(getattr(v, "__dict__", {}).values())[:1000]
+        except Exception:  # noqa: BLE001 - an odd object: its own type is noted already
+            inner = []
+        for x in inner:
+            note(x)
+    return sorted(m for m in found
+                  if m and m not in ("builtins", "__main__") and m in sys.modules)
+
+
+def import_floor(modules: list[str]) -> dict[str, Any]:
+    """Import `modules` in this (fresh, tool-less) kernel: a lower bound of any restore's time."""
+    import importlib
+
+    t0 = time.perf_counter()
+    failed = []
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except Exception:  # noqa: BLE001 - a module the notebook made (a class defined in a cell)
+            failed.append(m)
+    return {"wall_s": time.perf_counter() - t0, "failed": failed}
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit("this module runs inside a benchmark kernel")
