@@ -100,7 +100,7 @@ class Unit:
     opaque: list[str] = field(default_factory=list)
     packages: list[str] = field(default_factory=list)
     digest_loaded: str | None = None  # digest of the value as its pickle rebuilds it, if different
-    by_value_classes: bool = False  # holds notebook classes: never load it back in this process
+    loads_into_live: bool = False  # notebook classes or modules: never load it back in this process
     reuse_key: tuple | None = None  # (names, active snapshot ids) when it may be reused
     reused: CachedUnit | None = None  # what a previous checkpoint stored for it
 
@@ -359,7 +359,7 @@ def serialize_unit(u: Unit, ns: dict) -> None:
     values = {n: ns[n] for n in u.names}
     s = dumps(values)
     u.parts, u.nbytes, u.error = (s.parts if s.error is None else None), s.nbytes, s.error
-    u.by_value_classes = bool(getattr(s, "by_value_classes", False))
+    u.loads_into_live = bool(getattr(s, "loads_into_live", False))
     try:
         report = digest_report(values)
         u.digest, u.opaque = report.digest, sorted(report.opaque)
@@ -380,10 +380,12 @@ def check_loaded_digest(u: Unit) -> None:
     compute a fill value), so the loaded value digests differently from the live one although
     it is the same value; the restore accepts either (``CovariableEntry.digest_loaded``). Done
     for shipped units only (only they are loaded from a pickle), up to a size cap (it loads a
-    copy), never for blobs holding notebook classes (loading them again in this process would
-    re-apply their state to the live class).
+    copy), never for blobs holding notebook classes or the notebook's own modules (loading them
+    again in this process would re-apply their state to the live class or module: the trial
+    load of a `utils.py` module replaced its globals with copies, breaking the aliases cells
+    had made of them).
     """
-    if u.parts is None or u.error is not None or u.by_value_classes or u.nbytes > LOADED_DIGEST_MAX_BYTES:
+    if u.parts is None or u.error is not None or u.loads_into_live or u.nbytes > LOADED_DIGEST_MAX_BYTES:
         return
     from kernel_agent.buffers import BlobBuffer
     from kernel_agent.changes import value_digest

@@ -41,9 +41,11 @@ Why it looks like this
 "Pickles but cannot be loaded back" (a ``__reduce__`` whose reconstructor fails, a class pickled
 by reference from a module the restoring kernel cannot import, ...) is only detected when
 ``dumps(..., verify=True)``: the stream is then unpickled once in the kernel (arrays zero-copy,
-functions bound to a scratch namespace). It is off by default because unpickling in-band
-Python objects costs about as much time and memory again as pickling them, which a checkpoint
-racing an eviction grace period may not have; the restore side verifies digests regardless.
+functions bound to a scratch namespace), unless it holds notebook classes or modules, whose
+state a load in this process would write into the live ones. It is off by default because
+unpickling in-band Python objects costs about as much time and memory again as pickling them,
+which a checkpoint racing an eviction grace period may not have; the restore side verifies
+digests regardless.
 
 Blob format (version 1, little-endian)
 --------------------------------------
@@ -109,7 +111,7 @@ class Serialized:
     parts: list[memoryview | bytes] = field(repr=False)
     nbytes: int
     error: str | None = None
-    by_value_classes: bool = False  # holds notebook classes: never load it back in this process
+    loads_into_live: bool = False  # notebook classes or modules: never load it back in this process
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,9 +226,11 @@ class _Pickler(cloudpickle.CloudPickler):
         self.deferred_roots: set[int] = set()
         self.covered_roots: set[int] = set()
         self.view_spans: dict[int, list[tuple[int, int]]] = {}  # hidden base -> views' bytes
-        # notebook classes pickled by value: loading them again in this process would re-apply
-        # their state to the live class (cloudpickle's class tracker), so callers must not
-        self.by_value_classes = False
+        # notebook classes pickled by value, and the notebook's modules with their globals:
+        # loading them again in this process would re-apply their state to the live class
+        # (cloudpickle's class tracker) or module (`_set_module_state` on the imported one),
+        # so callers must not
+        self.loads_into_live = False
 
     # cloudpickle calls this for functions it pickles by value
     def _dynamic_function_reduce(self, func: Any) -> Any:
@@ -270,7 +274,7 @@ class _Pickler(cloudpickle.CloudPickler):
     def reducer_override(self, obj: Any) -> Any:
         np = self._np
         if isinstance(obj, type) and not cloudpickle.cloudpickle._should_pickle_by_reference(obj):
-            self.by_value_classes = True
+            self.loads_into_live = True
         if np is not None and type(obj) is np.ndarray:
             return self._reduce_ndarray(obj)
         if obj is self._token:
@@ -289,6 +293,7 @@ class _Pickler(cloudpickle.CloudPickler):
                 state = module_state(obj)
                 if not state:
                     return (_import_module, (obj.__name__, source))
+                self.loads_into_live = True
                 return (_import_module, (obj.__name__, source), state, None, None,
                         _set_module_state)
         if isinstance(obj, _OS_FILES):
@@ -644,7 +649,7 @@ def dumps(
             root for root, spans in pickler.view_spans.items()
             if root not in present and _any_overlap(spans)
         }
-        by_value_classes = pickler.by_value_classes
+        loads_into_live = pickler.loads_into_live
         if pickler.deferred_roots & present:
             # a view was met before its base: pickle again knowing which bases are present
             stream, buffers, _ = _pickle(data, namespace, present)  # pass 1 keeps ids alive
@@ -680,9 +685,9 @@ def dumps(
         names=names,
         parts=[bytes(header), payload, *tail],
         nbytes=total,
-        by_value_classes=by_value_classes,
+        loads_into_live=loads_into_live,
     )
-    if verify:
+    if verify and not loads_into_live:  # (loading it here would write into the live objects)
         try:
             scratch: dict[str, Any] = {"__name__": "__main__"}
             _unpickle(payload, [memoryview(b) for b in buffers], scratch)

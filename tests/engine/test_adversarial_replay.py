@@ -163,6 +163,22 @@ def test_globals_of_the_notebooks_own_module_changed_by_cells_come_back(make_ker
     assert b.value("[bump(), counter_mod.counter]") == [3, 3]
 
 
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_checkpointing_leaves_the_notebook_modules_globals_the_very_objects_cells_hold(
+        make_kernel, tmp_path, strategy):
+    # The checkpoint loaded a copy of each shipped co-variable back in the kernel to digest it
+    # as loaded, and loading a notebook module re-applies its globals to the module it finds
+    # imported: the live one. `cache` in the namespace then no longer was counter_mod.cache,
+    # and bump() counted in a fresh copy, in the session being checkpointed.
+    cells = [NOTEBOOK_MODULE, "from counter_mod import *", "import counter_mod",
+             "bump()\ncache['k'] = 1"]
+    a, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_restore_verified(r)
+    probe = "[counter_mod.cache is cache, bump(), counter_mod.counter]"
+    assert a.value(probe) == [True, 2, 2]
+    assert b.value(probe) == [True, 2, 2]
+
+
 def test_a_changed_global_of_a_notebook_module_does_not_verify_as_equal(make_kernel, tmp_path):
     a = make_kernel()
     run_all(a, [NOTEBOOK_MODULE, "import counter_mod"])
