@@ -191,6 +191,26 @@ def _digest_opaque(tp: type) -> bool:
                in _DIGEST_OPAQUE_QUALNAMES for c in mro)
 
 
+#: The IPython shell and kernel: one per process, and they reach the whole user namespace
+#: (``user_ns``, the output history). Walked like instances, a variable holding
+#: ``get_ipython()`` made every other variable one co-variable with it, which cannot be shipped
+#: (the shell does not pickle) and did not verify (its counters moved). Like loggers, they are
+#: the process's, referenced by identity. Found by name: IPython is never imported here.
+_PROCESS_SINGLETONS = frozenset({
+    "IPython.core.interactiveshell.InteractiveShell",
+    "ipykernel.kernelbase.Kernel",
+})
+
+
+def _process_singleton(tp: type) -> str | None:
+    """The singleton base `tp` derives from (see `_PROCESS_SINGLETONS`), or None."""
+    for c in getattr(tp, "__mro__", None) or (tp,):
+        name = f"{getattr(c, '__module__', '')}.{getattr(c, '__qualname__', '')}"
+        if name in _PROCESS_SINGLETONS:
+            return name
+    return None
+
+
 _BYREF_TYPES: tuple[type, ...] = (
     types.ModuleType,
     types.BuiltinFunctionType,
@@ -260,6 +280,8 @@ def _classify_uncached(tp: type) -> int:
         return K_DESCRIPTOR_WRAPPER
     if issubclass(tp, (logging.Logger, logging.PlaceHolder)):
         return K_BYREF  # process-wide singletons by name; their handlers hold locks
+    if _process_singleton(tp):
+        return K_BYREF
     if issubclass(tp, type):
         return K_CLASS
     if issubclass(tp, _BYREF_TYPES):
@@ -482,6 +504,9 @@ def _ref_name(obj: Any) -> str:
         return "module:" + str(obj.__name__)
     if isinstance(obj, (logging.Logger, logging.PlaceHolder)):
         return "logger:" + str(getattr(obj, "name", "?"))
+    singleton = _process_singleton(type(obj))
+    if singleton is not None:
+        return "process:" + singleton
     if isinstance(obj, type):
         return "class:" + _type_name(obj)
     mod = getattr(obj, "__module__", None)

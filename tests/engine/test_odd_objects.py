@@ -251,3 +251,19 @@ def test_flag_enum_members_stay_members_of_the_restored_class(make_kernel, tmp_p
     _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
     assert b.value("[Perm.W in p, type(p) is Perm, perms[0] is p, str(p)]") == [
         True, True, True, "Perm.R|W"]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_variable_holding_the_shell_does_not_tie_the_namespace_to_it(make_kernel, tmp_path,
+                                                                        strategy):
+    # get_ipython() reaches user_ns: walked like an instance, it made `w` one co-variable with
+    # the shell, which does not pickle (so `w` could not be shipped) and did not verify
+    cells = ["ip = get_ipython()",
+             "ip.user_ns['z'] = 5",
+             "ip.push({'w': [1, 2]})",
+             "w.append(z)"]
+    _, b, c, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_verified(r)
+    if strategy == "ship-all":
+        assert c["variables"]["w"] == "ship", c["variables"]
+    assert b.value("[w, z, ip is get_ipython()]") == [[1, 2, 5], 5, True]
