@@ -431,12 +431,93 @@ def _audit_hook(event: str, args: tuple) -> None:
         rec.busy = False
 
 
+# Frames of the kernel's own machinery: OS entropy drawn under them (jupyter_client's message
+# ids for every output a cell prints or displays, a display formatter's element ids) is not the
+# cell's doing
+_MACHINERY = ("IPython.", "ipykernel.", "jupyter_client.", "zmq.", "tornado.", "comm.",
+              "traitlets.", "matplotlib_inline.", "asyncio.", "threading", "kernel_agent.")
+ENTROPY_AT_RUNTIME = ENTROPY + " (os.urandom, called from code the cell ran)"
+# Libraries that draw entropy for internal identifiers only, which never reach their results:
+# joblib names every Parallel call with uuid4() and scikit-learn every fit's callback context
+# (its fits and cross-validation run through both); flagging those would pin every model to
+# being shipped
+_INTERNAL_IDS = ("joblib.", "sklearn.callback.")
+
+
+def _cell_drew_entropy() -> bool:
+    """Whether the os.urandom call being made comes from the cell: walking out from the caller,
+    a notebook frame (``__main__``: the cell or a notebook function) comes before any frame
+    of the kernel's machinery. Libraries in between (pandas' Styler naming itself with
+    ``uuid4()``) are the cell's doing; a module
+    being imported is not (sklearn's import draws some: the cell importing it is as
+    reproducible as any import)."""
+    f = sys._getframe(3)  # _cell_drew_entropy <- _note_entropy <- urandom wrapper <- caller
+    while f is not None:
+        name = f.f_globals.get("__name__")
+        if type(name) is str:
+            if name == "__main__":
+                return True
+            if name.startswith(_MACHINERY) or name in ("IPython", "ipykernel"):
+                return False
+            if name.startswith(_INTERNAL_IDS):
+                return False
+            if f.f_code.co_name == "<module>" or name.startswith("importlib"):
+                return False  # module code run by an import
+        f = f.f_back
+    return False
+
+
+def _note_entropy() -> None:
+    rec = _current
+    if rec is None or rec.busy or threading.get_ident() in rec.ignored_threads:
+        return
+    rec.busy = True
+    try:
+        if _cell_drew_entropy():
+            rec._note(ENTROPY_AT_RUNTIME)
+    except Exception:  # noqa: BLE001 - never raise into the caller of os.urandom
+        pass
+    finally:
+        rec.busy = False
+
+
+def _wrap_urandom(real: Any) -> Any:
+    def urandom(size: int, /) -> bytes:
+        if _current is not None:
+            _note_entropy()
+        return real(size)
+
+    urandom.__name__ = urandom.__qualname__ = "urandom"
+    urandom.__doc__ = real.__doc__
+    urandom.__wrapped__ = real
+    urandom._kernel_agent = True
+    return urandom
+
+
+def _install_entropy_probe() -> None:
+    """Note, while a cell is recorded, when code it runs draws OS entropy.
+
+    There is no audit event for it. The bytecode markers see ``uuid4()`` or ``os.urandom`` in
+    the notebook's own code only; a library that draws entropy (a pandas Styler's ``uuid4``
+    id, ``np.random.default_rng()`` without a seed inside a library function) made a cell
+    that a re-run cannot reproduce, and a plan recomputing its outputs restored values that
+    did not verify. Only ``os.urandom`` is wrapped, not the copy ``random`` keeps of it
+    (``SystemRandom``, ``secrets``): numpy draws from that one to seed a bit generator it then
+    seeds again, deterministically (``RandomState(0)``, which scikit-learn makes for every
+    ``random_state=0``). The wrapper costs a global lookup when no cell is recorded.
+    """
+    if not getattr(os.urandom, "_kernel_agent", False):
+        os.urandom = _wrap_urandom(os.urandom)
+
+
 def install() -> None:
-    """Install the audit hook (once per process: audit hooks cannot be removed)."""
+    """Install the audit hook (once per process: audit hooks cannot be removed) and the
+    entropy probe."""
     global _installed
     with _install_lock:
         if not _installed:
             sys.addaudithook(_audit_hook)
+            _install_entropy_probe()
             _installed = True
 
 

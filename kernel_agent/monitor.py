@@ -30,7 +30,7 @@ import numpy as np
 
 from kernel_agent import analysis, procstate, rng
 from kernel_agent.changes import Tracker, dynamic_module, local_source
-from kernel_agent.effects import MAX_FILES, UNSEEDED, EffectWatcher
+from kernel_agent.effects import ENTROPY, ENTROPY_AT_RUNTIME, MAX_FILES, UNSEEDED, EffectWatcher
 from kernel_agent.graph import CellExecution, HistoryGraph
 
 log = logging.getLogger("kernel_agent")
@@ -484,6 +484,8 @@ class Monitor:
         error = result.error_before_exec or result.error_in_exec
         effects = list(fx) + list(p.problems)
         if ana is not None:
+            if ENTROPY in ana.markers and ENTROPY_AT_RUNTIME in effects:
+                effects.remove(ENTROPY_AT_RUNTIME)  # the cell's own code says it already
             effects += sorted(ana.markers)
             if ana.dynamic:
                 log.debug("kernel_agent: cell reads every variable: %s", ana.dynamic)

@@ -126,6 +126,32 @@ def test_entropy_and_unseeded_generators_are_marked(agent):
     assert rec["effects"] == []
 
 
+def test_os_entropy_drawn_inside_a_library_the_cell_calls_is_marked(agent):
+    # the cell's own bytecode names no entropy source: pandas' Styler calls uuid4() itself
+    agent.ok("import pandas as pd\nen_df = pd.DataFrame({'a': [1, 3]})")
+    rec = agent.cell("en_sty = en_df.style.highlight_max()")
+    assert "reads OS entropy (os.urandom, called from code the cell ran)" in rec["effects"]
+    # a notebook helper module calling uuid4 for the cell counts too
+    agent.ok("import types, uuid\nen_mod = types.ModuleType('en_mod')\n"
+             "exec('import uuid\\ndef tag():\\n    return uuid.uuid4().hex', en_mod.__dict__)")
+    assert any(e.startswith("reads OS entropy") for e in agent.cell("en_tag = en_mod.tag()")["effects"])
+
+
+def test_entropy_the_kernel_or_an_import_draws_is_not_the_cells(agent):
+    # jupyter_client gives every output message a random id, in the kernel's main thread;
+    # scipy draws entropy while it is imported; numpy's RandomState(0) seeds from entropy first;
+    # joblib and scikit-learn name their parallel calls and fit contexts with uuid4()
+    for code in ("print('en_print')", "en_shown = 3\nen_shown",
+                 "from IPython.display import display, HTML\ndisplay(HTML('<b>x</b>'))",
+                 "import scipy.stats\nimport numpy as np\nen_rs = np.random.RandomState(0)",
+                 "from sklearn.model_selection import train_test_split\n"
+                 "en_tr, en_te = train_test_split(list(range(10)), random_state=0)",
+                 "from sklearn.linear_model import LogisticRegression\n"
+                 "from sklearn.model_selection import cross_val_score\n"
+                 "en_cv = cross_val_score(LogisticRegression(), [[0], [1]] * 3, [0, 1] * 3, cv=2)"):
+        assert agent.cell(code)["effects"] == [], code
+
+
 def test_reads_of_the_process_identity_are_marked(agent):
     # a re-run in another pod answers otherwise: the value must be shipped
     for code in ("import os\npi_pid = os.getpid()", "import socket\npi_host = socket.gethostname()",

@@ -62,3 +62,20 @@ def test_unreplayable_cells_are_shipped_or_named(make_kernel, tmp_path):
     assert not any("await" in e for e in replay.restore["errors"])
     assert replay.restore["mismatched"] == []
     assert replay.kernel.value("chain is alias") is True
+
+
+def test_entropy_a_library_draws_makes_the_cell_shipped_not_replayed(make_kernel, tmp_path):
+    # the cell names no entropy source, but pandas' Styler names itself with uuid4(): re-run,
+    # it came back with another id, and df (its co-variable) with it, as mismatched
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import pandas as pd",
+        "df = pd.DataFrame({'a': [1, 5, 3], 'b': [4, 2, 6]})",
+        "sty = df.style.highlight_max()",
+        "df.loc[0, 'a'] = 99",
+    ])
+    assert_verified(out["optimal"])
+    replay = out["replay"]
+    assert replay.restore["mismatched"] == []
+    assert "sty" in replay.restore["lost"] and "OS entropy" in replay.restore["lost"]["sty"]
+    assert out["optimal"].kernel.value("[sty.uuid, sty.data is df, int(df.a[0])]") == [
+        a.value("sty.uuid"), True, 99]
