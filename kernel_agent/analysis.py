@@ -480,6 +480,8 @@ class _Walker:
                 # a module only when the name is bound to it (`import secrets`): one met
                 # inside a container (`mods = sys.modules`) is not a sign the cell uses it
                 self.markers |= effects.value_markers(v)
+                if v is logging:  # `logging.info(...)`: the root logger's handlers run
+                    _push_handlers(logging.root, stack)
             elif t is types.ModuleType:
                 pass
             elif isinstance(v, type):
@@ -542,6 +544,8 @@ class _Walker:
             if isinstance(v, threading.Thread):  # its target runs notebook code
                 stack.extend((x, 0) for x in (getattr(v, "_target", None),
                                               getattr(v, "_args", None), getattr(v, "_kwargs", None)))
+            elif isinstance(v, logging.Logger):
+                _push_handlers(v, stack)
             return  # the kernel itself (it holds the whole namespace: not a read of the cell)
         else:
             # Best effort beyond the contract: library objects holding notebook callables
@@ -566,6 +570,22 @@ class _Walker:
                         stack.append((object.__getattribute__(v, slot), child_depth))
                     except Exception:  # noqa: BLE001 - unset slot
                         pass
+
+
+def _push_handlers(lg: logging.Logger, stack: list) -> None:
+    """A log call runs the handlers and filters of the logger and of the ancestors it
+    propagates to: a notebook handler appending records to a list mutates that list from any
+    cell that logs through it (`log.info(...)` reads no variable of the handler)."""
+    cur: Any = lg
+    for _ in range(64):  # a logger chain is short; a cycle is not ours to follow
+        if not isinstance(cur, logging.Logger):
+            break
+        stack.extend((x, 0) for x in (*cur.handlers, *cur.filters))
+        for h in cur.handlers:
+            stack.extend((x, 0) for x in getattr(h, "filters", ()))
+        if not cur.propagate:
+            break
+        cur = cur.parent
 
 
 def _module_dict(m: types.ModuleType) -> Any:

@@ -81,6 +81,47 @@ def _matplotlib(keep: list) -> Any:
     return (tuple(dict.keys(mpl.rcParams)), tuple(map(id, values)))
 
 
+class _Loggers(dict):
+    """Logger name -> its configuration (`_logger`). A logger made in between counts when it
+    left the default configuration other than by a ``NullHandler``: what libraries do to
+    their own loggers when imported, which importing them again does too."""
+
+    def changed_since(self, before: _Loggers) -> bool:
+        for name, now in self.items():
+            then = before.get(name)
+            if then is None:
+                if now[:3] != _DEFAULT_LOGGER or not now[4]:
+                    return True
+            elif then != now:
+                return True
+        return False
+
+
+_DEFAULT_LOGGER = (0, True, False)  # NOTSET, propagating, enabled
+
+
+def _logger(lg: Any, keep: list) -> tuple:
+    handlers, filters = tuple(lg.handlers), tuple(lg.filters)
+    keep.append((handlers, filters))
+    only_null = all(type(h).__name__ == "NullHandler" for h in handlers) and not filters
+    return (lg.level, lg.propagate, lg.disabled, tuple(map(id, handlers)),
+            only_null, tuple(map(id, filters)))
+
+
+def _logging(keep: list) -> Any:
+    """Levels, handlers and filters of every logger: ``logging.basicConfig(level=...)``,
+    ``log.addHandler(h)``, ``log.setLevel(...)`` configure the process, not a variable, and a
+    restore that only shipped variables left the session logging nothing."""
+    mod = sys.modules.get("logging")
+    if mod is None:
+        return None
+    out = _Loggers({"": _logger(mod.root, keep)})
+    for name, lg in list(mod.root.manager.loggerDict.items()):
+        if isinstance(lg, mod.Logger):
+            out[name] = _logger(lg, keep)
+    return out
+
+
 #: builtins the shell and the kernel set around every execution, anew each time (IPython's
 #: builtin trap, ipykernel's `input` forwarding to the frontend)
 _SHELL_BUILTINS = ("get_ipython", "exit", "quit", "display", "input", "raw_input", "_", "__",
@@ -110,7 +151,7 @@ def _torch(keep: list) -> Any:
 #: each reads one part of the state; those comparing option values by id put the values into
 #: `keep`, which the snapshot holds
 _PARTS: tuple[Callable[[list], Any], ...] = (_environ, _python, _decimal, _numpy, _torch,
-                                             _builtins, _pandas, _matplotlib)
+                                             _builtins, _pandas, _matplotlib, _logging)
 
 
 @dataclass(eq=False)
@@ -125,7 +166,11 @@ class ProcessState:
             if before is None:
                 continue
             try:
-                if before != later.parts.get(name):
+                after = later.parts.get(name)
+                if type(before) is _Loggers and type(after) is _Loggers:
+                    if after.changed_since(before):
+                        return True
+                elif before != after:
                     return True
             except Exception:  # noqa: BLE001 - an odd comparison: a change (the safe side)
                 return True

@@ -131,3 +131,18 @@ def test_requirements_of_a_mutated_variable_include_its_creation(agent):
         "sorted(__import__('kernel_agent.extension').extension.get_monitor().graph.requirements("
         "__import__('kernel_agent.extension').extension.get_monitor().graph.active['rq_list']))")
     assert reqs == [rec_make["index"], rec_mut["index"]]
+
+
+def test_a_log_call_mutates_what_a_notebook_handler_appends_to(agent):
+    # `lg_log.info` reads no variable of the handler: the handler's emit() runs inside logging
+    agent.ok("import logging\nlg_records = []\n"
+             "class LgHandler(logging.Handler):\n    def emit(self, r):\n        lg_records.append(r.getMessage())\n"
+             "lg_log = logging.getLogger('nb.lg')\nlg_log.addHandler(LgHandler())\nlg_log.setLevel(logging.INFO)")
+    assert "lg_records" in agent.cell("lg_log.info('one')")["mutated"]
+    # propagated to the root logger's handlers, or logged through the module
+    agent.ok("lg_root = LgHandler()\nlogging.getLogger().addHandler(lg_root)")
+    try:
+        assert "lg_records" in agent.cell("logging.warning('two')")["mutated"]
+        assert "lg_records" in agent.cell("logging.getLogger('nb.other').warning('three')")["mutated"]
+    finally:
+        agent.ok("logging.getLogger().removeHandler(lg_root)")

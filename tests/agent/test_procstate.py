@@ -86,3 +86,41 @@ def test_a_name_put_into_builtins_is_a_change():
         assert before.differs(procstate.snapshot())
     finally:
         del builtins.elastic_procstate_helper
+
+
+def test_logging_configuration_is_process_state():
+    import logging
+
+    lg = logging.getLogger("elastic.procstate.cfg")
+    level, handlers = lg.level, list(lg.handlers)
+    try:
+        before = procstate.snapshot()
+        lg.setLevel(logging.DEBUG)
+        assert before.differs(procstate.snapshot())
+        before = procstate.snapshot()
+        lg.addHandler(logging.StreamHandler())
+        assert before.differs(procstate.snapshot())
+    finally:
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
+
+
+def test_a_logger_made_and_configured_in_the_same_cell_is_a_change():
+    import logging
+
+    before = procstate.snapshot()
+    lg = logging.getLogger("elastic.procstate.fresh")
+    lg.setLevel(logging.INFO)
+    try:
+        assert before.differs(procstate.snapshot())
+    finally:
+        lg.setLevel(logging.NOTSET)
+
+
+def test_a_library_making_its_own_logger_with_a_null_handler_is_no_change():
+    import logging
+
+    before = procstate.snapshot()
+    lg = logging.getLogger("elastic.procstate.library")
+    lg.addHandler(logging.NullHandler())  # what libraries do when imported
+    assert not before.differs(procstate.snapshot())

@@ -186,3 +186,19 @@ def test_a_changed_global_of_a_notebook_module_does_not_verify_as_equal(make_ker
     before = a.value(digest)
     a.ok("counter_mod.bump()")
     assert a.value(digest) != before
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_notebooks_logging_setup_still_logs_after_the_migration(make_kernel, tmp_path, strategy):
+    # levels and handlers are the process's, not a variable's: shipping every variable left
+    # the restored session logging nothing, and the handler's list missed its later appends
+    cells = ["import logging\nrecords = []",
+             "log = logging.getLogger('nb.migrated')\nlog.setLevel(logging.DEBUG)",
+             "class ToList(logging.Handler):\n    def emit(self, r):\n        records.append(r.getMessage())",
+             "h = ToList()\nlog.addHandler(h)",
+             "log.debug('one')"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_restore_verified(r)
+    assert b.value("[records, log.level, len(log.handlers)]") == [["one"], 10, 1]
+    b.ok("log.debug('two')")
+    assert b.value("records") == ["one", "two"]
