@@ -433,6 +433,20 @@ def _is_notebook_class(cls: type, ns: Any) -> bool:
     )
 
 
+def _is_session_class(cls: type, ns: Any) -> bool:
+    """A class whose attributes are the session's data: the notebook's, or one of a module
+    imported from the notebook's own files (``from config import Config; Config.lr = 0.1``,
+    a registry's class-level dict a classmethod fills). Referenced by name, such a class came
+    back from a restore as the file defines it, and verified."""
+    if _is_notebook_class(cls, ns):
+        return True
+    try:
+        mod = type.__dict__["__dict__"].__get__(cls).get("__module__")
+    except Exception:  # noqa: BLE001
+        return False
+    return type(mod) is str and local_module(sys.modules.get(mod))
+
+
 def _is_notebook_function(fn: types.FunctionType, ns: Any) -> bool:
     return (ns is not None and fn.__globals__ is ns) or fn.__module__ == "__main__"
 
@@ -1185,7 +1199,7 @@ class _Walker:
             return
         out = self.out
         out.append(("type", _type_name(tp)))
-        if _is_notebook_class(tp, self.ns):
+        if _is_session_class(tp, self.ns):
             push(tp)  # an instance and its notebook class are one co-variable
         dict_desc, slots = _layout(tp)
         solid = _solid_base(tp)
@@ -1289,7 +1303,8 @@ class _Walker:
         )
 
     def _class(self, cls: type, extend: Any) -> None:
-        if not _is_notebook_class(cls, self.ns):
+        notebook = _is_notebook_class(cls, self.ns)
+        if not notebook and not _is_session_class(cls, self.ns):
             self.out.append(("ref", "class:" + _type_name(cls)))
             return
         if not self._identity(cls, "C"):
@@ -1309,8 +1324,10 @@ class _Walker:
                 types.GetSetDescriptorType,
                 types.MemberDescriptorType,
                 types.WrapperDescriptorType,
-            ):
-                # C descriptors: name only (the slot layout is in the bases)
+            ) or (not notebook and hasattr(vt, "__get__")):
+                # C descriptors: name only (the slot layout is in the bases). A class of the
+                # notebook's module: its data only; its methods come from the file, and
+                # walked they would bring in that module's every global
                 children.append(_Tok(("d", k)))
                 continue
             children.append(k)

@@ -27,7 +27,7 @@ from IPython.utils.capture import capture_output
 from kernel_agent import environment, rng
 from kernel_agent.changes import digest_report
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
-from kernel_agent.serialize import loads
+from kernel_agent.serialize import loads_deferred
 from kernel_agent.store import Store, StoreError, open_store
 
 log = logging.getLogger("kernel_agent")
@@ -179,20 +179,25 @@ def restore(
     # one early cannot disturb another; each is put into the namespace at its position.
     t_load = time.perf_counter()
     loaded: dict[str, dict] = {}
+    # key -> writes of the state of the notebook's modules and classes it holds, made when
+    # the value is put in place (serialize.loads_deferred)
+    state_writes: dict[str, list[Any]] = {}
     checked: dict[str, tuple[bool, Any, str | None]] = {}  # key -> _check() right after loading
     for entry in sorted(shipped, key=lambda e: e.position):
         data = blobs.pop(entry.key, None)
         if data is None:
             continue
         try:
-            values = loads(data, namespace=ns)
+            values, writes = loads_deferred(data, namespace=ns)
         except Exception as e:  # noqa: BLE001 - falls back below, or is named as lost
             failed[entry.key] = f"could not be loaded ({type(e).__name__}: {e})"
             continue
+        if writes:
+            state_writes[entry.key] = writes  # checked once in place, with its state
         # A value whose pickle does not reproduce it (a __reduce__ or copyreg function that
         # drops attributes, a __getstate__ that leaves a cache out, a library's lossy pickle)
         # is recomputed instead when its cells allow it, like a blob that failed
-        if all(n in values for n in entry.names):
+        elif all(n in values for n in entry.names):
             checked[entry.key] = found = _check(entry, values)
             # (not an enum class: its digest differs from members it makes lazily, a Flag's
             # composites, and values elsewhere hold its members unlinked, as atoms: a class
@@ -246,6 +251,12 @@ def restore(
                 if err:
                     errors.append(err)
             for entry in loads_at.get(pos, []):
+                for write in state_writes.pop(entry.key, ()):
+                    try:
+                        write()
+                    except Exception as e:  # noqa: BLE001 - verification names the value
+                        errors.append(f"{', '.join(entry.names)}: could not set the state of a "
+                                      f"module or class it holds ({type(e).__name__}: {e})")
                 ns.update(loaded.pop(entry.key))
     replay_s = time.perf_counter() - t_replay
 

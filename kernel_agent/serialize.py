@@ -86,7 +86,7 @@ from typing import Any
 import cloudpickle
 
 from kernel_agent.buffers import BlobBuffer, array_interface_base
-from kernel_agent.changes import local_source, module_state
+from kernel_agent.changes import local_module, local_source, module_state
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "Serialized", "dumps", "loads"]
 
@@ -296,6 +296,11 @@ class _Pickler(cloudpickle.CloudPickler):
                 self.loads_into_live = True
                 return (_import_module, (obj.__name__, source), state, None, None,
                         _set_module_state)
+        if isinstance(obj, type):
+            rv = _reduce_local_class(obj)
+            if rv is not None:
+                self.loads_into_live = True
+                return rv
         if isinstance(obj, _OS_FILES):
             # cloudpickle would ship a read-mode file's *content* as a StringIO: a different
             # object. An open file is kernel state we cannot move; the engine re-opens it by
@@ -550,7 +555,61 @@ def _import_module(name: str, source: str) -> types.ModuleType:
 
 
 def _set_module_state(module: types.ModuleType, state: dict[str, Any]) -> None:
+    deferred = getattr(_load_ctx, "deferred", None)
+    if deferred is not None:
+        deferred.append(functools.partial(vars(module).update, state))
+        return
     vars(module).update(state)
+
+
+def _reduce_local_class(cls: type) -> Any:
+    """A class of one of the notebook's own modules, with the data its attributes hold now.
+
+    It is imported by name like any module's class, but what cells did to its class-level
+    attributes (``Config.lr = 0.1``, a registry dict a classmethod fills) is session state:
+    the import alone gives the file's values. Methods and other descriptors come from the
+    file; plain data attributes are set again after the import. None: pickle it as usual.
+    """
+    try:
+        d = type.__dict__["__dict__"].__get__(cls)
+        modname, qualname = d.get("__module__"), type.__dict__["__qualname__"].__get__(cls)
+    except Exception:  # noqa: BLE001 - a hostile metaclass: cloudpickle's way
+        return None
+    mod = sys.modules.get(modname) if type(modname) is str else None
+    if mod is None or isinstance(cls, enum.EnumMeta) or not local_module(mod):
+        return None
+    found: Any = mod
+    for part in str(qualname).split("."):
+        found = getattr(found, part, None)
+    if found is not cls:
+        return None  # not reachable by its name (redefined, or made in a function)
+    state = {k: v for k, v in d.items()
+             if type(k) is str and not (k.startswith("__") and k.endswith("__"))
+             and k not in _CLASS_DICT_SKIP and not hasattr(type(v), "__get__")}
+    if not state:
+        return None
+    return (_local_class, (modname, local_source(mod), qualname), state, None, None,
+            _set_class_state)
+
+
+def _local_class(modname: str, source: str, qualname: str) -> type:
+    found: Any = _import_module(modname, source)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def _set_class_state(cls: type, state: dict[str, Any]) -> None:
+    deferred = getattr(_load_ctx, "deferred", None)
+    if deferred is not None:
+        deferred.append(functools.partial(_set_class_state_now, cls, state))
+        return
+    _set_class_state_now(cls, state)
+
+
+def _set_class_state_now(cls: type, state: dict[str, Any]) -> None:
+    for k, v in state.items():
+        type.__setattr__(cls, k, v)
 
 
 def _reduce_cell(cell: types.CellType) -> Any:
@@ -764,6 +823,25 @@ def _unpickle(stream: memoryview, buffers: list[memoryview], namespace: dict[str
         # cloudpickle's function setstate overwrites the namespace's __builtins__: put it back
         if builtins_before is not missing:
             namespace["__builtins__"] = builtins_before
+
+
+def loads_deferred(
+    blob: bytes | bytearray | memoryview, *, namespace: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[Any]]:
+    """`loads`, but the state of the notebook's modules and classes it holds is not written
+    into them yet: returns the values and the calls that write it.
+
+    A restore unpickles every blob before it re-runs any cell, and the modules and classes
+    it imports are the process's: written at once, a re-run cell before the value's place in
+    the history (``from counter_mod import *``) read their final state instead of the state
+    it read then. The restore makes the calls when it puts the value in place.
+    """
+    previous = getattr(_load_ctx, "deferred", None)
+    _load_ctx.deferred = deferred = []
+    try:
+        return loads(blob, namespace=namespace), deferred
+    finally:
+        _load_ctx.deferred = previous
 
 
 def loads(

@@ -123,6 +123,10 @@ def test_object_arrays_of_atoms_still_see_element_changes():
 
 
 class _Node:
+    # library objects (a graph of nodes): this test file, a .py outside the installed paths,
+    # would otherwise count as the notebook's own module, whose instances link to their class
+    __module__ = "somelib.graph"
+
     def __init__(self, i: int, owner: object):
         self.i = i
         self.owner = owner
@@ -130,6 +134,8 @@ class _Node:
 
 
 class _Bank:
+    __module__ = "somelib.graph"
+
     def __init__(self, n: int):
         self.nodes = [_Node(i, self) for i in range(n)]
 

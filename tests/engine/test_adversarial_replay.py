@@ -202,3 +202,41 @@ def test_a_notebooks_logging_setup_still_logs_after_the_migration(make_kernel, t
     assert b.value("[records, log.level, len(log.handlers)]") == [["one"], 10, 1]
     b.ok("log.debug('two')")
     assert b.value("records") == ["one", "two"]
+
+
+CONFIG_MODULE = ("open('cfg_mod.py', 'w').write('class Config:\\n    batch = 32\\n    layers = [64]\\n"
+                 "    seen = {}\\n    @classmethod\\n    def note(cls, k):\\n        cls.seen[k] = len(cls.seen)\\n"
+                 "    def describe(self):\\n        return f\"{self.batch}/{self.layers}\"\\n')")
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal", "recompute-all"])
+def test_class_attributes_of_the_notebooks_own_module_changed_by_cells_come_back(
+        make_kernel, tmp_path, strategy):
+    # `from cfg_mod import Config; Config.batch = 64`: the class was shipped by name and came
+    # back as the file defines it (batch 32, nothing noted), verified; recomputed, the cells
+    # changing it were not known to have changed anything
+    cells = [CONFIG_MODULE, "from cfg_mod import Config", "Config.batch = 64",
+             "Config.layers.append(10)\nConfig.note('a')", "c = Config()\ndesc = c.describe()",
+             "layers = Config.layers"]
+    a, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_restore_verified(r)
+    assert a.value("layers is Config.layers")  # the checkpoint left the live class alone
+    assert b.value("[Config.batch, Config.layers, Config.seen, desc, layers is Config.layers,"
+                   " type(c) is Config]") == [64, [64, 10], {"a": 0}, "64/[64, 10]", True, True]
+
+
+def test_a_cell_re_run_before_a_shipped_module_reads_the_module_as_it_was_then(make_kernel,
+                                                                              tmp_path):
+    # The restore unpickles every blob before it re-runs a cell, and unpickling a notebook
+    # module wrote its final globals into the module at once: the generator's cell, re-run
+    # (a generator cannot be shipped), then counted to 3 instead of 2.
+    cells = ["open('gen_mod.py', 'w').write('counter = 2\\ndef bump():\\n    global counter\\n"
+             "    counter += 1\\n')",
+             "import gen_mod",
+             "upto = (i for i in range(gen_mod.counter))",
+             "gen_mod.bump()"]
+    a, b, c, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="ship-all")
+    assert c["variables"]["gen_mod"] == "ship" and c["variables"]["upto"] == "recompute"
+    assert_restore_verified(r)
+    assert b.value("[list(upto), gen_mod.counter]") == a.value("[list(upto), gen_mod.counter]") == [
+        [0, 1], 3]
