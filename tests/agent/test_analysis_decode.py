@@ -41,3 +41,21 @@ def test_fast_decoding_of_a_cell_with_every_kind_of_name():
            "class C:\n    v = [i for i in range(3)]\nf(1, k=3)\nprint(o.path.join('a', 'b'))\n")
     for co in _codes(compile(src, "<cell>", "exec")):
         assert _fields(_instructions(co)) == _fields(dis.get_instructions(co))
+
+
+@pytest.mark.parametrize("src", [
+    "a = 1\nb = [1, 'x']\nc = d = (1, 2)\ne, f = 1, 2\ng = {'k': 1, 'j': [2]}\nh = {1, 2}\n"
+    "i = -1.5\nj = [1, [2, 3], {4: 5}]\nk = b''\nl = None\nm = [1, 2, 3, 4, 5, 6]\n",
+    "\n".join(f"v{i} = {i}" if i % 3 else f"v{i} = [{i}, 'x{i}']" for i in range(400)),
+    "x = [1, 2]\ny = x\n",  # loads a name: decoded
+    "z = [i for i in (1, 2)]\n",  # nested code: decoded
+    "import time\nt = 1\n",
+    "s = {1: 2, **{3: 4}}\nu = {*(1, 2), 3}\n",
+])
+def test_data_only_fast_path_matches_the_decoding_analysis(src, monkeypatch):
+    from kernel_agent import analysis
+
+    co = compile(src, "<cell>", "exec")
+    fast = analysis._compute_code_info(co)
+    monkeypatch.setattr(analysis, "_data_only_info", lambda code: None)
+    assert fast == analysis._compute_code_info(co)
