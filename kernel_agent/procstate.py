@@ -17,68 +17,121 @@ never raises: a part that cannot be read is left out.
 from __future__ import annotations
 
 import ast
+import operator
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
-def _environ(keep: list) -> Any:
+def _environ() -> Any:
     data = getattr(os.environ, "_data", None)  # the raw bytes: no decoding per cell
     return tuple(data.items()) if type(data) is dict else tuple(os.environ.items())
 
 
-def _python(keep: list) -> Any:
+def _python() -> Any:
     import warnings
 
     return (tuple(sys.path), sys.getrecursionlimit(), os.getcwd(),
             tuple(map(repr, warnings.filters)))
 
 
-def _decimal(keep: list) -> Any:
+def _decimal() -> Any:
     mod = sys.modules.get("decimal")
     return repr(mod.getcontext()) if mod is not None else None
 
 
-def _numpy(keep: list) -> Any:
+def _numpy() -> Any:
     np = sys.modules.get("numpy")
     if np is None:
         return None
     return (tuple(sorted(np.geterr().items())), repr(sorted(np.get_printoptions().items())))
 
 
-def _option_ids(d: dict, keep: list) -> tuple:
-    """Keys and value ids of a nested option dict (setting an option rebinds its value); the
-    values go to `keep`, which the snapshot holds."""
-    out: list[Any] = []
+class _Identity:
+    """Keys, and values compared by identity: equal when the same keys hold the same objects.
+
+    Holds the values, so a new one cannot reuse a freed one's id. Compares them with `is`,
+    not their ids: the agent's audit hook makes every `id()` call an audit event, and the
+    hundreds of builtins and options cost 0.2 ms per cell that way. `ordered=False`: keys in
+    another order with the same objects are the same state (a dict's)."""
+
+    __slots__ = ("keys", "values", "ordered")
+
+    def __init__(self, keys: tuple, values: tuple, ordered: bool = True):
+        self.keys = keys
+        self.values = values
+        self.ordered = ordered
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not _Identity:
+            return NotImplemented
+        if self.keys == other.keys and len(self.values) == len(other.values):
+            return all(map(operator.is_, self.values, other.values))
+        if self.ordered or other.ordered:
+            return False
+        return (dict(zip(self.keys, map(id, self.values), strict=True))
+                == dict(zip(other.keys, map(id, other.values), strict=True)))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_NESTED = object()  # in `_option_ids` keys: the key's value is a dict of options
+
+
+def _option_ids(d: dict) -> _Identity:
+    """Keys and values of a nested option dict (setting an option rebinds its value)."""
+    keys: list[Any] = []
+    values: list[Any] = []
     stack = [d]
     while stack:
         cur = stack.pop()
         for k, v in dict.items(cur):
-            out.append(k)
+            keys.append(k)
             if type(v) is dict:
+                keys.append(_NESTED)
                 stack.append(v)
             else:
-                out.append(id(v))
-                keep.append(v)
-    return tuple(out)
+                values.append(v)
+    return _Identity(tuple(keys), tuple(values))
 
 
-def _pandas(keep: list) -> Any:
+def _pandas() -> Any:
     if "pandas" not in sys.modules:
         return None
     cfg = sys.modules.get("pandas._config.config")
-    return _option_ids(cfg._global_config, keep) if cfg is not None else None
+    return _option_ids(cfg._global_config) if cfg is not None else None
 
 
-def _matplotlib(keep: list) -> Any:
+def _matplotlib() -> Any:
     mpl = sys.modules.get("matplotlib")
     if mpl is None or not hasattr(mpl, "rcParams"):
         return None
-    values = tuple(dict.values(mpl.rcParams))
-    keep.append(values)
-    return (tuple(dict.keys(mpl.rcParams)), tuple(map(id, values)))
+    return _Identity(tuple(dict.keys(mpl.rcParams)), tuple(dict.values(mpl.rcParams)))
+
+
+#: builtins the shell and the kernel set around every execution, anew each time (IPython's
+#: builtin trap, ipykernel's `input` forwarding to the frontend)
+_SHELL_BUILTINS = ("get_ipython", "exit", "quit", "display", "input", "raw_input", "_", "__",
+                   "___", "__IPYTHON__")
+
+
+def _builtins() -> Any:
+    """Names a cell put into (or replaced in) `builtins`: visible from every later cell."""
+    import builtins
+
+    d = dict(builtins.__dict__)
+    for name in _SHELL_BUILTINS:
+        d.pop(name, None)
+    return _Identity(tuple(d), tuple(d.values()), ordered=False)
+
+
+def _torch() -> Any:
+    torch = sys.modules.get("torch")
+    if torch is None or not hasattr(torch, "get_num_threads"):
+        return None
+    return (torch.get_num_threads(), str(torch.get_default_dtype()))
 
 
 class _Loggers(dict):
@@ -92,7 +145,7 @@ class _Loggers(dict):
             if then is None:
                 if now[:3] != _DEFAULT_LOGGER or not now[4]:
                     return True
-            elif then != now:
+            elif then != now:  # (handlers and filters compare by identity)
                 return True
         return False
 
@@ -100,64 +153,34 @@ class _Loggers(dict):
 _DEFAULT_LOGGER = (0, True, False)  # NOTSET, propagating, enabled
 
 
-def _logger(lg: Any, keep: list) -> tuple:
+def _logger(lg: Any) -> tuple:
     handlers, filters = tuple(lg.handlers), tuple(lg.filters)
-    keep.append((handlers, filters))
     only_null = all(type(h).__name__ == "NullHandler" for h in handlers) and not filters
-    return (lg.level, lg.propagate, lg.disabled, tuple(map(id, handlers)),
-            only_null, tuple(map(id, filters)))
+    return (lg.level, lg.propagate, lg.disabled, handlers, only_null, filters)
 
 
-def _logging(keep: list) -> Any:
+def _logging() -> Any:
     """Levels, handlers and filters of every logger: ``logging.basicConfig(level=...)``,
     ``log.addHandler(h)``, ``log.setLevel(...)`` configure the process, not a variable, and a
     restore that only shipped variables left the session logging nothing."""
     mod = sys.modules.get("logging")
     if mod is None:
         return None
-    out = _Loggers({"": _logger(mod.root, keep)})
+    out = _Loggers({"": _logger(mod.root)})
     for name, lg in list(mod.root.manager.loggerDict.items()):
         if isinstance(lg, mod.Logger):
-            out[name] = _logger(lg, keep)
+            out[name] = _logger(lg)
     return out
 
 
-#: builtins the shell and the kernel set around every execution, anew each time (IPython's
-#: builtin trap, ipykernel's `input` forwarding to the frontend)
-_SHELL_BUILTINS = ("get_ipython", "exit", "quit", "display", "input", "raw_input", "_", "__",
-                   "___", "__IPYTHON__")
-
-
-def _builtins(keep: list) -> Any:
-    """Names a cell put into (or replaced in) `builtins`: visible from every later cell."""
-    import builtins
-
-    d = builtins.__dict__
-    values = tuple(d.values())
-    keep.append(values)
-    ids = dict(zip(d, map(id, values), strict=True))
-    for name in _SHELL_BUILTINS:
-        ids.pop(name, None)
-    return ids
-
-
-def _torch(keep: list) -> Any:
-    torch = sys.modules.get("torch")
-    if torch is None or not hasattr(torch, "get_num_threads"):
-        return None
-    return (torch.get_num_threads(), str(torch.get_default_dtype()))
-
-
-#: each reads one part of the state; those comparing option values by id put the values into
-#: `keep`, which the snapshot holds
-_PARTS: tuple[Callable[[list], Any], ...] = (_environ, _python, _decimal, _numpy, _torch,
-                                             _builtins, _pandas, _matplotlib, _logging)
+#: each reads one part of the state
+_PARTS: tuple[Callable[[], Any], ...] = (_environ, _python, _decimal, _numpy, _torch,
+                                         _builtins, _pandas, _matplotlib, _logging)
 
 
 @dataclass(eq=False)
 class ProcessState:
     parts: dict[str, Any]
-    keep: list = field(default_factory=list, repr=False)  # option values whose ids it holds
 
     def differs(self, later: ProcessState) -> bool:
         """Whether `later` shows a change. A library imported in between (its part was None)
@@ -180,13 +203,12 @@ class ProcessState:
 def snapshot() -> ProcessState:
     """The process state above; equal before and after a cell that changed none of it."""
     parts: dict[str, Any] = {}
-    keep: list[Any] = []
     for part in _PARTS:
         try:
-            parts[part.__name__] = part(keep)
+            parts[part.__name__] = part()
         except Exception:  # noqa: BLE001 - an odd library state is left out, never fatal
             parts[part.__name__] = "unreadable"
-    return ProcessState(parts, keep)
+    return ProcessState(parts)
 
 
 def only_imports(code: str) -> bool:

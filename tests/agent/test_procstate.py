@@ -124,3 +124,18 @@ def test_a_library_making_its_own_logger_with_a_null_handler_is_no_change():
     lg = logging.getLogger("elastic.procstate.library")
     lg.addHandler(logging.NullHandler())  # what libraries do when imported
     assert not before.differs(procstate.snapshot())
+
+
+def test_builtins_are_compared_by_identity_whatever_their_order():
+    import builtins
+
+    saved = builtins.abs
+    before = procstate.snapshot()
+    try:
+        del builtins.abs  # back at the end of the dict: the same objects in another order
+        builtins.abs = saved
+        assert not before.differs(procstate.snapshot())
+        builtins.abs = lambda x: x  # an equal name, another object
+        assert before.differs(procstate.snapshot())
+    finally:
+        builtins.abs = saved
