@@ -1696,6 +1696,18 @@ def _link_free(value: Any) -> bool:
     return tp in MARSHAL_ATOMS or (tp is np.ndarray and not value.dtype.hasobject)
 
 
+def _atom_print(value: Any) -> _Print | None:
+    """The print of a number or a short string (None: another value). Most names of a notebook
+    hold one: the stream a walk would make is the value itself (no identities), and a walker
+    costs more than the hash. Such a name reaches no object of another name: its co-variable
+    is itself."""
+    tp = type(value)
+    if tp in MARSHAL_ATOMS and (tp is not str and tp is not bytes or len(value) <= _BIG_ATOM):
+        return _Print(id(value), xxhash.xxh3_128_digest(marshal.dumps([value], 2)), [], False, 1,
+                      plain=True)
+    return None
+
+
 def _fingerprint(
     value: Any,
     ns: Any,
@@ -1709,12 +1721,9 @@ def _fingerprint(
     `budget`: one-element list of bytes left to hash, shared by the names of one update.
     `shared`: the walker of the names walked before in this update (see `_Walker.next_root`).
     """
-    tp = type(value)
-    if tp in MARSHAL_ATOMS and (tp is not str and tp is not bytes or len(value) <= _BIG_ATOM):
-        # most names of a notebook hold a number or a short string: the stream a walk would
-        # make is the value itself (no identities); a walker costs more than the hash
-        return _Print(id(value), xxhash.xxh3_128_digest(marshal.dumps([value], 2)), [], False, 1,
-                      plain=True)
+    atom = _atom_print(value)
+    if atom is not None:
+        return atom
     if shared is not None:
         w = shared
         w.next_root()
@@ -2306,9 +2315,14 @@ class Tracker:
                 upd.removed.add(n)
         for n in gone:
             self._forget(n)
+        group_of = self._group
         for n in touched:
             if n in ns:
-                affected |= self._group.get(n, frozenset((n,)))
+                g = group_of.get(n)
+                if g is None:
+                    affected.add(n)
+                else:
+                    affected |= g
         for n in removed:
             if n in ns:
                 affected |= self._group.get(n, frozenset((n,)))
@@ -2316,7 +2330,9 @@ class Tracker:
         affected = {n for n in affected if n in ns}
         if defer:
             suspect = set(self._unwalked)  # touched without a walk before this cell
-            for g in {self._group.get(n, frozenset((n,))) for n in affected}:
+            # (a group with a name never walked is not deferrable: new names are skipped)
+            prints = self._prints
+            for g in {self._group.get(n, frozenset((n,))) for n in affected if n in prints}:
                 if self._deferrable(ns, g, limit):
                     affected -= g
                     upd.deferred |= g
@@ -2341,8 +2357,19 @@ class Tracker:
 
         cache: dict[int, tuple[np.ndarray, bytes]] = {}
         budget = [limit] if limit is not None else None
-        new_prints = self._walk_names(ns, names, cache, budget)
+        # names bound to atoms need no walk and take no part in the partition below (no ids,
+        # no links): in a cell of a hundred `v = 17` they were most of its cost
+        atoms: dict[str, _Print] = {}
+        walked: list[str] = []
+        for n in names:
+            p = _atom_print(ns[n])
+            if p is None:
+                walked.append(n)
+            else:
+                atoms[n] = p
+        new_prints = self._walk_names(ns, walked, cache, budget) if walked else {}
         cache.clear()
+        new_prints.update(atoms)
 
         candidates: set[str] = set()
         for n in names:
@@ -2355,6 +2382,13 @@ class Tracker:
                 upd.rebound.add(n)
             elif old.fp != p.fp or p.partial or old.partial:
                 candidates.add(n)  # (a partial fingerprint cannot show that nothing changed)
+        for n, p in atoms.items():
+            self._group[n] = frozenset((n,))
+            if n in candidates:
+                upd.mutated.add(n)
+            self._prints[n] = p
+            self._heavy.discard(n)
+        names = walked
 
         # --- partition -------------------------------------------------------------------
         uf = _UF()

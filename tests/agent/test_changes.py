@@ -391,6 +391,20 @@ def test_group_splits_when_link_disappears():
     assert upd.rebound == {"b"} and upd.mutated == set()
 
 
+def test_names_rebound_to_atoms_leave_their_group_and_can_join_again():
+    t, ns = tracked("a = [1]\nb = a\nc = 'x'")
+    upd = run(t, ns, "b = 5\nc = b", ["b", "c"])
+    assert t.covariable_of("a") == {"a"} and t.covariable_of("b") == {"b"}
+    assert t.covariable_of("c") == {"c"}
+    assert upd.rebound == {"b", "c"} and upd.mutated == set()
+    upd = run(t, ns, "a.append(b)", ["a", "b"])  # the same int: b is not changed
+    assert upd.mutated == {"a"} and upd.rebound == set()
+    upd = run(t, ns, "b = a", ["b"])
+    assert t.covariable_of("a") == {"a", "b"} and upd.rebound == {"b"}
+    upd = run(t, ns, "a.append(1)", ["a"])
+    assert upd.mutated == {"a", "b"}
+
+
 def test_group_splits_when_bridging_name_deleted():
     t, ns = tracked("x = [1]\ny = [2]\nbridge = [x, y]")
     assert t.covariable_of("x") == {"x", "y", "bridge"}
