@@ -181,8 +181,8 @@ class HistoryGraph:
         """Append a snapshot; the caller decides whether it becomes active."""
         snap = VariableSnapshot(
             id=len(self.snapshots),
-            names=sorted(set(names)),
-            producers=sorted(set(producers)),
+            names=sorted(names if isinstance(names, set | frozenset) else set(names)),
+            producers=sorted(producers if isinstance(producers, set | frozenset) else set(producers)),
             deleted=deleted,
         )
         self.snapshots.append(snap)
@@ -221,7 +221,8 @@ class HistoryGraph:
         """
         idx = len(self.cells)
         cell.index = idx
-        live_set = set(live)
+        live_set = live if isinstance(live, set | frozenset) else set(live)
+        active = self.active
         reads, mutated = set(cell.reads), set(cell.mutated)
         changed = set(cell.writes) | mutated
         deleted = set(cell.deletes)
@@ -235,20 +236,25 @@ class HistoryGraph:
         groups: set[frozenset[str]] = set()
         for n in candidates:
             if n in live_set and n not in deleted:
-                g = frozenset(covariable_of(n)) & live_set
-                groups.add(g | {n})
+                g = covariable_of(n)
+                if type(g) is frozenset and len(g) == 1 and n in g:
+                    groups.add(g)  # (most names: a co-variable of one)
+                else:
+                    groups.add((frozenset(g) & live_set) | {n})
 
         outputs: list[VariableSnapshot] = []
         writes = set(cell.writes)
+        inputs = set(cell.input_snapshots)
         for g in sorted(groups, key=sorted):
-            if g & changed:
+            if not g.isdisjoint(changed):
                 # names this cell merged in without reading or writing them (two dataclasses
                 # share dataclasses.MISSING): the new snapshot holds their values as they
                 # were, so re-creating it needs their snapshots too, not this cell alone
-                carried = {self.active[n] for n in g - writes if n in self.active}
-                if not carried <= set(cell.input_snapshots):
-                    cell.input_snapshots = sorted(set(cell.input_snapshots) | carried)
-                outputs.append(self.new_snapshot(g, [idx]))
+                carried = {active[n] for n in g - writes if n in active}
+                if not carried <= inputs:
+                    inputs |= carried
+                    cell.input_snapshots = sorted(inputs)
+                outputs.append(self.new_snapshot(g, (idx,)))
                 continue
             sources = {self.active.get(n) for n in g}
             if len(sources) == 1 and None not in sources:
