@@ -8,6 +8,8 @@ import importlib
 import types
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kernel_agent.analysis import _instructions
 
@@ -59,3 +61,41 @@ def test_data_only_fast_path_matches_the_decoding_analysis(src, monkeypatch):
     fast = analysis._compute_code_info(co)
     monkeypatch.setattr(analysis, "_data_only_info", lambda code: None)
     assert fast == analysis._compute_code_info(co)
+
+
+_ALPHABET = "av_1209x.-=,'\"[]() \\\n\r\t#:;f{}é\x00"
+_ATOMS = st.one_of(st.integers(-10**17, 10**17).map(str),
+                   st.floats(allow_nan=False, allow_infinity=False).map(repr),
+                   st.text(_ALPHABET, max_size=8).map(repr),
+                   st.sampled_from(["None", "True", "False", "0", "-0", "'x'", '"y"', "''"]))
+_VALUES = st.one_of(_ATOMS, st.lists(_ATOMS, max_size=4).map(lambda xs: "[" + ", ".join(xs) + "]"),
+                    st.lists(_ATOMS, max_size=4).map(lambda xs: "(" + ", ".join(xs) + ",)"))
+_NAMES = st.one_of(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,6}", fullmatch=True),
+                   st.sampled_from(["True", "None", "if", "__debug__", "match", "_", "print"]))
+_LINES = st.one_of(st.tuples(_NAMES, st.sampled_from(["=", " = ", "= ", " =  "]), _VALUES)
+                   .map("".join), st.text(_ALPHABET, max_size=12), st.just(""))
+
+
+@given(st.lists(_LINES, min_size=1, max_size=6))
+@settings(max_examples=400, deadline=None)
+def test_constant_cell_fast_path_only_takes_cells_it_reads_as_compile_does(lines):
+    from kernel_agent import analysis
+
+    src = "\n".join(lines)
+    fast = analysis._constant_cell_info(src)
+    if fast is None:
+        return
+    assert fast == analysis.code_info(compile(src, "<cell>", "exec", dont_inherit=True))
+
+
+def test_constant_cell_fast_path_takes_cells_of_constant_assignments():
+    from kernel_agent import analysis
+
+    src = "\n".join(f"v{i} = {i}" if i % 3 else f"v{i} = [{i}, 'x{i}']" for i in range(300))
+    src += "\n\ncfg = ('a', -1.5, None, True)\ns = \"it's\"\nempty = []\n"
+    fast = analysis._constant_cell_info(src)
+    assert fast is not None and len(fast.stores) == 303
+    assert fast == analysis.code_info(compile(src, "<cell>", "exec", dont_inherit=True))
+    for other in ("v = x", "v = 017", "True = 1", "__debug__ = 1", "v = f'x'", "v = [1, [2]]",
+                  "v = 1;w = 2", "v = 'a\\n'", "x.v = 1", "v = 1\r\nw = 2", " v = 1", "v = 1  # c"):
+        assert analysis._constant_cell_info(other) is None, other
