@@ -250,10 +250,11 @@ class HistoryGraph:
                 # names this cell merged in without reading or writing them (two dataclasses
                 # share dataclasses.MISSING): the new snapshot holds their values as they
                 # were, so re-creating it needs their snapshots too, not this cell alone
-                carried = {active[n] for n in g - writes if n in active}
-                if not carried <= inputs:
-                    inputs |= carried
-                    cell.input_snapshots = sorted(inputs)
+                if not g <= writes:
+                    carried = {active[n] for n in g - writes if n in active}
+                    if not carried <= inputs:
+                        inputs |= carried
+                        cell.input_snapshots = sorted(inputs)
                 outputs.append(self.new_snapshot(g, (idx,)))
                 continue
             sources = {self.active.get(n) for n in g}
