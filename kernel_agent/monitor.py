@@ -443,10 +443,14 @@ class Monitor:
         snap = _Snap(ns)
         changed, gone = _diff(p.snap, snap)  # new or rebound keys, deleted keys
         hidden = self._hidden_names()
-        user_after = self._apply_diff(ns, p.user_before, changed, gone, hidden | p.hidden)
+        recheck = hidden | p.hidden
+        user_after = self._apply_diff(ns, p.user_before, changed, gone, recheck)
         self._last = _After(snap, user_after, hidden, version)
         written = changed & user_after
-        deleted = p.user_before - user_after
+        # only keys deleted or rechecked can have left the user names (see _apply_diff): not
+        # a difference of two sets of every name
+        before = p.user_before
+        deleted = {n for n in gone | changed | recheck if n in before and n not in user_after}
         ana = p.analysis
         if ana is None:
             reads: set[str] = set()
