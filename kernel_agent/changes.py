@@ -1708,6 +1708,19 @@ def _atom_print(value: Any) -> _Print | None:
     return None
 
 
+def _flat_list_print(value: Any) -> _Print | None:
+    """The print of a short list of atoms (`[18, 'x18']`; None: another value): the stream, ids
+    and counts a walk of it as a root of its own makes, without a walker's set-up per root.
+    Not walked by a shared walker (see `Tracker._walk_names`): it reaches no other object, so
+    it links to nothing, and a name walked in the same update that reaches it walks it too and
+    records its id: the two join by that id instead of by a link."""
+    if type(value) is not list or len(value) >= _SMALL_SEQ or not set(map(type, value)) <= MARSHAL_ATOMS:
+        return None
+    i = id(value)
+    stream = marshal.dumps([("L", i), ("a", tuple(value))], 2)
+    return _Print(i, xxhash.xxh3_128_digest(stream), [i], False, 1 + len(value), plain=True)
+
+
 def _fingerprint(
     value: Any,
     ns: Any,
@@ -1721,7 +1734,7 @@ def _fingerprint(
     `budget`: one-element list of bytes left to hash, shared by the names of one update.
     `shared`: the walker of the names walked before in this update (see `_Walker.next_root`).
     """
-    atom = _atom_print(value)
+    atom = _atom_print(value) or _flat_list_print(value)
     if atom is not None:
         return atom
     if shared is not None:

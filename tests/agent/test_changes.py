@@ -405,6 +405,21 @@ def test_names_rebound_to_atoms_leave_their_group_and_can_join_again():
     assert upd.mutated == {"a", "b"}
 
 
+@pytest.mark.parametrize("holder", ["a_holder", "z_holder"])  # walked before / after `m`
+def test_short_lists_of_atoms_join_the_names_that_reach_them(holder):
+    t, ns = tracked("x = 1")
+    upd = run(t, ns, f"m = [1, 'x']\n{holder} = {{'k': m}}\nother = [1, 'x']", ["m", holder, "other"])
+    assert t.covariable_of("m") == {"m", holder} and t.covariable_of("other") == {"other"}
+    assert upd.rebound == {"m", holder, "other"}
+    upd = run(t, ns, "m.append(2)", ["m"])
+    assert upd.mutated == {"m", holder}
+    upd = run(t, ns, f"{holder}['k'][0] = 5", [holder])
+    assert upd.mutated == {"m", holder}
+    upd = run(t, ns, "n = m", ["n"])  # a new name of an untouched co-variable's list
+    assert t.covariable_of("n") == {"m", "n", holder} and upd.rebound == {"n"}
+    assert run(t, ns, "y = 2", ["y"]).mutated == set()
+
+
 def test_group_splits_when_bridging_name_deleted():
     t, ns = tracked("x = [1]\ny = [2]\nbridge = [x, y]")
     assert t.covariable_of("x") == {"x", "y", "bridge"}
