@@ -255,7 +255,10 @@ class HistoryGraph:
                     if not carried <= inputs:
                         inputs |= carried
                         cell.input_snapshots = sorted(inputs)
-                outputs.append(self.new_snapshot(g, (idx,)))
+                # (new_snapshot's work, without its call and copies: one per name written)
+                snap = VariableSnapshot(id=len(self.snapshots), names=sorted(g), producers=[idx])
+                self.snapshots.append(snap)
+                outputs.append(snap)
                 continue
             sources = {self.active.get(n) for n in g}
             if len(sources) == 1 and None not in sources:
