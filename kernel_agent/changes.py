@@ -1959,7 +1959,8 @@ class Tracker:
 
     def covariable_of(self, name: str) -> frozenset[str]:
         """The co-variable containing `name` (``frozenset({name})`` for an untracked name)."""
-        return self._group.get(name, frozenset((name,)))
+        g = self._group.get(name)
+        return g if g is not None else frozenset((name,))
 
     def tracked(self) -> set[str]:
         return set(self._prints)
