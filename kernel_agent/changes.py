@@ -440,11 +440,20 @@ def _is_session_class(cls: type, ns: Any) -> bool:
     back from a restore as the file defines it, and verified."""
     if _is_notebook_class(cls, ns):
         return True
-    try:
-        mod = type.__dict__["__dict__"].__get__(cls).get("__module__")
-    except Exception:  # noqa: BLE001
-        return False
-    return type(mod) is str and local_module(sys.modules.get(mod))
+    hit = _local_class_cache.get(cls)
+    if hit is None:  # per class: instances are many (a walk meets each one)
+        try:
+            mod = type.__dict__["__dict__"].__get__(cls).get("__module__")
+        except Exception:  # noqa: BLE001
+            return False
+        hit = type(mod) is str and local_module(sys.modules.get(mod))
+        if len(_local_class_cache) > 20_000:
+            _local_class_cache.clear()
+        _local_class_cache[cls] = hit
+    return hit
+
+
+_local_class_cache: dict[type, bool] = {}
 
 
 def _is_notebook_function(fn: types.FunctionType, ns: Any) -> bool:
