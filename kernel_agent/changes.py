@@ -438,10 +438,14 @@ def _is_session_class(cls: type, ns: Any) -> bool:
     imported from the notebook's own files (``from config import Config; Config.lr = 0.1``,
     a registry's class-level dict a classmethod fills). Referenced by name, such a class came
     back from a restore as the file defines it, and verified."""
-    if _is_notebook_class(cls, ns):
-        return True
+    return _is_notebook_class(cls, ns) or local_class(cls)
+
+
+def local_class(cls: type) -> bool:
+    """A class defined in one of the notebook's own modules (`local_module`). Cached per
+    class: a walk meets every instance, and the pickler every class."""
     hit = _local_class_cache.get(cls)
-    if hit is None:  # per class: instances are many (a walk meets each one)
+    if hit is None:
         try:
             mod = type.__dict__["__dict__"].__get__(cls).get("__module__")
         except Exception:  # noqa: BLE001
@@ -1313,7 +1317,7 @@ class _Walker:
 
     def _class(self, cls: type, extend: Any) -> None:
         notebook = _is_notebook_class(cls, self.ns)
-        if not notebook and not _is_session_class(cls, self.ns):
+        if not notebook and not local_class(cls):
             self.out.append(("ref", "class:" + _type_name(cls)))
             return
         if not self._identity(cls, "C"):

@@ -86,7 +86,7 @@ from typing import Any
 import cloudpickle
 
 from kernel_agent.buffers import BlobBuffer, array_interface_base
-from kernel_agent.changes import local_module, local_source, module_state
+from kernel_agent.changes import local_class, local_source, module_state
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "Serialized", "dumps", "loads"]
 
@@ -554,12 +554,18 @@ def _import_module(name: str, source: str) -> types.ModuleType:
     return module
 
 
-def _set_module_state(module: types.ModuleType, state: dict[str, Any]) -> None:
+def _write_state(write: Any, *args: Any) -> None:
+    """Write the state of a notebook module or class now, or, inside `loads_deferred`, leave
+    the write to the caller."""
     deferred = getattr(_load_ctx, "deferred", None)
     if deferred is not None:
-        deferred.append(functools.partial(vars(module).update, state))
-        return
-    vars(module).update(state)
+        deferred.append(functools.partial(write, *args))
+    else:
+        write(*args)
+
+
+def _set_module_state(module: types.ModuleType, state: dict[str, Any]) -> None:
+    _write_state(vars(module).update, state)
 
 
 def _reduce_local_class(cls: type) -> Any:
@@ -570,14 +576,14 @@ def _reduce_local_class(cls: type) -> Any:
     the import alone gives the file's values. Methods and other descriptors come from the
     file; plain data attributes are set again after the import. None: pickle it as usual.
     """
+    if isinstance(cls, enum.EnumMeta) or not local_class(cls):
+        return None
     try:
         d = type.__dict__["__dict__"].__get__(cls)
-        modname, qualname = d.get("__module__"), type.__dict__["__qualname__"].__get__(cls)
+        modname, qualname = d["__module__"], type.__dict__["__qualname__"].__get__(cls)
     except Exception:  # noqa: BLE001 - a hostile metaclass: cloudpickle's way
         return None
-    mod = sys.modules.get(modname) if type(modname) is str else None
-    if mod is None or isinstance(cls, enum.EnumMeta) or not local_module(mod):
-        return None
+    mod = sys.modules[modname]  # (local_class found it there)
     found: Any = mod
     for part in str(qualname).split("."):
         found = getattr(found, part, None)
@@ -600,14 +606,10 @@ def _local_class(modname: str, source: str, qualname: str) -> type:
 
 
 def _set_class_state(cls: type, state: dict[str, Any]) -> None:
-    deferred = getattr(_load_ctx, "deferred", None)
-    if deferred is not None:
-        deferred.append(functools.partial(_set_class_state_now, cls, state))
-        return
-    _set_class_state_now(cls, state)
+    _write_state(_set_class_attributes, cls, state)
 
 
-def _set_class_state_now(cls: type, state: dict[str, Any]) -> None:
+def _set_class_attributes(cls: type, state: dict[str, Any]) -> None:
     for k, v in state.items():
         type.__setattr__(cls, k, v)
 
