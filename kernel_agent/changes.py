@@ -2275,20 +2275,23 @@ class Tracker:
     def _walk_names(
         self, ns: Mapping[str, Any], names: list[str],
         cache: dict[int, tuple[np.ndarray, bytes]], budget: list[int] | None,
+        unhashed: Collection[str] = (),
     ) -> dict[str, _Print]:
         """Fingerprint `names` (sorted) with one walker: an object graph several names reach is
         walked once, by the first of them; a later name that reaches into it records a link
         instead. So a name's fingerprint covers what it reaches first, the co-variable's
         names together cover all of it, and as every name of a touched co-variable is walked
         in each update (in the same order), a change anywhere in it still changes one of
-        them. What a name reaches through a link counts for its `plain` and `opaque` too."""
+        them. What a name reaches through a link counts for its `plain` and `opaque` too.
+        Names in `unhashed` are walked without hashing (see `_over_limit`)."""
         shared = _Walker(ns, portable=False, max_nodes=self.max_nodes, array_cache=cache)
         starts: list[int] = []  # memo size when each name's walk began
         prints: dict[str, _Print] = {}
         for n in names:
             start = len(shared.memo)
             shared.crossed = []
-            p = _fingerprint(ns[n], ns, self.max_nodes, cache, budget, shared)
+            p = _fingerprint(ns[n], ns, self.max_nodes, cache,
+                             [0] if n in unhashed else budget, shared)
             if shared.crossed:
                 links = {names[bisect.bisect_right(starts, i) - 1] for i in set(shared.crossed)}
                 links.discard(n)
@@ -2301,6 +2304,34 @@ class Tracker:
             starts.append(start)
             prints[n] = p
         return prints
+
+    def _over_limit(self, ns: Mapping[str, Any], names: list[str],
+                    limit: int | None) -> set[str]:
+        """Names of co-variables that this update cannot hash in full: their last walk wanted
+        more bytes hashed than the update's whole budget `limit`, by names still bound to the
+        same objects. Their new fingerprints are partial however much of the budget they
+        take, and a partial fingerprint counts every touch as a mutation; so hashing part of
+        them tells nothing, and the budget is left to the co-variables it can finish (a 40 MB
+        frame read by a short cell cost 1 ms of hashing for nothing). Content that grew is
+        no less over the limit; content that shrank changed, which is what a touch of a
+        partial fingerprint reports."""
+        if limit is None:
+            return set()
+        out: set[str] = set()
+        done: set[str] = set()
+        for n in names:
+            if n in done:
+                continue
+            group = self._group.get(n) or frozenset((n,))
+            done |= group
+            want = 0
+            for m in group:
+                p = self._prints.get(m)
+                if p is not None and m in ns and id(ns[m]) == p.root_id:
+                    want += p.nbytes
+            if want > limit:
+                out |= group
+        return out
 
     def _forget(self, name: str) -> None:
         self._stale.discard(name)
@@ -2375,6 +2406,7 @@ class Tracker:
 
         names = sorted(affected)
         old_prints = {n: self._prints.get(n) for n in names}
+        unhashed = self._over_limit(ns, names, limit)
         for n in names:
             tok = self._token.pop(n, None)
             if tok is not None:
@@ -2394,7 +2426,7 @@ class Tracker:
                 walked.append(n)
             else:
                 atoms[n] = p
-        new_prints = self._walk_names(ns, walked, cache, budget) if walked else {}
+        new_prints = self._walk_names(ns, walked, cache, budget, unhashed) if walked else {}
         cache.clear()
         new_prints.update(atoms)
 

@@ -33,8 +33,10 @@ def _environ() -> Any:
 def _python() -> Any:
     import warnings
 
+    # (a filter is a tuple; `filterwarnings` inserts a new one, `catch_warnings` puts the old
+    # list back: identity tells, without a repr of each pattern per cell)
     return (tuple(sys.path), sys.getrecursionlimit(), os.getcwd(),
-            tuple(map(repr, warnings.filters)))
+            _Identity((), tuple(warnings.filters)))
 
 
 def _decimal() -> Any:
@@ -46,7 +48,15 @@ def _numpy() -> Any:
     np = sys.modules.get("numpy")
     if np is None:
         return None
-    return (tuple(sorted(np.geterr().items())), repr(sorted(np.get_printoptions().items())))
+    ufunc_config = sys.modules.get("numpy._core._ufunc_config")
+    arrayprint = sys.modules.get("numpy._core.arrayprint")
+    try:
+        # numpy >= 2 keeps both in context variables that `seterr`/`set_printoptions` (and
+        # their context managers) set to new objects: identity tells, in a microsecond
+        return _Identity((), (ufunc_config._extobj_contextvar.get(),
+                              arrayprint.format_options.get()))
+    except AttributeError:
+        return (tuple(sorted(np.geterr().items())), repr(sorted(np.get_printoptions().items())))
 
 
 class _Identity:

@@ -93,6 +93,22 @@ def test_budget_is_shared_by_the_names_of_one_update():
     assert 0 < len(t.stale()) < 4
 
 
+def test_a_covariable_over_the_whole_budget_leaves_it_to_those_it_can_finish():
+    """A frame bigger than the budget comes out partial however much of it is hashed; walked
+    first (its name sorts first) it used to spend the budget and leave a small frame the same
+    cell read unhashed, so that read counted as a mutation of both."""
+    pd = pytest.importorskip("pandas")
+    ns = {"a_big": pd.DataFrame({"x": np.zeros(1_000_000),  # two blocks of 8 MB
+                                 "n": np.zeros(1_000_000, dtype=np.int64)}),
+          "b_small": pd.DataFrame({"x": np.zeros(100_000)})}
+    t = _tracker(ns, hash_budget=None)  # (completed: both fingerprints are whole)
+    t.hash_budget = 8 << 20
+    upd = t.update(ns, ["a_big", "b_small"], [])
+    assert upd.mutated == {"a_big"}
+    ns["b_small"].loc[5, "x"] = 1.0
+    assert t.update(ns, ["a_big", "b_small"], []).mutated == {"a_big", "b_small"}
+
+
 def test_a_big_list_of_atoms_is_partial_but_its_links_are_exact():
     shared = [1]
     ns = {"nums": list(range(3_000_000)), "holder": [shared, list(range(3_000_000))],

@@ -44,6 +44,31 @@ def test_a_change_of_process_state_is_seen(change, restore_process):
         sys.setrecursionlimit(limit)
 
 
+@pytest.mark.parametrize("change", ["seterr", "set_printoptions"])
+def test_numpy_error_handling_and_print_options_are_process_state(change):
+    np = pytest.importorskip("numpy")
+    err, opts = np.geterr(), np.get_printoptions()
+    before = procstate.snapshot()
+    try:
+        if change == "seterr":
+            np.seterr(divide="raise")
+        else:
+            np.set_printoptions(precision=3)
+        assert before.differs(procstate.snapshot())
+    finally:
+        np.seterr(**err)
+        np.set_printoptions(**opts)
+
+
+def test_options_a_context_manager_set_and_put_back_are_no_change():
+    np = pytest.importorskip("numpy")
+    before = procstate.snapshot()
+    with np.errstate(all="ignore"), np.printoptions(precision=2), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert before.differs(procstate.snapshot())
+    assert not before.differs(procstate.snapshot())
+
+
 def test_library_options_are_seen_even_when_a_new_value_could_reuse_an_old_id():
     pd = pytest.importorskip("pandas")
     old = pd.get_option("display.max_rows")
