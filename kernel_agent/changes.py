@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import array as _array_mod
 import bisect
+import builtins
 import collections
 import datetime as _dt
 import decimal
@@ -196,6 +197,9 @@ def _digest_opaque(tp: type) -> bool:
 #: ``get_ipython()`` made every other variable one co-variable with it, which cannot be shipped
 #: (the shell does not pickle) and did not verify (its counters moved). Like loggers, they are
 #: the process's, referenced by identity. Found by name: IPython is never imported here.
+_BUILTINS_DICT = builtins.__dict__
+_SYS_MODULES = sys.modules
+
 _PROCESS_SINGLETONS = frozenset({
     "IPython.core.interactiveshell.InteractiveShell",
     "ipykernel.kernelbase.Kernel",
@@ -955,6 +959,13 @@ class _Walker:
                     out = self.out
                     append = out.append
                 if tp is list or tp is dict or tp is tuple:
+                    if obj is _BUILTINS_DICT or obj is _SYS_MODULES:
+                        # (an `exec` namespace's __builtins__, `m = sys.modules`: the
+                        # process's, which IPython, ipykernel and every import rewrite)
+                        append(("ref", "builtins.__dict__" if obj is _BUILTINS_DICT
+                                else "sys.modules"))
+                        self.code = True  # (modules, functions: not plain data)
+                        continue
                     if tp is tuple:
                         if set(map(type, obj)) <= atoms:
                             append(("Ta", self._atoms(obj)))
@@ -1116,7 +1127,9 @@ class _Walker:
                 return
             d = _dict_descriptor(tp)
             state = d.__get__(obj) if d is not None else None
-            extend(reversed(_Synth((obj.func, _Synth(obj.args), obj.keywords, state or {}))))
+            # (no instance dict yet: None, not a `{}` made here, whose id would differ in
+            # every walk and make every touch of an unchanged partial a mutation)
+            extend(reversed(_Synth((obj.func, _Synth(obj.args), obj.keywords, state))))
         elif kind == K_DESCRIPTOR_WRAPPER:
             out.append(("descr", tp.__name__))
             if tp is property:
@@ -2011,6 +2024,77 @@ class Tracker:
         if not names:
             return TrackerUpdate()
         return self.update(ns, names, (), defer=False)
+
+    #: what `drifted` may walk per call: objects and atoms, and bytes of buffers
+    drift_work = 2_000_000
+    drift_bytes = 512 << 20
+
+    def drifted(self, ns: Mapping[str, Any], names: Collection[str]) -> set[str]:
+        """Names among `names` whose value changed since the tracker last walked it, although
+        no recorded cell touched it since (that walk was the last touch's): rebound, or a
+        different fingerprint; whole co-variables, of names all in `names`. Changes made outside recorded cells: a widget's or a comm's
+        callback, a thread, an asyncio task, a silent execution. The history cannot recreate
+        such a value (re-running its cells gives the value before the change), and a digest or
+        blob kept from an earlier checkpoint no longer describes it.
+
+        Only whole co-variables whose last walk was complete can tell (a partial or opaque
+        fingerprint proves nothing), smallest first within `drift_work` and `drift_bytes`;
+        the rest are not reported. Co-variables are disjoint, and each name is walked after
+        the names its last walk linked to, as its update walked it, so an unchanged value
+        gives the same fingerprint. The tracker's state is left as it is."""
+        groups: dict[frozenset[str], int] = {}
+        out: set[str] = set()
+        wanted = set(names)
+        for n in wanted:
+            g = self._group.get(n)
+            if g is None or g in groups or not g <= wanted or g & self._stale:
+                continue
+            prints = [self._prints.get(m) for m in g]
+            if any(p is None or p.partial or p.opaque for p in prints):
+                continue
+            if any(m not in ns for m in g):
+                continue
+            if any(id(ns[m]) != p.root_id for m, p in zip(g, prints, strict=True)):
+                out |= g  # rebound without a recorded cell
+                continue
+            groups[g] = sum(p.work for p in prints)
+        # a name's fingerprint depends on the names walked before it in its update that it
+        # reached objects of (its `links`: it did not walk those objects again), so it is
+        # re-made by walking them first, as its update did (they come first in sorted order)
+        work = nbytes = 0
+        todo: list[list[str]] = []
+        for g in sorted(groups, key=lambda g: (groups[g], sorted(g))):
+            orders = [self._link_closure(n) for n in sorted(g)]
+            cost = sum(self._prints[m].work for o in orders for m in o)
+            size = sum(self._prints[m].nbytes for o in orders for m in o)
+            if work + cost > self.drift_work or nbytes + size > self.drift_bytes:
+                break
+            work += cost
+            nbytes += size
+            todo += orders
+        try:
+            for order in todo:
+                n = order[-1]
+                p = self._walk_names(ns, sorted(order), {}, None)[n]
+                old = self._prints[n]
+                if p.opaque or p.fp != old.fp or p.links != old.links:
+                    out |= self._group[n]
+        except Exception as exc:  # noqa: BLE001 - a check: never fatal
+            log.warning("changes: drift check failed (%r)", exc)
+        return out
+
+    def _link_closure(self, name: str) -> list[str]:
+        """`name` last, after the names its fingerprint links to, and theirs."""
+        seen = {name}
+        stack = [name]
+        while stack:
+            p = self._prints.get(stack.pop())
+            for m in p.links if p is not None else ():
+                if m not in seen and m in self._prints:
+                    seen.add(m)
+                    stack.append(m)
+        seen.discard(name)
+        return sorted(seen) + [name]
 
     def incomplete(self, limit: int) -> list[str]:
         """Names whose fingerprint left content unhashed, cheap to walk (within `defer_work`)

@@ -289,6 +289,8 @@ def iter_collect_units(
     """`collect_units` as a generator that yields every `chunk` names (0: never), so a
     background round can spread it over event-loop steps; the units are its return value."""
     graph = mon.graph
+    dirty = _changed_by_running_cell(mon, ns, names)
+    _record_outside_changes(mon, ns, [n for n in names if n not in dirty])
     try:
         # co-variables the monitor only marked as touched (too big to re-walk per cell) are
         # walked now: a link made inside them since must join their co-variables
@@ -303,7 +305,6 @@ def iter_collect_units(
             mon.tracker.update(ns, touched=untracked, removed=[])
         except Exception:  # noqa: BLE001
             log.exception("kernel_agent: could not track %s; each is checkpointed on its own", untracked)
-    dirty = _changed_by_running_cell(mon, ns, names)
     name_set = set(names)
     seen: set[str] = set()
     units: list[Unit] = []
@@ -334,6 +335,25 @@ def iter_collect_units(
         u.reuse_key = _reuse.key_for(graph, u)
         units.append(u)
     return units
+
+
+def _record_outside_changes(mon: Any, ns: dict, names: list[str]) -> None:
+    """Values changed since the last recorded cell that touched them, by no recorded cell (a
+    widget callback, a thread, an asyncio task, a silent execution; `Tracker.drifted`):
+    re-running their cells would recreate them as they were before, and what an earlier
+    checkpoint stored of them is stale. The monitor records the change in the history
+    (`CellExecution.outside`), for this checkpoint and every later one: they are shipped
+    when they can be (`_covar_cost`), and a reused blob's key no longer matches. Checked before `refresh`, which would take their current state as
+    the tracker's."""
+    tracker = getattr(mon, "tracker", None)
+    if tracker is None or not hasattr(mon, "record_outside_changes"):
+        return
+    try:
+        found = tracker.drifted(ns, [n for n in names if n in ns])
+        if found:
+            mon.record_outside_changes(found)
+    except Exception:  # noqa: BLE001 - a check: a failure only leaves it undone
+        log.exception("kernel_agent: could not check for changes made outside recorded cells")
 
 
 def _changed_by_running_cell(mon: Any, ns: dict, names: list[str]) -> set[str]:
@@ -442,6 +462,11 @@ STRATEGIES = ("optimal", "ship-all", "recompute-all")
 def _covar_cost(u: Unit, graph: Any, strategy: str) -> CovarCost:
     requires = u.requires or []  # none: no recorded cell recreates it, so it must be shipped
     serializable, error = u.error is None, u.error
+    if serializable and any(graph.cells[i].outside for i in requires):
+        # changed outside recorded cells since: re-running its cells recreates it as it was
+        # before that (for a value that cannot be shipped that is still what there is, and
+        # the restore's verification reports the difference)
+        requires = []
     if strategy == "ship-all" and serializable:
         requires = []
     elif strategy == "recompute-all" and serializable and requires and all(cells_ok(graph, requires)):

@@ -27,6 +27,10 @@ class GraphSchemaError(ValueError):
     """A serialized history graph this version of the agent cannot read."""
 
 
+#: the code of a recorded change no cell made (a comment: re-running it does nothing)
+OUTSIDE_CHANGE_CODE = "# (no cell: changes found at a checkpoint, made outside recorded cells)"
+
+
 @dataclass
 class CellExecution:
     """One recorded execution of a cell (failed ones included: they may have changed state)."""
@@ -121,6 +125,13 @@ class CellExecution:
         if reads_output_history(self.code):
             reasons.append("it reads IPython's output history (_, Out, In), which a re-run cannot reproduce")
         return reasons
+
+    @property
+    def outside(self) -> bool:
+        """This is no cell but changes found at a checkpoint that no recorded cell made
+        (`Monitor.record_outside_changes`): re-running it does nothing, so a value whose
+        history holds it is shipped when it can be (`checkpointing._covar_cost`)."""
+        return self.code == OUTSIDE_CHANGE_CODE
 
     @property
     def rerunnable(self) -> bool:

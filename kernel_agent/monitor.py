@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -31,7 +31,7 @@ import numpy as np
 from kernel_agent import analysis, procstate, rng
 from kernel_agent.changes import Tracker, dynamic_module, local_source
 from kernel_agent.effects import ENTROPY, ENTROPY_AT_RUNTIME, MAX_FILES, UNSEEDED, EffectWatcher
-from kernel_agent.graph import CellExecution, HistoryGraph
+from kernel_agent.graph import OUTSIDE_CHANGE_CODE, CellExecution, HistoryGraph
 
 log = logging.getLogger("kernel_agent")
 
@@ -322,6 +322,28 @@ class Monitor:
                 io_loop.call_later(0, self._complete_step, io_loop, executions, tried)
             else:
                 self._completing = False
+
+    def record_outside_changes(self, names: Collection[str]) -> int | None:
+        """Record that `names` changed outside recorded cells (`Tracker.drifted`), as an
+        execution (`CellExecution.outside`, a comment) that mutated them; returns its index
+        (None: nothing recorded). The history then says that re-running their cells does not
+        recreate them. The tracker takes their current state, so the next cell is compared
+        with it."""
+        ns = self.shell.user_ns
+        user = set(self.user_names(ns))
+        changed = sorted(n for n in names if n in user)
+        if not changed:
+            return None
+        self.tracker.update(ns, changed, (), defer=False)
+        cell = CellExecution(
+            index=len(self.graph.cells),
+            code=OUTSIDE_CHANGE_CODE,
+            mutated=changed,
+        )
+        self.graph.record(cell, self.tracker.covariable_of, user)
+        log.info("kernel_agent: %s changed outside recorded cells; recorded as cell %d",
+                 ", ".join(changed), cell.index)
+        return cell.index
 
     def check_files(self) -> list[int]:
         """Mark cells whose input files changed since they read them (outside recorded cells).

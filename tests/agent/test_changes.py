@@ -110,6 +110,53 @@ def test_untouched_by_change_is_not_reported():
     assert upd.mutated == set()
 
 
+def test_an_unchanged_partial_is_not_reported_when_touched():
+    """A partial without an instance dict used to be walked with a `{}` made for the walk,
+    whose id differed every time: every cell touching it mutated it."""
+    t, ns = tracked(
+        """
+        import functools
+        def power(base, exp):
+            return base ** exp
+        square = functools.partial(power, exp=2)
+        """
+    )
+    assert t.update(ns, ["square"], []).mutated == set()
+    assert t.update(ns, ["square", "power"], []).mutated == set()
+    upd = run(t, ns, "square.keywords['exp'] = 3", ["square"])
+    assert upd.mutated == {"square", "power"}
+
+
+def test_an_exec_namespace_is_not_mutated_by_the_shell_rewriting_builtins():
+    """`exec(code, env)` puts the process's builtins dict into `env`; IPython and ipykernel
+    rewrite it around every execution, so walked by value every cell touching `env` (and
+    every checkpoint's look for changes made outside cells) saw a mutation."""
+    import builtins
+
+    t, ns = tracked("env = {}\nexec('a = 1', env)")
+    assert ns["env"]["__builtins__"] is builtins.__dict__
+    builtins._elastic_probe = 1
+    try:
+        assert t.update(ns, ["env"], []).mutated == set()
+        assert t.drifted(ns, ["env"]) == set()
+    finally:
+        del builtins._elastic_probe
+    assert run(t, ns, "exec('a = 2', env)", ["env"]).mutated == {"env"}
+
+
+def test_an_alias_of_sys_modules_is_not_mutated_by_an_import():
+    import sys
+
+    t, ns = tracked("import sys\nm = sys.modules")
+    sys.modules["_elastic_probe_module"] = types.ModuleType("_elastic_probe_module")
+    try:
+        assert t.update(ns, ["m"], []).mutated == set()
+        assert t.drifted(ns, ["m"]) == set()
+        assert not t.plain("m", ns["m"])  # it leads to modules: the read analysis looks in
+    finally:
+        del sys.modules["_elastic_probe_module"]
+
+
 def test_list_element_replaced():
     t, ns = tracked("a = [1, 2, 3]")
     assert run(t, ns, "a[1] = 20", ["a"]).mutated == {"a"}

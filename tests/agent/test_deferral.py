@@ -444,3 +444,48 @@ def test_a_link_made_while_deferred_comes_back_equal(make_kernel, store_url, str
     r = restore(b, store_url)
     assert_verified(r)
     assert b.value("[rows[-1], h, n_rows, rows[5]]") == [[1, 2, 3], None, 3001, [5]]
+
+
+# -- changes made outside recorded cells (Tracker.drifted) ----------------------------------
+
+
+def test_drift_finds_a_covariable_changed_without_an_update_and_nothing_else():
+    shared = [1]
+    ns = {"a": shared, "b": {"k": shared}, "c": [2], "n": 5}
+    t = _tracker(ns)
+    assert t.drifted(ns, sorted(ns)) == set()
+    shared.append(3)  # no update told the tracker
+    assert t.drifted(ns, sorted(ns)) == {"a", "b"}
+    assert t.drifted(ns, sorted(ns)) == {"a", "b"}  # a check: the tracker's state is kept
+
+
+def test_drift_finds_a_name_rebound_without_an_update():
+    ns = {"a": [1], "n": 5}
+    t = _tracker(ns)
+    ns["a"], ns["n"] = [1], 6
+    assert t.drifted(ns, sorted(ns)) == {"a", "n"}
+
+
+def test_drift_is_not_said_of_what_a_partial_fingerprint_cannot_tell():
+    ns = {"big": np.zeros(BIG), "small": np.zeros(10)}
+    t = _tracker(ns)  # big: over the hash budget
+    ns["big"][5] = 1.0
+    assert t.drifted(ns, sorted(ns)) == set()
+
+
+def test_drift_is_checked_only_for_covariables_whose_names_are_all_asked_about():
+    shared = [1]
+    ns = {"a": shared, "b": [shared]}
+    t = _tracker(ns)
+    shared.append(2)
+    assert t.drifted(ns, ["a"]) == set()  # (b: changed by the cell running now, say)
+    assert t.drifted(ns, ["a", "b"]) == {"a", "b"}
+
+
+def test_drift_checks_the_smallest_covariables_within_its_budget():
+    ns = {"big": list(range(50_000)), "small": [1, 2]}
+    t = _tracker(ns, hash_budget=None)
+    t.drift_work = 1_000
+    ns["big"].append(0)
+    ns["small"].append(0)
+    assert t.drifted(ns, sorted(ns)) == {"small"}

@@ -267,3 +267,12 @@ def test_a_variable_holding_the_shell_does_not_tie_the_namespace_to_it(make_kern
     if strategy == "ship-all":
         assert c["variables"]["w"] == "ship", c["variables"]
     assert b.value("[w, z, ip is get_ipython()]") == [[1, 2, 5], 5, True]
+
+
+def test_an_exec_namespace_comes_back_with_the_processs_builtins(make_kernel, tmp_path):
+    url = (tmp_path / "store").as_uri()
+    a, b, _, r = migrate(make_kernel, url, ["env = {}", "exec('a = 1\\nb = [a]', env)",
+                                             "env['b'].append(2)"])
+    assert_verified(r)
+    assert b.value("env['__builtins__'] is __import__('builtins').__dict__")
+    assert b.value("eval('len(b) + a', env)") == 3
