@@ -2026,7 +2026,7 @@ class Tracker:
         return self.update(ns, names, (), defer=False)
 
     #: what `drifted` may walk per call: objects and atoms, and bytes of buffers
-    drift_work = 2_000_000
+    drift_work = 1_000_000
     drift_bytes = 512 << 20
 
     def drifted(self, ns: Mapping[str, Any], names: Collection[str]) -> set[str]:
