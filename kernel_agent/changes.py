@@ -46,6 +46,7 @@ import decimal
 import enum
 import fractions
 import functools
+import gc
 import io
 import itertools
 import logging
@@ -145,7 +146,17 @@ _SMALL_SEQ = 256  # atom sequences shorter than this go into the stream verbatim
     K_MAPPINGPROXY,
     K_SLICE,
     K_WEAKREF,
-) = range(29)
+    K_DICTVIEW,
+) = range(30)
+
+#: ``d.keys()``, ``d.values()``, ``d.items()`` (of a dict or an OrderedDict): live views of
+#: their dict, which they hold (``gc.get_referents``) but do not expose. Walked as that dict, so
+#: ``kv = d.keys()`` and ``d`` are one co-variable (a cell that mutates ``d`` changes ``kv``).
+_DICT_VIEW_TYPES: frozenset[type] = frozenset(
+    type(getattr(m, name)())
+    for m in ({}, collections.OrderedDict())
+    for name in ("keys", "values", "items")
+)
 
 _OPAQUE_BASES: tuple[type, ...] = (
     types.GeneratorType,
@@ -280,6 +291,8 @@ def _classify_uncached(tp: type) -> int:
         return K_PARTIAL
     if tp is types.MappingProxyType:
         return K_MAPPINGPROXY
+    if tp in _DICT_VIEW_TYPES:
+        return K_DICTVIEW
     if tp in (staticmethod, classmethod, property, functools.cached_property):
         return K_DESCRIPTOR_WRAPPER
     if issubclass(tp, (logging.Logger, logging.PlaceHolder)):
@@ -732,7 +745,8 @@ class _Tok(tuple):
 
 #: kinds of pure data: nothing reached through them can be code or lead to it
 _PLAIN_KINDS = frozenset({K_ATOM, K_LIST, K_TUPLE, K_DICT, K_SET, K_FROZENSET, K_DEQUE, K_NDARRAY,
-                          K_DATAFRAME, K_SERIES, K_INDEX, K_EXTARRAY, K_BUFFER, K_SLICE})
+                          K_DATAFRAME, K_SERIES, K_INDEX, K_EXTARRAY, K_BUFFER, K_SLICE,
+                          K_DICTVIEW})
 
 _ENTER_NOID = object()
 _EXIT_NOID = object()
@@ -1141,6 +1155,11 @@ class _Walker:
         elif kind == K_MAPPINGPROXY:
             out.append(("mappingproxy",))
             push(_Synth(_Synth(kv) for kv in obj.items()))
+        elif kind == K_DICTVIEW:
+            if not self._identity(obj, "dictview"):
+                return
+            out.append(("dictview", tp.__name__))
+            push(gc.get_referents(obj)[0])
         elif kind == K_SLICE:
             push(_Synth((obj.start, obj.stop, obj.step)))
             out.append(("slice",))

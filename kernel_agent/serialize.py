@@ -70,8 +70,10 @@ allocator-aligned (at least 16 bytes), which covers every numpy itemsize.
 from __future__ import annotations
 
 import builtins
+import collections
 import enum
 import functools
+import gc
 import io
 import os
 import pickle
@@ -323,6 +325,11 @@ class _Pickler(cloudpickle.CloudPickler):
             rv = _reduce_exception(obj)
             if rv is not NotImplemented:
                 return rv
+        view_of = _DICT_VIEWS.get(type(obj))
+        if view_of is not None:
+            # cloudpickle copies the keys/values into a new dict: a view of the notebook's dict
+            # came back as a view of nothing (``d['n'] = 1`` no longer showed through ``kv``)
+            return (view_of, (gc.get_referents(obj)[0],))
         if isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
             params = obj.cache_parameters()
             return (_rebuild_lru_cache, (obj.__wrapped__, params["maxsize"], params["typed"]))
@@ -643,6 +650,13 @@ def _make_empty_cell() -> types.CellType:
 def _fill_cell(cell: types.CellType, state: tuple[Any]) -> None:
     cell.cell_contents = state[0]
 
+
+#: a dict view's type -> the method that makes it, called on the view's dict at load
+_DICT_VIEWS: dict[type, Any] = {
+    type(getattr(m, name)()): getattr(type(m), name)
+    for m in ({}, collections.OrderedDict())
+    for name in ("keys", "values", "items")
+}
 
 _OS_FILES = (io.FileIO, io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper)
 

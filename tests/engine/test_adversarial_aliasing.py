@@ -7,7 +7,11 @@ variable. Both plans must restore every identity relation, checked in kernel B.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.engine.adversarial import assert_verified, migrate_both
+from tests.engine.migrate import assert_verified as assert_restore_verified
+from tests.engine.migrate import run_and_migrate
 
 CELLS = [
     "import functools\nimport numpy as np, pandas as pd",
@@ -67,3 +71,21 @@ def test_closures_sharing_a_nonlocal_still_share_it(make_kernel, tmp_path):
     optimal.kernel.ok("inc()")
     assert optimal.kernel.value("get()") == 3
     assert out["replay"].restore["mismatched"] == []
+
+
+@pytest.mark.parametrize("strategy", ["optimal", "ship-all"])
+def test_dict_views_stay_views_of_their_dict(make_kernel, tmp_path, strategy):
+    # `kv = d.keys()` is a live view of `d`, which it holds but does not expose: taken for an
+    # opaque object of its own, the optimal plan shipped `d` and re-ran the cell that made `kv`
+    # (a view of the re-run `d`, stale), and ship-all's pickle made it a view of a copy
+    cells = ["import collections\nd = {'a': 1, 'b': 2}\nkv = d.keys()\nvv = d.values()\niv = d.items()\n"
+             "od = collections.OrderedDict(x=1)\nok = od.keys()",
+             "d['n'] = 3\nod['y'] = 2",
+             "snap = list(kv)",
+             "del d['a']"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_restore_verified(r)
+    assert b.value("[list(kv), list(vv), [list(p) for p in iv], snap, list(ok)]") == [
+        ["b", "n"], [2, 3], [["b", 2], ["n", 3]], ["a", "b", "n"], ["x", "y"]]
+    b.ok("d['z'] = 9\nod['w'] = 0")
+    assert b.value("[list(kv), list(ok), type(ok).__name__]") == [["b", "n", "z"], ["x", "y", "w"], "odict_keys"]
