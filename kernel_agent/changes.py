@@ -1288,6 +1288,11 @@ class _Walker:
             children.append(_Synth(collections.deque.__iter__(obj)))
         elif issubclass(tp, BaseException):
             children.append(_Synth(BaseException.args.__get__(obj)))
+            # the chain (`raise ... from e`, or raised while handling e) is the exception's too;
+            # its traceback (frames) is not data and cannot leave the process
+            children.append(_Synth((BaseException.__cause__.__get__(obj),
+                                    BaseException.__context__.__get__(obj),
+                                    BaseException.__suppress_context__.__get__(obj))))
         elif solid is not types.SimpleNamespace:
             # hidden C state (e.g. random.Random over _random.Random): its reduce value, which
             # the library computes; if it cannot be computed the object is opaque

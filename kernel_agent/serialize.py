@@ -198,6 +198,26 @@ def _reduce_exception(e: BaseException) -> Any:
     return (_rebuild_exception, (cls, tuple(e.args)), dict(e.__dict__) or None)
 
 
+def _with_exception_chain(e: BaseException, rv: Any) -> Any:
+    """`rv` (a reduce value of `e`) plus its ``__cause__``/``__context__``, which pickle drops:
+    ``raise ValueError(...) from err`` came back with no cause (``err2.__cause__ is err`` no
+    longer held). The traceback stays behind: frames cannot leave the process."""
+    if not isinstance(rv, tuple) or not 2 <= len(rv) <= 3:
+        return rv
+    state = rv[2] if len(rv) == 3 else None
+    return (rv[0], rv[1], (state, e.__cause__, e.__context__, e.__suppress_context__), None, None,
+            _set_exception_state)
+
+
+def _set_exception_state(e: BaseException, state: tuple) -> None:
+    inner, cause, context, suppress = state
+    if inner is not None:
+        e.__setstate__(inner)
+    e.__cause__ = cause
+    e.__context__ = context
+    e.__suppress_context__ = suppress
+
+
 class _NamespaceToken:
     """Stands for "the user namespace" in a stream; reduced to ``_bound_namespace()``."""
 
@@ -323,6 +343,8 @@ class _Pickler(cloudpickle.CloudPickler):
                 return _keep_inherited_entries(obj, rv)
         if isinstance(obj, BaseException):
             rv = _reduce_exception(obj)
+            if obj.__cause__ is not None or obj.__context__ is not None or obj.__suppress_context__:
+                return _with_exception_chain(obj, obj.__reduce_ex__(4) if rv is NotImplemented else rv)
             if rv is not NotImplemented:
                 return rv
         view_of = _DICT_VIEWS.get(type(obj))

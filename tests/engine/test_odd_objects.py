@@ -178,6 +178,22 @@ def test_an_exception_whose_init_takes_other_arguments_comes_back_as_it_was(make
 
 
 @pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_chained_exception_keeps_its_cause_and_context(make_kernel, tmp_path, strategy):
+    # pickle rebuilds an exception from its args and __dict__: `raise ... from e` came back with
+    # no __cause__ (and no __context__), and the restore verified it
+    cells = ["def f():\n    try:\n        {}['k']\n    except KeyError as e:\n        raise ValueError('bad') from e",
+             "try:\n    f()\nexcept Exception as e:\n    err = e",
+             "cause = err.__cause__\ncause.note = 'n'",
+             "try:\n    try:\n        1 / 0\n    except ZeroDivisionError:\n        raise OSError(2, 'gone')\n"
+             "except OSError as e:\n    errs = [e]\nopen('shipped.txt', 'w').close()"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_verified(r)
+    assert b.value("[err.__cause__ is cause, err.__context__ is cause, err.__suppress_context__, cause.note,"
+                   " repr(errs[0].__context__), errs[0].errno, errs[0].__cause__]") == [
+        True, True, True, "n", "ZeroDivisionError('division by zero')", 2, None]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
 def test_a_module_object_the_notebook_made_is_its_data_not_an_import(make_kernel, tmp_path, strategy):
     # types.ModuleType("m") is nobody's import: a cell that appends to one of its attributes
     # mutates a variable, and is not re-run at every restore like a cell that configures a
