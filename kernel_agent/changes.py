@@ -150,7 +150,8 @@ _SMALL_SEQ = 256  # atom sequences shorter than this go into the stream verbatim
 ) = range(30)
 
 #: ``d.keys()``, ``d.values()``, ``d.items()`` (of a dict or an OrderedDict): live views of
-#: their dict, which they hold (``gc.get_referents``) but do not expose. Walked as that dict, so
+#: their dict, which they hold (``gc.get_referents``) but do not expose. Walked as that dict
+#: (and a mapping proxy as the mapping it wraps), so
 #: ``kv = d.keys()`` and ``d`` are one co-variable (a cell that mutates ``d`` changes ``kv``).
 _DICT_VIEW_TYPES: frozenset[type] = frozenset(
     type(getattr(m, name)())
@@ -1153,8 +1154,12 @@ class _Walker:
             else:
                 push(obj.__func__)
         elif kind == K_MAPPINGPROXY:
+            # the mapping it wraps, itself: `ro = MappingProxyType(d)` and `d` are one
+            # co-variable (a cell that mutates `d` changes `ro`)
+            if not self._identity(obj, "mappingproxy"):
+                return
             out.append(("mappingproxy",))
-            push(_Synth(_Synth(kv) for kv in obj.items()))
+            push(gc.get_referents(obj)[0])
         elif kind == K_DICTVIEW:
             if not self._identity(obj, "dictview"):
                 return

@@ -352,6 +352,9 @@ class _Pickler(cloudpickle.CloudPickler):
             # cloudpickle copies the keys/values into a new dict: a view of the notebook's dict
             # came back as a view of nothing (``d['n'] = 1`` no longer showed through ``kv``)
             return (view_of, (gc.get_referents(obj)[0],))
+        if type(obj) is types.MappingProxyType:
+            # the same: cloudpickle wraps a copy of the mapping
+            return (types.MappingProxyType, (gc.get_referents(obj)[0],))
         if isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
             params = obj.cache_parameters()
             return (_rebuild_lru_cache, (obj.__wrapped__, params["maxsize"], params["typed"]))
