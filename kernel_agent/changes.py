@@ -706,14 +706,15 @@ def _byte_span(arr: np.ndarray) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 
 
-def _buffer_exporter(arr: np.ndarray) -> bytearray | None:
-    """The bytearray whose memory `arr` is (through its ndarray bases and a memoryview), if any."""
+def _buffer_exporter(arr: np.ndarray) -> bytearray | _array_mod.array | None:
+    """The bytearray (or array.array) whose memory `arr` is (through its ndarray bases and a
+    memoryview), if any."""
     b = _final_base(arr).base
     for _ in range(8):
         if type(b) is not memoryview:
             break
         b = b.obj
-    return b if type(b) is bytearray else None
+    return b if type(b) is bytearray or type(b) is _array_mod.array else None
 
 
 def _exporter_ids(b: Any) -> list[int]:

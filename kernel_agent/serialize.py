@@ -69,6 +69,7 @@ allocator-aligned (at least 16 bytes), which covers every numpy itemsize.
 
 from __future__ import annotations
 
+import array
 import builtins
 import collections
 import enum
@@ -364,7 +365,8 @@ class _Pickler(cloudpickle.CloudPickler):
         return rv
 
     def _reduce_over_bytearray(self, obj: Any) -> Any:
-        """An array over a bytearray (``np.frombuffer(ba)``) is rebuilt over that bytearray.
+        """An array over a bytearray (``np.frombuffer(ba)``) is rebuilt over that bytearray
+        (or over that ``array.array``).
 
         numpy's own reduce copies the bytes, so after a restore ``ba[0] = 1`` no longer showed
         through the array. The bytearray goes into the stream (pickle's memo makes it the same
@@ -378,7 +380,10 @@ class _Pickler(cloudpickle.CloudPickler):
             if type(exporter) is not memoryview:
                 break
             exporter = exporter.obj
-        if type(exporter) is not bytearray or obj.dtype.hasobject or len(exporter) == 0:
+        if type(exporter) not in _WRITABLE_EXPORTERS or obj.dtype.hasobject:
+            return None
+        size = memoryview(exporter).nbytes  # (an array.array's len counts items)
+        if size == 0:
             return None
         start = np.frombuffer(exporter, dtype=np.uint8).__array_interface__["data"][0]
         offset = obj.__array_interface__["data"][0] - start
@@ -388,7 +393,7 @@ class _Pickler(cloudpickle.CloudPickler):
                 lo += st * (n - 1)
             else:
                 hi += st * (n - 1)
-        if lo < 0 or hi + obj.itemsize > len(exporter):
+        if lo < 0 or hi + obj.itemsize > size:
             return None
         return (_rebuild_over_buffer, (exporter, offset, obj.shape, obj.strides, obj.dtype,
                                        bool(obj.flags.writeable)))
@@ -675,6 +680,9 @@ def _make_empty_cell() -> types.CellType:
 def _fill_cell(cell: types.CellType, state: tuple[Any]) -> None:
     cell.cell_contents = state[0]
 
+
+#: writable buffers of the standard library an array can be a window on (`np.frombuffer(ba)`)
+_WRITABLE_EXPORTERS = (bytearray, array.array)
 
 #: a dict view's type -> the method that makes it, called on the view's dict at load
 _DICT_VIEWS: dict[type, Any] = {

@@ -102,3 +102,15 @@ def test_a_mapping_proxy_stays_a_window_on_its_dict(make_kernel, tmp_path, strat
     assert_restore_verified(r)
     b.ok("backing['c'] = 0")
     assert b.value("[dict(ro), ro['a'] is backing['a']]") == [{"a": [1, 3], "b": 2, "c": 0}, True]
+
+
+def test_an_array_over_an_array_array_stays_a_window_on_it(make_kernel, tmp_path):
+    # like np.frombuffer(bytearray): numpy's own reduce copied the bytes, so after a ship
+    # writes to the array.array no longer showed through the numpy array
+    cells = ["import array, numpy as np\nraw = array.array('d', [1.0, 2.0, 3.0, 4.0])\n"
+             "view = np.frombuffer(raw, dtype=np.float64)[1:]",
+             "raw[1] = 10.0"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="ship-all")
+    assert_restore_verified(r)
+    b.ok("raw[2] = -1.0")
+    assert b.value("view.tolist()") == [10.0, -1.0, 4.0]
