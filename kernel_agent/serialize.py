@@ -154,17 +154,19 @@ def _rebuild_owner(buf: Any, dtype: Any, shape: tuple, order: str, writeable: bo
 
 
 def _rebuild_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: Any,
-                  writeable: bool = True) -> Any:
-    """Re-create a numpy view on the (already restored) base array, sharing its memory."""
+                  writeable: bool = True, subtype: type | None = None) -> Any:
+    """Re-create a numpy view on the (already restored) base array, sharing its memory
+    (a ``subtype`` view, ``mm[1:3]`` of a memmap, is made as that subtype)."""
     import numpy as np
 
     if base.flags.c_contiguous:
         # directly on the base, so that `view.base is base` holds as it did before
-        view = np.ndarray(shape, dtype=dtype, buffer=base, offset=offset, strides=strides)
+        buffer = base
     else:
         flat = base.ravel(order="K")  # F-contiguous base: a view in memory order
-        flat = flat.view(np.uint8)
-        view = np.ndarray(shape, dtype=dtype, buffer=flat, offset=offset, strides=strides)
+        buffer = flat.view(np.uint8)
+    view = np.ndarray.__new__(subtype or np.ndarray, shape, dtype=dtype, buffer=buffer,
+                              offset=offset, strides=strides)
     if not writeable:
         view.flags.writeable = False  # (`np.broadcast_to` gives read-only views)
     return view
@@ -305,7 +307,7 @@ class _Pickler(cloudpickle.CloudPickler):
         np = self._np
         if isinstance(obj, type) and not cloudpickle.cloudpickle._should_pickle_by_reference(obj):
             self.loads_into_live = True
-        if np is not None and type(obj) is np.ndarray:
+        if np is not None and (type(obj) is np.ndarray or type(obj) is np.memmap):
             return self._reduce_ndarray(obj)
         if obj is self._token:
             return (_bound_namespace, ())
@@ -481,7 +483,7 @@ class _Pickler(cloudpickle.CloudPickler):
             if rv is not None:
                 return rv
         if (
-            type(root) is not np.ndarray
+            (type(root) is not np.ndarray and type(root) is not np.memmap)
             or obj.dtype.hasobject
             or root.dtype.hasobject
             or obj.size == 0
@@ -510,6 +512,11 @@ class _Pickler(cloudpickle.CloudPickler):
                 return super().reducer_override(obj)
         elif id(root) not in self._view_roots:
             return super().reducer_override(obj)
+        if type(obj) is not np.ndarray:
+            # a memmap's views are memmaps: it comes back as a copy (the file stays behind),
+            # its views as views of that copy, not copies of their own
+            return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype,
+                                    bool(obj.flags.writeable), type(obj)))
         if not obj.flags.writeable:
             return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype, False))
         return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype))

@@ -165,6 +165,21 @@ def test_stride_trick_views_stay_views_of_their_array(make_kernel, tmp_path, str
 
 
 @pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_views_of_a_memmap_stay_views_of_it(make_kernel, tmp_path, strategy):
+    # a memmap (and each view of it, a memmap too) went to numpy's own reduce: one copy each,
+    # so after a restore writes through `mm` no longer showed in `view`. The memmap comes back
+    # as an in-memory copy of its bytes (its file stays behind); its views stay views of it.
+    cells = ["import numpy as np\nmm = np.memmap('mm.dat', dtype='float64', mode='w+', shape=(4,))",
+             "mm[:] = [1, 2, 3, 4]\nview = mm[1:3]\nplain = np.asarray(mm)",
+             "view *= 10"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_verified(r)
+    b.ok("mm[1] = -1.0")
+    assert b.value("[view.tolist(), plain.tolist(), view.base is mm, type(view).__name__]") == [
+        [-1.0, 30.0], [1.0, -1.0, 30.0, 4.0], True, "memmap"]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
 def test_an_exception_whose_init_takes_other_arguments_comes_back_as_it_was(make_kernel, tmp_path,
                                                                             strategy):
     # pickle rebuilds an exception as cls(*args): this __init__ would make "code code 7"
