@@ -147,7 +147,8 @@ _SMALL_SEQ = 256  # atom sequences shorter than this go into the stream verbatim
     K_SLICE,
     K_WEAKREF,
     K_DICTVIEW,
-) = range(30)
+    K_ITERATOR,
+) = range(31)
 
 #: ``d.keys()``, ``d.values()``, ``d.items()`` (of a dict or an OrderedDict): live views of
 #: their dict, which they hold (``gc.get_referents``) but do not expose. Walked as that dict
@@ -340,7 +341,7 @@ def _classify_uncached(tp: type) -> int:
         return K_INSTANCE  # instance state + whatever its C solid base holds
     # C type: instance state if it has a real __dict__, else its reduce value, else opaque
     if "__next__" in dir(tp):  # C iterators (itertools, list_iterator, ...): state hidden
-        return K_OPAQUE
+        return K_ITERATOR
     if _dict_descriptor(tp) is not None:
         return K_INSTANCE
     return K_REDUCE
@@ -1161,6 +1162,16 @@ class _Walker:
                 return
             out.append(("mappingproxy",))
             push(gc.get_referents(obj)[0])
+        elif kind == K_ITERATOR:
+            # its position is hidden (opaque), what it iterates over is not: `it = iter(lst)`
+            # and `lst` are one co-variable (`lst.append(4)` shows in `it`), shipped in one
+            # pickle, which rebuilds the iterator over that same list. Only for the links: its
+            # referents include scratch (the result tuple a dict or zip iterator reuses), not
+            # part of a value the portable digest could compare
+            if self._identity(obj, "O"):
+                self._mark_opaque(obj)
+                if not self.portable:
+                    extend(reversed(_Synth(gc.get_referents(obj))))
         elif kind == K_DICTVIEW:
             if not self._identity(obj, "dictview"):
                 return

@@ -114,3 +114,16 @@ def test_an_array_over_an_array_array_stays_a_window_on_it(make_kernel, tmp_path
     assert_restore_verified(r)
     b.ok("raw[2] = -1.0")
     assert b.value("view.tolist()") == [10.0, -1.0, 4.0]
+
+
+@pytest.mark.parametrize("strategy", ["optimal", "ship-all"])
+def test_an_iterator_keeps_iterating_over_the_notebooks_list(make_kernel, tmp_path, strategy):
+    # a C iterator was opaque and linked to nothing: `it` and `lst` were two co-variables,
+    # pickled apart, so after a restore `it` iterated over a copy and missed later appends
+    cells = ["lst = [1, 2, 3]\nit = iter(lst)\nnext(it)",
+             "lst.append(4)",
+             "xs = [1, 2, 3]\nz = zip(xs, 'abc')\nnext(z)\nen = enumerate(xs)\nnext(en)"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_restore_verified(r)
+    b.ok("lst.append(5)\nxs[1] = 20")
+    assert b.value("[list(it), list(z), list(en)]") == [[2, 3, 4, 5], [[20, "b"], [3, "c"]], [[1, 20], [2, 3]]]
