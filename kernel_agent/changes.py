@@ -490,7 +490,30 @@ def dynamic_module(mod: types.ModuleType) -> bool:
     name is not in ``sys.modules``), walked like an instance, and a cell that changes it
     mutates a variable, which re-running that cell after the restore would change again.
     """
-    return getattr(mod, "__name__", None) not in sys.modules
+    name = getattr(mod, "__name__", None)
+    return name not in sys.modules or registered_module(mod)
+
+
+#: spec-less modules C code makes at import (Cython's shared runtime module): not the notebook's
+_C_MADE_MODULES = ("__main__", "__mp_main__", "cython_runtime", "_cython_")
+
+
+def registered_module(mod: types.ModuleType) -> bool:
+    """A module the notebook made and put in ``sys.modules`` itself (``sys.modules['fake'] =
+    types.ModuleType('fake')``, then ``import fake``): no import made it, so it has no spec and
+    no file. It is data like one it did not register (a restore cannot import it). C extensions
+    make such modules at import too (``pyexpat.errors``): those are submodules of a package
+    that has a spec."""
+    name = getattr(mod, "__name__", None)
+    if type(name) is not str or sys.modules.get(name) is not mod or name.startswith(_C_MADE_MODULES):
+        return False
+    for _ in range(name.count(".") + 1):
+        m = sys.modules.get(name)
+        if (m is None or type(m) is not types.ModuleType or getattr(m, "__spec__", None) is not None
+                or hasattr(m, "__file__")):
+            return False
+        name = name.rpartition(".")[0]
+    return True
 
 
 #: packages of our own, never the notebook's (an editable install is not under site-packages)

@@ -90,7 +90,7 @@ from typing import Any
 import cloudpickle
 
 from kernel_agent.buffers import BlobBuffer, array_interface_base
-from kernel_agent.changes import local_class, local_source, module_state
+from kernel_agent.changes import local_class, local_source, module_state, registered_module
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "Serialized", "dumps", "loads"]
 
@@ -330,6 +330,12 @@ class _Pickler(cloudpickle.CloudPickler):
                 self.loads_into_live = True
                 return (_import_module, (obj.__name__, source), state, None, None,
                         _set_module_state)
+            if registered_module(obj):
+                # one the notebook put in sys.modules itself: by reference (cloudpickle's rule
+                # for a registered name) it would not load where no cell registered it yet
+                self.loads_into_live = True
+                return (_registered_module, (obj.__name__,), module_state(obj), None, None,
+                        _set_registered_module_state)
         if isinstance(obj, type):
             rv = _reduce_local_class(obj)
             if rv is not None:
@@ -578,6 +584,17 @@ _CLASS_DICT_SKIP = frozenset({"__dict__", "__weakref__", "_abc_impl", "_abc_cach
                               "_abc_registry", "__annotate_func__"})
 
 
+def _registered_module(name: str) -> types.ModuleType:
+    """The module the notebook registered as `name` (see `changes.registered_module`): the one
+    in ``sys.modules`` if a cell already made it again, else a new one, registered; its
+    attributes follow as state."""
+    module = sys.modules.get(name)
+    if type(module) is not types.ModuleType:
+        module = types.ModuleType(name)
+        sys.modules[name] = module
+    return module
+
+
 def _import_module(name: str, source: str) -> types.ModuleType:
     """Import a notebook-local module by name; failing that, from the file it came from.
 
@@ -619,6 +636,17 @@ def _write_state(write: Any, *args: Any) -> None:
 
 def _set_module_state(module: types.ModuleType, state: dict[str, Any]) -> None:
     _write_state(vars(module).update, state)
+
+
+def _set_registered_module_state(module: types.ModuleType, state: dict[str, Any]) -> None:
+    _write_state(_register_with_state, module, state)
+
+
+def _register_with_state(module: types.ModuleType, state: dict[str, Any]) -> None:
+    # registered again when put in place: a cell the restore re-ran before (for another name
+    # it binds) may have registered a module of its own under the name meanwhile
+    sys.modules[module.__name__] = module
+    vars(module).update(state)
 
 
 def _reduce_local_class(cls: type) -> Any:

@@ -418,6 +418,22 @@ def test_atoms_modules_and_library_functions_do_not_link():
         assert t.covariable_of(n) == {n}
 
 
+def test_a_module_the_notebook_registered_in_sys_modules_links_like_its_data():
+    # `sys.modules['fake'] = types.ModuleType('fake')`: by-reference like an import, it linked
+    # to nothing, so `VALUE = fake.VALUE` was restored apart from the module it came from
+    name = "ka_registered_fake"
+    ns = nb(f"import sys, types\nfake = types.ModuleType({name!r})\nfake.VALUE = [1]\n"
+            f"sys.modules[{name!r}] = fake\nVALUE = fake.VALUE\nimport pyexpat.errors as perr\n"
+            "other = {'m': perr}")
+    try:
+        t = Tracker()
+        t.reset(ns, ["fake", "VALUE", "other"])
+        assert t.covariable_of("VALUE") == {"fake", "VALUE"}
+        assert t.covariable_of("other") == {"other"}  # a C extension's spec-less submodule: an import
+    finally:
+        sys.modules.pop(name, None)
+
+
 def test_group_merges_when_link_appears():
     t, ns = tracked("a = [1]\nb = [2]")
     run(t, ns, "b.append(a)", ["b", "a"])

@@ -225,6 +225,24 @@ def test_a_module_object_the_notebook_made_is_its_data_not_an_import(make_kernel
     assert b.value("mod.x") == [1, 2, 3]
 
 
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_module_the_notebook_put_in_sys_modules_comes_back_registered_with_its_data(
+        make_kernel, tmp_path, strategy):
+    # it was pickled by reference (its name is in sys.modules), which no fresh kernel can
+    # import: recomputed by its cell while `data`, taken from it, was shipped apart (the
+    # registered module's dict was no longer `data`, and the restore verified it)
+    cells = ["import sys, types\npkg = types.ModuleType('nbpkg')\npkg.__path__ = []\n"
+             "sub = types.ModuleType('nbpkg.sub')\nsub.data = {'k': 1}\npkg.sub = sub\n"
+             "sys.modules['nbpkg'] = pkg\nsys.modules['nbpkg.sub'] = sub",
+             "from nbpkg.sub import data\ndata['k'] = 2"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_verified(r)
+    assert b.value("[data, sys.modules['nbpkg.sub'] is sub, sys.modules['nbpkg'] is pkg, sub.data is data]") == [
+        {"k": 2}, True, True, True]
+    b.ok("import nbpkg.sub as again")
+    assert b.value("again.data is data")
+
+
 def test_a_changed_module_object_the_notebook_made_does_not_verify_as_equal():
     m1, m2 = types.ModuleType("mm"), types.ModuleType("mm")
     m1.x, m2.x = [1], [1]
