@@ -1533,7 +1533,9 @@ class _Walker:
             self.out.append(
                 ("array", obj.typecode, xxhash.xxh3_128_digest(memoryview(obj).cast("B")))
             )
-        else:  # bytearray, mmap
+        elif tp is mmap.mmap:  # its file position too: `m.seek(0)` changes what `m.read()` gives
+            self.out.append(("mmap", len(obj), obj.tell(), xxhash.xxh3_128_digest(obj)))
+        else:  # bytearray
             self.out.append((tp.__name__, len(obj), xxhash.xxh3_128_digest(obj)))
 
     def _torch(self, t: Any, tp: type, push: Any) -> None:

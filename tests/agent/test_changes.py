@@ -1060,6 +1060,14 @@ def test_c_containers_with_dict_and_buffers():
     assert run(t, ns, "ar.append(3)", ["ar"]).mutated == {"ar"}
 
 
+def test_moving_an_mmaps_position_is_a_mutation():
+    # an mmap cannot be pickled, so a restore re-runs its cells: one that only moved its
+    # position (`m.seek(1); b = m.read(1)`) was not its mutator and was left out of the replay
+    t, ns = tracked("import mmap\nm = mmap.mmap(-1, 16)\nm.write(b'abc')")
+    assert run(t, ns, "m.seek(1)\nb1 = m.read(1)", ["m"]).mutated == {"m"}
+    assert not run(t, ns, "n = len(m)", ["m"]).mutated
+
+
 def test_pandas_extension_types_stable_and_portable():
     pd = pytest.importorskip("pandas")
     vals = {
