@@ -730,6 +730,18 @@ def _byte_span(arr: np.ndarray) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 
 
+def _suspended_locals(obj: Any) -> list[Any]:
+    """What a suspended generator holds: its frame's locals and the generator it delegates to
+    (not its globals: the namespace). [] for other objects (coroutines hold the event loop)."""
+    if type(obj) is not types.GeneratorType:
+        return []
+    frame, inner = obj.gi_frame, obj.gi_yieldfrom
+    held = [] if frame is None else list(frame.f_locals.values())
+    if inner is not None:
+        held.append(inner)
+    return held
+
+
 def _buffer_exporter(arr: np.ndarray) -> bytearray | _array_mod.array | None:
     """The bytearray (or array.array) whose memory `arr` is (through its ndarray bases and a
     memoryview), if any."""
@@ -1123,6 +1135,10 @@ class _Walker:
             # session's state: the portable digest checks its type only)
             if self._identity(obj, "O"):
                 self._mark_opaque(obj)
+                if not self.portable and kind == K_OPAQUE:
+                    # a suspended generator's locals (`(x for x in lst)` holds an iterator
+                    # over `lst`): for the links only, as for C iterators
+                    extend(reversed(_Synth(_suspended_locals(obj))))
         elif kind == K_WEAKREF:
             # followed in process: `WeakValueDictionary({k: node})` and `nodes` are one
             # co-variable, or a restore that ships `nodes` and re-runs the cell that made both

@@ -127,3 +127,15 @@ def test_an_iterator_keeps_iterating_over_the_notebooks_list(make_kernel, tmp_pa
     assert_restore_verified(r)
     b.ok("lst.append(5)\nxs[1] = 20")
     assert b.value("[list(it), list(z), list(en)]") == [[2, 3, 4, 5], [[20, "b"], [3, "c"]], [[1, 20], [2, 3]]]
+
+
+@pytest.mark.parametrize("strategy", ["optimal", "ship-all"])
+def test_a_generator_over_the_notebooks_list_is_recomputed_with_it(make_kernel, tmp_path, strategy):
+    # a generator cannot be pickled: its cell re-ran at restore, over that cell's own new `lst`,
+    # while the shipped `lst` (with the later append) was put in place apart from it
+    cells = ["lst = [1, 2, 3]\ng = (x * 10 for x in lst)\nfirst = next(g)",
+             "lst.append(4)"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_restore_verified(r)
+    b.ok("lst.append(5)")
+    assert b.value("[first, list(g)]") == [10, [20, 30, 40, 50]]
