@@ -968,6 +968,41 @@ class _Walker:
             self.out.append((tag,) if self.portable else (tag, i))
         return True
 
+    def _link_ids(self, roots: Any) -> None:
+        """Record the ids of what `roots` hold (a few levels of containers, cells and bound
+        methods; never into functions, classes or modules, whose globals are the namespace),
+        for co-variable links only: not walked, so their values (a lock) are not part of the
+        fingerprint."""
+        if self.noid or self.portable:
+            return
+        seen: set[int] = set()
+        frontier = list(roots)
+        budget = 256
+        for _ in range(4):
+            nxt: list[Any] = []
+            for o in frontier:
+                tp = type(o)
+                if tp in MARSHAL_ATOMS or id(o) in seen:
+                    continue
+                seen.add(id(o))
+                self.ids.append(id(o))
+                self.keep.append(o)
+                budget -= 1
+                if budget <= 0:
+                    return
+                if tp is tuple or tp is list or tp is set or tp is frozenset:
+                    nxt.extend(o)
+                elif tp is dict:
+                    nxt.extend(o.values())
+                elif tp is types.CellType:
+                    try:
+                        nxt.append(o.cell_contents)
+                    except ValueError:  # empty cell
+                        pass
+                elif tp is types.BuiltinMethodType or tp is types.MethodType:
+                    nxt.append(o.__self__)
+            frontier = nxt
+
     def _mark_opaque(self, obj: Any) -> None:
         self.opaque = True
         tn = _type_name(type(obj))
@@ -1389,6 +1424,10 @@ class _Walker:
                 # `from utils import bump; bump()` changes utils' globals: they are this
                 # function's state as much as a closure's cells are
                 extend((mod,))
+            if fn.__closure__:
+                # a library's closure over the notebook's objects (ExitStack.callback(
+                # log.append) keeps one): linked to what its cells hold
+                self._link_ids(fn.__closure__)
             return
         if not self._identity(fn, "F"):
             return
@@ -1710,7 +1749,10 @@ class _Walker:
             else:
                 parts.append(_Synth(itertools.islice(it, self.max_nodes)))
         self.out.append(("reduce", _type_name(tp)))
-        # the reduce value is freshly built (new tuples, dicts): walk it without identities
+        # the reduce value is freshly built (new tuples, dicts): walk it without identities;
+        # linked to what the object really holds (`operator.methodcaller('append', target)`
+        # holds `target`)
+        self._link_ids(gc.get_referents(obj))
         extend((_EXIT_NOID, _Synth(parts), _ENTER_NOID))
 
     # -- portable arrays ---------------------------------------------------------------------

@@ -455,6 +455,25 @@ def test_iterators_and_generators_link_to_what_they_iterate_over():
     assert run(t, ns, "lst.append(4)", ["lst"]).mutated >= {"lst", "it", "g"}
 
 
+def test_c_objects_and_library_closures_link_to_what_they_hold():
+    # walked by their reduce value without identities, or by reference: `add` and `stack` were
+    # restored apart from `target` and `log`, and the restored ones wrote into copies
+    t, ns = tracked(
+        """
+        import contextlib, operator
+        target = []
+        add = operator.methodcaller("append", target)
+        log = []
+        stack = contextlib.ExitStack()
+        stack.callback(log.append, "closed")
+        other = []
+        """
+    )
+    assert t.covariable_of("target") == {"target", "add"}
+    assert t.covariable_of("log") == {"log", "stack"}
+    assert t.covariable_of("other") == {"other"}
+
+
 def test_group_merges_when_link_appears():
     t, ns = tracked("a = [1]\nb = [2]")
     run(t, ns, "b.append(a)", ["b", "a"])

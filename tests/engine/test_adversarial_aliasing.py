@@ -139,3 +139,17 @@ def test_a_generator_over_the_notebooks_list_is_recomputed_with_it(make_kernel, 
     assert_restore_verified(r)
     b.ok("lst.append(5)")
     assert b.value("[first, list(g)]") == [10, [20, 30, 40, 50]]
+
+
+@pytest.mark.parametrize("strategy", ["optimal", "ship-all"])
+def test_exit_stack_callbacks_and_method_callers_keep_their_targets(make_kernel, tmp_path, strategy):
+    # a library closure (ExitStack's callback wrapper) and a C object (methodcaller) linked to
+    # nothing: restored apart from `log` and `target`, they appended to copies
+    cells = ["import contextlib, operator\nlog = []\nstack = contextlib.ExitStack()\n"
+             "stack.callback(log.append, 'closed')",
+             "target = []\nadd = operator.methodcaller('append', target)",
+             "log.append('open')\ntarget.append('t')"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_restore_verified(r)
+    b.ok("stack.close()\nholder = []\nadd(holder)")
+    assert b.value("[log, holder[0] is target]") == [["open", "closed"], True]
