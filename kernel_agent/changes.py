@@ -567,6 +567,15 @@ def module_state(mod: types.ModuleType) -> dict[str, Any] | None:
     return None
 
 
+def module_namespace(mapping: Any) -> bool:
+    """`mapping` is a module's ``__dict__`` (the notebook's namespace is ``__main__``'s)."""
+    if type(mapping) is not dict:
+        return False
+    name = mapping.get("__name__")
+    mod = sys.modules.get(name) if type(name) is str else None
+    return mod is not None and getattr(mod, "__dict__", None) is mapping
+
+
 def _ref_name(obj: Any) -> str:
     """Stable by-reference name of a module, library class or library function."""
     if type(obj) is types.ModuleType:
@@ -1229,13 +1238,18 @@ class _Walker:
                 extend(reversed(_Synth((obj.func, obj.attrname))))
             else:
                 push(obj.__func__)
-        elif kind == K_MAPPINGPROXY:
-            # the mapping it wraps, itself: `ro = MappingProxyType(d)` and `d` are one
-            # co-variable (a cell that mutates `d` changes `ro`)
-            if not self._identity(obj, "mappingproxy"):
+        elif kind in (K_MAPPINGPROXY, K_DICTVIEW):
+            # the mapping it wraps, itself: `ro = MappingProxyType(d)` or `kv = d.keys()` and
+            # `d` are one co-variable (a cell that mutates `d` changes them). Not a module's
+            # namespace (`globals().keys()`): that is every variable, or a library's globals
+            if not self._identity(obj, "dictview"):
                 return
-            out.append(("mappingproxy",))
-            push(gc.get_referents(obj)[0])
+            out.append(("dictview", tp.__name__))
+            mapping = gc.get_referents(obj)[0]
+            if module_namespace(mapping):
+                self._mark_opaque(obj)
+            else:
+                push(mapping)
         elif kind == K_ITERATOR:
             # its position is hidden (opaque), what it iterates over is not: `it = iter(lst)`
             # and `lst` are one co-variable (`lst.append(4)` shows in `it`), shipped in one
@@ -1246,11 +1260,6 @@ class _Walker:
                 self._mark_opaque(obj)
                 if not self.portable:
                     extend(reversed(_Synth(gc.get_referents(obj))))
-        elif kind == K_DICTVIEW:
-            if not self._identity(obj, "dictview"):
-                return
-            out.append(("dictview", tp.__name__))
-            push(gc.get_referents(obj)[0])
         elif kind == K_SLICE:
             push(_Synth((obj.start, obj.stop, obj.step)))
             out.append(("slice",))

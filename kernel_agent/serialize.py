@@ -90,7 +90,13 @@ from typing import Any
 import cloudpickle
 
 from kernel_agent.buffers import BlobBuffer, array_interface_base
-from kernel_agent.changes import local_class, local_source, module_state, registered_module
+from kernel_agent.changes import (
+    local_class,
+    local_source,
+    module_namespace,
+    module_state,
+    registered_module,
+)
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "Serialized", "dumps", "loads"]
 
@@ -357,13 +363,17 @@ class _Pickler(cloudpickle.CloudPickler):
             if rv is not NotImplemented:
                 return rv
         view_of = _DICT_VIEWS.get(type(obj))
+        if view_of is None and type(obj) is types.MappingProxyType:
+            view_of = types.MappingProxyType
         if view_of is not None:
-            # cloudpickle copies the keys/values into a new dict: a view of the notebook's dict
-            # came back as a view of nothing (``d['n'] = 1`` no longer showed through ``kv``)
-            return (view_of, (gc.get_referents(obj)[0],))
-        if type(obj) is types.MappingProxyType:
-            # the same: cloudpickle wraps a copy of the mapping
-            return (types.MappingProxyType, (gc.get_referents(obj)[0],))
+            # cloudpickle copies the keys/values into a new dict (a proxy over a copy): a view
+            # of the notebook's dict came back as a view of nothing (``d['n'] = 1`` no longer
+            # showed through ``kv``). The namespace's view is one of the restoring namespace.
+            mapping = gc.get_referents(obj)[0]
+            if mapping is self._namespace:
+                return (view_of, (self._token,))
+            if not module_namespace(mapping):
+                return (view_of, (mapping,))
         if isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
             params = obj.cache_parameters()
             return (_rebuild_lru_cache, (obj.__wrapped__, params["maxsize"], params["typed"]))

@@ -474,6 +474,22 @@ def test_c_objects_and_library_closures_link_to_what_they_hold():
     assert t.covariable_of("other") == {"other"}
 
 
+def test_a_view_of_the_namespace_does_not_tie_every_variable_to_it():
+    # a dict view or proxy is walked as its dict; the namespace's own (`globals().keys()`) is
+    # every variable: opaque, not a link to each of them
+    mod = types.ModuleType("ka_test_ns")  # stands for __main__, whose __dict__ the namespace is
+    sys.modules["ka_test_ns"] = mod
+    try:
+        ns = vars(mod)
+        exec("a = [1]\nb = {'k': [2]}\ngk = globals().keys()\nkb = b.keys()", ns)
+        t = Tracker()
+        t.reset(ns, ["a", "b", "gk", "kb"])
+        assert t.covariable_of("gk") == {"gk"}
+        assert t.covariable_of("b") == {"b", "kb"}
+    finally:
+        sys.modules.pop("ka_test_ns", None)
+
+
 def test_group_merges_when_link_appears():
     t, ns = tracked("a = [1]\nb = [2]")
     run(t, ns, "b.append(a)", ["b", "a"])

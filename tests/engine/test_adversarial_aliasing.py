@@ -153,3 +153,14 @@ def test_exit_stack_callbacks_and_method_callers_keep_their_targets(make_kernel,
     assert_restore_verified(r)
     b.ok("stack.close()\nholder = []\nadd(holder)")
     assert b.value("[log, holder[0] is target]") == [["open", "closed"], True]
+
+
+@pytest.mark.parametrize("strategy", ["optimal", "ship-all"])
+def test_a_view_of_the_namespace_is_one_of_the_restored_namespace(make_kernel, tmp_path, strategy):
+    # walked as its dict, `globals().keys()` tied every variable to it and its digest (the whole
+    # namespace, the restore's own names included) never verified
+    cells = ["gk = globals().keys()\nx = [1]", "y = {'k': x}"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_restore_verified(r)
+    b.ok("zz = 1")
+    assert b.value("['x' in gk, 'zz' in gk, y['k'] is x]") == [True, True, True]
