@@ -748,7 +748,13 @@ def _suspended_locals(obj: Any) -> list[Any]:
     held = [] if frame is None else list(frame.f_locals.values())
     if inner is not None:
         held.append(inner)
-    return held
+    return _not_namespaces(held)
+
+
+def _not_namespaces(objs: list[Any]) -> list[Any]:
+    """`objs` without modules' namespaces (``iter(globals())`` holds the user namespace: every
+    variable, not a link to each)."""
+    return [o for o in objs if not module_namespace(o)]
 
 
 def _buffer_exporter(arr: np.ndarray) -> bytearray | _array_mod.array | None:
@@ -1001,7 +1007,7 @@ class _Walker:
                     return
                 if tp is tuple or tp is list or tp is set or tp is frozenset:
                     nxt.extend(o)
-                elif tp is dict:
+                elif tp is dict and not module_namespace(o):
                     nxt.extend(o.values())
                 elif tp is types.CellType:
                     try:
@@ -1259,7 +1265,7 @@ class _Walker:
             if self._identity(obj, "O"):
                 self._mark_opaque(obj)
                 if not self.portable:
-                    extend(reversed(_Synth(gc.get_referents(obj))))
+                    extend(reversed(_Synth(_not_namespaces(gc.get_referents(obj)))))
         elif kind == K_SLICE:
             push(_Synth((obj.start, obj.stop, obj.step)))
             out.append(("slice",))

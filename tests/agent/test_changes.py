@@ -481,11 +481,14 @@ def test_a_view_of_the_namespace_does_not_tie_every_variable_to_it():
     sys.modules["ka_test_ns"] = mod
     try:
         ns = vars(mod)
-        exec("a = [1]\nb = {'k': [2]}\ngk = globals().keys()\nkb = b.keys()", ns)
+        exec("a = [1]\nb = {'k': [2]}\ngk = globals().keys()\nkb = b.keys()\nit = g = None\n"
+             "def gen(d):\n    yield from d\nit = iter(globals().values())\nnext(it)\n"
+             "g = gen(globals())\nnext(g)", ns)
         t = Tracker()
-        t.reset(ns, ["a", "b", "gk", "kb"])
+        t.reset(ns, ["a", "b", "gk", "kb", "it", "g"])
         assert t.covariable_of("gk") == {"gk"}
         assert t.covariable_of("b") == {"b", "kb"}
+        assert t.covariable_of("it") == {"it"} and t.covariable_of("g") == {"g"}
     finally:
         sys.modules.pop("ka_test_ns", None)
 
