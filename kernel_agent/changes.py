@@ -483,6 +483,20 @@ def _is_notebook_function(fn: types.FunctionType, ns: Any) -> bool:
     return (ns is not None and fn.__globals__ is ns) or fn.__module__ == "__main__"
 
 
+def _shared_by_code(o: Any, tp: type) -> bool:
+    """What many unrelated objects hold because their code does: classes (a C object holds
+    its heap type), modules, library functions and builtins (`len`, a ctor). A link through
+    one would make every holder one co-variable (two `itemgetter`s, two `methodcaller`s)."""
+    if isinstance(o, type) or tp is types.ModuleType:
+        return True
+    if tp is types.FunctionType:
+        return getattr(o, "__module__", None) != "__main__"
+    if tp is types.BuiltinFunctionType:
+        self_ = getattr(o, "__self__", None)
+        return self_ is None or type(self_) is types.ModuleType
+    return False
+
+
 def dynamic_module(mod: types.ModuleType) -> bool:
     """A module object the notebook made (``types.ModuleType("m")``), not one it imported.
 
@@ -997,11 +1011,13 @@ class _Walker:
             nxt: list[Any] = []
             for o in frontier:
                 tp = type(o)
-                if tp in MARSHAL_ATOMS or id(o) in seen:
+                if tp in MARSHAL_ATOMS or id(o) in seen or _shared_by_code(o, tp):
                     continue
                 seen.add(id(o))
-                self.ids.append(id(o))
-                self.keep.append(o)
+                if tp is not tuple and tp is not frozenset:
+                    # (immutable: the same `()` is in every object that holds an empty one)
+                    self.ids.append(id(o))
+                    self.keep.append(o)
                 budget -= 1
                 if budget <= 0:
                     return

@@ -474,6 +474,24 @@ def test_c_objects_and_library_closures_link_to_what_they_hold():
     assert t.covariable_of("other") == {"other"}
 
 
+def test_c_objects_holding_the_same_class_or_library_function_stay_apart():
+    # what they hold because their code does (their heap type, `len`, the empty tuple) is
+    # no link: two getters are two co-variables
+    t, ns = tracked(
+        """
+        import functools, operator
+        first = operator.itemgetter(1)
+        second = operator.itemgetter(2)
+        call_a = operator.methodcaller("append", 1)
+        call_b = operator.methodcaller("append", 2)
+        size_a = functools.partial(len)
+        size_b = functools.partial(len)
+        """
+    )
+    for n in ("first", "second", "call_a", "call_b", "size_a", "size_b"):
+        assert t.covariable_of(n) == {n}
+
+
 def test_a_view_of_the_namespace_does_not_tie_every_variable_to_it():
     # a dict view or proxy is walked as its dict; the namespace's own (`globals().keys()`) is
     # every variable: opaque, not a link to each of them
