@@ -1214,6 +1214,11 @@ class _Walker:
             target = obj()
             if target is None:
                 out.append(("deadref",))
+            elif type(target) is types.MethodType:
+                # a WeakMethod makes a new bound method at every call: walk what it binds,
+                # not that object (its id differed in every walk: every touch a mutation)
+                out.append(("wmethod",))
+                extend((target.__func__, target.__self__))
             else:
                 push(target)
         elif kind == K_DATAFRAME:

@@ -157,6 +157,24 @@ def test_an_alias_of_sys_modules_is_not_mutated_by_an_import():
         del sys.modules["_elastic_probe_module"]
 
 
+def test_an_unchanged_weak_method_is_not_reported_when_touched():
+    t, ns = tracked(
+        """
+        import weakref
+        class C:
+            def __init__(self):
+                self.n = 0
+            def bump(self):
+                self.n += 1
+        c = C()
+        wm = weakref.WeakMethod(c.bump)
+        """
+    )
+    assert t.update(ns, ["wm"], []).mutated == set()
+    assert t.drifted(ns, ["wm", "c", "C"]) == set()
+    assert run(t, ns, "wm()()", ["wm"]).mutated == {"wm", "c", "C"}
+
+
 def test_list_element_replaced():
     t, ns = tracked("a = [1, 2, 3]")
     assert run(t, ns, "a[1] = 20", ["a"]).mutated == {"a"}
