@@ -210,6 +210,9 @@ def _digest_opaque(tp: type) -> bool:
 #: ``get_ipython()`` made every other variable one co-variable with it, which cannot be shipped
 #: (the shell does not pickle) and did not verify (its counters moved). Like loggers, they are
 #: the process's, referenced by identity. Found by name: IPython is never imported here.
+#: type names of Cython's function objects (`def` functions of compiled modules)
+_CYTHON_FUNCTIONS = frozenset({"cython_function_or_method", "fused_cython_function"})
+
 _BUILTINS_DICT = builtins.__dict__
 _SYS_MODULES = sys.modules
 
@@ -289,6 +292,11 @@ def _classify_uncached(tp: type) -> int:
         return K_METHOD
     if tp is types.BuiltinMethodType:  # same type as builtin functions; split per object
         return K_BUILTIN_METHOD
+    if tp.__name__ in _CYTHON_FUNCTIONS:
+        # a compiled library's function (numpy's `__pyx_unpickle_SeedSequence`, in the reduce
+        # value of every Generator): by reference, as a builtin is. Walked as an object, two
+        # generators reaching it were one co-variable
+        return K_BYREF
     if tp is functools.partial:
         return K_PARTIAL
     if tp is types.MappingProxyType:

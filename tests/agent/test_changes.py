@@ -510,6 +510,14 @@ def test_c_objects_holding_the_same_class_or_library_function_stay_apart():
         assert t.covariable_of(n) == {n}
 
 
+def test_two_random_generators_are_two_covariables_and_a_draw_changes_one():
+    # their reduce values reach the same compiled function of numpy's, which was walked as an
+    # object: every Generator of the notebook was one co-variable
+    t, ns = tracked("g1 = np.random.default_rng(1)\ng2 = np.random.default_rng(2)")
+    assert t.covariable_of("g1") == {"g1"} and t.covariable_of("g2") == {"g2"}
+    assert run(t, ns, "g1.random()", ["g1", "g2"]).mutated == {"g1"}
+
+
 def test_a_view_of_the_namespace_does_not_tie_every_variable_to_it():
     # a dict view or proxy is walked as its dict; the namespace's own (`globals().keys()`) is
     # every variable: opaque, not a link to each of them
