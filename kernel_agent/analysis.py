@@ -100,6 +100,7 @@ class CodeInfo:
     dynamic: str | None  # why this code reaches the namespace dynamically, if it does
     markers: frozenset[str]  # non-determinism markers (see effects.static_markers)
     shell_attrs: frozenset[str] = frozenset()  # .push/.reset/...: dynamic if the shell is reachable
+    imports: frozenset[str] = frozenset()  # absolute module names of its import statements
 
 
 @dataclass
@@ -269,6 +270,7 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
     instrs = _instructions(code)
     attrs: set[str] = set()
     shell_attrs: set[str] = set()
+    imports: set[str] = set()
     magic_strings = False
     for i, ins in enumerate(instrs):
         op = ins.opname
@@ -325,6 +327,8 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
         elif op == "IMPORT_NAME":
             if ins.argval == "__main__":
                 dynamic = dynamic or "imports __main__"
+            elif type(ins.argval) is str and ins.argval:
+                imports.add(ins.argval)
         elif op == "LOAD_CONST" and isinstance(ins.argval, types.CodeType):
             # Nested code: functions store locally (STORE_FAST) and class bodies store class
             # attributes (STORE_NAME), so only their `global` stores are namespace writes.
@@ -333,6 +337,7 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
             gstores |= inner.global_stores
             markers |= inner.markers
             shell_attrs |= inner.shell_attrs
+            imports |= inner.imports
             dynamic = dynamic or inner.dynamic
     if magic_strings:
         for ins in instrs:
@@ -347,7 +352,7 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
         dynamic = dynamic or "imports __main__ dynamically"
     markers |= effects.static_markers(instrs)
     return CodeInfo(frozenset(loads), frozenset(stores), frozenset(deletes), frozenset(gstores),
-                    dynamic, frozenset(markers), frozenset(shell_attrs))
+                    dynamic, frozenset(markers), frozenset(shell_attrs), frozenset(imports))
 
 
 # A cell of nothing but `name = constant` lines (`v17 = 17`, `cfg = [1, 'x']`) is told by one
@@ -684,6 +689,39 @@ def reach(value: Any, ns: Mapping[str, Any], budget: int = WALK_BUDGET) -> Reach
                  max(0, walker.start_budget - walker.budget))
 
 
+def notebook_module_holders(modules: Iterable[str], ns: Mapping[str, Any]) -> set[str]:
+    """Names bound to a notebook module (a file next to the notebook, or one it made) that the
+    cell imports from, or to that module's functions, classes and instances. ``from utils
+    import CACHE; CACHE["k"] = 1`` changes `utils` through the import system, not through a
+    name the cell loads: read this way, the co-variable holding `utils` is walked after the
+    cell and the change is the cell's. An installed library's module is not data."""
+    from kernel_agent.changes import dynamic_module, local_module
+
+    mods = set()
+    for name in modules:
+        mod = sys.modules.get(name)
+        if type(mod) is types.ModuleType and (local_module(mod) or dynamic_module(mod)):
+            mods.add(name)
+    if not mods:
+        return set()
+    out = set()
+    for n, v in ns.items():
+        if type(n) is not str or n.startswith("_"):
+            continue
+        try:
+            if type(v) is types.ModuleType:
+                hit = v.__name__ in mods
+            elif isinstance(v, (types.FunctionType, type)):
+                hit = v.__module__ in mods
+            else:
+                hit = type(v).__module__ in mods
+        except Exception:  # noqa: BLE001 - an odd object: not one of the module's
+            hit = False
+        if hit:
+            out.add(n)
+    return out
+
+
 CACHE_MIN_COST = 256  # walks cheaper than this are redone every cell (no staleness to fear)
 
 
@@ -720,6 +758,8 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
     if result.dynamic:
         return result
     names = set(info.loads)
+    if info.imports:
+        names |= notebook_module_holders(info.imports, ns)
     pending = list(names)
     gstores: set[str] = set()
     while pending:

@@ -146,3 +146,21 @@ def test_a_log_call_mutates_what_a_notebook_handler_appends_to(agent):
         assert "lg_records" in agent.cell("logging.getLogger('nb.other').warning('three')")["mutated"]
     finally:
         agent.ok("logging.getLogger().removeHandler(lg_root)")
+
+
+def test_a_change_through_a_name_imported_from_a_notebook_module_mutates_the_module(agent):
+    """The cell reaches `m_util.CACHE` through the import system, not through the name
+    `m_util`: the module's co-variable is walked after it all the same."""
+    agent.ok("open('m_util.py', 'w').write('CACHE = {}\\n')")
+    agent.ok("import m_util")
+    rec = agent.cell("from m_util import CACHE as m_cache\nm_cache['k'] = 1")
+    assert "m_util" in rec["mutated"] and rec["writes"] == ["m_cache"]
+    rec = agent.cell("from m_util import CACHE as m_cache2")  # an alias only: no change
+    assert rec["mutated"] == []
+
+
+def test_a_change_through_a_module_the_notebook_registered_mutates_it(agent):
+    agent.ok("import sys, types\nm_pkg = types.ModuleType('m_regpkg')\nm_pkg.data = {'k': 1}\n"
+             "sys.modules['m_regpkg'] = m_pkg")
+    rec = agent.cell("from m_regpkg import data as m_data\nm_data['k'] = 2")
+    assert "m_pkg" in rec["mutated"]
