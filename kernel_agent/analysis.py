@@ -695,12 +695,12 @@ def notebook_module_holders(modules: Iterable[str], ns: Mapping[str, Any]) -> se
     import CACHE; CACHE["k"] = 1`` changes `utils` through the import system, not through a
     name the cell loads: read this way, the co-variable holding `utils` is walked after the
     cell and the change is the cell's. An installed library's module is not data."""
-    from kernel_agent.changes import dynamic_module, local_module
+    from kernel_agent.changes import local_module, registered_module
 
     mods = set()
     for name in modules:
         mod = sys.modules.get(name)
-        if type(mod) is types.ModuleType and (local_module(mod) or dynamic_module(mod)):
+        if type(mod) is types.ModuleType and (local_module(mod) or registered_module(mod)):
             mods.add(name)
     if not mods:
         return set()

@@ -205,17 +205,19 @@ def _digest_opaque(tp: type) -> bool:
                in _DIGEST_OPAQUE_QUALNAMES for c in mro)
 
 
+#: type names of Cython's function objects (`def` functions of compiled modules)
+_CYTHON_FUNCTIONS = frozenset({"cython_function_or_method", "fused_cython_function"})
+
+#: dicts of the process that a value may hold (an `exec` namespace's ``__builtins__``,
+#: ``m = sys.modules``): rewritten by IPython, ipykernel and every import, never walked
+_BUILTINS_DICT = builtins.__dict__
+_SYS_MODULES = sys.modules
+
 #: The IPython shell and kernel: one per process, and they reach the whole user namespace
 #: (``user_ns``, the output history). Walked like instances, a variable holding
 #: ``get_ipython()`` made every other variable one co-variable with it, which cannot be shipped
 #: (the shell does not pickle) and did not verify (its counters moved). Like loggers, they are
 #: the process's, referenced by identity. Found by name: IPython is never imported here.
-#: type names of Cython's function objects (`def` functions of compiled modules)
-_CYTHON_FUNCTIONS = frozenset({"cython_function_or_method", "fused_cython_function"})
-
-_BUILTINS_DICT = builtins.__dict__
-_SYS_MODULES = sys.modules
-
 _PROCESS_SINGLETONS = frozenset({
     "IPython.core.interactiveshell.InteractiveShell",
     "ipykernel.kernelbase.Kernel",
@@ -2200,8 +2202,9 @@ class Tracker:
     def drifted(self, ns: Mapping[str, Any], names: Collection[str]) -> set[str]:
         """Names among `names` whose value changed since the tracker last walked it, although
         no recorded cell touched it since (that walk was the last touch's): rebound, or a
-        different fingerprint; whole co-variables, of names all in `names`. Changes made outside recorded cells: a widget's or a comm's
-        callback, a thread, an asyncio task, a silent execution. The history cannot recreate
+        different fingerprint; whole co-variables, of names all in `names`. Changes made
+        outside recorded cells: a widget's or a comm's callback, a thread, an asyncio task,
+        a silent execution. The history cannot recreate
         such a value (re-running its cells gives the value before the change), and a digest or
         blob kept from an earlier checkpoint no longer describes it.
 
@@ -2251,6 +2254,13 @@ class Tracker:
             log.warning("changes: drift check failed (%r)", exc)
         return out
 
+    def _bound_print(self, ns: Mapping[str, Any], name: str) -> _Print | None:
+        """`name`'s fingerprint if the name is still bound to the object it was taken of."""
+        p = self._prints.get(name)
+        if p is None or name not in ns or id(ns[name]) != p.root_id:
+            return None
+        return p
+
     def _link_closure(self, name: str) -> list[str]:
         """`name` last, after the names its fingerprint links to, and theirs."""
         seen = {name}
@@ -2287,8 +2297,7 @@ class Tracker:
         the next cell that touches them is compared against a full fingerprint. A name rebound
         since its walk (by a silent execution: no cell ran) is left for the next cell to see.
         """
-        todo = [n for n in names if n in ns and n in self._prints
-                and id(ns[n]) == self._prints[n].root_id]
+        todo = [n for n in names if self._bound_print(ns, n) is not None]
         if todo:
             self.update(ns, todo, (), defer=False)
 
@@ -2425,8 +2434,8 @@ class Tracker:
         nbytes = 0
         partial = False
         for m in group:
-            p = self._prints.get(m)
-            if p is None or m not in ns or id(ns[m]) != p.root_id:
+            p = self._bound_print(ns, m)
+            if p is None:
                 return False
             work += p.work
             nbytes += p.nbytes
@@ -2578,8 +2587,8 @@ class Tracker:
             done |= group
             want = 0
             for m in group:
-                p = self._prints.get(m)
-                if p is not None and m in ns and id(ns[m]) == p.root_id:
+                p = self._bound_print(ns, m)
+                if p is not None:
                     want += p.nbytes
             if want > limit:
                 out |= group

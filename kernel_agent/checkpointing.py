@@ -343,13 +343,13 @@ def _record_outside_changes(mon: Any, ns: dict, names: list[str]) -> None:
     re-running their cells would recreate them as they were before, and what an earlier
     checkpoint stored of them is stale. The monitor records the change in the history
     (`CellExecution.outside`), for this checkpoint and every later one: they are shipped
-    when they can be (`_covar_cost`), and a reused blob's key no longer matches. Checked before `refresh`, which would take their current state as
-    the tracker's."""
+    when they can be (`_covar_cost`), and a reused blob's key no longer matches. Checked
+    before `refresh`, which would take their current state as the tracker's."""
     tracker = getattr(mon, "tracker", None)
     if tracker is None or not hasattr(mon, "record_outside_changes"):
         return
     try:
-        found = tracker.drifted(ns, [n for n in names if n in ns])
+        found = tracker.drifted(ns, names)
         if found:
             mon.record_outside_changes(found)
     except Exception:  # noqa: BLE001 - a check: a failure only leaves it undone

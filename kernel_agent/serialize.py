@@ -131,11 +131,9 @@ class Serialized:
 _load_ctx = threading.local()
 
 
-_BUILTINS_DICT = builtins.__dict__
-
-
 def _builtins_dict() -> dict:
     return builtins.__dict__
+
 
 def _bound_namespace() -> dict[str, Any]:
     """The namespace notebook functions are bound to while ``loads`` runs (see module doc)."""
@@ -317,7 +315,7 @@ class _Pickler(cloudpickle.CloudPickler):
             return self._reduce_ndarray(obj)
         if obj is self._token:
             return (_bound_namespace, ())
-        if obj is _BUILTINS_DICT:  # an `exec` namespace's __builtins__: the process's own
+        if obj is builtins.__dict__:  # an `exec` namespace's __builtins__: the process's own
             return (_builtins_dict, ())
         if type(obj) is types.CellType:
             return _reduce_cell(obj)
