@@ -13,12 +13,26 @@ REST API (under the server's base URL): ``POST api/elastic/checkpoint``,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kernel_agent.server.app import KernelAgentApp
+if TYPE_CHECKING:
+    from kernel_agent.server.app import KernelAgentApp
 
 __all__ = ["KernelAgentApp"]
 
 
+def __getattr__(name: str) -> Any:
+    # Imported on first use: the migrator service needs only kernel_agent.server.pointer, and
+    # jupyter_server's import (jsonschema's format checkers alone take 2 s) would double the
+    # service's start-up, which the hub waits for before it routes its own API.
+    if name == "KernelAgentApp":
+        from kernel_agent.server.app import KernelAgentApp
+
+        return KernelAgentApp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from kernel_agent.server.app import KernelAgentApp
+
     return [{"module": "kernel_agent.server", "app": KernelAgentApp}]

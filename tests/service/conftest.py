@@ -163,7 +163,9 @@ async def start_elastic_hub(workdir: Path, *, cleanup_servers: bool = True,
                                cleanup_servers=cleanup_servers))
     port = free_port()
     hub.settings.extra_config = service_config(hub, port, **kw)
-    await hub.start()
+    # the hub routes its own API only once the managed service answers (or its 30 s timeout
+    # passes): on two cores busy with twenty servers migrating next door, 60 s was too little
+    await hub.start(timeout=180)
     eh = ElasticHub(hub, port)
     try:
         await eh.wait_service()

@@ -52,7 +52,8 @@ async def test_managed_service_resumes_a_migration_after_a_hub_restart(make_elas
     mid = body["migration"]["id"]
     await wait_phase(eh, mid, ops, {"checkpointing"})  # waiting for the busy kernel
 
-    await eh.hub.restart()  # stops the service mid-checkpoint, starts it again
+    # stops the service mid-checkpoint, starts it again (the bound: see start_elastic_hub)
+    await eh.hub.restart(timeout=180)
     await eh.wait_service()
     with contextlib.suppress(KernelError):  # its websocket went down with the proxy
         await busy
