@@ -323,12 +323,18 @@ class ElasticLocalProcessSpawner(ElasticSpawnerMixin, LocalProcessSpawner):
         self._prepare_dirs()
         if not self.port and not self._elastic().get("detached"):
             self.port = _free_port(self.port_range)
+            _HANDED_OUT.add(self.port)
         self.log.info("Elastic: placing %s on node %s (%s)", self._elastic_name, self.node,
                       self.node_dir)
-        return await super().start()
+        try:
+            return await super().start()
+        except BaseException:
+            _HANDED_OUT.discard(self.port)
+            raise
 
     async def stop(self, now: bool = False) -> None:
         await super().stop(now=now)
+        _HANDED_OUT.discard(self.port)
         if self.node:
             self.last_node = self.node
 
@@ -346,10 +352,19 @@ def _apply_node_option(spawner: ElasticLocalProcessSpawner, user_options: dict[s
                             ", ".join(sorted(options)), spawner._elastic_name)
 
 
+# Ports this hub gave to servers that have not stopped. A server binds its port seconds after
+# the pick (its imports come first), so twenty servers started at once could draw the same free
+# port, and the one that binds second dies at start.
+_HANDED_OUT: set[int] = set()
+
+
 def _free_port(port_range: tuple[int, int]) -> int:
-    """A port free on all interfaces right now, from `port_range` (random, up to 200 tries)."""
+    """A port free on all interfaces right now, from `port_range` (random, up to 200 tries),
+    and not given to another server of this hub that may not have bound it yet."""
     for _ in range(200):
         port = random.randint(*port_range)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("", port))

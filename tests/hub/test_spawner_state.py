@@ -121,3 +121,16 @@ def test_bad_settings_are_refused_with_the_setting_named() -> None:
         make_spawner(checkpoint_on_stop="sometimes")
     with pytest.raises(TraitError, match="nodes"):
         make_spawner(nodes=["a", "a"])
+
+
+def test_a_port_given_to_a_server_that_has_not_stopped_is_not_given_again(monkeypatch) -> None:
+    from elastic_spawner import local
+
+    monkeypatch.setattr(local, "_HANDED_OUT", set())
+    free = local._free_port((20000, 32000))
+    local._HANDED_OUT.add(free)  # a server was given it and binds it a few seconds later
+    # a range of just that port has nothing left to give
+    with pytest.raises(RuntimeError, match="no free port"):
+        local._free_port((free, free))
+    local._HANDED_OUT.discard(free)  # that server stopped
+    assert local._free_port((free, free)) == free
