@@ -78,6 +78,7 @@ import gc
 import io
 import os
 import pickle
+import stat
 import struct
 import sys
 import threading
@@ -347,9 +348,10 @@ class _Pickler(cloudpickle.CloudPickler):
                 return rv
         if isinstance(obj, _OS_FILES):
             # cloudpickle would ship a read-mode file's *content* as a StringIO: a different
-            # object. An open file is kernel state we cannot move; the engine re-opens it by
-            # re-running the cell that did.
-            raise TypeError(f"cannot pickle open file {getattr(obj, 'name', obj)!r}")
+            # object. A regular file is re-opened at its place instead (a write-mode one
+            # without truncating it); anything else is kernel state we cannot move, which the
+            # engine re-opens by re-running the cell that did.
+            return _reduce_file(obj)
         if isinstance(obj, type) and "__slots__" in type.__dict__["__dict__"].__get__(obj):
             rv = self._reduce_slotted_class(obj)
             if rv is not None:
@@ -735,6 +737,97 @@ _DICT_VIEWS: dict[type, Any] = {
 }
 
 _OS_FILES = (io.FileIO, io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper)
+
+
+def _reduce_file(f: Any) -> tuple:
+    """Reduce an open (or closed) file object to what re-opens it: path, mode, position.
+
+    Writing cells are side effects and never re-run, so a log file or an output CSV open for
+    writing used to be lost at every migration, and the lines written into its buffer were
+    lost with the old kernel (nobody flushed them). Buffered data is flushed here: the path
+    then holds everything written. Files that are no regular file on a path (pipes, sockets,
+    unlinked files, descriptors passed by number) raise TypeError as before.
+    """
+    text = f if isinstance(f, io.TextIOWrapper) else None
+    try:
+        buffered = text.buffer if text is not None else f
+        raw = buffered.raw if isinstance(buffered, _BUFFERED_FILES) else buffered
+        name, raw_mode = raw.name, raw.mode
+    except (AttributeError, ValueError) as e:  # a detached wrapper
+        raise TypeError(f"cannot pickle file object {f!r}: {e}") from None
+    layers = (type(buffered) if buffered is not raw else None,
+              None if text is None else (text.encoding, text.errors, text.line_buffering,
+                                         text.write_through, text.mode))
+    if f.closed:
+        return (_reopen_file, (name, raw_mode, layers, None, None))
+    if not isinstance(name, str):
+        raise TypeError(f"cannot pickle open file on descriptor {name!r} (not opened by path)")
+    try:
+        if f.writable():
+            f.flush()
+        st = os.fstat(raw.fileno())
+        path = _fd_path(raw.fileno(), name)
+        position = f.tell()
+    except (OSError, ValueError) as e:  # (a text file iterated by next() has no position)
+        raise TypeError(f"cannot pickle open file {name!r}: {e}") from None
+    if path is None or not stat.S_ISREG(st.st_mode):
+        raise TypeError(f"cannot pickle open file {name!r}: not a regular file on a path")
+    return (_reopen_file, (name, raw_mode, layers, path, position))
+
+
+_BUFFERED_FILES = (io.BufferedReader, io.BufferedWriter, io.BufferedRandom)
+
+
+def _fd_path(fd: int, name: str) -> str | None:
+    """The absolute path of an open descriptor (the name may be relative to a cwd since left)."""
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.abspath(name)
+    if not path.startswith("/") or path.endswith(" (deleted)"):
+        return None
+    return path
+
+
+def _reopen_file(name: Any, raw_mode: str, layers: tuple, path: str | None,
+                 position: Any) -> Any:
+    """Rebuild a file object of `_reduce_file`: the same layers, name and mode, at its place.
+
+    The path is opened without O_CREAT or O_TRUNC: a file missing on this node is an error
+    naming it (storage the old node alone saw), never a new empty file.
+    """
+    buffered_type, text = layers
+    readable = "r" in raw_mode or "+" in raw_mode
+    writable = any(c in raw_mode for c in "wxa+")
+    flags = os.O_RDWR if readable and writable else os.O_WRONLY if writable else os.O_RDONLY
+    if "a" in raw_mode:
+        flags |= os.O_APPEND
+    if path is None:  # closed at the checkpoint: a closed file of the same kind and name
+        fd = os.open(os.devnull, os.O_RDWR)
+    else:
+        try:
+            fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"file {name!r} was open at the checkpoint, but {path} does not exist here: "
+                "keep files a notebook holds open on storage every node sees (the home "
+                "directory), or re-open it") from None
+    raw = io.FileIO(fd, raw_mode, closefd=True)
+    raw.name = name
+    f: Any = raw
+    if buffered_type is not None:
+        blksize = getattr(raw, "_blksize", 0)
+        f = buffered_type(raw, blksize if blksize > 1 else io.DEFAULT_BUFFER_SIZE)
+    if text is not None:
+        encoding, errors, line_buffering, write_through, mode = text
+        f = io.TextIOWrapper(f, encoding=encoding, errors=errors,
+                             line_buffering=line_buffering, write_through=write_through)
+        f.mode = mode
+    if path is None:
+        f.close()
+    elif position:
+        f.seek(position)
+    return f
 
 
 def _importable(obj: Any) -> bool:

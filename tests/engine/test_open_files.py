@@ -1,0 +1,106 @@
+"""Files a notebook holds open come back open on the same path, at the same place.
+
+A cell that opens a file for writing is a side effect and never re-run, so a log or an output
+CSV held in a variable used to be lost at every migration, and what had been written into its
+buffer was lost with the old kernel. Regular files are re-opened instead (a write-mode one
+without truncating it), after the checkpoint flushed them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.engine.migrate import assert_verified, checkpoint, restore, run_all
+
+STRATEGIES = ["optimal", "ship-all", "recompute-all"]
+
+
+def chdir(path) -> str:
+    return f"import os; os.chdir({str(path)!r})"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_log_open_for_writing_keeps_its_lines_and_goes_on_after_them(
+        make_kernel, store_url, tmp_path, strategy):
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "log = open('run.log', 'w')", "log.write('epoch 1\\n')",
+                "log.write('epoch 2\\n')"])
+    checkpoint(a, store_url, strategy=strategy)
+    # flushed by the checkpoint: the old kernel may die without closing it
+    assert (tmp_path / "run.log").read_text() == "epoch 1\nepoch 2\n"
+    b = make_kernel()
+    r = restore(b, store_url)
+    assert_verified(r)
+    assert b.value("(log.name, log.mode, log.closed, log.writable(), log.readable())") == [
+        "run.log", "w", False, True, False]
+    b.ok("log.write('epoch 3\\n'); log.flush()")
+    assert (tmp_path / "run.log").read_text() == "epoch 1\nepoch 2\nepoch 3\n"
+
+
+def test_a_binary_file_open_for_appending_appends(make_kernel, store_url, tmp_path):
+    (tmp_path / "data.bin").write_bytes(b"head")
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "out = open('data.bin', 'ab')", "out.write(b'-one')"])
+    checkpoint(a, store_url, strategy="ship-all")
+    b = make_kernel()
+    assert_verified(restore(b, store_url))
+    b.ok("out.write(b'-two'); out.flush()")
+    assert (tmp_path / "data.bin").read_bytes() == b"head-one-two"
+    assert b.value("type(out).__name__") == "BufferedWriter"
+
+
+def test_the_file_of_a_with_block_comes_back_closed_not_lost(make_kernel, store_url, tmp_path):
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "import json\nwith open('out.json', 'w') as f:\n"
+                "    json.dump({'k': 1}, f)"])
+    checkpoint(a, store_url)
+    b = make_kernel()
+    r = restore(b, store_url)
+    assert_verified(r)
+    assert b.value("(f.name, f.mode, f.closed)") == ["out.json", "w", True]
+    assert (tmp_path / "out.json").read_text() == '{"k": 1}'  # written once, not again
+
+
+def test_a_file_read_halfway_goes_on_from_the_same_line(make_kernel, store_url, tmp_path):
+    (tmp_path / "rows.txt").write_text("h\u00e9ader\nrow 1\nrow 2\nrow 3\n")
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "src = open('rows.txt', encoding='utf-8')",
+                "header = src.readline(); first = src.readline()"])
+    checkpoint(a, store_url, strategy="ship-all")
+    b = make_kernel()
+    assert_verified(restore(b, store_url))
+    assert b.value("(header, first, src.readline())") == ["h\u00e9ader\n", "row 1\n", "row 2\n"]
+
+
+def test_a_file_opened_by_a_relative_name_in_another_directory_reopens_there(
+        make_kernel, store_url, tmp_path):
+    (tmp_path / "sub").mkdir()
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path / "sub"), "log = open('sub.log', 'w'); log.write('x')",
+                chdir(tmp_path)])
+    checkpoint(a, store_url, strategy="ship-all")
+    b = make_kernel()
+    assert_verified(restore(b, store_url))
+    b.ok("log.write('y'); log.flush()")
+    assert (tmp_path / "sub" / "sub.log").read_text() == "xy"
+    assert not (tmp_path / "sub.log").exists()
+
+
+def test_a_written_file_missing_where_the_kernel_restores_is_lost_by_name(
+        make_kernel, store_url, tmp_path):
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "log = open('node-local.log', 'w')", "n = 1"])
+    checkpoint(a, store_url)
+    (tmp_path / "node-local.log").unlink()  # it was on the old node's disk
+    b = make_kernel()
+    r = restore(b, store_url)
+    assert "node-local.log" in r["lost"]["log"] and "does not exist here" in r["lost"]["log"]
+    assert not (tmp_path / "node-local.log").exists()  # not created empty
+    assert b.value("n") == 1
+
+
+def test_a_pipe_is_not_reopened(make_kernel, store_url, tmp_path):
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "import os\nr, w = os.pipe()\nreader = open(r, 'rb')"])
+    c = checkpoint(a, store_url, strategy="ship-all")
+    assert c["variables"]["reader"] != "ship"
