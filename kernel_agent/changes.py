@@ -1781,6 +1781,9 @@ class _Walker:
             rv = tp.__reduce_ex__(obj, 4)
         except Exception:
             self._mark_opaque(obj)
+            # no pickle of its own, but what it holds is still shared: a `csv.writer(out)`
+            # holds `out.write`, and writes into `out` (one co-variable, shipped together)
+            self._link_ids(gc.get_referents(obj))
             return
         if isinstance(rv, str):
             self.out.append(("global", rv))

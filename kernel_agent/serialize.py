@@ -72,6 +72,7 @@ from __future__ import annotations
 import array
 import builtins
 import collections
+import csv
 import enum
 import functools
 import gc
@@ -374,6 +375,8 @@ class _Pickler(cloudpickle.CloudPickler):
                 return (view_of, (self._token,))
             if not module_namespace(mapping):
                 return (view_of, (mapping,))
+        if type(obj) is _CSV_WRITER:
+            return _reduce_csv_writer(obj)
         if isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
             params = obj.cache_parameters()
             return (_rebuild_lru_cache, (obj.__wrapped__, params["maxsize"], params["typed"]))
@@ -776,6 +779,28 @@ def _reduce_file(f: Any) -> tuple:
 
 
 _BUFFERED_FILES = (io.BufferedReader, io.BufferedWriter, io.BufferedRandom)
+
+_CSV_WRITER = type(csv.writer(io.StringIO()))
+_DIALECT_FIELDS = ("delimiter", "quotechar", "escapechar", "doublequote", "skipinitialspace",
+                   "lineterminator", "quoting", "strict")
+
+
+def _reduce_csv_writer(w: Any) -> tuple:
+    """A ``csv.writer`` is rebuilt on the object it writes to (a file re-opened at its place),
+    with the same dialect; it has no pickle of its own, and its file is what matters."""
+    dialect = {k: getattr(w.dialect, k) for k in _DIALECT_FIELDS}
+    write = next((r for r in gc.get_referents(w) if callable(r) and not isinstance(r, type)),
+                 None)
+    if write is None:
+        raise TypeError(f"cannot pickle {w!r}: its target was not found")
+    target = getattr(write, "__self__", None)
+    if target is None or getattr(target, "write", None) != write:
+        target = types.SimpleNamespace(write=write)  # (csv.writer takes any object's write)
+    return (_rebuild_csv_writer, (target, dialect))
+
+
+def _rebuild_csv_writer(target: Any, dialect: dict[str, Any]) -> Any:
+    return csv.writer(target, **dialect)
 
 
 def _fd_path(fd: int, name: str) -> str | None:

@@ -104,3 +104,16 @@ def test_a_pipe_is_not_reopened(make_kernel, store_url, tmp_path):
     run_all(a, [chdir(tmp_path), "import os\nr, w = os.pipe()\nreader = open(r, 'rb')"])
     c = checkpoint(a, store_url, strategy="ship-all")
     assert c["variables"]["reader"] != "ship"
+
+
+def test_a_csv_writer_writes_on_into_its_reopened_file(make_kernel, store_url, tmp_path):
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "import csv\nout = open('rows.csv', 'w', newline='')\n"
+                "w = csv.writer(out, delimiter=';')\nd = csv.DictWriter(out, ['a', 'b'])",
+                "w.writerow(['x', 1])"])
+    checkpoint(a, store_url)
+    b = make_kernel()
+    assert_verified(restore(b, store_url))
+    b.ok("w.writerow(['y', 2]); d.writerow({'a': 3, 'b': 4}); out.flush()")
+    assert (tmp_path / "rows.csv").read_bytes() == b"x;1\r\ny;2\r\n3,4\r\n"
+    assert b.value("w.dialect.delimiter") == ";"
