@@ -77,6 +77,7 @@ import enum
 import functools
 import gc
 import io
+import logging
 import os
 import pickle
 import stat
@@ -269,6 +270,8 @@ class _Pickler(cloudpickle.CloudPickler):
         # (cloudpickle's class tracker) or module (`_set_module_state` on the imported one),
         # so callers must not
         self.loads_into_live = False
+        # id -> name in `sys` of the kernel's standard streams (ipykernel's OutStreams)
+        self._stdio = {id(v): n for n in _STDIO_NAMES if (v := getattr(sys, n, None)) is not None}
 
     # cloudpickle calls this for functions it pickles by value
     def _dynamic_function_reduce(self, func: Any) -> Any:
@@ -347,6 +350,13 @@ class _Pickler(cloudpickle.CloudPickler):
             if rv is not None:
                 self.loads_into_live = True
                 return rv
+        stream = self._stdio.get(id(obj))
+        if stream is not None:
+            # the kernel's output streams: the restoring kernel's own (a StreamHandler on
+            # sys.stderr writes into the new notebook, not into a copy or a reopened fd 2)
+            return (_sys_stream, (stream,))
+        if isinstance(obj, logging.Logger):
+            return self._reduce_logger(obj)
         if isinstance(obj, _OS_FILES):
             # cloudpickle would ship a read-mode file's *content* as a StringIO: a different
             # object. A regular file is re-opened at its place instead (a write-mode one
@@ -375,6 +385,8 @@ class _Pickler(cloudpickle.CloudPickler):
                 return (view_of, (self._token,))
             if not module_namespace(mapping):
                 return (view_of, (mapping,))
+        if type(obj) in _LOCKS:
+            return _reduce_lock(obj)
         if type(obj) is _CSV_WRITER:
             return _reduce_csv_writer(obj)
         if isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
@@ -384,6 +396,25 @@ class _Pickler(cloudpickle.CloudPickler):
         if isinstance(obj, type) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_CLASS,):
             return _keep_inherited_entries(obj, rv)
         return rv
+
+    def _reduce_logger(self, logger: Any) -> tuple:
+        """A logger is the process's logger of that name, configured as it was.
+
+        Loggers pickle by name only, so a restore gave a logger with no handlers and no level
+        (and verified it): the cell that configured it is seldom re-run (a FileHandler makes
+        it a side effect). Its level, handlers and filters now travel with it and are set
+        when the value is put in place."""
+        state: dict[str, Any] = {"level": logger.level, "propagate": logger.propagate,
+                                 "disabled": logger.disabled}
+        # only logging's own handlers and filters: a library's logger whose handler holds
+        # something unpicklable would otherwise make every object holding that logger so
+        for key in ("handlers", "filters"):
+            items = list(getattr(logger, key))
+            if all(type(h).__module__ in ("logging", "logging.handlers") for h in items):
+                state[key] = items
+        self.loads_into_live = True
+        name = None if logger is logging.root else logger.name
+        return (logging.getLogger, (name,), state, None, None, _set_logger_state)
 
     def _reduce_over_bytearray(self, obj: Any) -> Any:
         """An array over a bytearray (``np.frombuffer(ba)``) is rebuilt over that bytearray
@@ -757,10 +788,12 @@ def _reduce_file(f: Any) -> tuple:
         raw = buffered.raw if isinstance(buffered, _BUFFERED_FILES) else buffered
         name, raw_mode = raw.name, raw.mode
     except (AttributeError, ValueError) as e:  # a detached wrapper
-        raise TypeError(f"cannot pickle file object {f!r}: {e}") from None
+        raise TypeError(f"cannot pickle open file {f!r}: {e}") from None
+    if not isinstance(raw, io.FileIO):  # a text layer over a gzip or bz2 file, a socket's
+        raise TypeError(f"cannot pickle open file {f!r} over {type(raw).__name__}")
     layers = (type(buffered) if buffered is not raw else None,
               None if text is None else (text.encoding, text.errors, text.line_buffering,
-                                         text.write_through, text.mode))
+                                         text.write_through, getattr(text, "mode", None)))
     if f.closed:
         return (_reopen_file, (name, raw_mode, layers, None, None))
     if not isinstance(name, str):
@@ -779,6 +812,43 @@ def _reduce_file(f: Any) -> tuple:
 
 
 _BUFFERED_FILES = (io.BufferedReader, io.BufferedWriter, io.BufferedRandom)
+
+def _set_logger_state(logger: Any, state: dict[str, Any]) -> None:
+    _write_state(_apply_logger_state, logger, state)
+
+
+def _apply_logger_state(logger: Any, state: dict[str, Any]) -> None:
+    logger.setLevel(state["level"])
+    logger.propagate, logger.disabled = state["propagate"], state["disabled"]
+    for key in ("handlers", "filters"):
+        if key in state:
+            getattr(logger, key)[:] = state[key]
+
+
+_STDIO_NAMES = ("stdout", "stderr", "__stdout__", "__stderr__", "stdin", "__stdin__")
+
+
+def _sys_stream(name: str) -> Any:
+    return getattr(sys, name)
+
+
+_LOCKS = (type(threading.Lock()), type(threading.RLock()))
+
+
+def _reduce_lock(lock: Any) -> tuple:
+    """A lock no thread holds is a new lock: a logging handler, a queue, an Event or a
+    Condition held in a variable then ships (before, the lock inside made it unpicklable, and
+    the file handler's writing cell made it lost). A held lock still raises: a thread is in
+    the middle of something a new process would not be."""
+    if type(lock) is _LOCKS[0]:
+        if lock.locked():
+            raise TypeError("cannot pickle a lock that is held")
+        return (threading.Lock, ())
+    if lock._is_owned() or not lock.acquire(blocking=False):
+        raise TypeError("cannot pickle a lock that is held")
+    lock.release()
+    return (threading.RLock, ())
+
 
 _CSV_WRITER = type(csv.writer(io.StringIO()))
 _DIALECT_FIELDS = ("delimiter", "quotechar", "escapechar", "doublequote", "skipinitialspace",
@@ -847,7 +917,8 @@ def _reopen_file(name: Any, raw_mode: str, layers: tuple, path: str | None,
         encoding, errors, line_buffering, write_through, mode = text
         f = io.TextIOWrapper(f, encoding=encoding, errors=errors,
                              line_buffering=line_buffering, write_through=write_through)
-        f.mode = mode
+        if mode is not None:
+            f.mode = mode
     if path is None:
         f.close()
     elif position:

@@ -117,3 +117,44 @@ def test_a_csv_writer_writes_on_into_its_reopened_file(make_kernel, store_url, t
     b.ok("w.writerow(['y', 2]); d.writerow({'a': 3, 'b': 4}); out.flush()")
     assert (tmp_path / "rows.csv").read_bytes() == b"x;1\r\ny;2\r\n3,4\r\n"
     assert b.value("w.dialect.delimiter") == ";"
+
+
+def test_a_logging_file_handler_a_queue_and_an_event_come_back_working(
+        make_kernel, store_url, tmp_path):
+    """Their unheld locks come back as new locks (the handler's RLock made it unpicklable,
+    and its file-writing cell made it lost)."""
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "import logging, queue, threading\n"
+                "fh = logging.FileHandler('exp.log')\n"
+                "fh.setFormatter(logging.Formatter('%(levelname)s %(message)s'))\n"
+                "q = queue.Queue(); q.put('job 1')\ndone = threading.Event(); done.set()",
+                "fh.emit(logging.makeLogRecord({'msg': 'one', 'levelname': 'INFO'}))"])
+    c = checkpoint(a, store_url)
+    assert c["variables"]["fh"] == "ship"
+    b = make_kernel()
+    assert_verified(restore(b, store_url))
+    b.ok("fh.emit(logging.makeLogRecord({'msg': 'two', 'levelname': 'INFO'})); fh.flush()\n"
+         "q.put('job 2')")
+    assert (tmp_path / "exp.log").read_text() == "INFO one\nINFO two\n"
+    assert b.value("[q.get_nowait(), q.get_nowait(), q.empty(), done.is_set()]") == [
+        "job 1", "job 2", True, True]
+
+
+def test_a_logger_configured_by_a_file_writing_cell_keeps_its_level_and_handlers(
+        make_kernel, store_url, tmp_path):
+    """Loggers pickle by name: the restore gave `exp` with no handler and no level, and
+    verified it, while the configuring cell (a FileHandler: a side effect) was not re-run."""
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "import logging, sys\nlog = logging.getLogger('exp')\n"
+                "log.setLevel(logging.INFO); log.propagate = False\n"
+                "log.addHandler(logging.FileHandler('exp.log'))\n"
+                "log.addHandler(logging.StreamHandler(sys.stdout))",
+                "log.info('one')"])
+    checkpoint(a, store_url)
+    b = make_kernel()
+    assert_verified(restore(b, store_url))
+    r = b.run("log.info('two'); log.debug('not shown'); [h.flush() for h in log.handlers]")
+    assert r.stdout == "two\n"  # into the restored notebook's own output
+    assert (tmp_path / "exp.log").read_text() == "one\ntwo\n"
+    assert b.value("(log.level, log.propagate, logging.getLogger('exp') is log)") == [
+        20, False, True]

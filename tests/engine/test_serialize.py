@@ -229,6 +229,11 @@ def _gen():
     yield 1
 
 
+def _held(lock):
+    lock.acquire()
+    return lock
+
+
 def _unlinked(path):
     f = open(path, "w")  # noqa: SIM115
     path.unlink()
@@ -239,7 +244,8 @@ def _unlinked(path):
     "make, expect",
     [
         (lambda tmp: _gen(), "generator"),
-        (lambda tmp: threading.Lock(), "lock"),
+        (lambda tmp: _held(threading.Lock()), "lock that is held"),
+        (lambda tmp: _held(threading.RLock()), "lock that is held"),
         (lambda tmp: socket.socket(), "socket"),
         # (regular files on a path are re-opened: tests/engine/test_open_files.py)
         (lambda tmp: open(os.pipe()[0], "rb"), "open file on descriptor"),  # noqa: SIM115
@@ -249,7 +255,8 @@ def _unlinked(path):
     ],
     ids=[
         "generator",
-        "lock",
+        "held-lock",
+        "held-rlock",
         "socket",
         "pipe",
         "unlinked-file",
