@@ -406,11 +406,13 @@ class _Pickler(cloudpickle.CloudPickler):
         when the value is put in place."""
         state: dict[str, Any] = {"level": logger.level, "propagate": logger.propagate,
                                  "disabled": logger.disabled}
-        # only logging's own handlers and filters: a library's logger whose handler holds
-        # something unpicklable would otherwise make every object holding that logger so
+        # only logging's own handlers and filters and the notebook's: a library's handler
+        # (which importing the library adds again) may hold something unpicklable, and would
+        # make every object holding that logger so
         for key in ("handlers", "filters"):
             items = list(getattr(logger, key))
-            if all(type(h).__module__ in ("logging", "logging.handlers") for h in items):
+            if all(type(h).__module__ in ("logging", "logging.handlers", "__main__")
+                   for h in items):
                 state[key] = items
         self.loads_into_live = True
         name = None if logger is logging.root else logger.name
