@@ -1194,7 +1194,15 @@ class _Walker:
             self._class(obj, extend)
         elif kind == K_BYREF:
             state = module_state(obj) if tp is types.ModuleType else None
-            if state is not None:
+            if isinstance(obj, logging.Logger):
+                # the process's logger of that name, but configured by cells, and shipped with
+                # its configuration (serialize._reduce_logger): `log.setLevel(...)` changes it,
+                # and the handlers it holds are part of it (`fh` and `log` one co-variable)
+                if self._identity(obj, "logger"):
+                    out.append(("logger", str(obj.name), obj.level, bool(obj.propagate),
+                                bool(obj.disabled)))
+                    push(_Synth((_Synth(list(obj.handlers)), _Synth(list(obj.filters)))))
+            elif state is not None:
                 if self._identity(obj, "smod"):
                     self.code = True
                     out.append(("smod", str(obj.__name__)))

@@ -158,3 +158,22 @@ def test_a_logger_configured_by_a_file_writing_cell_keeps_its_level_and_handlers
     assert (tmp_path / "exp.log").read_text() == "one\ntwo\n"
     assert b.value("(log.level, log.propagate, logging.getLogger('exp') is log)") == [
         20, False, True]
+
+
+@pytest.mark.parametrize("strategy", ["optimal", "ship-all"])
+def test_a_logger_reconfigured_after_a_checkpoint_is_not_restored_as_it_was_then(
+        make_kernel, store_url, tmp_path, strategy):
+    """A logger was a by-name reference to the tracker, so `log.setLevel(...)` changed
+    nothing it could see, and the next checkpoint reused the older blob: level and handlers
+    of the first checkpoint came back, verified."""
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "import logging\nlog = logging.getLogger('exp')\n"
+                "log.setLevel(logging.INFO)\nfh = logging.FileHandler('exp.log')\nlog.addHandler(fh)"])
+    checkpoint(a, store_url, strategy=strategy)
+    run_all(a, ["log.setLevel(logging.DEBUG)",
+                "log.removeHandler(fh)\nsh = logging.StreamHandler()\nlog.addHandler(sh)"])
+    checkpoint(a, store_url, strategy=strategy)
+    b = make_kernel()
+    assert_verified(restore(b, store_url))
+    probe = "[log.level, [type(h).__name__ for h in log.handlers], log.handlers[0] is sh]"
+    assert b.value(probe) == a.value(probe) == [10, ["StreamHandler"], True]
