@@ -908,6 +908,7 @@ class _Walker:
         "root_start",
         "crossed",
         "records",
+        "class_links",
     )
 
     def __init__(
@@ -952,6 +953,7 @@ class _Walker:
         # a list of atoms and atom tuples (records: `("pay", who, 5.0)`) is hashed as one run;
         # False only to check digests of checkpoints written before (`digest_report(like=)`)
         self.records = True
+        self.class_links: set[int] = set()  # notebook enum classes linked from this root
 
     def next_root(self) -> None:
         """Start the stream of another root; what earlier roots visited stays memoised.
@@ -975,6 +977,7 @@ class _Walker:
         self.want = 0
         self.partial = False
         self.code = False
+        self.class_links = set()
 
     # -- stream ------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -1179,6 +1182,16 @@ class _Walker:
         out = self.out
         if kind == K_ATOM:
             out.append(_atom_token(obj))
+            if isinstance(obj, enum.Enum) and not (self.noid or self.portable):
+                cls = type(obj)
+                if id(cls) not in self.class_links and _is_session_class(cls, self.ns):
+                    # a member of the notebook's enum is one co-variable with its class (a
+                    # link, not part of the print): planned apart, the class was re-created
+                    # by its cell while `fav` came back a member of a copy of it, and
+                    # `fav is Color.BLUE` no longer held
+                    self.class_links.add(id(cls))
+                    self.ids.append(id(cls))
+                    self.keep.append(cls)
         elif kind in (K_SET, K_FROZENSET):
             if kind == K_FROZENSET and _atomic_elements(obj):
                 out.append(("FSa", self._atom_set(obj)))

@@ -1436,3 +1436,13 @@ def test_a_rebound_name_is_never_deferred():
     ns["big"] = [1, 2]
     upd = t.update(ns, ["big"], [])
     assert upd.deferred == set() and upd.rebound == {"big"}
+
+
+def test_members_of_the_notebooks_enum_are_one_covariable_with_it():
+    # members are atoms, linked to nothing: planned apart, the class was re-created by its
+    # cell while `fav` came back a member of a copy of it (`fav is Color.BLUE` was False)
+    t, ns = tracked("import enum, re\nclass Color(enum.Enum):\n    RED = 1\n    BLUE = 2\n"
+                    "fav = Color.BLUE\npalette = [Color.RED]\nflag = re.IGNORECASE\nn = 3")
+    assert group(t, "Color", "fav", "palette")
+    assert t.covariable_of("flag") == {"flag"}  # a library's enum links nothing
+    assert t.covariable_of("n") == {"n"}
