@@ -77,6 +77,7 @@ import enum
 import functools
 import gc
 import io
+import itertools
 import logging
 import os
 import pickle
@@ -389,6 +390,8 @@ class _Pickler(cloudpickle.CloudPickler):
             return _reduce_lock(obj)
         if type(obj) is _CSV_WRITER:
             return _reduce_csv_writer(obj)
+        if type(obj) is _CSV_READER:
+            return _reduce_csv_reader(obj)
         if isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
             params = obj.cache_parameters()
             return (_rebuild_lru_cache, (obj.__wrapped__, params["maxsize"], params["typed"]))
@@ -805,8 +808,8 @@ def _reduce_file(f: Any) -> tuple:
             f.flush()
         st = os.fstat(raw.fileno())
         path = _fd_path(raw.fileno(), name)
-        position = f.tell()
-    except (OSError, ValueError) as e:  # (a text file iterated by next() has no position)
+        position = f.tell() if text is None else _text_position(text, raw.fileno())
+    except (OSError, ValueError) as e:
         raise TypeError(f"cannot pickle open file {name!r}: {e}") from None
     if path is None or not stat.S_ISREG(st.st_mode):
         raise TypeError(f"cannot pickle open file {name!r}: not a regular file on a path")
@@ -814,6 +817,44 @@ def _reduce_file(f: Any) -> tuple:
 
 
 _BUFFERED_FILES = (io.BufferedReader, io.BufferedWriter, io.BufferedRandom)
+
+
+def _text_position(f: io.TextIOWrapper, fd: int) -> int:
+    """The place of a text file, also one iterated by ``next()`` (``for line in f: break``,
+    ``header = next(csv.reader(f))``), whose ``tell()`` refuses to answer.
+
+    Such a file was unpicklable, so the file, the reader over it and whatever shared a cell
+    with them were lost at every migration. The text the wrapper has decoded but not handed
+    out is visible through no API, so the rest is read, the byte where it starts found (one
+    more byte on disk per newline read as "\\r\\n"), and checked by seeking there and reading
+    it again; the file is left at that byte, where it reads on exactly as before.
+    """
+    try:
+        return f.tell()
+    except OSError:
+        if not f.seekable():
+            raise
+    if "\r\n".encode(f.encoding) != b"\r\n" or f.errors not in ("strict", "surrogateescape"):
+        # (a BOM per encode, or a lossy decode: the seek below would not land where it read)
+        raise OSError(f"position of a text file iterated by next() in {f.encoding!r} with "
+                      f"errors={f.errors!r}")
+    rest = f.read()
+    end = f.buffer.tell()
+    size = len(rest.encode(f.encoding, f.errors))
+    kept = rest.count("\r\n")  # (none were translated if the file was opened newline="")
+    extra = 0
+    while True:
+        start = end - size - extra
+        crlf = os.pread(fd, end - start, start).count(b"\r\n") - kept if start >= 0 else extra
+        if crlf <= extra:
+            break
+        extra = crlf
+    if start >= 0:
+        f.seek(start)
+        if f.read() == rest:
+            f.seek(start)
+            return start
+    raise OSError("the position of a text file iterated by next() was not found")
 
 def _set_logger_state(logger: Any, state: dict[str, Any]) -> None:
     _write_state(_apply_logger_state, logger, state)
@@ -873,6 +914,28 @@ def _reduce_csv_writer(w: Any) -> tuple:
 
 def _rebuild_csv_writer(target: Any, dialect: dict[str, Any]) -> Any:
     return csv.writer(target, **dialect)
+
+
+_CSV_READER = type(csv.reader(io.StringIO()))
+
+
+def _reduce_csv_reader(r: Any) -> tuple:
+    """A ``csv.reader`` is rebuilt over what it iterates (a file re-opened at its place),
+    with its dialect and its line count; it has no pickle of its own, and ``header =
+    next(csv.reader(f))`` made it, its file and ``DictReader`` over it lost."""
+    dialect = {k: getattr(r.dialect, k) for k in _DIALECT_FIELDS}
+    source = [x for x in gc.get_referents(r) if x is not r.dialect and not isinstance(x, type)]
+    if len(source) != 1:  # (a record half parsed, or no iterator found)
+        raise TypeError(f"cannot pickle {r!r} in the middle of a record")
+    return (_rebuild_csv_reader, (source[0], dialect, r.line_num))
+
+
+def _rebuild_csv_reader(source: Any, dialect: dict[str, Any], line_num: int) -> Any:
+    # `line_num` is read-only: count that many empty lines first (each an empty row)
+    r = csv.reader(itertools.chain(itertools.repeat("", line_num), source), **dialect)
+    for _ in range(line_num):
+        next(r)
+    return r
 
 
 def _fd_path(fd: int, name: str) -> str | None:

@@ -119,6 +119,47 @@ def test_a_csv_writer_writes_on_into_its_reopened_file(make_kernel, store_url, t
     assert b.value("w.dialect.delimiter") == ";"
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_csv_reader_copying_rows_into_an_output_goes_on_from_the_next_row(
+        make_kernel, store_url, tmp_path, strategy):
+    """The rows copied so far are in the output (a side effect), so the reader's cells cannot
+    be re-run: the reader and its file must ship, at their place."""
+    (tmp_path / "in.csv").write_text("name;n\nx;1\ny;2\nz;3\nw;4\n")
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "import csv, itertools\nsrc = open('in.csv', newline='')\n"
+                "reader = csv.reader(src, delimiter=';')\nheader = next(reader)\n"
+                "out = open('out.csv', 'w', newline='')\nwriter = csv.writer(out)\n"
+                "writer.writerow(header)",
+                "for row in itertools.islice(reader, 2):\n    writer.writerow(row)"])
+    checkpoint(a, store_url, strategy=strategy)
+    # the checkpoint left the notebook's own reader where it was
+    assert a.value("(next(reader), reader.line_num)") == [["z", "3"], 4]
+    b = make_kernel()
+    assert_verified(restore(b, store_url))
+    assert b.value("(header, reader.line_num, reader.dialect.delimiter)") == [
+        ["name", "n"], 3, ";"]
+    b.ok("for row in reader:\n    writer.writerow(row)\nout.flush()")
+    assert b.value("reader.line_num") == 5
+    assert (tmp_path / "out.csv").read_text() == "name,n\nx,1\ny,2\nz,3\nw,4\n"
+
+
+def test_a_file_left_by_a_for_loop_goes_on_from_the_next_line(make_kernel, store_url, tmp_path):
+    # written on Windows: "\r\n" on disk, read as "\n", so the text and the bytes differ
+    (tmp_path / "in.txt").write_bytes("h\u00e9ad\r\n".encode() + b"".join(
+        b"line %d\r\n" % i for i in range(3000)))
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "f = open('in.txt', encoding='utf-8')\nout = open('out.txt', 'w')",
+                "for line in f:\n    out.write(line.upper())\n"
+                "    if line.startswith('line 2'):\n        break"])
+    checkpoint(a, store_url)
+    b = make_kernel()
+    assert_verified(restore(b, store_url))
+    assert b.value("(line, next(f), f.readline(), len(f.readlines()))") == [
+        "line 2\n", "line 3\n", "line 4\n", 2995]
+    b.ok("out.close()")
+    assert (tmp_path / "out.txt").read_text() == "H\u00c9AD\nLINE 0\nLINE 1\nLINE 2\n"
+
+
 def test_a_logging_file_handler_a_queue_and_an_event_come_back_working(
         make_kernel, store_url, tmp_path):
     """Their unheld locks come back as new locks (the handler's RLock made it unpicklable,
