@@ -17,6 +17,7 @@ never raises: a part that cannot be read is left out.
 from __future__ import annotations
 
 import ast
+import gc
 import operator
 import os
 import sys
@@ -35,8 +36,11 @@ def _python() -> Any:
 
     # (a filter is a tuple; `filterwarnings` inserts a new one, `catch_warnings` puts the old
     # list back: identity tells, without a repr of each pattern per cell)
+    # (``sys.set_int_max_str_digits(0)`` after a ValueError printing a big int, ``gc.disable()``
+    # for a benchmark: the cells that did so must run again where the session goes on)
+    digits = getattr(sys, "get_int_max_str_digits", lambda: None)()
     return (tuple(sys.path), sys.getrecursionlimit(), os.getcwd(),
-            _Identity((), tuple(warnings.filters)))
+            _Identity((), tuple(warnings.filters)), digits, gc.isenabled(), gc.get_threshold())
 
 
 def _decimal() -> Any:

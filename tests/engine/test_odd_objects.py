@@ -325,3 +325,17 @@ def test_an_exec_namespace_comes_back_with_the_processs_builtins(make_kernel, tm
     assert_verified(r)
     assert b.value("env['__builtins__'] is __import__('builtins').__dict__")
     assert b.value("eval('len(b) + a', env)") == 3
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_int_digit_limit_and_a_disabled_collector_come_back(make_kernel, tmp_path, strategy):
+    # process settings no variable shows: the cells that made them were not re-run, and
+    # printing `big` raised in the restored kernel
+    cells = ["import sys, gc\nsys.set_int_max_str_digits(0)\nbig = 10 ** 5000",
+             "gc.disable()\ngc.set_threshold(5000)",
+             "text = str(big)[:3]"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells,
+                                 strategy=strategy)
+    assert_verified(r)
+    assert b.value("[len(str(big)), sys.get_int_max_str_digits(), gc.isenabled(), "
+                   "gc.get_threshold()[0], text]") == [5001, 0, False, 5000, "100"]
