@@ -392,6 +392,13 @@ class _Pickler(cloudpickle.CloudPickler):
             return _reduce_csv_writer(obj)
         if type(obj) is _CSV_READER:
             return _reduce_csv_reader(obj)
+        tp = type(obj)
+        if (getattr(tp, "__getattr__", None) is not None and not isinstance(obj, type)
+                and getattr(tp, "__setstate__", None) is None
+                and tp.__reduce_ex__ is object.__reduce_ex__ and tp.__reduce__ is object.__reduce__):
+            rv = object.__reduce_ex__(obj, 4)
+            if type(rv) is tuple and 3 <= len(rv) <= 5 and rv[2] is not None:
+                return (*rv, *(None,) * (5 - len(rv)), _set_instance_state)
         if isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
             params = obj.cache_parameters()
             return (_rebuild_lru_cache, (obj.__wrapped__, params["maxsize"], params["typed"]))
@@ -742,6 +749,23 @@ def _set_class_state(cls: type, state: dict[str, Any]) -> None:
 def _set_class_attributes(cls: type, state: dict[str, Any]) -> None:
     for k, v in state.items():
         type.__setattr__(cls, k, v)
+
+
+def _set_instance_state(obj: Any, state: Any) -> None:
+    """Pickle's own setting of an instance's state, without asking the instance for
+    ``__setstate__`` first.
+
+    A class with ``def __getattr__(self, name): return getattr(self._target, name)`` (a proxy,
+    a wrapper, ``tempfile.NamedTemporaryFile``) answers that question from an empty instance:
+    ``self._target`` is missing too, and the lookup recursed until a RecursionError, so the
+    value could not be loaded and was lost with everything sharing its co-variable."""
+    slots = None
+    if type(state) is tuple and len(state) == 2:
+        state, slots = state
+    if state:
+        object.__getattribute__(obj, "__dict__").update(state)
+    for name, value in (slots or {}).items():
+        setattr(obj, name, value)
 
 
 def _reduce_cell(cell: types.CellType) -> Any:

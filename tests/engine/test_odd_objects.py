@@ -11,7 +11,7 @@ import types
 import pytest
 
 from kernel_agent.changes import value_digest
-from tests.engine.migrate import assert_verified, run_and_migrate
+from tests.engine.migrate import assert_verified, checkpoint, restore, run_all, run_and_migrate
 from tests.kernels import Kernel
 
 
@@ -325,6 +325,25 @@ def test_an_exec_namespace_comes_back_with_the_processs_builtins(make_kernel, tm
     assert_verified(r)
     assert b.value("env['__builtins__'] is __import__('builtins').__dict__")
     assert b.value("eval('len(b) + a', env)") == 3
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_proxy_that_delegates_every_attribute_loads(make_kernel, tmp_path, strategy):
+    # loading asked the empty instance for `__setstate__`: `self._target` was missing too, and
+    # `__getattr__` recursed; the cell that wrote a file could not re-run it either: lost
+    cells = ["class Proxy:\n    def __init__(self, target):\n        self._target = target\n"
+             "        self.calls = 0\n    def __getattr__(self, name):\n"
+             "        return getattr(self._target, name)",
+             "data = [3, 1]\np = Proxy(data)\nopen('log.txt', 'w').write('made')",
+             "p.append(2)\np.calls += 1"]
+    a = make_kernel()
+    run_all(a, [f"import os; os.chdir({str(tmp_path)!r})", *cells])
+    url = (tmp_path / strategy).as_uri()
+    checkpoint(a, url, strategy=strategy)
+    b = make_kernel()
+    assert_verified(restore(b, url))
+    assert b.value("[p.calls, p._target is data, data, p.count(3), type(p).__name__]") == [
+        1, True, [3, 1, 2], 1, "Proxy"]
 
 
 @pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
