@@ -1236,6 +1236,11 @@ class _Walker:
                     # a suspended generator's locals (`(x for x in lst)` holds an iterator
                     # over `lst`): for the links only, as for C iterators
                     extend(reversed(_Synth(_suspended_locals(obj))))
+                    if isinstance(obj, io.IOBase):
+                        # a text layer and the buffer it writes into (`io.TextIOWrapper(raw)`)
+                        # are one co-variable: apart, one shipped and the other re-run, the
+                        # wrapper wrote into a buffer of its own and `raw` never saw its text
+                        self._link_ids(gc.get_referents(obj))
         elif kind == K_WEAKREF:
             # followed in process: `WeakValueDictionary({k: node})` and `nodes` are one
             # co-variable, or a restore that ships `nodes` and re-runs the cell that made both

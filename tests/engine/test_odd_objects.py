@@ -346,6 +346,19 @@ def test_a_proxy_that_delegates_every_attribute_loads(make_kernel, tmp_path, str
         1, True, [3, 1, 2], 1, "Proxy"]
 
 
+def test_a_text_layer_and_the_bytes_buffer_under_it_stay_one(make_kernel, tmp_path):
+    # the buffer shipped, the wrapper re-run over a buffer of its own: what it wrote later
+    # never reached `raw`
+    cells = ["import io\nraw = io.BytesIO()\ntw = io.TextIOWrapper(raw, encoding='utf-8')\n"
+             "tw.write('one\\n')",
+             "tw.flush()",
+             "tw.write('two')"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="ship-all")
+    assert_verified(r)
+    assert b.value("[tw.buffer is raw, tw.flush() or raw.getvalue().decode()]") == [
+        True, "one\ntwo"]
+
+
 @pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
 def test_int_digit_limit_and_a_disabled_collector_come_back(make_kernel, tmp_path, strategy):
     # process settings no variable shows: the cells that made them were not re-run, and
