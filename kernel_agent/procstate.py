@@ -118,6 +118,22 @@ def _pandas() -> Any:
     return _option_ids(cfg._global_config) if cfg is not None else None
 
 
+def _pandas_accessors() -> Any:
+    """Accessors the notebook registered (``@pd.api.extensions.register_dataframe_accessor(
+    "geo")`` sets ``DataFrame.geo``): shipping the accessor's class does not register it again,
+    so the restored ``df.geo`` raised. pandas' own are left out, so that a cell importing
+    pandas and registering one at once is a change (and importing it alone is none)."""
+    pd = sys.modules.get("pandas")
+    found: set[tuple[str, str, Any]] = set()
+    for owner in ("DataFrame", "Series", "Index") if pd is not None else ():
+        cls = getattr(pd, owner, None)
+        for name in getattr(cls, "_accessors", ()):
+            accessor = getattr(vars(cls).get(name), "_accessor", None)
+            if accessor is not None and not str(accessor.__module__).startswith("pandas"):
+                found.add((owner, name, accessor))
+    return frozenset(found)
+
+
 def _matplotlib() -> Any:
     mpl = sys.modules.get("matplotlib")
     if mpl is None or not hasattr(mpl, "rcParams"):
@@ -189,7 +205,8 @@ def _logging() -> Any:
 
 #: each reads one part of the state
 _PARTS: tuple[Callable[[], Any], ...] = (_environ, _python, _decimal, _numpy, _torch,
-                                         _builtins, _pandas, _matplotlib, _logging)
+                                         _builtins, _pandas, _pandas_accessors, _matplotlib,
+                                         _logging)
 
 
 @dataclass(eq=False)

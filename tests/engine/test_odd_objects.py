@@ -371,3 +371,19 @@ def test_int_digit_limit_and_a_disabled_collector_come_back(make_kernel, tmp_pat
     assert_verified(r)
     assert b.value("[len(str(big)), sys.get_int_max_str_digits(), gc.isenabled(), "
                    "gc.get_threshold()[0], text]") == [5001, 0, False, 5000, "100"]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_pandas_accessor_the_notebook_registered_is_registered_again(make_kernel, tmp_path,
+                                                                       strategy):
+    # the decorator sets `DataFrame.geo`, which no variable shows: the class was shipped and
+    # the cell never re-run, so `df.geo` raised in the restored kernel (and re-running the
+    # cell computing `c` failed there)
+    cells = ["import pandas as pd\n@pd.api.extensions.register_dataframe_accessor('geo')\n"
+             "class Geo:\n    def __init__(self, obj):\n        self._obj = obj\n"
+             "    def center(self):\n        return float(self._obj['lat'].mean())",
+             "df = pd.DataFrame({'lat': [1.0, 3.0]})\nc = df.geo.center()"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells,
+                                 strategy=strategy)
+    assert_verified(r)
+    assert b.value("[c, df.geo.center(), type(df.geo).__name__]") == [2.0, 2.0, "Geo"]
