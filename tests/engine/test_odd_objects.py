@@ -387,3 +387,20 @@ def test_a_pandas_accessor_the_notebook_registered_is_registered_again(make_kern
                                  strategy=strategy)
     assert_verified(r)
     assert b.value("[c, df.geo.center(), type(df.geo).__name__]") == [2.0, 2.0, "Geo"]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_shipped_members_of_an_enum_whose_cell_is_re_run_are_its_members(make_kernel, tmp_path,
+                                                                         strategy):
+    # the generator makes the class's cell re-run, the file write keeps `picked` from being
+    # recomputed: members were atoms, not linked to their class, and came back as members of
+    # a copy of it
+    cells = ["import os\nos.chdir(" + repr(str(tmp_path)) + ")",
+             "import enum\nclass Level(enum.IntEnum):\n    LOW = 1\n    HIGH = 2\n"
+             "ticks = (i for i in range(3))",
+             "picked = [Level.HIGH, Level(1)]\nopen('picked.txt', 'w').write(str(picked))"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells,
+                                 strategy=strategy)
+    assert_verified(r)
+    assert b.value("[picked[0] is Level.HIGH, type(picked[1]) is Level, next(ticks)]") == [
+        True, True, 0]
