@@ -843,6 +843,9 @@ def _reduce_file(f: Any) -> tuple:
 _BUFFERED_FILES = (io.BufferedReader, io.BufferedWriter, io.BufferedRandom)
 
 
+_TEXT_REST_LIMIT = 64 << 20
+
+
 def _text_position(f: io.TextIOWrapper, fd: int) -> int:
     """The place of a text file, also one iterated by ``next()`` (``for line in f: break``,
     ``header = next(csv.reader(f))``), whose ``tell()`` refuses to answer.
@@ -862,6 +865,12 @@ def _text_position(f: io.TextIOWrapper, fd: int) -> int:
         # (a BOM per encode, or a lossy decode: the seek below would not land where it read)
         raise OSError(f"position of a text file iterated by next() in {f.encoding!r} with "
                       f"errors={f.errors!r}")
+    remaining = os.fstat(fd).st_size - f.buffer.tell()
+    if remaining > _TEXT_REST_LIMIT:
+        # (every checkpoint, background rounds too, would read it: a log of gigabytes iterated
+        # line by line stays unpicklable, re-opened by re-running its cells where they can)
+        raise OSError(f"a text file iterated by next() {remaining} bytes from its end: its "
+                      "position is found by reading the rest, which is too much here")
     rest = f.read()
     end = f.buffer.tell()
     size = len(rest.encode(f.encoding, f.errors))

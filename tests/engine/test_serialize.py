@@ -568,3 +568,20 @@ def test_notebook_objects_between_real_kernels(make_kernel):
         99,
         "module",
     ]
+
+
+def test_a_text_file_iterated_far_from_its_end_is_not_read_to_find_its_place(tmp_path,
+                                                                            monkeypatch):
+    # its position is found by reading the rest, at every checkpoint (background rounds too)
+    from kernel_agent import serialize
+
+    (tmp_path / "big.log").write_text("".join(f"line {i}\n" for i in range(5000)))
+    with open(tmp_path / "big.log") as f:
+        next(f)
+        assert dumps({"f": f}).error is None
+        f.seek(0)
+        next(f)
+        monkeypatch.setattr(serialize, "_TEXT_REST_LIMIT", 100)
+        s = dumps({"f": f})
+        assert s.error is not None and "too much" in s.error
+        assert f.readline() == "line 1\n"  # left where it was
