@@ -259,6 +259,7 @@ class _Pickler(cloudpickle.CloudPickler):
         # pass 2: ids of arrays known to be in the stream; pass 1: None (decide on the fly)
         self._view_roots = view_roots
         self._np = sys.modules.get("numpy")  # no numpy imported -> no ndarray can exist
+        self._masked = _masked_array_type()
         # ids of arrays pickled so far; the arrays are kept alive until the dump ends so that a
         # temporary array made by some __reduce__ cannot free its id for another array
         self.seen_arrays: set[int] = set()
@@ -319,6 +320,11 @@ class _Pickler(cloudpickle.CloudPickler):
             self.loads_into_live = True
         if np is not None and (type(obj) is np.ndarray or type(obj) is np.memmap):
             return self._reduce_ndarray(obj)
+        if type(obj) is self._masked and obj._hardmask:
+            # numpy's pickle drops the hard mask (`m.harden_mask()`): restored, `m[1] = 5`
+            # unmasked what the session had kept masked
+            func, args, state = obj.__reduce__()
+            return (func, args, (state, True), None, None, _set_hard_masked_state)
         if obj is self._token:
             return (_bound_namespace, ())
         if obj is builtins.__dict__:  # an `exec` namespace's __builtins__: the process's own
@@ -888,6 +894,16 @@ def _text_position(f: io.TextIOWrapper, fd: int) -> int:
             f.seek(start)
             return start
     raise OSError("the position of a text file iterated by next() was not found")
+
+def _masked_array_type() -> Any:
+    ma = sys.modules.get("numpy.ma")  # (not imported for the check: 0.1 s, and no such value)
+    return getattr(ma, "MaskedArray", None)
+
+
+def _set_hard_masked_state(arr: Any, state: tuple) -> None:
+    arr.__setstate__(state[0])
+    arr.harden_mask()
+
 
 def _set_logger_state(logger: Any, state: dict[str, Any]) -> None:
     _write_state(_apply_logger_state, logger, state)

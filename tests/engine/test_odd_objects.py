@@ -404,3 +404,16 @@ def test_shipped_members_of_an_enum_whose_cell_is_re_run_are_its_members(make_ke
     assert_verified(r)
     assert b.value("[picked[0] is Level.HIGH, type(picked[1]) is Level, next(ticks)]") == [
         True, True, 0]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_hardened_mask_stays_hard(make_kernel, tmp_path, strategy):
+    # numpy's pickle drops it, and the digest of the loaded copy was accepted as well: the
+    # restore said verified, and `m[1] = 5` then unmasked what the session kept masked
+    cells = ["import numpy as np\nm = np.ma.masked_array([1.0, 2.0, 3.0], mask=[0, 1, 0])",
+             "m.harden_mask()"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells,
+                                 strategy=strategy)
+    assert_verified(r)
+    b.ok("m[1] = 5.0")
+    assert b.value("[m.hardmask, m.mask.tolist()]") == [True, [False, True, False]]
