@@ -259,7 +259,8 @@ class _Pickler(cloudpickle.CloudPickler):
         # pass 2: ids of arrays known to be in the stream; pass 1: None (decide on the fly)
         self._view_roots = view_roots
         self._np = sys.modules.get("numpy")  # no numpy imported -> no ndarray can exist
-        self._masked = _masked_array_type()
+        # (numpy.ma not imported for the check: 0.1 s, and then no masked array exists)
+        self._masked = getattr(sys.modules.get("numpy.ma"), "MaskedArray", None)
         # ids of arrays pickled so far; the arrays are kept alive until the dump ends so that a
         # temporary array made by some __reduce__ cannot free its id for another array
         self.seen_arrays: set[int] = set()
@@ -838,11 +839,12 @@ def _reduce_file(f: Any) -> tuple:
             f.flush()
         st = os.fstat(raw.fileno())
         path = _fd_path(raw.fileno(), name)
+        if path is None or not stat.S_ISREG(st.st_mode):
+            raise TypeError(f"cannot pickle open file {name!r}: not a regular file on a path")
+        # (after that check: finding a text file's place may read the rest of it)
         position = f.tell() if text is None else _text_position(text, raw.fileno())
     except (OSError, ValueError) as e:
         raise TypeError(f"cannot pickle open file {name!r}: {e}") from None
-    if path is None or not stat.S_ISREG(st.st_mode):
-        raise TypeError(f"cannot pickle open file {name!r}: not a regular file on a path")
     return (_reopen_file, (name, raw_mode, layers, path, position))
 
 
@@ -895,10 +897,6 @@ def _text_position(f: io.TextIOWrapper, fd: int) -> int:
             return start
     raise OSError("the position of a text file iterated by next() was not found")
 
-def _masked_array_type() -> Any:
-    ma = sys.modules.get("numpy.ma")  # (not imported for the check: 0.1 s, and no such value)
-    return getattr(ma, "MaskedArray", None)
-
 
 def _set_hard_masked_state(arr: Any, state: tuple) -> None:
     arr.__setstate__(state[0])
@@ -947,10 +945,15 @@ _DIALECT_FIELDS = ("delimiter", "quotechar", "escapechar", "doublequote", "skipi
                    "lineterminator", "quoting", "strict")
 
 
+def _dialect_of(csv_object: Any) -> dict[str, Any]:
+    """A csv reader's or writer's dialect, as the keyword arguments that make it again."""
+    return {k: getattr(csv_object.dialect, k) for k in _DIALECT_FIELDS}
+
+
 def _reduce_csv_writer(w: Any) -> tuple:
     """A ``csv.writer`` is rebuilt on the object it writes to (a file re-opened at its place),
     with the same dialect; it has no pickle of its own, and its file is what matters."""
-    dialect = {k: getattr(w.dialect, k) for k in _DIALECT_FIELDS}
+    dialect = _dialect_of(w)
     write = next((r for r in gc.get_referents(w) if callable(r) and not isinstance(r, type)),
                  None)
     if write is None:
@@ -972,7 +975,7 @@ def _reduce_csv_reader(r: Any) -> tuple:
     """A ``csv.reader`` is rebuilt over what it iterates (a file re-opened at its place),
     with its dialect and its line count; it has no pickle of its own, and ``header =
     next(csv.reader(f))`` made it, its file and ``DictReader`` over it lost."""
-    dialect = {k: getattr(r.dialect, k) for k in _DIALECT_FIELDS}
+    dialect = _dialect_of(r)
     source = [x for x in gc.get_referents(r) if x is not r.dialect and not isinstance(x, type)]
     if len(source) != 1:  # (a record half parsed, or no iterator found)
         raise TypeError(f"cannot pickle {r!r} in the middle of a record")
@@ -1015,7 +1018,7 @@ def _reopen_file(name: Any, raw_mode: str, layers: tuple, path: str | None,
         fd = os.open(os.devnull, os.O_RDWR)
     else:
         try:
-            fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(path, flags)
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"file {name!r} was open at the checkpoint, but {path} does not exist here: "
