@@ -19,6 +19,14 @@ def migrate(make_kernel, url: str, cells: list[str]) -> tuple[Kernel, Kernel, di
     return run_and_migrate(make_kernel, url, cells)
 
 
+def migrated(make_kernel, tmp_path, cells: list[str], strategy: str) -> Kernel:
+    """Run `cells` in a fresh kernel, checkpoint under `strategy`, restore in another fresh
+    kernel and return it; the restore must verify."""
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_verified(r)
+    return b
+
+
 FAMILIES = {
     "numpy-kinds": [
         "import numpy as np",
@@ -145,8 +153,7 @@ def test_weak_containers_and_threads_come_back_with_what_they_refer_to(make_kern
              "    def __init__(self, v):\n        self.v = v",
              "nodes = [Node(i) for i in range(3)]\nindex = weakref.WeakValueDictionary(enumerate(nodes))",
              "log = []\nth = threading.Thread(target=log.extend, args=([1, 2],))\nth.start(); th.join()"]
-    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
-    assert_verified(r)
+    b = migrated(make_kernel, tmp_path, cells, strategy)
     assert b.value("[len(index), index[2] is nodes[2], log, th.is_alive()]") == [3, True, [1, 2], False]
 
 
@@ -157,8 +164,7 @@ def test_stride_trick_views_stay_views_of_their_array(make_kernel, tmp_path, str
     cells = ["import numpy as np\nfrom numpy.lib.stride_tricks import as_strided, sliding_window_view",
              "base = np.arange(24.0)\nst = as_strided(base, shape=(3, 2), strides=(64, 8))\n"
              "win = sliding_window_view(base, 4)\nbc = np.broadcast_to(base[:4], (2, 4))"]
-    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
-    assert_verified(r)
+    b = migrated(make_kernel, tmp_path, cells, strategy)
     b.ok("base[8] = -1.0")
     assert b.value("[float(st[1, 0]), float(win[5, 3]), np.shares_memory(bc, base), bc.flags.writeable]") == [
         -1.0, -1.0, True, False]
@@ -172,8 +178,7 @@ def test_views_of_a_memmap_stay_views_of_it(make_kernel, tmp_path, strategy):
     cells = ["import numpy as np\nmm = np.memmap('mm.dat', dtype='float64', mode='w+', shape=(4,))",
              "mm[:] = [1, 2, 3, 4]\nview = mm[1:3]\nplain = np.asarray(mm)",
              "view *= 10"]
-    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
-    assert_verified(r)
+    b = migrated(make_kernel, tmp_path, cells, strategy)
     b.ok("mm[1] = -1.0")
     assert b.value("[view.tolist(), plain.tolist(), view.base is mm, type(view).__name__]") == [
         [-1.0, 30.0], [1.0, -1.0, 30.0, 4.0], True, "memmap"]
@@ -186,8 +191,7 @@ def test_an_exception_whose_init_takes_other_arguments_comes_back_as_it_was(make
     cells = ["class MyErr(Exception):\n    def __init__(self, code):\n"
              "        super().__init__(f'code {code}')\n        self.code = code",
              "e2 = MyErr(7)\ntry:\n    1 / 0\nexcept ZeroDivisionError as e:\n    errors = [e, e2]"]
-    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
-    assert_verified(r)
+    b = migrated(make_kernel, tmp_path, cells, strategy)
     assert b.value("[str(e2), e2.code, e2.args, type(errors[0]).__name__, errors[1] is e2]") == [
         "code 7", 7, ["code 7"], "ZeroDivisionError", True]
 
@@ -201,8 +205,7 @@ def test_a_chained_exception_keeps_its_cause_and_context(make_kernel, tmp_path, 
              "cause = err.__cause__\ncause.note = 'n'",
              "try:\n    try:\n        1 / 0\n    except ZeroDivisionError:\n        raise OSError(2, 'gone')\n"
              "except OSError as e:\n    errs = [e]\nopen('shipped.txt', 'w').close()"]
-    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
-    assert_verified(r)
+    b = migrated(make_kernel, tmp_path, cells, strategy)
     assert b.value("[err.__cause__ is cause, err.__context__ is cause, err.__suppress_context__, cause.note,"
                    " repr(errs[0].__context__), errs[0].errno, errs[0].__cause__]") == [
         True, True, True, "n", "ZeroDivisionError('division by zero')", 2, None]
@@ -235,8 +238,7 @@ def test_a_module_the_notebook_put_in_sys_modules_comes_back_registered_with_its
              "sub = types.ModuleType('nbpkg.sub')\nsub.data = {'k': 1}\npkg.sub = sub\n"
              "sys.modules['nbpkg'] = pkg\nsys.modules['nbpkg.sub'] = sub",
              "from nbpkg.sub import data\ndata['k'] = 2"]
-    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
-    assert_verified(r)
+    b = migrated(make_kernel, tmp_path, cells, strategy)
     assert b.value("[data, sys.modules['nbpkg.sub'] is sub, sys.modules['nbpkg'] is pkg, sub.data is data]") == [
         {"k": 2}, True, True, True]
     b.ok("import nbpkg.sub as again")
@@ -366,9 +368,7 @@ def test_int_digit_limit_and_a_disabled_collector_come_back(make_kernel, tmp_pat
     cells = ["import sys, gc\nsys.set_int_max_str_digits(0)\nbig = 10 ** 5000",
              "gc.disable()\ngc.set_threshold(5000)",
              "text = str(big)[:3]"]
-    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells,
-                                 strategy=strategy)
-    assert_verified(r)
+    b = migrated(make_kernel, tmp_path, cells, strategy)
     assert b.value("[len(str(big)), sys.get_int_max_str_digits(), gc.isenabled(), "
                    "gc.get_threshold()[0], text]") == [5001, 0, False, 5000, "100"]
 
@@ -383,9 +383,7 @@ def test_a_pandas_accessor_the_notebook_registered_is_registered_again(make_kern
              "class Geo:\n    def __init__(self, obj):\n        self._obj = obj\n"
              "    def center(self):\n        return float(self._obj['lat'].mean())",
              "df = pd.DataFrame({'lat': [1.0, 3.0]})\nc = df.geo.center()"]
-    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells,
-                                 strategy=strategy)
-    assert_verified(r)
+    b = migrated(make_kernel, tmp_path, cells, strategy)
     assert b.value("[c, df.geo.center(), type(df.geo).__name__]") == [2.0, 2.0, "Geo"]
 
 
@@ -399,9 +397,7 @@ def test_shipped_members_of_an_enum_whose_cell_is_re_run_are_its_members(make_ke
              "import enum\nclass Level(enum.IntEnum):\n    LOW = 1\n    HIGH = 2\n"
              "ticks = (i for i in range(3))",
              "picked = [Level.HIGH, Level(1)]\nopen('picked.txt', 'w').write(str(picked))"]
-    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells,
-                                 strategy=strategy)
-    assert_verified(r)
+    b = migrated(make_kernel, tmp_path, cells, strategy)
     assert b.value("[picked[0] is Level.HIGH, type(picked[1]) is Level, next(ticks)]") == [
         True, True, 0]
 
@@ -412,8 +408,6 @@ def test_a_hardened_mask_stays_hard(make_kernel, tmp_path, strategy):
     # restore said verified, and `m[1] = 5` then unmasked what the session kept masked
     cells = ["import numpy as np\nm = np.ma.masked_array([1.0, 2.0, 3.0], mask=[0, 1, 0])",
              "m.harden_mask()"]
-    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells,
-                                 strategy=strategy)
-    assert_verified(r)
+    b = migrated(make_kernel, tmp_path, cells, strategy)
     b.ok("m[1] = 5.0")
     assert b.value("[m.hardmask, m.mask.tolist()]") == [True, [False, True, False]]
