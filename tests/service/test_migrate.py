@@ -21,9 +21,9 @@ NB = "work.ipynb"
 EMPTY_NB = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
-async def run_tiny_notebook(server: ServerClient, tag: str) -> None:
-    await server.put_notebook(NB, EMPTY_NB)
-    k = await server.open_notebook(NB)
+async def run_tiny_notebook(server: ServerClient, tag: str, path: str = NB) -> None:
+    await server.put_notebook(path, EMPTY_NB)
+    k = await server.open_notebook(path)
     await k.ok(f"tag = {tag!r}\nxs = [i * i for i in range(20)]\nys = xs")
     await k.ok("xs.append(len(tag))\nd = {'n': sum(xs), 'tag': tag}")
     await k.close()
@@ -33,13 +33,13 @@ TRANSPORT = "__import__('ipykernel.kernelapp').kernelapp.IPKernelApp.instance().
 
 
 async def session_values(eh: ElasticHub, user: str, server: str, token: str,
-                         expression: str = "[tag, xs, xs is ys, d]") -> list:
+                         expression: str = "[tag, xs, xs is ys, d]", path: str = NB) -> list:
     model = await eh.hub.server_model(user, server)
     assert model and model["ready"], model
     client = ServerClient(eh.hub.url + model["url"], token)
     sessions = {s["path"]: s["kernel"]["id"] for s in await client.sessions()}
-    assert set(sessions) == {NB}, sessions
-    k = await client.attach(sessions[NB])
+    assert set(sessions) == {path}, sessions
+    k = await client.attach(sessions[path])
     try:
         return await k.eval_json(expression)
     finally:
@@ -80,12 +80,15 @@ async def test_migrate_to_a_named_node_is_verified(make_elastic_hub) -> None:
 async def test_twenty_servers_migrate_concurrently_and_all_verify(make_elastic_hub) -> None:
     eh: ElasticHub = await make_elastic_hub()
     names = [f"nb{i:02d}" for i in range(20)]
+    # one notebook each: a user's named servers share the home directory, and five servers
+    # saving one file at once race in jupyter_server's atomic write (its .~ temporary file)
+    paths = {n: f"{n}.ipynb" for n in names}
     await eh.hub.create_user("alice")
     servers = []
     for chunk in range(0, 20, 5):  # start servers and kernels in batches: two cores
         batch = await asyncio.gather(*(eh.user_server("alice", n, node="node-a")
                                        for n in names[chunk:chunk + 5]))
-        await asyncio.gather(*(run_tiny_notebook(s, n)
+        await asyncio.gather(*(run_tiny_notebook(s, n, paths[n])
                                for s, n in zip(batch, names[chunk:chunk + 5], strict=True)))
         servers += batch
     token = eh.hub.token  # the test driver's service token holds custom:elastic:migrate
@@ -105,4 +108,4 @@ async def test_twenty_servers_migrate_concurrently_and_all_verify(make_elastic_h
     assert all(r["node_after"] == "node-b" for r in recs)
     user_token = servers[0].token
     for n in names:
-        assert await session_values(eh, "alice", n, user_token) == expected(n), n
+        assert await session_values(eh, "alice", n, user_token, path=paths[n]) == expected(n), n
