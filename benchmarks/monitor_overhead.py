@@ -262,9 +262,11 @@ between them so both see the same machine conditions; medians of {args.reps} rep
   namespace diff, change detection, graph update, RNG check), from `Monitor.stats`, as a percentage
   of the unmonitored runtime. The figure for the overhead target: far less noisy than the wall
   overhead, though CPU contention from other work on the machine stretches it as well.
-* **hook CPU**: the monitored kernel's CPU time inside the hooks (`Monitor.stats["hook_cpu_s"]`) as
-  a percentage of the CPU time the unmonitored kernel spent running the same cells. Other load on
-  the machine stretches wall time inside the hooks; it does not stretch CPU time.
+* **hook CPU**: the CPU time of the kernel's main thread inside the hooks
+  (`Monitor.stats["hook_cpu_s"]`) as a percentage of the CPU time the unmonitored kernel spent
+  running the same cells. Other load on the machine stretches wall time inside the hooks; it does
+  not stretch CPU time. Neither does the kernel's IO thread, which runs (sending the execution's
+  messages) whenever the hooks wait for the GIL.
 * **hook/cell**, **max hook**: mean and worst per-cell hook time.
 * **memory overhead (RSS)**: resident memory of the monitored kernel minus the unmonitored one at
   the end. It includes the agent's own code and imports (numpy alone is about 13 MB), which

@@ -2609,10 +2609,11 @@ class Tracker:
             return set()
         out: set[str] = set()
         done: set[str] = set()
+        prints, groups = self._prints, self._group
         for n in names:
-            if n in done:
-                continue
-            group = self._group.get(n) or frozenset((n,))
+            if n in done or (n not in prints and n not in groups):
+                continue  # (a new name: nothing known to want)
+            group = groups.get(n) or frozenset((n,))
             done |= group
             want = 0
             for m in group:

@@ -416,7 +416,37 @@ def _from_agent() -> bool:
 _AGENT_PREFIX = "kernel_agent."
 
 
+#: events after which the working directory's path may read otherwise (a rename or removal of
+#: a directory above it changes it as much as a chdir does)
+_CWD_EVENTS = frozenset({"os.chdir", "os.rename", "os.rmdir"})
+_cwd_moves = 0  # such events seen, from any thread, recorded or not
+_cwd_seen: tuple[int, str] | None = None
+
+
+def getcwd() -> str | None:
+    """The working directory (None: it was removed), read again only after an event that
+    may have moved it. getcwd(2) releases the GIL, and in the monitor's hooks the kernel's
+    IO thread, busy with the execution's messages just then, took it for about 0.2 ms each
+    time: two reads a cell were a fifth of a short cell's hook time. Python code changes
+    directory through `os.chdir`/`os.fchdir` (`%cd`, `pathlib`, libraries), which the audit
+    hook sees; a C library calling chdir(2) itself is not seen."""
+    global _cwd_seen
+    seen = _cwd_seen
+    if seen is not None and seen[0] == _cwd_moves and _installed:
+        return seen[1]
+    moves = _cwd_moves
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return None
+    _cwd_seen = (moves, cwd)
+    return cwd
+
+
 def _audit_hook(event: str, args: tuple) -> None:
+    if event in _CWD_EVENTS:
+        global _cwd_moves
+        _cwd_moves += 1
     rec = _current
     if rec is None or event not in _EVENTS or rec.busy:
         return

@@ -30,7 +30,14 @@ import numpy as np
 
 from kernel_agent import analysis, procstate, rng
 from kernel_agent.changes import Tracker, dynamic_module, local_source
-from kernel_agent.effects import ENTROPY, ENTROPY_AT_RUNTIME, MAX_FILES, UNSEEDED, EffectWatcher
+from kernel_agent.effects import (
+    ENTROPY,
+    ENTROPY_AT_RUNTIME,
+    MAX_FILES,
+    UNSEEDED,
+    EffectWatcher,
+    getcwd,
+)
 from kernel_agent.graph import OUTSIDE_CHANGE_CODE, CellExecution, HistoryGraph
 
 log = logging.getLogger("kernel_agent")
@@ -57,7 +64,7 @@ class _Pending:
     t0: float = 0.0
     hidden: frozenset[str] = frozenset()  # _hidden_names() before the cell
     hook_s: float = 0.0  # time spent in pre_run_cell
-    hook_cpu_s: float = 0.0  # CPU time of the process in pre_run_cell
+    hook_cpu_s: float = 0.0  # CPU time of this thread in pre_run_cell
     cwd: str | None = None  # working directory the cell started in
     process: procstate.ProcessState | None = None  # environment, options, paths before it
 
@@ -105,7 +112,7 @@ class Monitor:
         self._paused = 0
         self._registered = False
         # relative paths opened in another directory would open other files on a re-run
-        self.start_cwd = _getcwd()
+        self.start_cwd = getcwd()
         # files read by recorded cells -> (mtime_ns, size) when read: see check_files()
         self._watched: dict[str, tuple[int, int] | None] = {}
         # the namespace after the last recorded cell and its user names: the next cell's
@@ -122,8 +129,9 @@ class Monitor:
         self._executions = 0
         self._completing = False  # a completion step is scheduled on the event loop
         # time spent in our hooks (for the overhead benchmark and for users who wonder)
-        # (hook_cpu_s: the process's CPU time in them, which other load on the machine does
-        # not inflate as it does wall time)
+        # (hook_cpu_s: this thread's CPU time in them, which other load on the machine does
+        # not inflate as it does wall time, nor the kernel's IO thread running while the hooks
+        # wait for the GIL, as the process's CPU time would)
         self.stats: dict[str, float] = {"cells": 0, "hook_s": 0.0, "hook_max_s": 0.0,
                                          "hook_cpu_s": 0.0,
                                          "tracker_s": 0.0}
@@ -224,7 +232,7 @@ class Monitor:
 
     def _pre_run_cell(self, info: Any) -> None:
         t_in = time.perf_counter()
-        c_in = time.process_time()
+        c_in = time.thread_time()
         self._executions += 1
         try:
             if self._pending is not None:
@@ -240,7 +248,7 @@ class Monitor:
             self.effects.begin()
             self._pending.t0 = time.perf_counter()
             self._pending.hook_s = self._pending.t0 - t_in
-            self._pending.hook_cpu_s = time.process_time() - c_in
+            self._pending.hook_cpu_s = time.thread_time() - c_in
         except Exception:  # noqa: BLE001 - never raise into the user's cell
             log.exception("kernel_agent: pre_run_cell failed; this cell is not recorded")
             self.effects.cancel()
@@ -257,7 +265,7 @@ class Monitor:
             return  # silent, paused, nested, or an empty cell (which gets no pre_run_cell)
         self._pending = None
         t_in = time.perf_counter()
-        c_in = time.process_time()
+        c_in = time.thread_time()
         runtime = t_in - p.t0
         try:
             fx = self.effects.end()
@@ -274,7 +282,7 @@ class Monitor:
             except Exception:  # noqa: BLE001
                 log.exception("kernel_agent: could not record cell %r at all", _short(p.code))
         spent = p.hook_s + time.perf_counter() - t_in
-        self.stats["hook_cpu_s"] += p.hook_cpu_s + time.process_time() - c_in
+        self.stats["hook_cpu_s"] += p.hook_cpu_s + time.thread_time() - c_in
         self.stats["cells"] += 1
         self.stats["hook_s"] += spent
         self.stats["hook_max_s"] = max(self.stats["hook_max_s"], spent)
@@ -376,7 +384,7 @@ class Monitor:
         hidden = self._hidden_names()
         snap, user = self._before(ns, hidden)
         p = _Pending(info=info, code=code, snap=snap, user_before=user, analysis=None,
-                     cwd=_getcwd(), hidden=hidden,
+                     cwd=getcwd(), hidden=hidden,
                      process=self._process_last or procstate.snapshot())
         try:
             transformed = getattr(info, "transformed_cell", None)
@@ -665,13 +673,6 @@ def _warm_up() -> None:
         t.update(ns, ["c"], [])
     except Exception:  # noqa: BLE001 - only a warm-up
         log.debug("kernel_agent: warm-up failed", exc_info=True)
-
-
-def _getcwd() -> str | None:
-    try:
-        return os.getcwd()
-    except OSError:  # the directory was removed under us
-        return None
 
 
 def _stat(path: str) -> tuple[int, int] | None:

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kernel_agent import effects
+
 
 def _environ() -> Any:
     data = getattr(os.environ, "_data", None)  # the raw bytes: no decoding per cell
@@ -39,7 +41,7 @@ def _python() -> Any:
     # (``sys.set_int_max_str_digits(0)`` after a ValueError printing a big int, ``gc.disable()``
     # for a benchmark: the cells that did so must run again where the session goes on)
     digits = getattr(sys, "get_int_max_str_digits", lambda: None)()
-    return (tuple(sys.path), sys.getrecursionlimit(), os.getcwd(),
+    return (tuple(sys.path), sys.getrecursionlimit(), effects.getcwd(),
             _Identity((), tuple(warnings.filters)), digits, gc.isenabled(), gc.get_threshold())
 
 

@@ -127,3 +127,29 @@ def test_an_import_cell_that_also_sets_process_state_is_marked_so(agent):
     rec = agent.cell("import os\nos.environ['ELASTIC_TEST_CTX'] = '1'\nctx_dir = '/data'")
     assert rec["process_state"] and not rec["context"] and rec["writes"] == ["ctx_dir", "os"]
     assert not agent.cell("ctx_list = [1]\nctx_list.append(os.environ['ELASTIC_TEST_CTX'])")["process_state"]
+
+
+def test_every_way_of_moving_the_working_directory_is_process_state(agent, tmp_path):
+    # the monitor reads the working directory again only after an event that can move it
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "c").mkdir()
+    home = agent.k.value("__import__('os').getcwd()")
+    try:
+        moves = {
+            "os.chdir": f"import os\nos.chdir({str(tmp_path / 'a')!r})",
+            "%cd": f"%cd {tmp_path / 'c'}",
+            "os.fchdir": f"fd_cwd = os.open({str(tmp_path / 'a' / 'b')!r}, os.O_RDONLY)\n"
+                         "os.fchdir(fd_cwd)\nos.close(fd_cwd)",
+            # (the directory above the working one renamed: getcwd() reads otherwise)
+            "rename": f"os.rename({str(tmp_path / 'a')!r}, {str(tmp_path / 'moved')!r})",
+        }
+        for how, code in moves.items():
+            rec = agent.cell(code)
+            # (a rename is a side effect: that cell is never re-run, whatever it changed)
+            assert rec["process_state"] if how != "rename" else rec["effects"], (how, rec)
+            where = agent.k.value("__import__('kernel_agent.effects').effects.getcwd()")
+            assert where == agent.k.value("__import__('os').getcwd()"), how
+            assert not agent.cell("cwd_probe = 1")["process_state"], how
+        assert where == str(tmp_path / "moved" / "b")
+    finally:
+        agent.k.ok(f"import os; os.chdir({home!r})")
