@@ -30,6 +30,7 @@ import numpy as np
 
 from kernel_agent import analysis, procstate, rng
 from kernel_agent.changes import Tracker, dynamic_module, local_source
+from kernel_agent.dictversion import dict_version
 from kernel_agent.effects import (
     ENTROPY,
     ENTROPY_AT_RUNTIME,
@@ -444,7 +445,7 @@ class Monitor:
         callbacks). O(changes) rather than O(names), except for the id snapshot of a diff."""
         last = self._last
         self._last = None
-        if last is not None and last.version is not None and _dict_version(ns) == last.version:
+        if last is not None and last.version is not None and dict_version(ns) == last.version:
             return last.snap, last.user
         snap = _Snap(ns)
         if last is None:
@@ -469,7 +470,7 @@ class Monitor:
 
     def _record(self, p: _Pending, result: Any, runtime: float, fx: list[str]) -> None:
         ns = self.shell.user_ns
-        version = _dict_version(ns)
+        version = dict_version(ns)
         snap = _Snap(ns)
         changed, gone = _diff(p.snap, snap)  # new or rebound keys, deleted keys
         hidden = self._hidden_names()
@@ -706,44 +707,9 @@ def _module_sources(ns: Mapping[str, Any], names: set[str]) -> list[str]:
     return out
 
 
-def _version_reader() -> Any:
-    """A reader of a dict's version tag (PEP 509: CPython bumps it on every change of the
-    dict; storing the very object a key already holds is no change), or None where its
-    layout is not known. Checked on a probe dict before use."""
-    if (sys.implementation.name != "cpython" or sys.version_info[:2] not in ((3, 11), (3, 12))
-            or hasattr(sys, "gettotalrefcount")):
-        return None
-    offset = 2 * ctypes.sizeof(ctypes.c_void_p) + ctypes.sizeof(ctypes.c_ssize_t)
-
-    def read(d: dict) -> int:
-        return ctypes.c_uint64.from_address(id(d) + offset).value
-
-    try:
-        probe: dict[str, int] = {"a": 1}
-        seen = {read(probe)}
-        for change in (lambda: probe.__setitem__("a", 2), lambda: probe.__setitem__("b", 1),
-                       lambda: probe.pop("a"), lambda: probe.__setitem__("b", 3)):
-            change()
-            v = read(probe)
-            if v in seen:
-                return None
-            seen.add(v)
-        return read if read(probe) == read(probe) else None
-    except Exception:  # noqa: BLE001
-        return None
-
-
-_read_version = _version_reader()
 _PTR_SIZE = ctypes.sizeof(ctypes.c_void_p)
 _ID_IS_ADDRESS = (sys.implementation.name == "cpython"
                   and np.dtype(np.uintp).itemsize == _PTR_SIZE)
-
-
-def _dict_version(ns: Any) -> int | None:
-    """Version tag of the namespace dict (None: unknown, never equal to another)."""
-    if _read_version is None or type(ns) is not dict:
-        return None
-    return _read_version(ns)
 
 
 @dataclass

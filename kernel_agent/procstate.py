@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kernel_agent import effects
+from kernel_agent.dictversion import VersionWatch, dict_version
 
 
 def _environ() -> Any:
@@ -81,6 +82,8 @@ class _Identity:
         self.ordered = ordered
 
     def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
         if type(other) is not _Identity:
             return NotImplemented
         if self.keys == other.keys and len(self.values) == len(other.values):
@@ -96,13 +99,29 @@ class _Identity:
 _NESTED = object()  # in `_option_ids` keys: the key's value is a dict of options
 
 
+#: the last `_option_ids` walk: (its root, its dicts' tags then, its result)
+_options_seen: tuple[dict, VersionWatch, _Identity] | None = None
+
+
 def _option_ids(d: dict) -> _Identity:
-    """Keys and values of a nested option dict (setting an option rebinds its value)."""
+    """Keys and values of a nested option dict (setting an option rebinds its value).
+
+    pandas keeps a few hundred options in two dozen dicts: reading them all was the largest
+    part of this snapshot. When none of the dicts of the last walk has a new version tag
+    (a change of a nested dict's place changes its parent's), that walk's result is reused."""
+    global _options_seen
+    seen = _options_seen
+    if seen is not None and seen[0] is d and seen[1].unchanged():
+        return seen[2]
     keys: list[Any] = []
     values: list[Any] = []
+    dicts: list[dict] = []
+    tags: list[int | None] = []
     stack = [d]
     while stack:
         cur = stack.pop()
+        dicts.append(cur)
+        tags.append(dict_version(cur))  # (before its entries: a change in between shows)
         for k, v in dict.items(cur):
             keys.append(k)
             if type(v) is dict:
@@ -110,7 +129,9 @@ def _option_ids(d: dict) -> _Identity:
                 stack.append(v)
             else:
                 values.append(v)
-    return _Identity(tuple(keys), tuple(values))
+    out = _Identity(tuple(keys), tuple(values))
+    _options_seen = (d, VersionWatch(dicts, tags), out)
+    return out
 
 
 def _pandas() -> Any:

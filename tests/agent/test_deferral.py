@@ -355,7 +355,7 @@ def test_deferred_covariables_come_back_equal_when_recomputed(make_kernel, store
 
 
 def test_namespace_version_tag_changes_with_every_change():
-    from kernel_agent.monitor import _dict_version
+    from kernel_agent.dictversion import dict_version as _dict_version
 
     ns: dict = {"a": 1}
     v0 = _dict_version(ns)
