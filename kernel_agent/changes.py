@@ -1915,6 +1915,13 @@ class _Print:
     links: tuple[str, ...] = ()
 
 
+def _same_print(old: _Print | None, new: _Print) -> bool:
+    """Whether a walk found what the last one did (see `Tracker._unchanged_groups`)."""
+    return (old is not None and old.root_id == new.root_id and old.fp == new.fp
+            and old.links == new.links
+            and not (old.partial or new.partial or old.opaque or new.opaque))
+
+
 def _link_free(value: Any) -> bool:
     """Values that can never come to reference another object: atoms, numeric arrays."""
     tp = type(value)
@@ -2624,6 +2631,28 @@ class Tracker:
                 out |= group
         return out
 
+    def _unchanged_groups(self, walked: list[str], old: Mapping[str, _Print | None],
+                          new: Mapping[str, _Print], changed: set[str]) -> set[str]:
+        """Names of the co-variables every name of which was walked again to the print it had,
+        reaching the same names: their entries in the id index, their tokens and their
+        co-variable stay as they are (a print holds the identities it reached). A cell that
+        only reads an array or a frame added a chunk to the index, and with it a
+        lookup of its ids against every chunk, for nothing."""
+        kept: set[str] = set()
+        done: set[str] = set()
+        walked_set = set(walked)
+        for n in walked:
+            if n in done:
+                continue
+            group = self._group.get(n)
+            if group is None or n not in self._token:
+                continue
+            done |= group
+            if group <= walked_set and not group & changed and all(
+                    _same_print(old[m], new[m]) and m in self._token for m in group):
+                kept |= group
+        return kept
+
     def _forget(self, name: str) -> None:
         self._stale.discard(name)
         self._unwalked.discard(name)
@@ -2656,12 +2685,14 @@ class Tracker:
         # removals (a name listed as removed but present again counts as touched)
         gone = {n for n in removed if n not in ns}
         gone |= {n for n in touched if n not in ns and n in self._prints}
+        split: set[str] = set()  # co-variables that lost a name: they may fall apart
         for n in gone:
             if n in self._prints:
                 upd.removed.add(n)
-                affected |= self._group.get(n, frozenset())
+                split |= self._group.get(n, frozenset())
             else:
                 upd.removed.add(n)
+        affected |= split
         for n in gone:
             self._forget(n)
         group_of = self._group
@@ -2698,12 +2729,6 @@ class Tracker:
         names = sorted(affected)
         old_prints = {n: self._prints.get(n) for n in names}
         unhashed = self._over_limit(ns, names, limit)
-        for n in names:
-            tok = self._token.pop(n, None)
-            if tok is not None:
-                self._index.kill(tok)
-                self._name_of.pop(tok, None)
-            self._group.pop(n, None)
 
         cache: dict[int, tuple[np.ndarray, bytes]] = {}
         budget = [limit] if limit is not None else None
@@ -2732,13 +2757,25 @@ class Tracker:
                 upd.rebound.add(n)
             elif old.fp != p.fp or p.partial or old.partial:
                 candidates.add(n)  # (a partial fingerprint cannot show that nothing changed)
+        kept = self._unchanged_groups(walked, old_prints, new_prints,
+                                      upd.rebound | candidates | split)
+        for n in names:
+            if n in kept:
+                continue
+            tok = self._token.pop(n, None)
+            if tok is not None:
+                self._index.kill(tok)
+                self._name_of.pop(tok, None)
+            self._group.pop(n, None)
         for n, p in atoms.items():
             self._group[n] = frozenset((n,))
             if n in candidates:
                 upd.mutated.add(n)
             self._prints[n] = p
             self._heavy.discard(n)
-        names = walked
+        names = [n for n in walked if n not in kept]
+        if not names:
+            return upd
 
         # --- partition -------------------------------------------------------------------
         uf = _UF()
@@ -2784,10 +2821,11 @@ class Tracker:
         for n in list(uf.parent.keys() | set(names)):
             comps.setdefault(uf.find(n), set()).add(n)
         for members in comps.values():
-            # a merged-in untouched group brings all of its names
+            # a merged-in untouched (or kept) group brings all of its names
             full: set[str] = set()
             for m in members:
-                full |= self._group.get(m, frozenset((m,))) if m not in affected else {m}
+                whole = m not in affected or m in kept
+                full |= self._group.get(m, frozenset((m,))) if whole else {m}
             g = frozenset(full)
             for m in g:
                 self._group[m] = g

@@ -600,6 +600,24 @@ def test_group_splits_when_shared_element_replaced():
     assert "b" in upd.mutated
 
 
+def test_reading_a_covariable_leaves_its_index_entries_and_later_changes_are_still_seen():
+    t, ns = tracked("a = np.arange(1000.0)\nview = a[10:20]\nrows = [[1], [2]]\nalias = rows[0]")
+    tokens = dict(t._token)
+    upd = run(t, ns, "total = float(a.sum()) + len(rows)", ["a", "total", "rows"])
+    assert not upd.mutated and upd.rebound == {"total"}
+    # the co-variables read were not indexed again: same tokens, no new chunk
+    assert {n: t._token[n] for n in tokens} == tokens
+    assert t.covariable_of("a") == {"a", "view"} and t.covariable_of("rows") == {"rows", "alias"}
+    upd = run(t, ns, "same = rows[1]", ["same", "rows"])  # joins through the kept entries
+    assert t.covariable_of("same") == {"rows", "alias", "same"} and not upd.mutated
+    upd = run(t, ns, "view_again = view", ["view", "view_again"])  # linked in the same walk
+    assert t.covariable_of("view") == {"a", "view", "view_again"} and not upd.mutated
+    upd = run(t, ns, "view[0] = -1.0", ["view"])
+    assert upd.mutated == {"a", "view", "view_again"}
+    upd = run(t, ns, "alias.append(3)", ["alias"])
+    assert upd.mutated == {"rows", "alias", "same"}
+
+
 def test_many_small_variables_partition():
     ns = nb("\n".join(f"v{i} = {{'k': [{i}]}}" for i in range(3000)) + "\nshared = [v1, v2]")
     t = Tracker()
