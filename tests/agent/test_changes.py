@@ -16,6 +16,7 @@ import io
 import json
 import os
 import pickle
+import random
 import socket
 import sqlite3
 import subprocess
@@ -616,6 +617,49 @@ def test_reading_a_covariable_leaves_its_index_entries_and_later_changes_are_sti
     assert upd.mutated == {"a", "view", "view_again"}
     upd = run(t, ns, "alias.append(3)", ["alias"])
     assert upd.mutated == {"rows", "alias", "same"}
+
+
+def _random_cell(rng: random.Random, ns: dict[str, Any]) -> tuple[str, list[str], list[str]]:
+    """(code, names it touches, names it deletes): binds, aliases, nests, views, deletes,
+    reads and mutates the namespace's values at random."""
+    names = sorted(n for n in ns if not n.startswith("_") and n != "np")
+    a, b = (rng.choice(names), rng.choice(names)) if names else ("", "")
+    new = f"n{rng.randrange(12)}"
+    kind = rng.randrange(9) if names else 0
+    if kind == 0:
+        ns["_v"] = rng.choice([[rng.randrange(5)], {"k": [1]}, np.arange(6.0), rng.randrange(100),
+                               ([1], [2]), [np.zeros(3), [1]]])
+        return f"{new} = _v", [new], []
+    return {
+        1: (f"{new} = {a}", [new, a], []),
+        2: (f"{new} = [{a}, {b}]", [new, a, b], []),
+        3: (f"del {a}", [], [a]),
+        4: (f"_x = repr({a})", [a], []),
+        5: (f"if isinstance({a}, list): {a}.append(1)\n"
+            f"elif isinstance({a}, dict): {a}['z'] = {{}}\n"
+            f"elif isinstance({a}, np.ndarray) and {a}.size: {a}[0] += 1", [a], []),
+        6: (f"if isinstance({a}, list) and {a} is not {b}: {a}.append({b})\n"
+            f"elif isinstance({a}, dict): {a}['in'] = {b}", [a, b], []),
+        7: (f"if isinstance({a}, np.ndarray): {new} = {a}[1:]", [a, new], []),
+        8: (f"if isinstance({a}, list) and {a}: {a}[0] = [9]\n"
+            f"elif isinstance({a}, dict) and 'in' in {a}: del {a}['in']", [a], []),
+    }[kind]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_cells_keep_the_covariables_a_fresh_walk_finds(seed):
+    rng, ns, t = random.Random(seed), nb(), Tracker()
+    for _ in range(40):
+        code, touched, removed = _random_cell(rng, ns)
+        before = set(ns)
+        exec(code, ns)
+        ns.pop("_v", None), ns.pop("_x", None)
+        user = [n for n in user_names(ns) if n != "np"]
+        t.update(ns, sorted((set(touched) | (set(ns) - before)) & set(user)),
+                 sorted(n for n in removed if n not in ns))
+        fresh = Tracker()
+        fresh.reset(ns, user)
+        assert sorted(map(sorted, t.covariables())) == sorted(map(sorted, fresh.covariables())), code
 
 
 def test_many_small_variables_partition():
