@@ -483,6 +483,10 @@ def cells_ok(graph: Any, cells: list[int]) -> list[bool]:
 
 
 PROCESS_STATE_MAX_S = 1.0
+#: the same for a cell with import statements: importing takes what it takes (pandas over a
+#: second on a busy machine, torch several), and the restore imports those modules anyway to
+#: load the values that use them
+PROCESS_STATE_IMPORT_MAX_S = 60.0
 
 
 def process_state_cells(graph: Any, ns: dict) -> list[int]:
@@ -496,16 +500,24 @@ def process_state_cells(graph: Any, ns: dict) -> list[int]:
     that read nothing but modules (a cell that printed a variable may need a value the replay
     has not loaded yet at its position, and it set no state anyway), read no file
     (``pd.read_csv(p).head()`` displays, it sets nothing) and are quick (a ``time.sleep`` or a
-    long display is no setting).
+    long display is no setting; a cell that imports is given the time imports take: the usual
+    first cell imports pandas and sets its options, and on a busy machine it took more than a
+    second, so its options were not restored).
     """
     out = []
     for c in graph.cells:
-        if (not (c.context or c.process_state) or c.files_read or c.runtime_s > PROCESS_STATE_MAX_S
-                or not c.rerunnable):
+        if not (c.context or c.process_state) or c.files_read or not c.rerunnable:
+            continue
+        if c.runtime_s > (PROCESS_STATE_IMPORT_MAX_S if _has_import(c.code) else PROCESS_STATE_MAX_S):
             continue
         if all(isinstance(ns.get(n), ModuleType) for n in c.reads):
             out.append(c.index)
     return out
+
+
+def _has_import(code: str) -> bool:
+    """Whether a cell's source has an import statement (IPython syntax: a line at a time)."""
+    return any(line.lstrip().startswith(("import ", "from ")) for line in code.splitlines())
 
 
 def make_plan(

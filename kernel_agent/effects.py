@@ -439,7 +439,8 @@ def getcwd() -> str | None:
         cwd = os.getcwd()
     except OSError:
         return None
-    _cwd_seen = (moves, cwd)
+    if _installed:  # (before, a move would not be counted)
+        _cwd_seen = (moves, cwd)
     return cwd
 
 

@@ -210,6 +210,17 @@ def test_state_set_by_an_import_cell_that_also_defines_variables_comes_back(make
         assert b.value(probe) == ["fast", 7, "/elastic/test/path", 40, True, "/data", "fast!", [1, 2]], strategy
 
 
+def test_a_slow_import_cell_that_sets_process_state_is_still_replayed(make_kernel, tmp_path):
+    # importing pandas took over a second on a busy machine, and its options were not restored
+    # (the sleep stands in for a slow import: a local module would be a file the cell read)
+    cells = ["import os, time\nos.environ['ELASTIC_SLOW_MODE'] = 'on'\ntime.sleep(1.5)",
+             "time.sleep(1.2)\nos.environ['ELASTIC_NOT_QUICK'] = 'on'"]
+    _, b, c, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="ship-all")
+    assert r["rerun_cells"] == [0], r["rerun_cells"]  # a slow cell without imports is not
+    assert_verified(r)
+    assert b.value("os.environ.get('ELASTIC_SLOW_MODE')") == "on"
+
+
 def test_a_function_calling_a_method_of_a_module_its_cell_imports_verifies_when_recomputed(
         make_kernel, tmp_path):
     # IPython compiles a cell statement by statement, and the bytecode of `fetch` differs from
