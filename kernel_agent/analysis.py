@@ -74,6 +74,13 @@ DYNAMIC_MAGICS = frozenset({
     "psource", "pfile", "debug", "pdb", "notebook", "history", "hist", "autoreload", "aimport",
     "pastebin", "logstart", "paste", "cpaste", "precision", "config", "ed",
 })
+# Methods that evaluate an expression string against the *caller's frame*: pandas'
+# `DataFrame.query("a > @thr")`, `DataFrame.eval`, `pd.eval("x1 + x2")`, numexpr's
+# `evaluate("a * b")` look names up in the calling code's locals and globals. No load
+# instruction names them, so the identifier tokens of the code's string constants count as
+# reads when it uses one of these attributes (over-approximate: `model.eval()` only adds the
+# tokens of its strings, which are dropped unless they name variables).
+_FRAME_EVAL_ATTRS = frozenset({"query", "eval", "evaluate"})
 # Tokens that, in magic arguments, mean the namespace is reached dynamically.
 _DYNAMIC_TOKENS = _ALWAYS_DYNAMIC_NAMES | {"vars", "eval", "exec", "__import__", "__main__",
                                            "get_ipython"} | _DYNAMIC_ATTRS
@@ -339,6 +346,10 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
             shell_attrs |= inner.shell_attrs
             imports |= inner.imports
             dynamic = dynamic or inner.dynamic
+    if attrs & _FRAME_EVAL_ATTRS:
+        for ins in instrs:
+            if ins.opname == "LOAD_CONST" and isinstance(ins.argval, str):
+                loads |= _tokens(ins.argval)
     if magic_strings:
         for ins in instrs:
             if ins.opname == "LOAD_CONST" and isinstance(ins.argval, str):

@@ -241,3 +241,12 @@ def test_shell_methods_read_every_variable(agent):
     rec = agent.cell("get_ipython().push({'sh_y': 2})")
     assert "sh_x" in rec["reads"]
     assert "sh_y" in rec["writes"]
+
+
+def test_names_a_pandas_query_string_refers_to_are_reads(agent):
+    # pandas looks `@thr` up in the calling frame: no load instruction names it
+    agent.ok("import pandas as pd\npq_df = pd.DataFrame({'a': [1, 5, 9]})\npq_thr = 4\npq_k = 2\n"
+             "pq_x = pd.Series([1, 2])")
+    assert "pq_thr" in agent.cell("pq_res = pq_df.query('a > @pq_thr')")["reads"]
+    assert "pq_k" in agent.cell("pq_col = pq_df.eval('a * @pq_k')")["reads"]
+    assert "pq_x" in agent.cell("pq_tot = pd.eval('pq_x + 1')")["reads"]

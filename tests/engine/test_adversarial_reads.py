@@ -85,3 +85,17 @@ def test_read_through_an_alias_of_sys_modules_is_a_read_of_everything(make_kerne
         assert_verified(r)
         assert r.kernel.value("[r, x]") == [5, 6], r.plan
     assert out["replay"].restore["variables"]["r"]["action"] == "recomputed"
+
+
+def test_a_variable_a_pandas_query_names_with_at_is_restored_with_the_result(make_kernel, tmp_path):
+    # `@thr` is looked up in the cell's frame by pandas; the replay re-ran the query without
+    # the cell that set thr (UndefinedVariableError: res and df lost)
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import pandas as pd\ndf = pd.DataFrame({'a': [1, 5, 9]})",
+        "thr = 4",
+        "res = df.query('a > @thr')['a'].tolist()",
+        "thr = 100",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("[res, thr]") == [[5, 9], 100], r.plan
