@@ -29,6 +29,7 @@ import ast
 import collections
 import dis
 import functools
+import gc
 import inspect
 import keyword
 import logging
@@ -425,8 +426,9 @@ _leaf_cache: dict[type, bool] = {}
 def _is_leaf_type(t: type) -> bool:
     """True for types whose instances cannot lead to notebook code (numbers, arrays, dates, ...).
 
-    A leaf has no instance `__dict__`, is not a container, callable wrapper or class, and is not
-    defined in the notebook. Cached per type: this runs on every element of scanned containers.
+    A leaf has no instance `__dict__`, is not a container, callable wrapper or class, is not
+    defined in the notebook and keeps no references in C (`_c_references`). Cached per type:
+    this runs on every element of scanned containers.
     """
     leaf = _leaf_cache.get(t)
     if leaf is None:
@@ -437,6 +439,7 @@ def _is_leaf_type(t: type) -> bool:
                 or getattr(t, "__dictoffset__", 1)
                 or getattr(t, "__module__", None) == "__main__"
                 or any("__slots__" in vars(k) for k in t.__mro__[:-1])
+                or _c_references(t)
             )
         except Exception:  # noqa: BLE001
             leaf = False
@@ -444,6 +447,36 @@ def _is_leaf_type(t: type) -> bool:
             _leaf_cache.clear()
         _leaf_cache[t] = leaf
     return leaf
+
+
+_TPFLAGS_HEAPTYPE = 1 << 9
+_TPFLAGS_HAVE_GC = 1 << 14
+_c_refs_cache: dict[type, bool] = {}
+# walked as containers, or never walked: an exception's traceback reaches the frames of the
+# kernel (their locals hold the shell), as before
+_NO_C_WALK = frozenset({object, list, tuple, dict, set, frozenset, type, BaseException,
+                        types.FrameType, types.TracebackType})
+
+
+def _c_references(t: type) -> bool:
+    """Whether instances of `t` hold references in C storage that neither `__dict__` nor
+    `__slots__` show: a class of C code with the garbage collector's support (it holds
+    objects) below it, other than the containers walked as such. A `map(f, xs)` or an
+    iterator consumed by a later cell, a `deque` of callbacks (or a notebook subclass of one),
+    numpy's `frompyfunc(f, 1, 1)` and a ctypes callback call notebook functions no attribute
+    names; their globals were not the cell's reads. Walked by `gc.get_referents`."""
+    hit = _c_refs_cache.get(t)
+    if hit is None:
+        try:
+            hit = any(not k.__flags__ & _TPFLAGS_HEAPTYPE and k.__flags__ & _TPFLAGS_HAVE_GC
+                      and k not in _NO_C_WALK and k not in _CODE_HOLDERS
+                      for k in t.__mro__)
+        except Exception:  # noqa: BLE001
+            hit = False
+        if len(_c_refs_cache) > 10_000:
+            _c_refs_cache.clear()
+        _c_refs_cache[t] = hit
+    return hit
 
 
 # Objects of these packages are the kernel's machinery (shell, streams, sockets, threads, loggers);
@@ -651,6 +684,10 @@ class _Walker:
                         stack.append((object.__getattribute__(v, slot), child_depth))
                     except Exception:  # noqa: BLE001 - unset slot
                         pass
+        if _c_references(t):
+            for x in gc.get_referents(v):
+                if not _is_leaf_type(type(x)):
+                    stack.append((x, child_depth))
 
 
 def _push_handlers(lg: logging.Logger, stack: list) -> None:

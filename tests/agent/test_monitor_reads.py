@@ -250,3 +250,15 @@ def test_names_a_pandas_query_string_refers_to_are_reads(agent):
     assert "pq_thr" in agent.cell("pq_res = pq_df.query('a > @pq_thr')")["reads"]
     assert "pq_k" in agent.cell("pq_col = pq_df.eval('a * @pq_k')")["reads"]
     assert "pq_x" in agent.cell("pq_tot = pd.eval('pq_x + 1')")["reads"]
+
+
+def test_globals_read_by_notebook_code_an_object_holds_in_c_storage_are_reads(agent):
+    # map objects, deques and numpy's frompyfunc ufuncs keep the function where no attribute
+    # shows it; a later cell calling it reads the function's globals
+    agent.ok("import collections\nimport numpy as np\n"
+             "def cs_f(v):\n    return v + cs_k\ncs_map = map(cs_f, [1, 2])\n"
+             "cs_dq = collections.deque([lambda: cs_j])\ncs_uf = np.frompyfunc(lambda v: v + cs_u, 1, 1)\n"
+             "cs_k = cs_j = cs_u = 1")
+    assert "cs_k" in agent.cell("cs_r1 = list(cs_map)")["reads"]
+    assert "cs_j" in agent.cell("cs_r2 = cs_dq[0]()")["reads"]
+    assert "cs_u" in agent.cell("cs_r3 = cs_uf(np.arange(2)).tolist()")["reads"]

@@ -99,3 +99,18 @@ def test_a_variable_a_pandas_query_names_with_at_is_restored_with_the_result(mak
     for r in out.values():
         assert_verified(r)
         assert r.kernel.value("[res, thr]") == [[5, 9], 100], r.plan
+
+
+def test_a_global_read_by_a_function_a_deque_holds_is_restored_with_the_result(make_kernel,
+                                                                               tmp_path):
+    # the deque keeps the lambda in C storage: the read of k was missed and the replay of
+    # `out = ...` ran before any k existed (NameError: out lost)
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import collections\nhandlers = collections.deque([lambda: k * 2])",
+        "k = 10",
+        "out = handlers[0]()",
+        "k = 1000",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("[out, k]") == [20, 1000], r.plan
