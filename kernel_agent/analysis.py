@@ -37,6 +37,7 @@ import re
 import sys
 import threading
 import types
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -435,7 +436,7 @@ def _is_leaf_type(t: type) -> bool:
         try:
             leaf = t in _ATOMS or not (
                 t in _CODE_HOLDERS
-                or issubclass(t, (list, tuple, dict, set, frozenset, type))
+                or issubclass(t, (list, tuple, dict, set, frozenset, type, collections.deque))
                 or getattr(t, "__dictoffset__", 1)
                 or getattr(t, "__module__", None) == "__main__"
                 or any("__slots__" in vars(k) for k in t.__mro__[:-1])
@@ -453,9 +454,10 @@ _TPFLAGS_HEAPTYPE = 1 << 9
 _TPFLAGS_HAVE_GC = 1 << 14
 _c_refs_cache: dict[type, bool] = {}
 # walked as containers, or never walked: an exception's traceback reaches the frames of the
-# kernel (their locals hold the shell), as before
-_NO_C_WALK = frozenset({object, list, tuple, dict, set, frozenset, type, BaseException,
-                        types.FrameType, types.TracebackType})
+# kernel (their locals hold the shell), as before; a weak reference's referents are its callback
+_NO_C_WALK = frozenset({object, list, tuple, dict, set, frozenset, type, collections.deque,
+                        BaseException, types.FrameType, types.TracebackType,
+                        weakref.ReferenceType, weakref.ProxyType, weakref.CallableProxyType})
 
 
 def _c_references(t: type) -> bool:
@@ -603,7 +605,7 @@ class _Walker:
             elif t in _SEQUENCES or t is dict:
                 self._container(v, stack, depth)
             else:
-                if isinstance(v, (list, tuple, dict, set, frozenset)):
+                if isinstance(v, (list, tuple, dict, set, frozenset, collections.deque)):
                     self._container(v, stack, depth)
                 if not _is_leaf_type(t):
                     self._instance(v, t, stack, depth)
@@ -685,9 +687,7 @@ class _Walker:
                     except Exception:  # noqa: BLE001 - unset slot
                         pass
         if _c_references(t):
-            for x in gc.get_referents(v):
-                if not _is_leaf_type(type(x)):
-                    stack.append((x, child_depth))
+            self._container(gc.get_referents(v), stack, child_depth)
 
 
 def _push_handlers(lg: logging.Logger, stack: list) -> None:
