@@ -470,17 +470,18 @@ class _Pickler(cloudpickle.CloudPickler):
                                        bool(obj.flags.writeable)))
 
     def _reduce_memoryview(self, mv: memoryview) -> Any:
-        """A memoryview comes back as a memoryview on the same bytes or bytearray.
+        """A memoryview comes back as a memoryview on the same bytes, bytearray or
+        ``array.array``.
 
         cloudpickle turns it into ``bytes``: another type, and writes through it no longer
         reached the bytearray (a silently different session, and the restore's digest of the
         loaded value was taken as "the library's pickle" of it). The exporter goes into the
         stream, so pickle's memo makes it the same object as a variable holding it. Other
-        exporters (arrays, mmaps) or non-contiguous views are left to cloudpickle.
+        exporters (numpy arrays, mmaps) or non-contiguous views are left to cloudpickle.
         """
         try:
             exporter = mv.obj
-            if type(exporter) not in (bytes, bytearray) or not mv.c_contiguous:
+            if type(exporter) not in (bytes, bytearray, array.array) or not mv.c_contiguous:
                 return None
             whole = memoryview(exporter)
             if mv.nbytes == whole.nbytes:
@@ -601,9 +602,9 @@ def _rebuild_over_buffer(buffer: bytearray, offset: int, shape: tuple, strides: 
     return arr
 
 
-def _rebuild_memoryview(exporter: bytes | bytearray, offset: int, nbytes: int, fmt: str,
+def _rebuild_memoryview(exporter: bytes | bytearray | array.array, offset: int, nbytes: int, fmt: str,
                         shape: tuple, readonly: bool) -> memoryview:
-    m = memoryview(exporter)[offset : offset + nbytes]
+    m = memoryview(exporter).cast("B")[offset : offset + nbytes]  # (an array's items are wider)
     if fmt != "B" or len(shape) != 1:
         m = m.cast(fmt, shape)
     if readonly and not m.readonly:

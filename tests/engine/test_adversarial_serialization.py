@@ -107,3 +107,17 @@ def test_memoryview_comes_back_a_memoryview_writing_through_its_bytearray(make_k
     b.ok("part[0] = ord('Z')")
     assert b.value("[ba.decode(), type(part).__name__, part.obj is ba, ints.format, frozen.readonly]") == [
         "abZdefgh", "memoryview", True, "i", True]
+
+
+def test_memoryview_of_an_array_array_comes_back_a_memoryview_writing_through_it(make_kernel,
+                                                                                 tmp_path):
+    # it came back as bytes (cloudpickle's way), and the restore verified it
+    _, b, c, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), [
+        "import array\nar = array.array('i', [1, 2, 3, 4])",
+        "mv = memoryview(ar)\nmid = memoryview(ar)[1:3]",
+        "mv[0] = 10",
+    ], strategy="ship-all")
+    assert_restore_verified(r)
+    b.ok("mid[0] = 20")
+    assert b.value("[ar.tolist(), type(mv).__name__, mv.obj is ar, mid.obj is ar, mid.tolist(), "
+                   "mv.format]") == [[10, 20, 3, 4], "memoryview", True, True, [20, 3], "i"]
