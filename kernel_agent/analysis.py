@@ -588,6 +588,12 @@ class _Walker:
                     self.code(code)
                     for x in frame.f_locals.values():
                         stack.append((x, 0))
+                elif frame is not None and depth < GENERIC_DEPTH and not _machinery_frame(frame):
+                    # a library's generator calls what it was given: `heapq.merge(a, b,
+                    # key=f)` consumed by a later cell runs the notebook's `f` from its frame
+                    for x in frame.f_locals.values():
+                        if not _is_leaf_type(type(x)):
+                            stack.append((x, depth + 1))
             elif v is sys.modules or (t is types.ModuleType and _module_dict(v) is ns):
                 # an alias of sys.modules or of __main__ (`m = sys.modules`, then
                 # `m['__main__'].x`): every variable is one subscript or attribute away
@@ -688,6 +694,12 @@ class _Walker:
                         pass
         if _c_references(t):
             self._container(gc.get_referents(v), stack, child_depth)
+
+
+def _machinery_frame(frame: types.FrameType) -> bool:
+    """A frame of the kernel's own code (`_MACHINERY_MODULES`): its locals reach the shell."""
+    mod = frame.f_globals.get("__name__")
+    return not isinstance(mod, str) or mod.split(".", 1)[0] in _MACHINERY_MODULES
 
 
 def _push_handlers(lg: logging.Logger, stack: list) -> None:

@@ -262,3 +262,9 @@ def test_globals_read_by_notebook_code_an_object_holds_in_c_storage_are_reads(ag
     assert "cs_k" in agent.cell("cs_r1 = list(cs_map)")["reads"]
     assert "cs_j" in agent.cell("cs_r2 = cs_dq[0]()")["reads"]
     assert "cs_u" in agent.cell("cs_r3 = cs_uf(np.arange(2)).tolist()")["reads"]
+
+
+def test_globals_read_by_a_function_a_library_generator_was_given_are_reads(agent):
+    # heapq.merge's generator holds the key in its frame; a later cell consuming it runs it
+    agent.ok("import heapq\nlg_merged = heapq.merge([1, 3], [2, 4], key=lambda v: v * lg_k)\nlg_k = 1")
+    assert "lg_k" in agent.cell("lg_out = list(lg_merged)")["reads"]

@@ -114,3 +114,17 @@ def test_a_global_read_by_a_function_a_deque_holds_is_restored_with_the_result(m
     for r in out.values():
         assert_verified(r)
         assert r.kernel.value("[out, k]") == [20, 1000], r.plan
+
+
+def test_a_global_read_by_the_key_of_a_library_generator_is_restored_with_the_result(make_kernel,
+                                                                                     tmp_path):
+    # the replay of `out = list(mg)` ran before any k existed (NameError: out lost)
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import heapq\nmg = heapq.merge([1, 3], [2, 4], key=lambda v: v * k)",
+        "k = 1",
+        "out = list(mg)",
+        "k = -1",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("[out, k]") == [[1, 2, 3, 4], -1], r.plan
