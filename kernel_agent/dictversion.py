@@ -14,16 +14,18 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+#: where the tag sits in a PyDictObject: after the reference count, the type and ma_used
+_OFFSET = 2 * ctypes.sizeof(ctypes.c_void_p) + ctypes.sizeof(ctypes.c_ssize_t)
+
 
 def _version_reader() -> Callable[[dict], int] | None:
     """A reader of the tag, or None. Checked on a probe dict before use."""
     if (sys.implementation.name != "cpython" or sys.version_info[:2] not in ((3, 11), (3, 12))
             or hasattr(sys, "gettotalrefcount")):
         return None
-    offset = 2 * ctypes.sizeof(ctypes.c_void_p) + ctypes.sizeof(ctypes.c_ssize_t)
 
     def read(d: dict) -> int:
-        return ctypes.c_uint64.from_address(id(d) + offset).value
+        return ctypes.c_uint64.from_address(id(d) + _OFFSET).value
 
     try:
         probe: dict[str, int] = {"a": 1}
@@ -41,7 +43,6 @@ def _version_reader() -> Callable[[dict], int] | None:
 
 
 _read = _version_reader()
-_OFFSET = 2 * ctypes.sizeof(ctypes.c_void_p) + ctypes.sizeof(ctypes.c_ssize_t)
 
 
 class VersionWatch:
