@@ -319,7 +319,8 @@ class _Pickler(cloudpickle.CloudPickler):
         np = self._np
         if isinstance(obj, type) and not cloudpickle.cloudpickle._should_pickle_by_reference(obj):
             self.loads_into_live = True
-        if np is not None and (type(obj) is np.ndarray or type(obj) is np.memmap):
+        if np is not None and (type(obj) is np.ndarray or type(obj) is np.memmap
+                               or _plain_array_subclass(type(obj), np)):
             return self._reduce_ndarray(obj)
         if type(obj) is self._masked and obj._hardmask:
             # numpy's pickle drops the hard mask (`m.harden_mask()`): restored, `m[1] = 5`
@@ -451,7 +452,8 @@ class _Pickler(cloudpickle.CloudPickler):
             if type(exporter) is not memoryview:
                 break
             exporter = exporter.obj
-        if type(exporter) not in _WRITABLE_EXPORTERS or obj.dtype.hasobject:
+        if (type(exporter) not in _WRITABLE_EXPORTERS or obj.dtype.hasobject
+                or type(obj) is not np.ndarray):
             return None
         size = memoryview(exporter).nbytes  # (an array.array's len counts items)
         if size == 0:
@@ -553,7 +555,8 @@ class _Pickler(cloudpickle.CloudPickler):
             if rv is not None:
                 return rv
         if (
-            (type(root) is not np.ndarray and type(root) is not np.memmap)
+            (type(root) is not np.ndarray and type(root) is not np.memmap
+             and not _plain_array_subclass(type(root), np))
             or obj.dtype.hasobject
             or root.dtype.hasobject
             or obj.size == 0
@@ -584,12 +587,28 @@ class _Pickler(cloudpickle.CloudPickler):
             return super().reducer_override(obj)
         if type(obj) is not np.ndarray:
             # a memmap's views are memmaps: it comes back as a copy (the file stays behind),
-            # its views as views of that copy, not copies of their own
+            # its views as views of that copy, not copies of their own (and a recarray or a
+            # matrix over a hidden array is a view of it of its own type)
             return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype,
                                     bool(obj.flags.writeable), type(obj)))
         if not obj.flags.writeable:
             return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype, False))
         return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype))
+
+
+def _plain_array_subclass(tp: type, np: Any) -> bool:
+    """An ndarray subclass pickled as numpy pickles an ndarray (``np.recarray``,
+    ``np.matrix``, most subclasses a notebook defines), which is rebuilt as a view like one.
+
+    Copied by numpy's reduce, ``rec = np.rec.array(...)`` and ``col = rec.f`` came back as two
+    arrays: ``col[0] = 9`` no longer changed ``rec`` (and the restore verified it, as the
+    library's pickle of the value). A subclass with a pickle of its own (a masked array: mask,
+    fill value) keeps it.
+    """
+    return (issubclass(tp, np.ndarray) and tp is not np.memmap
+            and tp.__reduce_ex__ is np.ndarray.__reduce_ex__
+            and tp.__reduce__ is np.ndarray.__reduce__
+            and tp.__setstate__ is np.ndarray.__setstate__)
 
 
 def _rebuild_over_buffer(buffer: bytearray, offset: int, shape: tuple, strides: tuple,
