@@ -1468,6 +1468,8 @@ class _Walker:
                 out.append(("cstate", _type_name(solid)))
                 parts = list(rv[1:3]) if isinstance(rv, tuple) else [rv]
                 children += [_ENTER_NOID, _Synth(parts), _EXIT_NOID]
+        if issubclass(tp, weakref.finalize):
+            children.append(_Synth(self._finalizer_state(obj)))
         if dict_desc is not None and not (
             self.portable and solid in (dict, list) and _own_setstate(tp, self.ns)
         ):
@@ -1487,6 +1489,24 @@ class _Walker:
             children.append(v)
         out.append(len(children))
         extend(reversed(children))
+
+    def _finalizer_state(self, fin: weakref.finalize) -> tuple:
+        """A ``weakref.finalize``'s state, which it keeps in its class's registry, not in itself.
+
+        Walked as an instance with no state, a live finalizer and a dead one (``fin()``,
+        ``fin.detach()``) were the same value, and one shipped came back dead with the restore
+        verified: its callback never ran (a ``TemporaryDirectory`` was never removed). The
+        object it watches is followed in process, as a weak reference's is: they are one
+        co-variable, shipped in one pickle that arms the finalizer on that very object.
+        """
+        info = weakref.finalize._registry.get(fin)
+        if info is None:
+            return ("finalize", False)
+        target = info.weakref()
+        if target is None:
+            return ("finalize", False)
+        return ("finalize", True, bool(info.atexit), info.func, _Synth(info.args or ()),
+                info.kwargs or None, None if self.portable else target)
 
     def _function(self, fn: types.FunctionType, extend: Any) -> None:
         if not _is_notebook_function(fn, self.ns):

@@ -86,6 +86,7 @@ import struct
 import sys
 import threading
 import types
+import weakref
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -396,6 +397,11 @@ class _Pickler(cloudpickle.CloudPickler):
                 return (view_of, (mapping,))
         if type(obj) in _LOCKS:
             return _reduce_lock(obj)
+        if isinstance(obj, weakref.finalize):
+            rv = _reduce_finalizer(obj)
+            if rv is not None:
+                self.loads_into_live = True  # (a copy loaded here would run its callback)
+                return rv
         if type(obj) is _CSV_WRITER:
             return _reduce_csv_writer(obj)
         if type(obj) is _CSV_READER:
@@ -958,6 +964,37 @@ def _reduce_lock(lock: Any) -> tuple:
         raise TypeError("cannot pickle a lock that is held")
     lock.release()
     return (threading.RLock, ())
+
+
+def _reduce_finalizer(fin: weakref.finalize) -> tuple | None:
+    """A live ``weakref.finalize`` is made again, armed on the object it watches.
+
+    Its state is in its class's registry, not in itself: pickled as an object it came back
+    dead, and its callback (removing a ``TemporaryDirectory``, closing a resource) never ran.
+    The object, the callback and its arguments travel in its state (the object may hold the
+    finalizer, ``td._finalizer``), and it is armed when the value is put in place, never when
+    a copy is loaded only to be checked and dropped. None (a dead finalizer): as pickled.
+    """
+    info = weakref.finalize._registry.get(fin)
+    target = info.weakref() if info is not None else None
+    if target is None:
+        return None
+    state = (target, info.func, info.args or (), info.kwargs or {}, bool(info.atexit))
+    return (_new_finalizer, (type(fin),), state, None, None, _set_finalizer_state)
+
+
+def _new_finalizer(cls: type) -> Any:
+    return object.__new__(cls)
+
+
+def _set_finalizer_state(fin: Any, state: tuple) -> None:
+    _write_state(_arm_finalizer, fin, state)
+
+
+def _arm_finalizer(fin: Any, state: tuple) -> None:
+    target, func, args, kwargs, at_exit = state
+    weakref.finalize.__init__(fin, target, func, *args, **kwargs)
+    fin.atexit = at_exit
 
 
 _CSV_WRITER = type(csv.writer(io.StringIO()))

@@ -424,3 +424,17 @@ def test_a_field_of_a_record_array_stays_a_view_of_it(make_kernel, tmp_path, str
     b.ok("col[0] = 9.0\nflat[0, 0] = 7")
     assert b.value("[rec.f.tolist(), type(rec).__name__, mat.tolist(), type(mat).__name__]") == [
         [9.0, 4.0], "recarray", [[7, 2], [3, 4]], "matrix"]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_live_finalizer_comes_back_armed_on_what_it_watches(make_kernel, tmp_path, strategy):
+    # a finalizer keeps its state in weakref.finalize's registry: pickled as an object it came
+    # back dead (the restore verified it), so its callback never ran and a TemporaryDirectory
+    # was never removed
+    cells = ["import tempfile, weakref\nclass Res:\n    pass\nres = Res()\nlog = []",
+             "fin = weakref.finalize(res, log.append, 'closed')\n"
+             "td = tempfile.TemporaryDirectory(dir='.')"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    assert b.value("[fin.alive, fin.peek()[0] is res, td._finalizer.alive]") == [True, True, True]
+    b.ok("del res")
+    assert b.value("[fin.alive, log]") == [False, ["closed"]]
