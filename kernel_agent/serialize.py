@@ -323,11 +323,8 @@ class _Pickler(cloudpickle.CloudPickler):
         if np is not None and (type(obj) is np.ndarray or type(obj) is np.memmap
                                or _plain_array_subclass(type(obj), np)):
             return self._reduce_ndarray(obj)
-        if type(obj) is self._masked and obj._hardmask:
-            # numpy's pickle drops the hard mask (`m.harden_mask()`): restored, `m[1] = 5`
-            # unmasked what the session had kept masked
-            func, args, state = obj.__reduce__()
-            return (func, args, (state, True), None, None, _set_hard_masked_state)
+        if type(obj) is self._masked:
+            return self._reduce_masked(obj)
         if obj is self._token:
             return (_bound_namespace, ())
         if obj is builtins.__dict__:  # an `exec` namespace's __builtins__: the process's own
@@ -420,6 +417,19 @@ class _Pickler(cloudpickle.CloudPickler):
         if isinstance(obj, type) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_CLASS,):
             return _keep_inherited_entries(obj, rv)
         return rv
+
+    def _reduce_masked(self, m: Any) -> tuple:
+        """A masked array is its data, as a plain view of its memory, and its attributes.
+
+        numpy's pickle copies the data and the mask into new arrays and drops the hard mask
+        (`m.harden_mask()`): restored, ``sl = m[1:]`` and ``d = m.data`` no longer wrote into
+        ``m``, and ``m[1] = 5`` unmasked what the session kept masked (the restore verified
+        both, as the library's pickle of the value). The data view goes through the view logic
+        like any array (a view of the memory it shares with them) and so does the mask (a
+        slice's mask is a view of its parent's); the attributes are set as they were.
+        """
+        return (_rebuild_masked, (m.view(self._np.ndarray), type(m)), dict(vars(m)), None, None,
+                _set_masked_state)
 
     def _reduce_logger(self, logger: Any) -> tuple:
         """A logger is the process's logger of that name, configured as it was.
@@ -924,9 +934,12 @@ def _text_position(f: io.TextIOWrapper, fd: int) -> int:
     raise OSError("the position of a text file iterated by next() was not found")
 
 
-def _set_hard_masked_state(arr: Any, state: tuple) -> None:
-    arr.__setstate__(state[0])
-    arr.harden_mask()
+def _rebuild_masked(data: Any, cls: type) -> Any:
+    return data.view(cls)
+
+
+def _set_masked_state(arr: Any, state: dict) -> None:
+    vars(arr).update(state)
 
 
 def _set_logger_state(logger: Any, state: dict[str, Any]) -> None:
