@@ -488,32 +488,41 @@ class _Pickler(cloudpickle.CloudPickler):
                                        bool(obj.flags.writeable)))
 
     def _reduce_memoryview(self, mv: memoryview) -> Any:
-        """A memoryview comes back as a memoryview on the same bytes, bytearray or
-        ``array.array``.
+        """A memoryview comes back as a memoryview on the same exporter: bytes, a bytearray,
+        an ``array.array`` or a C-contiguous numpy array.
 
         cloudpickle turns it into ``bytes``: another type, and writes through it no longer
         reached the bytearray (a silently different session, and the restore's digest of the
         loaded value was taken as "the library's pickle" of it). The exporter goes into the
-        stream, so pickle's memo makes it the same object as a variable holding it. Other
-        exporters (numpy arrays, mmaps) or non-contiguous views are left to cloudpickle.
+        stream, so pickle's memo makes it the same object as a variable holding it. A
+        one-dimensional view with a step (``memoryview(ba)[::2]``) is sliced again with that
+        step. Other exporters (mmaps) or views numpy does not describe are left to cloudpickle.
         """
+        np = self._np
         try:
             exporter = mv.obj
-            if type(exporter) not in (bytes, bytearray, array.array) or not mv.c_contiguous:
+            if not (type(exporter) in (bytes, bytearray, array.array)
+                    or (np is not None and type(exporter) is np.ndarray
+                        and exporter.flags.c_contiguous)):
                 return None
-            whole = memoryview(exporter)
-            if mv.nbytes == whole.nbytes:
-                offset = 0
-            elif self._np is not None:
-                np = self._np
-                start = np.frombuffer(whole, dtype=np.uint8).__array_interface__["data"][0]
-                offset = np.frombuffer(mv.cast("B"), dtype=np.uint8).__array_interface__["data"][0] - start
+            whole = memoryview(exporter).cast("B")
+            if mv.c_contiguous:
+                step, span = 1, mv.nbytes
+            elif mv.ndim == 1 and mv.strides[0] > 0 and mv.strides[0] % mv.itemsize == 0:
+                step, span = mv.strides[0] // mv.itemsize, mv.itemsize
             else:
                 return None
-            if not 0 <= offset <= whole.nbytes - mv.nbytes:
+            if mv.c_contiguous and mv.nbytes == whole.nbytes:
+                offset = 0
+            elif np is not None and mv.nbytes:
+                start = np.frombuffer(whole, dtype=np.uint8).__array_interface__["data"][0]
+                offset = np.asarray(mv).__array_interface__["data"][0] - start
+            else:
+                return None
+            if not 0 <= offset <= whole.nbytes - span:
                 return None
             return (_rebuild_memoryview, (exporter, offset, mv.nbytes, mv.format, tuple(mv.shape),
-                                          mv.readonly))
+                                          mv.readonly, step))
         except (ValueError, TypeError):  # released, or a format cast() cannot express
             return None
 
@@ -637,11 +646,18 @@ def _rebuild_over_buffer(buffer: bytearray, offset: int, shape: tuple, strides: 
     return arr
 
 
-def _rebuild_memoryview(exporter: bytes | bytearray | array.array, offset: int, nbytes: int, fmt: str,
-                        shape: tuple, readonly: bool) -> memoryview:
-    m = memoryview(exporter).cast("B")[offset : offset + nbytes]  # (an array's items are wider)
-    if fmt != "B" or len(shape) != 1:
-        m = m.cast(fmt, shape)
+def _rebuild_memoryview(exporter: Any, offset: int, nbytes: int, fmt: str,
+                        shape: tuple, readonly: bool, step: int = 1) -> memoryview:
+    whole = memoryview(exporter).cast("B")
+    if step != 1:  # one dimension, every step-th item from offset
+        items = whole[offset:].cast("B", (len(whole) - offset,))
+        size = struct.calcsize(fmt)
+        usable = (len(items) // size) * size
+        m = items[:usable].cast(fmt)[:: step][: shape[0]]
+    else:
+        m = whole[offset : offset + nbytes]
+        if fmt != "B" or len(shape) != 1:
+            m = m.cast(fmt, shape)
     if readonly and not m.readonly:
         m = m.toreadonly()
     return m

@@ -451,3 +451,17 @@ def test_a_slice_and_the_data_of_a_masked_array_stay_views_of_it(make_kernel, tm
     b.ok("tail[1] = 40.0\nraw[2] = 30.0\ntail[0] = np.ma.masked")
     assert b.value("[m.tolist(), tail.tolist(), m.mask.tolist()]") == [
         [9.0, None, None, 40.0], [None, 40.0], [False, True, True, False]]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_memoryviews_of_arrays_and_with_a_step_stay_memoryviews_of_them(make_kernel, tmp_path,
+                                                                       strategy):
+    # cloudpickle turns a memoryview into bytes: one over an array.array or a numpy array, or
+    # with a step, came back as bytes (verified, as the library's pickle of the value), and
+    # `mv.tolist()` then raised
+    cells = ["import array, numpy as np\nnums = array.array('i', [1, 2, 3])\nmv = memoryview(nums)",
+             "arr = np.arange(4)\nmva = memoryview(arr)\nbuf = bytearray(b'abcdef')\nodd = memoryview(buf)[1::2]"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    b.ok("nums[0] = 9\narr[1] = 7\nbuf[3] = ord('D')")
+    assert b.value("[mv.tolist(), mva.tolist(), bytes(odd).decode(), type(odd).__name__]") == [
+        [9, 2, 3], [0, 7, 2, 3], "bDf", "memoryview"]
