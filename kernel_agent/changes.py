@@ -218,9 +218,12 @@ _SYS_MODULES = sys.modules
 #: ``get_ipython()`` made every other variable one co-variable with it, which cannot be shipped
 #: (the shell does not pickle) and did not verify (its counters moved). Like loggers, they are
 #: the process's, referenced by identity. Found by name: IPython is never imported here.
+#: ``env = os.environ`` is the process's environment too: walked as an instance, its content
+#: (the host's name, the pod's variables) is no session state of the notebook.
 _PROCESS_SINGLETONS = frozenset({
     "IPython.core.interactiveshell.InteractiveShell",
     "ipykernel.kernelbase.Kernel",
+    "os._Environ",
 })
 
 

@@ -276,6 +276,7 @@ class _Pickler(cloudpickle.CloudPickler):
         self.loads_into_live = False
         # id -> name in `sys` of the kernel's standard streams (ipykernel's OutStreams)
         self._stdio = {id(v): n for n in _STDIO_NAMES if (v := getattr(sys, n, None)) is not None}
+        self._process_objects = _process_objects()
 
     # cloudpickle calls this for functions it pickles by value
     def _dynamic_function_reduce(self, func: Any) -> Any:
@@ -357,6 +358,9 @@ class _Pickler(cloudpickle.CloudPickler):
             if rv is not None:
                 self.loads_into_live = True
                 return rv
+        rv = self._process_objects.get(id(obj))
+        if rv is not None:
+            return rv
         stream = self._stdio.get(id(obj))
         if stream is not None:
             # the kernel's output streams: the restoring kernel's own (a StreamHandler on
@@ -971,6 +975,35 @@ def _apply_logger_state(logger: Any, state: dict[str, Any]) -> None:
 
 
 _STDIO_NAMES = ("stdout", "stderr", "__stdout__", "__stderr__", "stdin", "__stdin__")
+
+
+def _process_objects() -> dict[int, tuple]:
+    """id -> reduce value of the objects of the process a variable can alias, which come back
+    as the restoring process's own.
+
+    Copied, ``env = os.environ`` and ``ctx = decimal.getcontext()`` were detached after a
+    restore (verified, their content being equal): ``env['CUDA_VISIBLE_DEVICES'] = '1'`` no
+    longer reached the process's environment and ``ctx.prec = 50`` no longer changed a
+    computation. Their content is process state, which the restore brings back by re-running
+    the cells that changed it (see `procstate`). The decimal context is the current thread's.
+    """
+    found = {id(os.environ): (_os_attribute, ("environ",))}
+    if hasattr(os, "environb"):
+        found[id(os.environb)] = (_os_attribute, ("environb",))
+    dec = sys.modules.get("decimal")
+    if dec is not None:
+        found[id(dec.getcontext())] = (_decimal_context, ())
+    return found
+
+
+def _os_attribute(name: str) -> Any:
+    return getattr(os, name)
+
+
+def _decimal_context() -> Any:
+    import decimal
+
+    return decimal.getcontext()
 
 
 def _sys_stream(name: str) -> Any:

@@ -465,3 +465,17 @@ def test_memoryviews_of_arrays_and_with_a_step_stay_memoryviews_of_them(make_ker
     b.ok("nums[0] = 9\narr[1] = 7\nbuf[3] = ord('D')")
     assert b.value("[mv.tolist(), mva.tolist(), bytes(odd).decode(), type(odd).__name__]") == [
         [9, 2, 3], [0, 7, 2, 3], "bDf", "memoryview"]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_aliases_of_the_environment_and_the_decimal_context_are_the_processs(make_kernel, tmp_path,
+                                                                            strategy):
+    # shipped as copies, they were detached after a restore (and verified, being equal): a
+    # write through `env` no longer reached the environment, `ctx.prec` no longer the context
+    cells = ["import decimal, os\nctx = decimal.getcontext()\nctx.prec = 7\nenv = os.environ",
+             "env['NB_FLAG'] = '1'\nsettings = {'env': env, 'ctx': ctx}"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    b.ok("ctx.prec = 3\nenv['NB_OTHER'] = '2'")
+    assert b.value("[str(decimal.Decimal(1) / 7), os.environ.get('NB_FLAG'), os.environ.get('NB_OTHER'), "
+                   "settings['env'] is os.environ, settings['ctx'] is decimal.getcontext()]") == [
+        "0.143", "1", "2", True, True]
