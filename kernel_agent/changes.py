@@ -1195,6 +1195,10 @@ class _Walker:
                     self.class_links.add(id(cls))
                     self.ids.append(id(cls))
                     self.keep.append(cls)
+            elif isinstance(obj, np.void) and isinstance(obj.base, np.ndarray):
+                # `row = arr[0]` of a structured array is a view of it (`row['x'] = 5` writes
+                # into `arr`): one co-variable, so one pickle rebuilds it over that array
+                self._link_ids((obj.base,))
         elif kind in (K_SET, K_FROZENSET):
             if kind == K_FROZENSET and _atomic_elements(obj):
                 out.append(("FSa", self._atom_set(obj)))

@@ -326,6 +326,11 @@ class _Pickler(cloudpickle.CloudPickler):
             return self._reduce_ndarray(obj)
         if type(obj) is self._masked:
             return self._reduce_masked(obj)
+        if np is not None and isinstance(obj, np.void) and type(obj.base) in (np.ndarray,
+                                                                              np.recarray):
+            rv = _reduce_void_view(obj, np)
+            if rv is not None:
+                return rv
         if obj is self._token:
             return (_bound_namespace, ())
         if obj is builtins.__dict__:  # an `exec` namespace's __builtins__: the process's own
@@ -638,6 +643,24 @@ def _plain_array_subclass(tp: type, np: Any) -> bool:
             and tp.__reduce_ex__ is np.ndarray.__reduce_ex__
             and tp.__reduce__ is np.ndarray.__reduce__
             and tp.__setstate__ is np.ndarray.__setstate__)
+
+
+def _reduce_void_view(row: Any, np: Any) -> tuple | None:
+    """A record of a structured array (``row = arr[1]``) is a view of it: rebuilt over it.
+
+    numpy pickles it by value, so after a restore ``row['x'] = 5`` no longer wrote into ``arr``
+    (and the restore verified it: a scalar is compared by value). None: pickled by value.
+    """
+    base = row.base
+    offset = row.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    stride = base.strides[0] if base.ndim == 1 else 0
+    if stride <= 0 or offset % stride or not 0 <= offset // stride < len(base):
+        return None
+    return (_record_of, (base, offset // stride))
+
+
+def _record_of(base: Any, index: int) -> Any:
+    return base[index]
 
 
 def _rebuild_over_buffer(buffer: bytearray, offset: int, shape: tuple, strides: tuple,

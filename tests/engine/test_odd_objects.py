@@ -479,3 +479,15 @@ def test_aliases_of_the_environment_and_the_decimal_context_are_the_processs(mak
     assert b.value("[str(decimal.Decimal(1) / 7), os.environ.get('NB_FLAG'), os.environ.get('NB_OTHER'), "
                    "settings['env'] is os.environ, settings['ctx'] is decimal.getcontext()]") == [
         "0.143", "1", "2", True, True]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_record_of_a_structured_array_stays_a_view_of_it(make_kernel, tmp_path, strategy):
+    # `row = arr[1]` is a view: numpy pickles it by value, and a scalar digests by value, so
+    # after a verified restore `row['x'] = 5` no longer wrote into `arr`
+    cells = ["import numpy as np\narr = np.zeros(3, dtype=[('x', 'i4'), ('y', 'f8')])",
+             "row = arr[1]\nrow['y'] = 2.5\nrecs = np.rec.array(arr, copy=False)\nlast = recs[2]"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    b.ok("row['x'] = 5\nlast.x = 7")
+    assert b.value("[arr.tolist(), type(last).__name__]") == [
+        [[0, 0.0], [5, 2.5], [7, 0.0]], "record"]
