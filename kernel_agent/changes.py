@@ -645,6 +645,8 @@ def _atom_token(x: Any) -> Any:
     if isinstance(x, np.generic):
         if x.dtype.hasobject:
             return ("npobj", repr(x))
+        if x.dtype.char in "gG":
+            return ("np", x.dtype.str, _hash_u8(_significant_bytes(np.asarray(x).reshape(-1))))
         return ("np", x.dtype.str, x.tobytes())
     if isinstance(x, enum.Enum):
         return ("enum", _type_name(tp), str(x._name_))
@@ -696,11 +698,39 @@ def _buffer_hash(arr: np.ndarray, logical: bool) -> bytes:
         a = arr.T
     else:
         a = np.ascontiguousarray(arr)
+    if a.dtype.char in "gG":
+        return _hash_u8(_significant_bytes(a.reshape(-1)))
     try:
         u8 = a.reshape(-1).view(np.uint8)
     except Exception:
         return xxhash.xxh3_128_digest(a.tobytes())
     return _hash_u8(u8)
+
+
+def _longdouble_significant() -> int:
+    """Bytes of a ``np.longdouble`` that hold its value: 10 of 16 for x87's 80-bit format."""
+    fi = np.finfo(np.longdouble)
+    size = np.dtype(np.longdouble).itemsize
+    return 10 if (fi.nmant, fi.nexp) == (63, 15) and size > 10 else size
+
+
+_LONGDOUBLE_SIGNIFICANT = _longdouble_significant()
+
+
+def _significant_bytes(flat: np.ndarray) -> np.ndarray:
+    """The bytes of a contiguous 1-d longdouble (or clongdouble) array without the padding of
+    each value.
+
+    x87's 80-bit values sit in 16 bytes whose last 6 arithmetic never writes: they hold
+    whatever the memory held before, so two equal arrays (a recomputed one and the original)
+    hashed differently and a restore that re-ran the cell reported the value as differing.
+    """
+    size = np.dtype(np.longdouble).itemsize
+    keep = _LONGDOUBLE_SIGNIFICANT
+    u8 = np.ascontiguousarray(flat).view(np.uint8).reshape(-1, size)
+    if keep == size or flat.dtype.byteorder == ">":
+        return u8.reshape(-1)
+    return np.ascontiguousarray(u8[:, :keep]).reshape(-1)
 
 
 def _final_base(arr: np.ndarray) -> np.ndarray:

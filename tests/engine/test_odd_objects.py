@@ -491,3 +491,14 @@ def test_a_record_of_a_structured_array_stays_a_view_of_it(make_kernel, tmp_path
     b.ok("row['x'] = 5\nlast.x = 7")
     assert b.value("[arr.tolist(), type(last).__name__]") == [
         [[0, 0.0], [5, 2.5], [7, 0.0]], "record"]
+
+
+def test_a_recomputed_longdouble_array_verifies(make_kernel, tmp_path):
+    # x87 long doubles fill 10 of their 16 bytes: the other 6 held whatever the memory held,
+    # so the recomputed array (equal in value) digested differently and was reported as
+    # differing from the checkpointed one
+    cells = ["import numpy as np\nthirds = np.arange(1000, dtype=np.longdouble) / 3\n"
+             "one = np.longdouble(1) / 7\nwave = (np.arange(50) + 1j).astype(np.clongdouble) / 3"]
+    b = migrated(make_kernel, tmp_path, cells, "recompute-all")
+    assert b.value("[float(thirds[3]), float(one * 7), thirds.dtype == np.longdouble]") == [
+        1.0, 1.0, True]
