@@ -425,6 +425,8 @@ class _Pickler(cloudpickle.CloudPickler):
         rv = super().reducer_override(obj)
         if isinstance(obj, type) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_CLASS,):
             return _keep_inherited_entries(obj, rv)
+        if isinstance(obj, enum.EnumMeta) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_ENUM,):
+            return _with_enum_aliases(obj, rv)
         return rv
 
     def _reduce_masked(self, m: Any) -> tuple:
@@ -715,8 +717,29 @@ def _keep_inherited_entries(cls: type, rv: Any) -> Any:
     return (make, args, ({**clsdict, **added}, slotstate), *rest)
 
 
+def _with_enum_aliases(cls: Any, rv: Any) -> Any:
+    """Make a notebook enum again with its aliases (``ALIAS = 1`` next to ``A = 1``).
+
+    cloudpickle makes it from its canonical members only (iterating the class skips aliases):
+    the restored class had ``ALIAS`` as a plain attribute, not in ``__members__``, so
+    ``Corner['ALIAS']`` raised, and the class did not verify. Every name of ``__members__``,
+    in definition order, is given to the class statement as it was, which makes the same
+    aliases again.
+    """
+    try:
+        make, args, (clsdict, slotstate), *rest = rv
+        members = {name: m._value_ for name, m in cls.__members__.items()}
+    except (TypeError, ValueError, AttributeError):  # a cloudpickle we do not know
+        return rv
+    if len(args) < 4 or not isinstance(args[3], dict) or len(members) == len(args[3]):
+        return rv
+    clsdict = {k: v for k, v in clsdict.items() if k not in members}
+    return (make, (*args[:3], members, *args[4:]), (clsdict, slotstate), *rest)
+
+
 _MISSING = object()
 _MAKE_SKELETON_CLASS = getattr(cloudpickle.cloudpickle, "_make_skeleton_class", None)
+_MAKE_SKELETON_ENUM = getattr(cloudpickle.cloudpickle, "_make_skeleton_enum", None)
 # kinds of inherited entries put back: a slot wrapper (``object.__hash__``) or a function pickles
 # by reference; C method descriptors (``__init_subclass__`` of a builtin base) do not pickle
 _READDABLE = frozenset({types.WrapperDescriptorType, types.FunctionType, type(None)})

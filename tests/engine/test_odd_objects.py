@@ -502,3 +502,14 @@ def test_a_recomputed_longdouble_array_verifies(make_kernel, tmp_path):
     b = migrated(make_kernel, tmp_path, cells, "recompute-all")
     assert b.value("[float(thirds[3]), float(one * 7), thirds.dtype == np.longdouble]") == [
         1.0, 1.0, True]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_notebook_enum_keeps_its_aliases(make_kernel, tmp_path, strategy):
+    # cloudpickle made the class from its canonical members only: ALIAS came back a plain
+    # attribute, missing from __members__ (Corner['ALIAS'] raised; the class did not verify)
+    cells = ["import enum\nclass Corner(enum.Enum):\n    A = 0\n    B = 1\n    ALIAS = 0",
+             "picked = Corner['ALIAS']\nopen('picked.txt', 'w').write(picked.name)"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    assert b.value("[list(Corner.__members__), Corner['ALIAS'] is Corner.A, picked is Corner.A]") == [
+        ["A", "B", "ALIAS"], True, True]
