@@ -403,6 +403,12 @@ class _Pickler(cloudpickle.CloudPickler):
                 return (view_of, (mapping,))
         if type(obj) in _LOCKS:
             return _reduce_lock(obj)
+        system_random = getattr(sys.modules.get("random"), "SystemRandom", None)
+        if system_random is not None and isinstance(obj, system_random):
+            # it draws from the OS and has no state to pickle (its getstate raises), so it
+            # and the cell that made it (which reads OS entropy, never re-run) were lost; a
+            # new one draws from the same source
+            return (type(obj), (), dict(vars(obj)), None, None, _set_instance_state)
         if isinstance(obj, weakref.finalize):
             rv = _reduce_finalizer(obj)
             if rv is not None:

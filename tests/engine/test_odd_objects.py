@@ -513,3 +513,14 @@ def test_a_notebook_enum_keeps_its_aliases(make_kernel, tmp_path, strategy):
     b = migrated(make_kernel, tmp_path, cells, strategy)
     assert b.value("[list(Corner.__members__), Corner['ALIAS'] is Corner.A, picked is Corner.A]") == [
         ["A", "B", "ALIAS"], True, True]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_system_random_is_kept(make_kernel, tmp_path, strategy):
+    # it has no state to pickle (its getstate raises) and its cell reads OS entropy, so it was
+    # lost; it draws from the operating system, which a new one does as well
+    cells = ["import random\nclass Dice(random.SystemRandom):\n    sides = 6\n"
+             "dice = Dice()\npicks = [dice.randint(1, 6) for _ in range(3)]"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    assert b.value("[type(dice).__name__, 1 <= dice.randint(1, dice.sides) <= 6, len(picks)]") == [
+        "Dice", True, 3]
