@@ -1252,6 +1252,7 @@ class _Walker:
                     out.append(("logger", str(obj.name), obj.level, bool(obj.propagate),
                                 bool(obj.disabled)))
                     push(_Synth((_Synth(list(obj.handlers)), _Synth(list(obj.filters)))))
+                    self._link_ids((obj.handlers, obj.filters))  # (`hs = log.handlers`)
             elif state is not None:
                 if self._identity(obj, "smod"):
                     self.code = True

@@ -461,10 +461,10 @@ class _Pickler(cloudpickle.CloudPickler):
         # (which importing the library adds again) may hold something unpicklable, and would
         # make every object holding that logger so
         for key in ("handlers", "filters"):
-            items = list(getattr(logger, key))
-            if all(type(h).__module__ in ("logging", "logging.handlers", "__main__")
-                   for h in items):
-                state[key] = items
+            items = getattr(logger, key)
+            if type(items) is list and all(
+                    type(h).__module__ in ("logging", "logging.handlers", "__main__") for h in items):
+                state[key] = items  # the list itself: `hs = log.handlers` stays that list
         self.loads_into_live = True
         name = None if logger is logging.root else logger.name
         return (logging.getLogger, (name,), state, None, None, _set_logger_state)
@@ -1023,7 +1023,7 @@ def _apply_logger_state(logger: Any, state: dict[str, Any]) -> None:
     logger.propagate, logger.disabled = state["propagate"], state["disabled"]
     for key in ("handlers", "filters"):
         if key in state:
-            getattr(logger, key)[:] = state[key]
+            setattr(logger, key, state[key])
 
 
 _STDIO_NAMES = ("stdout", "stderr", "__stdout__", "__stderr__", "stdin", "__stdin__")

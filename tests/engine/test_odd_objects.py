@@ -524,3 +524,13 @@ def test_a_system_random_is_kept(make_kernel, tmp_path, strategy):
     b = migrated(make_kernel, tmp_path, cells, strategy)
     assert b.value("[type(dice).__name__, 1 <= dice.randint(1, dice.sides) <= 6, len(picks)]") == [
         "Dice", True, 3]
+
+
+def test_a_variable_holding_a_loggers_handler_list_stays_that_list(make_kernel, tmp_path):
+    # the logger's handlers were shipped as a copy and copied into its list: `hs` came back a
+    # list of its own, verified, and a handler added later no longer showed in it
+    cells = ["import logging\nlg = logging.getLogger('nb.handlers')\nhs = lg.handlers",
+             "h = logging.FileHandler('nb.log')\nlg.addHandler(h)\nlg.setLevel(logging.INFO)"]
+    b = migrated(make_kernel, tmp_path, cells, "ship-all")
+    b.ok("lg.addHandler(logging.NullHandler())")
+    assert b.value("[hs is lg.handlers, len(hs), hs[0] is h, lg.level]") == [True, 2, True, 20]
