@@ -13,8 +13,10 @@ import __future__
 
 import ast
 import enum
+import gc
 import inspect
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -74,6 +76,40 @@ def _check(entry: CovariableEntry, values: Mapping[str, Any]) -> tuple[bool, Any
         return True, report, ("equal to the checkpointed value as its library pickles it (state "
                               "the library computes lazily was filled in on load)")
     return False, report, None
+
+
+def _reattach_streams(captured: Any) -> None:
+    """Give what re-run cells took of ``sys.stdout``/``sys.stderr`` the kernel's streams back.
+
+    Re-run cells run with both replaced by the capture that keeps their output out of the
+    notebook, so ``logging.basicConfig()``, ``StreamHandler()``, ``out = sys.stdout`` or a
+    progress bar made in them held that capture's StringIO after the restore: the session's
+    log lines vanished from then on. The dicts and lists that hold one of the captures (a
+    handler's ``stream``, a variable) get the real stream in its place.
+    """
+    own = {id(vars(captured))}
+    for fake, real in ((captured._stdout, sys.stdout), (captured._stderr, sys.stderr)):
+        if fake is None:
+            continue
+        for holder in gc.get_referrers(fake):
+            if id(holder) in own:
+                continue
+            if type(holder) is list:
+                for i, v in enumerate(holder):
+                    if v is fake:
+                        holder[i] = real
+                continue
+            if type(holder) is not dict:
+                # (an instance whose attributes Python keeps inline, without a dict object)
+                try:
+                    holder = object.__getattribute__(holder, "__dict__")
+                except Exception:  # noqa: BLE001 - no instance dict: nothing we can rebind
+                    continue
+                if type(holder) is not dict:
+                    continue
+            for k, v in list(holder.items()):
+                if v is fake:
+                    holder[k] = real
 
 
 def _rerunnable(graph: Any, cells: list[int]) -> str | None:
@@ -239,7 +275,7 @@ def restore(
             loads_at.setdefault(entry.position, []).append(entry)
     errors: list[str] = []
     deleted_at = _deletions(graph)
-    with mon.paused(), capture_output(display=True):
+    with mon.paused(), capture_output(display=True) as captured:
         for pos in sorted(rerun | set(loads_at)):
             if pos in rerun:
                 _unbind_deleted(ns, pos, deleted_at)
@@ -258,6 +294,8 @@ def restore(
                         errors.append(f"{', '.join(entry.names)}: could not set the state of a "
                                       f"module or class it holds ({type(e).__name__}: {e})")
                 ns.update(loaded.pop(entry.key))
+    if rerun:
+        _reattach_streams(captured)
     replay_s = time.perf_counter() - t_replay
 
     # Phase 4: verify every co-variable against its recorded digest.

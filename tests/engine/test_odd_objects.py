@@ -534,3 +534,14 @@ def test_a_variable_holding_a_loggers_handler_list_stays_that_list(make_kernel, 
     b = migrated(make_kernel, tmp_path, cells, "ship-all")
     b.ok("lg.addHandler(logging.NullHandler())")
     assert b.value("[hs is lg.handlers, len(hs), hs[0] is h, lg.level]") == [True, 2, True, 20]
+
+
+def test_streams_taken_by_re_run_cells_are_the_kernels_after_a_restore(make_kernel, tmp_path):
+    # re-run cells run with sys.stdout/sys.stderr replaced by the capture that hides their
+    # output: basicConfig's handler, a StreamHandler and `out` kept that StringIO afterwards,
+    # so every log line after the migration vanished
+    cells = ["import logging, sys\nlogging.basicConfig()\nlg = logging.getLogger('nb.streams')\n"
+             "h = logging.StreamHandler()\nlg.addHandler(h)\nout = sys.stdout"]
+    b = migrated(make_kernel, tmp_path, cells, "recompute-all")
+    assert b.value("[h.stream is sys.stderr, logging.root.handlers[0].stream is sys.stderr, "
+                   "out is sys.stdout]") == [True, True, True]
