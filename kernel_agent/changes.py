@@ -877,6 +877,12 @@ _CLASS_SKIP = frozenset(
         "_abc_impl",
         "__firstlineno__",  # 3.13+: line numbers differ between processes, like co_firstlineno
         "__static_attributes__",
+        # pydantic's compiled schema, validator and serializer: made from the fields (which
+        # are walked), and the schema names the class by its id(), so a model class re-created
+        # by its cell never verified, nor did any instance of it
+        "__pydantic_core_schema__",
+        "__pydantic_validator__",
+        "__pydantic_serializer__",
     }
 )
 

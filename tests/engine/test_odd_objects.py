@@ -545,3 +545,13 @@ def test_streams_taken_by_re_run_cells_are_the_kernels_after_a_restore(make_kern
     b = migrated(make_kernel, tmp_path, cells, "recompute-all")
     assert b.value("[h.stream is sys.stderr, logging.root.handlers[0].stream is sys.stderr, "
                    "out is sys.stdout]") == [True, True, True]
+
+
+def test_a_recomputed_pydantic_model_verifies(make_kernel, tmp_path):
+    # pydantic's compiled schema names the class by its id(): a model class re-created by its
+    # cell, and every instance of it, were reported as differing from the checkpointed ones
+    pytest.importorskip("pydantic")
+    cells = ["import pydantic\nclass Item(pydantic.BaseModel):\n    name: str\n    tags: list[str] = []",
+             "item = Item(name='a')\nitem.tags.append('x')"]
+    b = migrated(make_kernel, tmp_path, cells, "recompute-all")
+    assert b.value("[item.model_dump(), type(item) is Item]") == [{"name": "a", "tags": ["x"]}, True]
