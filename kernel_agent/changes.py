@@ -53,6 +53,7 @@ import logging
 import marshal
 import mmap
 import os
+import random
 import re
 import socket
 import sqlite3
@@ -358,6 +359,19 @@ def _classify_uncached(tp: type) -> int:
     if _dict_descriptor(tp) is not None:
         return K_INSTANCE
     return K_REDUCE
+
+
+def _global_generator(obj: Any) -> bool:
+    """Whether `obj` is numpy's global RandomState (what ``np.random.rand`` draws from).
+
+    Like `random`'s hidden instance, it is the process's: held by a value (a scipy
+    distribution's ``_random_state``, ``pick = random.choice``) it is referenced by identity,
+    and its state is the generators' state the restore sets apart. Walked by value, its seed
+    sequence's entropy (drawn from the OS in every process) made every value holding it
+    differ from the checkpointed one when recomputed.
+    """
+    mtrand = sys.modules.get("numpy.random.mtrand")
+    return mtrand is not None and obj is getattr(mtrand, "_rand", None)
 
 
 def _python_defined(cls: type) -> bool:
@@ -1447,6 +1461,9 @@ class _Walker:
 
     # -- instances ---------------------------------------------------------------------------
     def _instance(self, obj: Any, tp: type, push: Any, extend: Any) -> None:
+        if obj is getattr(random, "_inst", None):
+            self.out.append(("ref", "random._inst"))  # (see `_global_generator`)
+            return
         if not self._identity(obj, "I"):
             return
         out = self.out
@@ -1865,6 +1882,9 @@ class _Walker:
 
     # -- fallback: C objects via their reduce value ---------------------------------------------
     def _reduce(self, obj: Any, tp: type, push: Any, extend: Any) -> None:
+        if _global_generator(obj):
+            self.out.append(("ref", "numpy.random.mtrand._rand"))
+            return
         if not self._identity(obj, "R"):
             return
         try:

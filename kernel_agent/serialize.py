@@ -1031,7 +1031,7 @@ _STDIO_NAMES = ("stdout", "stderr", "__stdout__", "__stderr__", "stdin", "__stdi
 
 def _process_objects() -> dict[int, tuple]:
     """id -> reduce value of the objects of the process a variable can alias, which come back
-    as the restoring process's own.
+    as the restoring process's own (the generators' state is set by the restore itself).
 
     Copied, ``env = os.environ`` and ``ctx = decimal.getcontext()`` were detached after a
     restore (verified, their content being equal): ``env['CUDA_VISIBLE_DEVICES'] = '1'`` no
@@ -1045,7 +1045,27 @@ def _process_objects() -> dict[int, tuple]:
     dec = sys.modules.get("decimal")
     if dec is not None:
         found[id(dec.getcontext())] = (_decimal_context, ())
+    # the global generators (`pick = random.choice`, a scipy distribution's `_random_state`):
+    # copied, a value drew from a private copy instead of the session's one stream
+    rnd = getattr(sys.modules.get("random"), "_inst", None)
+    if rnd is not None:
+        found[id(rnd)] = (_global_random, ())
+    mtrand = getattr(sys.modules.get("numpy.random.mtrand"), "_rand", None)
+    if mtrand is not None:
+        found[id(mtrand)] = (_global_numpy_random, ())
     return found
+
+
+def _global_random() -> Any:
+    import random
+
+    return random._inst
+
+
+def _global_numpy_random() -> Any:
+    import numpy.random.mtrand
+
+    return numpy.random.mtrand._rand
 
 
 def _os_attribute(name: str) -> Any:

@@ -555,3 +555,18 @@ def test_a_recomputed_pydantic_model_verifies(make_kernel, tmp_path):
              "item = Item(name='a')\nitem.tags.append('x')"]
     b = migrated(make_kernel, tmp_path, cells, "recompute-all")
     assert b.value("[item.model_dump(), type(item) is Item]") == [{"name": "a", "tags": ["x"]}, True]
+
+
+@pytest.mark.parametrize("strategy", ["recompute-all", "ship-all"])
+def test_values_holding_the_global_generators_hold_the_processs(make_kernel, tmp_path, strategy):
+    # numpy's global RandomState was walked by value, its seed sequence's entropy too (drawn
+    # from the OS in each process): a recomputed frozen scipy distribution (its
+    # `_random_state`) never verified. Shipped, it and `pick = random.choice` were copies:
+    # they drew from a private stream, not the session's
+    pytest.importorskip("scipy")
+    cells = ["import random\nimport numpy as np\nfrom scipy import stats\n"
+             "frozen = stats.norm(loc=1, scale=2)\npick = random.choice"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    b.ok("random.seed(3); np.random.seed(3)\nmine = [pick(range(1000)), float(frozen.rvs())]\n"
+         "random.seed(3); np.random.seed(3)\nours = [random.choice(range(1000)), float(np.random.normal(1, 2))]")
+    assert b.value("[mine == ours, frozen.dist._random_state is np.random.mtrand._rand]") == [True, True]
