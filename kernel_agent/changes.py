@@ -510,6 +510,31 @@ def _is_notebook_function(fn: types.FunctionType, ns: Any) -> bool:
     return (ns is not None and fn.__globals__ is ns) or fn.__module__ == "__main__"
 
 
+_LRU_WRAPPER = functools._lru_cache_wrapper
+
+
+def _lru_state(wrapper: Any, ns: Any) -> tuple:
+    """What a notebook function's ``lru_cache``/``cache`` remembers, as far as C shows it.
+
+    Its results are part of its value: ``f(1)`` cached before ``base.append(2)`` keeps
+    answering 2, a fresh cache answers 3. The cache's content is hidden in C; its size and
+    miss count change exactly when a call stores a result, so a cell that fills it mutates
+    the function (its cells are replayed to recreate it) and a restore that comes back with
+    another cache is not verified. Hits (which store nothing) are left out: a cell that only
+    reads the cache does not change it. A library's cache is its own business: not followed.
+    """
+    fn = getattr(wrapper, "__wrapped__", None)
+    if type(fn) is not types.FunctionType or not _is_notebook_function(fn, ns):
+        return ("lru",)
+    try:
+        info = wrapper.cache_info()
+    except Exception:  # noqa: BLE001 - a wrapper we cannot read: its type says enough
+        return ("lru",)
+    if not info.currsize:
+        return ("lru",)  # empty (or maxsize=0): a fresh cache behaves the same
+    return ("lru", int(info.misses), int(info.currsize))
+
+
 def _shared_by_code(o: Any, tp: type) -> bool:
     """What many unrelated objects hold because their code does: classes (a C object holds
     its heap type), modules, library functions and builtins (`len`, a ctor). A link through
@@ -1470,6 +1495,8 @@ class _Walker:
         out.append(("type", _type_name(tp)))
         if _is_session_class(tp, self.ns):
             push(tp)  # an instance and its notebook class are one co-variable
+        if tp is _LRU_WRAPPER:
+            out.append(_lru_state(obj, self.ns))
         dict_desc, slots = _layout(tp)
         solid = _solid_base(tp)
         children: list[Any] = []

@@ -101,6 +101,7 @@ class Unit:
     packages: list[str] = field(default_factory=list)
     digest_loaded: str | None = None  # digest of the value as its pickle rebuilds it, if different
     loads_into_live: bool = False  # notebook classes or modules: never load it back in this process
+    lossy: str | None = None  # ships, but comes back different (a non-empty lru_cache)
     reuse_key: tuple | None = None  # (names, active snapshot ids) when it may be reused
     reused: CachedUnit | None = None  # what a previous checkpoint stored for it
 
@@ -129,6 +130,7 @@ class CachedUnit:
     opaque: list[str]
     packages: list[str]
     digest_loaded: str | None = None
+    lossy: str | None = None
     loaded_checked: bool = False
     blobs: dict[str, BlobRef] = field(default_factory=dict)  # store url -> stored blob
     consistent: dict[str, bool] = field(default_factory=dict)  # store url -> upload raced no cell
@@ -191,7 +193,7 @@ class ReuseCache:
         entry = CachedUnit(
             names=tuple(u.names), mark=mark, executions=executions, nbytes=u.nbytes,
             error=u.error, digest=u.digest, opaque=list(u.opaque), packages=list(u.packages),
-            digest_loaded=u.digest_loaded,
+            digest_loaded=u.digest_loaded, lossy=u.lossy,
         )
         with self._lock:
             if self._graph is not graph:
@@ -380,6 +382,7 @@ def serialize_unit(u: Unit, ns: dict) -> None:
     s = dumps(values)
     u.parts, u.nbytes, u.error = (s.parts if s.error is None else None), s.nbytes, s.error
     u.loads_into_live = bool(getattr(s, "loads_into_live", False))
+    u.lossy = getattr(s, "lossy", None)
     try:
         report = digest_report(values)
         u.digest, u.opaque = report.digest, sorted(report.opaque)
@@ -440,7 +443,7 @@ def apply_cached(u: Unit, entry: CachedUnit) -> None:
     u.reused = entry
     u.nbytes, u.error, u.digest = entry.nbytes, entry.error, entry.digest
     u.opaque, u.packages = list(entry.opaque), list(entry.packages)
-    u.digest_loaded = entry.digest_loaded
+    u.digest_loaded, u.lossy = entry.digest_loaded, entry.lossy
 
 
 def _cell_costs(graph: Any) -> dict[int, CellCost]:
@@ -467,6 +470,11 @@ def _covar_cost(u: Unit, graph: Any, strategy: str) -> CovarCost:
         # before that (for a value that cannot be shipped that is still what there is, and
         # the restore's verification reports the difference)
         requires = []
+    if serializable and u.lossy and requires and all(cells_ok(graph, requires)):
+        # its pickle loads but is not the same value (a cache that comes back empty): re-run
+        # its cells, under every strategy; when they cannot be, it is shipped and the restore
+        # reports it not verified
+        serializable, error = False, u.lossy
     if strategy == "ship-all" and serializable:
         requires = []
     elif strategy == "recompute-all" and serializable and requires and all(cells_ok(graph, requires)):

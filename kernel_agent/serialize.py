@@ -24,7 +24,10 @@ Why it looks like this
     the user namespace inside ipykernel), and the globals they read are **not** shipped with
     them: those are variables of their own, shipped or recomputed by the engine.
   - ``functools.lru_cache``/``functools.cache`` wrappers of notebook functions are pickled by
-    value (``lru_cache(maxsize, typed)(wrapped)``; the cache content is dropped: it is a cache).
+    value (``lru_cache(maxsize, typed)(wrapped)``). The C cache has no way to put entries back,
+    so a non-empty one comes back empty; that is not the same function (its cached results
+    answer for a state that may be gone: ``f(1)`` cached before ``base.append(2)``), so the
+    stream says so (``Serialized.lossy``) and the checkpoint recomputes it when it can.
 
 * **numpy views stay views.** ``view = a[10:20]`` pickled next to ``a`` is reduced to
   ``(rebuild-view, (a, byte offset, shape, strides, dtype))`` so after ``loads`` the view shares
@@ -127,6 +130,7 @@ class Serialized:
     nbytes: int
     error: str | None = None
     loads_into_live: bool = False  # notebook classes or modules: never load it back in this process
+    lossy: str | None = None  # what the stream cannot bring back (it loads, but not the same)
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,6 +278,7 @@ class _Pickler(cloudpickle.CloudPickler):
         # (cloudpickle's class tracker) or module (`_set_module_state` on the imported one),
         # so callers must not
         self.loads_into_live = False
+        self.lossy: str | None = None  # state the stream drops (a non-empty lru_cache)
         # id -> name in `sys` of the kernel's standard streams (ipykernel's OutStreams)
         self._stdio = {id(v): n for n in _STDIO_NAMES if (v := getattr(sys, n, None)) is not None}
         self._process_objects = _process_objects()
@@ -427,6 +432,7 @@ class _Pickler(cloudpickle.CloudPickler):
                 return (*rv, *(None,) * (5 - len(rv)), _set_instance_state)
         if isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
             params = obj.cache_parameters()
+            self._note_lost_cache(obj)
             return (_rebuild_lru_cache, (obj.__wrapped__, params["maxsize"], params["typed"]))
         rv = super().reducer_override(obj)
         if isinstance(obj, type) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_CLASS,):
@@ -447,6 +453,16 @@ class _Pickler(cloudpickle.CloudPickler):
         """
         return (_rebuild_masked, (m.view(self._np.ndarray), type(m)), dict(vars(m)), None, None,
                 _set_masked_state)
+
+    def _note_lost_cache(self, wrapper: Any) -> None:
+        """Record that `wrapper` comes back with an empty cache while its cache holds results."""
+        try:
+            size = wrapper.cache_info().currsize
+        except Exception:  # noqa: BLE001 - unreadable: assume it is empty, as it will be
+            return
+        if size and self.lossy is None:
+            name = getattr(wrapper, "__qualname__", "?")
+            self.lossy = f"the cache of {name} ({size} results) cannot be rebuilt from a pickle"
 
     def _reduce_logger(self, logger: Any) -> tuple:
         """A logger is the process's logger of that name, configured as it was.
@@ -1307,6 +1323,7 @@ def dumps(
             if root not in present and _any_overlap(spans)
         }
         loads_into_live = pickler.loads_into_live
+        lossy = pickler.lossy
         if pickler.deferred_roots & present:
             # a view was met before its base: pickle again knowing which bases are present
             stream, buffers, _ = _pickle(data, namespace, present)  # pass 1 keeps ids alive
@@ -1343,6 +1360,7 @@ def dumps(
         parts=[bytes(header), payload, *tail],
         nbytes=total,
         loads_into_live=loads_into_live,
+        lossy=lossy,
     )
     if verify and not loads_into_live:  # (loading it here would write into the live objects)
         try:

@@ -570,3 +570,28 @@ def test_values_holding_the_global_generators_hold_the_processs(make_kernel, tmp
     b.ok("random.seed(3); np.random.seed(3)\nmine = [pick(range(1000)), float(frozen.rvs())]\n"
          "random.seed(3); np.random.seed(3)\nours = [random.choice(range(1000)), float(np.random.normal(1, 2))]")
     assert b.value("[mine == ours, frozen.dist._random_state is np.random.mtrand._rand]") == [True, True]
+
+
+def test_a_cached_notebook_function_keeps_answering_from_its_cache(make_kernel, tmp_path,
+                                                                    strategy):
+    # the wrapper was shipped with an empty cache (the C cache takes no entries back) and the
+    # restore verified it: f(1), cached before base grew, answered 2 in the session and 3 after
+    cells = ["from functools import cache\nbase = [1]",
+             "@cache\ndef f(n):\n    return n + len(base)",
+             "r1 = f(1)",
+             "base.append(2)"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    assert b.value("[r1, f(1), base, f.cache_info().currsize]") == [2, 2, [1, 2], 1]
+
+
+def test_a_cached_function_that_must_be_shipped_is_not_verified(make_kernel, tmp_path):
+    # the cell that filled the cache wrote a file: it is not re-run, so the function is
+    # shipped, and comes back with an empty cache; that is not the session's function
+    cells = ["import os\nos.chdir(" + repr(str(tmp_path)) + ")",
+             "from functools import cache\nbase = [1]",
+             "@cache\ndef f(n):\n    return n + len(base)",
+             "r1 = f(1)\nopen('log.txt', 'w').write('x')",
+             "base.append(2)"]
+    _, _, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="optimal")
+    assert not r["variables"]["f"]["verified"]
+    assert all(v["verified"] for n, v in r["variables"].items() if n != "f")
