@@ -633,6 +633,57 @@ def module_state(mod: types.ModuleType) -> dict[str, Any] | None:
     return None
 
 
+def module_global_of(value: Any, name: str) -> tuple[str, str, str] | None:
+    """(module, its source file, attribute) when `value` is a global of one of the notebook's
+    own modules, else None.
+
+    ``from exp import A`` binds the module's very list: a cell's ``A.append(2)`` is seen by
+    the module's functions, and ``exp.A is A``. Shipped as a plain value it came back detached
+    (the module, imported again, held the file's ``[1]``), and nothing checked that. Only
+    objects whose identity matters: not atoms, nor functions, classes and modules (those
+    already come back as the module's own, by reference). The attribute named like the
+    variable is preferred; else the first by module and attribute name.
+    """
+    tp = type(value)
+    if (tp in MARSHAL_ATOMS or tp in _EXT_ATOMS or tp is types.FunctionType
+            or issubclass(tp, type) or tp is types.ModuleType):
+        return None
+    try:
+        found = [(key != name, modname, key, source)
+                 for modname, mod, source in _local_modules()
+                 for key, v in list(vars(mod).items())
+                 if v is value and type(key) is str and not (key[:2] == "__" and key[-2:] == "__")]
+    except Exception:  # noqa: BLE001 - a module whose namespace cannot be read: none
+        return None
+    if not found:
+        return None
+    _, modname, key, source = min(found)
+    return modname, source, key
+
+
+_local_modules_seen: tuple[int, list[tuple[str, types.ModuleType, str]]] = (-1, [])
+
+
+def _local_modules() -> list[tuple[str, types.ModuleType, str]]:
+    """(name, module, source) of the notebook's own imported modules. Looked up once per change
+    in the number of imported modules (a checkpoint asks once per variable, and a kernel with
+    pandas has thousands of modules); a module imported again under its name is noticed."""
+    global _local_modules_seen
+    count, mods = _local_modules_seen
+    if count == len(sys.modules) and all(sys.modules.get(n) is m for n, m, _ in mods):
+        return mods
+    mods = []
+    for modname, mod in list(sys.modules.items()):
+        if (type(mod) is not types.ModuleType or type(modname) is not str
+                or modname in ("__main__", "__mp_main__")):  # (the notebook's own namespace)
+            continue
+        source = local_source(mod)
+        if source is not None and local_module(mod):
+            mods.append((modname, mod, source))
+    _local_modules_seen = (len(sys.modules), mods)
+    return mods
+
+
 def module_namespace(mapping: Any) -> bool:
     """`mapping` is a module's ``__dict__`` (the notebook's namespace is ``__main__``'s)."""
     if type(mapping) is not dict:
@@ -3019,6 +3070,9 @@ def digest_report(values: Mapping[str, Any], *, max_nodes: int = 20_000_000,
             w.out.append(("failed",))
         if len(w.opaque_types) > n_opaque:
             opaque.add(name)
+        home = None if legacy else module_global_of(values[name], name)
+        if home is not None:  # (the module's object: a restore must give back that binding)
+            w.out.append(("modglobal", home[0], home[2]))
     try:
         w.resolve_arrays()
     except Exception as exc:  # pragma: no cover - defensive

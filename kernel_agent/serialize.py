@@ -101,6 +101,7 @@ from kernel_agent.buffers import BlobBuffer, array_interface_base
 from kernel_agent.changes import (
     local_class,
     local_source,
+    module_global_of,
     module_namespace,
     module_state,
     registered_module,
@@ -821,6 +822,44 @@ def _write_state(write: Any, *args: Any) -> None:
         write(*args)
 
 
+class _ModuleGlobal:
+    """A variable that is a global of one of the notebook's modules (``from exp import A``),
+    in the stream: the value, and where it lives, so that the load puts it back there."""
+
+    __slots__ = ("value", "home")
+
+    def __init__(self, value: Any, home: tuple[str, str, str]) -> None:
+        self.value, self.home = value, home
+
+    def __reduce__(self) -> tuple:
+        return (_module_global, (self.value, *self.home))
+
+
+def _module_global(value: Any, modname: str, source: str, key: str) -> Any:
+    """The loaded value, made the module's attribute again (when the value is put in place:
+    the module is imported then, as the file is then; a file changed since still gets the
+    session's object, which its functions saw)."""
+    _write_state(_put_in_module, value, modname, source, key)
+    return value
+
+
+def _put_in_module(value: Any, modname: str, source: str, key: str) -> None:
+    setattr(_import_module(modname, source), key, value)
+
+
+def _with_module_homes(values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """`values` with each global of a notebook module wrapped (`_ModuleGlobal`); whether any
+    is. A stream holding one writes into the module when loaded: never in this process."""
+    out, any_home = {}, False
+    for name, value in values.items():
+        home = module_global_of(value, name)
+        if home is not None:
+            out[name], any_home = _ModuleGlobal(value, home), True
+        else:
+            out[name] = value
+    return out, any_home
+
+
 def _set_module_state(module: types.ModuleType, state: dict[str, Any]) -> None:
     _write_state(vars(module).update, state)
 
@@ -1312,8 +1351,8 @@ def dumps(
     names = list(values)
     if namespace is None:
         namespace = getattr(sys.modules.get("__main__"), "__dict__", None)
-    data = dict(values)
     try:
+        data, homes = _with_module_homes(dict(values))
         stream, buffers, pickler = _pickle(data, namespace, None)
         present = pickler.seen_arrays | pickler.covered_roots
         # views of a base nobody references that overlap each other must keep sharing memory:
@@ -1322,7 +1361,7 @@ def dumps(
             root for root, spans in pickler.view_spans.items()
             if root not in present and _any_overlap(spans)
         }
-        loads_into_live = pickler.loads_into_live
+        loads_into_live = pickler.loads_into_live or homes
         lossy = pickler.lossy
         if pickler.deferred_roots & present:
             # a view was met before its base: pickle again knowing which bases are present

@@ -240,3 +240,30 @@ def test_a_cell_re_run_before_a_shipped_module_reads_the_module_as_it_was_then(m
     assert_restore_verified(r)
     assert b.value("[list(upto), gen_mod.counter]") == a.value("[list(upto), gen_mod.counter]") == [
         [0, 1], 3]
+
+
+DATA_MODULE = ("open('data_mod.py', 'w').write('A = [1]\\nB = {\"k\": 1}\\n"
+               "def get():\\n    return A\\n')")
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_data_names_imported_from_the_notebooks_own_module_stay_the_modules_objects(
+        make_kernel, tmp_path, strategy):
+    # `from data_mod import A, B` then `A.append(2)`: A was shipped as a plain list, and the
+    # module, imported again, held the file's [1]; get() no longer saw the notebook's A, and
+    # the restore verified it (nothing checked the binding)
+    cells = [DATA_MODULE, "from data_mod import A, B", "A.append(2)"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_restore_verified(r)
+    assert b.value("[A, B, __import__('data_mod').A is A, __import__('data_mod').get() is A,"
+                   " __import__('data_mod').B is B]") == [[1, 2], {"k": 1}, True, True, True]
+
+
+def test_a_module_global_whose_module_is_gone_is_not_verified(make_kernel, tmp_path):
+    # the file was deleted: the value comes back, its binding to the module cannot, and the
+    # restore says so instead of verifying a detached list
+    cells = [DATA_MODULE, "from data_mod import A", "A.append(2)",
+             "import os\nos.remove('data_mod.py')"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="ship-all")
+    assert not r["variables"]["A"]["verified"]
+    assert b.value("A") == [1, 2]
