@@ -572,6 +572,7 @@ def test_values_holding_the_global_generators_hold_the_processs(make_kernel, tmp
     assert b.value("[mine == ours, frozen.dist._random_state is np.random.mtrand._rand]") == [True, True]
 
 
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
 def test_a_cached_notebook_function_keeps_answering_from_its_cache(make_kernel, tmp_path,
                                                                     strategy):
     # the wrapper was shipped with an empty cache (the C cache takes no entries back) and the
