@@ -444,10 +444,15 @@ def _is_leaf_type(t: type) -> bool:
             )
         except Exception:  # noqa: BLE001
             leaf = False
-        if len(_leaf_cache) > 10_000:
-            _leaf_cache.clear()
-        _leaf_cache[t] = leaf
+        _remember(_leaf_cache, t, leaf)
     return leaf
+
+
+def _remember(cache: dict[type, bool], t: type, verdict: bool) -> None:
+    """Keep a per-type verdict; a cache past 10,000 types (classes made in a loop) starts over."""
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[t] = verdict
 
 
 _TPFLAGS_HEAPTYPE = 1 << 9
@@ -475,9 +480,7 @@ def _c_references(t: type) -> bool:
                       for k in t.__mro__)
         except Exception:  # noqa: BLE001
             hit = False
-        if len(_c_refs_cache) > 10_000:
-            _c_refs_cache.clear()
-        _c_refs_cache[t] = hit
+        _remember(_c_refs_cache, t, hit)
     return hit
 
 
@@ -493,12 +496,13 @@ _machinery_cache: dict[type, bool] = {}
 def _is_machinery(t: type) -> bool:
     hit = _machinery_cache.get(t)
     if hit is None:
-        mod = getattr(t, "__module__", None)
-        hit = isinstance(mod, str) and mod.split(".", 1)[0] in _MACHINERY_MODULES
-        if len(_machinery_cache) > 10_000:
-            _machinery_cache.clear()
-        _machinery_cache[t] = hit
+        hit = _machinery_module(getattr(t, "__module__", None))
+        _remember(_machinery_cache, t, hit)
     return hit
+
+
+def _machinery_module(name: Any) -> bool:
+    return isinstance(name, str) and name.split(".", 1)[0] in _MACHINERY_MODULES
 
 
 class _BudgetExceeded(Exception):
@@ -699,7 +703,7 @@ class _Walker:
 def _machinery_frame(frame: types.FrameType) -> bool:
     """A frame of the kernel's own code (`_MACHINERY_MODULES`): its locals reach the shell."""
     mod = frame.f_globals.get("__name__")
-    return not isinstance(mod, str) or mod.split(".", 1)[0] in _MACHINERY_MODULES
+    return not isinstance(mod, str) or _machinery_module(mod)
 
 
 def _push_handlers(lg: logging.Logger, stack: list) -> None:

@@ -2692,10 +2692,7 @@ class Tracker:
             if g & suspect and not self._probe(ns[names[0]], ns, g):
                 continue
             for n in names:
-                tok = self._token.pop(n, None)
-                if tok is not None:
-                    self._index.kill(tok)
-                    self._name_of.pop(tok, None)
+                self._drop_token(n)
                 tok = self._index.new_token()
                 self._token[n] = tok
                 self._name_of[tok] = n
@@ -2807,7 +2804,7 @@ class Tracker:
             if n in done:
                 continue
             group = self._group.get(n)
-            if group is None or n not in self._token:
+            if group is None:
                 continue
             done |= group
             if group <= walked_set and not group & changed and all(
@@ -2815,15 +2812,19 @@ class Tracker:
                 kept |= group
         return kept
 
+    def _drop_token(self, name: str) -> None:
+        """`name` no longer owns its entries in the id index."""
+        tok = self._token.pop(name, None)
+        if tok is not None:
+            self._index.kill(tok)
+            self._name_of.pop(tok, None)
+
     def _forget(self, name: str) -> None:
         self._stale.discard(name)
         self._unwalked.discard(name)
         self._prints.pop(name, None)
         self._heavy.discard(name)
-        tok = self._token.pop(name, None)
-        if tok is not None:
-            self._index.kill(tok)
-            self._name_of.pop(tok, None)
+        self._drop_token(name)
         g = self._group.pop(name, None)
         if g is not None and len(g) > 1:
             rest = g - {name}
@@ -2922,13 +2923,9 @@ class Tracker:
         kept = self._unchanged_groups(walked, old_prints, new_prints,
                                       upd.rebound | candidates | split)
         for n in names:
-            if n in kept:
-                continue
-            tok = self._token.pop(n, None)
-            if tok is not None:
-                self._index.kill(tok)
-                self._name_of.pop(tok, None)
-            self._group.pop(n, None)
+            if n not in kept:
+                self._drop_token(n)
+                self._group.pop(n, None)
         for n, p in atoms.items():
             self._group[n] = frozenset((n,))
             if n in candidates:

@@ -84,6 +84,7 @@ import itertools
 import logging
 import os
 import pickle
+import random
 import stat
 import struct
 import sys
@@ -409,8 +410,7 @@ class _Pickler(cloudpickle.CloudPickler):
                 return (view_of, (mapping,))
         if type(obj) in _LOCKS:
             return _reduce_lock(obj)
-        system_random = getattr(sys.modules.get("random"), "SystemRandom", None)
-        if system_random is not None and isinstance(obj, system_random):
+        if isinstance(obj, random.SystemRandom):
             # it draws from the OS and has no state to pickle (its getstate raises), so it
             # and the cell that made it (which reads OS entropy, never re-run) were lost; a
             # new one draws from the same source
@@ -453,7 +453,7 @@ class _Pickler(cloudpickle.CloudPickler):
         slice's mask is a view of its parent's); the attributes are set as they were.
         """
         return (_rebuild_masked, (m.view(self._np.ndarray), type(m)), dict(vars(m)), None, None,
-                _set_masked_state)
+                _set_instance_state)
 
     def _note_lost_cache(self, wrapper: Any) -> None:
         """Record that `wrapper` comes back with an empty cache while its cache holds results."""
@@ -1063,10 +1063,6 @@ def _text_position(f: io.TextIOWrapper, fd: int) -> int:
 
 def _rebuild_masked(data: Any, cls: type) -> Any:
     return data.view(cls)
-
-
-def _set_masked_state(arr: Any, state: dict) -> None:
-    vars(arr).update(state)
 
 
 def _set_logger_state(logger: Any, state: dict[str, Any]) -> None:
