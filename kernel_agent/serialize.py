@@ -702,7 +702,7 @@ def _rebuild_memoryview(exporter: Any, offset: int, nbytes: int, fmt: str,
                         shape: tuple, readonly: bool, step: int = 1) -> memoryview:
     whole = memoryview(exporter).cast("B")
     if step != 1:  # one dimension, every step-th item from offset
-        items = whole[offset:].cast("B", (len(whole) - offset,))
+        items = whole[offset:]
         size = struct.calcsize(fmt)
         usable = (len(items) // size) * size
         m = items[:usable].cast(fmt)[:: step][: shape[0]]
