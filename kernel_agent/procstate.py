@@ -28,10 +28,22 @@ from typing import Any
 from kernel_agent import effects
 from kernel_agent.dictversion import VersionWatch, dict_version
 
+#: the last `_environ` reading: (the dict read, a watch of its tag, the items)
+_environ_seen: tuple[dict, VersionWatch, tuple] | None = None
+
 
 def _environ() -> Any:
+    global _environ_seen
     data = getattr(os.environ, "_data", None)  # the raw bytes: no decoding per cell
-    return tuple(data.items()) if type(data) is dict else tuple(os.environ.items())
+    if type(data) is not dict:
+        return tuple(os.environ.items())
+    seen = _environ_seen
+    if seen is not None and seen[0] is data and seen[1].unchanged():
+        return seen[2]  # (the same tuple: compared by identity first, then it is equal)
+    tag = dict_version(data)
+    items = tuple(data.items())
+    _environ_seen = (data, VersionWatch((data,), (tag,)), items)
+    return items
 
 
 def _python() -> Any:
@@ -141,20 +153,37 @@ def _pandas() -> Any:
     return _option_ids(cfg._global_config) if cfg is not None else None
 
 
+#: the last `_pandas_accessors` reading: (the classes, a watch of their dicts' tags, result)
+_accessors_seen: tuple[tuple, VersionWatch, frozenset] | None = None
+
+
 def _pandas_accessors() -> Any:
     """Accessors the notebook registered (``@pd.api.extensions.register_dataframe_accessor(
     "geo")`` sets ``DataFrame.geo``): shipping the accessor's class does not register it again,
     so the restored ``df.geo`` raised. pandas' own are left out, so that a cell importing
-    pandas and registering one at once is a change (and importing it alone is none)."""
+    pandas and registering one at once is a change (and importing it alone is none).
+
+    Registering sets the attribute on the class, which changes the tag of the class's dict:
+    while no tag has moved, the last reading stands."""
+    global _accessors_seen
     pd = sys.modules.get("pandas")
+    if pd is None:
+        return frozenset()
+    classes = tuple(getattr(pd, owner, None) for owner in ("DataFrame", "Series", "Index"))
+    seen = _accessors_seen
+    if seen is not None and seen[0] == classes and seen[1].unchanged():
+        return seen[2]
+    dicts = [gc.get_referents(vars(cls))[0] for cls in classes if isinstance(cls, type)]
+    tags = [dict_version(d) for d in dicts]
     found: set[tuple[str, str, Any]] = set()
-    for owner in ("DataFrame", "Series", "Index") if pd is not None else ():
-        cls = getattr(pd, owner, None)
+    for owner, cls in zip(("DataFrame", "Series", "Index"), classes, strict=True):
         for name in getattr(cls, "_accessors", ()):
             accessor = getattr(vars(cls).get(name), "_accessor", None)
             if accessor is not None and not str(accessor.__module__).startswith("pandas"):
                 found.add((owner, name, accessor))
-    return frozenset(found)
+    out = frozenset(found)
+    _accessors_seen = (classes, VersionWatch(dicts, tags), out)
+    return out
 
 
 def _matplotlib() -> Any:
@@ -212,17 +241,42 @@ def _logger(lg: Any) -> tuple:
     return (lg.level, lg.propagate, lg.disabled, handlers, only_null, filters)
 
 
+#: the last `_logging` reading: (the loggers read, a watch of the tags of the manager's
+#: dict and their dicts, copies of their handler and filter lists, the result)
+_logging_seen: tuple[tuple, VersionWatch, tuple, _Loggers] | None = None
+
+
 def _logging() -> Any:
     """Levels, handlers and filters of every logger: ``logging.basicConfig(level=...)``,
     ``log.addHandler(h)``, ``log.setLevel(...)`` configure the process, not a variable, and a
-    restore that only shipped variables left the session logging nothing."""
+    restore that only shipped variables left the session logging nothing.
+
+    Levels and flags are attributes (setting one changes the tag of the logger's dict), new
+    loggers are entries of the manager's dict, handlers and filters are lists changed in place
+    (compared with copies): while none of these moved, the last reading stands."""
+    global _logging_seen
     mod = sys.modules.get("logging")
     if mod is None:
         return None
-    out = _Loggers({"": _logger(mod.root)})
-    for name, lg in list(mod.root.manager.loggerDict.items()):
-        if isinstance(lg, mod.Logger):
-            out[name] = _logger(lg)
+    manager = mod.root.manager
+    seen = _logging_seen
+    if seen is not None and seen[0][0] is manager.loggerDict and seen[1].unchanged():
+        loggers, lists = seen[0][1:], seen[2]
+        if all(lg.handlers == h and lg.filters == f
+               for lg, (h, f) in zip(loggers, lists, strict=True)):
+            return seen[3]
+    registry = manager.loggerDict
+    tag = dict_version(registry)
+    pairs = [("", mod.root)] + [(name, lg) for name, lg in list(registry.items())
+                                 if isinstance(lg, mod.Logger)]
+    loggers = tuple(lg for _, lg in pairs)
+    dicts = [registry] + [getattr(lg, "__dict__", None) for lg in loggers]
+    tags = [tag] + [dict_version(d) for d in dicts[1:]]
+    out = _Loggers((name, _logger(lg)) for name, lg in pairs)
+    lists = tuple((list(lg.handlers), list(lg.filters)) for lg in loggers)
+    # (a logger without a plain dict has no tag: read every time)
+    _logging_seen = (((registry, *loggers), VersionWatch(dicts, tags), lists, out)
+                     if all(type(d) is dict for d in dicts) else None)
     return out
 
 
@@ -244,6 +298,8 @@ class ProcessState:
                 continue
             try:
                 after = later.parts.get(name)
+                if after is before:
+                    continue
                 if type(before) is _Loggers and type(after) is _Loggers:
                     if after.changed_since(before):
                         return True

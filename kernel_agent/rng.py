@@ -47,12 +47,18 @@ def raw_state() -> RawState:
 _HEADER = object.__basicsize__  # reference count and type: change without any draw
 
 
-def _raw(obj: Any) -> bytes:
-    """The memory of a C object past its header: for the generators, their whole state."""
+def _view(obj: Any, base: type) -> Any:
+    """A ctypes view of the memory of C object `obj` past its header, as far as `base`'s
+    layout goes: for the generators, their whole state."""
     import ctypes
 
-    size = type(obj).__basicsize__
-    return ctypes.string_at(id(obj) + _HEADER, size - _HEADER)
+    return (ctypes.c_char * (base.__basicsize__ - _HEADER)).from_address(id(obj) + _HEADER)
+
+
+#: the generators `fingerprint` last read, and views of their memory. Making a view is an
+#: audited ctypes call and an `id()` (each an event the agent's own audit hook sees); reading
+#: one is a copy of its bytes. The generators are held, so the memory stays theirs.
+_views: tuple[Any, Any, Any, tuple[Any, ...]] | None = None
 
 
 def fingerprint() -> bytes | None:
@@ -61,6 +67,7 @@ def fingerprint() -> bytes | None:
     monitor skips the full states. A different one is not always a draw (numpy caches its
     ctypes interface in the generator), so it only sends the monitor to `raw_state`.
     None where the layout is not CPython's."""
+    global _views
     if sys.implementation.name != "cpython":
         return None
     try:
@@ -70,23 +77,24 @@ def fingerprint() -> bytes | None:
         inst = random._inst  # type: ignore[attr-defined]
         if type(inst) is not random.Random:
             return None
-        parts = [_raw_as(inst, _random.Random),
-                 marshal.dumps(vars(inst).get("gauss_next"), 2)]
         np_random = sys.modules.get("numpy.random")
-        if np_random is None:
-            parts.append(b"-")
-        else:
+        rs = bits = None
+        if np_random is not None:
             rs = np_random.mtrand._rand
-            parts += [_raw(rs), _raw(rs._bit_generator)]
+            bits = rs._bit_generator
+        seen = _views
+        if seen is None or seen[0] is not inst or seen[1] is not rs or seen[2] is not bits:
+            views = [_view(inst, _random.Random)]
+            if rs is not None:
+                views += [_view(rs, type(rs)), _view(bits, type(bits))]
+            seen = _views = (inst, rs, bits, tuple(views))
+        parts = [v.raw for v in seen[3]]
+        parts.append(marshal.dumps(vars(inst).get("gauss_next"), 2))
+        if rs is None:
+            parts.append(b"-")
         return b"".join(parts)
     except Exception:  # noqa: BLE001 - unknown layout: always take the full states
         return None
-
-
-def _raw_as(obj: Any, base: type) -> bytes:
-    import ctypes
-
-    return ctypes.string_at(id(obj) + _HEADER, base.__basicsize__ - _HEADER)
 
 
 def raw_equal(a: RawState, b: RawState) -> bool:

@@ -164,3 +164,63 @@ def test_builtins_are_compared_by_identity_whatever_their_order():
         assert before.differs(procstate.snapshot())
     finally:
         builtins.abs = saved
+
+
+def _logger_changes(lg):
+    import logging
+
+    handler = logging.StreamHandler()
+    return {
+        "handler added": lambda: lg.addHandler(handler),
+        "filter added": lambda: lg.addFilter(logging.Filter("elastic")),
+        "propagation off": lambda: setattr(lg, "propagate", False),
+        "level": lambda: lg.setLevel(logging.ERROR),
+        "disabled": lambda: setattr(lg, "disabled", True),
+    }
+
+
+@pytest.mark.parametrize("change", sorted(_logger_changes(None)))
+def test_a_logger_change_after_readings_that_were_reused_is_seen(change):
+    """Snapshots reuse the last reading while no tag moved: the reuse must not hide what
+    comes after it (handlers and filters change in place, without any tag moving)."""
+    import logging
+
+    lg = logging.getLogger("elastic.procstate.reused")
+    lg.addHandler(logging.StreamHandler())  # configured: not a library's default logger
+    try:
+        before = procstate.snapshot()
+        assert not before.differs(procstate.snapshot())  # (the second reading is reused)
+        _logger_changes(lg)[change]()
+        assert before.differs(procstate.snapshot())
+    finally:
+        lg.handlers.clear()
+        lg.filters.clear()
+        lg.propagate, lg.disabled = True, False
+        lg.setLevel(logging.NOTSET)
+
+
+def test_an_environment_change_after_a_reused_reading_is_seen(restore_process):
+    before = procstate.snapshot()
+    assert not before.differs(procstate.snapshot())
+    os.environ["ELASTIC_PROCSTATE_REUSED"] = "1"
+    assert before.differs(procstate.snapshot())
+    later = procstate.snapshot()
+    del os.environ["ELASTIC_PROCSTATE_REUSED"]
+    assert later.differs(procstate.snapshot())
+
+
+def test_a_pandas_accessor_registered_after_a_reused_reading_is_seen():
+    pd = pytest.importorskip("pandas")
+    before = procstate.snapshot()
+    assert not before.differs(procstate.snapshot())
+
+    @pd.api.extensions.register_series_accessor("elastic_procstate")
+    class Accessor:
+        def __init__(self, obj):
+            self.obj = obj
+
+    try:
+        assert before.differs(procstate.snapshot())
+    finally:
+        delattr(pd.Series, "elastic_procstate")
+        pd.Series._accessors.discard("elastic_procstate")
