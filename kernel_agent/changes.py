@@ -517,10 +517,14 @@ def exec_globals(fn: types.FunctionType) -> dict | None:
     That dict is data the function reads at every call (``G['K'] = 1`` changes what ``f``
     returns): ``f`` and ``G`` are one value. Not a module's namespace (a library function's,
     or the notebook's own namespace), and not a function of ``__main__`` (a notebook
-    function bound to the namespace it is loaded into).
+    function bound to the namespace it is loaded into) or of an imported module.
     """
     g = fn.__globals__
-    if type(g) is not dict or fn.__module__ == "__main__" or module_namespace(g):
+    mod = fn.__module__
+    if (type(g) is not dict or mod == "__main__" or module_namespace(g)
+            or (type(mod) is str and mod in sys.modules)):
+        # (a library function cloudpickle copied, with a dict of the globals it reads, names
+        # its module: not the notebook's)
         return None
     return g
 
@@ -960,6 +964,19 @@ def _buffer_exporter(arr: np.ndarray) -> bytearray | _array_mod.array | None:
             break
         b = b.obj
     return b if type(b) is bytearray or type(b) is _array_mod.array else None
+
+
+_BYTESIO_BUFFER = type(io.BytesIO().getbuffer().obj)
+
+
+def memoryview_exporter(mv: memoryview) -> Any:
+    """The object a memoryview writes into (a ``BytesIO``'s for `getbuffer()`), or None for
+    bytes and what has none."""
+    exporter = mv.obj
+    if type(exporter) is _BYTESIO_BUFFER:
+        owners = [o for o in gc.get_referents(exporter) if type(o) is io.BytesIO]
+        exporter = owners[0] if len(owners) == 1 else exporter
+    return None if exporter is None or type(exporter) is bytes else exporter
 
 
 def _exporter_ids(b: Any) -> list[int]:
@@ -1534,7 +1551,7 @@ class _Walker:
             out.append(obj.maxlen)
             self._seq(list(obj), push, extend)
         elif kind == K_BUFFER:
-            self._buffer(obj, tp)
+            self._buffer(obj, tp, push)
         elif kind == K_TORCH:
             self._torch(obj, tp, push)
         elif kind == K_REDUCE:
@@ -1885,14 +1902,18 @@ class _Walker:
                 self.ids.extend(_exporter_ids(b))
             b = getattr(b, "base", None) if isinstance(b, np.ndarray) else None
 
-    def _buffer(self, obj: Any, tp: type) -> None:
+    def _buffer(self, obj: Any, tp: type, push: Any) -> None:
         if not self._identity(obj, "B"):
             return
         if tp is memoryview:
-            if not self.noid and obj.obj is not None and type(obj.obj) is not bytes:
-                self.ids.append(id(obj.obj))
+            exporter = memoryview_exporter(obj)
+            if not self.noid and exporter is not None and not self.portable:
+                self.ids.append(id(exporter))
             data = obj.tobytes()
             self.out.append(("mv", obj.format, obj.shape, xxhash.xxh3_128_digest(data)))
+            if self.portable and exporter is not None:
+                # what it writes into: a copy loaded over nothing (bytes) is not the same value
+                push(exporter)
         elif tp is _array_mod.array:
             self.out.append(
                 ("array", obj.typecode, xxhash.xxh3_128_digest(memoryview(obj).cast("B")))

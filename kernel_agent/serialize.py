@@ -105,6 +105,7 @@ from kernel_agent.changes import (
     exec_globals,
     local_class,
     local_source,
+    memoryview_exporter,
     module_global_of,
     module_globals,
     module_namespace,
@@ -450,7 +451,7 @@ class _Pickler(cloudpickle.CloudPickler):
             rv = object.__reduce_ex__(obj, 4)
             if type(rv) is tuple and 3 <= len(rv) <= 5 and rv[2] is not None:
                 return (*rv, *(None,) * (5 - len(rv)), _set_instance_state)
-        rv = _reduce_keeping_dict(obj, tp)
+        rv = None if tp in self.dispatch_table else _reduce_keeping_dict(obj, tp)
         if rv is not None:
             return rv
         if isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
@@ -557,14 +558,21 @@ class _Pickler(cloudpickle.CloudPickler):
         np = self._np
         try:
             exporter = mv.obj
-            if not (type(exporter) in (bytes, bytearray, array.array)
-                    or (np is not None and type(exporter) is np.ndarray
-                        and exporter.flags.c_contiguous)):
+            if (np is not None and type(exporter) is np.ndarray and mv.shape == exporter.shape
+                    and mv.strides == exporter.strides and mv.format == exporter.data.format):
+                # all of an array (`memoryview(a[:, ::2])`): a memoryview of that array, which
+                # is rebuilt as a view of its base like any array
+                return (_memoryview_of, (exporter, mv.readonly))
+            owner = memoryview_exporter(mv) if type(exporter) is _BYTESIO_BUFFER else exporter
+            if not (type(owner) in (bytes, bytearray, array.array, io.BytesIO)
+                    or (np is not None and type(owner) is np.ndarray
+                        and owner.flags.c_contiguous)):
                 return None
             whole = memoryview(exporter).cast("B")
             if mv.c_contiguous:
                 step, span = 1, mv.nbytes
-            elif mv.ndim == 1 and mv.strides[0] > 0 and mv.strides[0] % mv.itemsize == 0:
+            elif mv.ndim == 1 and mv.strides[0] != 0 and mv.strides[0] % mv.itemsize == 0:
+                # (a negative step: `offset` is where its first item is, the highest address)
                 step, span = mv.strides[0] // mv.itemsize, mv.itemsize
             else:
                 return None
@@ -577,7 +585,7 @@ class _Pickler(cloudpickle.CloudPickler):
                 return None
             if not 0 <= offset <= whole.nbytes - span:
                 return None
-            return (_rebuild_memoryview, (exporter, offset, mv.nbytes, mv.format, tuple(mv.shape),
+            return (_rebuild_memoryview, (owner, offset, mv.nbytes, mv.format, tuple(mv.shape),
                                           mv.readonly, step))
         except (ValueError, TypeError):  # released, or a format cast() cannot express
             return None
@@ -720,10 +728,21 @@ def _rebuild_over_buffer(buffer: bytearray, offset: int, shape: tuple, strides: 
     return arr
 
 
+def _memoryview_of(exporter: Any, readonly: bool) -> memoryview:
+    m = memoryview(exporter)
+    return m.toreadonly() if readonly and not m.readonly else m
+
+
 def _rebuild_memoryview(exporter: Any, offset: int, nbytes: int, fmt: str,
                         shape: tuple, readonly: bool, step: int = 1) -> memoryview:
-    whole = memoryview(exporter).cast("B")
-    if step != 1:  # one dimension, every step-th item from offset
+    # (a BytesIO's: its `getbuffer()`, which writes into it)
+    whole = (exporter.getbuffer() if type(exporter) is io.BytesIO
+             else memoryview(exporter)).cast("B")
+    if step < 0:  # one dimension, every step-th item backwards from offset
+        size = struct.calcsize(fmt)
+        items = whole[(offset + size) % size : offset + size]
+        m = items.cast(fmt)[:: step][: shape[0]]
+    elif step != 1:  # one dimension, every step-th item from offset
         items = whole[offset:]
         size = struct.calcsize(fmt)
         usable = (len(items) // size) * size
@@ -973,7 +992,8 @@ def _reduce_keeping_dict(obj: Any, tp: type) -> tuple | None:
     ``attrs = vars(box)`` next to ``box`` (one co-variable, one stream, so one dict by memo)
     the restored ``attrs`` was no longer ``box``'s dict, and writes through it no longer
     reached ``box``. The state dict is made the instance's dict instead (`_set_instance_state`).
-    None: not an instance of that kind (its class has a reduce or a setstate of its own).
+    None: not an instance of that kind (its class has a reduce or a setstate of its own, or a
+    reducer in the pickler's dispatch table), or its dict is held by nothing else.
     """
     if (isinstance(obj, type) or tp.__reduce_ex__ is not object.__reduce_ex__
             or tp.__reduce__ is not object.__reduce__
@@ -985,6 +1005,10 @@ def _reduce_keeping_dict(obj: Any, tp: type) -> tuple | None:
         return None
     try:
         own = desc.__get__(obj, tp)
+        # held by the instance, `own` and the call's argument only: nothing else can alias it,
+        # and pickle's own way is kept
+        if sys.getrefcount(own) <= 3:
+            return None
         rv = object.__reduce_ex__(obj, 5)
     except Exception:  # noqa: BLE001 - left to pickle, which reports it
         return None
@@ -1175,6 +1199,8 @@ def _apply_logger_state(logger: Any, state: dict[str, Any]) -> None:
         if key in state:
             setattr(logger, key, state[key])
 
+
+_BYTESIO_BUFFER = type(io.BytesIO().getbuffer().obj)
 
 _STDIO_NAMES = ("stdout", "stderr", "__stdout__", "__stderr__", "stdin", "__stdin__")
 

@@ -71,15 +71,24 @@ LOCAL_MODULE = ("open('mod_ident.py', 'w').write('A = [1]\\nB = {\"k\": 1}\\n"
 
 @pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
 def test_a_module_global_held_inside_a_variable_stays_the_modules(make_kernel, tmp_path, strategy):
-    # `cfg = {'a': mod.A}`: the list is a global of the notebook's own module, but no variable
-    # is bound to it directly. Shipped inside `cfg`, it came back a copy, the module imported
-    # again held the file's [1], and `cfg['a'] is mod.A` was False in a verified restore
-    cells = [LOCAL_MODULE, "import mod_ident\ncfg = {'a': mod_ident.A, 'b': [mod_ident.B]}",
-             "mod_ident.A.append(2)\nopen('made.txt', 'w').close()"]
+    # `cfg = {'a': mod.A}` with no variable bound to the module: the list is a global of the
+    # notebook's own module, shipped inside `cfg` as a copy; the module imported again held
+    # the file's [1], and `cfg['a'] is mod.A` was False in a verified restore
+    cells = [LOCAL_MODULE, "cfg = {'a': __import__('mod_ident').A, 'b': [__import__('mod_ident').B]}",
+             "cfg['a'].append(2)\nopen('made.txt', 'w').close()"]
     _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
     assert_restore_verified(r)
     assert b.value("[cfg['a'] is mod_ident.A, cfg['b'][0] is mod_ident.B, mod_ident.A, "
-                   "mod_ident.get() is cfg['a']]") == [True, True, [1, 2], True]
+                   "mod_ident.get() is cfg['a']]".replace("mod_ident.", "__import__('mod_ident').")
+                   ) == [True, True, [1, 2], True]
+
+
+def test_a_module_global_the_restore_cannot_put_back_is_not_verified(make_kernel, tmp_path):
+    # the file is gone: `cfg` comes back, the binding of its list to the module cannot
+    cells = [LOCAL_MODULE, "cfg = {'a': __import__('mod_ident').A}",
+             "cfg['a'].append(2)\nimport os\nos.remove('mod_ident.py')"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="ship-all")
+    assert not r["variables"]["cfg"]["verified"], r["variables"]
 
 
 def test_a_module_global_held_inside_a_variable_in_both_plans(make_kernel, tmp_path):
@@ -147,13 +156,23 @@ def test_memoryviews_with_strides_and_a_bytesio_buffer_keep_writing_through(make
 
 
 PROCESS_OBJECTS = ["import os, sys\np = sys.path\ne = os.environ\nmods = sys.modules\n"
-                   "holder = {'p': p, 'e': e, 'm': mods}",
-                   "open('made.txt', 'w').close()"]
+                   "holder = {'p': p, 'e': e, 'm': mods}\nopen('made.txt', 'w').close()"]
 
 
-def test_aliases_of_sys_path_and_sys_modules_are_the_processs(make_kernel, tmp_path):
-    _, out = migrate_both(make_kernel, tmp_path, PROCESS_OBJECTS)
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_aliases_of_sys_path_and_sys_modules_are_the_processs(make_kernel, tmp_path, strategy):
+    # shipped (their cell wrote a file), `p` and `holder['p']` came back as a copy of the old
+    # kernel's sys.path, verified: a later `p.insert(0, 'lib')` no longer reached the imports
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), PROCESS_OBJECTS,
+                                 strategy=strategy)
+    assert_restore_verified(r)
+    assert b.value("[p is sys.path, holder['p'] is sys.path, e is os.environ, holder['e'] is e, "
+                   "mods is sys.modules, holder['m'] is sys.modules]") == [True] * 6
+
+
+def test_aliases_of_sys_path_and_sys_modules_in_both_plans(make_kernel, tmp_path):
+    _, out = migrate_both(make_kernel, tmp_path, [PROCESS_OBJECTS[0].replace("\nopen", "\n#")])
     for r in out.values():
-        assert_kept_or_reported(r, ["p", "holder"], "p is sys.path and holder['p'] is sys.path")
-        assert_kept_or_reported(r, ["e", "holder"], "e is os.environ and holder['e'] is os.environ")
-        assert_kept_or_reported(r, ["mods", "holder"], "mods is sys.modules and holder['m'] is sys.modules")
+        assert_verified(r)
+        assert r.kernel.value("[p is sys.path, holder['m'] is sys.modules, e is os.environ]") == [
+            True, True, True], r.plan
