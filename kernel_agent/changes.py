@@ -1911,8 +1911,9 @@ class _Walker:
                 self.ids.append(id(exporter))
             data = obj.tobytes()
             self.out.append(("mv", obj.format, obj.shape, xxhash.xxh3_128_digest(data)))
-            if self.portable and exporter is not None:
-                # what it writes into: a copy loaded over nothing (bytes) is not the same value
+            if exporter is not None:
+                # what it writes into: a copy loaded over nothing (bytes) is not the same value,
+                # and an array's bases are linked as the array's are (`memoryview(a[:, ::2])`)
                 push(exporter)
         elif tp is _array_mod.array:
             self.out.append(

@@ -176,3 +176,16 @@ def test_aliases_of_sys_path_and_sys_modules_in_both_plans(make_kernel, tmp_path
         assert_verified(r)
         assert r.kernel.value("[p is sys.path, holder['m'] is sys.modules, e is os.environ]") == [
             True, True, True], r.plan
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_shipped_memoryviews_with_strides_and_a_bytesio_buffer_write_through(make_kernel, tmp_path,
+                                                                            strategy):
+    # shipped (their cell wrote a file), a reversed memoryview, one over a strided array and
+    # a BytesIO's buffer came back as copies (bytes) over nothing, which the restore verified
+    cells = [VIEWS[0] + "\nopen('made.txt', 'w').close()"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_restore_verified(r)
+    b.ok("rev[0] = ord('H')\ncols[1, 1] = -1\nbuf[0] = ord('X')")
+    assert b.value("[bytes(ba).decode(), int(arr[1, 2]), bio.getvalue().decode(), "
+                   "type(rev).__name__]") == ["abcdefgH", -1, "X123456789", "memoryview"]
