@@ -510,6 +510,25 @@ def _is_notebook_function(fn: types.FunctionType, ns: Any) -> bool:
     return (ns is not None and fn.__globals__ is ns) or fn.__module__ == "__main__"
 
 
+def exec_globals(fn: types.FunctionType) -> dict | None:
+    """The globals dict of a function the notebook made by ``exec`` into a dict of its own
+    (``G = {'K': 3}; exec('def f(x): return x * K', G)``), else None.
+
+    That dict is data the function reads at every call (``G['K'] = 1`` changes what ``f``
+    returns): ``f`` and ``G`` are one value. Not a module's namespace (a library function's,
+    or the notebook's own namespace), and not a function of ``__main__`` (a notebook
+    function bound to the namespace it is loaded into) or of an imported module.
+    """
+    g = fn.__globals__
+    mod = fn.__module__
+    if (type(g) is not dict or mod == "__main__" or module_namespace(g)
+            or (type(mod) is str and mod in sys.modules)):
+        # (a library function cloudpickle copied, with a dict of the globals it reads, names
+        # its module: not the notebook's)
+        return None
+    return g
+
+
 _LRU_WRAPPER = functools._lru_cache_wrapper
 
 
@@ -682,6 +701,38 @@ def _local_modules() -> list[tuple[str, types.ModuleType, str]]:
             mods.append((modname, mod, source))
     _local_modules_seen = (len(sys.modules), mods)
     return mods
+
+
+def module_globals() -> dict[int, tuple[Any, str, str, str]]:
+    """id -> (object, module, source file, attribute) of the globals of the notebook's own
+    modules whose identity matters (as `module_global_of`: not atoms, functions, classes or
+    modules); an object bound in several places is named by the first module and attribute.
+    Kept while no module namespace changes (their version tags): a checkpoint asks once per
+    co-variable, and so does a restore."""
+    global _module_globals_seen
+    from kernel_agent.dictversion import dict_version
+
+    mods = sorted(_local_modules(), key=lambda m: m[0])
+    key = tuple((id(vars(mod)), dict_version(vars(mod))) for _, mod, _ in mods)
+    if key == _module_globals_seen[0] and None not in (v for _, v in key):
+        return _module_globals_seen[1]
+    found: dict[int, tuple[Any, str, str, str]] = {}
+    try:
+        for modname, mod, source in mods:
+            for key, v in sorted(((k, v) for k, v in list(vars(mod).items()) if type(k) is str
+                                  and not (k[:2] == "__" and k[-2:] == "__")), key=lambda kv: kv[0]):
+                tp = type(v)
+                if (tp in MARSHAL_ATOMS or tp in _EXT_ATOMS or tp is types.FunctionType
+                        or issubclass(tp, type) or tp is types.ModuleType):
+                    continue
+                found.setdefault(id(v), (v, modname, source, key))
+    except Exception:  # noqa: BLE001 - a module whose namespace cannot be read: what was found
+        pass
+    _module_globals_seen = (key, found)
+    return found
+
+
+_module_globals_seen: tuple[tuple, dict[int, tuple[Any, str, str, str]]] = ((None,), {})
 
 
 def module_namespace(mapping: Any) -> bool:
@@ -915,6 +966,19 @@ def _buffer_exporter(arr: np.ndarray) -> bytearray | _array_mod.array | None:
     return b if type(b) is bytearray or type(b) is _array_mod.array else None
 
 
+_BYTESIO_BUFFER = type(io.BytesIO().getbuffer().obj)
+
+
+def memoryview_exporter(mv: memoryview) -> Any:
+    """The object a memoryview writes into (a ``BytesIO``'s for `getbuffer()`), or None for
+    bytes and what has none."""
+    exporter = mv.obj
+    if type(exporter) is _BYTESIO_BUFFER:
+        owners = [o for o in gc.get_referents(exporter) if type(o) is io.BytesIO]
+        exporter = owners[0] if len(owners) == 1 else exporter
+    return None if exporter is None or type(exporter) is bytes else exporter
+
+
 def _exporter_ids(b: Any) -> list[int]:
     """Ids of the objects behind a memoryview base (`np.frombuffer(ba)` has a memoryview of
     `ba` as its base, not `ba`): without them the array and the bytearray it writes through
@@ -1038,6 +1102,8 @@ class _Walker:
         "crossed",
         "records",
         "class_links",
+        "anchors",
+        "links",
     )
 
     def __init__(
@@ -1083,6 +1149,13 @@ class _Walker:
         # False only to check digests of checkpoints written before (`digest_report(like=)`)
         self.records = True
         self.class_links: set[int] = set()  # notebook enum classes linked from this root
+        # portable mode: id -> where the object lives outside the values (a global of one of
+        # the notebook's modules, `module_globals`), emitted where the walk meets it, so a
+        # restore that brings back a copy instead of the module's object does not verify
+        self.anchors: dict[int, tuple[str, str]] | None = None
+        # back-references and anchors met: the identity relations the stream records (a load
+        # that comes back with fewer has lost some, see `DigestReport.links`)
+        self.links = 0
 
     def next_root(self) -> None:
         """Start the stream of another root; what earlier roots visited stays memoised.
@@ -1124,6 +1197,7 @@ class _Walker:
         i = id(obj)
         idx = self.memo.get(i)
         if idx is not None:
+            self.links += 1
             if idx < self.root_start:
                 self.crossed.append(idx)
                 self.out.append(("@x", i))
@@ -1132,6 +1206,9 @@ class _Walker:
             return False
         self.memo[i] = len(self.memo)
         self.keep.append(obj)
+        if self.anchors and i in self.anchors:
+            self.links += 1
+            self.out.append(("anchor", *self.anchors[i]))
         if self.noid:
             self.out.append((tag,))
         else:
@@ -1201,6 +1278,8 @@ class _Walker:
         base_noid = self.noid
         nodes = self.nodes
         root_start = self.root_start
+        anchors = self.anchors
+        sys_path = sys.path
         try:
             while stack:
                 obj = pop()
@@ -1219,11 +1298,13 @@ class _Walker:
                     out = self.out
                     append = out.append
                 if tp is list or tp is dict or tp is tuple:
-                    if obj is _BUILTINS_DICT or obj is _SYS_MODULES:
-                        # (an `exec` namespace's __builtins__, `m = sys.modules`: the
-                        # process's, which IPython, ipykernel and every import rewrite)
+                    if obj is _BUILTINS_DICT or obj is _SYS_MODULES or obj is sys_path:
+                        # (an `exec` namespace's __builtins__, `m = sys.modules`, `p =
+                        # sys.path`: the process's, which IPython, ipykernel and every import
+                        # rewrite; a restore gives back the restoring process's own, whose
+                        # content `procstate` brings back by re-running the cells that set it)
                         append(("ref", "builtins.__dict__" if obj is _BUILTINS_DICT
-                                else "sys.modules"))
+                                else "sys.modules" if obj is _SYS_MODULES else "sys.path"))
                         self.code = True  # (modules, functions: not plain data)
                         continue
                     if tp is tuple:
@@ -1236,6 +1317,7 @@ class _Walker:
                     i = id(obj)
                     idx = memo.get(i)
                     if idx is not None:
+                        self.links += 1
                         if idx < root_start:
                             self.crossed.append(idx)
                             append(("@x", i))
@@ -1244,6 +1326,9 @@ class _Walker:
                         continue
                     memo[i] = len(memo)
                     keep.append(obj)
+                    if anchors and i in anchors:
+                        self.links += 1
+                        append(("anchor", *anchors[i]))
                     # tags are tuples, atoms never are: the stream stays uniquely decodable
                     if self.noid:
                         append(_TAG_TUPLES[tag])
@@ -1466,7 +1551,7 @@ class _Walker:
             out.append(obj.maxlen)
             self._seq(list(obj), push, extend)
         elif kind == K_BUFFER:
-            self._buffer(obj, tp)
+            self._buffer(obj, tp, push)
         elif kind == K_TORCH:
             self._torch(obj, tp, push)
         elif kind == K_REDUCE:
@@ -1648,6 +1733,16 @@ class _Walker:
                 info.kwargs or None, None if self.portable else target)
 
     def _function(self, fn: types.FunctionType, extend: Any) -> None:
+        own_globals = None if _is_notebook_function(fn, self.ns) else exec_globals(fn)
+        if own_globals is not None:
+            # made by `exec` into a dict of the notebook's: its code and that dict are its value
+            if not self._identity(fn, "F"):
+                return
+            self.out.append(("fn", fn.__qualname__, "globals"))
+            extend(reversed(_Synth((fn.__code__, fn.__defaults__, fn.__kwdefaults__,
+                                    _Synth(fn.__closure__ or ()), fn.__dict__ or None,
+                                    own_globals))))
+            return
         if not _is_notebook_function(fn, self.ns):
             self.out.append(("ref", _ref_name(fn)))
             mod = sys.modules.get(fn.__module__) if type(fn.__module__) is str else None
@@ -1807,14 +1902,19 @@ class _Walker:
                 self.ids.extend(_exporter_ids(b))
             b = getattr(b, "base", None) if isinstance(b, np.ndarray) else None
 
-    def _buffer(self, obj: Any, tp: type) -> None:
+    def _buffer(self, obj: Any, tp: type, push: Any) -> None:
         if not self._identity(obj, "B"):
             return
         if tp is memoryview:
-            if not self.noid and obj.obj is not None and type(obj.obj) is not bytes:
-                self.ids.append(id(obj.obj))
+            exporter = memoryview_exporter(obj)
+            if not self.noid and exporter is not None and not self.portable:
+                self.ids.append(id(exporter))
             data = obj.tobytes()
             self.out.append(("mv", obj.format, obj.shape, xxhash.xxh3_128_digest(data)))
+            if exporter is not None:
+                # what it writes into: a copy loaded over nothing (bytes) is not the same value,
+                # and an array's bases are linked as the array's are (`memoryview(a[:, ::2])`)
+                push(exporter)
         elif tp is _array_mod.array:
             self.out.append(
                 ("array", obj.typecode, xxhash.xxh3_128_digest(memoryview(obj).cast("B")))
@@ -3029,6 +3129,12 @@ class DigestReport:
     opaque: set[str]  # names holding objects checked by type only
     truncated: set[str]  # names whose graph exceeded the node budget (checked partially)
     work: int = 0  # objects visited and atoms hashed: what walking these values costs
+    # identity relations the digest records: objects met again (shared between names or
+    # parts, `v = vars(ns)`) and objects that are a module's global; and the objects with an
+    # identity it met. A copy loaded from a pickle with fewer links, or with more objects (one
+    # became two), has lost some (see `checkpointing.check_loaded_digest`)
+    links: int = 0
+    objects: int = 0
 
 
 #: prefix of digests whose stream hashes lists of records in one run; ``x3:`` digests (agents
@@ -3052,6 +3158,8 @@ def digest_report(values: Mapping[str, Any], *, max_nodes: int = 20_000_000,
     legacy = like is not None and like.startswith(LEGACY_DIGEST_PREFIX)
     w = _Walker(None, portable=True, max_nodes=max_nodes)
     w.records = not legacy
+    if not legacy:
+        w.anchors = {i: ("modglobal", m[1], m[3]) for i, m in module_globals().items()}
     for name in sorted(values):
         w.out.append(("name", name))
         n_opaque = len(w.opaque_types)
@@ -3076,7 +3184,8 @@ def digest_report(values: Mapping[str, Any], *, max_nodes: int = 20_000_000,
         log.warning("changes: array digest failed: %r", exc)
         w.out.append(("arrays-failed",))
     prefix = LEGACY_DIGEST_PREFIX if legacy else DIGEST_PREFIX
-    return DigestReport(prefix + w.digest().hex(), opaque, truncated, w.nodes + w.work)
+    return DigestReport(prefix + w.digest().hex(), opaque, truncated, w.nodes + w.work, w.links,
+                        len(w.memo))
 
 
 def value_digest(values: Mapping[str, Any]) -> str:

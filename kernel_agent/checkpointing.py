@@ -102,6 +102,7 @@ class Unit:
     digest_loaded: str | None = None  # digest of the value as its pickle rebuilds it, if different
     loads_into_live: bool = False  # notebook classes or modules: never load it back in this process
     lossy: str | None = None  # ships, but comes back different (a non-empty lru_cache)
+    links: tuple[int, int] = (0, 0)  # identity relations and objects its digest records
     reuse_key: tuple | None = None  # (names, active snapshot ids) when it may be reused
     reused: CachedUnit | None = None  # what a previous checkpoint stored for it
 
@@ -386,6 +387,7 @@ def serialize_unit(u: Unit, ns: dict) -> None:
     try:
         report = digest_report(values)
         u.digest, u.opaque = report.digest, sorted(report.opaque)
+        u.links = (report.links, report.objects)
     except Exception as e:  # noqa: BLE001 - verification then reports it, not the checkpoint
         log.exception("kernel_agent: digest of %s failed", u.names)
         u.digest = f"error:{type(e).__name__}"
@@ -407,11 +409,17 @@ def check_loaded_digest(u: Unit) -> None:
     again in this process would re-apply their state to the live class or module: the trial
     load of a `utils.py` module replaced its globals with copies, breaking the aliases cells
     had made of them).
+
+    A load that comes back with fewer identity relations or more objects than the live value
+    (`v = vars(ns)` no longer the instance's dict, a memoryview no longer over its bytearray, a
+    list no longer the module's global) is not "the same value, with state filled in": it is
+    not recorded, so the restore does not take that copy for the value (it recomputes it, or
+    reports it).
     """
     if u.parts is None or u.error is not None or u.loads_into_live or u.nbytes > LOADED_DIGEST_MAX_BYTES:
         return
     from kernel_agent.buffers import BlobBuffer
-    from kernel_agent.changes import value_digest
+    from kernel_agent.changes import digest_report
     from kernel_agent.serialize import loads
 
     try:
@@ -422,12 +430,19 @@ def check_loaded_digest(u: Unit) -> None:
             view[off : off + mv.nbytes] = mv
             off += mv.nbytes
         view.release()
-        got = value_digest(loads(blob, namespace={"__name__": "__main__"}))
+        got = digest_report(loads(blob, namespace={"__name__": "__main__"}))
     except Exception:  # noqa: BLE001 - the restore then verifies against the live digest only
         log.debug("kernel_agent: could not digest %s as loaded", u.names, exc_info=True)
         return
-    if got != u.digest:
-        u.digest_loaded = got
+    if got.digest == u.digest:
+        return
+    links, objects = u.links
+    if got.links < links or got.objects > objects:
+        log.info("kernel_agent: %s loses identity relations when loaded from its pickle (%d "
+                 "links and %d objects, was %d and %d)", u.names, got.links, got.objects, links,
+                 objects)
+        return
+    u.digest_loaded = got.digest
 
 
 def environment_of(units: list[Unit]) -> dict:

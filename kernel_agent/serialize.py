@@ -56,7 +56,9 @@ Blob format (version 1, little-endian)
 
     0   8s  magic  b"ESPKL\\x00\\r\\n"  (the CR/LF catches text-mode mangling, like PNG)
     8   H   format version (1)
-    10  H   flags (0)
+    10  H   flags: bit 0 (`FLAG_ANCHORED`) -- the stream names objects of the loading process
+            (persistent ids: ``sys.path``, the builtins) and may be followed by a second
+            pickle, the notebook modules' globals it holds (see `_anchors_met`)
     12  I   number of out-of-band buffers N
     16  Q   pickle stream offset (64-aligned)
     24  Q   pickle stream length
@@ -100,9 +102,12 @@ import cloudpickle
 
 from kernel_agent.buffers import BlobBuffer, array_interface_base
 from kernel_agent.changes import (
+    exec_globals,
     local_class,
     local_source,
+    memoryview_exporter,
     module_global_of,
+    module_globals,
     module_namespace,
     module_state,
     registered_module,
@@ -112,6 +117,7 @@ __all__ = ["MAGIC", "FORMAT_VERSION", "Serialized", "dumps", "loads"]
 
 MAGIC = b"ESPKL\x00\r\n"
 FORMAT_VERSION = 1
+FLAG_ANCHORED = 1  # header flags: persistent ids and a second pickle (see the format above)
 ALIGN = 64
 
 _HEADER = struct.Struct("<8sHHIQQQI4x")  # 48 bytes
@@ -288,6 +294,20 @@ class _Pickler(cloudpickle.CloudPickler):
     # cloudpickle calls this for functions it pickles by value
     def _dynamic_function_reduce(self, func: Any) -> Any:
         rv = self._shared_cells(func, super()._dynamic_function_reduce(func))
+        own = exec_globals(func) if func.__globals__ is not self._namespace else None
+        if own is not None:
+            # made by `exec` into a dict of the notebook's (`exec(src, G)`): cloudpickle gives
+            # it a new dict holding the names it reads, so after a restore `G['K'] = 1` no
+            # longer reached `f` (and it verified). Its globals are that dict, by memo the
+            # very one a variable holds (it is the same co-variable: `changes.exec_globals`)
+            try:
+                _make, newargs, (state, slotstate), listitems, dictitems, _setter = rv
+                code, _globals, *more = newargs
+            except (TypeError, ValueError):  # a cloudpickle we do not know: keep its behaviour
+                return rv
+            slotstate = {k: v for k, v in slotstate.items() if k != "__globals__"}
+            return (_make_exec_function, (code, own, *more), (state, slotstate), listitems,
+                    dictitems, _set_exec_function_state)
         if self._namespace is None or func.__globals__ is not self._namespace:
             return rv
         try:
@@ -431,6 +451,9 @@ class _Pickler(cloudpickle.CloudPickler):
             rv = object.__reduce_ex__(obj, 4)
             if type(rv) is tuple and 3 <= len(rv) <= 5 and rv[2] is not None:
                 return (*rv, *(None,) * (5 - len(rv)), _set_instance_state)
+        rv = None if tp in self.dispatch_table else _reduce_keeping_dict(obj, tp)
+        if rv is not None:
+            return rv
         if isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
             params = obj.cache_parameters()
             self._note_lost_cache(obj)
@@ -535,14 +558,21 @@ class _Pickler(cloudpickle.CloudPickler):
         np = self._np
         try:
             exporter = mv.obj
-            if not (type(exporter) in (bytes, bytearray, array.array)
-                    or (np is not None and type(exporter) is np.ndarray
-                        and exporter.flags.c_contiguous)):
+            if (np is not None and type(exporter) is np.ndarray and mv.shape == exporter.shape
+                    and mv.strides == exporter.strides and mv.format == exporter.data.format):
+                # all of an array (`memoryview(a[:, ::2])`): a memoryview of that array, which
+                # is rebuilt as a view of its base like any array
+                return (_memoryview_of, (exporter, mv.readonly))
+            owner = memoryview_exporter(mv) if type(exporter) is _BYTESIO_BUFFER else exporter
+            if not (type(owner) in (bytes, bytearray, array.array, io.BytesIO)
+                    or (np is not None and type(owner) is np.ndarray
+                        and owner.flags.c_contiguous)):
                 return None
             whole = memoryview(exporter).cast("B")
             if mv.c_contiguous:
                 step, span = 1, mv.nbytes
-            elif mv.ndim == 1 and mv.strides[0] > 0 and mv.strides[0] % mv.itemsize == 0:
+            elif mv.ndim == 1 and mv.strides[0] != 0 and mv.strides[0] % mv.itemsize == 0:
+                # (a negative step: `offset` is where its first item is, the highest address)
                 step, span = mv.strides[0] // mv.itemsize, mv.itemsize
             else:
                 return None
@@ -555,7 +585,7 @@ class _Pickler(cloudpickle.CloudPickler):
                 return None
             if not 0 <= offset <= whole.nbytes - span:
                 return None
-            return (_rebuild_memoryview, (exporter, offset, mv.nbytes, mv.format, tuple(mv.shape),
+            return (_rebuild_memoryview, (owner, offset, mv.nbytes, mv.format, tuple(mv.shape),
                                           mv.readonly, step))
         except (ValueError, TypeError):  # released, or a format cast() cannot express
             return None
@@ -698,10 +728,21 @@ def _rebuild_over_buffer(buffer: bytearray, offset: int, shape: tuple, strides: 
     return arr
 
 
+def _memoryview_of(exporter: Any, readonly: bool) -> memoryview:
+    m = memoryview(exporter)
+    return m.toreadonly() if readonly and not m.readonly else m
+
+
 def _rebuild_memoryview(exporter: Any, offset: int, nbytes: int, fmt: str,
                         shape: tuple, readonly: bool, step: int = 1) -> memoryview:
-    whole = memoryview(exporter).cast("B")
-    if step != 1:  # one dimension, every step-th item from offset
+    # (a BytesIO's: its `getbuffer()`, which writes into it)
+    whole = (exporter.getbuffer() if type(exporter) is io.BytesIO
+             else memoryview(exporter)).cast("B")
+    if step < 0:  # one dimension, every step-th item backwards from offset
+        size = struct.calcsize(fmt)
+        items = whole[(offset + size) % size : offset + size]
+        m = items.cast(fmt)[:: step][: shape[0]]
+    elif step != 1:  # one dimension, every step-th item from offset
         items = whole[offset:]
         size = struct.calcsize(fmt)
         usable = (len(items) // size) * size
@@ -921,6 +962,79 @@ def _set_class_attributes(cls: type, state: dict[str, Any]) -> None:
         type.__setattr__(cls, k, v)
 
 
+def _make_exec_function(code: types.CodeType, globals_: dict, *more: Any) -> types.FunctionType:
+    return types.FunctionType(code, globals_, *more)
+
+
+def _set_exec_function_state(func: Any, state: tuple) -> None:
+    """cloudpickle's function state setter, without its writes into the function's globals:
+    they are the notebook's dict (`_Pickler._dynamic_function_reduce`), loaded as it was
+    (cloudpickle's setter and its maker put ``__builtins__`` into it, before the dict's own
+    items were loaded: another order, so another value)."""
+    inner, slotstate = state
+    slotstate = dict(slotstate)
+    closure = slotstate.pop("__closure__", None)
+    slotstate.pop("_cloudpickle_submodules", None)
+    func.__dict__.update(inner)
+    for cell, filled in zip(func.__closure__ or (), closure or (), strict=False):
+        try:
+            cell.cell_contents = filled.cell_contents
+        except ValueError:  # an empty cell
+            pass
+    for k, v in slotstate.items():
+        setattr(func, k, v)
+
+
+def _reduce_keeping_dict(obj: Any, tp: type) -> tuple | None:
+    """An instance pickled the default way, whose ``__dict__`` comes back as the dict itself.
+
+    Pickle makes a new instance and copies the state dict into the instance's own: with
+    ``attrs = vars(box)`` next to ``box`` (one co-variable, one stream, so one dict by memo)
+    the restored ``attrs`` was no longer ``box``'s dict, and writes through it no longer
+    reached ``box``. The state dict is made the instance's dict instead (`_set_instance_state`).
+    None: not an instance of that kind (its class has a reduce or a setstate of its own, or a
+    reducer in the pickler's dispatch table), or its dict is held by nothing else.
+    """
+    if (isinstance(obj, type) or tp.__reduce_ex__ is not object.__reduce_ex__
+            or tp.__reduce__ is not object.__reduce__
+            or getattr(tp, "__getstate__", None) is not _OBJECT_GETSTATE
+            or getattr(tp, "__setstate__", None) is not None):
+        return None
+    desc = _instance_dict_descriptor(tp)
+    if desc is None:
+        return None
+    try:
+        own = desc.__get__(obj, tp)
+        # held by the instance, `own` and the call's argument only: nothing else can alias it,
+        # and pickle's own way is kept
+        if sys.getrefcount(own) <= 3:
+            return None
+        rv = object.__reduce_ex__(obj, 5)
+    except Exception:  # noqa: BLE001 - left to pickle, which reports it
+        return None
+    if type(rv) is not tuple or not 2 <= len(rv) <= 5 or type(own) is not dict:
+        return None
+    rv = (*rv, *(None,) * (5 - len(rv)))
+    state = rv[2]
+    if state is None:  # (an empty dict: pickle would set nothing)
+        state = own
+    elif not (state is own or (type(state) is tuple and len(state) == 2 and state[0] is own)):
+        return None
+    return (rv[0], rv[1], state, rv[3], rv[4], _set_instance_state)
+
+
+_OBJECT_GETSTATE = getattr(object, "__getstate__", None)
+
+
+def _instance_dict_descriptor(tp: type) -> Any:
+    """The C ``__dict__`` descriptor of instances of `tp`, or None (see `changes._dict_descriptor`)."""
+    for cls in tp.__mro__:
+        desc = type.__dict__["__dict__"].__get__(cls).get("__dict__")
+        if desc is not None:
+            return desc if type(desc) is types.GetSetDescriptorType else None
+    return None
+
+
 def _set_instance_state(obj: Any, state: Any) -> None:
     """Pickle's own setting of an instance's state, without asking the instance for
     ``__setstate__`` first.
@@ -932,7 +1046,16 @@ def _set_instance_state(obj: Any, state: Any) -> None:
     slots = None
     if type(state) is tuple and len(state) == 2:
         state, slots = state
-    if state:
+    if type(state) is dict:
+        own = object.__getattribute__(obj, "__dict__")
+        desc = _instance_dict_descriptor(type(obj)) if not own else None
+        if desc is not None:
+            # the state dict becomes the instance's dict (an alias of it stays one,
+            # `_reduce_keeping_dict`); a dict the new instance filled already is updated
+            desc.__set__(obj, state)
+        elif state:
+            own.update(state)
+    elif state:
         object.__getattribute__(obj, "__dict__").update(state)
     for name, value in (slots or {}).items():
         setattr(obj, name, value)
@@ -1076,6 +1199,8 @@ def _apply_logger_state(logger: Any, state: dict[str, Any]) -> None:
         if key in state:
             setattr(logger, key, state[key])
 
+
+_BYTESIO_BUFFER = type(io.BytesIO().getbuffer().obj)
 
 _STDIO_NAMES = ("stdout", "stderr", "__stdout__", "__stderr__", "stdin", "__stdin__")
 
@@ -1301,9 +1426,53 @@ def _importable(obj: Any) -> bool:
     return target is obj
 
 
+class _AnchoringPickler(_Pickler):
+    """`_Pickler` that names the loading process's own containers by persistent id."""
+
+    def __init__(self, *args: Any, pids: dict[int, tuple[str, str]]) -> None:
+        super().__init__(*args)
+        self._pids = pids
+
+    def persistent_id(self, obj: Any) -> tuple[str, str] | None:
+        return self._pids.get(id(obj))
+
+
+class _AnchoredUnpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> Any:
+        if type(pid) is tuple and len(pid) == 2 and pid[0] == "proc" and pid[1] in _PROCESS_CONTAINERS:
+            return _process_container(pid[1])
+        raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+
+
+#: the process's containers a value may hold (`p = sys.path`, an `exec` namespace's
+#: ``__builtins__``): loaded as the loading process's own, never as copies. Exact dicts and
+#: lists are pickled without `reducer_override`, so they are named by persistent id
+#: (`_anchors_met`); the digest refers to them by name (`changes._Walker`)
+_PROCESS_CONTAINERS = ("builtins", "modules", "path")
+
+
+def _process_container(name: str) -> Any:
+    return builtins.__dict__ if name == "builtins" else getattr(sys, name)
+
+
+def _anchors_met(pickler: _Pickler) -> tuple[dict[int, tuple[str, str]], list[tuple]]:
+    """What a dump met that lives outside the values: the process's containers (their
+    persistent ids) and the globals of the notebook's modules (object, module, source,
+    attribute), found in the pickler's memo (everything pickled there but atoms)."""
+    containers = {id(c): ("proc", name) for name in _PROCESS_CONTAINERS
+                  if (c := _process_container(name)) is not None}
+    homes = module_globals()
+    memo = pickler.memo.copy()
+    pids = {i: pid for i, pid in containers.items() if i in memo}
+    found = [g for i, g in homes.items() if i in memo and i not in pids]
+    return pids, found
+
+
 def _pickle(
-    values: dict[str, Any], namespace: dict[str, Any] | None, view_roots: set[int] | None
-) -> tuple[io.BytesIO, list[memoryview], _Pickler]:
+    values: dict[str, Any], namespace: dict[str, Any] | None, view_roots: set[int] | None,
+    pids: dict[int, tuple[str, str]] | None = None,
+) -> tuple[io.BytesIO, list[memoryview], _Pickler, Exception | None]:
+    """Pickle `values`; the error is returned (the pickler's memo says what it had met)."""
     stream = io.BytesIO()
     buffers: list[memoryview] = []
 
@@ -1314,9 +1483,16 @@ def _pickle(
             return True
         return False
 
-    pickler = _Pickler(stream, buffer_callback, namespace, view_roots)
-    pickler.dump(values)
-    return stream, buffers, pickler
+    if pids:
+        pickler: _Pickler = _AnchoringPickler(stream, buffer_callback, namespace, view_roots,
+                                              pids=pids)
+    else:
+        pickler = _Pickler(stream, buffer_callback, namespace, view_roots)
+    try:
+        pickler.dump(values)
+    except Exception as exc:  # noqa: BLE001 - the caller decides (see dumps)
+        return stream, buffers, pickler, exc
+    return stream, buffers, pickler, None
 
 
 def _any_overlap(spans: list[tuple[int, int]]) -> bool:
@@ -1349,7 +1525,14 @@ def dumps(
         namespace = getattr(sys.modules.get("__main__"), "__dict__", None)
     try:
         data, homes = _with_module_homes(dict(values))
-        stream, buffers, pickler = _pickle(data, namespace, None)
+        stream, buffers, pickler, failure = _pickle(data, namespace, None)
+        # the process's containers (by value they are wrong, or do not pickle at all: the
+        # builtins while ipykernel has replaced `input`) are named instead: pickle again
+        pids, module_homes = _anchors_met(pickler)
+        if pids:
+            stream, buffers, pickler, failure = _pickle(data, namespace, None, pids)
+        if failure is not None:
+            raise failure
         present = pickler.seen_arrays | pickler.covered_roots
         # views of a base nobody references that overlap each other must keep sharing memory:
         # ship that base once and rebuild them on it (disjoint views are copied, cheaper)
@@ -1357,11 +1540,21 @@ def dumps(
             root for root, spans in pickler.view_spans.items()
             if root not in present and _any_overlap(spans)
         }
-        loads_into_live = pickler.loads_into_live or homes
+        loads_into_live = pickler.loads_into_live or homes or bool(module_homes)
         lossy = pickler.lossy
         if pickler.deferred_roots & present:
             # a view was met before its base: pickle again knowing which bases are present
-            stream, buffers, _ = _pickle(data, namespace, present)  # pass 1 keeps ids alive
+            keep = pickler  # (pass 1 keeps ids alive)
+            stream, buffers, pickler, failure = _pickle(data, namespace, present, pids)
+            del keep
+            if failure is not None:
+                raise failure
+        if module_homes:
+            # the notebook modules' globals the values hold (`cfg = {'a': mod.A}`) are put
+            # back into their modules where the values are put in place: a second pickle in
+            # the stream, on the same memo, so each is the object the values hold
+            pickler.dump(("homes", [(g[0], g[1], g[2], g[3]) for g in module_homes]))
+        anchored = bool(pids or module_homes)
         del pickler
     except Exception as exc:  # trial serialization: any failure means "cannot ship"
         return Serialized(names=names, parts=[], nbytes=0, error=_describe(exc))
@@ -1384,7 +1577,8 @@ def dumps(
     total = pos
 
     header = bytearray(pickle_off)
-    _HEADER.pack_into(header, 0, MAGIC, FORMAT_VERSION, 0, n, pickle_off, len(payload), total, 0)
+    _HEADER.pack_into(header, 0, MAGIC, FORMAT_VERSION, FLAG_ANCHORED if anchored else 0, n,
+                      pickle_off, len(payload), total, 0)
     for i, (off, length) in enumerate(table):
         _ENTRY.pack_into(header, _HEADER.size + i * _ENTRY.size, off, length)
     crc = zlib.crc32(memoryview(header)[: _HEADER.size + _ENTRY.size * n])
@@ -1400,7 +1594,7 @@ def dumps(
     if verify and not loads_into_live:  # (loading it here would write into the live objects)
         try:
             scratch: dict[str, Any] = {"__name__": "__main__"}
-            _unpickle(payload, [memoryview(b) for b in buffers], scratch)
+            _unpickle(payload, [memoryview(b) for b in buffers], scratch, anchored)
         except Exception as exc:
             return Serialized(
                 names=names, parts=[], nbytes=0, error=f"does not load back: {_describe(exc)}"
@@ -1420,8 +1614,9 @@ def _describe(exc: BaseException) -> str:
 # loading
 
 
-def _parse(mv: memoryview) -> tuple[memoryview, list[memoryview]]:
-    """Validate the framing and return (pickle stream, buffers) as slices of ``mv``."""
+def _parse(mv: memoryview) -> tuple[memoryview, list[memoryview], bool]:
+    """Validate the framing and return (pickle stream, buffers) as slices of ``mv``, and
+    whether the stream is anchored (`FLAG_ANCHORED`)."""
     size = len(mv)
     if size == 0:
         raise ValueError("not a kernel_agent serialized blob (empty)")
@@ -1431,7 +1626,7 @@ def _parse(mv: memoryview) -> tuple[memoryview, list[memoryview]]:
         raise ValueError(
             f"truncated blob: {size} bytes, shorter than the {_HEADER.size}-byte header"
         )
-    magic, version, _flags, n, pickle_off, pickle_len, total, crc = _HEADER.unpack_from(mv, 0)
+    magic, version, flags, n, pickle_off, pickle_len, total, crc = _HEADER.unpack_from(mv, 0)
     if magic != MAGIC:
         raise ValueError(
             f"not a kernel_agent serialized blob (magic bytes {bytes(magic)!r}, expected {MAGIC!r})"
@@ -1459,16 +1654,28 @@ def _parse(mv: memoryview) -> tuple[memoryview, list[memoryview]]:
         if off < pickle_off + pickle_len or off + length > total:
             raise ValueError(f"corrupted blob: buffer {i} out of bounds")
         buffers.append(mv[off : off + length])
-    return mv[pickle_off : pickle_off + pickle_len], buffers
+    return mv[pickle_off : pickle_off + pickle_len], buffers, bool(flags & FLAG_ANCHORED)
 
 
-def _unpickle(stream: memoryview, buffers: list[memoryview], namespace: dict[str, Any]) -> Any:
+def _unpickle(stream: memoryview, buffers: list[memoryview], namespace: dict[str, Any],
+              anchored: bool = False) -> Any:
     previous = getattr(_load_ctx, "namespace", None)
     missing = object()
     builtins_before = namespace.get("__builtins__", missing)
     _load_ctx.namespace = namespace
     try:
-        return pickle.loads(stream, buffers=buffers)
+        if not anchored:
+            return pickle.loads(stream, buffers=buffers)
+        up = _AnchoredUnpickler(io.BytesIO(stream), buffers=buffers)
+        values = up.load()
+        try:
+            extra = up.load()
+        except EOFError:
+            extra = None
+        if type(extra) is tuple and len(extra) == 2 and extra[0] == "homes":
+            for value, modname, source, key in extra[1]:
+                _write_state(_put_in_module, value, modname, source, key)
+        return values
     finally:
         _load_ctx.namespace = previous
         # cloudpickle's function setstate overwrites the namespace's __builtins__: put it back
@@ -1514,10 +1721,10 @@ def loads(
         mv = mv.cast("B")
     if mv.readonly:
         mv = memoryview(BlobBuffer(mv))
-    stream, buffers = _parse(mv)
+    stream, buffers, anchored = _parse(mv)
     if namespace is None:
         namespace = sys.modules["__main__"].__dict__
-    values = _unpickle(stream, buffers, namespace)
+    values = _unpickle(stream, buffers, namespace, anchored)
     if not isinstance(values, dict):
         raise ValueError(f"corrupted blob: holds a {type(values).__name__}, not a co-variable dict")
     return values
