@@ -82,6 +82,7 @@ import gc
 import io
 import itertools
 import logging
+import mmap
 import os
 import pickle
 import random
@@ -97,6 +98,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
+import xxhash
 
 from kernel_agent.buffers import BlobBuffer, array_interface_base
 from kernel_agent.changes import (
@@ -182,6 +184,10 @@ def _rebuild_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: A
         buffer = flat.view(np.uint8)
     view = np.ndarray.__new__(subtype or np.ndarray, shape, dtype=dtype, buffer=buffer,
                               offset=offset, strides=strides)
+    if type(view) is np.memmap and isinstance(base, np.memmap):
+        # (numpy's __array_finalize__ does this for a slice, not for an array made on a buffer)
+        view._mmap, view.filename = base._mmap, base.filename
+        view.offset, view.mode = base.offset, base.mode
     if not writeable:
         view.flags.writeable = False  # (`np.broadcast_to` gives read-only views)
     return view
@@ -599,6 +605,8 @@ class _Pickler(cloudpickle.CloudPickler):
         self.seen_arrays.add(id(obj))
         self._alive.append(obj)
         base = obj.base
+        if type(obj) is np.memmap and type(base) is mmap.mmap:
+            return _reduce_memmap(obj, np)
         if not isinstance(base, np.ndarray):
             base = array_interface_base(base)  # an `as_strided` / `sliding_window_view` result
         if not isinstance(base, np.ndarray):
@@ -635,6 +643,11 @@ class _Pickler(cloudpickle.CloudPickler):
                 hi += s * (n - 1)
         if lo < 0 or hi + obj.itemsize > root.nbytes:
             return super().reducer_override(obj)
+        if type(root) is np.memmap and type(root.base) is mmap.mmap:
+            # a view of a memory-mapped file: of that file mapped again, however the stream
+            # holds the map (it is a reference to the file, not a copy of its bytes)
+            return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype,
+                                    bool(obj.flags.writeable), type(obj)))
         if self._view_roots is None:
             if id(root) not in self.seen_arrays and id(root) not in self.covered_roots:
                 # maybe later in the stream, or hidden (``X = data[:, :-1]; rows = X[:5]``):
@@ -645,14 +658,73 @@ class _Pickler(cloudpickle.CloudPickler):
         elif id(root) not in self._view_roots:
             return super().reducer_override(obj)
         if type(obj) is not np.ndarray:
-            # a memmap's views are memmaps: it comes back as a copy (the file stays behind),
-            # its views as views of that copy, not copies of their own (and a recarray or a
-            # matrix over a hidden array is a view of it of its own type)
+            # a recarray or a matrix over a hidden array is a view of it of its own type
             return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype,
                                     bool(obj.flags.writeable), type(obj)))
         if not obj.flags.writeable:
             return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype, False))
         return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype))
+
+
+def _reduce_memmap(m: Any, np: Any) -> tuple:
+    """A memory-mapped file (``np.memmap``) is that file mapped again, checked to be unchanged.
+
+    numpy pickles a memmap as its bytes, so ``m = np.memmap(path, mode='r+', ...)`` came back
+    as an array in memory that only looked like a memmap (no file, no mode): writes no longer
+    reached the file, a multi-gigabyte map was copied into the checkpoint, and the restore
+    verified it as equal. Now the stream holds the path, dtype, shape, offset, order and mode,
+    and a digest of the mapped bytes (flushed to the file first: they are the file's bytes).
+    The restore maps the file again only if those bytes are still there; a file missing or
+    changed since (more writes through the map after the checkpoint, before the kernel died)
+    fails the load with the reason, so the variable is re-made by its cells or named as lost.
+    It is not shipped as a copy instead: the point of a memmap is that the file holds the data
+    (often more of it than memory), and a copy would take writes meant for the file silently.
+    A copy-on-write map (``mode='c'``) ships its bytes, which may differ from the file's, and
+    is mapped again over the file with them written into its private pages.
+    """
+    name = m.filename
+    if not isinstance(name, str) or not os.path.isabs(name):
+        raise TypeError("cannot pickle a memmap that is not over a named file")
+    if not (m.flags.c_contiguous or m.flags.f_contiguous) or m.size == 0:
+        raise TypeError(f"cannot pickle a memmap of {name!r} that is not contiguous")
+    order = "C" if m.flags.c_contiguous else "F"
+    flat = (m if order == "C" else m.T).reshape(-1).view(np.uint8).view(np.ndarray)
+    if m.mode == "c":
+        return (_remap_memmap, (name, m.dtype, m.mode, m.offset, m.shape, order,
+                                bool(m.flags.writeable), None, pickle.PickleBuffer(flat)))
+    if m.mode in ("r+", "w+"):
+        m.flush()  # the file holds what the map holds (another node reads the file)
+    return (_remap_memmap, (name, m.dtype, m.mode, m.offset, m.shape, order,
+                            bool(m.flags.writeable), xxhash.xxh3_128_hexdigest(flat), None))
+
+
+def _remap_memmap(name: str, dtype: Any, mode: str, offset: int, shape: tuple, order: str,
+                  writeable: bool, digest: str | None, data: Any) -> Any:
+    """Map the file of `_reduce_memmap` again, or raise saying why it cannot be."""
+    import numpy as np
+
+    if not os.path.isfile(name):
+        raise FileNotFoundError(
+            f"memory-mapped file {name} does not exist here: keep files a notebook maps on "
+            "storage every node sees (the home directory), or map it again")
+    try:
+        # (never "w+" again: that would make the file anew, empty)
+        m = np.memmap(name, dtype=dtype, mode="r+" if mode == "w+" else mode, offset=offset,
+                      shape=shape, order=order)
+    except ValueError as e:  # shorter than the map
+        raise ValueError(f"memory-mapped file {name} is no longer as it was at the checkpoint "
+                         f"({e}): map it again") from None
+    flat = (m if order == "C" else m.T).reshape(-1).view(np.uint8).view(np.ndarray)
+    if digest is not None and xxhash.xxh3_128_hexdigest(flat) != digest:
+        raise ValueError(
+            f"memory-mapped file {name} changed since the checkpoint (written after it, or "
+            "replaced): mapped again it would not hold the values it had; map it again")
+    if data is not None:
+        flat[...] = np.frombuffer(data, dtype=np.uint8)  # a copy-on-write map's own bytes
+    m.mode = mode
+    if not writeable:
+        m.flags.writeable = False
+    return m
 
 
 def _plain_array_subclass(tp: type, np: Any) -> bool:
