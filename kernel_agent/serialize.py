@@ -416,6 +416,8 @@ class _Pickler(cloudpickle.CloudPickler):
                 return (view_of, (mapping,))
         if type(obj) in _LOCKS:
             return _reduce_lock(obj)
+        if isinstance(obj, threading.Thread):
+            return _reduce_thread(obj)
         if isinstance(obj, random.SystemRandom):
             # it draws from the OS and has no state to pickle (its getstate raises), so it
             # and the cell that made it (which reads OS entropy, never re-run) were lost; a
@@ -1221,6 +1223,38 @@ def _reduce_lock(lock: Any) -> tuple:
         raise TypeError("cannot pickle a lock that is held")
     lock.release()
     return (threading.RLock, ())
+
+
+#: a thread's attributes that are the process's (its OS thread's lock, the stderr and the
+#: excepthook it reports to), made anew for the thread a stream rebuilds
+_THREAD_MACHINERY = frozenset({"_tstate_lock", "_started", "_stderr", "_invoke_excepthook"})
+
+
+def _reduce_thread(t: threading.Thread) -> tuple:
+    """A thread that is not running (finished, or not started yet) is a thread object in the
+    same state: its name, ident, daemon flag, target and arguments (until it ran), and the
+    attributes of a subclass. A running thread still raises: a new process would not be in
+    the middle of what it does.
+
+    Its excepthook closure reaches the kernel (the shell, the history database), so ``t =
+    Thread(target=fill); t.start(); t.join()`` made `t` unpicklable, and with it the target
+    function it holds, which a cell starting a thread (never re-run) then left lost.
+    """
+    if t.is_alive():
+        raise TypeError(f"cannot pickle {t!r}: it is running")
+    state = {k: v for k, v in vars(t).items() if k not in _THREAD_MACHINERY}
+    return (_new_thread, (type(t), t._started.is_set()), state)
+
+
+def _new_thread(cls: type, started: bool) -> Any:
+    t = cls.__new__(cls)
+    t._tstate_lock = None
+    t._started = threading.Event()
+    if started:
+        t._started.set()
+    t._stderr = sys.stderr
+    t._invoke_excepthook = threading._make_invoke_excepthook()
+    return t
 
 
 def _reduce_finalizer(fin: weakref.finalize) -> tuple | None:
