@@ -1066,7 +1066,8 @@ def _reduce_file(f: Any) -> tuple:
         raise TypeError(f"cannot pickle open file {f!r} over {type(raw).__name__}")
     layers = (type(buffered) if buffered is not raw else None,
               None if text is None else (text.encoding, text.errors, text.line_buffering,
-                                         text.write_through, getattr(text, "mode", None)))
+                                         text.write_through, getattr(text, "mode", None),
+                                         _text_newline(text)))
     if f.closed:
         return (_reopen_file, (name, raw_mode, layers, None, None))
     if not isinstance(name, str):
@@ -1086,6 +1087,37 @@ def _reduce_file(f: Any) -> tuple:
 
 
 _BUFFERED_FILES = (io.BufferedReader, io.BufferedWriter, io.BufferedRandom)
+
+_NEWLINES = ("", "\n", "\r", "\r\n")
+
+
+def _text_newline(f: io.TextIOWrapper) -> str | None:
+    """The ``newline=`` a text file was opened (or reconfigured) with.
+
+    No attribute says it, so a restored file had the default: lines written to a
+    ``newline='\\r\\n'`` file ended in "\\n" from then on, and one read with ``newline=''``
+    (as csv wants) translated "\\r\\n" to "\\n", verified either way. The C object keeps it
+    next to its encoding and errors (``encoding, encoder, decoder, readnl, errors``): the
+    slot is found by the addresses of those two, which the file hands out, and read only as
+    the address of one of the strings the file itself references. A layout that does not
+    match raises TypeError (the file is then not shipped), never a guess.
+    """
+    import ctypes
+
+    size = type(f).__basicsize__ // ctypes.sizeof(ctypes.c_void_p)
+    words = (ctypes.c_void_p * size).from_address(id(f))
+    encoding, errors = id(f.encoding), id(f.errors)
+    for i in range(2, size - 4):
+        if words[i] == encoding and words[i + 4] == errors:
+            readnl = words[i + 3]
+            if not readnl:
+                return None
+            for r in gc.get_referents(f):
+                if id(r) == readnl and type(r) is str and r in _NEWLINES:
+                    return r
+            break
+    raise TypeError(f"cannot pickle open file {getattr(f, 'name', f)!r}: its newline= "
+                    "setting was not found")
 
 
 _TEXT_REST_LIMIT = 64 << 20
@@ -1379,8 +1411,8 @@ def _reopen_file(name: Any, raw_mode: str, layers: tuple, path: str | None,
         blksize = getattr(raw, "_blksize", 0)
         f = buffered_type(raw, blksize if blksize > 1 else io.DEFAULT_BUFFER_SIZE)
     if text is not None:
-        encoding, errors, line_buffering, write_through, mode = text
-        f = io.TextIOWrapper(f, encoding=encoding, errors=errors,
+        encoding, errors, line_buffering, write_through, mode, *more = text
+        f = io.TextIOWrapper(f, encoding=encoding, errors=errors, newline=more[0] if more else None,
                              line_buffering=line_buffering, write_through=write_through)
         if mode is not None:
             f.mode = mode

@@ -218,3 +218,32 @@ def test_a_logger_reconfigured_after_a_checkpoint_is_not_restored_as_it_was_then
     assert_verified(restore(b, store_url))
     probe = "[log.level, [type(h).__name__ for h in log.handlers], log.handlers[0] is sh]"
     assert b.value(probe) == a.value(probe) == [10, ["StreamHandler"], True]
+
+
+@pytest.mark.parametrize("strategy", ["optimal", "ship-all"])
+def test_text_files_keep_their_newline_encoding_and_errors(make_kernel, store_url, tmp_path,
+                                                           strategy):
+    """`newline=` is kept by no attribute of a text file, so it came back as the default:
+    lines written to a ``newline='\\r\\n'`` file ended in "\\n" from the restore on, and one
+    read with ``newline=''`` (csv's way) lost its "\\r\\n" (both verified)."""
+    (tmp_path / "dos.txt").write_bytes(b"a\r\nb\r\nc\r\nd\r\n")
+    (tmp_path / "latin.txt").write_bytes("\u00e9t\u00e9\n".encode("latin-1") + b"\xff\n")
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path),
+                "crlf = open('crlf.txt', 'w', newline='\\r\\n')\ncrlf.write('one\\n')\n"
+                "raw = open('dos.txt', newline='')\nfirst = raw.readline()\n"
+                "mac = open('mac.txt', 'w', newline='\\r')\n"
+                "lat = open('latin.txt', encoding='latin-1', errors='strict')\n"
+                "u8 = open('latin.txt', encoding='utf-8', errors='replace')\n"
+                "out = open('ascii.txt', 'w', encoding='ascii', errors='backslashreplace')"])
+    checkpoint(a, store_url, strategy=strategy)
+    b = make_kernel()
+    assert_verified(restore(b, store_url))
+    b.ok("crlf.write('two\\n'); crlf.close(); mac.write('x\\ny\\n'); mac.close()\n"
+         "out.write('\u00e9\\n'); out.close()")
+    assert (tmp_path / "crlf.txt").read_bytes() == b"one\r\ntwo\r\n"
+    assert (tmp_path / "mac.txt").read_bytes() == b"x\ry\r"
+    assert (tmp_path / "ascii.txt").read_bytes() == b"\\xe9\n"
+    assert b.value("(first, raw.readline(), raw.read())") == ["a\r\n", "b\r\n", "c\r\nd\r\n"]
+    assert b.value("(lat.encoding, lat.errors, lat.read(), u8.errors, u8.read())") == [
+        "latin-1", "strict", "\u00e9t\u00e9\n\u00ff\n", "replace", "\ufffdt\ufffd\n\ufffd\n"]
