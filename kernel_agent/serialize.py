@@ -1083,6 +1083,10 @@ def _reduce_file(f: Any) -> tuple:
         position = f.tell() if text is None else _text_position(text, raw.fileno())
     except (OSError, ValueError) as e:
         raise TypeError(f"cannot pickle open file {name!r}: {e}") from None
+    if f.writable() and "a" not in raw_mode:
+        # what the file was when its place was taken: see `_reopen_file`
+        return (_reopen_file, (name, raw_mode, layers, path, position,
+                               (st.st_size, st.st_mtime_ns)))
     return (_reopen_file, (name, raw_mode, layers, path, position))
 
 
@@ -1382,11 +1386,18 @@ def _fd_path(fd: int, name: str) -> str | None:
 
 
 def _reopen_file(name: Any, raw_mode: str, layers: tuple, path: str | None,
-                 position: Any) -> Any:
+                 position: Any, written: tuple[int, int] | None = None) -> Any:
     """Rebuild a file object of `_reduce_file`: the same layers, name and mode, at its place.
 
     The path is opened without O_CREAT or O_TRUNC: a file missing on this node is an error
     naming it (storage the old node alone saw), never a new empty file.
+
+    `written` (a file written at its place, not appended to): its size and modification time
+    at the checkpoint. A file changed since (the kernel wrote on after the checkpoint, then
+    died) is an error too: re-opened at the checkpoint's place, the file object wrote over
+    what followed, and the restore verified it. It is left as it is, and the variable named
+    as lost (its cells, a side effect, are not re-run): truncating it back would throw away
+    what the session wrote, which the user may want.
     """
     buffered_type, text = layers
     readable = "r" in raw_mode or "+" in raw_mode
@@ -1404,6 +1415,14 @@ def _reopen_file(name: Any, raw_mode: str, layers: tuple, path: str | None,
                 f"file {name!r} was open at the checkpoint, but {path} does not exist here: "
                 "keep files a notebook holds open on storage every node sees (the home "
                 "directory), or re-open it") from None
+    if written is not None:
+        st = os.fstat(fd)
+        if (st.st_size, st.st_mtime_ns) != tuple(written):
+            os.close(fd)
+            raise OSError(
+                f"file {name!r} ({path}) was written after the checkpoint ({written[0]} bytes "
+                f"then, {st.st_size} now): re-opened at its place of then, it would write over "
+                "what follows; re-open it")
     raw = io.FileIO(fd, raw_mode, closefd=True)
     raw.name = name
     f: Any = raw

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.engine.migrate import assert_verified, checkpoint, restore, run_all
+from tests.faults import kill9
 
 STRATEGIES = ["optimal", "ship-all", "recompute-all"]
 
@@ -247,3 +248,36 @@ def test_text_files_keep_their_newline_encoding_and_errors(make_kernel, store_ur
     assert b.value("(first, raw.readline(), raw.read())") == ["a\r\n", "b\r\n", "c\r\nd\r\n"]
     assert b.value("(lat.encoding, lat.errors, lat.read(), u8.errors, u8.read())") == [
         "latin-1", "strict", "\u00e9t\u00e9\n\u00ff\n", "replace", "\ufffdt\ufffd\n\ufffd\n"]
+
+
+def test_a_file_written_on_after_the_checkpoint_is_lost_not_written_over(
+        make_kernel, store_url, tmp_path):
+    """The kernel wrote on after the checkpoint, then died. Re-opened at its place of the
+    checkpoint, `log` wrote over the lines that followed it: ``epoch 3`` landed in the middle
+    of ``epoch 2 (lost run)`` and the file read "epoch 1, epoch 3, lost run)", while the
+    restore verified `log`. The file is no longer the one the checkpoint saw: named as lost,
+    and left as it is."""
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "log = open('run.log', 'w')\nlog.write('epoch 1\\n')",
+                "n = 1"])
+    checkpoint(a, store_url)
+    a.ok("log.write('epoch 2 (lost run)\\n'); log.flush()")
+    kill9(a)  # (no close: nothing more reaches the file)
+    b = make_kernel()
+    r = restore(b, store_url)
+    assert "run.log" in r["lost"]["log"] and "written after the checkpoint" in r["lost"]["log"]
+    assert b.value("n") == 1
+    assert (tmp_path / "run.log").read_text() == "epoch 1\nepoch 2 (lost run)\n"
+
+
+def test_a_file_appended_to_after_the_checkpoint_appends_on(make_kernel, store_url, tmp_path):
+    """Append mode writes at the end, wherever the file object was: nothing is written over,
+    and the restored log goes on after everything that was written."""
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "log = open('app.log', 'a')\nlog.write('one\\n')"])
+    checkpoint(a, store_url)
+    a.ok("log.write('two\\n'); log.flush()")
+    b = make_kernel()
+    assert_verified(restore(b, store_url))
+    b.ok("log.write('three\\n'); log.flush()")
+    assert (tmp_path / "app.log").read_text() == "one\ntwo\nthree\n"
