@@ -571,6 +571,8 @@ def _thread_code(function: Any) -> str | None:
     thread = getattr(function, "__self__", None)
     if not isinstance(thread, threading.Thread):  # `_thread.start_new_thread(f, args)`
         return _notebook_code(function)
+    if isinstance(thread, threading.Timer):  # (its run() calls `function` after a delay)
+        return _notebook_code(thread.function)
     run = type(thread).run
     if run is not threading.Thread.run:  # a Thread subclass with a run() of its own
         return _notebook_code(run)

@@ -186,7 +186,9 @@ def test_a_cell_starting_a_thread_that_runs_notebook_code_is_marked(agent):
     rec = agent.cell("import functools\nth_p = threading.Thread(target=functools.partial(th_fill))\n"
                      "th_p.start()")
     assert rec["effects"] == ["starts a thread running notebook code (th_fill)"]
-    agent.ok("th_go.set()\nfor th in (th_t, th_w, th_p):\n    th.join()")
+    rec = agent.cell("th_later = threading.Timer(0, th_fill)\nth_later.start()")
+    assert rec["effects"] == ["starts a thread running notebook code (th_fill)"]
+    agent.ok("th_go.set()\nfor th in (th_t, th_w, th_p, th_later):\n    th.join()")
 
 
 def test_a_thread_that_ended_within_its_cell_or_runs_library_code_is_not_marked(agent):
