@@ -221,7 +221,7 @@ class _Recorder:
     """Collects effect descriptions for one cell; filters the kernel's own activity."""
 
     __slots__ = ("effects", "ignored_threads", "ignored_prefixes", "ignored_ports", "busy",
-                 "files", "library_prefixes")
+                 "files", "library_prefixes", "threads")
 
     def __init__(self, ignored_threads: set[int], ignored_prefixes: tuple[str, ...],
                  ignored_ports: set[int], library_prefixes: tuple[str, ...] = ()):
@@ -232,6 +232,7 @@ class _Recorder:
         self.library_prefixes = library_prefixes
         self.files = FileActivity()
         self.busy = False
+        self.threads: list[tuple[threading.Thread, str]] = []  # started, running notebook code
 
     def _file_read(self, raw: Any) -> None:
         if isinstance(raw, int):
@@ -541,14 +542,102 @@ def _install_entropy_probe() -> None:
         os.urandom = _wrap_urandom(os.urandom)
 
 
+STARTS_THREAD = "starts a thread running notebook code"
+
+
+def _notebook_code(target: Any) -> str | None:
+    """The name of `target` if calling it runs the notebook's code or changes an object the
+    notebook holds: a function or method defined in ``__main__`` (or a partial of one), or a
+    builtin method of a container (``res.append``). None for a library's own thread."""
+    for _ in range(8):
+        inner = getattr(target, "func", None)  # functools.partial
+        if inner is None or not callable(inner):
+            break
+        target = inner
+    func = getattr(target, "__func__", target)
+    if getattr(func, "__module__", None) == "__main__":
+        return getattr(func, "__qualname__", None) or repr(func)
+    owner = getattr(target, "__self__", None)
+    if type(target).__name__ == "builtin_function_or_method" and type(owner) in _CONTAINERS:
+        return f"{type(owner).__name__}.{getattr(target, '__name__', '?')}"
+    return None
+
+
+_CONTAINERS = (list, dict, set, bytearray)
+
+
+def _thread_code(function: Any) -> str | None:
+    """What notebook code a thread started with `function` runs (see `_notebook_code`)."""
+    thread = getattr(function, "__self__", None)
+    if not isinstance(thread, threading.Thread):  # `_thread.start_new_thread(f, args)`
+        return _notebook_code(function)
+    if isinstance(thread, threading.Timer):  # (its run() calls `function` after a delay)
+        return _notebook_code(thread.function)
+    run = type(thread).run
+    if run is not threading.Thread.run:  # a Thread subclass with a run() of its own
+        return _notebook_code(run)
+    return _notebook_code(getattr(thread, "_target", None))
+
+
+def _note_thread(function: Any) -> None:
+    rec = _current
+    if rec is None or rec.busy or threading.get_ident() in rec.ignored_threads:
+        return
+    rec.busy = True
+    try:
+        code = _thread_code(function)
+        if code is None:
+            return
+        thread = getattr(function, "__self__", None)
+        if isinstance(thread, threading.Thread):
+            rec.threads.append((thread, code))  # noted if it still runs when the cell ends
+        else:
+            rec._note(f"{STARTS_THREAD} ({code})")
+    except Exception:  # noqa: BLE001 - never raise into Thread.start
+        pass
+    finally:
+        rec.busy = False
+
+
+def _wrap_start_new_thread(real: Any) -> Any:
+    def start_new_thread(function: Any, args: tuple, *kwargs: Any) -> int:
+        if _current is not None:
+            _note_thread(function)
+        return real(function, args, *kwargs)
+
+    start_new_thread.__name__ = start_new_thread.__qualname__ = "start_new_thread"
+    start_new_thread.__doc__ = real.__doc__
+    start_new_thread.__wrapped__ = real
+    start_new_thread._kernel_agent = True
+    return start_new_thread
+
+
+def _install_thread_probe() -> None:
+    """Note, while a cell is recorded, when it starts a thread that runs notebook code.
+
+    There is no audit event for it (before Python 3.13). Re-run at a restore, such a cell
+    starts the thread again, and the thread goes on changing the namespace after the restore
+    verified it: ``t = Thread(target=fill); t.start()`` with ``res`` shipped (filled by the
+    thread after the cell) came back with ``fill`` appending to the loaded ``res`` a second
+    time, verified. The cell is then not re-run: what it made is shipped (or named as lost).
+    A thread that ended before its cell did (``t.start(); t.join()``) is not noted: all it did
+    was done within the cell, as a re-run does it again. ``Thread.start`` calls
+    ``threading._start_new_thread``, which is wrapped; the wrapper costs a global lookup when
+    no cell is recorded.
+    """
+    if not getattr(threading._start_new_thread, "_kernel_agent", False):
+        threading._start_new_thread = _wrap_start_new_thread(threading._start_new_thread)
+
+
 def install() -> None:
-    """Install the audit hook (once per process: audit hooks cannot be removed) and the
-    entropy probe."""
+    """Install the audit hook (once per process: audit hooks cannot be removed), the
+    entropy probe and the thread probe."""
     global _installed
     with _install_lock:
         if not _installed:
             sys.addaudithook(_audit_hook)
             _install_entropy_probe()
+            _install_thread_probe()
             _installed = True
 
 
@@ -638,6 +727,9 @@ class EffectWatcher:
             self.files = FileActivity()
             return []
         self.files = rec.files
+        for thread, code in rec.threads:
+            if thread.is_alive():
+                rec._note(f"{STARTS_THREAD} ({code})")
         effects = rec.effects
         if len(effects) > MAX_EFFECTS:
             effects = effects[:MAX_EFFECTS] + [f"... and {len(effects) - MAX_EFFECTS} more effects"]

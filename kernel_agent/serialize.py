@@ -84,6 +84,7 @@ import gc
 import io
 import itertools
 import logging
+import mmap
 import os
 import pickle
 import random
@@ -99,6 +100,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
+import xxhash
 
 from kernel_agent.buffers import BlobBuffer, array_interface_base
 from kernel_agent.changes import (
@@ -188,6 +190,10 @@ def _rebuild_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: A
         buffer = flat.view(np.uint8)
     view = np.ndarray.__new__(subtype or np.ndarray, shape, dtype=dtype, buffer=buffer,
                               offset=offset, strides=strides)
+    if type(view) is np.memmap and isinstance(base, np.memmap):
+        # (numpy's __array_finalize__ does this for a slice, not for an array made on a buffer)
+        view._mmap, view.filename = base._mmap, base.filename
+        view.offset, view.mode = base.offset, base.mode
     if not writeable:
         view.flags.writeable = False  # (`np.broadcast_to` gives read-only views)
     return view
@@ -430,6 +436,8 @@ class _Pickler(cloudpickle.CloudPickler):
                 return (view_of, (mapping,))
         if type(obj) in _LOCKS:
             return _reduce_lock(obj)
+        if isinstance(obj, threading.Thread):
+            return _reduce_thread(obj)
         if isinstance(obj, random.SystemRandom):
             # it draws from the OS and has no state to pickle (its getstate raises), so it
             # and the cell that made it (which reads OS entropy, never re-run) were lost; a
@@ -629,6 +637,8 @@ class _Pickler(cloudpickle.CloudPickler):
         self.seen_arrays.add(id(obj))
         self._alive.append(obj)
         base = obj.base
+        if type(obj) is np.memmap and type(base) is mmap.mmap:
+            return _reduce_memmap(obj, np)
         if not isinstance(base, np.ndarray):
             base = array_interface_base(base)  # an `as_strided` / `sliding_window_view` result
         if not isinstance(base, np.ndarray):
@@ -665,6 +675,11 @@ class _Pickler(cloudpickle.CloudPickler):
                 hi += s * (n - 1)
         if lo < 0 or hi + obj.itemsize > root.nbytes:
             return super().reducer_override(obj)
+        if type(root) is np.memmap and type(root.base) is mmap.mmap:
+            # a view of a memory-mapped file: of that file mapped again, however the stream
+            # holds the map (it is a reference to the file, not a copy of its bytes)
+            return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype,
+                                    bool(obj.flags.writeable), type(obj)))
         if self._view_roots is None:
             if id(root) not in self.seen_arrays and id(root) not in self.covered_roots:
                 # maybe later in the stream, or hidden (``X = data[:, :-1]; rows = X[:5]``):
@@ -675,14 +690,73 @@ class _Pickler(cloudpickle.CloudPickler):
         elif id(root) not in self._view_roots:
             return super().reducer_override(obj)
         if type(obj) is not np.ndarray:
-            # a memmap's views are memmaps: it comes back as a copy (the file stays behind),
-            # its views as views of that copy, not copies of their own (and a recarray or a
-            # matrix over a hidden array is a view of it of its own type)
+            # a recarray or a matrix over a hidden array is a view of it of its own type
             return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype,
                                     bool(obj.flags.writeable), type(obj)))
         if not obj.flags.writeable:
             return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype, False))
         return (_rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype))
+
+
+def _reduce_memmap(m: Any, np: Any) -> tuple:
+    """A memory-mapped file (``np.memmap``) is that file mapped again, checked to be unchanged.
+
+    numpy pickles a memmap as its bytes, so ``m = np.memmap(path, mode='r+', ...)`` came back
+    as an array in memory that only looked like a memmap (no file, no mode): writes no longer
+    reached the file, a multi-gigabyte map was copied into the checkpoint, and the restore
+    verified it as equal. Now the stream holds the path, dtype, shape, offset, order and mode,
+    and a digest of the mapped bytes (flushed to the file first: they are the file's bytes).
+    The restore maps the file again only if those bytes are still there; a file missing or
+    changed since (more writes through the map after the checkpoint, before the kernel died)
+    fails the load with the reason, so the variable is re-made by its cells or named as lost.
+    It is not shipped as a copy instead: the point of a memmap is that the file holds the data
+    (often more of it than memory), and a copy would take writes meant for the file silently.
+    A copy-on-write map (``mode='c'``) ships its bytes, which may differ from the file's, and
+    is mapped again over the file with them written into its private pages.
+    """
+    name = m.filename
+    if not isinstance(name, str) or not os.path.isabs(name):
+        raise TypeError("cannot pickle a memmap that is not over a named file")
+    if not (m.flags.c_contiguous or m.flags.f_contiguous) or m.size == 0:
+        raise TypeError(f"cannot pickle a memmap of {name!r} that is not contiguous")
+    order = "C" if m.flags.c_contiguous else "F"
+    flat = (m if order == "C" else m.T).reshape(-1).view(np.uint8).view(np.ndarray)
+    if m.mode == "c":
+        return (_remap_memmap, (name, m.dtype, m.mode, m.offset, m.shape, order,
+                                bool(m.flags.writeable), None, pickle.PickleBuffer(flat)))
+    if m.mode in ("r+", "w+"):
+        m.flush()  # the file holds what the map holds (another node reads the file)
+    return (_remap_memmap, (name, m.dtype, m.mode, m.offset, m.shape, order,
+                            bool(m.flags.writeable), xxhash.xxh3_128_hexdigest(flat), None))
+
+
+def _remap_memmap(name: str, dtype: Any, mode: str, offset: int, shape: tuple, order: str,
+                  writeable: bool, digest: str | None, data: Any) -> Any:
+    """Map the file of `_reduce_memmap` again, or raise saying why it cannot be."""
+    import numpy as np
+
+    if not os.path.isfile(name):
+        raise FileNotFoundError(
+            f"memory-mapped file {name} does not exist here: keep files a notebook maps on "
+            "storage every node sees (the home directory), or map it again")
+    try:
+        # (never "w+" again: that would make the file anew, empty)
+        m = np.memmap(name, dtype=dtype, mode="r+" if mode == "w+" else mode, offset=offset,
+                      shape=shape, order=order)
+    except ValueError as e:  # shorter than the map
+        raise ValueError(f"memory-mapped file {name} is no longer as it was at the checkpoint "
+                         f"({e}): map it again") from None
+    flat = (m if order == "C" else m.T).reshape(-1).view(np.uint8).view(np.ndarray)
+    if digest is not None and xxhash.xxh3_128_hexdigest(flat) != digest:
+        raise ValueError(
+            f"memory-mapped file {name} changed since the checkpoint (written after it, or "
+            "replaced): mapped again it would not hold the values it had; map it again")
+    if data is not None:
+        flat[...] = np.frombuffer(data, dtype=np.uint8)  # a copy-on-write map's own bytes
+    m.mode = mode
+    if not writeable:
+        m.flags.writeable = False
+    return m
 
 
 def _plain_array_subclass(tp: type, np: Any) -> bool:
@@ -1115,7 +1189,8 @@ def _reduce_file(f: Any) -> tuple:
         raise TypeError(f"cannot pickle open file {f!r} over {type(raw).__name__}")
     layers = (type(buffered) if buffered is not raw else None,
               None if text is None else (text.encoding, text.errors, text.line_buffering,
-                                         text.write_through, getattr(text, "mode", None)))
+                                         text.write_through, getattr(text, "mode", None),
+                                         _text_newline(text)))
     if f.closed:
         return (_reopen_file, (name, raw_mode, layers, None, None))
     if not isinstance(name, str):
@@ -1131,10 +1206,45 @@ def _reduce_file(f: Any) -> tuple:
         position = f.tell() if text is None else _text_position(text, raw.fileno())
     except (OSError, ValueError) as e:
         raise TypeError(f"cannot pickle open file {name!r}: {e}") from None
+    if f.writable() and "a" not in raw_mode:
+        # what the file was when its place was taken: see `_reopen_file`
+        return (_reopen_file, (name, raw_mode, layers, path, position,
+                               (st.st_size, st.st_mtime_ns)))
     return (_reopen_file, (name, raw_mode, layers, path, position))
 
 
 _BUFFERED_FILES = (io.BufferedReader, io.BufferedWriter, io.BufferedRandom)
+
+_NEWLINES = ("", "\n", "\r", "\r\n")
+
+
+def _text_newline(f: io.TextIOWrapper) -> str | None:
+    """The ``newline=`` a text file was opened (or reconfigured) with.
+
+    No attribute says it, so a restored file had the default: lines written to a
+    ``newline='\\r\\n'`` file ended in "\\n" from then on, and one read with ``newline=''``
+    (as csv wants) translated "\\r\\n" to "\\n", verified either way. The C object keeps it
+    next to its encoding and errors (``encoding, encoder, decoder, readnl, errors``): the
+    slot is found by the addresses of those two, which the file hands out, and read only as
+    the address of one of the strings the file itself references. A layout that does not
+    match raises TypeError (the file is then not shipped), never a guess.
+    """
+    import ctypes
+
+    size = type(f).__basicsize__ // ctypes.sizeof(ctypes.c_void_p)
+    words = (ctypes.c_void_p * size).from_address(id(f))
+    encoding, errors = id(f.encoding), id(f.errors)
+    for i in range(2, size - 4):
+        if words[i] == encoding and words[i + 4] == errors:
+            readnl = words[i + 3]
+            if not readnl:
+                return None
+            for r in gc.get_referents(f):
+                if id(r) == readnl and type(r) is str and r in _NEWLINES:
+                    return r
+            break
+    raise TypeError(f"cannot pickle open file {getattr(f, 'name', f)!r}: its newline= "
+                    "setting was not found")
 
 
 _TEXT_REST_LIMIT = 64 << 20
@@ -1276,6 +1386,38 @@ def _reduce_lock(lock: Any) -> tuple:
     return (threading.RLock, ())
 
 
+#: a thread's attributes that are the process's (its OS thread's lock, the stderr and the
+#: excepthook it reports to), made anew for the thread a stream rebuilds
+_THREAD_MACHINERY = frozenset({"_tstate_lock", "_started", "_stderr", "_invoke_excepthook"})
+
+
+def _reduce_thread(t: threading.Thread) -> tuple:
+    """A thread that is not running (finished, or not started yet) is a thread object in the
+    same state: its name, ident, daemon flag, target and arguments (until it ran), and the
+    attributes of a subclass. A running thread still raises: a new process would not be in
+    the middle of what it does.
+
+    Its excepthook closure reaches the kernel (the shell, the history database), so ``t =
+    Thread(target=fill); t.start(); t.join()`` made `t` unpicklable, and with it the target
+    function it holds, which a cell starting a thread (never re-run) then left lost.
+    """
+    if t.is_alive():
+        raise TypeError(f"cannot pickle {t!r}: it is running")
+    state = {k: v for k, v in vars(t).items() if k not in _THREAD_MACHINERY}
+    return (_new_thread, (type(t), t._started.is_set()), state)
+
+
+def _new_thread(cls: type, started: bool) -> Any:
+    t = cls.__new__(cls)
+    t._tstate_lock = None
+    t._started = threading.Event()
+    if started:
+        t._started.set()
+    t._stderr = sys.stderr
+    t._invoke_excepthook = threading._make_invoke_excepthook()
+    return t
+
+
 def _reduce_finalizer(fin: weakref.finalize) -> tuple | None:
     """A live ``weakref.finalize`` is made again, armed on the object it watches.
 
@@ -1369,11 +1511,18 @@ def _fd_path(fd: int, name: str) -> str | None:
 
 
 def _reopen_file(name: Any, raw_mode: str, layers: tuple, path: str | None,
-                 position: Any) -> Any:
+                 position: Any, written: tuple[int, int] | None = None) -> Any:
     """Rebuild a file object of `_reduce_file`: the same layers, name and mode, at its place.
 
     The path is opened without O_CREAT or O_TRUNC: a file missing on this node is an error
     naming it (storage the old node alone saw), never a new empty file.
+
+    `written` (a file written at its place, not appended to): its size and modification time
+    at the checkpoint. A file changed since (the kernel wrote on after the checkpoint, then
+    died) is an error too: re-opened at the checkpoint's place, the file object wrote over
+    what followed, and the restore verified it. It is left as it is, and the variable named
+    as lost (its cells, a side effect, are not re-run): truncating it back would throw away
+    what the session wrote, which the user may want.
     """
     buffered_type, text = layers
     readable = "r" in raw_mode or "+" in raw_mode
@@ -1391,6 +1540,14 @@ def _reopen_file(name: Any, raw_mode: str, layers: tuple, path: str | None,
                 f"file {name!r} was open at the checkpoint, but {path} does not exist here: "
                 "keep files a notebook holds open on storage every node sees (the home "
                 "directory), or re-open it") from None
+    if written is not None:
+        st = os.fstat(fd)
+        if (st.st_size, st.st_mtime_ns) != tuple(written):
+            os.close(fd)
+            raise OSError(
+                f"file {name!r} ({path}) was written after the checkpoint ({written[0]} bytes "
+                f"then, {st.st_size} now): re-opened at its place of then, it would write over "
+                "what follows; re-open it")
     raw = io.FileIO(fd, raw_mode, closefd=True)
     raw.name = name
     f: Any = raw
@@ -1398,8 +1555,8 @@ def _reopen_file(name: Any, raw_mode: str, layers: tuple, path: str | None,
         blksize = getattr(raw, "_blksize", 0)
         f = buffered_type(raw, blksize if blksize > 1 else io.DEFAULT_BUFFER_SIZE)
     if text is not None:
-        encoding, errors, line_buffering, write_through, mode = text
-        f = io.TextIOWrapper(f, encoding=encoding, errors=errors,
+        encoding, errors, line_buffering, write_through, mode, *more = text
+        f = io.TextIOWrapper(f, encoding=encoding, errors=errors, newline=more[0] if more else None,
                              line_buffering=line_buffering, write_through=write_through)
         if mode is not None:
             f.mode = mode

@@ -171,3 +171,32 @@ def test_effects_stop_when_the_cell_ends(agent, tmp_path):
     assert rec["effects"] == [f"writes file {tmp_path / 'late'}"]
     rec = agent.cell("es_y = 2")
     assert rec["effects"] == []
+
+
+def test_a_cell_starting_a_thread_that_runs_notebook_code_is_marked(agent):
+    """Re-run at a restore, the thread would run again and change the namespace after the
+    restore verified it (tests/engine/test_threads.py): the cell must not be re-run."""
+    agent.ok("import threading\nth_res = []\nth_go = threading.Event()\n"
+             "def th_fill():\n    th_go.wait()\n    th_res.append(1)\n"
+             "class ThWorker(threading.Thread):\n    def run(self):\n        th_go.wait()")
+    rec = agent.cell("th_t = threading.Thread(target=th_fill)\nth_t.start()")
+    assert rec["effects"] == ["starts a thread running notebook code (th_fill)"]
+    rec = agent.cell("th_w = ThWorker()\nth_w.start()")
+    assert rec["effects"] == ["starts a thread running notebook code (ThWorker.run)"]
+    rec = agent.cell("import functools\nth_p = threading.Thread(target=functools.partial(th_fill))\n"
+                     "th_p.start()")
+    assert rec["effects"] == ["starts a thread running notebook code (th_fill)"]
+    rec = agent.cell("th_later = threading.Timer(0, th_fill)\nth_later.start()")
+    assert rec["effects"] == ["starts a thread running notebook code (th_fill)"]
+    agent.ok("th_go.set()\nfor th in (th_t, th_w, th_p, th_later):\n    th.join()")
+
+
+def test_a_thread_that_ended_within_its_cell_or_runs_library_code_is_not_marked(agent):
+    """A joined thread did all it does within the cell, as a re-run does it again."""
+    agent.ok("import threading, time\nth2_res = []\ndef th2_fill():\n    th2_res.append(1)")
+    rec = agent.cell("th2_t = threading.Thread(target=th2_fill)\nth2_t.start()\nth2_t.join()")
+    assert rec["effects"] == []
+    rec = agent.cell("th2_gate = threading.Event()\n"
+                     "th2_lib = threading.Thread(target=th2_gate.wait)\nth2_lib.start()")
+    assert rec["effects"] == []
+    agent.ok("th2_gate.set()\nth2_lib.join()")

@@ -173,8 +173,8 @@ def test_stride_trick_views_stay_views_of_their_array(make_kernel, tmp_path, str
 @pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
 def test_views_of_a_memmap_stay_views_of_it(make_kernel, tmp_path, strategy):
     # a memmap (and each view of it, a memmap too) went to numpy's own reduce: one copy each,
-    # so after a restore writes through `mm` no longer showed in `view`. The memmap comes back
-    # as an in-memory copy of its bytes (its file stays behind); its views stay views of it.
+    # so after a restore writes through `mm` no longer showed in `view`. The memmap is its
+    # file mapped again (test_memmaps.py); its views stay views of it.
     cells = ["import numpy as np\nmm = np.memmap('mm.dat', dtype='float64', mode='w+', shape=(4,))",
              "mm[:] = [1, 2, 3, 4]\nview = mm[1:3]\nplain = np.asarray(mm)",
              "view *= 10"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.engine.migrate import assert_verified, checkpoint, restore, run_all
+from tests.faults import kill9
 
 STRATEGIES = ["optimal", "ship-all", "recompute-all"]
 
@@ -218,3 +219,65 @@ def test_a_logger_reconfigured_after_a_checkpoint_is_not_restored_as_it_was_then
     assert_verified(restore(b, store_url))
     probe = "[log.level, [type(h).__name__ for h in log.handlers], log.handlers[0] is sh]"
     assert b.value(probe) == a.value(probe) == [10, ["StreamHandler"], True]
+
+
+@pytest.mark.parametrize("strategy", ["optimal", "ship-all"])
+def test_text_files_keep_their_newline_encoding_and_errors(make_kernel, store_url, tmp_path,
+                                                           strategy):
+    """`newline=` is kept by no attribute of a text file, so it came back as the default:
+    lines written to a ``newline='\\r\\n'`` file ended in "\\n" from the restore on, and one
+    read with ``newline=''`` (csv's way) lost its "\\r\\n" (both verified)."""
+    (tmp_path / "dos.txt").write_bytes(b"a\r\nb\r\nc\r\nd\r\n")
+    (tmp_path / "latin.txt").write_bytes("\u00e9t\u00e9\n".encode("latin-1") + b"\xff\n")
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path),
+                "crlf = open('crlf.txt', 'w', newline='\\r\\n')\ncrlf.write('one\\n')\n"
+                "raw = open('dos.txt', newline='')\nfirst = raw.readline()\n"
+                "mac = open('mac.txt', 'w', newline='\\r')\n"
+                "lat = open('latin.txt', encoding='latin-1', errors='strict')\n"
+                "u8 = open('latin.txt', encoding='utf-8', errors='replace')\n"
+                "out = open('ascii.txt', 'w', encoding='ascii', errors='backslashreplace')"])
+    checkpoint(a, store_url, strategy=strategy)
+    b = make_kernel()
+    assert_verified(restore(b, store_url))
+    b.ok("crlf.write('two\\n'); crlf.close(); mac.write('x\\ny\\n'); mac.close()\n"
+         "out.write('\u00e9\\n'); out.close()")
+    assert (tmp_path / "crlf.txt").read_bytes() == b"one\r\ntwo\r\n"
+    assert (tmp_path / "mac.txt").read_bytes() == b"x\ry\r"
+    assert (tmp_path / "ascii.txt").read_bytes() == b"\\xe9\n"
+    assert b.value("(first, raw.readline(), raw.read())") == ["a\r\n", "b\r\n", "c\r\nd\r\n"]
+    assert b.value("(lat.encoding, lat.errors, lat.read(), u8.errors, u8.read())") == [
+        "latin-1", "strict", "\u00e9t\u00e9\n\u00ff\n", "replace", "\ufffdt\ufffd\n\ufffd\n"]
+
+
+def test_a_file_written_on_after_the_checkpoint_is_lost_not_written_over(
+        make_kernel, store_url, tmp_path):
+    """The kernel wrote on after the checkpoint, then died. Re-opened at its place of the
+    checkpoint, `log` wrote over the lines that followed it: ``epoch 3`` landed in the middle
+    of ``epoch 2 (lost run)`` and the file read "epoch 1, epoch 3, lost run)", while the
+    restore verified `log`. The file is no longer the one the checkpoint saw: named as lost,
+    and left as it is."""
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "log = open('run.log', 'w')\nlog.write('epoch 1\\n')",
+                "n = 1"])
+    checkpoint(a, store_url)
+    a.ok("log.write('epoch 2 (lost run)\\n'); log.flush()")
+    kill9(a)  # (no close: nothing more reaches the file)
+    b = make_kernel()
+    r = restore(b, store_url)
+    assert "run.log" in r["lost"]["log"] and "written after the checkpoint" in r["lost"]["log"]
+    assert b.value("n") == 1
+    assert (tmp_path / "run.log").read_text() == "epoch 1\nepoch 2 (lost run)\n"
+
+
+def test_a_file_appended_to_after_the_checkpoint_appends_on(make_kernel, store_url, tmp_path):
+    """Append mode writes at the end, wherever the file object was: nothing is written over,
+    and the restored log goes on after everything that was written."""
+    a = make_kernel()
+    run_all(a, [chdir(tmp_path), "log = open('app.log', 'a')\nlog.write('one\\n')"])
+    checkpoint(a, store_url)
+    a.ok("log.write('two\\n'); log.flush()")
+    b = make_kernel()
+    assert_verified(restore(b, store_url))
+    b.ok("log.write('three\\n'); log.flush()")
+    assert (tmp_path / "app.log").read_text() == "one\ntwo\nthree\n"
