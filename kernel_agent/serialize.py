@@ -439,7 +439,7 @@ class _Pickler(cloudpickle.CloudPickler):
         if isinstance(obj, type) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_CLASS,):
             return _keep_inherited_entries(obj, rv)
         if isinstance(obj, enum.EnumMeta) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_ENUM,):
-            return _with_enum_aliases(obj, rv)
+            return _with_pseudo_members(obj, _with_enum_aliases(obj, rv))
         return rv
 
     def _reduce_masked(self, m: Any) -> tuple:
@@ -760,7 +760,44 @@ def _with_enum_aliases(cls: Any, rv: Any) -> Any:
     return (make, (*args[:3], members, *args[4:]), (clsdict, slotstate), *rest)
 
 
+def _with_pseudo_members(cls: Any, rv: Any) -> Any:
+    """Make a notebook enum's pseudo-members again, in the order the notebook made them.
+
+    A ``Flag`` combination (``Perm.R | Perm.W``, ``Perm(0)``) is a pseudo-member the class
+    makes on first use and caches in ``_value2member_map_``. cloudpickle rebuilds that cache
+    from the canonical members only, and each pickled combination (``Perm(6)``) is made again
+    when the load reaches it, in the pickle's order (sorted variable names), not the
+    notebook's: the class's cache came back in another order, and the class with every
+    variable holding it did not verify. The class state now ends with making them, in the
+    cache's order, before anything in the blob can ask for one.
+    """
+    try:
+        make, args, state, *rest = rv
+        cache = type.__getattribute__(cls, "_value2member_map_")
+        members = {id(m) for m in type.__getattribute__(cls, "_member_map_").values()}
+    except (TypeError, ValueError, AttributeError):  # a cloudpickle we do not know
+        return rv
+    pseudo = [v for v, m in cache.items() if id(m) not in members]
+    if not pseudo or len(rest) != 3 or rest[2] is not _CLASS_SETSTATE:
+        return rv
+    return (make, args, (state, pseudo), rest[0], rest[1], _set_enum_state)
+
+
+def _set_enum_state(cls: Any, state: tuple) -> Any:
+    class_state, pseudo = state
+    _CLASS_SETSTATE(cls, class_state)
+    cache = type.__getattribute__(cls, "_value2member_map_")
+    for value in pseudo:
+        if value not in cache:
+            try:
+                cls(value)
+            except Exception:  # noqa: BLE001 - the restore's verification names the class
+                pass
+    return cls
+
+
 _MISSING = object()
+_CLASS_SETSTATE = getattr(cloudpickle.cloudpickle, "_class_setstate", None)
 _MAKE_SKELETON_CLASS = getattr(cloudpickle.cloudpickle, "_make_skeleton_class", None)
 _MAKE_SKELETON_ENUM = getattr(cloudpickle.cloudpickle, "_make_skeleton_enum", None)
 # kinds of inherited entries put back: a slot wrapper (``object.__hash__``) or a function pickles

@@ -596,3 +596,15 @@ def test_a_cached_function_that_must_be_shipped_is_not_verified(make_kernel, tmp
     _, _, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="optimal")
     assert not r["variables"]["f"]["verified"]
     assert all(v["verified"] for n, v in r["variables"].items() if n != "f")
+
+
+def test_flag_combinations_made_out_of_name_order_come_back_in_the_classs_order(make_kernel,
+                                                                                tmp_path):
+    """The class caches each combination in `_value2member_map_` in the order the notebook made
+    them; the load made them in the pickle's (sorted names: `none` before `rw`), so the shipped
+    class came back with another cache and it and every variable holding it did not verify."""
+    cells = ["import enum\nclass Perm(enum.Flag):\n    R = 4\n    W = 2\n    X = 1",
+             "rw = Perm.R | Perm.W; none = Perm(0); rwx = rw | Perm.X"]
+    b = migrated(make_kernel, tmp_path, cells, "ship-all")
+    assert b.value("[list(Perm._value2member_map_), none is Perm(0), rwx is Perm(7)]") == [
+        [4, 2, 1, 6, 0, 7], True, True]
