@@ -408,6 +408,10 @@ class _Pickler(cloudpickle.CloudPickler):
                 return (view_of, (self._token,))
             if not module_namespace(mapping):
                 return (view_of, (mapping,))
+        if type(obj) in _DICT_ITERATORS:
+            rv = _reduce_dict_iterator(obj, self._namespace)
+            if rv is not None:
+                return rv
         if type(obj) in _LOCKS:
             return _reduce_lock(obj)
         if isinstance(obj, random.SystemRandom):
@@ -1005,6 +1009,42 @@ _DICT_VIEWS: dict[type, Any] = {
     for m in ({}, collections.OrderedDict())
     for name in ("keys", "values", "items")
 }
+
+# a dict's iterators: (view of the dict it walks, backwards)
+_DICT_ITERATORS: dict[type, tuple[Any, bool]] = {
+    type(make(view({}))): (view, make is reversed)
+    for view in (dict.keys, dict.values, dict.items)
+    for make in (iter, reversed)
+}
+
+
+def _reduce_dict_iterator(it: Any, namespace: Any) -> tuple | None:
+    """A dict's iterator is an iterator over that dict, as far along as it was.
+
+    Python's own pickle of one is ``iter(list_of_what_is_left)``: `it = iter(d.values())`
+    came back walking a copy (``d['b'] = 200`` no longer showed in ``next(it)``) and a
+    ``list_iterator``, and the restore verified it (an iterator is checked by its type, and
+    the loaded copy's type is accepted as what its pickle makes). None (Python's pickle) for
+    one that is done, over a module's namespace, or over a dict changed in size since (it
+    raises at its next step, and so does its pickle).
+    """
+    referents = gc.get_referents(it)
+    mapping = referents[0] if referents else None
+    if not isinstance(mapping, dict) or mapping is namespace or module_namespace(mapping):
+        return None
+    left = it.__length_hint__()
+    if left == 0:
+        return None
+    view, backwards = _DICT_ITERATORS[type(it)]
+    return (_rebuild_dict_iterator, (view, mapping, len(mapping) - left, backwards))
+
+
+def _rebuild_dict_iterator(view: Any, mapping: dict, done: int, backwards: bool) -> Any:
+    it = reversed(view(mapping)) if backwards else iter(view(mapping))
+    for _ in itertools.islice(it, done):
+        pass
+    return it
+
 
 _OS_FILES = (io.FileIO, io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper)
 
