@@ -1033,10 +1033,30 @@ def _reduce_dict_iterator(it: Any, namespace: Any) -> tuple | None:
     if not isinstance(mapping, dict) or mapping is namespace or module_namespace(mapping):
         return None
     left = it.__length_hint__()
-    if left == 0:
+    if left == 0 or _reaches(mapping, it):
         return None
     view, backwards = _DICT_ITERATORS[type(it)]
     return (_rebuild_dict_iterator, (view, mapping, len(mapping) - left, backwards))
+
+
+def _reaches(start: Any, target: Any, budget: int = 10_000) -> bool:
+    """Whether `target` may be reachable from `start` (True when the walk runs out of budget).
+
+    A dict holding its own iterator (in a list among its values) is still being loaded when
+    the iterator is rebuilt: made over the half-filled dict, it would raise at its next step.
+    """
+    seen = {id(start)}
+    todo = [start]
+    while todo:
+        for o in gc.get_referents(todo.pop()):
+            if o is target:
+                return True
+            if id(o) not in seen and gc.is_tracked(o):
+                seen.add(id(o))
+                if len(seen) > budget:
+                    return True
+                todo.append(o)
+    return False
 
 
 def _rebuild_dict_iterator(view: Any, mapping: dict, done: int, backwards: bool) -> Any:
