@@ -901,16 +901,19 @@ def _suspended_locals(obj: Any) -> list[Any]:
     if type(obj) is not types.GeneratorType:
         return []
     frame, inner = obj.gi_frame, obj.gi_yieldfrom
-    held = [] if frame is None else list(frame.f_locals.values())
+    held = []
     if frame is not None:
-        held += [o for o in gc.get_referents(obj) if type(o) not in _FRAME_PARTS]
+        local_vars = frame.f_locals  # (a dict the frame then holds too: not a link)
+        held += local_vars.values()
+        held += [o for o in gc.get_referents(obj)
+                 if type(o) not in _FRAME_PARTS and o is not local_vars]
     if inner is not None:
         held.append(inner)
     return _not_namespaces(held)
 
 
 #: a generator's referents that are its frame's machinery, not values it holds
-_FRAME_PARTS = frozenset({types.CodeType, types.FunctionType, str})
+_FRAME_PARTS = frozenset({types.CodeType, types.FunctionType, types.FrameType, str})
 
 
 def _not_namespaces(objs: list[Any]) -> list[Any]:
