@@ -412,6 +412,10 @@ class _Pickler(cloudpickle.CloudPickler):
             rv = _reduce_dict_iterator(obj, self._namespace)
             if rv is not None:
                 return rv
+        if type(obj) is _ODICT_ITERATOR:
+            rv = _reduce_odict_iterator(obj)
+            if rv is not None:
+                return rv
         if type(obj) in _LOCKS:
             return _reduce_lock(obj)
         if isinstance(obj, random.SystemRandom):
@@ -1037,6 +1041,48 @@ def _reduce_dict_iterator(it: Any, namespace: Any) -> tuple | None:
         return None
     view, backwards = _DICT_ITERATORS[type(it)]
     return (_rebuild_dict_iterator, (view, mapping, len(mapping) - left, backwards))
+
+
+_ODICT_ITERATOR = type(iter(collections.OrderedDict()))
+_ODICT_VIEWS = (collections.OrderedDict.keys, collections.OrderedDict.values,
+                collections.OrderedDict.items)
+
+
+def _reduce_odict_iterator(it: Any) -> tuple | None:
+    """An OrderedDict's iterator is one over that OrderedDict, as far along as it was (as for
+    a dict's, `_reduce_dict_iterator`). Its one type serves keys, values, items and reversed:
+    which one it is is read from what is left of it, by identity; None (Python's pickle, a
+    copy) when that does not tell.
+    """
+    referents = gc.get_referents(it)
+    od = referents[0] if referents else None
+    if not isinstance(od, collections.OrderedDict) or _reaches(od, it):
+        return None
+    try:
+        left = list(it.__reduce__()[1][0])  # (a copy of the iterator is walked)
+    except Exception:  # noqa: BLE001 - changed during iteration: Python's pickle raises too
+        return None
+    done = len(od) - len(left)
+    if not left or done < 0:
+        return None
+    found = [(view, backwards) for view in _ODICT_VIEWS for backwards in (False, True)
+             if _same_items(list(reversed(view(od))) if backwards else list(view(od)), done, left)]
+    if len(found) != 1:
+        return None
+    view, backwards = found[0]
+    return (_rebuild_dict_iterator, (view, od, done, backwards))
+
+
+def _same_items(seq: list, start: int, left: list) -> bool:
+    if len(seq) - start != len(left):
+        return False
+    for a, b in zip(seq[start:], left, strict=True):
+        if type(a) is tuple and type(b) is tuple and len(a) == len(b) == 2:
+            if not (a[0] is b[0] and a[1] is b[1]):
+                return False
+        elif a is not b:
+            return False
+    return True
 
 
 def _reaches(start: Any, target: Any, budget: int = 10_000) -> bool:

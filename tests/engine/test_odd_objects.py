@@ -624,3 +624,15 @@ def test_iterators_over_a_dict_keep_iterating_over_it(make_kernel, tmp_path, str
     assert b.value("[type(vals).__name__, next(keys), next(vals), next(vals), next(pairs), "
                    "next(back), type(back).__name__]") == [
         "dict_valueiterator", "b", 20, 30, ["b", 20], "b", "dict_reversekeyiterator"]
+
+
+def test_iterators_over_an_ordered_dict_keep_iterating_over_it(make_kernel, tmp_path):
+    """As for a dict's: Python pickled them as list_iterators over a copy of what was left,
+    and the restore verified them."""
+    cells = ["import collections\nod = collections.OrderedDict(a=1, b=2, c=3)\n"
+             "vals = iter(od.values()); back = reversed(od.items())\nnext(vals); next(back)",
+             "od['b'] = 20"]
+    b = migrated(make_kernel, tmp_path, cells, "ship-all")
+    b.ok("od['c'] = 30")
+    assert b.value("[type(vals).__name__, next(vals), next(vals), next(back)]") == [
+        "odict_iterator", 20, 30, ["b", 20]]
