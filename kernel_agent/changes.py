@@ -938,15 +938,33 @@ def _byte_span(arr: np.ndarray) -> tuple[int, int]:
 
 
 def _suspended_locals(obj: Any) -> list[Any]:
-    """What a suspended generator holds: its frame's locals and the generator it delegates to
-    (not its globals: the namespace). [] for other objects (coroutines hold the event loop)."""
+    """What a suspended generator holds: its frame's locals, what its value stack holds and the
+    generator it delegates to (not its globals: the namespace). [] for other objects
+    (coroutines hold the event loop).
+
+    The value stack is where a suspended ``for x in lst:`` keeps its iterator over the list
+    the global name held when the loop began: not a local, so the generator and ``lst`` were
+    two co-variables, and a plan that shipped ``lst`` (changed by a later cell) and re-ran the
+    generator's cell left it iterating the list that cell made, while its digest (its type
+    only) verified. The collector's referents of a generator are its frame's: code, name,
+    function, locals and stack; only the values are links.
+    """
     if type(obj) is not types.GeneratorType:
         return []
     frame, inner = obj.gi_frame, obj.gi_yieldfrom
-    held = [] if frame is None else list(frame.f_locals.values())
+    held = []
+    if frame is not None:
+        local_vars = frame.f_locals  # (a dict the frame then holds too: not a link)
+        held += local_vars.values()
+        held += [o for o in gc.get_referents(obj)
+                 if type(o) not in _FRAME_PARTS and o is not local_vars]
     if inner is not None:
         held.append(inner)
     return _not_namespaces(held)
+
+
+#: a generator's referents that are its frame's machinery, not values it holds
+_FRAME_PARTS = frozenset({types.CodeType, types.FunctionType, types.FrameType, str})
 
 
 def _not_namespaces(objs: list[Any]) -> list[Any]:

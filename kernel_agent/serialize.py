@@ -434,6 +434,14 @@ class _Pickler(cloudpickle.CloudPickler):
                 return (view_of, (self._token,))
             if not module_namespace(mapping):
                 return (view_of, (mapping,))
+        if type(obj) in _DICT_ITERATORS:
+            rv = _reduce_dict_iterator(obj, self._namespace)
+            if rv is not None:
+                return rv
+        if type(obj) is _ODICT_ITERATOR:
+            rv = _reduce_odict_iterator(obj)
+            if rv is not None:
+                return rv
         if type(obj) in _LOCKS:
             return _reduce_lock(obj)
         if isinstance(obj, threading.Thread):
@@ -470,7 +478,7 @@ class _Pickler(cloudpickle.CloudPickler):
         if isinstance(obj, type) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_CLASS,):
             return _keep_inherited_entries(obj, rv)
         if isinstance(obj, enum.EnumMeta) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_ENUM,):
-            return _with_enum_aliases(obj, rv)
+            return _with_pseudo_members(obj, _with_enum_aliases(obj, rv))
         return rv
 
     def _reduce_masked(self, m: Any) -> tuple:
@@ -875,7 +883,44 @@ def _with_enum_aliases(cls: Any, rv: Any) -> Any:
     return (make, (*args[:3], members, *args[4:]), (clsdict, slotstate), *rest)
 
 
+def _with_pseudo_members(cls: Any, rv: Any) -> Any:
+    """Make a notebook enum's pseudo-members again, in the order the notebook made them.
+
+    A ``Flag`` combination (``Perm.R | Perm.W``, ``Perm(0)``) is a pseudo-member the class
+    makes on first use and caches in ``_value2member_map_``. cloudpickle rebuilds that cache
+    from the canonical members only, and each pickled combination (``Perm(6)``) is made again
+    when the load reaches it, in the pickle's order (sorted variable names), not the
+    notebook's: the class's cache came back in another order, and the class with every
+    variable holding it did not verify. The class state now ends with making them, in the
+    cache's order, before anything in the blob can ask for one.
+    """
+    try:
+        make, args, state, *rest = rv
+        cache = type.__getattribute__(cls, "_value2member_map_")
+        members = {id(m) for m in type.__getattribute__(cls, "_member_map_").values()}
+    except (TypeError, ValueError, AttributeError):  # a cloudpickle we do not know
+        return rv
+    pseudo = [v for v, m in cache.items() if id(m) not in members]
+    if not pseudo or len(rest) != 3 or rest[2] is not _CLASS_SETSTATE:
+        return rv
+    return (make, args, (state, pseudo), rest[0], rest[1], _set_enum_state)
+
+
+def _set_enum_state(cls: Any, state: tuple) -> Any:
+    class_state, pseudo = state
+    _CLASS_SETSTATE(cls, class_state)
+    cache = type.__getattribute__(cls, "_value2member_map_")
+    for value in pseudo:
+        if value not in cache:
+            try:
+                cls(value)
+            except Exception:  # noqa: BLE001 - the restore's verification names the class
+                pass
+    return cls
+
+
 _MISSING = object()
+_CLASS_SETSTATE = getattr(cloudpickle.cloudpickle, "_class_setstate", None)
 _MAKE_SKELETON_CLASS = getattr(cloudpickle.cloudpickle, "_make_skeleton_class", None)
 _MAKE_SKELETON_ENUM = getattr(cloudpickle.cloudpickle, "_make_skeleton_enum", None)
 # kinds of inherited entries put back: a slot wrapper (``object.__hash__``) or a function pickles
@@ -1165,6 +1210,104 @@ _DICT_VIEWS: dict[type, Any] = {
     for m in ({}, collections.OrderedDict())
     for name in ("keys", "values", "items")
 }
+
+# a dict's iterators: (view of the dict it walks, backwards)
+_DICT_ITERATORS: dict[type, tuple[Any, bool]] = {
+    type(make(view({}))): (view, make is reversed)
+    for view in (dict.keys, dict.values, dict.items)
+    for make in (iter, reversed)
+}
+
+
+def _reduce_dict_iterator(it: Any, namespace: Any) -> tuple | None:
+    """A dict's iterator is an iterator over that dict, as far along as it was.
+
+    Python's own pickle of one is ``iter(list_of_what_is_left)``: `it = iter(d.values())`
+    came back walking a copy (``d['b'] = 200`` no longer showed in ``next(it)``) and a
+    ``list_iterator``, and the restore verified it (an iterator is checked by its type, and
+    the loaded copy's type is accepted as what its pickle makes). None (Python's pickle) for
+    one that is done, over a module's namespace, or over a dict changed in size since (it
+    raises at its next step, and so does its pickle).
+    """
+    referents = gc.get_referents(it)
+    mapping = referents[0] if referents else None
+    if not isinstance(mapping, dict) or mapping is namespace or module_namespace(mapping):
+        return None
+    left = it.__length_hint__()
+    if left == 0 or _reaches(mapping, it):
+        return None
+    view, backwards = _DICT_ITERATORS[type(it)]
+    return (_rebuild_dict_iterator, (view, mapping, len(mapping) - left, backwards))
+
+
+_ODICT_ITERATOR = type(iter(collections.OrderedDict()))
+_ODICT_VIEWS = (collections.OrderedDict.keys, collections.OrderedDict.values,
+                collections.OrderedDict.items)
+
+
+def _reduce_odict_iterator(it: Any) -> tuple | None:
+    """An OrderedDict's iterator is one over that OrderedDict, as far along as it was (as for
+    a dict's, `_reduce_dict_iterator`). Its one type serves keys, values, items and reversed:
+    which one it is is read from what is left of it, by identity; None (Python's pickle, a
+    copy) when that does not tell.
+    """
+    referents = gc.get_referents(it)
+    od = referents[0] if referents else None
+    if not isinstance(od, collections.OrderedDict) or _reaches(od, it):
+        return None
+    try:
+        left = list(it.__reduce__()[1][0])  # (a copy of the iterator is walked)
+    except Exception:  # noqa: BLE001 - changed during iteration: Python's pickle raises too
+        return None
+    done = len(od) - len(left)
+    if not left or done < 0:
+        return None
+    found = [(view, backwards) for view in _ODICT_VIEWS for backwards in (False, True)
+             if _same_items(list(reversed(view(od))) if backwards else list(view(od)), done, left)]
+    if len(found) != 1:
+        return None
+    view, backwards = found[0]
+    return (_rebuild_dict_iterator, (view, od, done, backwards))
+
+
+def _same_items(seq: list, start: int, left: list) -> bool:
+    if len(seq) - start != len(left):
+        return False
+    for a, b in zip(seq[start:], left, strict=True):
+        if type(a) is tuple and type(b) is tuple and len(a) == len(b) == 2:
+            if not (a[0] is b[0] and a[1] is b[1]):
+                return False
+        elif a is not b:
+            return False
+    return True
+
+
+def _reaches(start: Any, target: Any, budget: int = 10_000) -> bool:
+    """Whether `target` may be reachable from `start` (True when the walk runs out of budget).
+
+    A dict holding its own iterator (in a list among its values) is still being loaded when
+    the iterator is rebuilt: made over the half-filled dict, it would raise at its next step.
+    """
+    seen = {id(start)}
+    todo = [start]
+    while todo:
+        for o in gc.get_referents(todo.pop()):
+            if o is target:
+                return True
+            if id(o) not in seen and gc.is_tracked(o):
+                seen.add(id(o))
+                if len(seen) > budget:
+                    return True
+                todo.append(o)
+    return False
+
+
+def _rebuild_dict_iterator(view: Any, mapping: dict, done: int, backwards: bool) -> Any:
+    it = reversed(view(mapping)) if backwards else iter(view(mapping))
+    for _ in itertools.islice(it, done):
+        pass
+    return it
+
 
 _OS_FILES = (io.FileIO, io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper)
 

@@ -142,6 +142,21 @@ def test_a_generator_over_the_notebooks_list_is_recomputed_with_it(make_kernel, 
 
 
 @pytest.mark.parametrize("strategy", ["optimal", "ship-all"])
+def test_a_generator_looping_over_a_global_list_is_recomputed_with_it(make_kernel, tmp_path,
+                                                                      strategy):
+    """A generator function's `for x in lst` keeps its iterator on the frame's value stack, not
+    in its locals: `gen` and `lst` were two co-variables, `lst` was shipped with the later
+    append and the re-run cell left `gen` walking the list it had made (digest: type only)."""
+    cells = ["lst = [1, 2, 3]\ndef walk():\n    for x in lst:\n        yield x * 10\n"
+             "gen = walk()\nhead = next(gen)",
+             "lst.append(4)"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_restore_verified(r)
+    b.ok("lst.append(5)")
+    assert b.value("[head, list(gen)]") == [10, [20, 30, 40, 50]]
+
+
+@pytest.mark.parametrize("strategy", ["optimal", "ship-all"])
 def test_exit_stack_callbacks_and_method_callers_keep_their_targets(make_kernel, tmp_path, strategy):
     # a library closure (ExitStack's callback wrapper) and a C object (methodcaller) linked to
     # nothing: restored apart from `log` and `target`, they appended to copies

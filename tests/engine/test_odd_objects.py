@@ -596,3 +596,43 @@ def test_a_cached_function_that_must_be_shipped_is_not_verified(make_kernel, tmp
     _, _, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="optimal")
     assert not r["variables"]["f"]["verified"]
     assert all(v["verified"] for n, v in r["variables"].items() if n != "f")
+
+
+def test_flag_combinations_made_out_of_name_order_come_back_in_the_classs_order(make_kernel,
+                                                                                tmp_path):
+    """The class caches each combination in `_value2member_map_` in the order the notebook made
+    them; the load made them in the pickle's (sorted names: `none` before `rw`), so the shipped
+    class came back with another cache and it and every variable holding it did not verify."""
+    cells = ["import enum\nclass Perm(enum.Flag):\n    R = 4\n    W = 2\n    X = 1",
+             "rw = Perm.R | Perm.W; none = Perm(0); rwx = rw | Perm.X"]
+    b = migrated(make_kernel, tmp_path, cells, "ship-all")
+    assert b.value("[list(Perm._value2member_map_), none is Perm(0), rwx is Perm(7)]") == [
+        [4, 2, 1, 6, 0, 7], True, True]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_iterators_over_a_dict_keep_iterating_over_it(make_kernel, tmp_path, strategy):
+    """Python pickles a dict's iterator as `iter(list_of_what_is_left)`: restored, it walked a
+    copy (a later `src['c'] = 30` did not show) and was a list_iterator, yet it verified (an
+    iterator is checked by type, and what its pickle loads as is accepted)."""
+    cells = ["src = {'a': 1, 'b': 2, 'c': 3}\nkeys = iter(src); vals = iter(src.values())\n"
+             "pairs = iter(src.items()); back = reversed(src)\n"
+             "next(keys); next(vals); next(pairs); next(back)",
+             "src['b'] = 20"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    b.ok("src['c'] = 30")
+    assert b.value("[type(vals).__name__, next(keys), next(vals), next(vals), next(pairs), "
+                   "next(back), type(back).__name__]") == [
+        "dict_valueiterator", "b", 20, 30, ["b", 20], "b", "dict_reversekeyiterator"]
+
+
+def test_iterators_over_an_ordered_dict_keep_iterating_over_it(make_kernel, tmp_path):
+    """As for a dict's: Python pickled them as list_iterators over a copy of what was left,
+    and the restore verified them."""
+    cells = ["import collections\nod = collections.OrderedDict(a=1, b=2, c=3)\n"
+             "vals = iter(od.values()); back = reversed(od.items())\nnext(vals); next(back)",
+             "od['b'] = 20"]
+    b = migrated(make_kernel, tmp_path, cells, "ship-all")
+    b.ok("od['c'] = 30")
+    assert b.value("[type(vals).__name__, next(vals), next(vals), next(back)]") == [
+        "odict_iterator", 20, 30, ["b", 20]]
