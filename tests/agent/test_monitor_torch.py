@@ -7,6 +7,8 @@ imported once by the first test that needs it and every test uses its own names.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -22,7 +24,7 @@ def test_in_place_tensor_ops_are_mutations_of_the_tensor_only(agent):
         rec = agent.cell(code)
         assert rec["mutated"] == ["ip_t"], code
         assert rec["writes"] == []
-    assert agent.value("float(ip_t[0]), float(ip_t[1])") == [10.0, 2.0]
+    assert agent.value("[float(ip_t[0]), float(ip_t[1])]") == [10.0, 2.0]
 
 
 def test_in_place_op_inside_a_called_function_is_a_mutation(agent):
@@ -81,6 +83,15 @@ def test_from_numpy_shares_the_arrays_memory_and_its_co_variable(agent):
     assert set(rec["mutated"]) == {"fn_a", "fn_t"}
 
 
+def test_making_the_first_optimizer_is_no_side_effect(agent):
+    """The first optimizer imports torch._dynamo, which creates torch's compiler cache
+    directory: a cache, not the notebook's doing. Taken for an effect, it made the cell that
+    builds a model and its optimizer impossible to re-run, and a replay restore lost them."""
+    rec = agent.cell(f"{IMPORT}\nfx_model = torch.nn.Linear(2, 1)\n"
+                     "fx_opt = torch.optim.SGD(fx_model.parameters(), lr=0.1)")
+    assert rec["effects"] == []
+
+
 def test_backward_and_an_optimizer_step_mutate_the_model_and_the_optimizer(agent):
     """`loss.backward()` fills `.grad` of the parameters (the model's state: a C attribute, not
     in the instance dict), and `opt.step()` changes them in place and fills the optimizer's
@@ -111,6 +122,19 @@ def test_in_place_change_of_a_sparse_tensor_is_a_mutation(agent):
     agent.ok(f"{IMPORT}\nsp_t = torch.sparse_coo_tensor([[0, 2]], [1.0, 2.0], (4,)).coalesce()")
     rec = agent.cell("sp_t.values().mul_(3)")
     assert rec["mutated"] == ["sp_t"]
+
+
+def test_a_cell_drawing_from_torchs_generator_records_its_state_and_replays_identically(agent):
+    """`torch.randn` draws from torch's own generator: without its state before the cell, a
+    restore that re-ran that cell alone drew other numbers (and lost the value)."""
+    agent.ok(f"{IMPORT}\ntorch.manual_seed(3)\nrg_skip = torch.rand(2)")
+    rec = agent.cell("rg_x = torch.randn(4).tolist()")
+    state = json.dumps(agent.history()["rng_states"][rec["rng_state"]])
+    agent.ok("rg_more = torch.rand(9)")
+    agent.ok("__import__('kernel_agent.rng').rng.apply(__import__('json').loads("
+             f"{state!r}))\nrg_again = torch.randn(4).tolist()")
+    assert agent.value("rg_again == rg_x") is True
+    assert agent.cell("rg_none = 1 + 1")["rng_state"] is None
 
 
 def test_a_cell_reading_a_100_mb_tensor_costs_the_tracker_milliseconds(agent):
