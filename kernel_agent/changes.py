@@ -1931,7 +1931,7 @@ class _Walker:
                 push(exporter)
             return
         fb = _final_base(arr)
-        if not self.noid and arr.nbytes and _torch() is not None:
+        if not self.noid and arr.nbytes and type(fb.base) is not bytes and _torch() is not None:
             # memory a tensor may share (`t.numpy()`, `torch.from_numpy(a)`): linked by address
             # to the tensors over it (`storage_key`)
             self.ids.append(-_data_ptr(arr))

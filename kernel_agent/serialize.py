@@ -715,12 +715,17 @@ class _Pickler(cloudpickle.CloudPickler):
         (in band, once per tensor: ``v = t[2:5]`` came back not sharing ``t``'s memory, and a
         ``t.numpy()`` array next to it as a copy) and drops ``.grad`` (a model restored after
         ``loss.backward()`` had none). None (torch's own pickle): another device or layout, a
-        subclass, or a non-leaf tensor that requires grad (which torch refuses to pickle: the
-        engine recomputes it).
+        subclass. A non-leaf tensor that requires grad does not pickle (the engine recomputes it).
         """
+        if t.requires_grad and not t.is_leaf:
+            # torch pickles it as a leaf without its graph: not the same value (backward()
+            # through it no longer reaches what it was computed from)
+            raise pickle.PicklingError(
+                "a tensor computed with autograd (requires grad, not a leaf): its graph "
+                "cannot be pickled")
         tp = type(t)
         if (tp is not torch.Tensor and tp is not torch.nn.Parameter) or not _dense_cpu(t, torch) \
-                or t.is_conj() or t.is_neg() or (t.requires_grad and not t.is_leaf):
+                or t.is_conj() or t.is_neg():
             return None
         _, _, memory = self._tensor_holder(t)  # (a numpy owner starts where the storage does)
         args = (memory, str(t.dtype).removeprefix("torch."), t.storage_offset(), tuple(t.shape),
@@ -735,7 +740,7 @@ class _Pickler(cloudpickle.CloudPickler):
         """A numpy array over a tensor's memory (``t.numpy()``; an array a tensor was made
         from, ``torch.from_numpy(a)``, pickled after it): a view of the array that tensor is
         rebuilt over, so that the two share memory again after a restore. None: another array."""
-        np, torch = self._np, self._torch
+        torch = self._torch
         if torch is None or id(obj) in self._holders or obj.dtype.hasobject or obj.size == 0:
             return None
         fb = _final_base(obj)
