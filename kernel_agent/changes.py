@@ -2001,6 +2001,14 @@ class _Walker:
         if not self._identity(t, "tensor"):
             return
         torch = _torch()
+        no_overrides = getattr(torch._C, "DisableTorchFunctionSubclass", None)
+        if no_overrides is None or tp is torch.Tensor:
+            self._tensor(t, tp, push, torch)
+            return
+        with no_overrides():  # a subclass's __torch_function__ is user code: never called here
+            self._tensor(t, tp, push, torch)
+
+    def _tensor(self, t: Any, tp: type, push: Any, torch: Any) -> None:
         if not (self.noid or self.portable):
             base = getattr(t, "_base", None)
             if base is not None:

@@ -146,3 +146,23 @@ def test_the_digest_of_tensors_is_the_same_in_another_process(tmp_path):
         res = subprocess.run([sys.executable, "-W", "ignore", str(script)], capture_output=True,
                              text=True, check=True, env=dict(os.environ, PYTHONHASHSEED=seed))
         assert res.stdout.strip() == here
+
+
+def test_the_digest_never_calls_a_tensor_subclass_torch_function():
+    """A subclass's ``__torch_function__`` is user code, run by every method and attribute of
+    its tensors: the agent must not run it (it may print, count, or fail)."""
+    calls: list[str] = []
+
+    class Logged(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(getattr(func, "__name__", str(func)))
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    x = torch.arange(4.0).as_subclass(Logged)
+    calls.clear()
+    first = value_digest({"x": x})
+    x.add_(1)
+    calls.clear()
+    assert value_digest({"x": x}) != first
+    assert calls == []

@@ -4,7 +4,8 @@ Tensors must come back equal (values, dtype, shape, strides), views must still s
 with their base (a write through one shows through the other), memory shared with numpy arrays
 must stay shared, and a model with its optimizer must come back in the state training left
 them in (parameters, their `.grad`, the optimizer's moments, keyed by the model's very
-parameters), so that training on after the restore gives what it gives in A.
+parameters), so that training on after the restore gives what it gives in A; a loss computed
+with autograd comes back computed again (its graph does not pickle).
 
 Kernels import torch (a second or two each): scenarios are grouped into a few notebooks.
 """
@@ -83,6 +84,7 @@ TRAIN_CELLS = [
     "def train_step():\n    opt.zero_grad()\n    loss = ((model(x) - y) ** 2).mean()\n"
     "    loss.backward()\n    opt.step()\n    return loss.item()",
     "losses = [train_step() for _ in range(3)]",
+    "loss = ((model(x) - y) ** 2).mean()",  # computed with autograd: recomputed, not shipped
 ]
 
 TRAIN_EXPR = (
@@ -90,7 +92,8 @@ TRAIN_EXPR = (
     "[p.grad.tolist() for p in model.parameters()], "
     "[(float(s['step']), s['exp_avg'].tolist(), s['exp_avg_sq'].tolist()) for s in opt.state.values()], "
     "all(p in opt.state for p in model.parameters()), "
-    "[p is q for p, q in zip(opt.param_groups[0]['params'], model.parameters())], losses]"
+    "[p is q for p, q in zip(opt.param_groups[0]['params'], model.parameters())], losses, "
+    "[loss.item(), loss.requires_grad, loss.is_leaf, type(loss.grad_fn).__name__]]"
 )
 
 
