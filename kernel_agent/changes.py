@@ -3417,7 +3417,12 @@ def reachable_size(obj: Any, *, max_nodes: int = 1_000_000) -> int:
             elif kind == K_EXTARRAY:
                 total += int(o.nbytes)
             elif kind == K_TORCH:
-                total += int(o.element_size() * o.nelement())
+                key = storage_key(o)  # (views of one storage: its bytes once)
+                if key is None:
+                    total += int(o.element_size() * o.nelement())
+                elif key not in seen:
+                    seen.add(key)
+                    total += int(o.untyped_storage().nbytes())
             elif kind == K_BUFFER:
                 total += len(o) if tp is not memoryview else o.nbytes
             elif kind == K_INSTANCE:

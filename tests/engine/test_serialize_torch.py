@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from kernel_agent.buffers import BlobBuffer
-from kernel_agent.changes import value_digest
+from kernel_agent.changes import reachable_size, value_digest
 from kernel_agent.serialize import dumps, loads
 
 torch = pytest.importorskip("torch")
@@ -166,3 +166,10 @@ def test_the_digest_never_calls_a_tensor_subclass_torch_function():
     calls.clear()
     assert value_digest({"x": x}) != first
     assert calls == []
+
+
+def test_views_of_one_storage_count_its_bytes_once_in_the_size_estimate():
+    """The planner costs shipping by this estimate: a tensor and three views of it ship one
+    storage, not four."""
+    t = torch.zeros(1 << 20)
+    assert reachable_size([t, t[1:], t.view(-1), t.reshape(2, -1)]) < 1.1 * t.nbytes
