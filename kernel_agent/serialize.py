@@ -37,6 +37,12 @@ Why it looks like this
   hidden 1-D owner, which is then shipped once, in ``a``'s place). A view whose base is not
   present is copied (only the viewed elements are shipped). Views of object arrays, of ndarray
   subclasses and of non-contiguous bases are copied too.
+* **torch tensors keep their storage.** A dense CPU tensor is rebuilt over one numpy array
+  holding its storage's bytes (out of band, like an array's), shared by every tensor over that
+  storage and by the numpy arrays over it (``v = t[2:5]``, ``t.numpy()``, ``torch.from_numpy(a)``),
+  with its exact dtype (bfloat16 too), strides and ``.grad``; torch's own pickle copied each
+  tensor's storage in band and dropped ``.grad``. A restored storage is not resizable (it is
+  the blob's memory). A tensor computed with autograd does not ship (its graph cannot).
 * **Trial serialization never raises** for an unpicklable value (generator, lock, socket, open
   file, sqlite connection, ...): ``Serialized.error`` says why, and the engine plans to recompute
   that co-variable instead of shipping it.
