@@ -468,10 +468,11 @@ _ndarray = np.ndarray
 _DTYPE = operator.attrgetter("dtype")
 
 
-def _any_object_array(items: Iterable[Any]) -> bool:
+def _any_object_array(items: Iterable[Any], only_arrays: bool) -> bool:
     """Whether a plain numpy array of Python objects is among `items` (in C but the check of
     each distinct dtype): a list of a thousand float arrays stays a leaf scan."""
-    return any(d.hasobject for d in set(map(_DTYPE, filter(_ndarray.__instancecheck__, items))))
+    arrays = items if only_arrays else filter(_ndarray.__instancecheck__, items)
+    return any(d.hasobject for d in set(map(_DTYPE, arrays)))
 
 
 def _pandas_types() -> tuple[type | None, type | None]:
@@ -552,6 +553,52 @@ _module_verdicts: dict[int, tuple[dict, bool, int | None, str | None]] = {}
 # reasons that, in a module's code, are about the module's own namespace, not the caller's
 _OWN_NAMESPACE = ("calls globals()", "calls locals()", "calls vars()", "calls eval()",
                   "calls exec()")
+
+
+_library_kinds: dict[type, str | None] = {}
+
+
+def _library_kind(t: type) -> str | None:
+    """What the walk does specially with an instance of library class `t`, cached per class:
+    "frame" (a pandas Series/DataFrame), "backed" (a pandas array with compiled fields),
+    "strings" (a pandas array of strings),
+    "connection"/"cursor" (sqlite3), "ctypes" (a C library or function pointer), "local" (a
+    class of one of the notebook's own modules), None (nothing)."""
+    try:
+        return _library_kinds[t]
+    except KeyError:
+        pass
+    kind = None
+    try:
+        frame, backed = _pandas_types()
+        ct = sys.modules.get("ctypes")
+        strings = getattr(sys.modules.get("pandas.core.arrays.string_"), "BaseStringArray", None)
+        if frame is not None and issubclass(t, frame):
+            kind = "frame"
+        elif strings is not None and issubclass(t, strings):
+            kind = "strings"
+        elif backed is not None and issubclass(t, backed):
+            kind = "backed"
+        elif _sqlite_kind(t) is not None:
+            kind = _sqlite_kind(t)
+        elif ct is not None and issubclass(t, (ct.CDLL, ct._CFuncPtr)):
+            kind = "ctypes"
+        else:
+            from kernel_agent.changes import local_module
+
+            mod = sys.modules.get(getattr(t, "__module__", None) or "")
+            if type(mod) is types.ModuleType and local_module(mod):
+                kind = "local"
+    except Exception:  # noqa: BLE001 - an odd class: walked like any other
+        kind = None
+    _library_kinds_store(t, kind)
+    return kind
+
+
+def _library_kinds_store(t: type, kind: str | None) -> None:
+    if len(_library_kinds) > 10_000:
+        _library_kinds.clear()
+    _library_kinds[t] = kind
 
 
 def _class_module_dict(cls: type) -> Any:
@@ -832,7 +879,8 @@ class _Walker:
                     kinds = set(map(type, part))  # in C: cheap even for large containers
                     self.budget -= n // 64
                     if all(_is_leaf_type(k) for k in kinds) and (
-                            _ndarray not in kinds or not _any_object_array(part)):
+                            _ndarray not in kinds
+                            or not _any_object_array(part, len(kinds) == 1)):
                         continue
                 for x in part:
                     tx = type(x)
@@ -898,7 +946,10 @@ class _Walker:
         names leads to: once callbacks were made, such a call reads every variable. A callback
         itself (a function pointer holding a Python callable) is walked like any holder."""
         mod = sys.modules.get("ctypes")
-        if mod is None or not _c_callbacks_made[0]:
+        # (ctypes caches each CFUNCTYPE callback type it makes: one exists in a kernel that
+        # replayed such code while paused, as a restore does)
+        if mod is None or not (_c_callbacks_made[0] or getattr(mod, "_c_functype_cache", None)
+                               or getattr(mod, "_win_functype_cache", None)):
             return
         if isinstance(v, mod.CDLL) or (isinstance(v, mod._CFuncPtr) and not any(
                 type(x).__name__ == "CThunkObject" for x in gc.get_referents(v))):
@@ -920,27 +971,35 @@ class _Walker:
                 _push_handlers(v, stack)
             return  # the kernel itself (it holds the whole namespace: not a read of the cell)
         else:
-            self._module_code(_class_module_dict(t))
             # Best effort beyond the contract: library objects holding notebook callables
             # (a FunctionTransformer(func), an lru_cache wrapper, a callback registry).
-            frame, backed = _pandas_types()
-            if frame is not None and isinstance(v, frame):
+            kind = _library_kind(t)
+            if kind is None:
+                pass
+            elif kind == "frame":
                 # a Series or DataFrame is data, at any depth: its columns live in blocks of
                 # compiled code (no attribute of theirs shows the array), and an object column
                 # may hold functions (`df['fn'] = [f, g]; df['fn'].map(lambda h: h(2))`)
-                stack.extend((a, depth) for a in object.__getattribute__(v, "_mgr").arrays)
-            elif backed is not None and isinstance(v, backed):
+                stack.extend((a, depth) for a in object.__getattribute__(v, "_mgr").arrays
+                             if _walkable(a))
+            elif kind == "backed":
                 # a Categorical's categories, an extension array's values: compiled fields
                 stack.extend(((v._ndarray, depth), (v.dtype, depth)))
-            else:
-                kind = _sqlite_kind(t)
-                if kind == "connection":
-                    self._sqlite(v, stack, depth)
-                    return
-                if kind == "cursor":  # its connection (among what it holds)
-                    stack.extend((x, depth) for x in gc.get_referents(v) if _walkable(x))
-                    return
+            elif kind == "strings":
+                # pandas' str columns (its default since 3.0): an array of Python objects
+                # that pandas lets hold only strings and missing values, not scanned (a
+                # million rows cost 30 ms). A notebook subclass of str in one is not seen.
+                pass
+            elif kind == "connection":
+                self._sqlite(v, stack, depth)
+                return
+            elif kind == "cursor":  # its connection (among what it holds)
+                stack.extend((x, depth) for x in gc.get_referents(v) if _walkable(x))
+                return
+            elif kind == "ctypes":
                 self._ctypes(v, t)
+            elif kind == "local":
+                self._module_code(_class_module_dict(t))
             if depth >= GENERIC_DEPTH:
                 return
             child_depth = depth + 1
