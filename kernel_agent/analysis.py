@@ -133,6 +133,7 @@ class CellAnalysis:
     dynamic: str | None = None
     markers: set[str] = field(default_factory=set)
     uses_shell: bool = False  # loads get_ipython: magics, shell commands (process state)
+    imports: frozenset[str] = frozenset()  # modules its import statements name (see imported_dynamic)
 
 
 _code_cache: dict[int, tuple[types.CodeType, CodeInfo]] = {}
@@ -648,6 +649,34 @@ def _module_dynamic(globs: dict) -> str | None:
     return reason
 
 
+def imported_dynamic(modules: Iterable[str]) -> str | None:
+    """After a cell ran: why one of the notebook's own modules it imported (named by its import
+    statements, or a submodule of such a package) reaches its caller's namespace (None: none
+    does). A module imported for the first time by the cell itself was not there to walk
+    before the cell (`import peeker; peeker.peek('k')`). Installed libraries cost one cached
+    look-up each."""
+    for name in modules:
+        mod = sys.modules.get(name)
+        if type(mod) is not types.ModuleType:
+            continue
+        globs = _module_dict(mod)
+        if type(globs) is not dict:
+            continue
+        reason = _module_dynamic(globs)
+        if reason:
+            return reason
+        hit = _module_verdicts.get(id(globs))
+        if hit is not None and hit[1] and hasattr(mod, "__path__"):  # a local package
+            prefix = name + "."
+            for sub_name, sub in list(sys.modules.items()):
+                if sub_name.startswith(prefix) and type(sub) is types.ModuleType:
+                    sub_globs = _module_dict(sub)
+                    reason = _module_dynamic(sub_globs) if type(sub_globs) is dict else None
+                    if reason:
+                        return reason
+    return None
+
+
 def _walkable(x: Any) -> bool:
     """Whether the walk must visit `x`: not a leaf, or an array of Python objects."""
     t = type(x)
@@ -1140,6 +1169,7 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
         markers=markers,
         dynamic=info.dynamic,
         uses_shell="get_ipython" in info.loads,
+        imports=info.imports,
     )
     if info.c_callbacks:
         _c_callbacks_made[0] = True

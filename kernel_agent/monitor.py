@@ -492,6 +492,12 @@ class Monitor:
         else:
             reads = ana.reads & p.user_before
             stores = ana.stores | ana.maybe_written
+            if ana.imports:
+                # a module of the notebook's it imported for the first time may read the
+                # notebook's variables through its caller's frame: known only now
+                ana.dynamic = analysis.imported_dynamic(ana.imports)
+                if ana.dynamic:
+                    reads = set(p.user_before)
         touched = (reads | written | stores) & user_after
         opaque: set[str] = set()
         t_track = time.perf_counter()

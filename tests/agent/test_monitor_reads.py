@@ -381,3 +381,12 @@ def test_an_awaited_notebook_coroutine_reads_and_writes_are_recorded(agent):
     agent.ok("aw_c = aw_co()")
     rec = agent.cell("aw_r2 = await aw_c")
     assert "aw_k" in rec["reads"]
+
+
+def test_a_cell_importing_a_local_module_that_reads_its_callers_globals_reads_every_variable(
+        agent):
+    # the module is imported by the very cell that calls it: not there to walk before the cell
+    agent.ok("open('lm_first.py', 'w').write('import sys\\ndef peek(name):\\n"
+             "    return sys._getframe(1).f_globals[name]\\n')\nlf_k = 7")
+    rec = agent.cell("import lm_first\nlf_r = lm_first.peek('lf_k')")
+    assert "lf_k" in rec["reads"]

@@ -213,3 +213,18 @@ def test_what_an_awaited_notebook_coroutine_made_is_restored(make_kernel, tmp_pa
     replay = out["replay"]
     assert_never_silent(replay, {"r": 6, "w": 7, "k": 60, "again": 13})
     assert {"r", "w"} <= set(replay.restore["lost"])
+
+
+def test_a_global_read_by_a_local_module_imported_in_the_reading_cell_is_restored(make_kernel,
+                                                                                  tmp_path):
+    # the module did not exist in the kernel before the cell that imports and calls it
+    (tmp_path / "peeker_first.py").write_text(
+        "import sys\n\ndef peek(name):\n    return sys._getframe(1).f_globals[name] * 2\n")
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "k = 10",
+        "import peeker_first\nout = peeker_first.peek('k')",
+        "k = 1000",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("[out, k]") == [20, 1000], r.plan
