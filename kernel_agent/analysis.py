@@ -14,11 +14,14 @@ target is 1%. Instead, the reads of a cell are
 * the transitive closure through notebook-defined code reachable from those names: functions
   whose `__globals__` is the user namespace (their code, closures, defaults, `__wrapped__`),
   notebook classes (methods, properties, static/class methods, nested classes, metaclass),
-  instances of notebook classes, bound methods, partials, and containers holding any of those.
+  instances of notebook classes, bound methods, partials, and containers holding any of those
+  (numpy arrays of Python objects and pandas object columns too, type-scanned in C).
 
 Dynamic namespace access (`globals()`, `locals()`, `vars()`, `eval`/`exec` of a non-literal,
-`get_ipython().user_ns`, `sys.modules`, `import __main__`, frame globals, ...) or a closure walk
-over budget means "reads every user variable". Over-approximating is safe: it only adds edges to
+`get_ipython().user_ns`, `sys.modules`, `import __main__`, frame globals, ...), code Python
+cannot show (Python functions registered on a sqlite3 connection, ctypes callbacks a C library
+may have kept, a notebook module reading its caller's frame) or a closure walk over budget means
+"reads every user variable". Over-approximating is safe: it only adds edges to
 the history graph. Missing a read would be a correctness bug (a silently wrong restore, as in
 ElasticNotebook's `r = obj.m()` case), so every doubt resolves to "read".
 """
@@ -519,7 +522,7 @@ _sqlite_baseline: tuple[tuple[int, int], frozenset[str]] | None = None
 
 def _sqlite_registered(conn: Any) -> str:
     """The functions and collations registered on a connection beyond those of a new one, as
-    text ("" if none). Counted in one statement (about 60 us); sqlite tells them by name only,
+    text ("" if none). Counted in one statement (about 0.1 ms); sqlite tells them by name only,
     so an application function that replaces an extension's of the same name and number of
     arguments is not told apart from it."""
     global _sqlite_baseline
@@ -548,23 +551,15 @@ def _sqlite_registered(conn: Any) -> str:
     return ", ".join(extra[:5]) or "(one replacing an extension's)"
 
 
-# id(module dict) -> (the dict, local module, its version, why its code reaches the caller's
-# namespace)
-_module_verdicts: dict[int, tuple[dict, bool, int | None, str | None]] = {}
-# reasons that, in a module's code, are about the module's own namespace, not the caller's
-_OWN_NAMESPACE = ("calls globals()", "calls locals()", "calls vars()", "calls eval()",
-                  "calls exec()")
-
-
 _library_kinds: dict[type, str | None] = {}
 
 
 def _library_kind(t: type) -> str | None:
     """What the walk does specially with an instance of library class `t`, cached per class:
     "frame" (a pandas Series/DataFrame), "backed" (a pandas array with compiled fields),
-    "strings" (a pandas array of strings),
-    "connection"/"cursor" (sqlite3), "ctypes" (a C library or function pointer), "local" (a
-    class of one of the notebook's own modules), None (nothing)."""
+    "strings" (a pandas array of strings), "connection"/"cursor" (sqlite3), "ctypes" (a C
+    library or function pointer), "local" (a class of one of the notebook's own modules),
+    None (nothing)."""
     try:
         return _library_kinds[t]
     except KeyError:
@@ -600,6 +595,14 @@ def _library_kinds_store(t: type, kind: str | None) -> None:
     if len(_library_kinds) > 10_000:
         _library_kinds.clear()
     _library_kinds[t] = kind
+
+
+# id(module dict) -> (the dict, local module, its version, why its code reaches the caller's
+# namespace)
+_module_verdicts: dict[int, tuple[dict, bool, int | None, str | None]] = {}
+# reasons that, in a module's code, are about the module's own namespace, not the caller's
+_OWN_NAMESPACE = ("calls globals()", "calls locals()", "calls vars()", "calls eval()",
+                  "calls exec()")
 
 
 def _class_module_dict(cls: type) -> Any:
