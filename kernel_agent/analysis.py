@@ -652,12 +652,12 @@ def _module_dynamic(globs: dict) -> str | None:
     return reason
 
 
-def imported_dynamic(modules: Iterable[str]) -> str | None:
-    """After a cell ran: why one of the notebook's own modules it imported (named by its import
-    statements, or a submodule of such a package) reaches its caller's namespace (None: none
-    does). A module imported for the first time by the cell itself was not there to walk
-    before the cell (`import peeker; peeker.peek('k')`). Installed libraries cost one cached
-    look-up each."""
+def imported_dynamic(modules: Iterable[str], submodules: bool = False) -> str | None:
+    """After a cell ran: why one of the notebook's own modules it imported reaches its caller's
+    namespace (None: none does). `submodules`: a local package's loaded submodules count too
+    (`from pkg import sub` names only `pkg`). A module imported for the first time by the cell
+    itself was not there to walk before the cell (`import peeker; peeker.peek('k')`).
+    Installed libraries cost one cached look-up each."""
     for name in modules:
         mod = sys.modules.get(name)
         if type(mod) is not types.ModuleType:
@@ -669,7 +669,7 @@ def imported_dynamic(modules: Iterable[str]) -> str | None:
         if reason:
             return reason
         hit = _module_verdicts.get(id(globs))
-        if hit is not None and hit[1] and hasattr(mod, "__path__"):  # a local package
+        if submodules and hit is not None and hit[1] and hasattr(mod, "__path__"):
             prefix = name + "."
             for sub_name, sub in list(sys.modules.items()):
                 if sub_name.startswith(prefix) and type(sub) is types.ModuleType:

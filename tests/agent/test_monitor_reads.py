@@ -390,3 +390,15 @@ def test_a_cell_importing_a_local_module_that_reads_its_callers_globals_reads_ev
              "    return sys._getframe(1).f_globals[name]\\n')\nlf_k = 7")
     rec = agent.cell("import lm_first\nlf_r = lm_first.peek('lf_k')")
     assert "lf_k" in rec["reads"]
+
+
+def test_a_local_module_imported_by_a_called_function_that_reads_its_callers_globals(agent):
+    # importlib inside a notebook function: no import statement of the cell names the module,
+    # which joined sys.modules while the cell ran
+    agent.ok("open('lm_inner.py', 'w').write('import sys\\ndef peek(name):\\n"
+             "    return sys._getframe(2).f_globals[name]\\n')\nli_k = 8\n"
+             "def li_get(name):\n    import importlib\n"
+             "    return importlib.import_module('lm_inner').peek(name)")
+    rec = agent.cell("li_r = li_get('li_k')")
+    assert "li_k" in rec["reads"]
+    assert agent.value("li_r") == 8
