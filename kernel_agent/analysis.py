@@ -556,7 +556,8 @@ _library_kinds: dict[type, str | None] = {}
 
 def _library_kind(t: type) -> str | None:
     """What the walk does specially with an instance of library class `t`, cached per class:
-    "frame" (a pandas Series/DataFrame), "backed" (a pandas array with compiled fields),
+    "array" (a numpy array subclass), "frame" (a pandas Series/DataFrame), "backed" (a
+    pandas array with compiled fields),
     "strings" (a pandas array of strings), "connection"/"cursor" (sqlite3), "ctypes" (a C
     library or function pointer), "local" (a class of one of the notebook's own modules),
     None (nothing)."""
@@ -569,7 +570,9 @@ def _library_kind(t: type) -> str | None:
         frame, backed = _pandas_types()
         ct = sys.modules.get("ctypes")
         strings = getattr(sys.modules.get("pandas.core.arrays.string_"), "BaseStringArray", None)
-        if frame is not None and issubclass(t, frame):
+        if issubclass(t, _ndarray):
+            kind = "array"
+        elif frame is not None and issubclass(t, frame):
             kind = "frame"
         elif strings is not None and issubclass(t, strings):
             kind = "strings"
@@ -650,6 +653,17 @@ def _module_dynamic(globs: dict) -> str | None:
         _module_verdicts.clear()
     _module_verdicts[id(globs)] = (globs, local, version, reason)
     return reason
+
+
+def local_module_name(name: str) -> bool:
+    """Whether module `name` (imported) is one of the notebook's own (cached per module)."""
+    mod = sys.modules.get(name)
+    globs = _module_dict(mod) if type(mod) is types.ModuleType else None
+    if type(globs) is not dict:
+        return False
+    _module_dynamic(globs)
+    hit = _module_verdicts.get(id(globs))
+    return hit is not None and hit[1]
 
 
 def imported_dynamic(modules: Iterable[str], submodules: bool = False) -> str | None:
@@ -880,7 +894,8 @@ class _Walker:
 
     def _class(self, cls: type, stack: list) -> None:
         if getattr(cls, "__module__", None) != "__main__":
-            self._module_code(_class_module_dict(cls))
+            if _library_kind(cls) == "local":
+                self._module_code(_class_module_dict(cls))
             return
         meta = type(cls)
         if getattr(meta, "__module__", None) == "__main__":
@@ -990,7 +1005,7 @@ class _Walker:
 
     def _instance(self, v: Any, t: type, stack: list, depth: int) -> None:
         notebook = getattr(t, "__module__", None) == "__main__"
-        if isinstance(v, _ndarray) and v.dtype.hasobject:  # a subclass's elements (np.matrix)
+        if notebook and isinstance(v, _ndarray):  # a subclass's elements
             self._array(v.view(_ndarray), stack, depth)
         if notebook:
             stack.append((t, 0))
@@ -1005,9 +1020,13 @@ class _Walker:
         else:
             # Best effort beyond the contract: library objects holding notebook callables
             # (a FunctionTransformer(func), an lru_cache wrapper, a callback registry).
-            kind = _library_kind(t)
+            kind = _library_kinds.get(t, _library_kinds)  # (the dict itself: not cached yet)
+            if kind is _library_kinds:
+                kind = _library_kind(t)
             if kind is None:
                 pass
+            elif kind == "array":  # a subclass's elements (np.matrix of objects)
+                self._array(v.view(_ndarray), stack, depth)
             elif kind == "frame":
                 # a Series or DataFrame is data, at any depth: its columns live in blocks of
                 # compiled code (no attribute of theirs shows the array), and an object column
@@ -1042,7 +1061,8 @@ class _Walker:
                 d = None
             if type(d) is dict and d:
                 for x in list(d.values()):
-                    if _walkable(x):
+                    tx = type(x)
+                    if not _is_leaf_type(tx) or (tx is _ndarray and x.dtype.hasobject):
                         stack.append((x, child_depth))
         for klass in t.__mro__[:-1]:
             slots = vars(klass).get("__slots__", ())
