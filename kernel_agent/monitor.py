@@ -685,6 +685,9 @@ def _warm_up() -> None:
         log.debug("kernel_agent: warm-up failed", exc_info=True)
 
 
+_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
+
+
 def _imported_by(p: _Pending, ns: Mapping[str, Any], reads: set[str]) -> set[str]:
     """Modules a cell may have run code of that the analysis before it could not see (besides
     those its import statements name): those that joined sys.modules while it ran (imported
@@ -697,7 +700,7 @@ def _imported_by(p: _Pending, ns: Mapping[str, Any], reads: set[str]) -> set[str
         if new > 0:
             # (per top-level package: importing sklearn adds 1,500 modules, 7 us each to check)
             names = list(itertools.islice(reversed(sys.modules), new))
-            local = {top for top in {n.partition(".")[0] for n in names}
+            local = {top for top in {n.partition(".")[0] for n in names} - _STDLIB
                      if analysis.local_module_name(top)}
             if local:
                 out.update(n for n in names if n.partition(".")[0] in local)
