@@ -14,11 +14,14 @@ target is 1%. Instead, the reads of a cell are
 * the transitive closure through notebook-defined code reachable from those names: functions
   whose `__globals__` is the user namespace (their code, closures, defaults, `__wrapped__`),
   notebook classes (methods, properties, static/class methods, nested classes, metaclass),
-  instances of notebook classes, bound methods, partials, and containers holding any of those.
+  instances of notebook classes, bound methods, partials, and containers holding any of those
+  (numpy arrays of Python objects and pandas object columns too, type-scanned in C).
 
 Dynamic namespace access (`globals()`, `locals()`, `vars()`, `eval`/`exec` of a non-literal,
-`get_ipython().user_ns`, `sys.modules`, `import __main__`, frame globals, ...) or a closure walk
-over budget means "reads every user variable". Over-approximating is safe: it only adds edges to
+`get_ipython().user_ns`, `sys.modules`, `import __main__`, frame globals, ...), code Python
+cannot show (Python functions registered on a sqlite3 connection, ctypes callbacks a C library
+may have kept, a notebook module reading its caller's frame) or a closure walk over budget means
+"reads every user variable". Over-approximating is safe: it only adds edges to
 the history graph. Missing a read would be a correctness bug (a silently wrong restore, as in
 ElasticNotebook's `r = obj.m()` case), so every doubt resolves to "read".
 """
@@ -33,6 +36,7 @@ import gc
 import inspect
 import keyword
 import logging
+import operator
 import re
 import sys
 import threading
@@ -42,7 +46,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from kernel_agent import effects
+from kernel_agent.dictversion import dict_version
 
 log = logging.getLogger("kernel_agent")
 
@@ -87,6 +94,12 @@ _FRAME_EVAL_ATTRS = frozenset({"query", "eval", "evaluate"})
 _DYNAMIC_TOKENS = _ALWAYS_DYNAMIC_NAMES | {"vars", "eval", "exec", "__import__", "__main__",
                                            "get_ipython"} | _DYNAMIC_ATTRS
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# ctypes' callback types: a C library may keep the callback and call it from any later call
+# into it (`lib.register(CB(f))`, then `lib.fire()`: the cell names neither `f` nor the callback)
+_CALLBACK_FACTORIES = frozenset({"CFUNCTYPE", "WINFUNCTYPE", "PYFUNCTYPE"})
+# set once code making ctypes callbacks was analysed (or one was walked): from then on a cell
+# calling into a C library reads every variable (see _Walker._ctypes)
+_c_callbacks_made = [False]
 
 # The restore re-runs cells with exec(), which cannot run a cell that awaits at top level: such
 # a cell is not re-runnable, so what it makes is shipped (or named as lost), never half-made.
@@ -110,6 +123,7 @@ class CodeInfo:
     markers: frozenset[str]  # non-determinism markers (see effects.static_markers)
     shell_attrs: frozenset[str] = frozenset()  # .push/.reset/...: dynamic if the shell is reachable
     imports: frozenset[str] = frozenset()  # absolute module names of its import statements
+    c_callbacks: bool = False  # makes ctypes callbacks (CFUNCTYPE...): C may call Python later
 
 
 @dataclass
@@ -122,6 +136,7 @@ class CellAnalysis:
     dynamic: str | None = None
     markers: set[str] = field(default_factory=set)
     uses_shell: bool = False  # loads get_ipython: magics, shell commands (process state)
+    imports: frozenset[str] = frozenset()  # modules its import statements name (see imported_dynamic)
 
 
 _code_cache: dict[int, tuple[types.CodeType, CodeInfo]] = {}
@@ -280,6 +295,7 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
     attrs: set[str] = set()
     shell_attrs: set[str] = set()
     imports: set[str] = set()
+    c_callbacks = False
     magic_strings = False
     for i, ins in enumerate(instrs):
         op = ins.opname
@@ -347,6 +363,7 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
             markers |= inner.markers
             shell_attrs |= inner.shell_attrs
             imports |= inner.imports
+            c_callbacks = c_callbacks or inner.c_callbacks
             dynamic = dynamic or inner.dynamic
     if attrs & _FRAME_EVAL_ATTRS:
         for ins in instrs:
@@ -364,8 +381,10 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
             ins.opname == "LOAD_CONST" and ins.argval == "__main__" for ins in instrs):
         dynamic = dynamic or "imports __main__ dynamically"
     markers |= effects.static_markers(instrs)
+    c_callbacks = c_callbacks or not _CALLBACK_FACTORIES.isdisjoint(loads | attrs)
     return CodeInfo(frozenset(loads), frozenset(stores), frozenset(deletes), frozenset(gstores),
-                    dynamic, frozenset(markers), frozenset(shell_attrs), frozenset(imports))
+                    dynamic, frozenset(markers), frozenset(shell_attrs), frozenset(imports),
+                    c_callbacks)
 
 
 # A cell of nothing but `name = constant` lines (`v17 = 17`, `cfg = [1, 'x']`) is told by one
@@ -441,11 +460,244 @@ def _is_leaf_type(t: type) -> bool:
                 or getattr(t, "__module__", None) == "__main__"
                 or any("__slots__" in vars(k) for k in t.__mro__[:-1])
                 or _c_references(t)
+                or _sqlite_kind(t) is not None
             )
         except Exception:  # noqa: BLE001
             leaf = False
         _remember(_leaf_cache, t, leaf)
     return leaf
+
+
+_ndarray = np.ndarray
+_DTYPE = operator.attrgetter("dtype")
+
+
+def _any_object_array(items: Iterable[Any], only_arrays: bool) -> bool:
+    """Whether a plain numpy array of Python objects is among `items` (in C but the check of
+    each distinct dtype): a list of a thousand float arrays stays a leaf scan."""
+    arrays = items if only_arrays else filter(_ndarray.__instancecheck__, items)
+    return any(d.hasobject for d in set(map(_DTYPE, arrays)))
+
+
+def _pandas_types() -> tuple[type | None, type | None]:
+    """pandas' base classes of Series and DataFrame and of arrays backed by an ndarray in
+    compiled fields (Categorical, DatetimeArray...), if pandas is imported."""
+    generic = sys.modules.get("pandas.core.generic")
+    arrays = sys.modules.get("pandas._libs.arrays")
+    return (getattr(generic, "NDFrame", None) if generic is not None else None,
+            getattr(arrays, "NDArrayBacked", None) if arrays is not None else None)
+
+
+_sqlite_kinds: dict[type, str | None] = {}
+
+
+def _sqlite_kind(t: type) -> str | None:
+    """"connection" or "cursor" for sqlite3's classes (and subclasses), else None."""
+    try:
+        return _sqlite_kinds[t]
+    except KeyError:
+        pass
+    mod = sys.modules.get("sqlite3")
+    kind = None
+    if mod is not None:
+        try:
+            kind = ("connection" if issubclass(t, mod.Connection)
+                    else "cursor" if issubclass(t, mod.Cursor) else None)
+        except Exception:  # noqa: BLE001
+            kind = None
+    if len(_sqlite_kinds) > 10_000:
+        _sqlite_kinds.clear()
+    _sqlite_kinds[t] = kind
+    return kind
+
+
+# functions and collations a connection knows beyond sqlite's own ones (builtin = 0 lists
+# the application's and the compiled-in extensions', such as fts5's)
+_SQLITE_COUNT = ("SELECT (SELECT count(*) FROM pragma_function_list WHERE builtin = 0),"
+                 " (SELECT count(*) FROM pragma_collation_list)")
+_SQLITE_NAMES = ("SELECT name FROM pragma_function_list WHERE builtin = 0"
+                 " UNION SELECT name FROM pragma_collation_list")
+_sqlite_baseline: tuple[tuple[int, int], frozenset[str]] | None = None
+
+
+def _sqlite_registered(conn: Any) -> str:
+    """The functions and collations registered on a connection beyond those of a new one, as
+    text ("" if none). Counted in one statement (about 0.1 ms); sqlite tells them by name only,
+    so an application function that replaces an extension's of the same name and number of
+    arguments is not told apart from it."""
+    global _sqlite_baseline
+    import sqlite3
+
+    def rows(c: Any, sql: str) -> list[Any]:
+        cur = c.cursor()
+        try:
+            cur.row_factory = None  # (not the connection's: no user code runs)
+            return cur.execute(sql).fetchall()
+        finally:
+            cur.close()
+
+    if _sqlite_baseline is None:
+        fresh = sqlite3.connect(":memory:")
+        try:
+            _sqlite_baseline = (tuple(rows(fresh, _SQLITE_COUNT)[0]),
+                                frozenset(r[0] for r in rows(fresh, _SQLITE_NAMES)))
+        finally:
+            fresh.close()
+    if conn.text_factory not in (str, bytes, bytearray):  # it would convert the names
+        return "(a text_factory of its own)"
+    if tuple(rows(conn, _SQLITE_COUNT)[0]) == _sqlite_baseline[0]:
+        return ""
+    extra = sorted({str(r[0]) for r in rows(conn, _SQLITE_NAMES)} - _sqlite_baseline[1])
+    return ", ".join(extra[:5]) or "(one replacing an extension's)"
+
+
+_library_kinds: dict[type, str | None] = {}
+
+
+def _library_kind(t: type) -> str | None:
+    """What the walk does specially with an instance of library class `t`, cached per class:
+    "array" (a numpy array subclass), "frame" (a pandas Series/DataFrame), "backed" (a
+    pandas array with compiled fields),
+    "strings" (a pandas array of strings), "connection"/"cursor" (sqlite3), "ctypes" (a C
+    library or function pointer), "local" (a class of one of the notebook's own modules),
+    None (nothing)."""
+    try:
+        return _library_kinds[t]
+    except KeyError:
+        pass
+    kind = None
+    try:
+        frame, backed = _pandas_types()
+        ct = sys.modules.get("ctypes")
+        strings = getattr(sys.modules.get("pandas.core.arrays.string_"), "BaseStringArray", None)
+        if issubclass(t, _ndarray):
+            kind = "array"
+        elif frame is not None and issubclass(t, frame):
+            kind = "frame"
+        elif strings is not None and issubclass(t, strings):
+            kind = "strings"
+        elif backed is not None and issubclass(t, backed):
+            kind = "backed"
+        elif _sqlite_kind(t) is not None:
+            kind = _sqlite_kind(t)
+        elif ct is not None and issubclass(t, (ct.CDLL, ct._CFuncPtr)):
+            kind = "ctypes"
+        else:
+            from kernel_agent.changes import local_module
+
+            mod = sys.modules.get(getattr(t, "__module__", None) or "")
+            if type(mod) is types.ModuleType and local_module(mod):
+                kind = "local"
+    except Exception:  # noqa: BLE001 - an odd class: walked like any other
+        kind = None
+    _library_kinds_store(t, kind)
+    return kind
+
+
+def _library_kinds_store(t: type, kind: str | None) -> None:
+    if len(_library_kinds) > 10_000:
+        _library_kinds.clear()
+    _library_kinds[t] = kind
+
+
+# id(module dict) -> (the dict, local module, its version, why its code reaches the caller's
+# namespace)
+_module_verdicts: dict[int, tuple[dict, bool, int | None, str | None]] = {}
+# reasons that, in a module's code, are about the module's own namespace, not the caller's
+_OWN_NAMESPACE = ("calls globals()", "calls locals()", "calls vars()", "calls eval()",
+                  "calls exec()")
+
+
+def _class_module_dict(cls: type) -> Any:
+    mod = sys.modules.get(getattr(cls, "__module__", None) or "")
+    return _module_dict(mod) if type(mod) is types.ModuleType else None
+
+
+def _module_dynamic(globs: dict) -> str | None:
+    """Why a local module's functions and methods reach their caller's namespace (None: they
+    do not, or it is not a local module). Cached per module dict and its version tag (a
+    reload, a setattr change it); without a tag, recomputed each time."""
+    hit = _module_verdicts.get(id(globs))
+    if hit is not None and hit[0] is globs and not hit[1]:
+        return None  # an installed library's module (where a file is does not change)
+    version = dict_version(globs)
+    if hit is not None and hit[0] is globs and version is not None and hit[2] == version:
+        return hit[3]
+    from kernel_agent.changes import local_module
+
+    name = globs.get("__name__")
+    mod = sys.modules.get(name) if type(name) is str else None
+    reason = None
+    local = type(mod) is types.ModuleType and _module_dict(mod) is globs and local_module(mod)
+    if local:
+        codes: list[tuple[str, types.CodeType]] = []
+        pending = list(globs.values())
+        classes: set[int] = set()
+        while pending and len(codes) < 10_000:
+            x = pending.pop()
+            if isinstance(x, (staticmethod, classmethod)):
+                x = x.__func__
+            if isinstance(x, property):
+                pending.extend(f for f in (x.fget, x.fset, x.fdel) if f is not None)
+            elif type(x) is types.FunctionType and x.__globals__ is globs:
+                codes.append((x.__qualname__, x.__code__))
+            elif (isinstance(x, type) and x.__module__ == name and id(x) not in classes):
+                classes.add(id(x))
+                pending.extend(vars(x).values())
+        for qual, code in codes:
+            why = code_info(code).dynamic
+            if why and not why.startswith(_OWN_NAMESPACE):
+                reason = f"module {name}: {why} (in {qual})"
+                break
+    if len(_module_verdicts) > 1_000:
+        _module_verdicts.clear()
+    _module_verdicts[id(globs)] = (globs, local, version, reason)
+    return reason
+
+
+def local_module_name(name: str) -> bool:
+    """Whether module `name` (imported) is one of the notebook's own (cached per module)."""
+    mod = sys.modules.get(name)
+    globs = _module_dict(mod) if type(mod) is types.ModuleType else None
+    if type(globs) is not dict:
+        return False
+    _module_dynamic(globs)
+    hit = _module_verdicts.get(id(globs))
+    return hit is not None and hit[1]
+
+
+def imported_dynamic(modules: Iterable[str], submodules: bool = False) -> str | None:
+    """After a cell ran: why one of the notebook's own modules it imported reaches its caller's
+    namespace (None: none does). `submodules`: a local package's loaded submodules count too
+    (`from pkg import sub` names only `pkg`). A module imported for the first time by the cell
+    itself was not there to walk before the cell (`import peeker; peeker.peek('k')`).
+    Installed libraries cost one cached look-up each."""
+    for name in modules:
+        mod = sys.modules.get(name)
+        if type(mod) is not types.ModuleType:
+            continue
+        globs = _module_dict(mod)
+        if type(globs) is not dict:
+            continue
+        reason = _module_dynamic(globs)
+        if reason:
+            return reason
+        hit = _module_verdicts.get(id(globs))
+        if submodules and hit is not None and hit[1] and hasattr(mod, "__path__"):
+            prefix = name + "."
+            for sub_name, sub in list(sys.modules.items()):
+                if sub_name.startswith(prefix) and type(sub) is types.ModuleType:
+                    sub_globs = _module_dict(sub)
+                    reason = _module_dynamic(sub_globs) if type(sub_globs) is dict else None
+                    if reason:
+                        return reason
+    return None
+
+
+def _walkable(x: Any) -> bool:
+    """Whether the walk must visit `x`: not a leaf, or an array of Python objects."""
+    t = type(x)
+    return not _is_leaf_type(t) or (t is _ndarray and x.dtype.hasobject)
 
 
 def _remember(cache: dict[type, bool], t: type, verdict: bool) -> None:
@@ -465,6 +717,13 @@ _NO_C_WALK = frozenset({object, list, tuple, dict, set, frozenset, type, collect
                         weakref.ReferenceType, weakref.ProxyType, weakref.CallableProxyType})
 
 
+def _is_ctypes_data(k: type) -> bool:
+    """ctypes' base class of its data, function pointers and callbacks: they keep what they
+    need alive (a callback its Python function) in C fields, without the flag of a collected
+    class on the static base."""
+    return k.__name__ == "_CData" and k.__module__ == "_ctypes"
+
+
 def _c_references(t: type) -> bool:
     """Whether instances of `t` hold references in C storage that neither `__dict__` nor
     `__slots__` show: a class of C code with the garbage collector's support (it holds
@@ -475,8 +734,9 @@ def _c_references(t: type) -> bool:
     hit = _c_refs_cache.get(t)
     if hit is None:
         try:
-            hit = any(not k.__flags__ & _TPFLAGS_HEAPTYPE and k.__flags__ & _TPFLAGS_HAVE_GC
-                      and k not in _NO_C_WALK and k not in _CODE_HOLDERS
+            hit = any((not k.__flags__ & _TPFLAGS_HEAPTYPE and k.__flags__ & _TPFLAGS_HAVE_GC
+                       and k not in _NO_C_WALK and k not in _CODE_HOLDERS)
+                      or _is_ctypes_data(k)
                       for k in t.__mro__)
         except Exception:  # noqa: BLE001
             hit = False
@@ -527,7 +787,10 @@ class _Walker:
         self.ns = ns
         self.budget = budget
         self.start_budget = budget
-        self.seen: set[int] = {id(ns)}
+        # id -> the least depth it was visited at: an object met first deep inside a library
+        # object (where the walk stops) is walked again when met nearer (a pandas column's
+        # dtype cached in an index's `_cache`, then met as the column's own)
+        self.seen: dict[int, int] = {id(ns): -1}
         self.names: set[str] = set()
         self.gstores: set[str] = set()
         self.markers: set[str] = set()
@@ -535,6 +798,8 @@ class _Walker:
 
     def code(self, code: types.CodeType) -> None:
         info = code_info(code)
+        if info.c_callbacks:
+            _c_callbacks_made[0] = True
         self.names |= info.loads
         self.gstores |= info.global_stores
         self.markers |= info.markers
@@ -553,15 +818,18 @@ class _Walker:
             if t in _ATOMS:
                 continue
             i = id(v)
-            if i in self.seen:
+            d = self.seen.get(i)
+            if d is not None and d <= depth:
                 continue
-            self.seen.add(i)
+            self.seen[i] = depth
             self.budget -= 1
             if self.budget < 0:
                 raise _BudgetExceeded
             if t is types.FunctionType:
                 if v.__globals__ is ns:
                     self.code(v.__code__)
+                else:
+                    self._module_code(v.__globals__)
                 # closures, defaults and __wrapped__ of any function: decorators from libraries
                 # wrap notebook functions in closures
                 for c in v.__closure__ or ():
@@ -596,7 +864,7 @@ class _Walker:
                     # a library's generator calls what it was given: `heapq.merge(a, b,
                     # key=f)` consumed by a later cell runs the notebook's `f` from its frame
                     for x in frame.f_locals.values():
-                        if not _is_leaf_type(type(x)):
+                        if _walkable(x):
                             stack.append((x, depth + 1))
             elif v is sys.modules or (t is types.ModuleType and _module_dict(v) is ns):
                 # an alias of sys.modules or of __main__ (`m = sys.modules`, then
@@ -608,12 +876,16 @@ class _Walker:
                 self.markers |= effects.value_markers(v)
                 if v is logging:  # `logging.info(...)`: the root logger's handlers run
                     _push_handlers(logging.root, stack)
+                if t is types.ModuleType:
+                    self._module_code(_module_dict(v))
             elif t is types.ModuleType:
                 pass
             elif isinstance(v, type):
                 self._class(v, stack)
             elif t in _SEQUENCES or t is dict:
                 self._container(v, stack, depth)
+            elif t is _ndarray:
+                self._array(v, stack, depth)
             else:
                 if isinstance(v, (list, tuple, dict, set, frozenset, collections.deque)):
                     self._container(v, stack, depth)
@@ -622,6 +894,8 @@ class _Walker:
 
     def _class(self, cls: type, stack: list) -> None:
         if getattr(cls, "__module__", None) != "__main__":
+            if _library_kind(cls) == "local":
+                self._module_code(_class_module_dict(cls))
             return
         meta = type(cls)
         if getattr(meta, "__module__", None) == "__main__":
@@ -651,18 +925,88 @@ class _Walker:
                         raise _BudgetExceeded
                     kinds = set(map(type, part))  # in C: cheap even for large containers
                     self.budget -= n // 64
-                    if all(_is_leaf_type(k) for k in kinds):
+                    if all(_is_leaf_type(k) for k in kinds) and (
+                            _ndarray not in kinds
+                            or not _any_object_array(part, len(kinds) == 1)):
                         continue
                 for x in part:
-                    if not _is_leaf_type(type(x)):
+                    tx = type(x)
+                    if not _is_leaf_type(tx) or (tx is _ndarray and x.dtype.hasobject):
                         stack.append((x, depth))
         except _BudgetExceeded:
             raise
         except Exception:  # noqa: BLE001 - changed size during iteration, exotic dict, ...
             self.dynamic = self.dynamic or f"could not inspect a {type(v).__name__}"
 
+    def _array(self, v: np.ndarray, stack: list, depth: int) -> None:
+        """An array of Python objects holds them in C storage no attribute shows (an array of
+        numbers holds nothing): `fs = np.array([f, g], dtype=object)`, then `fs[0](3)`, or a
+        pandas column of functions, runs notebook code. Every element is type-checked in C
+        (`_container`); only a value the change tracker did not see as plain data gets here,
+        and the per-name cache keeps a big scan's result until the array changes."""
+        dt = v.dtype
+        if not dt.hasobject:
+            return
+        if dt.names:  # a structured array: the fields holding objects, as arrays
+            for n in dt.names:
+                if dt.fields[n][0].hasobject:
+                    stack.append((v[n], depth))
+            return
+        self._container(v.reshape(-1).tolist(), stack, depth)
+
+    def _sqlite(self, conn: Any, stack: list, depth: int) -> None:
+        """A sqlite3 connection runs the Python functions registered on it from SQL
+        (`conn.create_function("f", 1, pyfunc)`, then `conn.execute("select f(x)")`), which
+        sqlite keeps where Python cannot see them: a connection with any is "reads every
+        variable". Its trace, progress and authorizer callbacks and row factory are walked
+        (the connection holds them); with one of those set the registered functions are not
+        listed (the listing would run them), so it counts as having some."""
+        refs = gc.get_referents(conn)
+        for x in refs:
+            if _walkable(x):
+                stack.append((x, depth))
+        if any(type(x) is types.ModuleType for x in refs):  # a hook's (callable, module) pair
+            self.dynamic = self.dynamic or "a sqlite3 connection with callbacks set may run Python functions registered on it"
+            return
+        try:
+            registered = _sqlite_registered(conn)
+        except Exception as e:  # noqa: BLE001 - closed (runs nothing), another thread's, ...
+            if "closed" in str(e):
+                return
+            registered = f"its functions cannot be listed ({type(e).__name__})"
+        if registered:
+            self.dynamic = self.dynamic or f"a sqlite3 connection runs Python functions registered on it: {registered}"
+
+    def _module_code(self, globs: Any) -> None:
+        """Code of the notebook's own modules (a .py file next to it) that reaches the
+        caller's namespace (`sys._getframe(1).f_globals[name]`, `import __main__`) reads
+        every variable when a cell reaches the module, one of its functions, classes or
+        instances. Checked per module, again only when the module's dict changes."""
+        if type(globs) is dict and globs is not self.ns:
+            reason = _module_dynamic(globs)
+            if reason:
+                self.dynamic = self.dynamic or reason
+
+    def _ctypes(self, v: Any, t: type) -> None:
+        """A call into a C library (a `CDLL`, a function of one) may call back any ctypes
+        callback the library was given before, whose Python function no variable the cell
+        names leads to: once callbacks were made, such a call reads every variable. A callback
+        itself (a function pointer holding a Python callable) is walked like any holder."""
+        mod = sys.modules.get("ctypes")
+        # (ctypes caches each CFUNCTYPE callback type it makes: one exists in a kernel that
+        # replayed such code while paused, as a restore does)
+        if mod is None or not (_c_callbacks_made[0] or getattr(mod, "_c_functype_cache", None)
+                               or getattr(mod, "_win_functype_cache", None)):
+            return
+        if isinstance(v, mod.CDLL) or (isinstance(v, mod._CFuncPtr) and not any(
+                type(x).__name__ == "CThunkObject" for x in gc.get_referents(v))):
+            self.dynamic = self.dynamic or ("calls into a C library, which may call back a ctypes "
+                                            "callback it was given before")
+
     def _instance(self, v: Any, t: type, stack: list, depth: int) -> None:
         notebook = getattr(t, "__module__", None) == "__main__"
+        if notebook and isinstance(v, _ndarray):  # a subclass's elements
+            self._array(v.view(_ndarray), stack, depth)
         if notebook:
             stack.append((t, 0))
             child_depth = 0
@@ -676,6 +1020,37 @@ class _Walker:
         else:
             # Best effort beyond the contract: library objects holding notebook callables
             # (a FunctionTransformer(func), an lru_cache wrapper, a callback registry).
+            kind = _library_kinds.get(t, _library_kinds)  # (the dict itself: not cached yet)
+            if kind is _library_kinds:
+                kind = _library_kind(t)
+            if kind is None:
+                pass
+            elif kind == "array":  # a subclass's elements (np.matrix of objects)
+                self._array(v.view(_ndarray), stack, depth)
+            elif kind == "frame":
+                # a Series or DataFrame is data, at any depth: its columns live in blocks of
+                # compiled code (no attribute of theirs shows the array), and an object column
+                # may hold functions (`df['fn'] = [f, g]; df['fn'].map(lambda h: h(2))`)
+                stack.extend((a, depth) for a in object.__getattribute__(v, "_mgr").arrays
+                             if _walkable(a))
+            elif kind == "backed":
+                # a Categorical's categories, an extension array's values: compiled fields
+                stack.extend(((v._ndarray, depth), (v.dtype, depth)))
+            elif kind == "strings":
+                # pandas' str columns (its default since 3.0): an array of Python objects
+                # that pandas lets hold only strings and missing values, not scanned (a
+                # million rows cost 30 ms). A notebook subclass of str in one is not seen.
+                pass
+            elif kind == "connection":
+                self._sqlite(v, stack, depth)
+                return
+            elif kind == "cursor":  # its connection (among what it holds)
+                stack.extend((x, depth) for x in gc.get_referents(v) if _walkable(x))
+                return
+            elif kind == "ctypes":
+                self._ctypes(v, t)
+            elif kind == "local":
+                self._module_code(_class_module_dict(t))
             if depth >= GENERIC_DEPTH:
                 return
             child_depth = depth + 1
@@ -686,7 +1061,8 @@ class _Walker:
                 d = None
             if type(d) is dict and d:
                 for x in list(d.values()):
-                    if not _is_leaf_type(type(x)):
+                    tx = type(x)
+                    if not _is_leaf_type(tx) or (tx is _ndarray and x.dtype.hasobject):
                         stack.append((x, child_depth))
         for klass in t.__mro__[:-1]:
             slots = vars(klass).get("__slots__", ())
@@ -816,7 +1192,10 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
         markers=markers,
         dynamic=info.dynamic,
         uses_shell="get_ipython" in info.loads,
+        imports=info.imports,
     )
+    if info.c_callbacks:
+        _c_callbacks_made[0] = True
     if not result.dynamic and info.shell_attrs and _reaches_shell(info, ns):
         result.dynamic = f"calls shell .{sorted(info.shell_attrs)[0]}()"
     if result.dynamic:

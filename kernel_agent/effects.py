@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -483,7 +483,7 @@ def _cell_drew_entropy() -> bool:
     ``uuid4()``) are the cell's doing; a module
     being imported is not (sklearn's import draws some: the cell importing it is as
     reproducible as any import)."""
-    f = sys._getframe(3)  # _cell_drew_entropy <- _note_entropy <- urandom wrapper <- caller
+    f = sys._getframe(3)  # _cell_drew_entropy <- _note_entropy <- _probe's wrapper <- caller
     while f is not None:
         name = f.f_globals.get("__name__")
         if type(name) is str:
@@ -499,7 +499,7 @@ def _cell_drew_entropy() -> bool:
     return False
 
 
-def _note_entropy() -> None:
+def _note_entropy(*_args: Any) -> None:
     rec = _current
     if rec is None or rec.busy or threading.get_ident() in rec.ignored_threads:
         return
@@ -513,17 +513,20 @@ def _note_entropy() -> None:
         rec.busy = False
 
 
-def _wrap_urandom(real: Any) -> Any:
-    def urandom(size: int, /) -> bytes:
+def _probe(real: Any, name: str, note: Callable[..., None]) -> Any:
+    """`real` (a function of positional arguments), calling `note` with its arguments first
+    while a cell is recorded: one global lookup otherwise. ``_kernel_agent`` marks it as ours
+    (installed once)."""
+    def probe(*args: Any) -> Any:
         if _current is not None:
-            _note_entropy()
-        return real(size)
+            note(*args)
+        return real(*args)
 
-    urandom.__name__ = urandom.__qualname__ = "urandom"
-    urandom.__doc__ = real.__doc__
-    urandom.__wrapped__ = real
-    urandom._kernel_agent = True
-    return urandom
+    probe.__name__ = probe.__qualname__ = name
+    probe.__doc__ = real.__doc__
+    probe.__wrapped__ = real
+    probe._kernel_agent = True
+    return probe
 
 
 def _install_entropy_probe() -> None:
@@ -539,7 +542,7 @@ def _install_entropy_probe() -> None:
     ``random_state=0``). The wrapper costs a global lookup when no cell is recorded.
     """
     if not getattr(os.urandom, "_kernel_agent", False):
-        os.urandom = _wrap_urandom(os.urandom)
+        os.urandom = _probe(os.urandom, "urandom", _note_entropy)
 
 
 STARTS_THREAD = "starts a thread running notebook code"
@@ -579,7 +582,7 @@ def _thread_code(function: Any) -> str | None:
     return _notebook_code(getattr(thread, "_target", None))
 
 
-def _note_thread(function: Any) -> None:
+def _note_thread(function: Any, *_args: Any) -> None:
     rec = _current
     if rec is None or rec.busy or threading.get_ident() in rec.ignored_threads:
         return
@@ -599,19 +602,6 @@ def _note_thread(function: Any) -> None:
         rec.busy = False
 
 
-def _wrap_start_new_thread(real: Any) -> Any:
-    def start_new_thread(function: Any, args: tuple, *kwargs: Any) -> int:
-        if _current is not None:
-            _note_thread(function)
-        return real(function, args, *kwargs)
-
-    start_new_thread.__name__ = start_new_thread.__qualname__ = "start_new_thread"
-    start_new_thread.__doc__ = real.__doc__
-    start_new_thread.__wrapped__ = real
-    start_new_thread._kernel_agent = True
-    return start_new_thread
-
-
 def _install_thread_probe() -> None:
     """Note, while a cell is recorded, when it starts a thread that runs notebook code.
 
@@ -626,7 +616,8 @@ def _install_thread_probe() -> None:
     no cell is recorded.
     """
     if not getattr(threading._start_new_thread, "_kernel_agent", False):
-        threading._start_new_thread = _wrap_start_new_thread(threading._start_new_thread)
+        threading._start_new_thread = _probe(threading._start_new_thread, "start_new_thread",
+                                              _note_thread)
 
 
 def install() -> None:

@@ -139,7 +139,7 @@ class CellExecution:
         return not self.rerun_blockers()
 
 
-@dataclass
+@dataclass(slots=True)
 class VariableSnapshot:
     """One version of a co-variable.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import itertools
 import logging
 import os
 import sys
@@ -68,6 +69,7 @@ class _Pending:
     hook_cpu_s: float = 0.0  # CPU time of this thread in pre_run_cell
     cwd: str | None = None  # working directory the cell started in
     process: procstate.ProcessState | None = None  # environment, options, paths before it
+    modules: tuple[int, int | None] = (0, None)  # len and version tag of sys.modules before it
 
     @property
     def ids(self) -> dict[Any, int]:
@@ -386,7 +388,8 @@ class Monitor:
         snap, user = self._before(ns, hidden)
         p = _Pending(info=info, code=code, snap=snap, user_before=user, analysis=None,
                      cwd=getcwd(), hidden=hidden,
-                     process=self._process_last or procstate.snapshot())
+                     process=self._process_last or procstate.snapshot(),
+                     modules=(len(sys.modules), dict_version(sys.modules)))
         try:
             transformed = getattr(info, "transformed_cell", None)
             if transformed is None:
@@ -492,6 +495,12 @@ class Monitor:
         else:
             reads = ana.reads & p.user_before
             stores = ana.stores | ana.maybe_written
+            # a module of the notebook's it imported for the first time (or reloaded) may
+            # read the notebook's variables through its caller's frame: known only now
+            ana.dynamic = (analysis.imported_dynamic(ana.imports, submodules=True)
+                           or analysis.imported_dynamic(_imported_by(p, ns, reads)))
+            if ana.dynamic:
+                reads = set(p.user_before)
         touched = (reads | written | stores) & user_after
         opaque: set[str] = set()
         t_track = time.perf_counter()
@@ -674,6 +683,32 @@ def _warm_up() -> None:
         t.update(ns, ["c"], [])
     except Exception:  # noqa: BLE001 - only a warm-up
         log.debug("kernel_agent: warm-up failed", exc_info=True)
+
+
+_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
+
+
+def _imported_by(p: _Pending, ns: Mapping[str, Any], reads: set[str]) -> set[str]:
+    """Modules a cell may have run code of that the analysis before it could not see (besides
+    those its import statements name): those that joined sys.modules while it ran (imported
+    by `importlib.import_module` or inside a function; new entries are at the end of the
+    dict, and an unchanged version tag says none joined) and those it read (a reload)."""
+    out: set[str] = set()
+    n, version = p.modules
+    if version is None or dict_version(sys.modules) != version:
+        new = len(sys.modules) - n
+        if new > 0:
+            # (per top-level package: importing sklearn adds 1,500 modules, 7 us each to check)
+            names = list(itertools.islice(reversed(sys.modules), new))
+            local = {top for top in {n.partition(".")[0] for n in names} - _STDLIB
+                     if analysis.local_module_name(top)}
+            if local:
+                out.update(n for n in names if n.partition(".")[0] in local)
+    for name in reads:
+        v = ns.get(name)
+        if type(v) is ModuleType and type(v.__name__) is str:
+            out.add(v.__name__)
+    return out
 
 
 def _stat(path: str) -> tuple[int, int] | None:

@@ -268,3 +268,137 @@ def test_globals_read_by_a_function_a_library_generator_was_given_are_reads(agen
     # heapq.merge's generator holds the key in its frame; a later cell consuming it runs it
     agent.ok("import heapq\nlg_merged = heapq.merge([1, 3], [2, 4], key=lambda v: v * lg_k)\nlg_k = 1")
     assert "lg_k" in agent.cell("lg_out = list(lg_merged)")["reads"]
+
+
+def test_globals_read_by_functions_in_a_numpy_object_array_are_reads(agent):
+    # an object array keeps its elements in C storage no attribute shows
+    agent.ok("import numpy as np\ndef oa_f(v):\n    return v + oa_k\ndef oa_g(v):\n    return v\n"
+             "oa_fs = np.array([oa_f, oa_g], dtype=object)\n"
+             "oa_grid = np.array([[oa_g, oa_g], [oa_g, lambda: oa_j]], dtype=object)\n"
+             "oa_k = oa_j = 1")
+    assert "oa_k" in agent.cell("oa_r = oa_fs[0](3)")["reads"]
+    assert "oa_j" in agent.cell("oa_r2 = oa_grid[1, 1]()")["reads"]
+
+
+def test_globals_read_by_functions_in_a_list_of_arrays_are_reads(agent):
+    # over 32 elements the list is type-scanned in C: the object array among numeric ones counts
+    agent.ok("import numpy as np\nla_k = 1\ndef la_f():\n    return la_k\n"
+             "la_arrs = [np.zeros(2) for _ in range(40)] + [np.array([la_f], dtype=object)]")
+    assert "la_k" in agent.cell("la_r = la_arrs[-1][0]()")["reads"]
+
+
+def test_globals_read_by_functions_in_a_pandas_object_column_are_reads(agent):
+    # a DataFrame's columns live in blocks of compiled code, a Series' values likewise
+    agent.ok("import pandas as pd\npc_k = 2\ndef pc_f(v):\n    return v + pc_k\n"
+             "pc_df = pd.DataFrame({'a': [1, 2]})\npc_df['fn'] = [pc_f, pc_f]\n"
+             "pc_s = pd.Series([pc_f])\npc_cat = pd.Series([pc_f], dtype='category')")
+    assert "pc_k" in agent.cell("pc_r = pc_df['fn'].map(lambda h: h(2)).tolist()")["reads"]
+    assert "pc_k" in agent.cell("pc_r2 = pc_s[0](1)")["reads"]
+    assert "pc_k" in agent.cell("pc_r3 = pc_cat[0](1)")["reads"]
+
+
+def test_a_pandas_frame_of_strings_and_numbers_leads_to_no_reads(agent):
+    # precision: scanning object columns finds only data
+    agent.ok("import pandas as pd\nps_df = pd.DataFrame({'a': [1, 2], 's': ['x', 'y']})\n"
+             "class PsHolder:\n    pass\nps_h = PsHolder()\nps_h.df = ps_df\nps_other = 1")
+    rec = agent.cell("ps_n = len(ps_h.df)")
+    assert "ps_other" not in rec["reads"]
+
+
+def test_a_sqlite_connection_with_a_python_function_reads_every_variable(agent):
+    # sqlite keeps the registered function where Python cannot see it: the SQL may call it
+    agent.ok("import sqlite3\nsq_k = 4\ndef sq_f(v):\n    return v + sq_k\n"
+             "sq_conn = sqlite3.connect(':memory:')\nsq_conn.create_function('sq_f', 1, sq_f)\n"
+             "sq_cur = sq_conn.cursor()")
+    assert "sq_k" in agent.cell("sq_r = sq_conn.execute('select sq_f(1)').fetchone()[0]")["reads"]
+    assert "sq_k" in agent.cell("sq_r2 = sq_cur.execute('select sq_f(2)').fetchone()[0]")["reads"]
+
+
+def test_a_sqlite_connection_without_python_functions_reads_only_itself(agent):
+    # precision: listing the functions runs no user code and finds none
+    agent.ok("import sqlite3\nsn_conn = sqlite3.connect(':memory:')\n"
+             "sn_conn.row_factory = lambda cur, row: row[0] * sn_m\nsn_m = 2\nsn_other = 1")
+    rec = agent.cell("sn_r = sn_conn.execute('select 21').fetchone()")
+    assert {"sn_conn", "sn_m"} <= set(rec["reads"])  # the row factory runs
+    assert "sn_other" not in rec["reads"]
+    assert agent.value("sn_r") == 42
+
+
+def test_globals_read_by_a_ctypes_callback_are_reads(agent):
+    # the callback keeps its Python function in C fields; qsort calls it from C
+    agent.ok("import ctypes\ncc_libc = ctypes.CDLL(None)\n"
+             "CC_CMP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), "
+             "ctypes.POINTER(ctypes.c_int))\n"
+             "def cc_by(x, y):\n    return (x[0] * cc_k) % 7 - (y[0] * cc_k) % 7\n"
+             "cc_cmp = CC_CMP(cc_by)\ncc_k = 3")
+    rec = agent.cell("cc_arr = (ctypes.c_int * 4)(5, 1, 7, 2)\n"
+                     "cc_libc.qsort(cc_arr, 4, ctypes.sizeof(ctypes.c_int), cc_cmp)\n"
+                     "cc_out = list(cc_arr)")
+    assert {"cc_k", "cc_by"} <= set(rec["reads"])
+
+
+def test_a_call_into_a_c_library_after_ctypes_callbacks_were_made_reads_every_variable(agent):
+    # libc keeps the signal handler it was given; `raise` calls it from C later, in a cell that
+    # names neither the handler nor its function (ignored again at the end: SIGUSR1 kills)
+    agent.ok("import ctypes, signal\ncr_libc = ctypes.CDLL(None)\n"
+             "CR_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_int)\ncr_seen = []\n"
+             "def cr_on(sig):\n    cr_seen.append(cr_k)\n"
+             "cr_h = CR_HANDLER(cr_on)\ncr_libc.signal(signal.SIGUSR1, cr_h)")
+    agent.ok("cr_k = 3")
+    try:
+        rec = agent.cell("getattr(cr_libc, 'raise')(signal.SIGUSR1)")
+        assert agent.value("cr_seen") == [3]
+        assert "cr_k" in rec["reads"]
+    finally:
+        agent.ok("cr_libc.signal(signal.SIGUSR1, ctypes.c_void_p(1))")  # SIG_IGN
+
+
+def test_a_local_module_reading_its_callers_globals_reads_every_variable(agent, tmp_path_factory):
+    # `sys._getframe(1).f_globals[name]` in a module next to the notebook reads the notebook's
+    # variables; no code of the notebook names them
+    agent.ok("open('lm_peek.py', 'w').write('import sys\\ndef peek(name):\\n"
+             "    return sys._getframe(1).f_globals[name]\\n')")
+    agent.ok("import lm_peek\nfrom lm_peek import peek as lm_fn\nlm_k = 5")
+    assert "lm_k" in agent.cell("lm_r = lm_peek.peek('lm_k')")["reads"]
+    assert "lm_k" in agent.cell("lm_r2 = lm_fn('lm_k')")["reads"]
+
+
+def test_a_local_module_of_plain_functions_reads_nothing_more(agent):
+    # precision: a module's own globals() is not the notebook's namespace
+    agent.ok("open('lm_plain.py', 'w').write('def get(name):\\n    return globals().get(name)\\n')")
+    agent.ok("import lm_plain\nlp_other = 1")
+    assert "lp_other" not in agent.cell("lp_r = lm_plain.get('x')")["reads"]
+
+
+def test_an_awaited_notebook_coroutine_reads_and_writes_are_recorded(agent):
+    # top-level await: the coroutine's global reads are reads, its `global` writes are writes,
+    # and the cell is marked as not re-runnable (its outputs are shipped)
+    agent.ok("aw_k = 6\nasync def aw_co():\n    global aw_w\n    aw_w = aw_k + 1\n    return aw_k")
+    rec = agent.cell("aw_r = await aw_co()")
+    assert "aw_k" in rec["reads"]
+    assert {"aw_w", "aw_r"} <= set(rec["writes"])
+    assert any("awaits at top level" in e for e in rec["effects"])
+    agent.ok("aw_c = aw_co()")
+    rec = agent.cell("aw_r2 = await aw_c")
+    assert "aw_k" in rec["reads"]
+
+
+def test_a_cell_importing_a_local_module_that_reads_its_callers_globals_reads_every_variable(
+        agent):
+    # the module is imported by the very cell that calls it: not there to walk before the cell
+    agent.ok("open('lm_first.py', 'w').write('import sys\\ndef peek(name):\\n"
+             "    return sys._getframe(1).f_globals[name]\\n')\nlf_k = 7")
+    rec = agent.cell("import lm_first\nlf_r = lm_first.peek('lf_k')")
+    assert "lf_k" in rec["reads"]
+
+
+def test_a_local_module_imported_by_a_called_function_that_reads_its_callers_globals(agent):
+    # importlib inside a notebook function: no import statement of the cell names the module,
+    # which joined sys.modules while the cell ran
+    agent.ok("open('lm_inner.py', 'w').write('import sys\\ndef peek(name):\\n"
+             "    return sys._getframe(2).f_globals[name]\\n')\nli_k = 8\n"
+             "def li_get(name):\n    import importlib\n"
+             "    return importlib.import_module('lm_inner').peek(name)")
+    rec = agent.cell("li_r = li_get('li_k')")
+    assert "li_k" in rec["reads"]
+    assert agent.value("li_r") == 8

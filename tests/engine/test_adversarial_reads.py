@@ -8,7 +8,7 @@ missed, a replay would recompute the result from the *new* value: a silently wro
 
 from __future__ import annotations
 
-from tests.engine.adversarial import assert_verified, migrate_both
+from tests.engine.adversarial import assert_never_silent, assert_verified, migrate_both
 
 CELLS = [
     "import functools, operator, sys\nimport numpy as np, pandas as pd\n"
@@ -128,3 +128,103 @@ def test_a_global_read_by_the_key_of_a_library_generator_is_restored_with_the_re
     for r in out.values():
         assert_verified(r)
         assert r.kernel.value("[out, k]") == [[1, 2, 3, 4], -1], r.plan
+
+
+def test_a_global_read_by_a_function_in_an_object_array_is_restored_with_the_result(
+        make_kernel, tmp_path):
+    # the array holds the function in C storage: the read of k was missed and the replay of
+    # `out = ...` ran without `k = 10` (NameError: out lost)
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import numpy as np, pandas as pd\ndef f(v):\n    return v + k\n"
+        "fs = np.array([f, len], dtype=object)\ndf = pd.DataFrame({'a': [1, 2]})\ndf['fn'] = [f, f]",
+        "k = 10",
+        "out = fs[0](3)",
+        "col = df['fn'].map(lambda h: h(2)).tolist()",
+        "k = 1000",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("[out, col, k]") == [13, [12, 12], 1000], r.plan
+
+
+def test_a_global_read_by_a_sqlite_function_is_restored_with_the_result(make_kernel, tmp_path):
+    # sqlite keeps `f` out of Python's sight: the replay of `out = ...` ran without `k = 10`
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import sqlite3\nconn = sqlite3.connect(':memory:')",
+        "def f(v):\n    return v + k",
+        "conn.create_function('f', 1, f)",
+        "k = 10",
+        "out = conn.execute('select f(1)').fetchone()[0]",
+        "k = 1000",
+    ])
+    for r in out.values():
+        assert_never_silent(r, {"out": 11, "k": 1000})
+        assert r.restore["variables"]["out"].get("verified"), r.plan
+
+
+def test_a_global_read_by_a_ctypes_callback_is_restored_with_the_result(make_kernel, tmp_path):
+    # qsort calls the callback from C; its function reads k (missed: the replay of the sort
+    # ran without `k = 3`)
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import ctypes\nlibc = ctypes.CDLL(None)\n"
+        "CMP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))",
+        "def by_key(x, y):\n    return (x[0] * k) % 7 - (y[0] * k) % 7",
+        "cmp = CMP(by_key)",
+        "k = 3",
+        "arr = (ctypes.c_int * 5)(5, 1, 7, 33, 99)\n"
+        "libc.qsort(arr, len(arr), ctypes.sizeof(ctypes.c_int), cmp)\nout = list(arr)",
+        "k = 1000",
+    ])
+    want = a.value("out")
+    for r in out.values():
+        assert_never_silent(r, {"out": want, "k": 1000})
+        assert r.restore["variables"]["out"].get("verified"), r.plan
+
+
+def test_a_global_a_local_module_reads_from_its_callers_frame_is_restored_with_the_result(
+        make_kernel, tmp_path):
+    # `peek` reads the notebook's k through the caller's frame: no code of the notebook names it
+    (tmp_path / "peeker.py").write_text(
+        "import sys\n\ndef peek(name):\n    return sys._getframe(1).f_globals[name] * 2\n")
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import peeker",
+        "k = 10",
+        "out = peeker.peek('k')",
+        "k = 1000",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("[out, k]") == [20, 1000], r.plan
+
+
+def test_what_an_awaited_notebook_coroutine_made_is_restored(make_kernel, tmp_path):
+    # a top-level await cannot be re-run by the restore (exec runs no coroutine): the optimal
+    # plan ships its result and the global the coroutine set; the replay plan, which may ship
+    # nothing, names them (and what is derived from them) as lost, never recomputed from the
+    # later k
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "k = 6\nasync def co():\n    global w\n    w = k + 1\n    return k",
+        "r = await co()",
+        "k = 60",
+        "again = r + w",
+    ])
+    assert_verified(out["optimal"])
+    assert out["optimal"].kernel.value("[r, w, k, again]") == [6, 7, 60, 13]
+    replay = out["replay"]
+    assert_never_silent(replay, {"r": 6, "w": 7, "k": 60, "again": 13})
+    assert {"r", "w"} <= set(replay.restore["lost"])
+
+
+def test_a_global_read_by_a_local_module_imported_in_the_reading_cell_is_restored(make_kernel,
+                                                                                  tmp_path):
+    # the module did not exist in the kernel before the cell that imports and calls it
+    (tmp_path / "peeker_first.py").write_text(
+        "import sys\n\ndef peek(name):\n    return sys._getframe(1).f_globals[name] * 2\n")
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "k = 10",
+        "import peeker_first\nout = peeker_first.peek('k')",
+        "k = 1000",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("[out, k]") == [20, 1000], r.plan
