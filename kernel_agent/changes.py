@@ -255,7 +255,46 @@ def _pandas() -> Any:
 
 
 def _torch() -> Any:
+    """torch if the user already imported it (never imported here: it costs seconds)."""
     return sys.modules.get("torch")
+
+
+def _is_tensor(obj: Any) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+def _dense_cpu(t: Any, torch: Any) -> bool:
+    """A strided tensor in this process's memory, whose bytes its storage holds as they are."""
+    return (t.layout is torch.strided and t.device.type == "cpu" and not t.is_quantized
+            and not getattr(t, "is_nested", False))
+
+
+def storage_key(t: Any) -> int | None:
+    """The link id of a dense CPU tensor's memory: minus its storage's address (ids are
+    positive), the same for every view of it and for the numpy arrays over it; None if it has
+    no memory of its own (empty, sparse, another device)."""
+    torch = _torch()
+    try:
+        if torch is None or not _dense_cpu(t, torch):
+            return None
+        ptr = t.untyped_storage().data_ptr()
+    except Exception:  # noqa: BLE001 - an exotic tensor: no link
+        return None
+    return -ptr if ptr else None
+
+
+def storage_bytes(t: Any) -> np.ndarray:
+    """The whole storage of a dense CPU tensor as a uint8 numpy array over its memory (no
+    copy; it holds the storage alive). Works for every dtype, bfloat16 included, which
+    ``t.numpy()`` refuses."""
+    torch = _torch()
+    return torch.empty(0, dtype=torch.uint8).set_(t.untyped_storage()).numpy()
+
+
+def raw_dtype(itemsize: int) -> np.dtype:
+    """A numpy dtype of `itemsize` bytes to see a tensor's elements as raw bytes."""
+    return np.dtype({1: "u1", 2: "<u2", 4: "<u4", 8: "<u8"}.get(itemsize, f"V{itemsize}"))
 
 
 _kind_cache: dict[type, int] = {}
@@ -1122,6 +1161,7 @@ class _Walker:
         "class_links",
         "anchors",
         "links",
+        "storages",
     )
 
     def __init__(
@@ -1174,6 +1214,9 @@ class _Walker:
         # back-references and anchors met: the identity relations the stream records (a load
         # that comes back with fewer has lost some, see `DigestReport.links`)
         self.links = 0
+        # portable mode: storage address -> (bytes, uint8 array over the storage) of the tensors
+        # met, so that the arrays of tensors (and numpy arrays) sharing one are one owner
+        self.storages: dict[int, tuple[int, np.ndarray]] = {}
 
     def next_root(self) -> None:
         """Start the stream of another root; what earlier roots visited stays memoised.
@@ -1888,6 +1931,13 @@ class _Walker:
                 push(exporter)
             return
         fb = _final_base(arr)
+        if not self.noid and arr.nbytes and type(fb.base) is not bytes and _torch() is not None:
+            # memory a tensor may share (`t.numpy()`, `torch.from_numpy(a)`): linked by address
+            # to the tensors over it (`storage_key`)
+            self.ids.append(-_data_ptr(arr))
+            key = storage_key(fb.base) if _is_tensor(fb.base) else None
+            if key is not None:
+                self.ids.append(key)
         if fb is not arr:
             # a view: its values are the base's bytes at (offset, shape, strides); hash the base
             out.append(("view", _data_ptr(arr) - _data_ptr(fb), arr.shape, arr.strides, dt.str))
@@ -1943,28 +1993,105 @@ class _Walker:
             self.out.append((tp.__name__, len(obj), xxhash.xxh3_128_digest(obj)))
 
     def _torch(self, t: Any, tp: type, push: Any) -> None:
+        """A tensor: its metadata, its memory (hashed per storage like a numpy base: every view
+        of a storage costs one hash of it per walk, within the hash budget), its ``.grad`` (a C
+        attribute: ``loss.backward()`` changes it) and its instance dict. Tensors sharing a
+        storage are linked by the storage's address (`storage_key`), as numpy arrays over it
+        are: a view, ``t.T``, ``t.detach()``, ``t.numpy()``, ``torch.from_numpy(a)``."""
         if not self._identity(t, "tensor"):
             return
-        base = getattr(t, "_base", None)
-        if base is not None and not self.noid:
-            self.ids.append(id(base))
-        x = t.detach()
-        dev = str(x.device)
-        if x.device.type != "cpu":
-            x = x.cpu()
-        try:
-            a = x.contiguous().numpy()
-            h = _buffer_hash(a, logical=True)
-        except Exception:
-            h = xxhash.xxh3_128_digest(repr(x.tolist()).encode())
-        self.out.append(
-            ("torch", _type_name(tp), str(t.dtype), tuple(t.shape), bool(t.requires_grad), dev, h)
-        )
+        torch = _torch()
+        no_overrides = getattr(torch._C, "DisableTorchFunctionSubclass", None)
+        if no_overrides is None or tp is torch.Tensor:
+            self._tensor(t, tp, push, torch)
+            return
+        with no_overrides():  # a subclass's __torch_function__ is user code: never called here
+            self._tensor(t, tp, push, torch)
+
+    def _tensor(self, t: Any, tp: type, push: Any, torch: Any) -> None:
+        if not (self.noid or self.portable):
+            base = getattr(t, "_base", None)
+            if base is not None:
+                self.ids.append(id(base))
+                self.keep.append(base)
+        leaf = bool(t.is_leaf)
+        self.out.append(("torch", _type_name(tp), str(t.dtype), tuple(t.shape),
+                         bool(t.requires_grad), leaf, str(t.device), str(t.layout)))
+        if t.layout is torch.sparse_coo:
+            self.out.append(("coo", bool(t.is_coalesced())))
+            for part in (t._indices(), t._values()):
+                self.keep.append(part)
+                self._tensor_data(part, torch)
+        else:
+            self._tensor_data(t, torch)
+        children: list[Any] = []
+        if leaf or t.retains_grad:  # (reading it on another non-leaf tensor warns the user)
+            children.append(t.grad)
         lay = _layout(tp)
         if lay[0] is not None:
             d = lay[0].__get__(t, tp)
             if d:
-                push(d)
+                children.append(d)
+        push(_Synth(children))
+
+    def _tensor_data(self, x: Any, torch: Any) -> None:
+        out = self.out
+        if not _dense_cpu(x, torch):
+            # another device or layout: a copy of its values in this process (no aliasing)
+            self._tensor_copy(x, torch)
+            return
+        st = x.untyped_storage()
+        ptr, n = st.data_ptr(), st.nbytes()
+        isz = x.element_size()
+        stride = tuple(x.stride())
+        off = x.storage_offset()
+        flags = (bool(x.is_conj()), bool(x.is_neg()))
+        if self.portable:
+            # a numpy array over the same bytes, as the storage's one owner array: the array
+            # slots then record its aliasing with the other tensors and arrays over that memory
+            # (`resolve_arrays`), and its logical content hash
+            got = self.storages.get(ptr) if ptr else None
+            if got is None:
+                got = (n, storage_bytes(x))
+                self.keep.append(got[1])
+                if ptr:
+                    self.storages[ptr] = got
+            arr = np.ndarray(tuple(x.shape), dtype=raw_dtype(isz), buffer=got[1],
+                             offset=off * isz, strides=tuple(s * isz for s in stride))
+            self.keep.append(arr)
+            out.append(("tdata", stride, flags, "arr#", len(self.arrays)))
+            self.arrays.append(arr)
+            return
+        if ptr and not self.noid:
+            self.ids.append(-ptr)
+        cache = self.array_cache
+        hit = cache.get(-ptr) if cache is not None and ptr else None
+        if hit is not None:
+            h = hit[1]
+        elif not self._spend(n):
+            out.append(("tbuf?", off, stride, n, flags))
+            return
+        else:
+            u8 = storage_bytes(x)
+            h = _hash_u8(u8) if n else b""
+            if cache is not None and ptr:
+                cache[-ptr] = (u8, h)  # (u8 holds the storage: its address stays its own)
+        out.append(("tbuf", off, stride, n, flags, h))
+
+    def _tensor_copy(self, x: Any, torch: Any) -> None:
+        x = x.detach()
+        if not self.portable and not self._spend(x.nelement() * x.element_size()):
+            self.out.append(("tcopy?",))
+            return
+        if x.device.type != "cpu":
+            x = x.cpu()
+        if x.is_quantized:
+            x = x.dequantize()
+        if x.layout is not torch.strided:
+            x = x.to_dense()
+        x = x.resolve_conj().resolve_neg().contiguous().reshape(-1)
+        self.out.append(("tcopy", str(x.dtype),
+                         _hash_u8(x.view(torch.uint8).numpy()) if x.numel() else b""))
 
     # -- pandas --------------------------------------------------------------------------------
     def _dataframe(self, df: Any, tp: type, push: Any, extend: Any) -> None:
@@ -2111,6 +2238,17 @@ class _Walker:
         extend((_EXIT_NOID, _Synth(parts), _ENTER_NOID))
 
     # -- portable arrays ---------------------------------------------------------------------
+    def _owner(self, fb: np.ndarray) -> int:
+        """Key of the memory owner `fb` (an array's final base) is part of: the tensor storage
+        its bytes lie in (``t.numpy()``, ``torch.from_numpy(a)``: one memory, two libraries),
+        else itself."""
+        if self.storages:
+            lo, hi = _byte_span(fb)
+            for ptr, (n, holder) in self.storages.items():
+                if holder is fb or (lo < ptr + n and ptr < hi):
+                    return id(holder)
+        return id(fb)
+
     def resolve_arrays(self) -> None:
         """Portable mode: resolve the array slots. Arrays whose bytes overlap (a base and its
         views, overlapping views) are recorded as (group, offset from the group's lowest byte,
@@ -2123,7 +2261,7 @@ class _Walker:
         # relative to its own lowest address, not to the (possibly unreachable) owner.
         by_owner: dict[int, list[int]] = {}
         for k, arr in enumerate(self.arrays):
-            by_owner.setdefault(id(_final_base(arr)), []).append(k)
+            by_owner.setdefault(self._owner(_final_base(arr)), []).append(k)
         group_of: dict[int, tuple[int, int]] = {}  # array index -> (group number, group low ptr)
         tail: list[Any] = []
         for members in by_owner.values():
@@ -3279,7 +3417,12 @@ def reachable_size(obj: Any, *, max_nodes: int = 1_000_000) -> int:
             elif kind == K_EXTARRAY:
                 total += int(o.nbytes)
             elif kind == K_TORCH:
-                total += int(o.element_size() * o.nelement())
+                key = storage_key(o)  # (views of one storage: its bytes once)
+                if key is None:
+                    total += int(o.element_size() * o.nelement())
+                elif key not in seen:
+                    seen.add(key)
+                    total += int(o.untyped_storage().nbytes())
             elif kind == K_BUFFER:
                 total += len(o) if tp is not memoryview else o.nbytes
             elif kind == K_INSTANCE:

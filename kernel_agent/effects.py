@@ -632,6 +632,21 @@ def install() -> None:
             _installed = True
 
 
+def _torchinductor_default() -> str | None:
+    """torch's default compiler cache directory (``torch._inductor.runtime.cache_dir_utils``),
+    computed the way torch does without importing it."""
+    import getpass
+    import re
+    import tempfile
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name: torch uses the uid
+        getuid = getattr(os, "getuid", None)
+        user = f"uid_{getuid()}" if callable(getuid) else "unknown_user"
+    return os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
+
+
 def kernel_paths(shell: Any = None) -> tuple[str, ...]:
     """Directories the kernel machinery writes to on its own (never the user's doing)."""
     paths: list[str] = []
@@ -649,6 +664,10 @@ def kernel_paths(shell: Any = None) -> tuple[str, ...]:
     add(os.path.join(home, ".matplotlib"))
     add(os.path.join(home, ".config", "matplotlib"))
     add(os.path.join(home, ".ipython"))
+    # torch's compiler caches: the first optimizer a cell makes imports torch._dynamo, which
+    # creates its cache directory (re-run elsewhere it is simply made again)
+    add(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or _torchinductor_default())
+    add(os.environ.get("TRITON_CACHE_DIR") or os.path.join(home, ".triton"))
     try:
         from jupyter_core.paths import jupyter_runtime_dir
 

@@ -1,4 +1,5 @@
-"""State of the global random generators (`random`, `numpy.random`), as JSON-safe data.
+"""State of the global random generators (`random`, `numpy.random`, torch's default CPU
+generator), as JSON-safe data.
 
 Runs inside the user's kernel process. The monitor records the generators' state before each
 cell that draws from them, so that re-running that cell at restore time draws the same numbers
@@ -19,7 +20,21 @@ import struct
 import sys
 from typing import Any
 
-RawState = tuple[Any, Any]  # (random.getstate(), numpy legacy state dict or None)
+#: (random.getstate(), numpy legacy state dict or None, torch's CPU generator state bytes or None)
+RawState = tuple[Any, Any, Any]
+
+
+def _torch_state() -> bytes | None:
+    """torch's default CPU generator state (what ``torch.randn`` draws from), if torch is
+    imported: 5 kB, read in a few us."""
+    torch = sys.modules.get("torch")
+    gen = getattr(torch, "default_generator", None) if torch is not None else None
+    if gen is None:
+        return None
+    try:
+        return gen.get_state().numpy().tobytes()
+    except Exception:  # noqa: BLE001 - a half-imported torch: no torch state
+        return None
 
 
 def _pack_words(words: Any) -> str:
@@ -41,7 +56,7 @@ def raw_state() -> RawState:
             np_state = np.random.get_state(legacy=False)
         except Exception:  # noqa: BLE001 - a half-imported or exotic numpy: no numpy state
             np_state = None
-    return random.getstate(), np_state
+    return random.getstate(), np_state, _torch_state()
 
 
 _HEADER = object.__basicsize__  # reference count and type: change without any draw
@@ -92,6 +107,7 @@ def fingerprint() -> bytes | None:
         parts.append(marshal.dumps(vars(inst).get("gauss_next"), 2))
         if rs is None:
             parts.append(b"-")
+        parts.append(_torch_state() or b"-")
         return b"".join(parts)
     except Exception:  # noqa: BLE001 - unknown layout: always take the full states
         return None
@@ -100,6 +116,11 @@ def fingerprint() -> bytes | None:
 def raw_equal(a: RawState, b: RawState) -> bool:
     """Whether two raw states are the same (so the cell in between drew nothing)."""
     if a[0] != b[0]:
+        return False
+    ta, tb = (a[2] if len(a) > 2 else None), (b[2] if len(b) > 2 else None)
+    if ta is not None and tb is not None and ta != tb:
+        # (torch imported by the cell: its generator starts from a fixed seed in every
+        # process, so what it drew there, a re-run draws too)
         return False
     na, nb = a[1], b[1]
     if na is None or nb is None:
@@ -129,6 +150,8 @@ def to_json(raw: RawState) -> dict:
             "has_gauss": int(np_state["has_gauss"]),
             "gauss": float(np_state["gauss"]),
         }
+    if len(raw) > 2 and raw[2] is not None:
+        out["torch"] = base64.b64encode(raw[2]).decode("ascii")
     return out
 
 
@@ -154,3 +177,8 @@ def apply(state: dict) -> None:
 
         key = np.array(_unpack_words(n["key"]), dtype=np.uint32)
         np.random.set_state(("MT19937", key, int(n["pos"]), int(n["has_gauss"]), float(n["gauss"])))
+    t = state.get("torch")
+    if t:
+        import torch
+
+        torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(t)), dtype=torch.uint8))

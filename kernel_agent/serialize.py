@@ -37,6 +37,12 @@ Why it looks like this
   hidden 1-D owner, which is then shipped once, in ``a``'s place). A view whose base is not
   present is copied (only the viewed elements are shipped). Views of object arrays, of ndarray
   subclasses and of non-contiguous bases are copied too.
+* **torch tensors keep their storage.** A dense CPU tensor is rebuilt over one numpy array
+  holding its storage's bytes (out of band, like an array's), shared by every tensor over that
+  storage and by the numpy arrays over it (``v = t[2:5]``, ``t.numpy()``, ``torch.from_numpy(a)``),
+  with its exact dtype (bfloat16 too), strides and ``.grad``; torch's own pickle copied each
+  tensor's storage in band and dropped ``.grad``. A restored storage is not resizable (it is
+  the blob's memory). A tensor computed with autograd does not ship (its graph cannot).
 * **Trial serialization never raises** for an unpicklable value (generator, lock, socket, open
   file, sqlite connection, ...): ``Serialized.error`` says why, and the engine plans to recompute
   that co-variable instead of shipping it.
@@ -77,6 +83,7 @@ from __future__ import annotations
 import array
 import builtins
 import collections
+import copyreg
 import csv
 import enum
 import functools
@@ -104,6 +111,9 @@ import xxhash
 
 from kernel_agent.buffers import BlobBuffer, array_interface_base
 from kernel_agent.changes import (
+    _byte_span,
+    _dense_cpu,
+    _final_base,
     exec_globals,
     local_class,
     local_source,
@@ -113,6 +123,7 @@ from kernel_agent.changes import (
     module_namespace,
     module_state,
     registered_module,
+    storage_bytes,
 )
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "Serialized", "dumps", "loads"]
@@ -197,6 +208,29 @@ def _rebuild_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: A
     if not writeable:
         view.flags.writeable = False  # (`np.broadcast_to` gives read-only views)
     return view
+
+
+def _rebuild_tensor(memory: Any, dtype: str, offset: int, size: tuple, stride: tuple,
+                    requires_grad: bool, parameter: bool) -> Any:
+    """A dense CPU tensor over `memory`, the restored numpy array holding its storage's bytes
+    (one for every tensor and array that shared that storage: see `_Pickler._reduce_tensor`)."""
+    import numpy as np
+    import torch
+
+    u8 = memory.view(np.uint8).reshape(-1) if memory.size else np.zeros(0, np.uint8)
+    storage = torch.from_numpy(u8).untyped_storage()
+    t = torch.empty(0, dtype=getattr(torch, dtype)).set_(storage, offset, size, stride)
+    if parameter:
+        return torch.nn.Parameter(t, requires_grad=requires_grad)
+    return t.requires_grad_(requires_grad) if requires_grad else t
+
+
+def _set_tensor_state(t: Any, state: tuple) -> None:
+    grad, attributes = state
+    if grad is not None:
+        t.grad = grad
+    if attributes:
+        vars(t).update(attributes)
 
 
 def _rebuild_lru_cache(wrapped: Any, maxsize: int | None, typed: bool) -> Any:
@@ -296,6 +330,13 @@ class _Pickler(cloudpickle.CloudPickler):
         # id -> name in `sys` of the kernel's standard streams (ipykernel's OutStreams)
         self._stdio = {id(v): n for n in _STDIO_NAMES if (v := getattr(sys, n, None)) is not None}
         self._process_objects = _process_objects()
+        self._torch = sys.modules.get("torch")  # not imported: no tensor can exist
+        # address -> (bytes, numpy array holding them) of the memory of the tensors pickled so
+        # far (their storages, or a numpy owner array that `torch.from_numpy` shares), and the
+        # ids of those arrays made here; C-contiguous numpy owners by address
+        self._tensor_memory: dict[int, tuple[int, Any]] = {}
+        self._holders: set[int] = set()
+        self._np_owners: dict[int, Any] = {}
 
     # cloudpickle calls this for functions it pickles by value
     def _dynamic_function_reduce(self, func: Any) -> Any:
@@ -359,6 +400,18 @@ class _Pickler(cloudpickle.CloudPickler):
             return self._reduce_ndarray(obj)
         if type(obj) is self._masked:
             return self._reduce_masked(obj)
+        torch = self._torch
+        if torch is not None and isinstance(obj, torch.Tensor):
+            rv = self._reduce_tensor(obj, torch)
+            if rv is not None:
+                return rv
+        if (torch is not None and isinstance(obj, torch.optim.Optimizer)
+                and getattr(type(obj), "__getstate__", None) is torch.optim.Optimizer.__getstate__):
+            # its own pickle keeps three of its attributes and its __setstate__ makes the rest
+            # anew after them: the hooks registered on it were dropped and its attributes came
+            # back in another order (the restore did not verify). Its __setstate__ takes them
+            # all, in their order, and keeps what it is given
+            return (copyreg.__newobj__, (type(obj),), dict(vars(obj)))
         if np is not None and isinstance(obj, np.void) and type(obj.base) in (np.ndarray,
                                                                               np.recarray):
             rv = _reduce_void_view(obj, np)
@@ -640,10 +693,89 @@ class _Pickler(cloudpickle.CloudPickler):
         buf = pickle.PickleBuffer(flat)
         return (_rebuild_owner, (buf, obj.dtype, obj.shape, order, bool(obj.flags.writeable)))
 
+    def _tensor_holder(self, t: Any) -> tuple[int, int, Any]:
+        """(address, bytes, numpy array) of the memory of dense CPU tensor `t`: the one array
+        every tensor and numpy array sharing that memory is rebuilt over (pickle's memo makes
+        it one object in the stream). A numpy owner array already pickled whose memory it is
+        (``torch.from_numpy(a)``) is that array; else a uint8 array over the storage."""
+        st = t.untyped_storage()
+        ptr, n = st.data_ptr(), st.nbytes()
+        got = self._tensor_memory.get(ptr)
+        if got is None:
+            owner = self._np_owners.get(ptr)
+            if owner is not None and owner.nbytes >= n:
+                got = (owner.nbytes, owner)
+            else:
+                got = (n, storage_bytes(t))
+                self._holders.add(id(got[1]))
+            self._alive.append(got[1])
+            if ptr:
+                self._tensor_memory[ptr] = got
+        return ptr, got[0], got[1]
+
+    def _reduce_tensor(self, t: Any, torch: Any) -> Any:
+        """A dense CPU tensor (or parameter) over the numpy array holding its storage's bytes
+        (`_tensor_holder`), with its ``.grad`` and its attributes.
+
+        torch's own pickle copies each tensor's storage into the stream through ``torch.save``
+        (in band, once per tensor: ``v = t[2:5]`` came back not sharing ``t``'s memory, and a
+        ``t.numpy()`` array next to it as a copy) and drops ``.grad`` (a model restored after
+        ``loss.backward()`` had none). None (torch's own pickle): another device or layout, a
+        subclass. A non-leaf tensor that requires grad does not pickle (the engine recomputes it).
+        """
+        if t.requires_grad and not t.is_leaf:
+            # torch pickles it as a leaf without its graph: not the same value (backward()
+            # through it no longer reaches what it was computed from)
+            raise pickle.PicklingError(
+                "a tensor computed with autograd (requires grad, not a leaf): its graph "
+                "cannot be pickled")
+        tp = type(t)
+        if (tp is not torch.Tensor and tp is not torch.nn.Parameter) or not _dense_cpu(t, torch) \
+                or t.is_conj() or t.is_neg():
+            return None
+        _, _, memory = self._tensor_holder(t)  # (a numpy owner starts where the storage does)
+        args = (memory, str(t.dtype).removeprefix("torch."), t.storage_offset(), tuple(t.shape),
+                tuple(t.stride()), bool(t.requires_grad), tp is torch.nn.Parameter)
+        attributes = dict(vars(t))
+        grad = t.grad if t.is_leaf else None
+        if grad is None and not attributes:
+            return (_rebuild_tensor, args)
+        return (_rebuild_tensor, args, (grad, attributes), None, None, _set_tensor_state)
+
+    def _over_tensor_memory(self, obj: Any) -> Any:
+        """A numpy array over a tensor's memory (``t.numpy()``; an array a tensor was made
+        from, ``torch.from_numpy(a)``, pickled after it): a view of the array that tensor is
+        rebuilt over, so that the two share memory again after a restore. None: another array."""
+        torch = self._torch
+        if torch is None or id(obj) in self._holders or obj.dtype.hasobject or obj.size == 0:
+            return None
+        fb = _final_base(obj)
+        if isinstance(fb.base, torch.Tensor):
+            try:
+                ptr, n, memory = self._tensor_holder(fb.base)
+            except Exception:  # noqa: BLE001 - a tensor without such memory: numpy's way
+                return None
+        else:
+            if not self._tensor_memory:
+                return None
+            start = fb.__array_interface__["data"][0]
+            got = self._tensor_memory.get(start)
+            if got is None or got[1] is obj:
+                return None
+            ptr, (n, memory) = start, got
+        lo, hi = _byte_span(obj)
+        if lo < ptr or hi > ptr + n or memory is obj:
+            return None
+        return (_rebuild_view, (memory, obj.__array_interface__["data"][0] - ptr, obj.shape,
+                                obj.strides, obj.dtype, bool(obj.flags.writeable)))
+
     def _reduce_ndarray(self, obj: Any) -> Any:
         np = self._np
         self.seen_arrays.add(id(obj))
         self._alive.append(obj)
+        rv = self._over_tensor_memory(obj)
+        if rv is not None:
+            return rv
         base = obj.base
         if type(obj) is np.memmap and type(base) is mmap.mmap:
             return _reduce_memmap(obj, np)
@@ -653,6 +785,10 @@ class _Pickler(cloudpickle.CloudPickler):
             rv = self._reduce_over_bytearray(obj)
             if rv is None:
                 rv = self._reduce_owner(obj)
+                if rv is not None and obj.flags.c_contiguous and self._torch is not None:
+                    # (a tensor over its memory, `torch.from_numpy(obj)`, later in the stream
+                    # is rebuilt over it: see `_tensor_holder`)
+                    self._np_owners.setdefault(obj.__array_interface__["data"][0], obj)
             return rv if rv is not None else super().reducer_override(obj)
         root = base
         while isinstance(root.base, np.ndarray) or array_interface_base(root.base) is not None:

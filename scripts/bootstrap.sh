@@ -29,6 +29,14 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install -q -e ".[test,bench]"
     rm -f .venv/.installed-*; touch "$stamp"
 fi
+# PyTorch only from a CPU wheel already on this machine (the tests of the agent's torch support
+# run where it is and skip where it is not): never from the index, whose default build is the
+# multi-gigabyte CUDA one. TORCH_WHEEL names another wheel file.
+TORCH_WHEEL=${TORCH_WHEEL:-$(ls /opt/wheels/torch-*+cpu-cp311-*.whl 2>/dev/null | sort | tail -n 1 || true)}
+if [ -n "$TORCH_WHEEL" ] && [ -f "$TORCH_WHEEL" ] \
+        && ! .venv/bin/python -c 'import importlib.util as u, sys; sys.exit(u.find_spec("torch") is None)'; then
+    .venv/bin/python -m pip install -q "$TORCH_WHEEL"
+fi
 if [ ! -x .venv/node/node_modules/.bin/configurable-http-proxy ]; then
     mkdir -p .venv/node
     (cd .venv/node && npm install --silent --no-audit --no-fund --prefix . configurable-http-proxy@5 >/dev/null)
