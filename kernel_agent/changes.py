@@ -1000,21 +1000,28 @@ class _HashSink:
 
 def _arrow_content_hash(obj: Any) -> bytes:
     """Hash of an arrow container's logical content, the same in every process: its schema and
-    values as arrow's IPC stream format writes them, chunks combined (the writer rebases a
-    slice's offsets and truncates its buffers), so a slice or a re-chunked copy that holds the
-    same values hashes the same, and no address is part of it."""
+    values as arrow's IPC stream format writes them, each column's chunks first concatenated
+    into one compact array (``pa.concat_arrays`` copies only a slice's own values and rebases
+    its offsets; the IPC writer alone kept a string slice's trailing bytes). So a slice or a
+    re-chunked copy that holds the same values hashes the same, and no address is part of it."""
     pa = sys.modules["pyarrow"]
     if isinstance(obj, pa.Buffer):
         return _hash_u8(np.frombuffer(obj, dtype=np.uint8)) if obj.size else b""
-    if isinstance(obj, pa.ChunkedArray):
-        obj = obj.combine_chunks()
+
+    def compact(chunks: list[Any], typ: Any) -> Any:
+        return pa.concat_arrays(chunks) if chunks else pa.array([], type=typ)
+
     if isinstance(obj, pa.Array):
-        obj = pa.RecordBatch.from_arrays([obj], names=[""])
-    batches = obj.combine_chunks().to_batches() if isinstance(obj, pa.Table) else [obj]
+        batch = pa.RecordBatch.from_arrays([compact([obj], obj.type)], names=[""])
+    elif isinstance(obj, pa.ChunkedArray):
+        batch = pa.RecordBatch.from_arrays([compact(obj.chunks, obj.type)], names=[""])
+    else:  # Table, RecordBatch
+        cols = [compact(c.chunks if isinstance(c, pa.ChunkedArray) else [c], c.type)
+                for c in obj.columns]
+        batch = pa.RecordBatch.from_arrays(cols, schema=obj.schema)
     sink = _HashSink()
-    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), obj.schema) as writer:
-        for b in batches:
-            writer.write_batch(b)
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), batch.schema) as writer:
+        writer.write_batch(batch)
     return sink.hasher.digest()
 
 
