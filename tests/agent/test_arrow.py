@@ -136,3 +136,19 @@ def test_the_portable_digest_ignores_chunking_but_not_values():
     t_ = pa.table({"s": ["a", "b", "c", "d"]})
     assert value_digest({"t": t_.slice(1, 2)}) == value_digest({"t": pa.table({"s": ["b", "c"]})})
     assert value_digest({"t": t_.slice(1, 2)}) != value_digest({"t": t_.slice(2, 2)})
+
+
+def test_an_arrow_array_over_numpy_memory_is_shipped_over_that_memory():
+    from kernel_agent import serialize
+
+    x = np.arange(5)
+    df = pd.DataFrame({"n": np.arange(4), "s": list("abcd")})
+    # arrow data first in the stream: its buffers are met before the arrays they read
+    values = {"ax": pa.array(x), "t": pa.Table.from_pandas(df), "x": x, "df": df}
+    s = serialize.dumps(values)
+    assert s.error is None
+    back = serialize.loads(b"".join(bytes(p) for p in s.parts))
+    back["x"][0] = 42
+    back["df"].loc[1, "n"] = 43
+    assert back["ax"].to_pylist() == [42, 1, 2, 3, 4]
+    assert back["t"].column("n").to_pylist() == [0, 43, 2, 3]
