@@ -1268,7 +1268,7 @@ class _Walker:
         # back-references and anchors met: the identity relations the stream records (a load
         # that comes back with fewer has lost some, see `DigestReport.links`)
         self.links = 0
-        self.arrow_seen: dict[int, bytes | None] = {}  # arrow buffer address -> its hash
+        self.arrow_seen: dict[tuple[int, int], bytes] = {}  # arrow buffer (address, size) -> hash
 
     def next_root(self) -> None:
         """Start the stream of another root; what earlier roots visited stays memoised.
@@ -2083,20 +2083,24 @@ class _Walker:
         if not self._identity(obj, "pa"):
             return
         out = self.out
-        if self.portable:
-            # (an arrow buffer's size only: the IPC hash is checkpoint-time work)
+        if self.portable:  # (checkpoint and restore time only)
             out.append(("pa", _type_name(tp), _arrow_content_hash(obj)))
             return
+        # the shape of the data too (a slice is its parent's buffers at an offset): walked
+        # without ids (a reduce value), the stream has no identity to tell two slices apart
+        schema = getattr(obj, "schema", None) or getattr(obj, "type", None)
+        leaves = tuple((int(a.offset), len(a)) for a in _arrow_leaves(obj))
         bufs = _arrow_buffers(obj)
-        out.append(("pa", _type_name(tp), len(bufs)))
+        out.append(("pa", _type_name(tp), str(schema), leaves, len(bufs)))
         seen = self.arrow_seen
         cache = self.array_cache
         for buf in bufs:
             addr, size = int(buf.address), int(buf.size)
             if not self.noid:
                 self.ids.append(addr)
-            if addr in seen and seen[addr] is not None:
-                out.append(("pab", addr, size, seen[addr]))
+            h = seen.get((addr, size))
+            if h is not None:
+                out.append(("pab", addr, size, h))
                 continue
             key = ("pa", addr, size)
             hit = cache.get(key) if cache is not None else None  # type: ignore[call-overload]
@@ -2113,7 +2117,7 @@ class _Walker:
                 if cache is not None:
                     cache[key] = (buf, h)  # type: ignore[index]  # (keeps the memory alive)
             self.keep.append(buf)
-            seen[addr] = h
+            seen[addr, size] = h
             out.append(("pab", addr, size, h))
 
     # -- pandas --------------------------------------------------------------------------------
