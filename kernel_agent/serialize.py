@@ -176,6 +176,11 @@ def _rebuild_owner(buf: Any, dtype: Any, shape: tuple, order: str, writeable: bo
     return arr
 
 
+def _same_object(obj: Any) -> Any:
+    """`obj` itself: a reduce value naming an object pickled earlier in the stream."""
+    return obj
+
+
 def _arrow_buffer_over(root: Any, offset: int, size: int) -> Any:
     """An arrow buffer over `size` bytes of numpy array `root`'s memory at `offset` (see
     `_Pickler._reduce_arrow_buffer`): arrow reads that array's memory again, without a copy."""
@@ -304,6 +309,7 @@ class _Pickler(cloudpickle.CloudPickler):
         self._pa = sys.modules.get("pyarrow")
         self.np_owners: list[tuple[int, int, Any]] = list(owners or ())
         self.arrow_unmatched: list[tuple[int, int]] = []
+        self._arrow_first: dict[tuple[int, int], Any] = {}  # (address, size) -> first buffer
         # notebook classes pickled by value, and the notebook's modules with their globals:
         # loading them again in this process would re-apply their state to the live class
         # (cloudpickle's class tracker) or module (`_set_module_state` on the imported one),
@@ -675,6 +681,12 @@ class _Pickler(cloudpickle.CloudPickler):
                 if lo <= addr and addr + size <= hi:
                     return (_arrow_buffer_over, (root, addr - lo, size))
             self.arrow_unmatched.append((addr, addr + size))
+            # a table and its slices hold the same buffers, each time as a new Python object:
+            # the first one met stands for the others (shipped once, shared again after a load)
+            first = self._arrow_first.setdefault((addr, size), buf)
+            if first is not buf:
+                return (_same_object, (first,))
+            self._alive.append(buf)
         return None
 
     def _note_owner(self, obj: Any) -> None:

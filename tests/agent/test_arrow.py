@@ -152,3 +152,16 @@ def test_an_arrow_array_over_numpy_memory_is_shipped_over_that_memory():
     back["df"].loc[1, "n"] = 43
     assert back["ax"].to_pylist() == [42, 1, 2, 3, 4]
     assert back["t"].column("n").to_pylist() == [0, 43, 2, 3]
+
+
+def test_a_table_and_its_slices_are_shipped_once_and_share_buffers_again():
+    from kernel_agent import serialize
+
+    t_ = pa.table({"s": [f"v{i}" for i in range(50_000)], "x": np.arange(50_000.0)})
+    alone = serialize.dumps({"t": t_}).nbytes
+    s = serialize.dumps({"t": t_, "t2": t_.slice(5, 10), "c": t_.column("s")})
+    assert s.error is None and s.nbytes < alone + 4096  # (not two or three copies)
+    back = serialize.loads(b"".join(bytes(p) for p in s.parts))
+    assert back["t2"].equals(t_.slice(5, 10)) and back["c"].equals(t_.column("s"))
+    data = [col.chunk(0).buffers()[2].address for col in (back["t"].column("s"), back["c"])]
+    assert data[0] == data[1]
