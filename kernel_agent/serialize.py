@@ -307,7 +307,7 @@ class _Pickler(cloudpickle.CloudPickler):
         # arrays pickled so far (pass 2: of every array of pass 1), and the arrow buffers met
         # over none of them (see `_reduce_arrow_buffer`)
         self._pa = sys.modules.get("pyarrow")
-        self.np_owners: list[tuple[int, int, Any]] = list(owners or ())
+        self.np_owners: dict[int, tuple[int, int, Any]] = {id(o[2]): o for o in owners or ()}
         self.arrow_unmatched: list[tuple[int, int]] = []
         self._arrow_first: dict[tuple[int, int], Any] = {}  # (address, size) -> first buffer
         # notebook classes pickled by value, and the notebook's modules with their globals:
@@ -677,7 +677,7 @@ class _Pickler(cloudpickle.CloudPickler):
         ``ax``. None (arrow's own pickling) for a buffer over no such array."""
         addr, size = int(buf.address), int(buf.size)
         if size and buf.is_cpu:
-            for lo, hi, root in self.np_owners:
+            for lo, hi, root in self.np_owners.values():
                 if lo <= addr and addr + size <= hi:
                     return (_arrow_buffer_over, (root, addr - lo, size))
             self.arrow_unmatched.append((addr, addr + size))
@@ -700,10 +700,10 @@ class _Pickler(cloudpickle.CloudPickler):
             else:
                 break
         if (type(root) is np.ndarray and not root.dtype.hasobject and root.size
-                and (root.flags.c_contiguous or root.flags.f_contiguous)):
+                and (root.flags.c_contiguous or root.flags.f_contiguous)
+                and id(root) not in self.np_owners):
             lo = int(root.__array_interface__["data"][0])
-            if not any(o is root for _, _, o in self.np_owners):
-                self.np_owners.append((lo, lo + int(root.nbytes), root))
+            self.np_owners[id(root)] = (lo, lo + int(root.nbytes), root)
 
     def _reduce_ndarray(self, obj: Any) -> Any:
         np = self._np
@@ -1924,12 +1924,12 @@ def dumps(
             del keep
             if failure is not None:
                 raise failure
-        if _arrow_over_owners(pickler.arrow_unmatched, pickler.np_owners):
+        if _arrow_over_owners(pickler.arrow_unmatched, list(pickler.np_owners.values())):
             # an arrow buffer over numpy memory met before that array: pickle again knowing
             # every array's memory (`_Pickler._reduce_arrow_buffer`)
             keep = pickler
             stream, buffers, pickler, failure = _pickle(data, namespace, roots, pids,
-                                                        owners=keep.np_owners)
+                                                        owners=list(keep.np_owners.values()))
             del keep
             if failure is not None:
                 raise failure
