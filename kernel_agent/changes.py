@@ -149,7 +149,8 @@ _SMALL_SEQ = 256  # atom sequences shorter than this go into the stream verbatim
     K_WEAKREF,
     K_DICTVIEW,
     K_ITERATOR,
-) = range(31)
+    K_ARROW,
+) = range(32)
 
 #: ``d.keys()``, ``d.values()``, ``d.items()`` (of a dict or an OrderedDict): live views of
 #: their dict, which they hold (``gc.get_referents``) but do not expose. Walked as that dict
@@ -297,6 +298,16 @@ def raw_dtype(itemsize: int) -> np.dtype:
     return np.dtype({1: "u1", 2: "<u2", 4: "<u4", 8: "<u8"}.get(itemsize, f"V{itemsize}"))
 
 
+def _pyarrow() -> Any:
+    """pyarrow if something already imported it (pandas does when it is installed)."""
+    return sys.modules.get("pyarrow")
+
+
+def _arrow_types(pa: Any) -> tuple[type, ...]:
+    """pyarrow's data containers: immutable arrays and tables over reference-counted buffers."""
+    return (pa.Array, pa.ChunkedArray, pa.RecordBatch, pa.Table, pa.Buffer)
+
+
 _kind_cache: dict[type, int] = {}
 
 
@@ -389,6 +400,13 @@ def _classify_uncached(tp: type) -> int:
             if issubclass(tp, torch.Tensor):
                 return K_TORCH
         except Exception:  # pragma: no cover
+            pass
+    pa = _pyarrow()
+    if pa is not None:
+        try:
+            if issubclass(tp, _arrow_types(pa)):
+                return K_ARROW
+        except Exception:  # pragma: no cover - exotic pyarrow builds
             pass
     if _python_defined(tp):
         return K_INSTANCE  # instance state + whatever its C solid base holds
@@ -971,6 +989,81 @@ def _byte_span(arr: np.ndarray) -> tuple[int, int]:
     return lo, hi + arr.itemsize
 
 
+def _arrow_leaves(obj: Any) -> list[Any]:
+    """The ``pa.Array`` chunks of an arrow container in order (a table's columns chunk by chunk);
+    [] for a ``pa.Buffer``."""
+    pa = sys.modules["pyarrow"]
+    if isinstance(obj, pa.Array):
+        return [obj]
+    if isinstance(obj, pa.ChunkedArray):
+        return list(obj.chunks)
+    if isinstance(obj, (pa.Table, pa.RecordBatch)):
+        return [c for col in obj.columns
+                for c in (col.chunks if isinstance(col, pa.ChunkedArray) else (col,))]
+    return []
+
+
+def _arrow_buffers(obj: Any) -> list[Any]:
+    """Every non-empty buffer an arrow container reads: its arrays' (``Array.buffers()`` lists
+    the children's too) and a dictionary array's dictionary's. A zero-size buffer is left out:
+    arrow gives every empty allocation one static address, shared by unrelated arrays."""
+    pa = sys.modules["pyarrow"]
+    if isinstance(obj, pa.Buffer):
+        return [obj] if obj.size else []
+    out: list[Any] = []
+    for arr in _arrow_leaves(obj):
+        out += [b for b in arr.buffers() if b is not None and b.size]
+        if pa.types.is_dictionary(arr.type):
+            out += _arrow_buffers(arr.dictionary)
+    return out
+
+
+class _HashSink:
+    """A write-only file that hashes what is written to it (arrow's IPC writer streams into it:
+    no copy of the whole serialized table is ever held)."""
+
+    def __init__(self) -> None:
+        self.hasher = xxhash.xxh3_128()
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        self.hasher.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _arrow_content_hash(obj: Any) -> bytes:
+    """Hash of an arrow container's logical content, the same in every process: its schema and
+    values as arrow's IPC stream format writes them, each column's chunks first concatenated
+    into one compact array (``pa.concat_arrays`` copies only a slice's own values and rebases
+    its offsets; the IPC writer alone kept a string slice's trailing bytes). So a slice or a
+    re-chunked copy that holds the same values hashes the same, and no address is part of it."""
+    pa = sys.modules["pyarrow"]
+    if isinstance(obj, pa.Buffer):
+        return _hash_u8(np.frombuffer(obj, dtype=np.uint8)) if obj.size else b""
+
+    def compact(chunks: list[Any], typ: Any) -> Any:
+        return pa.concat_arrays(chunks) if chunks else pa.array([], type=typ)
+
+    if isinstance(obj, pa.Array):
+        batch = pa.RecordBatch.from_arrays([compact([obj], obj.type)], names=[""])
+    elif isinstance(obj, pa.ChunkedArray):
+        batch = pa.RecordBatch.from_arrays([compact(obj.chunks, obj.type)], names=[""])
+    else:  # Table, RecordBatch
+        cols = [compact(c.chunks if isinstance(c, pa.ChunkedArray) else [c], c.type)
+                for c in obj.columns]
+        batch = pa.RecordBatch.from_arrays(cols, schema=obj.schema)
+    sink = _HashSink()
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.hasher.digest()
+
+
 # --------------------------------------------------------------------------------------------
 # The walker
 # --------------------------------------------------------------------------------------------
@@ -1067,7 +1160,7 @@ class _Tok(tuple):
 #: kinds of pure data: nothing reached through them can be code or lead to it
 _PLAIN_KINDS = frozenset({K_ATOM, K_LIST, K_TUPLE, K_DICT, K_SET, K_FROZENSET, K_DEQUE, K_NDARRAY,
                           K_DATAFRAME, K_SERIES, K_INDEX, K_EXTARRAY, K_BUFFER, K_SLICE,
-                          K_DICTVIEW})
+                          K_DICTVIEW, K_ARROW})
 
 _ENTER_NOID = object()
 _EXIT_NOID = object()
@@ -1162,6 +1255,7 @@ class _Walker:
         "anchors",
         "links",
         "storages",
+        "arrow_seen",
     )
 
     def __init__(
@@ -1217,6 +1311,7 @@ class _Walker:
         # portable mode: storage address -> (bytes, uint8 array over the storage) of the tensors
         # met, so that the arrays of tensors (and numpy arrays) sharing one are one owner
         self.storages: dict[int, tuple[int, np.ndarray]] = {}
+        self.arrow_seen: dict[tuple[int, int], bytes] = {}  # arrow buffer (address, size) -> hash
 
     def next_root(self) -> None:
         """Start the stream of another root; what earlier roots visited stays memoised.
@@ -1615,6 +1710,8 @@ class _Walker:
             self._buffer(obj, tp, push)
         elif kind == K_TORCH:
             self._torch(obj, tp, push)
+        elif kind == K_ARROW:
+            self._arrow(obj, tp)
         elif kind == K_REDUCE:
             self._reduce(obj, tp, push, extend)
         else:  # pragma: no cover - every kind is handled above
@@ -1947,6 +2044,10 @@ class _Walker:
         if b is not None and type(b) is not bytes and not self.noid:
             self.ids.append(id(b))  # e.g. two arrays over one bytearray / mmap share memory
             self.ids.extend(_exporter_ids(b))
+        if fb.size and not self.noid and "pyarrow" in sys.modules:
+            # its memory's address: arrow records its buffers' (`_arrow`), and wraps numpy
+            # memory without a copy (`pa.array(x)`, `pa.Table.from_pandas(df)`): one co-variable
+            self.ids.append(_data_ptr(fb))
         cache = self.array_cache
         hit = cache.get(id(arr)) if cache is not None else None
         if hit is not None and hit[0] is arr:
@@ -2093,6 +2194,59 @@ class _Walker:
         self.out.append(("tcopy", str(x.dtype),
                          _hash_u8(x.view(torch.uint8).numpy()) if x.numel() else b""))
 
+    def _arrow(self, obj: Any, tp: type) -> None:
+        """A pyarrow array, chunked array, record batch, table or buffer.
+
+        Arrow data is immutable: in process, the object's identity and its buffers' addresses
+        tell a replaced column from the old one (pandas' ``df.loc[0, 's'] = 'x'`` swaps the
+        arrow array its string column holds). The addresses are recorded as ids too: a table,
+        its slices, ``pa.Table.from_pandas(df)`` and the frame's arrow columns share buffers
+        and are one co-variable, and so is a numpy array arrow wraps without a copy
+        (``pa.array(x)``: writing into ``x`` changes the arrow array; see `_ndarray`). The
+        buffers are hashed (budgeted like numpy's: that foreign memory can change) in C, never
+        element by element. The portable digest hashes the logical content instead
+        (`_arrow_content_hash`).
+        """
+        if not self._identity(obj, "pa"):
+            return
+        out = self.out
+        if self.portable:  # (checkpoint and restore time only)
+            out.append(("pa", _type_name(tp), _arrow_content_hash(obj)))
+            return
+        # the shape of the data too (a slice is its parent's buffers at an offset): walked
+        # without ids (a reduce value), the stream has no identity to tell two slices apart
+        schema = getattr(obj, "schema", None) or getattr(obj, "type", None)
+        leaves = tuple((int(a.offset), len(a)) for a in _arrow_leaves(obj))
+        bufs = _arrow_buffers(obj)
+        out.append(("pa", _type_name(tp), str(schema), leaves, len(bufs)))
+        seen = self.arrow_seen
+        cache = self.array_cache
+        for buf in bufs:
+            addr, size = int(buf.address), int(buf.size)
+            if not self.noid:
+                self.ids.append(addr)
+            h = seen.get((addr, size))
+            if h is not None:
+                out.append(("pab", addr, size, h))
+                continue
+            key = ("pa", addr, size)
+            hit = cache.get(key) if cache is not None else None  # type: ignore[call-overload]
+            if hit is not None:
+                h = hit[1]
+            elif not buf.is_cpu:
+                out.append(("pabuf-dev", addr, size))
+                continue
+            elif not self._spend(size):
+                out.append(("pabuf?", addr, size))
+                continue
+            else:
+                h = _hash_u8(np.frombuffer(buf, dtype=np.uint8))
+                if cache is not None:
+                    cache[key] = (buf, h)  # type: ignore[index]  # (keeps the memory alive)
+            self.keep.append(buf)
+            seen[addr, size] = h
+            out.append(("pab", addr, size, h))
+
     # -- pandas --------------------------------------------------------------------------------
     def _dataframe(self, df: Any, tp: type, push: Any, extend: Any) -> None:
         if not self._identity(df, "DF"):
@@ -2177,7 +2331,14 @@ class _Walker:
         else:
             children.append(str(dt))
         nd = getattr(ea, "_ndarray", None)
-        if (
+        pa = _pyarrow()
+        pa_data = getattr(ea, "_pa_array", None) if pa is not None else None
+        if pa is not None and isinstance(pa_data, pa.ChunkedArray):
+            # ArrowExtensionArray, ArrowStringArray (pandas' default str dtype with pyarrow
+            # installed): the arrow array it holds, whose buffers are hashed in C. Setting an
+            # item swaps that array for a new one in the same extension array
+            children.append(pa_data)
+        elif (
             isinstance(nd, np.ndarray)
             and not self.portable
             and self.budget is not None
@@ -3423,6 +3584,11 @@ def reachable_size(obj: Any, *, max_nodes: int = 1_000_000) -> int:
                 elif key not in seen:
                     seen.add(key)
                     total += int(o.untyped_storage().nbytes())
+            elif kind == K_ARROW:
+                for b in _arrow_buffers(o):
+                    if b.address not in seen:
+                        seen.add(b.address)
+                        total += int(b.size)
             elif kind == K_BUFFER:
                 total += len(o) if tp is not memoryview else o.nbytes
             elif kind == K_INSTANCE:

@@ -187,6 +187,21 @@ def _rebuild_owner(buf: Any, dtype: Any, shape: tuple, order: str, writeable: bo
     return arr
 
 
+def _same_object(obj: Any) -> Any:
+    """`obj` itself: a reduce value naming an object pickled earlier in the stream."""
+    return obj
+
+
+def _arrow_buffer_over(root: Any, offset: int, size: int) -> Any:
+    """An arrow buffer over `size` bytes of numpy array `root`'s memory at `offset` (see
+    `_Pickler._reduce_arrow_buffer`): arrow reads that array's memory again, without a copy."""
+    import pyarrow as pa
+
+    np = sys.modules["numpy"]
+    flat = root.reshape(-1, order="A").view(np.uint8)  # (C or F order: memory order, a view)
+    return pa.py_buffer(flat[offset : offset + size])
+
+
 def _rebuild_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: Any,
                   writeable: bool = True, subtype: type | None = None) -> Any:
     """Re-create a numpy view on the (already restored) base array, sharing its memory
@@ -305,6 +320,7 @@ class _Pickler(cloudpickle.CloudPickler):
         buffer_callback: Any,
         namespace: dict[str, Any] | None,
         view_roots: set[int] | None,
+        owners: list[tuple[int, int, Any]] | None = None,
     ) -> None:
         super().__init__(file, protocol=5, buffer_callback=buffer_callback)
         self._namespace = namespace
@@ -321,6 +337,13 @@ class _Pickler(cloudpickle.CloudPickler):
         self.deferred_roots: set[int] = set()
         self.covered_roots: set[int] = set()
         self.view_spans: dict[int, list[tuple[int, int]]] = {}  # hidden base -> views' bytes
+        # pyarrow loaded: [low, high) addresses of the numpy arrays owning the memory of the
+        # arrays pickled so far (pass 2: of every array of pass 1), and the arrow buffers met
+        # over none of them (see `_reduce_arrow_buffer`)
+        self._pa = sys.modules.get("pyarrow")
+        self.np_owners: dict[int, tuple[int, int, Any]] = {id(o[2]): o for o in owners or ()}
+        self.arrow_unmatched: list[tuple[int, int]] = []
+        self._arrow_first: dict[tuple[int, int], Any] = {}  # (address, size) -> first buffer
         # notebook classes pickled by value, and the notebook's modules with their globals:
         # loading them again in this process would re-apply their state to the live class
         # (cloudpickle's class tracker) or module (`_set_module_state` on the imported one),
@@ -415,6 +438,10 @@ class _Pickler(cloudpickle.CloudPickler):
         if np is not None and isinstance(obj, np.void) and type(obj.base) in (np.ndarray,
                                                                               np.recarray):
             rv = _reduce_void_view(obj, np)
+            if rv is not None:
+                return rv
+        if self._pa is not None and type(obj) is self._pa.Buffer:
+            rv = self._reduce_arrow_buffer(obj)
             if rv is not None:
                 return rv
         if obj is self._token:
@@ -769,10 +796,50 @@ class _Pickler(cloudpickle.CloudPickler):
         return (_rebuild_view, (memory, obj.__array_interface__["data"][0] - ptr, obj.shape,
                                 obj.strides, obj.dtype, bool(obj.flags.writeable)))
 
+    def _reduce_arrow_buffer(self, buf: Any) -> Any:
+        """An arrow buffer over the memory of a numpy array of the stream, as a buffer over
+        that array's memory again.
+
+        arrow wraps numpy memory without a copy (``ax = pa.array(x)``, the numeric columns of
+        ``pa.Table.from_pandas(df)``): writing into ``x`` changes ``ax``. Pickled by arrow, the
+        buffer was a copy of its own, and after a restore ``x[0] = 7`` no longer showed in
+        ``ax``. None (arrow's own pickling) for a buffer over no such array."""
+        addr, size = int(buf.address), int(buf.size)
+        if size and buf.is_cpu:
+            for lo, hi, root in self.np_owners.values():
+                if lo <= addr and addr + size <= hi:
+                    return (_arrow_buffer_over, (root, addr - lo, size))
+            self.arrow_unmatched.append((addr, addr + size))
+            # a table and its slices hold the same buffers, each time as a new Python object:
+            # the first one met stands for the others (shipped once, shared again after a load)
+            first = self._arrow_first.setdefault((addr, size), buf)
+            if first is not buf:
+                return (_same_object, (first,))
+            self._alive.append(buf)
+        return None
+
+    def _note_owner(self, obj: Any) -> None:
+        """Record the memory span of the numpy array owning `obj`'s memory (for arrow)."""
+        np = self._np
+        root = obj
+        for _ in range(64):
+            b = root.base
+            if isinstance(b, np.ndarray):
+                root = b
+            else:
+                break
+        if (type(root) is np.ndarray and not root.dtype.hasobject and root.size
+                and (root.flags.c_contiguous or root.flags.f_contiguous)
+                and id(root) not in self.np_owners):
+            lo = int(root.__array_interface__["data"][0])
+            self.np_owners[id(root)] = (lo, lo + int(root.nbytes), root)
+
     def _reduce_ndarray(self, obj: Any) -> Any:
         np = self._np
         self.seen_arrays.add(id(obj))
         self._alive.append(obj)
+        if self._pa is not None:
+            self._note_owner(obj)
         rv = self._over_tensor_memory(obj)
         if rv is not None:
             return rv
@@ -1907,6 +1974,7 @@ def _anchors_met(pickler: _Pickler) -> tuple[dict[int, tuple[str, str]], list[tu
 def _pickle(
     values: dict[str, Any], namespace: dict[str, Any] | None, view_roots: set[int] | None,
     pids: dict[int, tuple[str, str]] | None = None,
+    owners: list[tuple[int, int, Any]] | None = None,
 ) -> tuple[io.BytesIO, list[memoryview], _Pickler, Exception | None]:
     """Pickle `values`; the error is returned (the pickler's memo says what it had met)."""
     stream = io.BytesIO()
@@ -1921,14 +1989,19 @@ def _pickle(
 
     if pids:
         pickler: _Pickler = _AnchoringPickler(stream, buffer_callback, namespace, view_roots,
-                                              pids=pids)
+                                              owners, pids=pids)
     else:
-        pickler = _Pickler(stream, buffer_callback, namespace, view_roots)
+        pickler = _Pickler(stream, buffer_callback, namespace, view_roots, owners)
     try:
         pickler.dump(values)
     except Exception as exc:  # noqa: BLE001 - the caller decides (see dumps)
         return stream, buffers, pickler, exc
     return stream, buffers, pickler, None
+
+
+def _arrow_over_owners(spans: list[tuple[int, int]], owners: list[tuple[int, int, Any]]) -> bool:
+    """Whether an arrow buffer's span lies within the memory of one of the numpy `owners`."""
+    return any(lo <= a and b <= hi for a, b in spans for lo, hi, _ in owners)
 
 
 def _any_overlap(spans: list[tuple[int, int]]) -> bool:
@@ -1978,10 +2051,21 @@ def dumps(
         }
         loads_into_live = pickler.loads_into_live or homes or bool(module_homes)
         lossy = pickler.lossy
+        roots: set[int] | None = None
         if pickler.deferred_roots & present:
             # a view was met before its base: pickle again knowing which bases are present
             keep = pickler  # (pass 1 keeps ids alive)
-            stream, buffers, pickler, failure = _pickle(data, namespace, present, pids)
+            roots = present
+            stream, buffers, pickler, failure = _pickle(data, namespace, roots, pids)
+            del keep
+            if failure is not None:
+                raise failure
+        if _arrow_over_owners(pickler.arrow_unmatched, list(pickler.np_owners.values())):
+            # an arrow buffer over numpy memory met before that array: pickle again knowing
+            # every array's memory (`_Pickler._reduce_arrow_buffer`)
+            keep = pickler
+            stream, buffers, pickler, failure = _pickle(data, namespace, roots, pids,
+                                                        owners=list(keep.np_owners.values()))
             del keep
             if failure is not None:
                 raise failure
