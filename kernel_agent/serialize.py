@@ -111,8 +111,10 @@ import xxhash
 
 from kernel_agent.buffers import BlobBuffer, array_interface_base
 from kernel_agent.changes import (
+    _BYTESIO_BUFFER,
     _byte_span,
     _dense_cpu,
+    _dict_descriptor,
     _final_base,
     exec_globals,
     local_class,
@@ -1349,12 +1351,10 @@ _OBJECT_GETSTATE = getattr(object, "__getstate__", None)
 
 
 def _instance_dict_descriptor(tp: type) -> Any:
-    """The C ``__dict__`` descriptor of instances of `tp`, or None (see `changes._dict_descriptor`)."""
-    for cls in tp.__mro__:
-        desc = type.__dict__["__dict__"].__get__(cls).get("__dict__")
-        if desc is not None:
-            return desc if type(desc) is types.GetSetDescriptorType else None
-    return None
+    """The C ``__dict__`` getset descriptor of instances of `tp`, or None (another kind, or
+    none: `changes._dict_descriptor`)."""
+    desc = _dict_descriptor(tp)
+    return desc if type(desc) is types.GetSetDescriptorType else None
 
 
 def _set_instance_state(obj: Any, state: Any) -> None:
@@ -1655,8 +1655,6 @@ def _apply_logger_state(logger: Any, state: dict[str, Any]) -> None:
         if key in state:
             setattr(logger, key, state[key])
 
-
-_BYTESIO_BUFFER = type(io.BytesIO().getbuffer().obj)
 
 _STDIO_NAMES = ("stdout", "stderr", "__stdout__", "__stderr__", "stdin", "__stdin__")
 
