@@ -75,10 +75,6 @@ async def test_external_service_waits_for_the_hub_and_migrates(tmp_path) -> None
     token = os.urandom(16).hex()
     os.environ["ELASTIC_SERVICE_TOKEN"] = token  # the hub config reads it (like api_token)
     hub.settings.extra_config = service_config(hub, port, managed=False)
-    # the hub waits up to 30 s (the service's timeout) for the external service, which starts
-    # below, before it routes its own API: 60 s in all was too little for a loaded CI machine
-    await hub.start(timeout=180)
-    eh = ElasticHub(hub, port)
     env = dict(os.environ, JUPYTERHUB_API_TOKEN=token, JUPYTERHUB_SERVICE_NAME="elastic",
                JUPYTERHUB_API_URL=f"http://127.0.0.1:{hub.hub_port}/hub/api",
                JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{port}",
@@ -91,6 +87,10 @@ async def test_external_service_waits_for_the_hub_and_migrates(tmp_path) -> None
          "--retention-interval=0", "--log-level=DEBUG"],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
+        # the service is up before the hub, which would otherwise wait 30 s for it (the service's
+        # timeout) before it routes its own API; a loaded CI machine needs the long bound
+        await hub.start(timeout=180)
+        eh = ElasticHub(hub, port)
         await eh.wait_service()
         for name in ("ops",):
             await hub.create_user(name)
