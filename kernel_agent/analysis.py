@@ -1198,6 +1198,10 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
         _c_callbacks_made[0] = True
     if not result.dynamic and info.shell_attrs and _reaches_shell(info, ns):
         result.dynamic = f"calls shell .{sorted(info.shell_attrs)[0]}()"
+    if not result.dynamic:
+        held = _output_history_loads(info)
+        if held:
+            result.dynamic = f"reads IPython's output history ({held})"
     if result.dynamic:
         return result
     names = set(info.loads)
@@ -1237,6 +1241,24 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
 
 
 _HISTORY_NAME = re.compile(r"_{1,3}|_i{1,3}|_i?\d+|In|Out|_oh|_ih|_dh")
+# the history names that hold the objects cells displayed (`In`, `_i`... hold only strings)
+_OUTPUT_NAME = re.compile(r"_{1,3}|_\d+|Out|_oh")
+
+
+def _output_history_loads(info: CodeInfo) -> str | None:
+    """An output-history name the cell loads and does not bind itself (None: none).
+
+    ``lst`` displayed, then ``_.append(3)``: the cell changes ``lst`` through ``_``, which no
+    user name of the cell leads to, so its change detection, which looks only at the names a
+    cell touches, missed the mutation (found only at the next checkpoint, as a change made
+    outside any cell). A cell reading ``_``, ``__``, ``_12``, ``Out`` or ``_oh`` may reach any
+    displayed object, so it counts as reading every variable: rare, and such a cell is never
+    re-run anyway (`reads_output_history`).
+    """
+    for name in sorted(info.loads - info.stores):
+        if _OUTPUT_NAME.fullmatch(name):
+            return name
+    return None
 
 
 @functools.lru_cache(maxsize=4096)
