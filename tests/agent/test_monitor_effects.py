@@ -80,6 +80,28 @@ def test_kernel_machinery_activity_is_not_counted(tmp_path):
         k.shutdown()
 
 
+def test_store_magic_writing_the_profiles_stored_variables_is_a_side_effect(tmp_path):
+    """The profile directory is the kernel's, but `%store x` keeps x there for any later
+    session: a restore re-ran it (a context cell: it changes no variable) and put the old x
+    back over what another notebook had stored since. `%cd` also writes the profile's
+    database (its directory history) and stays a re-runnable setting."""
+    (tmp_path / "d").mkdir()
+    k = Kernel(cwd=str(tmp_path), env={**os.environ, "IPYTHONDIR": str(tmp_path / "ipy")})
+    try:
+        k.ok("%load_ext kernel_agent")
+        agent = AgentKernel(k)
+        agent.ok("st_x = [1]")
+        rec = agent.cell("%store st_x")
+        assert any("autorestore" in e for e in rec["effects"]), rec
+        assert not rec["context"]
+        rec = agent.cell("%store -r st_x")
+        assert any(p.endswith("autorestore/st_x") for p in rec["files_read"]), rec
+        rec = agent.cell("%cd d")
+        assert rec["effects"] == [] and rec["process_state"], rec
+    finally:
+        k.shutdown()
+
+
 def _check_machinery_not_counted(agent):
     agent.ok("with open('nb_helper_mod.py', 'w') as fh:\n    fh.write('X = 1\\n')")
     rec = agent.cell(
