@@ -176,3 +176,17 @@ def test_a_change_through_the_output_history_mutates_the_displayed_variable(agen
     agent.ok("oh_lst")
     rec = agent.cell("Out[len(Out) and max(Out)].append(4)")
     assert "oh_lst" in rec["mutated"] and "oh_other" not in rec["mutated"]
+
+
+def test_calls_of_functions_a_run_script_defined_mutate_the_scripts_namespace(agent, tmp_path):
+    # `%run` (without -i) gives the script a namespace of its own, copied into the notebook's
+    # after: its functions' globals are that namespace, and `counter` is in both
+    script = tmp_path / "rn_script.py"
+    script.write_text("rn_K = 1\nrn_counter = [0]\n"
+                      "def rn_set(v):\n    global rn_K\n    rn_K = v\n"
+                      "def rn_inc():\n    rn_counter.append(1)\n")
+    agent.ok(f"%run {script}")
+    rec = agent.cell("rn_set(5)")
+    assert "rn_set" in rec["mutated"]
+    rec = agent.cell("rn_inc()")
+    assert {"rn_inc", "rn_counter"} <= set(rec["mutated"])

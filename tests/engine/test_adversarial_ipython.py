@@ -32,3 +32,32 @@ def test_a_value_recomputed_from_a_lost_one_is_lost_not_mismatched(make_kernel, 
     assert "which is lost" in replay.restore["lost"]["after"]
     assert replay.restore["variables"]["n"]["verified"]
     assert replay.restore["variables"]["unrelated"]["verified"]
+
+
+RUN_SCRIPT = ("K = 41\ncounter = [0]\n"
+              "def kf():\n    return K + 1\n"
+              "def setk(v):\n    global K\n    K = v\n"
+              "def inc():\n    counter[0] += 1\n    return counter[0]\n")
+
+
+def test_functions_a_run_script_defined_keep_the_scripts_namespace(make_kernel, tmp_path):
+    """`%run script.py` (without -i) runs the script in a namespace of its own: its functions
+    read and write that one (`setk(5)` changes what `kf()` returns, not the notebook's `K`)
+    and share its objects with the notebook (`counter`). Neither the change nor the sharing
+    was recorded, and a shipped `kf` came back verified returning 42 instead of 6, its
+    `counter` another list than the notebook's."""
+    (tmp_path / "rs.py").write_text(RUN_SCRIPT)
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "%run rs.py",
+        "setk(5)",
+        "inc()",
+        "r = kf()",
+        "K = 1000",
+    ])
+    expr = "[kf(), r, K, counter[0], inc.__globals__['counter'] is counter, inc(), counter[0]]"
+    want = a.value(expr)
+    assert want == [6, 6, 1000, 1, True, 2, 2]
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value(expr) == want, r.plan
+
