@@ -94,6 +94,7 @@ _FRAME_EVAL_ATTRS = frozenset({"query", "eval", "evaluate"})
 _DYNAMIC_TOKENS = _ALWAYS_DYNAMIC_NAMES | {"vars", "eval", "exec", "__import__", "__main__",
                                            "get_ipython"} | _DYNAMIC_ATTRS
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NESTED_MAGIC = re.compile(r"%%?([A-Za-z_][A-Za-z0-9_]*)")
 # ctypes' callback types: a C library may keep the callback and call it from any later call
 # into it (`lib.register(CB(f))`, then `lib.fire()`: the cell names neither `f` nor the callback)
 _CALLBACK_FACTORIES = frozenset({"CFUNCTYPE", "WINFUNCTYPE", "PYFUNCTYPE"})
@@ -343,9 +344,13 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
             elif name in _MAGIC_ATTRS:
                 magic_strings = True
                 nxt = instrs[i + 1] if i + 1 < len(instrs) else None
-                if (name in ("run_line_magic", "run_cell_magic", "run_magic", "magic")
-                        and nxt is not None and nxt.opname == "LOAD_CONST"
-                        and isinstance(nxt.argval, str)):
+                if nxt is None or nxt.opname != "LOAD_CONST" or not isinstance(nxt.argval, str):
+                    # `get_ipython().run_line_magic(m, '-i s.py')`: which magic runs is not
+                    # known here, and the shell expands `{x}` and `$x` in a command built at
+                    # run time (`.system(cmd)`) from the namespace. Dynamic when the code can
+                    # reach the shell (`platform.system()` is no shell's)
+                    shell_attrs.add(name)
+                elif name in ("run_line_magic", "run_cell_magic", "run_magic", "magic"):
                     magic = nxt.argval.split()[0].lstrip("%") if nxt.argval.strip() else ""
                     if magic in DYNAMIC_MAGICS:
                         dynamic = dynamic or f"runs %{magic}"
@@ -377,6 +382,12 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
                 bad = toks & _DYNAMIC_TOKENS
                 if bad:
                     dynamic = dynamic or f"magic or shell argument mentions {sorted(bad)[0]}"
+                if "%" in ins.argval and not dynamic:
+                    # a magic inside the code another one runs (`%time %run -i s.py`, a
+                    # `%%capture` or `%%time` cell whose body has `%run -i s.py`)
+                    nested = [m for m in _NESTED_MAGIC.findall(ins.argval) if m in DYNAMIC_MAGICS]
+                    if nested:
+                        dynamic = f"runs %{nested[0]} inside another magic"
     if "import_module" in attrs and any(
             ins.opname == "LOAD_CONST" and ins.argval == "__main__" for ins in instrs):
         dynamic = dynamic or "imports __main__ dynamically"

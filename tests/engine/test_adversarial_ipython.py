@@ -61,3 +61,17 @@ def test_functions_a_run_script_defined_keep_the_scripts_namespace(make_kernel, 
         assert_verified(r)
         assert r.kernel.value(expr) == want, r.plan
 
+
+def test_a_script_run_inside_a_capture_is_replayed_with_what_it_read(make_kernel, tmp_path):
+    """`%%capture` around `%run -i s.py` (to silence it): the read of `hx` by the script was
+    missed, so the replay re-ran the cell against the later `hx` (a mismatch)."""
+    (tmp_path / "s.py").write_text("sr = hx * 2\n")
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "hx = 4",
+        "%%capture cap\n%run -i s.py",
+        "hx = 100",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("[sr, hx]") == [8, 100], r.plan
+    assert out["replay"].restore["variables"]["sr"]["action"] == "recomputed"
