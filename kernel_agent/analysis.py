@@ -159,6 +159,19 @@ def _called_with_one_simple_arg(instrs: list, i: int) -> bool:
     return False
 
 
+_TIMEIT_OUTPUT = re.compile(r"(?:^|\s)-[A-Za-z0-9]*o")
+
+
+def _timeit_returns_timings(instrs: list, i: int) -> bool:
+    """Whether the `%timeit` called at instrs[i] has `-o` (`res = %timeit -o f()`: `res` is
+    the measured times, which a re-run measures anew). Over-approximate: an `-o` anywhere in
+    its arguments."""
+    args = instrs[i + 2] if i + 2 < len(instrs) else None
+    if args is None or args.opname != "LOAD_CONST" or not isinstance(args.argval, str):
+        return True
+    return bool(_TIMEIT_OUTPUT.search(args.argval))
+
+
 def _tokens(text: str) -> set[str]:
     return set(_IDENT.findall(text))
 
@@ -354,6 +367,8 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
                     magic = nxt.argval.split()[0].lstrip("%") if nxt.argval.strip() else ""
                     if magic in DYNAMIC_MAGICS:
                         dynamic = dynamic or f"runs %{magic}"
+                    elif magic == "timeit" and _timeit_returns_timings(instrs, i):
+                        markers.add(f"{effects.CLOCK} (%timeit -o returns the timings)")
         elif op == "IMPORT_NAME":
             if ins.argval == "__main__":
                 dynamic = dynamic or "imports __main__"

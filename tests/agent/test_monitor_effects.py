@@ -222,3 +222,12 @@ def test_a_thread_that_ended_within_its_cell_or_runs_library_code_is_not_marked(
                      "th2_lib = threading.Thread(target=th2_gate.wait)\nth2_lib.start()")
     assert rec["effects"] == []
     agent.ok("th2_gate.set()\nth2_lib.join()")
+
+
+def test_timeit_keeping_its_timings_is_marked_as_reading_the_clock(agent):
+    # `res = %timeit -o f()`: res holds the measured times, which a replay measures anew (the
+    # restore reported it mismatched); the clock is read inside IPython, not by the cell's code
+    rec = agent.cell("ti_res = %timeit -o -n1 -r1 sum(range(10))")
+    assert any(e.startswith("reads the clock") for e in rec["effects"]), rec["effects"]
+    rec = agent.cell("%timeit -n1 -r1 sum(range(10))")
+    assert not any(e.startswith("reads the clock") for e in rec["effects"]), rec["effects"]
