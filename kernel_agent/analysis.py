@@ -1266,7 +1266,8 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
     return result
 
 
-_HISTORY_NAME = re.compile(r"_{1,3}|_i{1,3}|_i?\d+|In|Out|_oh|_ih|_dh")
+# (`_exit_code`: the status of the last `!cmd`, which a re-run without that command lacks)
+_HISTORY_NAME = re.compile(r"_{1,3}|_i{1,3}|_i?\d+|In|Out|_oh|_ih|_dh|_exit_code")
 # the history names that hold the objects cells displayed (`In`, `_i`... hold only strings)
 _OUTPUT_NAME = re.compile(r"_{1,3}|_\d+|Out|_oh")
 

@@ -75,3 +75,15 @@ def test_a_script_run_inside_a_capture_is_replayed_with_what_it_read(make_kernel
         assert_verified(r)
         assert r.kernel.value("[sr, hx]") == [8, 100], r.plan
     assert out["replay"].restore["variables"]["sr"]["action"] == "recomputed"
+
+
+def test_a_cell_reading_the_exit_code_of_a_shell_command_is_shipped_not_replayed(make_kernel,
+                                                                                 tmp_path):
+    """`_exit_code` is IPython's, set by `!cmd`, which a restore does not re-run (a side
+    effect): a re-run of `code = _exit_code` failed with a NameError."""
+    a, out = migrate_both(make_kernel, tmp_path, ["!false", "code = _exit_code", "x = 1"])
+    assert_verified(out["optimal"])
+    assert out["optimal"].kernel.value("code") == 1
+    replay = out["replay"]
+    assert "output history" in replay.restore["lost"]["code"]
+    assert not replay.restore["errors"]
