@@ -159,6 +159,47 @@ def _called_with_one_simple_arg(instrs: list, i: int) -> bool:
     return False
 
 
+# magics that run their cell's body (or, for `%time`, their line) as code of the notebook's
+_BODY_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
+_LINE_CODE_MAGICS = frozenset({"time"})
+_TIMING_MAGIC = re.compile(r"(?m)^\s*%%?(?:time|timeit)\b")
+_transformer: list[Any] = []
+
+
+def _magic_body_info(magic: str, call: str, instrs: list, i: int) -> CodeInfo | None:
+    """The analysis of the code a magic called at instrs[i] runs (None: none, or it does not
+    compile): the body of ``%%time``, ``%%timeit``, ``%%capture``, ``%%prun``, the line of
+    ``%time``. Its identifier tokens are reads already; what the tokens do not show is its
+    non-determinism (``%%capture out`` around ``stamp = time.time()`` was re-run into another
+    value, and reported mismatched) and its imports. A ``%%capture`` around ``%time`` keeps
+    the printed timings: the clock."""
+    if call == "run_cell_magic" and magic in _BODY_MAGICS:
+        j = i + 3
+    elif call == "run_line_magic" and magic in _LINE_CODE_MAGICS:
+        j = i + 2
+    else:
+        return None
+    arg = instrs[j] if j < len(instrs) else None
+    if arg is None or arg.opname != "LOAD_CONST" or not isinstance(arg.argval, str):
+        return None
+    body = arg.argval
+    try:
+        if not _transformer:
+            from IPython.core.inputtransformer2 import TransformerManager
+
+            _transformer.append(TransformerManager())
+        code = compile(_transformer[0].transform_cell(body), "<magic body>", "exec",
+                       flags=getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0), dont_inherit=True)
+    except Exception:  # noqa: BLE001 - not Python even after IPython's transforms
+        return None
+    info = code_info(code)
+    if magic == "capture" and _TIMING_MAGIC.search(body):
+        info = CodeInfo(info.loads, info.stores, info.deletes, info.global_stores, info.dynamic,
+                        info.markers | {f"{effects.CLOCK} (it captures the timings %time prints)"},
+                        info.shell_attrs, info.imports, info.c_callbacks)
+    return info
+
+
 _TIMEIT_OUTPUT = re.compile(r"(?:^|\s)-[A-Za-z0-9]*o")
 
 
@@ -369,6 +410,15 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
                         dynamic = dynamic or f"runs %{magic}"
                     elif magic == "timeit" and _timeit_returns_timings(instrs, i):
                         markers.add(f"{effects.CLOCK} (%timeit -o returns the timings)")
+                    inner = _magic_body_info(magic, name, instrs, i)
+                    if inner is not None:
+                        # what the code a magic runs does: `%%time\nstamp = time.time()`
+                        loads |= inner.loads
+                        markers |= inner.markers
+                        shell_attrs |= inner.shell_attrs
+                        imports |= inner.imports
+                        c_callbacks = c_callbacks or inner.c_callbacks
+                        dynamic = dynamic or inner.dynamic
         elif op == "IMPORT_NAME":
             if ins.argval == "__main__":
                 dynamic = dynamic or "imports __main__"
