@@ -476,6 +476,10 @@ ENTROPY_AT_RUNTIME = ENTROPY + " (os.urandom, called from code the cell ran)"
 # (its fits and cross-validation run through both); flagging those would pin every model to
 # being shipped
 _INTERNAL_IDS = ("joblib.", "sklearn.callback.")
+# IPython's display API: the id `display(x, display_id=True)` draws is the user's (a handle kept
+# in a variable), not the kernel's; walked through like a library's frame (the kernel's own
+# messages draw theirs in jupyter_client, which ends the walk)
+_USER_DISPLAY = ("IPython.core.display_functions", "IPython.core.display")
 
 
 def _cell_drew_entropy() -> bool:
@@ -491,6 +495,9 @@ def _cell_drew_entropy() -> bool:
         if type(name) is str:
             if name == "__main__":
                 return True
+            if name in _USER_DISPLAY:
+                f = f.f_back
+                continue
             if name.startswith(_MACHINERY) or name in ("IPython", "ipykernel"):
                 return False
             if name.startswith(_INTERNAL_IDS):

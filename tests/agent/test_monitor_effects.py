@@ -231,3 +231,23 @@ def test_timeit_keeping_its_timings_is_marked_as_reading_the_clock(agent):
     assert any(e.startswith("reads the clock") for e in rec["effects"]), rec["effects"]
     rec = agent.cell("%timeit -n1 -r1 sum(range(10))")
     assert not any(e.startswith("reads the clock") for e in rec["effects"]), rec["effects"]
+
+
+def test_non_determinism_in_the_body_a_cell_magic_runs_is_marked(agent):
+    # the body of %%time / %%capture is a string to the cell's code: `stamp = time.time()` in
+    # it was not seen, and the replay re-ran it into another value (reported mismatched)
+    rec = agent.cell("%%time\nimport time\nbm_stamp = time.time()")
+    assert "reads the clock" in rec["effects"], rec["effects"]
+    rec = agent.cell("%%capture bm_out\n%time bm_s = sum(range(10))")
+    assert any(e.startswith("reads the clock") for e in rec["effects"]), rec["effects"]
+    # timing a deterministic body (the usual %%time cell) pins nothing
+    assert agent.cell("%%time\nbm_total = sum(range(100))")["effects"] == []
+
+
+def test_a_display_handle_kept_by_the_cell_is_marked_as_drawing_entropy(agent):
+    # IPython names the display with os.urandom: its frames counted as the kernel's own, and
+    # the replay re-made the handle with another id (reported mismatched)
+    rec = agent.cell("from IPython.display import display as dh_display\n"
+                     "dh_h = dh_display('x', display_id=True)")
+    assert any(e.startswith("reads OS entropy") for e in rec["effects"]), rec["effects"]
+    assert agent.cell("dh_display('y')")["effects"] == []
