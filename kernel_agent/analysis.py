@@ -94,6 +94,7 @@ _FRAME_EVAL_ATTRS = frozenset({"query", "eval", "evaluate"})
 _DYNAMIC_TOKENS = _ALWAYS_DYNAMIC_NAMES | {"vars", "eval", "exec", "__import__", "__main__",
                                            "get_ipython"} | _DYNAMIC_ATTRS
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NESTED_MAGIC = re.compile(r"%%?([A-Za-z_][A-Za-z0-9_]*)")
 # ctypes' callback types: a C library may keep the callback and call it from any later call
 # into it (`lib.register(CB(f))`, then `lib.fire()`: the cell names neither `f` nor the callback)
 _CALLBACK_FACTORIES = frozenset({"CFUNCTYPE", "WINFUNCTYPE", "PYFUNCTYPE"})
@@ -156,6 +157,60 @@ def _called_with_one_simple_arg(instrs: list, i: int) -> bool:
         a, c = instrs[i + 1], instrs[i + 2]
         return a.opname in _SIMPLE_LOADS and c.opname in _CALL_OPS and c.arg == 1
     return False
+
+
+# magics that run their cell's body (or, for `%time`, their line) as code of the notebook's
+_BODY_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
+_LINE_CODE_MAGICS = frozenset({"time"})
+_TIMING_MAGIC = re.compile(r"(?m)^\s*%%?(?:time|timeit)\b")
+_transformer: list[Any] = []
+
+
+def _magic_body_info(magic: str, call: str, instrs: list, i: int) -> CodeInfo | None:
+    """The analysis of the code a magic called at instrs[i] runs (None: none, or it does not
+    compile): the body of ``%%time``, ``%%timeit``, ``%%capture``, ``%%prun``, the line of
+    ``%time``. Its identifier tokens are reads already; what the tokens do not show is its
+    non-determinism (``%%capture out`` around ``stamp = time.time()`` was re-run into another
+    value, and reported mismatched) and its imports. A ``%%capture`` around ``%time`` keeps
+    the printed timings: the clock."""
+    if call == "run_cell_magic" and magic in _BODY_MAGICS:
+        j = i + 3
+    elif call == "run_line_magic" and magic in _LINE_CODE_MAGICS:
+        j = i + 2
+    else:
+        return None
+    arg = instrs[j] if j < len(instrs) else None
+    if arg is None or arg.opname != "LOAD_CONST" or not isinstance(arg.argval, str):
+        return None
+    body = arg.argval
+    try:
+        if not _transformer:
+            from IPython.core.inputtransformer2 import TransformerManager
+
+            _transformer.append(TransformerManager())
+        code = compile(_transformer[0].transform_cell(body), "<magic body>", "exec",
+                       flags=getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0), dont_inherit=True)
+    except Exception:  # noqa: BLE001 - not Python even after IPython's transforms
+        return None
+    info = code_info(code)
+    if magic == "capture" and _TIMING_MAGIC.search(body):
+        info = CodeInfo(info.loads, info.stores, info.deletes, info.global_stores, info.dynamic,
+                        info.markers | {f"{effects.CLOCK} (it captures the timings %time prints)"},
+                        info.shell_attrs, info.imports, info.c_callbacks)
+    return info
+
+
+_TIMEIT_OUTPUT = re.compile(r"(?:^|\s)-[A-Za-z0-9]*o")
+
+
+def _timeit_returns_timings(instrs: list, i: int) -> bool:
+    """Whether the `%timeit` called at instrs[i] has `-o` (`res = %timeit -o f()`: `res` is
+    the measured times, which a re-run measures anew). Over-approximate: an `-o` anywhere in
+    its arguments."""
+    args = instrs[i + 2] if i + 2 < len(instrs) else None
+    if args is None or args.opname != "LOAD_CONST" or not isinstance(args.argval, str):
+        return True
+    return bool(_TIMEIT_OUTPUT.search(args.argval))
 
 
 def _tokens(text: str) -> set[str]:
@@ -343,12 +398,27 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
             elif name in _MAGIC_ATTRS:
                 magic_strings = True
                 nxt = instrs[i + 1] if i + 1 < len(instrs) else None
-                if (name in ("run_line_magic", "run_cell_magic", "run_magic", "magic")
-                        and nxt is not None and nxt.opname == "LOAD_CONST"
-                        and isinstance(nxt.argval, str)):
+                if nxt is None or nxt.opname != "LOAD_CONST" or not isinstance(nxt.argval, str):
+                    # `get_ipython().run_line_magic(m, '-i s.py')`: which magic runs is not
+                    # known here, and the shell expands `{x}` and `$x` in a command built at
+                    # run time (`.system(cmd)`) from the namespace. Dynamic when the code can
+                    # reach the shell (`platform.system()` is no shell's)
+                    shell_attrs.add(name)
+                elif name in ("run_line_magic", "run_cell_magic", "run_magic", "magic"):
                     magic = nxt.argval.split()[0].lstrip("%") if nxt.argval.strip() else ""
                     if magic in DYNAMIC_MAGICS:
                         dynamic = dynamic or f"runs %{magic}"
+                    elif magic == "timeit" and _timeit_returns_timings(instrs, i):
+                        markers.add(f"{effects.CLOCK} (%timeit -o returns the timings)")
+                    inner = _magic_body_info(magic, name, instrs, i)
+                    if inner is not None:
+                        # what the code a magic runs does: `%%time\nstamp = time.time()`
+                        loads |= inner.loads
+                        markers |= inner.markers
+                        shell_attrs |= inner.shell_attrs
+                        imports |= inner.imports
+                        c_callbacks = c_callbacks or inner.c_callbacks
+                        dynamic = dynamic or inner.dynamic
         elif op == "IMPORT_NAME":
             if ins.argval == "__main__":
                 dynamic = dynamic or "imports __main__"
@@ -377,6 +447,12 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
                 bad = toks & _DYNAMIC_TOKENS
                 if bad:
                     dynamic = dynamic or f"magic or shell argument mentions {sorted(bad)[0]}"
+                if "%" in ins.argval and not dynamic:
+                    # a magic inside the code another one runs (`%time %run -i s.py`, a
+                    # `%%capture` or `%%time` cell whose body has `%run -i s.py`)
+                    nested = [m for m in _NESTED_MAGIC.findall(ins.argval) if m in DYNAMIC_MAGICS]
+                    if nested:
+                        dynamic = f"runs %{nested[0]} inside another magic"
     if "import_module" in attrs and any(
             ins.opname == "LOAD_CONST" and ins.argval == "__main__" for ins in instrs):
         dynamic = dynamic or "imports __main__ dynamically"
@@ -1198,6 +1274,10 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
         _c_callbacks_made[0] = True
     if not result.dynamic and info.shell_attrs and _reaches_shell(info, ns):
         result.dynamic = f"calls shell .{sorted(info.shell_attrs)[0]}()"
+    if not result.dynamic:
+        held = _output_history_loads(info)
+        if held:
+            result.dynamic = f"reads IPython's output history ({held})"
     if result.dynamic:
         return result
     names = set(info.loads)
@@ -1236,7 +1316,26 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
     return result
 
 
-_HISTORY_NAME = re.compile(r"_{1,3}|_i{1,3}|_i?\d+|In|Out|_oh|_ih|_dh")
+# (`_exit_code`: the status of the last `!cmd`, which a re-run without that command lacks)
+_HISTORY_NAME = re.compile(r"_{1,3}|_i{1,3}|_i?\d+|In|Out|_oh|_ih|_dh|_exit_code")
+# the history names that hold the objects cells displayed (`In`, `_i`... hold only strings)
+_OUTPUT_NAME = re.compile(r"_{1,3}|_\d+|Out|_oh")
+
+
+def _output_history_loads(info: CodeInfo) -> str | None:
+    """An output-history name the cell loads and does not bind itself (None: none).
+
+    ``lst`` displayed, then ``_.append(3)``: the cell changes ``lst`` through ``_``, which no
+    user name of the cell leads to, so its change detection, which looks only at the names a
+    cell touches, missed the mutation (found only at the next checkpoint, as a change made
+    outside any cell). A cell reading ``_``, ``__``, ``_12``, ``Out`` or ``_oh`` may reach any
+    displayed object, so it counts as reading every variable: rare, and such a cell is never
+    re-run anyway (`reads_output_history`).
+    """
+    for name in sorted(info.loads - info.stores):
+        if _OUTPUT_NAME.fullmatch(name):
+            return name
+    return None
 
 
 @functools.lru_cache(maxsize=4096)

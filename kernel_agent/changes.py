@@ -573,13 +573,24 @@ def exec_globals(fn: types.FunctionType) -> dict | None:
 
     That dict is data the function reads at every call (``G['K'] = 1`` changes what ``f``
     returns): ``f`` and ``G`` are one value. Not a module's namespace (a library function's,
-    or the notebook's own namespace), and not a function of ``__main__`` (a notebook
-    function bound to the namespace it is loaded into) or of an imported module.
+    or the notebook's own namespace, which is ``__main__``'s), and not a function of an
+    imported module.
+
+    So is the namespace ``%run script.py`` (without ``-i``) ran a script in: IPython copies
+    its names into the notebook's, but the script's functions read and write their own
+    (``setk(5)`` with ``global K`` changes what ``kf()`` returns, not the notebook's ``K``),
+    and the objects both hold (``counter``) are the same. Told by its functions being of
+    ``__main__`` while the dict has no ``__name__`` (IPython removes it after the run, and the
+    dict a restore rebuilds is the same); a function cloudpickle copied from the notebook
+    keeps a ``__name__`` in the dict it gets, and stays a notebook function.
     """
     g = fn.__globals__
     mod = fn.__module__
-    if (type(g) is not dict or mod == "__main__" or module_namespace(g)
-            or (type(mod) is str and mod in sys.modules)):
+    if type(g) is not dict or module_namespace(g):
+        return None
+    if mod == "__main__":
+        return g if "__name__" not in g else None
+    if type(mod) is str and mod in sys.modules:
         # (a library function cloudpickle copied, with a dict of the globals it reads, names
         # its module: not the notebook's)
         return None
@@ -1891,7 +1902,7 @@ class _Walker:
                 info.kwargs or None, None if self.portable else target)
 
     def _function(self, fn: types.FunctionType, extend: Any) -> None:
-        own_globals = None if _is_notebook_function(fn, self.ns) else exec_globals(fn)
+        own_globals = None if self.ns is not None and fn.__globals__ is self.ns else exec_globals(fn)
         if own_globals is not None:
             # made by `exec` into a dict of the notebook's: its code and that dict are its value
             if not self._identity(fn, "F"):

@@ -221,13 +221,15 @@ class _Recorder:
     """Collects effect descriptions for one cell; filters the kernel's own activity."""
 
     __slots__ = ("effects", "ignored_threads", "ignored_prefixes", "ignored_ports", "busy",
-                 "files", "library_prefixes", "threads")
+                 "files", "library_prefixes", "threads", "user_prefixes")
 
     def __init__(self, ignored_threads: set[int], ignored_prefixes: tuple[str, ...],
-                 ignored_ports: set[int], library_prefixes: tuple[str, ...] = ()):
+                 ignored_ports: set[int], library_prefixes: tuple[str, ...] = (),
+                 user_prefixes: tuple[str, ...] = ()):
         self.effects: list[str] = []
         self.ignored_threads = ignored_threads
         self.ignored_prefixes = ignored_prefixes
+        self.user_prefixes = user_prefixes  # under ignored_prefixes, but the user's data
         self.ignored_ports = ignored_ports
         self.library_prefixes = library_prefixes
         self.files = FileActivity()
@@ -265,7 +267,7 @@ class _Recorder:
         if p is None:
             return False
         if p.startswith(self.ignored_prefixes) or p == os.devnull:
-            return True
+            return not (self.user_prefixes and p.startswith(self.user_prefixes))
         return "__pycache__" in p or p.endswith((".pyc", ".pyc.tmp")) or "/.pyc" in p
 
     def _note(self, text: str) -> None:
@@ -474,6 +476,10 @@ ENTROPY_AT_RUNTIME = ENTROPY + " (os.urandom, called from code the cell ran)"
 # (its fits and cross-validation run through both); flagging those would pin every model to
 # being shipped
 _INTERNAL_IDS = ("joblib.", "sklearn.callback.")
+# IPython's display API: the id `display(x, display_id=True)` draws is the user's (a handle kept
+# in a variable), not the kernel's; walked through like a library's frame (the kernel's own
+# messages draw theirs in jupyter_client, which ends the walk)
+_USER_DISPLAY = ("IPython.core.display_functions", "IPython.core.display")
 
 
 def _cell_drew_entropy() -> bool:
@@ -489,6 +495,9 @@ def _cell_drew_entropy() -> bool:
         if type(name) is str:
             if name == "__main__":
                 return True
+            if name in _USER_DISPLAY:
+                f = f.f_back
+                continue
             if name.startswith(_MACHINERY) or name in ("IPython", "ipykernel"):
                 return False
             if name.startswith(_INTERNAL_IDS):
@@ -691,6 +700,22 @@ def kernel_paths(shell: Any = None) -> tuple[str, ...]:
     return tuple(sorted(set(paths)))
 
 
+def user_data_paths(shell: Any = None) -> tuple[str, ...]:
+    """Where, inside the kernel's own directories (`kernel_paths`), the user keeps data:
+    ``%store x`` pickles x into the profile's ``db/autorestore``, for ``%store -r`` in any
+    later session. Writing there is a side effect (a restore re-running ``%store x`` would put
+    an old x back over what another notebook stored since) and reading it is reading a file.
+    (Not the rest of ``db``: ``%cd`` keeps its directory history there.)"""
+    try:
+        location = shell.profile_dir.location if shell is not None else None
+        if location:
+            return (os.path.join(os.path.abspath(os.fsdecode(os.fspath(location))), "db",
+                                 "autorestore"),)
+    except Exception:  # noqa: BLE001
+        pass
+    return ()
+
+
 def kernel_ports() -> set[int]:
     """The ports of this kernel's own ZMQ channels (from the connection file), if known."""
     ports: set[int] = set()
@@ -719,6 +744,7 @@ class EffectWatcher:
                                if t.ident is not None and t.ident != me}
         self.ignored_threads = set(ignored_threads)
         self.ignored_prefixes = kernel_paths(shell)
+        self.user_prefixes = user_data_paths(shell)
         self.ignored_ports = kernel_ports()
         self.library_prefixes = _library_prefixes()
         self.files = FileActivity()  # of the last cell `end()` returned the effects of
@@ -727,7 +753,7 @@ class EffectWatcher:
         global _current
         self.files = FileActivity()
         _current = _Recorder(self.ignored_threads, self.ignored_prefixes, self.ignored_ports,
-                             self.library_prefixes)
+                             self.library_prefixes, self.user_prefixes)
 
     def end(self) -> list[str]:
         """The cell's effects; the files it read and changed are left in `self.files`."""

@@ -123,7 +123,7 @@ class CellExecution:
         if self.failed:
             reasons.insert(0, f"it failed ({self.error})" if self.error else "it failed")
         if reads_output_history(self.code):
-            reasons.append("it reads IPython's output history (_, Out, In), which a re-run cannot reproduce")
+            reasons.append("it reads IPython's output history (_, Out, In, _exit_code), which a re-run cannot reproduce")
         return reasons
 
     @property

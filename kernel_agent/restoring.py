@@ -301,6 +301,10 @@ def restore(
     # Phase 4: verify every co-variable against its recorded digest.
     t_verify = time.perf_counter()
     seed_note = environment.hash_seed_note(manifest.environment or {})
+    lost_keys = {e.key for e in manifest.covariables if e.action == "lost"} | set(outcome)
+    recomputed = [e for e in manifest.covariables
+                  if e.key not in lost_keys and (e.action != "ship" or e.key in fallback)]
+    from_lost = _recomputed_from_lost(graph, manifest.covariables, lost_keys, recomputed)
     variables: dict[str, dict] = {}
     all_names: set[str] = set()
     walked: dict[frozenset[str], int] = {}  # verified co-variables -> cost of their walk
@@ -316,6 +320,8 @@ def restore(
             missing = [n for n in entry.names if n not in ns]
             if missing:
                 result = {"action": "lost", "detail": f"not recreated by re-running its cells ({', '.join(missing)} missing)"}
+                if entry.key in from_lost:
+                    result["detail"] += f": {from_lost[entry.key]}"
             else:
                 early = checked.get(entry.key) if action == "loaded" else None
                 if early is not None and not any(i > entry.position for i in rerun):
@@ -331,7 +337,11 @@ def restore(
                     result["library_drift"] = drifted[entry.key]
                 if entry.opaque:
                     result["type_checked_only"] = list(entry.opaque)
-                if not ok:
+                if not ok and entry.key in from_lost:
+                    # re-run against what its cells found in place of a lost value: lost too
+                    result = {"action": "lost", "detail": "recomputed, it differs from the "
+                              f"checkpointed value: {from_lost[entry.key]}"}
+                elif not ok:
                     result.setdefault("detail", "value differs from the checkpointed one")
                     if action == "recomputed" and seed_note:
                         result["detail"] += f"; {seed_note}"
@@ -377,6 +387,50 @@ def restore(
             "total_s": time.perf_counter() - t0,
         },
     }
+
+
+def _recomputed_from_lost(graph: Any, entries: list[CovariableEntry], lost: set[str],
+                          recomputed: list[CovariableEntry]) -> dict[str, str]:
+    """The recomputed co-variables (key -> why) whose cells read the value of a lost one,
+    directly or through another such co-variable.
+
+    The plan takes the values a re-run cell reads from other co-variables (their final
+    versions) to be in place, shipped or recomputed in their own right; a lost one is
+    neither. ``lst.append(4); 1/0`` (not re-runnable) with a deadline too short to ship
+    ``lst``: ``after = list(lst)`` was re-run against ``lst`` as the earlier cells left it,
+    and reported as a mismatch blamed on the hash seed. When such a value does not verify it
+    is lost, for that reason. (Not decided at checkpoint time: a cell that reads every
+    variable, ``%run -i`` or ``exec``, often does not depend on the lost one at all, and its
+    values then verify.)
+    """
+    lost_at: dict[int, str] = {}  # final snapshot id -> names of the lost co-variable
+
+    def mark(e: CovariableEntry) -> None:
+        for n in e.names:
+            sid = graph.active.get(n)
+            if sid is not None:
+                lost_at[sid] = ", ".join(e.names)
+
+    for e in entries:
+        if e.key in lost:
+            mark(e)
+    out: dict[str, str] = {}
+    changed = bool(lost_at)
+    while changed:
+        changed = False
+        for e in recomputed:
+            if e.key in out:
+                continue
+            for c in e.requires or ():
+                if not 0 <= c < len(graph.cells):
+                    continue
+                hit = next((s for s in graph.cells[c].input_snapshots if s in lost_at), None)
+                if hit is not None:
+                    out[e.key] = f"its cell {c} reads {lost_at[hit]}, which is lost"
+                    mark(e)
+                    changed = True
+                    break
+    return out
 
 
 def _deletions(graph: Any) -> dict[str, list[tuple[int, bool]]]:

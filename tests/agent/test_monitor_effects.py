@@ -80,6 +80,28 @@ def test_kernel_machinery_activity_is_not_counted(tmp_path):
         k.shutdown()
 
 
+def test_store_magic_writing_the_profiles_stored_variables_is_a_side_effect(tmp_path):
+    """The profile directory is the kernel's, but `%store x` keeps x there for any later
+    session: a restore re-ran it (a context cell: it changes no variable) and put the old x
+    back over what another notebook had stored since. `%cd` also writes the profile's
+    database (its directory history) and stays a re-runnable setting."""
+    (tmp_path / "d").mkdir()
+    k = Kernel(cwd=str(tmp_path), env={**os.environ, "IPYTHONDIR": str(tmp_path / "ipy")})
+    try:
+        k.ok("%load_ext kernel_agent")
+        agent = AgentKernel(k)
+        agent.ok("st_x = [1]")
+        rec = agent.cell("%store st_x")
+        assert any("autorestore" in e for e in rec["effects"]), rec
+        assert not rec["context"]
+        rec = agent.cell("%store -r st_x")
+        assert any(p.endswith("autorestore/st_x") for p in rec["files_read"]), rec
+        rec = agent.cell("%cd d")
+        assert rec["effects"] == [] and rec["process_state"], rec
+    finally:
+        k.shutdown()
+
+
 def _check_machinery_not_counted(agent):
     agent.ok("with open('nb_helper_mod.py', 'w') as fh:\n    fh.write('X = 1\\n')")
     rec = agent.cell(
@@ -200,3 +222,32 @@ def test_a_thread_that_ended_within_its_cell_or_runs_library_code_is_not_marked(
                      "th2_lib = threading.Thread(target=th2_gate.wait)\nth2_lib.start()")
     assert rec["effects"] == []
     agent.ok("th2_gate.set()\nth2_lib.join()")
+
+
+def test_timeit_keeping_its_timings_is_marked_as_reading_the_clock(agent):
+    # `res = %timeit -o f()`: res holds the measured times, which a replay measures anew (the
+    # restore reported it mismatched); the clock is read inside IPython, not by the cell's code
+    rec = agent.cell("ti_res = %timeit -o -n1 -r1 sum(range(10))")
+    assert any(e.startswith("reads the clock") for e in rec["effects"]), rec["effects"]
+    rec = agent.cell("%timeit -n1 -r1 sum(range(10))")
+    assert not any(e.startswith("reads the clock") for e in rec["effects"]), rec["effects"]
+
+
+def test_non_determinism_in_the_body_a_cell_magic_runs_is_marked(agent):
+    # the body of %%time / %%capture is a string to the cell's code: `stamp = time.time()` in
+    # it was not seen, and the replay re-ran it into another value (reported mismatched)
+    rec = agent.cell("%%time\nimport time\nbm_stamp = time.time()")
+    assert "reads the clock" in rec["effects"], rec["effects"]
+    rec = agent.cell("%%capture bm_out\n%time bm_s = sum(range(10))")
+    assert any(e.startswith("reads the clock") for e in rec["effects"]), rec["effects"]
+    # timing a deterministic body (the usual %%time cell) pins nothing
+    assert agent.cell("%%time\nbm_total = sum(range(100))")["effects"] == []
+
+
+def test_a_display_handle_kept_by_the_cell_is_marked_as_drawing_entropy(agent):
+    # IPython names the display with os.urandom: its frames counted as the kernel's own, and
+    # the replay re-made the handle with another id (reported mismatched)
+    rec = agent.cell("from IPython.display import display as dh_display\n"
+                     "dh_h = dh_display('x', display_id=True)")
+    assert any(e.startswith("reads OS entropy") for e in rec["effects"]), rec["effects"]
+    assert agent.cell("dh_display('y')")["effects"] == []

@@ -164,3 +164,29 @@ def test_a_change_through_a_module_the_notebook_registered_mutates_it(agent):
              "sys.modules['m_regpkg'] = m_pkg")
     rec = agent.cell("from m_regpkg import data as m_data\nm_data['k'] = 2")
     assert "m_pkg" in rec["mutated"]
+
+
+def test_a_change_through_the_output_history_mutates_the_displayed_variable(agent):
+    # `_` is IPython's, not a user name: the cell touched no user name, so its change
+    # detection looked at nothing and the append was found only at the next checkpoint
+    agent.ok("oh_lst = [1, 2]\noh_other = {'k': 1}")
+    agent.ok("oh_lst")
+    rec = agent.cell("_.append(3)")
+    assert "oh_lst" in rec["mutated"] and "oh_other" not in rec["mutated"]
+    agent.ok("oh_lst")
+    rec = agent.cell("Out[len(Out) and max(Out)].append(4)")
+    assert "oh_lst" in rec["mutated"] and "oh_other" not in rec["mutated"]
+
+
+def test_calls_of_functions_a_run_script_defined_mutate_the_scripts_namespace(agent, tmp_path):
+    # `%run` (without -i) gives the script a namespace of its own, copied into the notebook's
+    # after: its functions' globals are that namespace, and `counter` is in both
+    script = tmp_path / "rn_script.py"
+    script.write_text("rn_K = 1\nrn_counter = [0]\n"
+                      "def rn_set(v):\n    global rn_K\n    rn_K = v\n"
+                      "def rn_inc():\n    rn_counter.append(1)\n")
+    agent.ok(f"%run {script}")
+    rec = agent.cell("rn_set(5)")
+    assert "rn_set" in rec["mutated"]
+    rec = agent.cell("rn_inc()")
+    assert {"rn_inc", "rn_counter"} <= set(rec["mutated"])

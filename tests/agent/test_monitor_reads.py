@@ -402,3 +402,24 @@ def test_a_local_module_imported_by_a_called_function_that_reads_its_callers_glo
     rec = agent.cell("li_r = li_get('li_k')")
     assert "li_k" in rec["reads"]
     assert agent.value("li_r") == 8
+
+
+def test_a_namespace_wide_magic_inside_another_magic_reads_every_variable(agent, tmp_path):
+    # `%%capture` (or `%time`) runs its body's `%run -i`: the analysis saw only the outer
+    # magic's name and the identifier tokens of the body, not what the script reads
+    script = tmp_path / "nm_script.py"
+    script.write_text("nm_out = nm_in * 2\n")
+    agent.ok("nm_in = 4")
+    for code in (f"%%capture nm_cap\n%run -i {script}", f"%time %run -i {script}"):
+        assert "nm_in" in agent.cell(code)["reads"], code
+
+
+def test_a_magic_whose_name_is_computed_reads_every_variable(agent, tmp_path):
+    script = tmp_path / "cm_script.py"
+    script.write_text("cmr_out = cmr_in * 2\n")
+    agent.ok("cmr_in = 4\ncmr_magic = 'run'")
+    rec = agent.cell(f"get_ipython().run_line_magic(cmr_magic, '-i {script}')")
+    assert "cmr_in" in rec["reads"]
+    # (a method of that name on anything else is no magic)
+    rec = agent.cell("import platform\ncmr_sys = platform.system()")
+    assert "cmr_in" not in rec["reads"]

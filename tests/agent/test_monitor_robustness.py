@@ -165,3 +165,22 @@ def test_variables_created_before_loading_are_flagged_when_read(make_kernel):
     assert rec["reads"] == ["pre_x"]
     assert any("predates monitoring" in e for e in rec["effects"])
     assert "pre_x" not in h["active"]
+
+
+def test_an_interrupt_arriving_while_the_monitor_records_a_cell_loses_nothing(agent):
+    # the user interrupts what looks like a running cell while post_run_cell hashes what it
+    # changed: the KeyboardInterrupt was raised in the hook, IPython printed "Error in
+    # callback", and the cell was never recorded (its new names then "predated monitoring")
+    agent.ok("from kernel_agent.extension import get_monitor as _ir_get\nimport signal as _ir_sig\n"
+             "_ir_m = _ir_get(get_ipython())\n_ir_orig = _ir_m.tracker.update\n"
+             "def _ir_update(*a, **kw):\n    _ir_m.tracker.update = _ir_orig\n"
+             "    _ir_sig.raise_signal(_ir_sig.SIGINT)\n    return _ir_orig(*a, **kw)\n"
+             "ir_x = [1]")
+    agent.ok("_ir_arm = lambda: setattr(_ir_m.tracker, 'update', _ir_update)")
+    before = len(agent.history()["cells"])
+    res = agent.run("_ir_arm()\nir_x.append(2)\nir_y = 5")
+    assert res.ok and res.error is None and "KeyboardInterrupt" not in res.stdout + res.stderr
+    cells = agent.history()["cells"]
+    assert len(cells) == before + 1
+    assert cells[-1]["writes"] == ["ir_y"] and "ir_x" in cells[-1]["mutated"]
+    assert agent.value("type(_ir_m.tracker.update).__name__") == "method"  # it did run
