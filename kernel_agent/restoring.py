@@ -408,8 +408,34 @@ def _unbind_deleted(ns: dict, index: int, deleted_at: dict[str, list[tuple[int, 
             ns.pop(n, None)
 
 
+def _execution_event(shell: Any, event: str) -> None:
+    """Run the shell's `event` callbacks (``pre_execute``, ``post_execute``) around a re-run
+    cell, as the shell ran them around the cell when it first ran; the agent's own excepted.
+
+    What they do between two cells is state the next cell sees. The inline matplotlib backend
+    (Jupyter's default) shows and closes every pyplot figure at the end of a cell
+    (``flush_figures``), so ``plt.title(...)`` or ``s.plot()`` in a later cell draws on a new
+    figure; re-run back to back without it, the later cell drew on the figure an earlier cell
+    had made and a variable holds (a figure is checked by type only: it verified). Errors are
+    the callbacks' (the shell prints and ignores them too), never the restore's."""
+    callbacks = getattr(getattr(shell, "events", None), "callbacks", None)
+    if not isinstance(callbacks, dict):
+        return
+    for callback in list(callbacks.get(event, ())):
+        if (getattr(callback, "__module__", None) or "").startswith("kernel_agent"):
+            continue
+        try:
+            callback()
+        except KeyboardInterrupt:
+            raise
+        except Exception:  # noqa: BLE001 - a hook's failure, as the shell ignores it
+            log.debug("kernel_agent: %s callback %r failed during a restore", event, callback,
+                      exc_info=True)
+
+
 def _rerun_cell(shell: Any, graph: Any, index: int) -> str | None:
-    """Execute a recorded cell in the user namespace, its RNG state first; returns an error."""
+    """Execute a recorded cell in the user namespace, its RNG state first, between the shell's
+    execution events (`_execution_event`); returns an error."""
     cell = graph.cells[index]
     state = graph.rng_states.get(cell.rng_state) if cell.rng_state else None
     if state:
@@ -417,6 +443,7 @@ def _rerun_cell(shell: Any, graph: Any, index: int) -> str | None:
             rng.apply(state)
         except Exception:  # noqa: BLE001
             log.exception("kernel_agent: could not set the RNG state for cell %d", index)
+    _execution_event(shell, "pre_execute")
     try:
         for compiled in _compile_like_ipython(shell, shell.transform_cell(cell.code), index):
             if compiled.co_flags & inspect.CO_COROUTINE:
@@ -427,6 +454,8 @@ def _rerun_cell(shell: Any, graph: Any, index: int) -> str | None:
         if isinstance(e, KeyboardInterrupt):
             raise
         return f"cell {index}: {type(e).__name__}: {e}"
+    finally:
+        _execution_event(shell, "post_execute")
     return None
 
 
