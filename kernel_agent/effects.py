@@ -18,6 +18,7 @@ the IPython profile, the Jupyter runtime directory and cache directories.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -221,7 +222,7 @@ class _Recorder:
     """Collects effect descriptions for one cell; filters the kernel's own activity."""
 
     __slots__ = ("effects", "ignored_threads", "ignored_prefixes", "ignored_ports", "busy",
-                 "files", "library_prefixes", "threads")
+                 "files", "library_prefixes", "threads", "figures")
 
     def __init__(self, ignored_threads: set[int], ignored_prefixes: tuple[str, ...],
                  ignored_ports: set[int], library_prefixes: tuple[str, ...] = ()):
@@ -233,6 +234,7 @@ class _Recorder:
         self.files = FileActivity()
         self.busy = False
         self.threads: list[tuple[threading.Thread, str]] = []  # started, running notebook code
+        self.figures: dict[int, Any] = {}  # id -> pyplot's current figure, as the cell used it
 
     def _file_read(self, raw: Any) -> None:
         if isinstance(raw, int):
@@ -620,6 +622,46 @@ def _install_thread_probe() -> None:
                                               _note_thread)
 
 
+def _note_figure(figure: Any) -> None:
+    rec = _current
+    if rec is None or threading.get_ident() in rec.ignored_threads:
+        return
+    rec.figures[id(figure)] = figure  # (held until the cell ends: its id stays its own)
+
+
+def install_pyplot_probe() -> None:
+    """Note, while a cell is recorded, the figures it drew on through pyplot's current figure.
+
+    ``plt.plot(...)``, ``plt.title(...)``, a pandas ``s.plot()`` or a seaborn plot change the
+    figure pyplot holds as current, which a variable (``fig, ax = plt.subplots()`` in an
+    earlier cell) may hold too, without naming it: the cell was not known to change ``fig``.
+    Its re-run was left out of a replay, or it was re-run on top of the shipped figure (a
+    second line); either way the figure came back different, and a figure is checked by type
+    only. pyplot reaches its current figure through its module global ``gcf`` (``gca()`` is
+    ``gcf().gca()``), which is wrapped once pyplot is imported (called before and after each
+    cell: a dictionary lookup until then); the wrapper notes what it returns. The monitor
+    then counts the variables that reach a noted figure as touched by the cell."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    real = getattr(plt, "gcf", None)
+    if real is None or not callable(real) or getattr(real, "_kernel_agent", False):
+        return
+
+    def gcf(*args: Any, **kwargs: Any) -> Any:
+        figure = real(*args, **kwargs)
+        if _current is not None:
+            try:
+                _note_figure(figure)
+            except Exception:  # noqa: BLE001 - never raise into pyplot
+                pass
+        return figure
+
+    functools.update_wrapper(gcf, real)
+    gcf._kernel_agent = True  # type: ignore[attr-defined]
+    plt.gcf = gcf
+
+
 def install() -> None:
     """Install the audit hook (once per process: audit hooks cannot be removed), the
     entropy probe and the thread probe."""
@@ -722,10 +764,12 @@ class EffectWatcher:
         self.ignored_ports = kernel_ports()
         self.library_prefixes = _library_prefixes()
         self.files = FileActivity()  # of the last cell `end()` returned the effects of
+        self.figures: dict[int, Any] = {}  # of that cell: pyplot figures it drew on implicitly
 
     def begin(self) -> None:
         global _current
         self.files = FileActivity()
+        self.figures = {}
         _current = _Recorder(self.ignored_threads, self.ignored_prefixes, self.ignored_ports,
                              self.library_prefixes)
 
@@ -735,8 +779,10 @@ class EffectWatcher:
         rec, _current = _current, None
         if rec is None:
             self.files = FileActivity()
+            self.figures = {}
             return []
         self.files = rec.files
+        self.figures = rec.figures
         for thread, code in rec.threads:
             if thread.is_alive():
                 rec._note(f"{STARTS_THREAD} ({code})")

@@ -11,6 +11,8 @@ import types
 import pytest
 
 from kernel_agent.changes import value_digest
+from tests.engine.adversarial import assert_verified as adv_assert_verified
+from tests.engine.adversarial import migrate_both
 from tests.engine.migrate import assert_verified, checkpoint, restore, run_all, run_and_migrate
 from tests.kernels import Kernel
 
@@ -143,6 +145,26 @@ def test_figures_and_kd_trees_verify_and_keep_their_links(make_kernel, tmp_path,
     assert {"fig", "ax", "line", "tree"} <= {n for n, v in r["variables"].items() if v.get("type_checked_only")}
     assert b.value("[line.axes is ax, ax.figure is fig, ax.get_title(), [int(v) for v in line.get_ydata()],"
                    " int(tree.query([0.5, 0.5])[1]) == int(nearest)]") == [True, True, "t", [1, 2, 3], True]
+
+
+def test_cells_drawing_on_pyplots_current_figure_change_the_variables_holding_it(make_kernel,
+                                                                                 tmp_path):
+    # with a backend that keeps figures open (Agg, a widget backend), `plt.plot(...)` and
+    # `s.plot()` draw on the figure `fig, ax` hold without naming them: the cells were taken
+    # for ones that changed nothing. Shipped, `ax` came back with the line drawn twice (the
+    # `plt` cell re-run on top of it as one that sets process state); replayed, without the
+    # line the pandas cell drew. A figure is checked by type only: both verified.
+    pytest.importorskip("matplotlib")
+    _, out = migrate_both(make_kernel, tmp_path, [
+        "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nimport pandas as pd",
+        "fig, ax = plt.subplots()",
+        "plt.plot([1, 2, 3])\nplt.title('implicit')",
+        "s = pd.Series([3, 1, 2])",
+        "s.plot()",
+    ])
+    for r in out.values():
+        adv_assert_verified(r)
+        assert r.kernel.value("[len(ax.lines), ax.get_title()]") == [2, "implicit"], r.plan
 
 
 @pytest.mark.parametrize("strategy", ["ship-all", "recompute-all"])
