@@ -550,7 +550,7 @@ def _install_entropy_probe() -> None:
 STARTS_THREAD = "starts a thread running notebook code"
 
 
-def _notebook_code(target: Any) -> str | None:
+def notebook_code(target: Any) -> str | None:
     """The name of `target` if calling it runs the notebook's code or changes an object the
     notebook holds: a function or method defined in ``__main__`` (or a partial of one), or a
     builtin method of a container (``res.append``). None for a library's own thread."""
@@ -575,13 +575,13 @@ def _thread_code(function: Any) -> str | None:
     """What notebook code a thread started with `function` runs (see `_notebook_code`)."""
     thread = getattr(function, "__self__", None)
     if not isinstance(thread, threading.Thread):  # `_thread.start_new_thread(f, args)`
-        return _notebook_code(function)
+        return notebook_code(function)
     if isinstance(thread, threading.Timer):  # (its run() calls `function` after a delay)
-        return _notebook_code(thread.function)
+        return notebook_code(thread.function)
     run = type(thread).run
     if run is not threading.Thread.run:  # a Thread subclass with a run() of its own
-        return _notebook_code(run)
-    return _notebook_code(getattr(thread, "_target", None))
+        return notebook_code(run)
+    return notebook_code(getattr(thread, "_target", None))
 
 
 def _note_thread(function: Any, *_args: Any) -> None:

@@ -167,6 +167,23 @@ def test_cells_drawing_on_pyplots_current_figure_change_the_variables_holding_it
         assert r.kernel.value("[len(ax.lines), ax.get_title()]") == [2, "implicit"], r.plan
 
 
+def test_a_callback_the_notebook_connected_to_a_figure_is_still_called(make_kernel, tmp_path):
+    # matplotlib pickles a callback registry with only its own callbacks: the shipped axes
+    # no longer called `on_zoom`, and figures are checked by type only, so it verified. The
+    # stream now says what it drops, and the figure is recomputed
+    pytest.importorskip("matplotlib")
+    _, out = migrate_both(make_kernel, tmp_path, [
+        "import matplotlib.pyplot as plt",
+        "fig, ax = plt.subplots()\nax.plot([1, 2, 3])",
+        "zooms = []\ndef on_zoom(a):\n    zooms.append(list(a.get_xlim()))",
+        "cid = ax.callbacks.connect('xlim_changed', on_zoom)",
+    ])
+    for r in out.values():
+        adv_assert_verified(r)
+        r.kernel.ok("ax.set_xlim(0, 1)")
+        assert r.kernel.value("zooms") == [[0.0, 1.0]], r.plan
+
+
 @pytest.mark.parametrize("strategy", ["ship-all", "recompute-all"])
 def test_weak_containers_and_threads_come_back_with_what_they_refer_to(make_kernel, tmp_path, strategy):
     # a weak dictionary cannot be pickled: it is recomputed, together with the nodes it refers
