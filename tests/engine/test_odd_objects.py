@@ -6,6 +6,7 @@ every variable, and a few semantic checks run in B against values computed in A.
 
 from __future__ import annotations
 
+import os
 import types
 
 import pytest
@@ -182,6 +183,26 @@ def test_a_callback_the_notebook_connected_to_a_figure_is_still_called(make_kern
         adv_assert_verified(r)
         r.kernel.ok("ax.set_xlim(0, 1)")
         assert r.kernel.value("zooms") == [[0.0, 1.0]], r.plan
+
+
+def test_recomputed_sympy_values_verify(make_kernel, tmp_path):
+    # sympy deduces assumptions (`x.is_real`, which `simplify` and `solve` ask) in an order it
+    # shuffles with a generator of its own, seeded from OS entropy at import; each symbol
+    # caches what it deduced, in that order. A re-run deduced otherwise: every sympy value
+    # the restore recomputed said "value differs". Its state is now taken like `random`'s.
+    # (sympy iterates sets of strings too: one hash seed, as the server gives every kernel)
+    pytest.importorskip("sympy")
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    _, out = migrate_both(lambda: make_kernel(env=env), tmp_path, [
+        "import sympy as sp",
+        "x, y = sp.symbols('x y')",
+        "expr = sp.simplify(sp.sin(x) ** 2 + sp.cos(x) ** 2 + y)",
+        "sol = sp.solve(x ** 2 - 4, x)\nM = sp.Matrix([[1, x], [y, 2]])",
+    ])
+    for r in out.values():
+        adv_assert_verified(r)
+        assert r.kernel.value("[str(expr), [str(s) for s in sol], str(M.det())]") == [
+            "y + 1", ["-2", "2"], "-x*y + 2"], r.plan
 
 
 @pytest.mark.parametrize("strategy", ["ship-all", "recompute-all"])
