@@ -510,6 +510,7 @@ class Monitor:
             # what holds a figure the cell drew on through pyplot's current one (`plt.title`,
             # `s.plot()`), which it need not have named (see `effects.install_pyplot_probe`)
             touched |= self.tracker.holders(figures) & user_after
+            self.effects.figures = {}  # (not kept alive until the next cell)
         opaque: set[str] = set()
         t_track = time.perf_counter()
         try:
