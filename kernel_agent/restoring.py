@@ -214,6 +214,7 @@ def restore(
     # fall back to recomputation like a missing blob. Co-variables share no objects, so loading
     # one early cannot disturb another; each is put into the namespace at its position.
     t_load = time.perf_counter()
+    pyplot_before = {id(f) for f in _pyplot_figures()}
     loaded: dict[str, dict] = {}
     # key -> writes of the state of the notebook's modules and classes it holds, made when
     # the value is put in place (serialize.loads_deferred)
@@ -244,6 +245,8 @@ def restore(
                 del checked[entry.key]
                 continue
         loaded[entry.key] = values
+    # (figures pyplot managed at checkpoint time register themselves with it when unpickled)
+    pyplot_loaded = [f for f in _pyplot_figures() if id(f) not in pyplot_before]
     load_s = time.perf_counter() - t_load
 
     # Phase 2: the final plan. A shipped co-variable whose blob failed falls back to re-running
@@ -296,6 +299,7 @@ def restore(
                 ns.update(loaded.pop(entry.key))
     if rerun:
         _reattach_streams(captured)
+        _manage_again(pyplot_loaded)
     replay_s = time.perf_counter() - t_replay
 
     # Phase 4: verify every co-variable against its recorded digest.
@@ -377,6 +381,43 @@ def restore(
             "total_s": time.perf_counter() - t0,
         },
     }
+
+
+def _pyplot_figures() -> list[Any]:
+    """The figures pyplot manages, the active one last (none while pyplot is not imported)."""
+    helpers = sys.modules.get("matplotlib._pylab_helpers")
+    if helpers is None:
+        return []
+    try:
+        return [m.canvas.figure for m in helpers.Gcf.get_all_fig_managers()]
+    except Exception:  # noqa: BLE001 - a matplotlib we do not know: as it is
+        return []
+
+
+def _manage_again(figures: list[Any]) -> None:
+    """Give pyplot back the loaded `figures` (it managed them at checkpoint time) that a re-run
+    cell closed, the last loaded one active.
+
+    They registered with pyplot when unpickled, before any cell was re-run; a re-run
+    ``matplotlib.use('Agg')`` (a cell that sets process state, re-run whatever the plan)
+    closes every figure, as does the inline backend at the end of a re-run cell. The session
+    then went on without them: ``plt.savefig`` wrote an empty figure, ``plt.title`` drew on a
+    new one. Registered again as matplotlib's own unpickling does."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    helpers = sys.modules.get("matplotlib._pylab_helpers")
+    if not figures or plt is None or helpers is None:
+        return
+    managed = {id(f) for f in _pyplot_figures()}
+    for figure in figures:
+        if id(figure) in managed:
+            continue
+        try:
+            nums = plt.get_fignums()
+            manager = plt._get_backend_mod().new_figure_manager_given_figure(
+                max(nums) + 1 if nums else 1, figure)
+            helpers.Gcf._set_new_active_manager(manager)
+        except Exception:  # noqa: BLE001 - the figure stays as loaded, unmanaged
+            log.debug("kernel_agent: could not give pyplot a restored figure back", exc_info=True)
 
 
 def _deletions(graph: Any) -> dict[str, list[tuple[int, bool]]]:

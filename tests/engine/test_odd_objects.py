@@ -205,6 +205,22 @@ def test_recomputed_sympy_values_verify(make_kernel, tmp_path):
             "y + 1", ["-2", "2"], "-x*y + 2"], r.plan
 
 
+def test_a_shipped_figure_pyplot_managed_is_pyplots_current_figure_again(make_kernel, tmp_path):
+    # the loaded figure registers itself with pyplot when unpickled, before cells are re-run;
+    # the re-run `matplotlib.use('Agg')` (a cell that sets process state) closed it, so after
+    # the restore `plt.savefig` wrote an empty figure and `plt.title` drew on a new one
+    pytest.importorskip("matplotlib")
+    _, out = migrate_both(make_kernel, tmp_path, [
+        "import matplotlib",
+        "matplotlib.use('Agg')",
+        "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([1, 2])",
+    ])
+    for r in out.values():
+        adv_assert_verified(r)
+        assert r.kernel.value("[plt.gcf() is fig, plt.gca() is ax, len(plt.get_fignums())]") == [
+            True, True, 1], r.plan
+
+
 @pytest.mark.parametrize("strategy", ["ship-all", "recompute-all"])
 def test_weak_containers_and_threads_come_back_with_what_they_refer_to(make_kernel, tmp_path, strategy):
     # a weak dictionary cannot be pickled: it is recomputed, together with the nodes it refers
