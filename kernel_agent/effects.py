@@ -239,6 +239,13 @@ class _Recorder:
     def _file_read(self, raw: Any) -> None:
         if isinstance(raw, int):
             return
+        if isinstance(raw, str) and raw in sys.path:
+            # an entry of the import path probed as a file by the import machinery or
+            # `importlib.metadata` (an editable install's ``__editable__...__path_hook__``, a
+            # relative name that is no file): no data the cell read, and taken for a relative
+            # read it kept the first cell importing a library from being re-run as one that
+            # sets process state
+            return
         p = _path(raw)
         if p is None:
             return

@@ -221,6 +221,23 @@ def test_a_shipped_figure_pyplot_managed_is_pyplots_current_figure_again(make_ke
             True, True, 1], r.plan
 
 
+def test_a_cell_that_imports_matplotlib_and_sets_it_up_is_re_run_with_a_shipped_figure(
+        make_kernel, tmp_path):
+    # "what importing a library sets, importing it again sets": but this cell also chose the
+    # backend and a style, and it bound `matplotlib`, so it was no context cell either. With
+    # the figure shipped, nothing re-ran it: the session came back on the inline backend with
+    # the default line width (a later re-run plot drew otherwise, and figures verify by type)
+    pytest.importorskip("matplotlib")
+    _, out = migrate_both(make_kernel, tmp_path, [
+        "import matplotlib\nmatplotlib.use('Agg')\nmatplotlib.rcParams['lines.linewidth'] = 4",
+        "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()",
+    ])
+    for r in out.values():
+        adv_assert_verified(r)
+        assert r.kernel.value("[matplotlib.get_backend(), plt.rcParams['lines.linewidth'],"
+                              " plt.gcf() is fig]") == ["Agg", 4.0, True], r.plan
+
+
 @pytest.mark.parametrize("strategy", ["ship-all", "recompute-all"])
 def test_weak_containers_and_threads_come_back_with_what_they_refer_to(make_kernel, tmp_path, strategy):
     # a weak dictionary cannot be pickled: it is recomputed, together with the nodes it refers
