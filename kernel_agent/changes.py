@@ -2880,6 +2880,14 @@ class Tracker:
             log.warning("changes: drift check failed (%r)", exc)
         return out
 
+    def holders(self, ids: Collection[int]) -> set[str]:
+        """Names whose last walk reached an object with one of these ids (an index lookup)."""
+        if not ids:
+            return set()
+        q = np.array(sorted(set(ids)), dtype=np.int64)
+        _, toks = self._index.lookup(q)
+        return {n for t in set(toks.tolist()) if (n := self._name_of.get(t)) is not None}
+
     def _bound_print(self, ns: Mapping[str, Any], name: str) -> _Print | None:
         """`name`'s fingerprint if the name is still bound to the object it was taken of."""
         p = self._prints.get(name)

@@ -18,6 +18,7 @@ the IPython profile, the Jupyter runtime directory and cache directories.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -221,7 +222,7 @@ class _Recorder:
     """Collects effect descriptions for one cell; filters the kernel's own activity."""
 
     __slots__ = ("effects", "ignored_threads", "ignored_prefixes", "ignored_ports", "busy",
-                 "files", "library_prefixes", "threads", "user_prefixes")
+                 "files", "library_prefixes", "threads", "user_prefixes", "figures")
 
     def __init__(self, ignored_threads: set[int], ignored_prefixes: tuple[str, ...],
                  ignored_ports: set[int], library_prefixes: tuple[str, ...] = (),
@@ -235,9 +236,17 @@ class _Recorder:
         self.files = FileActivity()
         self.busy = False
         self.threads: list[tuple[threading.Thread, str]] = []  # started, running notebook code
+        self.figures: dict[int, Any] = {}  # id -> pyplot's current figure, as the cell used it
 
     def _file_read(self, raw: Any) -> None:
         if isinstance(raw, int):
+            return
+        if isinstance(raw, str) and raw in sys.path:
+            # an entry of the import path probed as a file by the import machinery or
+            # `importlib.metadata` (an editable install's ``__editable__...__path_hook__``, a
+            # relative name that is no file): no data the cell read, and taken for a relative
+            # read it kept the first cell importing a library from being re-run as one that
+            # sets process state
             return
         p = _path(raw)
         if p is None:
@@ -557,7 +566,7 @@ def _install_entropy_probe() -> None:
 STARTS_THREAD = "starts a thread running notebook code"
 
 
-def _notebook_code(target: Any) -> str | None:
+def notebook_code(target: Any) -> str | None:
     """The name of `target` if calling it runs the notebook's code or changes an object the
     notebook holds: a function or method defined in ``__main__`` (or a partial of one), or a
     builtin method of a container (``res.append``). None for a library's own thread."""
@@ -582,13 +591,13 @@ def _thread_code(function: Any) -> str | None:
     """What notebook code a thread started with `function` runs (see `_notebook_code`)."""
     thread = getattr(function, "__self__", None)
     if not isinstance(thread, threading.Thread):  # `_thread.start_new_thread(f, args)`
-        return _notebook_code(function)
+        return notebook_code(function)
     if isinstance(thread, threading.Timer):  # (its run() calls `function` after a delay)
-        return _notebook_code(thread.function)
+        return notebook_code(thread.function)
     run = type(thread).run
     if run is not threading.Thread.run:  # a Thread subclass with a run() of its own
-        return _notebook_code(run)
-    return _notebook_code(getattr(thread, "_target", None))
+        return notebook_code(run)
+    return notebook_code(getattr(thread, "_target", None))
 
 
 def _note_thread(function: Any, *_args: Any) -> None:
@@ -627,6 +636,46 @@ def _install_thread_probe() -> None:
     if not getattr(threading._start_new_thread, "_kernel_agent", False):
         threading._start_new_thread = _probe(threading._start_new_thread, "start_new_thread",
                                               _note_thread)
+
+
+def _note_figure(figure: Any) -> None:
+    rec = _current
+    if rec is None or threading.get_ident() in rec.ignored_threads:
+        return
+    rec.figures[id(figure)] = figure  # (held until the cell ends: its id stays its own)
+
+
+def install_pyplot_probe() -> None:
+    """Note, while a cell is recorded, the figures it drew on through pyplot's current figure.
+
+    ``plt.plot(...)``, ``plt.title(...)``, a pandas ``s.plot()`` or a seaborn plot change the
+    figure pyplot holds as current, which a variable (``fig, ax = plt.subplots()`` in an
+    earlier cell) may hold too, without naming it: the cell was not known to change ``fig``.
+    Its re-run was left out of a replay, or it was re-run on top of the shipped figure (a
+    second line); either way the figure came back different, and a figure is checked by type
+    only. pyplot reaches its current figure through its module global ``gcf`` (``gca()`` is
+    ``gcf().gca()``), which is wrapped once pyplot is imported (called before and after each
+    cell: a dictionary lookup until then); the wrapper notes what it returns. The monitor
+    then counts the variables that reach a noted figure as touched by the cell."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    real = getattr(plt, "gcf", None)
+    if real is None or not callable(real) or getattr(real, "_kernel_agent", False):
+        return
+
+    def gcf(*args: Any, **kwargs: Any) -> Any:
+        figure = real(*args, **kwargs)
+        if _current is not None:
+            try:
+                _note_figure(figure)
+            except Exception:  # noqa: BLE001 - never raise into pyplot
+                pass
+        return figure
+
+    functools.update_wrapper(gcf, real)
+    gcf._kernel_agent = True  # type: ignore[attr-defined]
+    plt.gcf = gcf
 
 
 def install() -> None:
@@ -748,10 +797,12 @@ class EffectWatcher:
         self.ignored_ports = kernel_ports()
         self.library_prefixes = _library_prefixes()
         self.files = FileActivity()  # of the last cell `end()` returned the effects of
+        self.figures: dict[int, Any] = {}  # of that cell: pyplot figures it drew on implicitly
 
     def begin(self) -> None:
         global _current
         self.files = FileActivity()
+        self.figures = {}
         _current = _Recorder(self.ignored_threads, self.ignored_prefixes, self.ignored_ports,
                              self.library_prefixes, self.user_prefixes)
 
@@ -761,8 +812,10 @@ class EffectWatcher:
         rec, _current = _current, None
         if rec is None:
             self.files = FileActivity()
+            self.figures = {}
             return []
         self.files = rec.files
+        self.figures = rec.figures
         for thread, code in rec.threads:
             if thread.is_alive():
                 rec._note(f"{STARTS_THREAD} ({code})")

@@ -41,6 +41,7 @@ from kernel_agent.effects import (
     UNSEEDED,
     EffectWatcher,
     getcwd,
+    install_pyplot_probe,
 )
 from kernel_agent.graph import OUTSIDE_CHANGE_CODE, CellExecution, HistoryGraph
 
@@ -249,6 +250,7 @@ class Monitor:
             if getattr(info, "silent", False) or self._paused:
                 return
             self.check_files()
+            install_pyplot_probe()
             self._pending = self._snapshot_before(info)
             self.effects.begin()
             self._pending.t0 = time.perf_counter()
@@ -277,6 +279,7 @@ class Monitor:
         except Exception:  # noqa: BLE001
             log.exception("kernel_agent: effect recording failed")
             fx = [INTERNAL_ERROR]
+        install_pyplot_probe()  # (imported by this cell: the next one is probed)
         try:
             self._record(p, result, runtime, fx)
         except Exception:  # noqa: BLE001
@@ -504,6 +507,12 @@ class Monitor:
             if ana.dynamic:
                 reads = set(p.user_before)
         touched = (reads | written | stores) & user_after
+        figures = self.effects.figures
+        if figures:
+            # what holds a figure the cell drew on through pyplot's current one (`plt.title`,
+            # `s.plot()`), which it need not have named (see `effects.install_pyplot_probe`)
+            touched |= self.tracker.holders(figures) & user_after
+            self.effects.figures = {}  # (not kept alive until the next cell)
         opaque: set[str] = set()
         t_track = time.perf_counter()
         try:

@@ -286,15 +286,73 @@ _PARTS: tuple[Callable[[], Any], ...] = (_environ, _python, _decimal, _numpy, _t
                                          _logging)
 
 
+#: numpy's error handling and print options as importing it sets them
+_NUMPY_DEFAULTS = ({"divide": "warn", "over": "warn", "under": "ignore", "invalid": "warn"},
+                   {"edgeitems": 3, "threshold": 1000, "floatmode": "maxprec", "precision": 8,
+                    "suppress": False, "linewidth": 75, "nanstr": "nan", "infstr": "inf",
+                    "sign": "-", "formatter": None, "legacy": False})
+
+
+def _numpy_configured() -> bool:
+    np = sys.modules["numpy"]
+    printing = np.get_printoptions()
+    return np.geterr() != _NUMPY_DEFAULTS[0] or any(
+        printing.get(k, v) != v for k, v in _NUMPY_DEFAULTS[1].items())
+
+
+def _pandas_configured() -> bool:
+    cfg = sys.modules["pandas._config.config"]
+    deprecated = cfg._deprecated_options
+    return any(cfg._get_option_impl(k, warn=False) != o.defval
+               for k, o in cfg._registered_options.items() if k not in deprecated)
+
+
+#: rcParams set by the kernel's environment rather than by a cell: the backend comes from
+#: ``MPLBACKEND`` (ipykernel's inline one), IPython switches interactive mode on with it
+_MPL_ENVIRONMENT_KEYS = ("backend", "interactive")
+
+
+def _matplotlib_configured() -> bool:
+    mpl = sys.modules["matplotlib"]
+    rc, orig = mpl.rcParams, mpl.rcParamsOrig
+    for key, value in dict.items(rc):
+        if key not in _MPL_ENVIRONMENT_KEYS and value != dict.get(orig, key):
+            return True
+    backend = dict.__getitem__(rc, "backend")
+    if not isinstance(backend, str):
+        return False  # (the sentinel: not chosen yet)
+    chosen = (os.environ.get("MPLBACKEND") or "", str(dict.get(orig, "backend")))
+    return backend.lower() not in {c.lower() for c in chosen}
+
+
+#: part -> whether the library, imported by the cell, is no longer as importing it leaves it
+_CONFIGURED_AFTER_IMPORT: dict[str, Callable[[], bool]] = {
+    "_numpy": _numpy_configured,
+    "_pandas": _pandas_configured,
+    "_matplotlib": _matplotlib_configured,
+}
+
+
 @dataclass(eq=False)
 class ProcessState:
     parts: dict[str, Any]
 
     def differs(self, later: ProcessState) -> bool:
         """Whether `later` shows a change. A library imported in between (its part was None)
-        is not one: what importing it sets, importing it again sets."""
+        is not one by itself: what importing it sets, importing it again sets; but a cell that
+        imported it and set it up (``import matplotlib.pyplot as plt; plt.style.use(...)``,
+        ``matplotlib.use('Agg')``, ``pd.set_option(...)`` next to the import) left it otherwise
+        than an import does, which only that cell's re-run brings back
+        (`_CONFIGURED_AFTER_IMPORT`: compared with the library's defaults)."""
         for name, before in self.parts.items():
             if before is None:
+                check = _CONFIGURED_AFTER_IMPORT.get(name)
+                if check is not None and later.parts.get(name) is not None:
+                    try:
+                        if check():
+                            return True
+                    except Exception:  # noqa: BLE001 - an unknown version: as before
+                        pass
                 continue
             try:
                 after = later.parts.get(name)

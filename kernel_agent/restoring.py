@@ -214,6 +214,7 @@ def restore(
     # fall back to recomputation like a missing blob. Co-variables share no objects, so loading
     # one early cannot disturb another; each is put into the namespace at its position.
     t_load = time.perf_counter()
+    pyplot_before = {id(f) for f in _pyplot_figures()}
     loaded: dict[str, dict] = {}
     # key -> writes of the state of the notebook's modules and classes it holds, made when
     # the value is put in place (serialize.loads_deferred)
@@ -244,6 +245,8 @@ def restore(
                 del checked[entry.key]
                 continue
         loaded[entry.key] = values
+    # (figures pyplot managed at checkpoint time register themselves with it when unpickled)
+    pyplot_loaded = [f for f in _pyplot_figures() if id(f) not in pyplot_before]
     load_s = time.perf_counter() - t_load
 
     # Phase 2: the final plan. A shipped co-variable whose blob failed falls back to re-running
@@ -296,6 +299,7 @@ def restore(
                 ns.update(loaded.pop(entry.key))
     if rerun:
         _reattach_streams(captured)
+        _manage_again(pyplot_loaded)
     replay_s = time.perf_counter() - t_replay
 
     # Phase 4: verify every co-variable against its recorded digest.
@@ -433,6 +437,43 @@ def _recomputed_from_lost(graph: Any, entries: list[CovariableEntry], lost: set[
     return out
 
 
+def _pyplot_figures() -> list[Any]:
+    """The figures pyplot manages, the active one last (none while pyplot is not imported)."""
+    helpers = sys.modules.get("matplotlib._pylab_helpers")
+    if helpers is None:
+        return []
+    try:
+        return [m.canvas.figure for m in helpers.Gcf.get_all_fig_managers()]
+    except Exception:  # noqa: BLE001 - a matplotlib we do not know: as it is
+        return []
+
+
+def _manage_again(figures: list[Any]) -> None:
+    """Give pyplot back the loaded `figures` (it managed them at checkpoint time) that a re-run
+    cell closed, the last loaded one active.
+
+    They registered with pyplot when unpickled, before any cell was re-run; a re-run
+    ``matplotlib.use('Agg')`` (a cell that sets process state, re-run whatever the plan)
+    closes every figure, as does the inline backend at the end of a re-run cell. The session
+    then went on without them: ``plt.savefig`` wrote an empty figure, ``plt.title`` drew on a
+    new one. Registered again as matplotlib's own unpickling does."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    helpers = sys.modules.get("matplotlib._pylab_helpers")
+    if not figures or plt is None or helpers is None:
+        return
+    managed = {id(f) for f in _pyplot_figures()}
+    for figure in figures:
+        if id(figure) in managed:
+            continue
+        try:
+            nums = plt.get_fignums()
+            manager = plt._get_backend_mod().new_figure_manager_given_figure(
+                max(nums) + 1 if nums else 1, figure)
+            helpers.Gcf._set_new_active_manager(manager)
+        except Exception:  # noqa: BLE001 - the figure stays as loaded, unmanaged
+            log.debug("kernel_agent: could not give pyplot a restored figure back", exc_info=True)
+
+
 def _deletions(graph: Any) -> dict[str, list[tuple[int, bool]]]:
     """Per name, the cells that bound (False) or deleted (True) it, in order."""
     events: dict[str, list[tuple[int, bool]]] = {}
@@ -462,8 +503,34 @@ def _unbind_deleted(ns: dict, index: int, deleted_at: dict[str, list[tuple[int, 
             ns.pop(n, None)
 
 
+def _execution_event(shell: Any, event: str) -> None:
+    """Run the shell's `event` callbacks (``pre_execute``, ``post_execute``) around a re-run
+    cell, as the shell ran them around the cell when it first ran; the agent's own excepted.
+
+    What they do between two cells is state the next cell sees. The inline matplotlib backend
+    (Jupyter's default) shows and closes every pyplot figure at the end of a cell
+    (``flush_figures``), so ``plt.title(...)`` or ``s.plot()`` in a later cell draws on a new
+    figure; re-run back to back without it, the later cell drew on the figure an earlier cell
+    had made and a variable holds (a figure is checked by type only: it verified). Errors are
+    the callbacks' (the shell prints and ignores them too), never the restore's."""
+    callbacks = getattr(getattr(shell, "events", None), "callbacks", None)
+    if not isinstance(callbacks, dict):
+        return
+    for callback in list(callbacks.get(event, ())):
+        if (getattr(callback, "__module__", None) or "").startswith("kernel_agent"):
+            continue
+        try:
+            callback()
+        except KeyboardInterrupt:
+            raise
+        except Exception:  # noqa: BLE001 - a hook's failure, as the shell ignores it
+            log.debug("kernel_agent: %s callback %r failed during a restore", event, callback,
+                      exc_info=True)
+
+
 def _rerun_cell(shell: Any, graph: Any, index: int) -> str | None:
-    """Execute a recorded cell in the user namespace, its RNG state first; returns an error."""
+    """Execute a recorded cell in the user namespace, its RNG state first, between the shell's
+    execution events (`_execution_event`); returns an error."""
     cell = graph.cells[index]
     state = graph.rng_states.get(cell.rng_state) if cell.rng_state else None
     if state:
@@ -471,6 +538,7 @@ def _rerun_cell(shell: Any, graph: Any, index: int) -> str | None:
             rng.apply(state)
         except Exception:  # noqa: BLE001
             log.exception("kernel_agent: could not set the RNG state for cell %d", index)
+    _execution_event(shell, "pre_execute")
     try:
         for compiled in _compile_like_ipython(shell, shell.transform_cell(cell.code), index):
             if compiled.co_flags & inspect.CO_COROUTINE:
@@ -481,6 +549,8 @@ def _rerun_cell(shell: Any, graph: Any, index: int) -> str | None:
         if isinstance(e, KeyboardInterrupt):
             raise
         return f"cell {index}: {type(e).__name__}: {e}"
+    finally:
+        _execution_event(shell, "post_execute")
     return None
 
 

@@ -1,5 +1,5 @@
 """State of the global random generators (`random`, `numpy.random`, torch's default CPU
-generator), as JSON-safe data.
+generator, and the private ones of `_LIBRARY_GENERATORS`), as JSON-safe data.
 
 Runs inside the user's kernel process. The monitor records the generators' state before each
 cell that draws from them, so that re-running that cell at restore time draws the same numbers
@@ -20,8 +20,32 @@ import struct
 import sys
 from typing import Any
 
-#: (random.getstate(), numpy legacy state dict or None, torch's CPU generator state bytes or None)
-RawState = tuple[Any, Any, Any]
+#: (random.getstate(), numpy legacy state dict or None, torch's CPU generator state bytes or
+#: None, ((name, getstate()) of each library generator loaded, `_LIBRARY_GENERATORS`) or None)
+RawState = tuple[Any, ...]
+
+#: ``random.Random`` instances libraries keep as module globals, seeded from OS entropy when
+#: imported, that they draw from without being asked: (module, attribute). sympy shuffles the
+#: order in which it deduces assumptions (``x.is_real``) with ``_assumptions_rng``, so the
+#: facts each symbol caches and their order differed between a cell and its re-run, and every
+#: sympy value a restore recomputed said "value differs". Their state is taken before each
+#: cell that draws from them, as `random`'s is, and set again before its re-run.
+_LIBRARY_GENERATORS: tuple[tuple[str, str], ...] = (
+    ("sympy.core.random", "_assumptions_rng"),
+    ("sympy.core.random", "rng"),
+)
+
+
+def _library_generators() -> tuple[tuple[str, random.Random], ...]:
+    """The library generators of `_LIBRARY_GENERATORS` whose module is imported: a few dict
+    lookups."""
+    out = []
+    for module, attr in _LIBRARY_GENERATORS:
+        mod = sys.modules.get(module)
+        gen = getattr(mod, attr, None) if mod is not None else None
+        if type(gen) is random.Random:
+            out.append((f"{module}.{attr}", gen))
+    return tuple(out)
 
 
 def _torch_state() -> bytes | None:
@@ -56,7 +80,8 @@ def raw_state() -> RawState:
             np_state = np.random.get_state(legacy=False)
         except Exception:  # noqa: BLE001 - a half-imported or exotic numpy: no numpy state
             np_state = None
-    return random.getstate(), np_state, _torch_state()
+    libs = tuple((name, gen.getstate()) for name, gen in _library_generators()) or None
+    return random.getstate(), np_state, _torch_state(), libs
 
 
 _HEADER = object.__basicsize__  # reference count and type: change without any draw
@@ -73,7 +98,7 @@ def _view(obj: Any, base: type) -> Any:
 #: the generators `fingerprint` last read, and views of their memory. Making a view is an
 #: audited ctypes call and an `id()` (each an event the agent's own audit hook sees); reading
 #: one is a copy of its bytes. The generators are held, so the memory stays theirs.
-_views: tuple[Any, Any, Any, tuple[Any, ...]] | None = None
+_views: tuple[Any, Any, Any, tuple[Any, ...], tuple[Any, ...]] | None = None
 
 
 def fingerprint() -> bytes | None:
@@ -97,14 +122,18 @@ def fingerprint() -> bytes | None:
         if np_random is not None:
             rs = np_random.mtrand._rand
             bits = rs._bit_generator
+        libs = tuple(gen for _, gen in _library_generators())
         seen = _views
-        if seen is None or seen[0] is not inst or seen[1] is not rs or seen[2] is not bits:
+        if (seen is None or seen[0] is not inst or seen[1] is not rs or seen[2] is not bits
+                or len(seen[4]) != len(libs) or any(a is not b for a, b in zip(seen[4], libs, strict=True))):
             views = [_view(inst, _random.Random)]
             if rs is not None:
                 views += [_view(rs, type(rs)), _view(bits, type(bits))]
-            seen = _views = (inst, rs, bits, tuple(views))
+            views += [_view(gen, _random.Random) for gen in libs]
+            seen = _views = (inst, rs, bits, tuple(views), libs)
         parts = [v.raw for v in seen[3]]
         parts.append(marshal.dumps(vars(inst).get("gauss_next"), 2))
+        parts += [marshal.dumps(vars(gen).get("gauss_next"), 2) for gen in libs]
         if rs is None:
             parts.append(b"-")
         parts.append(_torch_state() or b"-")
@@ -121,6 +150,8 @@ def raw_equal(a: RawState, b: RawState) -> bool:
     if ta is not None and tb is not None and ta != tb:
         # (torch imported by the cell: its generator starts from a fixed seed in every
         # process, so what it drew there, a re-run draws too)
+        return False
+    if (a[3] if len(a) > 3 else None) != (b[3] if len(b) > 3 else None):
         return False
     na, nb = a[1], b[1]
     if na is None or nb is None:
@@ -152,6 +183,9 @@ def to_json(raw: RawState) -> dict:
         }
     if len(raw) > 2 and raw[2] is not None:
         out["torch"] = base64.b64encode(raw[2]).decode("ascii")
+    if len(raw) > 3 and raw[3]:
+        out["library"] = {name: {"version": v, "words": _pack_words(words), "gauss": gauss}
+                          for name, (v, words, gauss) in raw[3]}
     return out
 
 
@@ -177,6 +211,13 @@ def apply(state: dict) -> None:
 
         key = np.array(_unpack_words(n["key"]), dtype=np.uint32)
         np.random.set_state(("MT19937", key, int(n["pos"]), int(n["has_gauss"]), float(n["gauss"])))
+    libs = state.get("library")
+    if libs:
+        present = dict(_library_generators())  # (never imported here: a later re-run does)
+        for name, g in libs.items():
+            gen = present.get(name)
+            if gen is not None:
+                gen.setstate((int(g["version"]), _unpack_words(g["words"]), g.get("gauss")))
     t = state.get("torch")
     if t:
         import torch

@@ -127,6 +127,7 @@ from kernel_agent.changes import (
     registered_module,
     storage_bytes,
 )
+from kernel_agent.effects import notebook_code
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "Serialized", "dumps", "loads"]
 
@@ -549,6 +550,8 @@ class _Pickler(cloudpickle.CloudPickler):
             rv = object.__reduce_ex__(obj, 4)
             if type(rv) is tuple and 3 <= len(rv) <= 5 and rv[2] is not None:
                 return (*rv, *(None,) * (5 - len(rv)), _set_instance_state)
+        if tp.__name__ == "CallbackRegistry" and tp.__module__ == "matplotlib.cbook":
+            self._note_dropped_callbacks(obj)
         rv = None if tp in self.dispatch_table else _reduce_keeping_dict(obj, tp)
         if rv is not None:
             return rv
@@ -585,6 +588,30 @@ class _Pickler(cloudpickle.CloudPickler):
         if size and self.lossy is None:
             name = getattr(wrapper, "__qualname__", "?")
             self.lossy = f"the cache of {name} ({size} results) cannot be rebuilt from a pickle"
+
+    def _note_dropped_callbacks(self, registry: Any) -> None:
+        """Record that a matplotlib callback registry comes back without the notebook's callbacks.
+
+        matplotlib pickles a registry with only the callbacks it connected itself as picklable
+        (``_pickled_cids``): ``ax.callbacks.connect('xlim_changed', on_zoom)`` or
+        ``fig.canvas.mpl_connect`` made by the notebook are dropped, so a shipped figure no
+        longer called them, and a figure is checked by type only (it verified). The stream says
+        so, and the checkpoint recomputes the figure when it can. Callbacks of matplotlib's own
+        (a colorbar following its image) are its own choice and not counted."""
+        if self.lossy is not None:
+            return
+        try:
+            kept = registry._pickled_cids
+            for signal, proxies in registry.callbacks.items():
+                for cid, proxy in proxies.items():
+                    func = proxy() if cid not in kept else None
+                    code = notebook_code(func) if func is not None else None
+                    if code is not None:
+                        self.lossy = (f"matplotlib drops the callback {code} the notebook "
+                                      f"connected to {signal!r} from its pickle")
+                        return
+        except Exception:  # noqa: BLE001 - a registry we do not know: matplotlib's pickle as is
+            return
 
     def _reduce_logger(self, logger: Any) -> tuple:
         """A logger is the process's logger of that name, configured as it was.

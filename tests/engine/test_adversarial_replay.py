@@ -267,3 +267,22 @@ def test_a_module_global_whose_module_is_gone_is_not_verified(make_kernel, tmp_p
     _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="ship-all")
     assert not r["variables"]["A"]["verified"]
     assert b.value("A") == [1, 2]
+
+
+def test_a_later_cells_implicit_plot_does_not_draw_on_an_earlier_cells_figure(make_kernel, tmp_path):
+    # Jupyter's inline backend shows and closes every pyplot figure at the end of a cell, so
+    # `s.plot()` and `plt.title(...)` in a later cell draw on a new figure. Re-run back to back
+    # without the end-of-cell hooks, they drew on `fig`, and a figure is checked by type only:
+    # `ax` came back with a second line and a title, verified
+    pytest.importorskip("matplotlib_inline")
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import matplotlib.pyplot as plt\nimport pandas as pd",
+        "fig, ax = plt.subplots()\nax.plot([1, 2, 3])",
+        "s = pd.Series([3, 1, 2])\ns.plot()\nplt.title('another figure')",
+    ])
+    check = "[len(ax.lines), ax.get_title(), plt.get_fignums()]"
+    assert a.value(check) == [1, "", []]
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value(check) == [1, "", []], r.plan
+
