@@ -260,11 +260,6 @@ def _torch() -> Any:
     return sys.modules.get("torch")
 
 
-def _is_tensor(obj: Any) -> bool:
-    torch = _torch()
-    return torch is not None and isinstance(obj, torch.Tensor)
-
-
 def _dense_cpu(t: Any, torch: Any) -> bool:
     """A strided tensor in this process's memory, whose bytes its storage holds as they are."""
     return (t.layout is torch.strided and t.device.type == "cpu" and not t.is_quantized
@@ -272,9 +267,9 @@ def _dense_cpu(t: Any, torch: Any) -> bool:
 
 
 def storage_key(t: Any) -> int | None:
-    """The link id of a dense CPU tensor's memory: minus its storage's address (ids are
-    positive), the same for every view of it and for the numpy arrays over it; None if it has
-    no memory of its own (empty, sparse, another device)."""
+    """A key of a dense CPU tensor's storage: minus its address, the same for every view of
+    it (`reachable_size` counts a storage once); None if it has no memory of its own (empty,
+    sparse, another device). Links to the memory it shares are by span (`_Walker.spans`)."""
     torch = _torch()
     try:
         if torch is None or not _dense_cpu(t, torch):
@@ -2148,9 +2143,9 @@ class _Walker:
     def _torch(self, t: Any, tp: type, push: Any) -> None:
         """A tensor: its metadata, its memory (hashed per storage like a numpy base: every view
         of a storage costs one hash of it per walk, within the hash budget), its ``.grad`` (a C
-        attribute: ``loss.backward()`` changes it) and its instance dict. Tensors sharing a
-        storage are linked by the storage's address (`storage_key`), as numpy arrays over it
-        are: a view, ``t.T``, ``t.detach()``, ``t.numpy()``, ``torch.from_numpy(a)``."""
+        attribute: ``loss.backward()`` changes it) and its instance dict. Tensors sharing memory
+        are linked by their storages' spans (`spans`), as numpy arrays and arrow buffers over
+        it are: a view, ``t.T``, ``t.detach()``, ``t.numpy()``, ``torch.from_numpy(a[2:])``."""
         if not self._identity(t, "tensor"):
             return
         torch = _torch()
@@ -2257,13 +2252,14 @@ class _Walker:
 
         Arrow data is immutable: in process, the object's identity and its buffers' addresses
         tell a replaced column from the old one (pandas' ``df.loc[0, 's'] = 'x'`` swaps the
-        arrow array its string column holds). The addresses are recorded as ids too: a table,
-        its slices, ``pa.Table.from_pandas(df)`` and the frame's arrow columns share buffers
-        and are one co-variable, and so is a numpy array arrow wraps without a copy
-        (``pa.array(x)``: writing into ``x`` changes the arrow array; see `_ndarray`). The
-        buffers are hashed (budgeted like numpy's: that foreign memory can change) in C, never
-        element by element. The portable digest hashes the logical content instead
-        (`_arrow_content_hash`).
+        arrow array its string column holds). The buffers' memory spans are recorded too
+        (`spans`): a table, its slices, ``pa.Table.from_pandas(df)`` and the frame's arrow
+        columns share buffers and are one co-variable, and so is a numpy array (or tensor)
+        arrow wraps without a copy (``pa.array(x[2:])``: writing into ``x`` changes the arrow
+        array). The buffers are hashed (budgeted like numpy's: that foreign memory can change)
+        in C, never element by element. The portable digest hashes the logical content
+        instead (`_arrow_content_hash`), and which array's memory each buffer lies in
+        (`_resolve_wrapped`).
         """
         if not self._identity(obj, "pa"):
             return

@@ -43,6 +43,9 @@ Why it looks like this
   with its exact dtype (bfloat16 too), strides and ``.grad``; torch's own pickle copied each
   tensor's storage in band and dropped ``.grad``. A restored storage is not resizable (it is
   the blob's memory). A tensor computed with autograd does not ship (its graph cannot).
+  Memory shared at an offset (``torch.from_numpy(a[2:])``, ``pa.array(x[2:])``, a tensor over
+  part of a bytearray) is rebuilt over the array holding all of it, at that offset
+  (`_MemoryMap`).
 * **Trial serialization never raises** for an unpicklable value (generator, lock, socket, open
   file, sqlite connection, ...): ``Serialized.error`` says why, and the engine plans to recompute
   that co-variable instead of shipping it.
