@@ -89,6 +89,7 @@ import builtins
 import collections
 import copyreg
 import csv
+import ctypes
 import enum
 import functools
 import gc
@@ -796,8 +797,10 @@ class _Pickler(cloudpickle.CloudPickler):
         st = t.untyped_storage()
         ptr, n = st.data_ptr(), st.nbytes()
         got = self._tensor_memory.get(ptr)
+        if got is not None and got[0] + got[1].nbytes < ptr + n:
+            got = None  # (another storage at that address, larger: `t.resize_`, a new slice)
         if got is None:
-            found = self.memory.find(ptr, ptr + n) if ptr and n else None
+            found = self.memory.find_any(ptr, ptr + n) if ptr and n else None
             if found is not None:
                 got = found
             else:
@@ -835,8 +838,9 @@ class _Pickler(cloudpickle.CloudPickler):
         args: tuple = (memory, str(t.dtype).removeprefix("torch."), t.storage_offset(),
                        tuple(t.shape), tuple(t.stride()), bool(t.requires_grad),
                        tp is torch.nn.Parameter)
-        if id(memory) not in self._holders:  # (its storage is a part of a numpy array's memory)
-            args += (ptr - low, t.untyped_storage().nbytes())
+        n = t.untyped_storage().nbytes()
+        if low != ptr or memory.nbytes != n:  # (its storage is a part of that memory)
+            args += (ptr - low, n)
         attributes = dict(vars(t))
         grad = t.grad if t.is_leaf else None
         if grad is None and not attributes:
@@ -2074,6 +2078,31 @@ def _buffer_roots(pickler: _Pickler) -> list[tuple[int, int, Any]]:
     return out
 
 
+def _union_roots(spans: list[tuple[int, int, bool]], memory: _MemoryMap) -> list[tuple[int, int, Any]]:
+    """Arrays over the memory of tensors whose storages overlap, each pickled over a copy of
+    its own storage and no numpy array of the stream holding them all (two slices of an array
+    nobody holds: ``torch.from_numpy(h[:6])``, ``torch.from_numpy(h[2:])``): a uint8 array over
+    the union of each overlapping group, for a second pass to rebuild them all over. Every byte
+    of a union lies in a live storage of the values (kept alive until the dump ends)."""
+    np = sys.modules.get("numpy")
+    if np is None:
+        return []
+    loose = sorted((lo, hi) for lo, hi, tensor in spans if tensor and memory.find(lo, hi) is None)
+    groups: list[list[int]] = []  # [lo, hi, members]
+    for lo, hi in loose:
+        if groups and lo < groups[-1][1]:
+            groups[-1][1] = max(groups[-1][1], hi)
+            groups[-1][2] += 1
+        else:
+            groups.append([lo, hi, 1])
+    out = []
+    for lo, hi, members in groups:
+        if members > 1:
+            raw = (ctypes.c_ubyte * (hi - lo)).from_address(lo)
+            out.append((lo, hi, np.frombuffer(raw, dtype=np.uint8)))
+    return out
+
+
 def _within_roots(spans: list[tuple[int, int, bool]], memory: _MemoryMap) -> bool:
     """Whether a tensor's storage or an arrow buffer pickled over no numpy array lies within
     the memory of a numpy array of the stream after all. (Not when that array is all of the
@@ -2145,6 +2174,7 @@ def dumps(
         owners = pickler.memory.roots()
         if pickler.unmatched and not _within_roots(pickler.unmatched, pickler.memory):
             owners += _buffer_roots(pickler)
+            owners += _union_roots(pickler.unmatched, pickler.memory)
             memory = _MemoryMap()
             for lo, hi, root in owners:
                 memory.add(lo, hi, root, True)
