@@ -2103,14 +2103,16 @@ def _union_roots(spans: list[tuple[int, int, bool]], memory: _MemoryMap) -> list
     return out
 
 
-def _within_roots(spans: list[tuple[int, int, bool]], memory: _MemoryMap) -> bool:
+def _within_roots(spans: list[tuple[int, int, bool]], memory: _MemoryMap,
+                  pickled: set[int]) -> bool:
     """Whether a tensor's storage or an arrow buffer pickled over no numpy array lies within
-    the memory of a numpy array of the stream after all. (Not when that array is all of the
-    tensor's memory: met after the tensor, it was rebuilt over the tensor's, see
-    `_Pickler._over_tensor_memory`.)"""
+    the memory of a numpy array of the stream (or a bytearray's) after all. (Not when that is
+    an array `pickled` whose memory is all of the tensor's: met after the tensor, it was
+    rebuilt over the tensor's, see `_Pickler._over_tensor_memory`.)"""
     for lo, hi, tensor in spans:
         found = memory.find(lo, hi)
-        if found is not None and not (tensor and found[0] == lo and found[1].nbytes == hi - lo):
+        if found is not None and not (tensor and found[0] == lo and found[1].nbytes == hi - lo
+                                      and id(found[1]) in pickled):
             return True
     return False
 
@@ -2172,7 +2174,8 @@ def dumps(
             if failure is not None:
                 raise failure
         owners = pickler.memory.roots()
-        if pickler.unmatched and not _within_roots(pickler.unmatched, pickler.memory):
+        if pickler.unmatched and not _within_roots(pickler.unmatched, pickler.memory,
+                                                   pickler.seen_arrays):
             owners += _buffer_roots(pickler)
             owners += _union_roots(pickler.unmatched, pickler.memory)
             memory = _MemoryMap()
@@ -2180,7 +2183,7 @@ def dumps(
                 memory.add(lo, hi, root, True)
         else:
             memory = pickler.memory
-        if pickler.unmatched and _within_roots(pickler.unmatched, memory):
+        if pickler.unmatched and _within_roots(pickler.unmatched, memory, pickler.seen_arrays):
             # an arrow buffer or a tensor over numpy memory met before that array (or over a
             # bytearray's): pickle again knowing every array's memory (`_MemoryMap`)
             keep = pickler
