@@ -101,3 +101,16 @@ def test_a_tensor_over_part_of_a_bytearray_still_writes_into_it_after_a_restore(
         "import numpy as np, torch",
         "buf = bytearray(32)\ntb = torch.from_numpy(np.frombuffer(buf, dtype=np.int64)[1:])",
     ], "tb[0] = 5; buf[31] = 3", "[list(buf), tb.tolist()]")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_tensor_made_after_torch_is_imported_over_an_older_array_still_shares_it(
+        make_kernel, tmp_path, strategy):
+    """`a` was walked before torch was loaded (no memory spans then): the tensor made over its
+    tail in a later cell must still be one co-variable with it, and come back over it."""
+    pytest.importorskip("torch")
+    _check_shared(make_kernel, tmp_path, strategy, [
+        "import numpy as np\na = np.arange(8.0)",
+        "import torch\nt = torch.from_numpy(a[2:])",
+        "a += 1",
+    ], "a[3] = 42.0; t[4] = -1.0", "[a.tolist(), t.tolist()]")
