@@ -2079,25 +2079,28 @@ def _buffer_roots(pickler: _Pickler) -> list[tuple[int, int, Any]]:
 
 
 def _union_roots(spans: list[tuple[int, int, bool]], memory: _MemoryMap) -> list[tuple[int, int, Any]]:
-    """Arrays over the memory of tensors whose storages overlap, each pickled over a copy of
-    its own storage and no numpy array of the stream holding them all (two slices of an array
-    nobody holds: ``torch.from_numpy(h[:6])``, ``torch.from_numpy(h[2:])``): a uint8 array over
-    the union of each overlapping group, for a second pass to rebuild them all over. Every byte
-    of a union lies in a live storage of the values (kept alive until the dump ends)."""
+    """Arrays over the memory of tensors whose storages overlap (or hold an arrow buffer met
+    before them), each pickled over a copy of its own and no numpy array of the stream holding
+    them all (two slices of an array nobody holds: ``torch.from_numpy(h[:6])``,
+    ``torch.from_numpy(h[2:])``; ``pa.array(t.numpy()[4:])`` pickled before ``t``): a uint8
+    array over the union of each overlapping group, for a second pass to rebuild them all over.
+    Every byte of a union lies in a live storage or buffer of the values (kept alive until the
+    dump ends). Groups of arrow buffers only are left to arrow."""
     np = sys.modules.get("numpy")
     if np is None:
         return []
-    loose = sorted((lo, hi) for lo, hi, tensor in spans if tensor and memory.find(lo, hi) is None)
-    groups: list[list[int]] = []  # [lo, hi, members]
-    for lo, hi in loose:
+    loose = sorted((lo, hi, tensor) for lo, hi, tensor in spans if memory.find(lo, hi) is None)
+    groups: list[list[int]] = []  # [lo, hi, members, tensors]
+    for lo, hi, tensor in loose:
         if groups and lo < groups[-1][1]:
             groups[-1][1] = max(groups[-1][1], hi)
             groups[-1][2] += 1
+            groups[-1][3] += tensor
         else:
-            groups.append([lo, hi, 1])
+            groups.append([lo, hi, 1, int(tensor)])
     out = []
-    for lo, hi, members in groups:
-        if members > 1:
+    for lo, hi, members, tensors in groups:
+        if members > 1 and tensors:
             raw = (ctypes.c_ubyte * (hi - lo)).from_address(lo)
             out.append((lo, hi, np.frombuffer(raw, dtype=np.uint8)))
     return out
