@@ -260,11 +260,6 @@ def _torch() -> Any:
     return sys.modules.get("torch")
 
 
-def _is_tensor(obj: Any) -> bool:
-    torch = _torch()
-    return torch is not None and isinstance(obj, torch.Tensor)
-
-
 def _dense_cpu(t: Any, torch: Any) -> bool:
     """A strided tensor in this process's memory, whose bytes its storage holds as they are."""
     return (t.layout is torch.strided and t.device.type == "cpu" and not t.is_quantized
@@ -272,9 +267,9 @@ def _dense_cpu(t: Any, torch: Any) -> bool:
 
 
 def storage_key(t: Any) -> int | None:
-    """The link id of a dense CPU tensor's memory: minus its storage's address (ids are
-    positive), the same for every view of it and for the numpy arrays over it; None if it has
-    no memory of its own (empty, sparse, another device)."""
+    """A key of a dense CPU tensor's storage: minus its address, the same for every view of
+    it (`reachable_size` counts a storage once); None if it has no memory of its own (empty,
+    sparse, another device). Links to the memory it shares are by span (`_Walker.spans`)."""
     torch = _torch()
     try:
         if torch is None or not _dense_cpu(t, torch):
@@ -296,6 +291,11 @@ def storage_bytes(t: Any) -> np.ndarray:
 def raw_dtype(itemsize: int) -> np.dtype:
     """A numpy dtype of `itemsize` bytes to see a tensor's elements as raw bytes."""
     return np.dtype({1: "u1", 2: "<u2", 4: "<u4", 8: "<u8"}.get(itemsize, f"V{itemsize}"))
+
+
+def _foreign_loaded() -> bool:
+    """torch or pyarrow is loaded: numpy memory may be shared with tensors or arrow buffers."""
+    return "torch" in sys.modules or "pyarrow" in sys.modules
 
 
 def _pyarrow() -> Any:
@@ -1266,7 +1266,11 @@ class _Walker:
         "anchors",
         "links",
         "storages",
+        "wrapped",
+        "exported",
         "arrow_seen",
+        "spans",
+        "foreign",
     )
 
     def __init__(
@@ -1322,7 +1326,22 @@ class _Walker:
         # portable mode: storage address -> (bytes, uint8 array over the storage) of the tensors
         # met, so that the arrays of tensors (and numpy arrays) sharing one are one owner
         self.storages: dict[int, tuple[int, np.ndarray]] = {}
+        # portable mode: memory that is another object's with no Python path to that object
+        # (a tensor's storage slot, an arrow buffer) by (kind, number, lo, hi), and the spans
+        # of the bytearrays and array.arrays met: `resolve_arrays` records which of the arrays
+        # and buffers each lies in, so a load that brings it back over a copy does not match
+        self.wrapped: list[tuple[str, int, int, int]] = []
+        self.exported: list[tuple[int, int]] = []
         self.arrow_seen: dict[tuple[int, int], bytes] = {}  # arrow buffer (address, size) -> hash
+        # [low, high) addresses of the memory this root's buffers own or wrap (numpy arrays
+        # owning or exporting memory, tensor storages, arrow buffers, bytearrays): names whose
+        # spans overlap share bytes and are one co-variable (`Tracker.update`), wherever in an
+        # allocation the sharing starts (``torch.from_numpy(a[2:])``, ``pa.array(x[2:])``)
+        self.spans: list[tuple[int, int]] = []
+        # torch or pyarrow loaded: memory can be shared with what is not a numpy array or a
+        # buffer object (id links cover those among themselves: `np.frombuffer(ba)`, views),
+        # so numpy arrays and bytearrays record their spans too (an address costs ~1 us)
+        self.foreign = _foreign_loaded()
 
     def next_root(self) -> None:
         """Start the stream of another root; what earlier roots visited stays memoised.
@@ -1338,6 +1357,7 @@ class _Walker:
         self.nodes = 0
         self.work = 0
         self.ids = []
+        self.spans = []
         self.out = []
         self.hasher = xxhash.xxh3_128()
         self.opaque = False
@@ -1419,6 +1439,11 @@ class _Walker:
                 elif tp is types.BuiltinMethodType or tp is types.MethodType:
                     nxt.append(o.__self__)
             frontier = nxt
+
+    def _span(self, lo: int, hi: int) -> None:
+        """Record memory `[lo, hi)` as reached by this root (see `spans`)."""
+        if hi > lo and not self.noid and not self.portable:
+            self.spans.append((lo, hi))
 
     def _mark_opaque(self, obj: Any) -> None:
         self.opaque = True
@@ -2039,13 +2064,6 @@ class _Walker:
                 push(exporter)
             return
         fb = _final_base(arr)
-        if not self.noid and arr.nbytes and type(fb.base) is not bytes and _torch() is not None:
-            # memory a tensor may share (`t.numpy()`, `torch.from_numpy(a)`): linked by address
-            # to the tensors over it (`storage_key`)
-            self.ids.append(-_data_ptr(arr))
-            key = storage_key(fb.base) if _is_tensor(fb.base) else None
-            if key is not None:
-                self.ids.append(key)
         if fb is not arr:
             # a view: its values are the base's bytes at (offset, shape, strides); hash the base
             out.append(("view", _data_ptr(arr) - _data_ptr(fb), arr.shape, arr.strides, dt.str))
@@ -2055,10 +2073,15 @@ class _Walker:
         if b is not None and type(b) is not bytes and not self.noid:
             self.ids.append(id(b))  # e.g. two arrays over one bytearray / mmap share memory
             self.ids.extend(_exporter_ids(b))
-        if fb.size and not self.noid and "pyarrow" in sys.modules:
-            # its memory's address: arrow records its buffers' (`_arrow`), and wraps numpy
-            # memory without a copy (`pa.array(x)`, `pa.Table.from_pandas(df)`): one co-variable
-            self.ids.append(_data_ptr(fb))
+        if self.foreign and type(b) is not bytes and not self.noid:
+            # the memory it owns or exports (views are walked to it): tensors and arrow buffers
+            # over it (`torch.from_numpy(a[2:])`, `pa.array(x)`), or it over theirs
+            # (`t.numpy()`, `np.frombuffer(buf, offset=8)`), overlap it
+            if fb.flags.c_contiguous:
+                lo = _data_ptr(fb)
+                self._span(lo, lo + fb.nbytes)
+            else:
+                self._span(*_byte_span(fb))
         cache = self.array_cache
         hit = cache.get(id(arr)) if cache is not None else None
         if hit is not None and hit[0] is arr:
@@ -2096,20 +2119,44 @@ class _Walker:
                 # and an array's bases are linked as the array's are (`memoryview(a[:, ::2])`)
                 push(exporter)
         elif tp is _array_mod.array:
+            self._buffer_span(obj)
+            self._exported_span(obj)
             self.out.append(
                 ("array", obj.typecode, xxhash.xxh3_128_digest(memoryview(obj).cast("B")))
             )
         elif tp is mmap.mmap:  # its file position too: `m.seek(0)` changes what `m.read()` gives
+            self._buffer_span(obj)
             self.out.append(("mmap", len(obj), obj.tell(), xxhash.xxh3_128_digest(obj)))
         else:  # bytearray
+            self._buffer_span(obj)
+            self._exported_span(obj)
             self.out.append((tp.__name__, len(obj), xxhash.xxh3_128_digest(obj)))
+
+    def _exported_span(self, obj: Any) -> None:
+        """Portable mode: the memory of a bytearray or array.array (see `wrapped`)."""
+        if self.portable and len(obj):
+            lo = _data_ptr(np.frombuffer(obj, dtype=np.uint8))
+            self.exported.append((lo, lo + memoryview(obj).nbytes))
+
+    def _buffer_span(self, obj: Any) -> None:
+        """The memory of a bytearray, array.array or mmap (a tensor or arrow buffer may wrap
+        part of it: ``torch.frombuffer(buf, offset=8)``). The array over it is dropped at once:
+        held, it would keep the bytearray from being resized."""
+        if self.noid or self.portable or not self.foreign:
+            return
+        try:
+            lo = _data_ptr(np.frombuffer(obj, dtype=np.uint8))
+            n = memoryview(obj).nbytes
+        except (TypeError, ValueError, BufferError):  # closed or empty map, exotic item
+            return
+        self._span(lo, lo + n)
 
     def _torch(self, t: Any, tp: type, push: Any) -> None:
         """A tensor: its metadata, its memory (hashed per storage like a numpy base: every view
         of a storage costs one hash of it per walk, within the hash budget), its ``.grad`` (a C
-        attribute: ``loss.backward()`` changes it) and its instance dict. Tensors sharing a
-        storage are linked by the storage's address (`storage_key`), as numpy arrays over it
-        are: a view, ``t.T``, ``t.detach()``, ``t.numpy()``, ``torch.from_numpy(a)``."""
+        attribute: ``loss.backward()`` changes it) and its instance dict. Tensors sharing memory
+        are linked by their storages' spans (`spans`), as numpy arrays and arrow buffers over
+        it are: a view, ``t.T``, ``t.detach()``, ``t.numpy()``, ``torch.from_numpy(a[2:])``."""
         if not self._identity(t, "tensor"):
             return
         torch = _torch()
@@ -2171,11 +2218,17 @@ class _Walker:
             arr = np.ndarray(tuple(x.shape), dtype=raw_dtype(isz), buffer=got[1],
                              offset=off * isz, strides=tuple(s * isz for s in stride))
             self.keep.append(arr)
+            if got[1].nbytes:
+                lo = _data_ptr(got[1])
+                self.wrapped.append(("t", len(self.arrays), lo, lo + got[1].nbytes))
             out.append(("tdata", stride, flags, "arr#", len(self.arrays)))
             self.arrays.append(arr)
             return
-        if ptr and not self.noid:
-            self.ids.append(-ptr)
+        if ptr:
+            # (its address in the stream too: the same bytes moved to another storage,
+            # ``t.set_(s)``, share other memory, so the name's index entries must be renewed)
+            self._span(ptr, ptr + n)
+            out.append(("@m", ptr))
         cache = self.array_cache
         hit = cache.get(-ptr) if cache is not None and ptr else None
         if hit is not None:
@@ -2210,19 +2263,24 @@ class _Walker:
 
         Arrow data is immutable: in process, the object's identity and its buffers' addresses
         tell a replaced column from the old one (pandas' ``df.loc[0, 's'] = 'x'`` swaps the
-        arrow array its string column holds). The addresses are recorded as ids too: a table,
-        its slices, ``pa.Table.from_pandas(df)`` and the frame's arrow columns share buffers
-        and are one co-variable, and so is a numpy array arrow wraps without a copy
-        (``pa.array(x)``: writing into ``x`` changes the arrow array; see `_ndarray`). The
-        buffers are hashed (budgeted like numpy's: that foreign memory can change) in C, never
-        element by element. The portable digest hashes the logical content instead
-        (`_arrow_content_hash`).
+        arrow array its string column holds). The buffers' memory spans are recorded too
+        (`spans`): a table, its slices, ``pa.Table.from_pandas(df)`` and the frame's arrow
+        columns share buffers and are one co-variable, and so is a numpy array (or tensor)
+        arrow wraps without a copy (``pa.array(x[2:])``: writing into ``x`` changes the arrow
+        array). The buffers are hashed (budgeted like numpy's: that foreign memory can change)
+        in C, never element by element. The portable digest hashes the logical content
+        instead (`_arrow_content_hash`), and which array's memory each buffer lies in
+        (`_resolve_wrapped`).
         """
         if not self._identity(obj, "pa"):
             return
         out = self.out
         if self.portable:  # (checkpoint and restore time only)
             out.append(("pa", _type_name(tp), _arrow_content_hash(obj)))
+            for buf in _arrow_buffers(obj):
+                if buf.is_cpu:
+                    lo = int(buf.address)
+                    self.wrapped.append(("pa", len(self.wrapped), lo, lo + int(buf.size)))
             return
         # the shape of the data too (a slice is its parent's buffers at an offset): walked
         # without ids (a reduce value), the stream has no identity to tell two slices apart
@@ -2234,8 +2292,8 @@ class _Walker:
         cache = self.array_cache
         for buf in bufs:
             addr, size = int(buf.address), int(buf.size)
-            if not self.noid:
-                self.ids.append(addr)
+            if buf.is_cpu:  # (device memory: another address space)
+                self._span(addr, addr + size)
             h = seen.get((addr, size))
             if h is not None:
                 out.append(("pab", addr, size, h))
@@ -2448,6 +2506,9 @@ class _Walker:
                     return
                 g = len(tail)
                 low = comp[0][0]
+                # identity relations too (`DigestReport.links`): a load that comes back over
+                # two memories (a tensor over a copy of the array it was made from) has fewer
+                self.links += len(comp) - 1
                 tail.append(("group", g, len(comp)))
                 for _, _, k in comp:
                     group_of[k] = (g, low)
@@ -2478,6 +2539,34 @@ class _Walker:
             )
         self.out.extend(resolved)
         self.out.extend(tail)
+        self._resolve_wrapped()
+
+    def _resolve_wrapped(self) -> None:
+        """Portable mode: for each tensor storage and arrow buffer met (`wrapped`), the array
+        (by slot) or bytearray (by order met) whose memory it lies in, at which offset: an
+        arrow array over a numpy array's memory (``pa.array(x[2:])``), a tensor over a
+        bytearray's (``torch.from_numpy(np.frombuffer(buf)[1:])``). Each is an identity
+        relation (`links`): a load that brings it back over a copy has fewer. A tensor in
+        another array is already grouped with it (`resolve_arrays`)."""
+        if not self.wrapped:
+            return
+        containers = sorted(
+            [(*_byte_span(a), "a", k) for k, a in enumerate(self.arrays)
+             if not a.dtype.hasobject]
+            + [(lo, hi, "b", j) for j, (lo, hi) in enumerate(self.exported)])
+        if not containers:
+            return
+        los = [c[0] for c in containers]
+        reach = list(itertools.accumulate((c[1] for c in containers), max))
+        for kind, k, lo, hi in self.wrapped:
+            j = bisect.bisect_right(los, lo) - 1
+            while j >= 0 and reach[j] >= hi:
+                clo, chi, ckind, ck = containers[j]
+                if chi >= hi and not (kind == "t" and ckind == "a"):
+                    self.links += 1
+                    self.out.append(("in", kind, k, ckind, ck, lo - clo))
+                    break
+                j -= 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -2503,6 +2592,8 @@ class _Print:
     #: names walked earlier in the same update whose objects this walk reached and did not
     #: walk again (see `_Walker.next_root`): they are one co-variable with it
     links: tuple[str, ...] = ()
+    #: [low, high) memory spans of the buffers reached (`_Walker.spans`; dropped once indexed)
+    spans: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _same_print(old: _Print | None, new: _Print) -> bool:
@@ -2584,7 +2675,7 @@ def _fingerprint(
     if budget is not None and w.budget is not None:
         budget[0] = w.budget
     return _Print(id(value), fp, w.ids, opaque, w.nodes + w.work, w.partial and not opaque,
-                  plain=not (opaque or w.code), nbytes=w.want)
+                  plain=not (opaque or w.code), nbytes=w.want, spans=w.spans)
 
 
 # --------------------------------------------------------------------------------------------
@@ -2594,10 +2685,16 @@ def _fingerprint(
 
 class _IdIndex:
     """Sorted int64 id chunks with int32 owner tokens; dead tokens are filtered at lookup and
-    dropped at compaction. About 12 bytes per reachable mutable object."""
+    dropped at compaction. About 12 bytes per reachable mutable object.
+
+    And the memory spans the owners' buffers reach (`_Walker.spans`), in chunks sorted by low
+    address, each with the running maximum of its high addresses (`lookup_spans`); about 28
+    bytes per buffer."""
 
     def __init__(self) -> None:
         self.chunks: list[tuple[np.ndarray, np.ndarray]] = []
+        # (lows sorted, highs, running max of highs, owner tokens)
+        self.span_chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self.alive = np.zeros(1024, dtype=bool)
         self.next_token = 0
         self.dead_entries = 0
@@ -2627,6 +2724,51 @@ class _IdIndex:
         self.entries_of.update(counts)
         self.maybe_compact()
 
+    def add_spans(self, lo: np.ndarray, hi: np.ndarray, owners: np.ndarray) -> None:
+        """Add (span, owner token) entries already sorted by low address (their count is in the
+        `counts` of `add_sorted`)."""
+        if len(lo):
+            self.span_chunks.append((lo, hi, np.maximum.accumulate(hi),
+                                     owners.astype(np.int32, copy=False)))
+            self.total_entries += len(lo)
+            self.maybe_compact()
+
+    def lookup_spans(self, qlo: np.ndarray, qhi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in the queries, alive owner tokens) of every stored span overlapping a
+        query span ``[qlo[i], qhi[i])`` (a byte in common).
+
+        Within a chunk (sorted by low) the spans whose low is below the query's high are a
+        prefix, and those before the first whose running maximum of highs exceeds the query's
+        low all end at or before it: only the spans between the two bounds are compared. Live
+        buffers do not overlap unless they share memory, so those are (nearly) only the
+        overlapping ones; many dead ones there (memory freed and reused) make the index
+        compact first."""
+        qpos: list[np.ndarray] = []
+        toks: list[np.ndarray] = []
+        total = 0
+        for lo, hi, pm, own in self.span_chunks:
+            left = pm.searchsorted(qlo, "right")
+            cnt = lo.searchsorted(qhi, "left") - left
+            hit = np.flatnonzero(cnt > 0)
+            if not len(hit):
+                continue
+            cnt_h = cnt[hit]
+            total += int(cnt_h.sum())
+            if self.dead_entries and total > 64 * len(qlo) + 4096:
+                self.compact()  # (then only live, hence disjoint or shared, spans are left)
+                return self.lookup_spans(qlo, qhi)
+            rep_q = np.repeat(hit, cnt_h)
+            starts = np.repeat(left[hit], cnt_h)
+            offs = np.arange(len(rep_q)) - np.repeat(np.cumsum(cnt_h) - cnt_h, cnt_h)
+            at = starts + offs
+            tk = own[at]
+            ok = (hi[at] > qlo[rep_q]) & self.alive[tk]
+            qpos.append(rep_q[ok])
+            toks.append(tk[ok])
+        if not qpos:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int32)
+        return np.concatenate(qpos), np.concatenate(toks)
+
     def renumber(self) -> dict[int, int]:
         """Give the live tokens the numbers 0..k-1 (tokens are issued at every re-walk, so a
         long session would otherwise grow `alive` forever); returns {old: new}."""
@@ -2635,6 +2777,8 @@ class _IdIndex:
         remap = np.full(max(self.next_token, 1), -1, dtype=np.int64)
         remap[live] = np.arange(len(live))
         self.chunks = [(ids, remap[own].astype(np.int32)) for ids, own in self.chunks]
+        self.span_chunks = [(lo, hi, pm, remap[own].astype(np.int32))
+                            for lo, hi, pm, own in self.span_chunks]
         self.alive = np.zeros(max(1024, 2 * len(live)), dtype=bool)
         self.alive[: len(live)] = True
         self.next_token = len(live)
@@ -2643,21 +2787,54 @@ class _IdIndex:
         return mapping
 
     def maybe_compact(self) -> None:
-        if len(self.chunks) > 8 or (
-            self.dead_entries > 4096 and self.dead_entries * 2 > self.total_entries
-        ):
+        """Merge chunks when there are many: the small ones (one update's names each) into one,
+        leaving the largest (the namespace's bulk) as it is unless they add up to half of it,
+        so a cell that touches one small name does not re-sort the whole index; all of them
+        when most entries are dead."""
+        if self.dead_entries > 4096 and self.dead_entries * 2 > self.total_entries:
             self.compact()
-
-    def compact(self) -> None:
-        if not self.chunks:
             return
-        ids = np.concatenate([c[0] for c in self.chunks])
-        own = np.concatenate([c[1] for c in self.chunks])
+        if len(self.chunks) > 8:
+            self.chunks = self._tiered(self.chunks, self._merge_ids)
+        if len(self.span_chunks) > 8:
+            self.span_chunks = self._tiered(self.span_chunks, self._merge_spans)
+
+    def _tiered(self, chunks: list[Any], merge: Any) -> list[Any]:
+        big = max(range(len(chunks)), key=lambda i: len(chunks[i][0]))
+        rest = [c for i, c in enumerate(chunks) if i != big]
+        whole = 2 * sum(len(c[0]) for c in rest) > len(chunks[big][0])
+        merged, dropped = merge(chunks if whole else rest)
+        self.total_entries -= dropped
+        self.dead_entries = max(0, self.dead_entries - dropped)
+        return merged if whole else [chunks[big], *merged]
+
+    def _merge_ids(self, chunks: list[Any]) -> tuple[list[Any], int]:
+        """One chunk of the live entries of `chunks`, and how many dead ones it left out."""
+        ids = np.concatenate([c[0] for c in chunks])
+        own = np.concatenate([c[1] for c in chunks])
         keep = self.alive[own]
         ids, own = ids[keep], own[keep]
         order = np.argsort(ids, kind="stable")
-        self.chunks = [(ids[order], own[order])] if len(ids) else []
-        self.total_entries = len(ids)
+        return ([(ids[order], own[order])] if len(ids) else []), len(keep) - len(ids)
+
+    def _merge_spans(self, chunks: list[Any]) -> tuple[list[Any], int]:
+        lo = np.concatenate([c[0] for c in chunks])
+        hi = np.concatenate([c[1] for c in chunks])
+        own = np.concatenate([c[3] for c in chunks])
+        keep = self.alive[own]
+        lo, hi, own = lo[keep], hi[keep], own[keep]
+        order = np.argsort(lo, kind="stable")
+        lo, hi, own = lo[order], hi[order], own[order]
+        merged = [(lo, hi, np.maximum.accumulate(hi), own)] if len(lo) else []
+        return merged, len(keep) - len(lo)
+
+    def compact(self) -> None:
+        if self.chunks:
+            self.chunks, _ = self._merge_ids(self.chunks)
+        if self.span_chunks:
+            self.span_chunks, _ = self._merge_spans(self.span_chunks)
+        self.total_entries = (sum(len(c[0]) for c in self.chunks)
+                              + sum(len(c[0]) for c in self.span_chunks))
         self.dead_entries = 0
 
     def lookup(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -2684,7 +2861,8 @@ class _IdIndex:
         return np.concatenate(qpos), np.concatenate(toks)
 
     def nbytes(self) -> int:
-        return sum(a.nbytes + b.nbytes for a, b in self.chunks) + self.alive.nbytes
+        return (sum(a.nbytes + b.nbytes for a, b in self.chunks) + self.alive.nbytes
+                + sum(sum(x.nbytes for x in c) for c in self.span_chunks))
 
 
 # --------------------------------------------------------------------------------------------
@@ -2770,6 +2948,9 @@ class Tracker:
         # candidates for _join_expensive (no index lookup per cell otherwise)
         self._heavy: set[str] = set()
         self._dirty = False
+        # torch or pyarrow was loaded at the last update: walks record memory spans (see
+        # `_Walker.foreign`, `_index_spans`)
+        self._foreign = False
 
     # -- queries -----------------------------------------------------------------------------
     def covariables(self) -> list[frozenset[str]]:
@@ -3005,6 +3186,10 @@ class Tracker:
         grants a long cell more). Never raises: after an internal error every touched name is
         reported as modified and the tracker rebuilds itself from scratch at the next update.
         """
+        if not self._foreign and _foreign_loaded():
+            self._foreign = True
+            if not self._dirty:
+                self._index_spans(ns)
         if not self._dirty:
             try:
                 upd = self._update(ns, touched, removed, defer=defer, hash_budget=hash_budget)
@@ -3026,6 +3211,30 @@ class Tracker:
         self._known = {n for n in self._known if n in ns}
         self._rebuild(ns)
         return upd
+
+    def _index_spans(self, ns: Mapping[str, Any]) -> None:
+        """torch or pyarrow has just been loaded: index the memory spans of the names walked
+        before (their walks recorded none, see `_Walker.foreign`), so that a tensor or an arrow
+        array made over an array's memory (``torch.from_numpy(a[2:])``) joins that array's
+        co-variable. A walk without hashing (budget 0), once per session (names the update then
+        walks again keep these spans if their walk finds them unchanged). Nothing can have
+        shared memory with tensors or arrow data before, so the partition stays as it is."""
+        w = _Walker(ns, portable=False, max_nodes=self.max_nodes, budget=0)
+        for n in sorted(self._token):
+            if n not in ns:
+                continue
+            w.next_root()
+            try:
+                w.walk(ns[n])
+            except Exception:  # noqa: BLE001 - over the node budget, hostile: no spans then
+                continue
+            if not w.spans:
+                continue
+            spans = np.array(sorted(w.spans), dtype=np.int64)
+            tok = self._token[n]
+            self._index.add_spans(spans[:, 0].copy(), spans[:, 1].copy(),
+                                  np.full(len(spans), tok, dtype=np.int32))
+            self._index.entries_of[tok] = self._index.entries_of.get(tok, 0) + len(spans)
 
     def _link_deferred(self, ns: Mapping[str, Any], touched: Collection[str],
                        upd: TrackerUpdate) -> None:
@@ -3248,6 +3457,24 @@ class Tracker:
                 kept |= group
         return kept
 
+    def _join_indexed(self, uf: _UF, names: list[str], labels: np.ndarray,
+                      toks: np.ndarray) -> None:
+        """Union ``names[labels[i]]`` with the whole co-variable of the indexed name holding
+        token ``toks[i]`` (an object id or a memory span both reach)."""
+        if not len(labels):
+            return
+        pairs = labels.astype(np.int64) * (self._index.next_token + 1) + toks
+        for code in sorted(set(pairs.tolist())):
+            lab, tok = divmod(code, self._index.next_token + 1)
+            other = self._name_of.get(tok)
+            if other is None:
+                continue
+            grp = self._group.get(other, frozenset((other,)))
+            rep = next(iter(grp))
+            for m in grp:
+                uf.union(rep, m)
+            uf.union(names[lab], rep)
+
     def _drop_token(self, name: str) -> None:
         """`name` no longer owns its entries in the id index."""
         tok = self._token.pop(name, None)
@@ -3399,18 +3626,28 @@ class Tracker:
             q = s_ids[uniq_mask]
             q_lab = s_lab[uniq_mask]
             qpos, toks = self._index.lookup(q)
-            if len(qpos):
-                pairs = q_lab[qpos].astype(np.int64) * (self._index.next_token + 1) + toks
-                for code in sorted(set(pairs.tolist())):
-                    lab, tok = divmod(code, self._index.next_token + 1)
-                    other = self._name_of.get(tok)
-                    if other is None:
-                        continue
-                    grp = self._group.get(other, frozenset((other,)))
-                    rep = next(iter(grp))
-                    for m in grp:
-                        uf.union(rep, m)
-                    uf.union(names[lab], rep)
+            self._join_indexed(uf, names, q_lab[qpos], toks)
+        # shared memory: names whose buffers' spans overlap (a byte in common) are one
+        # co-variable, wherever in an allocation the sharing starts
+        span_lens = [len(new_prints[n].spans) for n in names]
+        sp_lo = sp_hi = sp_lab = np.empty(0, dtype=np.int64)
+        if sum(span_lens):
+            flat = np.fromiter(_chain(_chain(new_prints[n].spans for n in names)),
+                               dtype=np.int64, count=2 * sum(span_lens))
+            order = np.argsort(flat[0::2], kind="stable")
+            sp_lo, sp_hi = flat[0::2][order], flat[1::2][order]
+            sp_lab = np.repeat(np.arange(len(names), dtype=np.int64), span_lens)[order]
+            # sorted by low: a span overlaps an earlier one iff it starts below their highest
+            # high, and then it overlaps the (last) span reaching that high
+            reach = np.maximum.accumulate(sp_hi)
+            at = np.maximum.accumulate(np.where(sp_hi == reach, np.arange(len(sp_hi)), 0))
+            ov = np.nonzero(sp_lo[1:] < reach[:-1])[0] + 1
+            if len(ov):
+                a, b = sp_lab[ov], sp_lab[at[ov - 1]]
+                for code in sorted(set((a * len(names) + b).tolist())):
+                    uf.union(names[code // len(names)], names[code % len(names)])
+            qpos, toks = self._index.lookup_spans(sp_lo, sp_hi)
+            self._join_indexed(uf, names, sp_lab[qpos], toks)
         # collect components
         comps: dict[Any, set[str]] = {}
         for n in list(uf.parent.keys() | set(names)):
@@ -3437,14 +3674,16 @@ class Tracker:
             self._token[n] = tok
             self._name_of[tok] = n
             p = new_prints[n]
-            counts[tok] = len(p.ids)
+            counts[tok] = len(p.ids) + len(p.spans)
             p.ids = []  # the ids now live in the index only (12 bytes each)
+            p.spans = []
             self._prints[n] = p
             if p.partial or p.work > self.defer_work > 0:
                 self._heavy.add(n)
             else:
                 self._heavy.discard(n)
         self._index.add_sorted(s_ids, toks[s_lab], counts)
+        self._index.add_spans(sp_lo, sp_hi, toks[sp_lab])
         if self._index.next_token > 4 * len(self._prints) + self.renumber_slack:
             mapping = self._index.renumber()
             self._token = {n: mapping[t] for n, t in self._token.items()}

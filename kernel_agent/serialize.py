@@ -43,6 +43,9 @@ Why it looks like this
   with its exact dtype (bfloat16 too), strides and ``.grad``; torch's own pickle copied each
   tensor's storage in band and dropped ``.grad``. A restored storage is not resizable (it is
   the blob's memory). A tensor computed with autograd does not ship (its graph cannot).
+  Memory shared at an offset (``torch.from_numpy(a[2:])``, ``pa.array(x[2:])``, a tensor over
+  part of a bytearray) is rebuilt over the array holding all of it, at that offset
+  (`_MemoryMap`).
 * **Trial serialization never raises** for an unpicklable value (generator, lock, socket, open
   file, sqlite connection, ...): ``Serialized.error`` says why, and the engine plans to recompute
   that co-variable instead of shipping it.
@@ -81,10 +84,12 @@ allocator-aligned (at least 16 bytes), which covers every numpy itemsize.
 from __future__ import annotations
 
 import array
+import bisect
 import builtins
 import collections
 import copyreg
 import csv
+import ctypes
 import enum
 import functools
 import gc
@@ -195,14 +200,19 @@ def _same_object(obj: Any) -> Any:
     return obj
 
 
+def _memory_bytes(root: Any) -> Any:
+    """The memory of a C- or F-contiguous numpy array as a flat uint8 array (a view, in memory
+    order)."""
+    np = sys.modules["numpy"]
+    return root.reshape(-1, order="A").view(np.uint8)
+
+
 def _arrow_buffer_over(root: Any, offset: int, size: int) -> Any:
     """An arrow buffer over `size` bytes of numpy array `root`'s memory at `offset` (see
     `_Pickler._reduce_arrow_buffer`): arrow reads that array's memory again, without a copy."""
     import pyarrow as pa
 
-    np = sys.modules["numpy"]
-    flat = root.reshape(-1, order="A").view(np.uint8)  # (C or F order: memory order, a view)
-    return pa.py_buffer(flat[offset : offset + size])
+    return pa.py_buffer(_memory_bytes(root)[offset : offset + size])
 
 
 def _rebuild_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: Any,
@@ -229,13 +239,17 @@ def _rebuild_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: A
 
 
 def _rebuild_tensor(memory: Any, dtype: str, offset: int, size: tuple, stride: tuple,
-                    requires_grad: bool, parameter: bool) -> Any:
+                    requires_grad: bool, parameter: bool, start: int = 0,
+                    nbytes: int | None = None) -> Any:
     """A dense CPU tensor over `memory`, the restored numpy array holding its storage's bytes
-    (one for every tensor and array that shared that storage: see `_Pickler._reduce_tensor`)."""
+    (one for every tensor and array that shared that storage: see `_Pickler._reduce_tensor`):
+    its storage is `nbytes` bytes from byte `start` of that memory (default: all of it)."""
     import numpy as np
     import torch
 
-    u8 = memory.view(np.uint8).reshape(-1) if memory.size else np.zeros(0, np.uint8)
+    u8 = _memory_bytes(memory) if memory.size else np.zeros(0, np.uint8)
+    if start or nbytes is not None:
+        u8 = u8[start : start + (len(u8) - start if nbytes is None else nbytes)]
     storage = torch.from_numpy(u8).untyped_storage()
     t = torch.empty(0, dtype=getattr(torch, dtype)).set_(storage, offset, size, stride)
     if parameter:
@@ -310,6 +324,57 @@ class _NamespaceToken:
 # pickler
 
 
+class _MemoryMap:
+    """The memory of the stream's buffers by address: spans ``[lo, hi)``, each with the numpy
+    array (its holder) the stream rebuilds that memory as, so that whatever else lies in it (a
+    tensor's storage, an arrow buffer, a numpy array over a tensor) is rebuilt over that holder
+    at the same offset and shares it again after a load, wherever in it the sharing starts
+    (``torch.from_numpy(a[2:])``, ``pa.array(x[2:])``).
+
+    Two kinds: the numpy arrays owning (or exporting) memory met in the stream (`roots`), and
+    the memory of tensors over no such array (a uint8 array over the storage, `tensors`).
+    Disjoint spans (separate allocations: the usual case) are kept sorted, and the one that may
+    contain a span is found by bisection; a span overlapping one already there (two arrays
+    over parts of one bytearray, a tensor over a slice of another's memory) is kept in a short
+    list scanned in full."""
+
+    def __init__(self) -> None:
+        self.lows: list[int] = []
+        self.sorted: list[tuple[int, int, Any, bool]] = []  # (lo, hi, holder, is a root)
+        self.nested: list[tuple[int, int, Any, bool]] = []
+        self.ids: set[int] = set()
+
+    def add(self, lo: int, hi: int, holder: Any, root: bool) -> None:
+        if id(holder) in self.ids or hi <= lo:
+            return
+        self.ids.add(id(holder))
+        i = bisect.bisect_right(self.lows, lo)
+        if (i and self.sorted[i - 1][1] > lo) or (i < len(self.lows) and self.lows[i] < hi):
+            self.nested.append((lo, hi, holder, root))
+            return
+        self.lows.insert(i, lo)
+        self.sorted.insert(i, (lo, hi, holder, root))
+
+    def find(self, lo: int, hi: int, roots: bool = True) -> tuple[int, Any] | None:
+        """(start, holder) of a span containing ``[lo, hi)``, of a numpy array of the stream
+        (`roots`) or of a tensor's memory (not `roots`); None if there is none."""
+        i = bisect.bisect_right(self.lows, lo)
+        if i:
+            a, b, holder, is_root = self.sorted[i - 1]
+            if b >= hi and is_root == roots:
+                return a, holder
+        for a, b, holder, is_root in self.nested:
+            if a <= lo and hi <= b and is_root == roots:
+                return a, holder
+        return None
+
+    def find_any(self, lo: int, hi: int) -> tuple[int, Any] | None:
+        return self.find(lo, hi, True) or self.find(lo, hi, False)
+
+    def roots(self) -> list[tuple[int, int, Any]]:
+        return [(a, b, h) for a, b, h, r in self.sorted + self.nested if r]
+
+
 class _Pickler(cloudpickle.CloudPickler):
     """cloudpickle + numpy views + namespace re-binding + lru_cache by value.
 
@@ -340,12 +405,14 @@ class _Pickler(cloudpickle.CloudPickler):
         self.deferred_roots: set[int] = set()
         self.covered_roots: set[int] = set()
         self.view_spans: dict[int, list[tuple[int, int]]] = {}  # hidden base -> views' bytes
-        # pyarrow loaded: [low, high) addresses of the numpy arrays owning the memory of the
-        # arrays pickled so far (pass 2: of every array of pass 1), and the arrow buffers met
-        # over none of them (see `_reduce_arrow_buffer`)
+        # the memory of the arrays and tensors pickled so far (pass 2: and of every numpy
+        # array owning memory of pass 1, `owners`), and the spans of the tensors' storages and
+        # arrow buffers met over none of them (see `_MemoryMap`, `dumps`)
         self._pa = sys.modules.get("pyarrow")
-        self.np_owners: dict[int, tuple[int, int, Any]] = {id(o[2]): o for o in owners or ()}
-        self.arrow_unmatched: list[tuple[int, int]] = []
+        self.memory = _MemoryMap()
+        for lo, hi, root in owners or ():
+            self.memory.add(lo, hi, root, True)
+        self.unmatched: list[tuple[int, int, bool]] = []  # (lo, hi, a tensor's storage)
         self._arrow_first: dict[tuple[int, int], Any] = {}  # (address, size) -> first buffer
         # notebook classes pickled by value, and the notebook's modules with their globals:
         # loading them again in this process would re-apply their state to the live class
@@ -357,12 +424,11 @@ class _Pickler(cloudpickle.CloudPickler):
         self._stdio = {id(v): n for n in _STDIO_NAMES if (v := getattr(sys, n, None)) is not None}
         self._process_objects = _process_objects()
         self._torch = sys.modules.get("torch")  # not imported: no tensor can exist
-        # address -> (bytes, numpy array holding them) of the memory of the tensors pickled so
-        # far (their storages, or a numpy owner array that `torch.from_numpy` shares), and the
-        # ids of those arrays made here; C-contiguous numpy owners by address
+        # storage address -> (its holder's address, numpy array holding its bytes) of the
+        # tensors pickled so far: a numpy owner array it lies in (``torch.from_numpy(a[2:])``)
+        # or an array over the storage made here (their ids in `_holders`)
         self._tensor_memory: dict[int, tuple[int, Any]] = {}
         self._holders: set[int] = set()
-        self._np_owners: dict[int, Any] = {}
 
     # cloudpickle calls this for functions it pickles by value
     def _dynamic_function_reduce(self, func: Any) -> Any:
@@ -750,20 +816,26 @@ class _Pickler(cloudpickle.CloudPickler):
         return (_rebuild_owner, (buf, obj.dtype, obj.shape, order, bool(obj.flags.writeable)))
 
     def _tensor_holder(self, t: Any) -> tuple[int, int, Any]:
-        """(address, bytes, numpy array) of the memory of dense CPU tensor `t`: the one array
-        every tensor and numpy array sharing that memory is rebuilt over (pickle's memo makes
-        it one object in the stream). A numpy owner array already pickled whose memory it is
-        (``torch.from_numpy(a)``) is that array; else a uint8 array over the storage."""
+        """(storage address, holder address, numpy array) of the memory of dense CPU tensor
+        `t`: the one array every tensor and numpy array sharing that memory is rebuilt over
+        (pickle's memo makes it one object in the stream). A numpy array owning memory the
+        storage lies in (``torch.from_numpy(a)``, ``torch.from_numpy(a[2:])``; met so far, or
+        in pass 1, see `dumps`) is that array; else a uint8 array over the storage."""
         st = t.untyped_storage()
         ptr, n = st.data_ptr(), st.nbytes()
         got = self._tensor_memory.get(ptr)
+        if got is not None and got[0] + got[1].nbytes < ptr + n:
+            got = None  # (another storage at that address, larger: `t.resize_`, a new slice)
         if got is None:
-            owner = self._np_owners.get(ptr)
-            if owner is not None and owner.nbytes >= n:
-                got = (owner.nbytes, owner)
+            found = self.memory.find_any(ptr, ptr + n) if ptr and n else None
+            if found is not None:
+                got = found
             else:
-                got = (n, storage_bytes(t))
+                got = (ptr, storage_bytes(t))
                 self._holders.add(id(got[1]))
+                if ptr and n:
+                    self.unmatched.append((ptr, ptr + n, True))
+                    self.memory.add(ptr, ptr + n, got[1], False)
             self._alive.append(got[1])
             if ptr:
                 self._tensor_memory[ptr] = got
@@ -789,9 +861,13 @@ class _Pickler(cloudpickle.CloudPickler):
         if (tp is not torch.Tensor and tp is not torch.nn.Parameter) or not _dense_cpu(t, torch) \
                 or t.is_conj() or t.is_neg():
             return None
-        _, _, memory = self._tensor_holder(t)  # (a numpy owner starts where the storage does)
-        args = (memory, str(t.dtype).removeprefix("torch."), t.storage_offset(), tuple(t.shape),
-                tuple(t.stride()), bool(t.requires_grad), tp is torch.nn.Parameter)
+        ptr, low, memory = self._tensor_holder(t)
+        args: tuple = (memory, str(t.dtype).removeprefix("torch."), t.storage_offset(),
+                       tuple(t.shape), tuple(t.stride()), bool(t.requires_grad),
+                       tp is torch.nn.Parameter)
+        n = t.untyped_storage().nbytes()
+        if low != ptr or memory.nbytes != n:  # (its storage is a part of that memory)
+            args += (ptr - low, n)
         attributes = dict(vars(t))
         grad = t.grad if t.is_leaf else None
         if grad is None and not attributes:
@@ -806,23 +882,22 @@ class _Pickler(cloudpickle.CloudPickler):
         if torch is None or id(obj) in self._holders or obj.dtype.hasobject or obj.size == 0:
             return None
         fb = _final_base(obj)
+        lo, hi = _byte_span(obj)
         if isinstance(fb.base, torch.Tensor):
             try:
-                ptr, n, memory = self._tensor_holder(fb.base)
+                _, low, memory = self._tensor_holder(fb.base)
             except Exception:  # noqa: BLE001 - a tensor without such memory: numpy's way
                 return None
         else:
-            if not self._tensor_memory:
+            # in the memory of a tensor pickled before it, over no numpy array then
+            # (`torch.from_numpy(a)` pickled before `a`): a view of that tensor's holder
+            found = self.memory.find(lo, hi, roots=False) if self._holders else None
+            if found is None:
                 return None
-            start = fb.__array_interface__["data"][0]
-            got = self._tensor_memory.get(start)
-            if got is None or got[1] is obj:
-                return None
-            ptr, (n, memory) = start, got
-        lo, hi = _byte_span(obj)
-        if lo < ptr or hi > ptr + n or memory is obj:
+            low, memory = found
+        if memory is obj or memory.nbytes < hi - low or lo < low:
             return None
-        return (_rebuild_view, (memory, obj.__array_interface__["data"][0] - ptr, obj.shape,
+        return (_rebuild_view, (memory, obj.__array_interface__["data"][0] - low, obj.shape,
                                 obj.strides, obj.dtype, bool(obj.flags.writeable)))
 
     def _reduce_arrow_buffer(self, buf: Any) -> Any:
@@ -835,10 +910,10 @@ class _Pickler(cloudpickle.CloudPickler):
         ``ax``. None (arrow's own pickling) for a buffer over no such array."""
         addr, size = int(buf.address), int(buf.size)
         if size and buf.is_cpu:
-            for lo, hi, root in self.np_owners.values():
-                if lo <= addr and addr + size <= hi:
-                    return (_arrow_buffer_over, (root, addr - lo, size))
-            self.arrow_unmatched.append((addr, addr + size))
+            found = self.memory.find_any(addr, addr + size)
+            if found is not None:
+                return (_arrow_buffer_over, (found[1], addr - found[0], size))
+            self.unmatched.append((addr, addr + size, False))
             # a table and its slices hold the same buffers, each time as a new Python object:
             # the first one met stands for the others (shipped once, shared again after a load)
             first = self._arrow_first.setdefault((addr, size), buf)
@@ -848,26 +923,22 @@ class _Pickler(cloudpickle.CloudPickler):
         return None
 
     def _note_owner(self, obj: Any) -> None:
-        """Record the memory span of the numpy array owning `obj`'s memory (for arrow)."""
+        """Record the memory of the numpy array owning (or exporting) `obj`'s memory, its final
+        base (through the holders stride tricks leave, as `_reduce_ndarray` rebuilds views):
+        tensors and arrow buffers over it are rebuilt over it (`_MemoryMap`)."""
         np = self._np
-        root = obj
-        for _ in range(64):
-            b = root.base
-            if isinstance(b, np.ndarray):
-                root = b
-            else:
-                break
+        root = _final_base(obj)
         if (type(root) is np.ndarray and not root.dtype.hasobject and root.size
                 and (root.flags.c_contiguous or root.flags.f_contiguous)
-                and id(root) not in self.np_owners):
+                and id(root) not in self.memory.ids):
             lo = int(root.__array_interface__["data"][0])
-            self.np_owners[id(root)] = (lo, lo + int(root.nbytes), root)
+            self.memory.add(lo, lo + int(root.nbytes), root, True)
 
     def _reduce_ndarray(self, obj: Any) -> Any:
         np = self._np
         self.seen_arrays.add(id(obj))
         self._alive.append(obj)
-        if self._pa is not None:
+        if self._pa is not None or self._torch is not None:
             self._note_owner(obj)
         rv = self._over_tensor_memory(obj)
         if rv is not None:
@@ -881,10 +952,6 @@ class _Pickler(cloudpickle.CloudPickler):
             rv = self._reduce_over_bytearray(obj)
             if rv is None:
                 rv = self._reduce_owner(obj)
-                if rv is not None and obj.flags.c_contiguous and self._torch is not None:
-                    # (a tensor over its memory, `torch.from_numpy(obj)`, later in the stream
-                    # is rebuilt over it: see `_tensor_holder`)
-                    self._np_owners.setdefault(obj.__array_interface__["data"][0], obj)
             return rv if rv is not None else super().reducer_override(obj)
         root = base
         while isinstance(root.base, np.ndarray) or array_interface_base(root.base) is not None:
@@ -2024,9 +2091,60 @@ def _pickle(
     return stream, buffers, pickler, None
 
 
-def _arrow_over_owners(spans: list[tuple[int, int]], owners: list[tuple[int, int, Any]]) -> bool:
-    """Whether an arrow buffer's span lies within the memory of one of the numpy `owners`."""
-    return any(lo <= a and b <= hi for a, b in spans for lo, hi, _ in owners)
+def _buffer_roots(pickler: _Pickler) -> list[tuple[int, int, Any]]:
+    """The bytearrays and ``array.array``s the stream holds, as uint8 arrays over them (a
+    tensor over one's memory, ``torch.from_numpy(np.frombuffer(buf)[1:])``, is rebuilt over
+    such an array, which `_Pickler._reduce_over_bytearray` rebuilds over the bytearray)."""
+    np = sys.modules.get("numpy")
+    out = []
+    for _, obj in pickler.memo.copy().values():
+        if type(obj) in _WRITABLE_EXPORTERS and np is not None and len(obj):
+            flat = np.frombuffer(obj, dtype=np.uint8)
+            lo = int(flat.__array_interface__["data"][0])
+            out.append((lo, lo + flat.nbytes, flat))
+    return out
+
+
+def _union_roots(spans: list[tuple[int, int, bool]], memory: _MemoryMap) -> list[tuple[int, int, Any]]:
+    """Arrays over the memory of tensors whose storages overlap (or hold an arrow buffer met
+    before them), each pickled over a copy of its own and no numpy array of the stream holding
+    them all (two slices of an array nobody holds: ``torch.from_numpy(h[:6])``,
+    ``torch.from_numpy(h[2:])``; ``pa.array(t.numpy()[4:])`` pickled before ``t``): a uint8
+    array over the union of each overlapping group, for a second pass to rebuild them all over.
+    Every byte of a union lies in a live storage or buffer of the values (kept alive until the
+    dump ends). Groups of arrow buffers only are left to arrow."""
+    np = sys.modules.get("numpy")
+    if np is None:
+        return []
+    loose = sorted((lo, hi, tensor) for lo, hi, tensor in spans if memory.find(lo, hi) is None)
+    groups: list[list[int]] = []  # [lo, hi, members, tensors]
+    for lo, hi, tensor in loose:
+        if groups and lo < groups[-1][1]:
+            groups[-1][1] = max(groups[-1][1], hi)
+            groups[-1][2] += 1
+            groups[-1][3] += tensor
+        else:
+            groups.append([lo, hi, 1, int(tensor)])
+    out = []
+    for lo, hi, members, tensors in groups:
+        if members > 1 and tensors:
+            raw = (ctypes.c_ubyte * (hi - lo)).from_address(lo)
+            out.append((lo, hi, np.frombuffer(raw, dtype=np.uint8)))
+    return out
+
+
+def _within_roots(spans: list[tuple[int, int, bool]], memory: _MemoryMap,
+                  pickled: set[int]) -> bool:
+    """Whether a tensor's storage or an arrow buffer pickled over no numpy array lies within
+    the memory of a numpy array of the stream (or a bytearray's) after all. (Not when that is
+    an array `pickled` whose memory is all of the tensor's: met after the tensor, it was
+    rebuilt over the tensor's, see `_Pickler._over_tensor_memory`.)"""
+    for lo, hi, tensor in spans:
+        found = memory.find(lo, hi)
+        if found is not None and not (tensor and found[0] == lo and found[1].nbytes == hi - lo
+                                      and id(found[1]) in pickled):
+            return True
+    return False
 
 
 def _any_overlap(spans: list[tuple[int, int]]) -> bool:
@@ -2085,12 +2203,22 @@ def dumps(
             del keep
             if failure is not None:
                 raise failure
-        if _arrow_over_owners(pickler.arrow_unmatched, list(pickler.np_owners.values())):
-            # an arrow buffer over numpy memory met before that array: pickle again knowing
-            # every array's memory (`_Pickler._reduce_arrow_buffer`)
+        owners = pickler.memory.roots()
+        if pickler.unmatched and not _within_roots(pickler.unmatched, pickler.memory,
+                                                   pickler.seen_arrays):
+            owners += _buffer_roots(pickler)
+            owners += _union_roots(pickler.unmatched, pickler.memory)
+            memory = _MemoryMap()
+            for lo, hi, root in owners:
+                memory.add(lo, hi, root, True)
+        else:
+            memory = pickler.memory
+        if pickler.unmatched and _within_roots(pickler.unmatched, memory, pickler.seen_arrays):
+            # an arrow buffer or a tensor over numpy memory met before that array (or over a
+            # bytearray's): pickle again knowing every array's memory (`_MemoryMap`)
             keep = pickler
             stream, buffers, pickler, failure = _pickle(data, namespace, roots, pids,
-                                                        owners=list(keep.np_owners.values()))
+                                                        owners=owners)
             del keep
             if failure is not None:
                 raise failure
