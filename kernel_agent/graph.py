@@ -62,6 +62,10 @@ class CellExecution:
     # may also have bound variables (`import os; os.environ["K"] = "1"; DATA = "/data"`): a
     # restore re-runs it whatever the plan when that is cheap (checkpointing.process_state_cells)
     process_state: bool = False
+    # it changed process state whatever else it did: with `process_state` False (it also
+    # changed variables in place, or failed) a restore does not re-run it, so what it set is
+    # not brought back, and the restore says so (restoring._unrestored_process_state)
+    process_changed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +88,7 @@ class CellExecution:
             "files_changed": list(self.files_changed),
             "context": self.context,
             "process_state": self.process_state,
+            "process_changed": self.process_changed,
         }
 
     @classmethod
@@ -108,6 +113,7 @@ class CellExecution:
             files_changed=[str(p) for p in d.get("files_changed", [])],
             context=bool(d.get("context", False)),
             process_state=bool(d.get("process_state", False)),
+            process_changed=bool(d.get("process_changed", False)),
         )
 
     def rerun_blockers(self) -> list[str]:

@@ -208,6 +208,9 @@ class Monitor:
             # namespace is the adopted history's, not that cell's writes
             p.snap = _Snap(ns)
             p.user_before = set(names)
+            # nor is the process state its re-run cells set: that cell is no process-state
+            # cell (`process_changed`, `process_state`) a later restore re-runs or names
+            p.process = None
 
     # -- registration -----------------------------------------------------------------------
 
@@ -572,9 +575,10 @@ class Monitor:
         # bound (`import os; os.environ["K"] = "1"; DATA = "/data"`). Not one that changed
         # variables in place (re-running it would change them again), nor one of imports only
         # (what importing did, importing does again: sklearn sets KMP_* variables).
-        process_state = (error is None and not effects and not mutated and not deleted
-                         and p.process is not None and p.process.differs(process)
-                         and not procstate.only_imports(p.code))
+        process_changed = (p.process is not None and p.process.differs(process)
+                           and not procstate.only_imports(p.code))
+        process_state = (process_changed and error is None and not effects and not mutated
+                         and not deleted)
         cell = CellExecution(
             index=len(self.graph.cells),
             code=p.code,
@@ -593,6 +597,7 @@ class Monitor:
             files_changed=list(files.changed),
             context=context,
             process_state=process_state,
+            process_changed=process_changed,
         )
         self.graph.record(cell, self.tracker.covariable_of, user_after)
         if not cell.effects and not cell.failed:

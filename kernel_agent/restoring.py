@@ -300,6 +300,7 @@ def restore(
     if rerun:
         _reattach_streams(captured)
         _manage_again(pyplot_loaded)
+    warnings.extend(_unrestored_process_state(graph, rerun))
     replay_s = time.perf_counter() - t_replay
 
     # Phase 4: verify every co-variable against its recorded digest.
@@ -391,6 +392,26 @@ def restore(
             "total_s": time.perf_counter() - t0,
         },
     }
+
+
+def _unrestored_process_state(graph: Any, rerun: set[int]) -> list[str]:
+    """Warnings for the cells that changed process state and were not re-run.
+
+    A cell that set an environment variable, an option, the working directory or a path and
+    also changed a variable in place (``os.environ['K'] = 'v'; rows.append(1)``), or failed,
+    is no process-state cell a restore re-runs (`checkpointing.process_state_cells`): re-run,
+    it would change the variable again. What it set was then missing after the restore,
+    and the session went on without it while the restore said nothing.
+    """
+    cells = [c.index for c in graph.cells if c.process_changed and c.index not in rerun]
+    if not cells:
+        return []
+    shown = ", ".join(map(str, cells[:8])) + (f" and {len(cells) - 8} more" if len(cells) > 8 else "")
+    one = len(cells) == 1
+    return [f"cell{'' if one else 's'} {shown} changed process state (environment variables, "
+            f"library options, the working directory or paths) and {'was' if one else 'were'} "
+            f"not re-run: what {'it' if one else 'they'} set is not restored unless a re-run "
+            f"cell set it again; run {'it' if one else 'them'} again if the session needs it"]
 
 
 def _recomputed_from_lost(graph: Any, entries: list[CovariableEntry], lost: set[str],

@@ -429,6 +429,12 @@ class _Pickler(cloudpickle.CloudPickler):
         # or an array over the storage made here (their ids in `_holders`)
         self._tensor_memory: dict[int, tuple[int, Any]] = {}
         self._holders: set[int] = set()
+        # pandas not imported: no block can exist
+        self._pandas_block = getattr(sys.modules.get("pandas._libs.internals"), "Block", None)
+        managers = getattr(sys.modules.get("pandas.core.internals.managers"), "BaseBlockManager",
+                           None)
+        self._pandas_types = (self._pandas_block, *(() if managers is None else (managers,)))
+        self._refs_tokens: dict[int, _RefsToken] = {}  # id(BlockValuesRefs) -> its token
 
     # cloudpickle calls this for functions it pickles by value
     def _dynamic_function_reduce(self, func: Any) -> Any:
@@ -618,6 +624,10 @@ class _Pickler(cloudpickle.CloudPickler):
                 return (*rv, *(None,) * (5 - len(rv)), _set_instance_state)
         if tp.__name__ == "CallbackRegistry" and tp.__module__ == "matplotlib.cbook":
             self._note_dropped_callbacks(obj)
+        if self._pandas_block is not None and isinstance(obj, self._pandas_types):
+            rv = self._reduce_pandas(obj)
+            if rv is not None:
+                return rv
         rv = None if tp in self.dispatch_table else _reduce_keeping_dict(obj, tp)
         if rv is not None:
             return rv
@@ -631,6 +641,56 @@ class _Pickler(cloudpickle.CloudPickler):
         if isinstance(obj, enum.EnumMeta) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_ENUM,):
             return _with_pseudo_members(obj, _with_enum_aliases(obj, rv))
         return rv
+
+    def _refs_token(self, blk: Any) -> _RefsToken | None:
+        """The token of a pandas block's copy-on-write references when another block shares
+        them (`_reduce_pandas`), else None."""
+        refs = getattr(blk, "refs", None)
+        if refs is None or not refs.has_reference():
+            return None
+        token = self._refs_tokens.get(id(refs))
+        if token is None:
+            token = self._refs_tokens[id(refs)] = _RefsToken()
+            self._alive.append(refs)  # (its id names it until the dump ends)
+        return token
+
+    def _reduce_pandas(self, obj: Any) -> tuple | None:
+        """A pandas block, or a manager pickling its blocks' values, with the copy-on-write
+        references of its blocks.
+
+        Under copy-on-write a column (``col = df['a']``), a row slice, a shallow copy or a
+        ``dropna()`` that dropped nothing shares the frame's memory, and pandas copies it when
+        either is written, because their blocks hold one ``BlockValuesRefs``. Its pickle has
+        no references: loaded, the blocks shared memory (this stream keeps views views) but
+        each believed itself alone, so ``df.loc[0, 'a'] = 100`` after a restore wrote into
+        ``col`` too, a value the restore had verified. Each block that shares its references
+        with another is pickled with a token, one per references object in the stream, and
+        the blocks loaded with one token share one references object again
+        (`_set_block_refs`, `_set_manager_state`). A block referenced by nothing else is
+        pickled as pandas does, and so is an array the blocks share memory with without
+        references (``pd.Series(arr, copy=False)``: a write through either still shows
+        through the other, as it did). None: pandas' own pickle.
+        """
+        try:
+            if isinstance(obj, self._pandas_block):
+                token = self._refs_token(obj)
+                if token is None:
+                    return None
+                rv = obj.__reduce_ex__(5)
+                if type(rv) is not tuple or len(rv) != 2:
+                    return None
+                return (rv[0], rv[1], token, None, None, _set_block_refs)
+            # (a BlockManager pickles its blocks; a SingleBlockManager their values only)
+            tokens = [self._refs_token(blk) for blk in obj.blocks]
+            if all(t is None for t in tokens):
+                return None
+            rv = obj.__reduce_ex__(5)
+        except Exception:  # noqa: BLE001 - a pandas we do not know: its own pickle
+            return None
+        if type(rv) is not tuple or not 3 <= len(rv) <= 5 or rv[2] is None:
+            return None
+        rv = (*rv, *(None,) * (5 - len(rv)))
+        return (rv[0], rv[1], (rv[2], tokens), rv[3], rv[4], _set_manager_state)
 
     def _reduce_masked(self, m: Any) -> tuple:
         """A masked array is its data, as a plain view of its memory, and its attributes.
@@ -1732,6 +1792,39 @@ def _text_position(f: io.TextIOWrapper, fd: int) -> int:
             f.seek(start)
             return start
     raise OSError("the position of a text file iterated by next() was not found")
+
+
+class _RefsToken:
+    """One pandas copy-on-write references object of a stream (`_reduce_block_manager`):
+    pickled as nothing but itself, so pickle's memo makes the blocks that shared it share one
+    token when loaded; `refs` is then the references object of the first block loaded."""
+
+    __slots__ = ("refs",)
+
+    def __init__(self) -> None:
+        self.refs: Any = None
+
+    def __reduce__(self) -> tuple:
+        return (_RefsToken, ())
+
+
+def _set_block_refs(blk: Any, token: _RefsToken) -> None:
+    """Give a loaded pandas block the copy-on-write references its token stands for
+    (`_Pickler._reduce_pandas`): the first block loaded with the token lends its own."""
+    if token.refs is None:
+        token.refs = blk.refs
+    elif blk.refs is not token.refs:
+        blk.refs = token.refs
+        token.refs.add_reference(blk)
+
+
+def _set_manager_state(mgr: Any, state: tuple) -> None:
+    """A block manager's own state, then its blocks' copy-on-write references."""
+    own, tokens = state
+    mgr.__setstate__(own)
+    for blk, token in zip(mgr.blocks, tokens, strict=False):
+        if token is not None:
+            _set_block_refs(blk, token)
 
 
 def _rebuild_masked(data: Any, cls: type) -> Any:

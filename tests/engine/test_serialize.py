@@ -181,6 +181,33 @@ def test_pandas_dataframe_mixed_dtypes():
     pd.testing.assert_series_equal(out["col"], df["f"])
 
 
+def test_pandas_objects_sharing_memory_copy_on_write_after_loading_as_before():
+    """pandas (copy-on-write) lets a column, a row slice or a shallow copy share a frame's
+    memory and copies it when either is written; the references that tell it to are no part
+    of its pickle. Restored sharing memory without them, ``df.loc[0, 'a'] = 100`` in the new
+    kernel also changed ``col`` and ``head``, which verified equal at the restore. Two Series
+    over one array of the notebook's (``copy=False``) share it without references: a write
+    through one still shows through the other, as it did."""
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"a": np.arange(6), "b": list("abcdef")})
+    arr = np.arange(4.0)
+    values = {"df": df, "col": df["a"], "head": df.iloc[:3], "shallow": df.copy(deep=False),
+              "s1": pd.Series(arr, copy=False), "s2": pd.Series(arr, copy=False), "arr": arr}
+    out = roundtrip(values)
+    # (the blocks themselves: `df["a"]` would make a Series that references them)
+    assert np.shares_memory(out["col"]._mgr.blocks[0].values, out["df"]._mgr.blocks[0].values)
+    out["df"].loc[0, "a"] = 100
+    out["shallow"].loc[1, "b"] = "z"
+    out["head"].iloc[2, 0] = -1
+    assert out["col"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert out["head"]["a"].tolist() == [0, 1, -1]
+    assert out["df"]["a"].tolist() == [100, 1, 2, 3, 4, 5]
+    assert out["df"]["b"].tolist() == list("abcdef")
+    assert out["shallow"]["b"].tolist()[:2] == ["a", "z"]
+    out["s1"].iloc[0] = 9.0
+    assert out["s2"].iloc[0] == 9.0 and out["arr"][0] == 9.0
+
+
 def test_sklearn_fitted_model_predicts_the_same():
     pytest.importorskip("sklearn")
     from sklearn.datasets import make_classification
