@@ -979,6 +979,39 @@ def _own_setstate(tp: type, ns: Any) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=20_000)  # per type: classes are few, objects many
+def _library_pickling(tp: type) -> bool:
+    """Whether a class of `tp`'s MRO other than ``object`` says how its instances pickle."""
+    try:
+        for klass in type.__dict__["__mro__"].__get__(tp):
+            if klass is object:
+                return False
+            own = type.__dict__["__dict__"].__get__(klass)
+            if "__getstate__" in own or "__reduce__" in own or "__reduce_ex__" in own:
+                return True
+    except Exception:  # noqa: BLE001 - hostile metaclass
+        return False
+    return False
+
+
+def _library_pickled(tp: type, ns: Any) -> bool:
+    """A library class (not the session's) whose own pickling defines its value."""
+    return _library_pickling(tp) and not _is_session_class(tp, ns)
+
+
+def _holds_c_object(values: Any) -> bool:
+    """Whether one of `values` is a C object the walk reads through its reduce value or not at
+    all (opaque): what it holds may be checked by type only."""
+    for v in values:
+        t = type(v)
+        if t in MARSHAL_ATOMS:
+            continue
+        k = _classify(t)
+        if k in (K_OPAQUE, K_REDUCE):
+            return True
+    return False
+
+
 def _ma_default_fill(arr: Any) -> Any:
     """The fill value numpy.ma would store for `arr` when first asked, without asking `arr`."""
     try:
@@ -1830,6 +1863,7 @@ class _Walker:
         dict_desc, slots = _layout(tp)
         solid = _solid_base(tp)
         children: list[Any] = []
+        d: Any = None
         # builtin base content, read through the base type's own C methods
         if solid is object:
             pass
@@ -1897,6 +1931,7 @@ class _Walker:
             d = dict_desc.__get__(obj, tp)
             if d is not None:
                 children.append(d)
+        held: list[Any] = []
         for name, desc in slots:
             try:
                 v = desc.__get__(obj, tp)
@@ -1905,8 +1940,34 @@ class _Walker:
                 continue
             children.append(name)
             children.append(v)
+            held.append(v)
+        if self.portable and _library_pickled(tp, self.ns) and _holds_c_object(
+                itertools.chain(held, d.values() if type(d) is dict else ())):
+            children += self._library_state(obj, tp)
         out.append(len(children))
         extend(reversed(children))
+
+    def _library_state(self, obj: Any, tp: type) -> list[Any]:
+        """What a library's own pickling of `obj` keeps, walked after the instance's attributes.
+
+        A library object's content can sit in a C object the walk cannot read (a PIL image's
+        pixels are in its ``ImagingCore``, checked by type only): a re-run cell that drew other
+        pixels (``Image.effect_noise`` draws from the C library's ``rand()``) came back verified.
+        The class's own ``__getstate__``/``__reduce__`` says what its value is (the pixels, as
+        bytes): walked too, without identities of its own (it is built afresh), so the content
+        is checked. Portable digests only (checkpoint and restore); the library's pickling
+        failing leaves the walk as it was.
+        """
+        try:
+            rv = tp.__reduce_ex__(obj, 4)
+        except Exception:  # noqa: BLE001 - a library that cannot pickle it: type only, as before
+            return []
+        if not isinstance(rv, tuple) or len(rv) < 2:
+            return []
+        parts: list[Any] = list(rv[1:3])
+        for it in rv[3:5]:
+            parts.append(None if it is None else _Synth(itertools.islice(it, self.max_nodes)))
+        return [_Tok(("libstate",)), _ENTER_NOID, _Synth(parts), _EXIT_NOID]
 
     def _finalizer_state(self, fin: weakref.finalize) -> tuple:
         """A ``weakref.finalize``'s state, which it keeps in its class's registry, not in itself.
