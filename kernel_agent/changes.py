@@ -47,6 +47,7 @@ import enum
 import fractions
 import functools
 import gc
+import hashlib
 import io
 import itertools
 import logging
@@ -1012,6 +1013,60 @@ def _holds_c_object(values: Any) -> bool:
     return False
 
 
+_HASH_MODULES = frozenset({"_hashlib", "_md5", "_sha1", "_sha2", "_sha256", "_sha512", "_sha3",
+                           "_blake2"})
+
+
+#: an SQLite database up to this size is digested by its content (``iterdump``)
+SQLITE_DIGEST_MAX_BYTES = 64 << 20
+
+
+def _c_content(obj: Any, tp: type) -> tuple | None:
+    """The content of a C object that does not pickle, for the portable digest, or None
+    (checked by type only).
+
+    A hashlib object: its algorithm and the digest of what it was fed so far (of a copy: the
+    object itself goes on). An SQLite connection: the SQL dump of its database, up to
+    `SQLITE_DIGEST_MAX_BYTES`. An in-memory file: its content and position. Checked by type
+    only, a hash re-run over other data, or an in-memory database re-filled by ``insert ...
+    values (random())``, verified.
+    """
+    module = getattr(tp, "__module__", None)
+    if module in _HASH_MODULES:
+        return _hash_state(obj)
+    if tp is sqlite3.Connection:
+        try:
+            size = (obj.execute("PRAGMA page_count").fetchone()[0]
+                    * obj.execute("PRAGMA page_size").fetchone()[0])
+            if size > SQLITE_DIGEST_MAX_BYTES:
+                return None
+            h = hashlib.blake2b(digest_size=16)
+            for line in obj.iterdump():
+                h.update(line.encode("utf-8", "surrogatepass"))
+                h.update(b"\n")
+            return ("sqlite", h.digest())
+        except Exception:  # noqa: BLE001 - closed, another thread's, locked: by type
+            return None
+    if tp is io.StringIO or tp is io.BytesIO:
+        try:
+            return ("memfile", _atom_token(obj.getvalue()), obj.tell())
+        except Exception:  # noqa: BLE001 - closed: by type
+            return None
+    return None
+
+
+def _hash_state(obj: Any) -> tuple | None:
+    try:
+        c = obj.copy()
+        try:
+            d = c.digest()
+        except TypeError:  # shake: the length is the caller's
+            d = c.digest(64)
+        return ("hashobj", str(obj.name), bytes(d))
+    except Exception:  # noqa: BLE001 - not a hash object after all: opaque
+        return None
+
+
 def _ma_default_fill(arr: Any) -> Any:
     """The fill value numpy.ma would store for `arr` when first asked, without asking `arr`."""
     try:
@@ -1675,6 +1730,10 @@ class _Walker:
             # (a weak reference is live or dead by the collector's timing, not by the
             # session's state: the portable digest checks its type only)
             if self._identity(obj, "O"):
+                state = _c_content(obj, tp) if self.portable and kind == K_OPAQUE else None
+                if state is not None:
+                    out.append(state)
+                    return
                 self._mark_opaque(obj)
                 if not self.portable and kind == K_OPAQUE:
                     # a suspended generator's locals (`(x for x in lst)` holds an iterator
@@ -2504,6 +2563,10 @@ class _Walker:
         try:
             rv = tp.__reduce_ex__(obj, 4)
         except Exception:
+            state = _c_content(obj, tp) if self.portable else None
+            if state is not None:
+                self.out.append(state)
+                return
             self._mark_opaque(obj)
             # no pickle of its own, but what it holds is still shared: a `csv.writer(out)`
             # holds `out.write`, and writes into `out` (one co-variable, shipped together)

@@ -33,3 +33,46 @@ def test_an_image_re_run_with_other_pixels_is_not_verified(make_kernel, tmp_path
     want = a.value("list(n2.getdata())")
     for r in out.values():
         assert_equal_or_named(r, "n2", "list(n2.getdata())", want)
+
+
+def test_a_hash_re_run_without_the_lost_value_it_was_fed_is_lost(make_kernel, tmp_path):
+    """`h.update(salt)` re-run with `salt` lost (its cell drew OS entropy and wrote a file, and
+    the deadline left no time to ship it) fails, and `h` stayed as the earlier cells made it;
+    a hash object is checked by type only, so it verified with another digest. Re-run without
+    a lost value it reads, or through a cell that failed, a value checked by type is lost."""
+    cells = ["import hashlib, os",
+             "h = hashlib.sha256(); h.update(b'abc')",
+             "salt = os.urandom(4); open('log.txt', 'w').write('x')",
+             "h.update(salt)"]
+    a, out = migrate_both(make_kernel, tmp_path, cells)
+    want = a.value("h.hexdigest()")
+    for r in out.values():
+        assert_equal_or_named(r, "h", "h.hexdigest()", want)
+
+
+def test_a_hash_re_run_over_a_set_in_another_order_is_not_verified(make_kernel, tmp_path):
+    """A hash fed the words of a set in iteration order: re-run in a kernel with another string
+    hash seed it is fed them in another order, a different digest. A hash object does not
+    pickle and was checked by type only, so it came back verified; its value is what it was
+    fed so far (the digest of a copy)."""
+    words = [f"w{i}" for i in range(40)]
+    cells = ["import hashlib",
+             f"h = hashlib.sha256()\nfor w in set({words!r}):\n    h.update(w.encode())",
+             "hs = [h, h]"]
+    a, out = migrate_both(make_kernel, tmp_path, cells)
+    want = a.value("[h.hexdigest(), hs[1] is h]")
+    for r in out.values():
+        assert_equal_or_named(r, "h", "[h.hexdigest(), hs[1] is h]", want)
+
+
+def test_an_in_memory_database_re_filled_with_other_rows_is_not_verified(make_kernel, tmp_path):
+    """SQLite's `random()` draws from SQLite's own generator, which no capture sees: the
+    re-run cells fill an in-memory database with other rows. A connection does not pickle and
+    was checked by type only, so it came back verified; its value is its database's dump."""
+    cells = ["import sqlite3",
+             "con = sqlite3.connect(':memory:'); con.execute('create table t(x)')",
+             "con.execute('insert into t values (random())')"]
+    a, out = migrate_both(make_kernel, tmp_path, cells)
+    want = a.value("con.execute('select x from t').fetchall()")
+    for r in out.values():
+        assert_equal_or_named(r, "con", "con.execute('select x from t').fetchall()", want)
