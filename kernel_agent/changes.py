@@ -1013,6 +1013,14 @@ def _holds_c_object(values: Any) -> bool:
     return False
 
 
+def _own_hash(obj: Any) -> int | None:
+    """``hash(obj)``, or None when it has none or it fails."""
+    try:
+        return hash(obj)
+    except Exception:  # noqa: BLE001 - unhashable, or a hostile __hash__
+        return None
+
+
 _HASH_MODULES = frozenset({"_hashlib", "_md5", "_sha1", "_sha2", "_sha256", "_sha512", "_sha3",
                            "_blake2"})
 
@@ -1998,6 +2006,11 @@ class _Walker:
                 children.append(_Tok(("unset", name)))
                 continue
             children.append(name)
+            if type(v) is int and self.portable and "hash" in name and _own_hash(obj) == v:
+                # the object's own hash, cached (a `pathlib.Path` used as a key): salted per
+                # process for strings, it differed in every kernel that re-ran the cell
+                children.append(_Tok(("selfhash",)))
+                continue
             children.append(v)
             held.append(v)
         if self.portable and _library_pickled(tp, self.ns) and _holds_c_object(

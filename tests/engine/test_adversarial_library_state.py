@@ -7,7 +7,7 @@ that it is not (lost, or mismatched) - never verify a value that differs.
 
 from __future__ import annotations
 
-from tests.engine.adversarial import Restored, migrate_both
+from tests.engine.adversarial import Restored, assert_verified, migrate_both
 
 
 def assert_equal_or_named(r: Restored, name: str, expr: str, want: object) -> None:
@@ -78,3 +78,17 @@ def test_an_in_memory_database_re_filled_with_other_rows_is_not_verified(make_ke
     want = a.value("con.execute('select x from t').fetchall()")
     for r in out.values():
         assert_equal_or_named(r, "con", "con.execute('select x from t').fetchall()", want)
+
+
+def test_paths_used_as_keys_verify_when_re_run(make_kernel, tmp_path):
+    """A path caches its hash in a slot the first time it is hashed (a dict key), and string
+    hashes are salted per process: every re-run path, and the dict keyed by it, differed from
+    the checkpointed one and did not verify."""
+    cells = ["import pathlib",
+             "p = pathlib.Path('/data') / 'x.csv'; pp = pathlib.PurePosixPath('a/b')",
+             "index = {p: 1, pp: 2}"]
+    _, out = migrate_both(make_kernel, tmp_path, cells)
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("[str(p), index[pathlib.Path('/data/x.csv')], index[pp]]") == [
+            "/data/x.csv", 1, 2]
