@@ -58,6 +58,7 @@ import random
 import re
 import socket
 import sqlite3
+import struct
 import sys
 import threading
 import types
@@ -1055,6 +1056,8 @@ def _c_content(obj: Any, tp: type) -> tuple | None:
             return ("sqlite", h.digest())
         except Exception:  # noqa: BLE001 - closed, another thread's, locked: by type
             return None
+    if tp is struct.Struct:
+        return ("struct", obj.format)
     if tp is io.StringIO or tp is io.BytesIO:
         try:
             return ("memfile", _atom_token(obj.getvalue()), obj.tell())

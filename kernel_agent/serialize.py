@@ -605,6 +605,10 @@ class _Pickler(cloudpickle.CloudPickler):
             if rv is not None:
                 self.loads_into_live = True  # (a copy loaded here would run its callback)
                 return rv
+        if type(obj) is struct.Struct:
+            # its format is all it holds; C, it does not pickle, and it (and whatever held
+            # it) was lost when its cell could not be re-run
+            return (struct.Struct, (obj.format,))
         if type(obj) is _CSV_WRITER:
             return _reduce_csv_writer(obj)
         if type(obj) is _CSV_READER:

@@ -92,3 +92,15 @@ def test_paths_used_as_keys_verify_when_re_run(make_kernel, tmp_path):
         assert_verified(r)
         assert r.kernel.value("[str(p), index[pathlib.Path('/data/x.csv')], index[pp]]") == [
             "/data/x.csv", 1, 2]
+
+
+def test_a_struct_layout_whose_cell_cannot_be_re_run_is_shipped(make_kernel, tmp_path):
+    """A `struct.Struct` does not pickle (C), so it, and the record list holding it, were lost
+    when their cell could not be re-run; its format is all it holds."""
+    cells = ["import struct",
+             "rec = struct.Struct('<ih'); layouts = [rec, rec]; open('log.txt', 'w').write('x')"]
+    _, out = migrate_both(make_kernel, tmp_path, cells)
+    r = out["optimal"]
+    assert_verified(r)
+    assert r.kernel.value("[rec.format, rec.size, layouts[1] is rec, list(rec.unpack(rec.pack(3, 4)))]"
+                          ) == ["<ih", 6, True, [3, 4]]
