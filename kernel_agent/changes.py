@@ -47,6 +47,7 @@ import enum
 import fractions
 import functools
 import gc
+import hashlib
 import io
 import itertools
 import logging
@@ -57,6 +58,7 @@ import random
 import re
 import socket
 import sqlite3
+import struct
 import sys
 import threading
 import types
@@ -979,6 +981,103 @@ def _own_setstate(tp: type, ns: Any) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=20_000)  # per type: classes are few, objects many
+def _library_pickling(tp: type) -> bool:
+    """Whether a class of `tp`'s MRO other than ``object`` says how its instances pickle."""
+    try:
+        for klass in type.__dict__["__mro__"].__get__(tp):
+            if klass is object:
+                return False
+            own = type.__dict__["__dict__"].__get__(klass)
+            if "__getstate__" in own or "__reduce__" in own or "__reduce_ex__" in own:
+                return True
+    except Exception:  # noqa: BLE001 - hostile metaclass
+        return False
+    return False
+
+
+def _library_pickled(tp: type, ns: Any) -> bool:
+    """A library class (not the session's) whose own pickling defines its value."""
+    return _library_pickling(tp) and not _is_session_class(tp, ns)
+
+
+def _holds_c_object(values: Any) -> bool:
+    """Whether one of `values` is a C object the walk reads through its reduce value or not at
+    all (opaque): what it holds may be checked by type only."""
+    for v in values:
+        t = type(v)
+        if t in MARSHAL_ATOMS:
+            continue
+        k = _classify(t)
+        if k in (K_OPAQUE, K_REDUCE):
+            return True
+    return False
+
+
+def _own_hash(obj: Any) -> int | None:
+    """``hash(obj)``, or None when it has none or it fails."""
+    try:
+        return hash(obj)
+    except Exception:  # noqa: BLE001 - unhashable, or a hostile __hash__
+        return None
+
+
+_HASH_MODULES = frozenset({"_hashlib", "_md5", "_sha1", "_sha2", "_sha256", "_sha512", "_sha3",
+                           "_blake2"})
+
+
+#: an SQLite database up to this size is digested by its content (``iterdump``)
+SQLITE_DIGEST_MAX_BYTES = 64 << 20
+
+
+def _c_content(obj: Any, tp: type) -> tuple | None:
+    """The content of a C object that does not pickle, for the portable digest, or None
+    (checked by type only).
+
+    A hashlib object: its algorithm and the digest of what it was fed so far (of a copy: the
+    object itself goes on). An SQLite connection: the SQL dump of its database, up to
+    `SQLITE_DIGEST_MAX_BYTES`. An in-memory file: its content and position. Checked by type
+    only, a hash re-run over other data, or an in-memory database re-filled by ``insert ...
+    values (random())``, verified.
+    """
+    module = getattr(tp, "__module__", None)
+    if module in _HASH_MODULES:
+        return _hash_state(obj)
+    if tp is sqlite3.Connection:
+        try:
+            size = (obj.execute("PRAGMA page_count").fetchone()[0]
+                    * obj.execute("PRAGMA page_size").fetchone()[0])
+            if size > SQLITE_DIGEST_MAX_BYTES:
+                return None
+            h = hashlib.blake2b(digest_size=16)
+            for line in obj.iterdump():
+                h.update(line.encode("utf-8", "surrogatepass"))
+                h.update(b"\n")
+            return ("sqlite", h.digest())
+        except Exception:  # noqa: BLE001 - closed, another thread's, locked: by type
+            return None
+    if tp is struct.Struct:
+        return ("struct", obj.format)
+    if tp is io.StringIO or tp is io.BytesIO:
+        try:
+            return ("memfile", _atom_token(obj.getvalue()), obj.tell())
+        except Exception:  # noqa: BLE001 - closed: by type
+            return None
+    return None
+
+
+def _hash_state(obj: Any) -> tuple | None:
+    try:
+        c = obj.copy()
+        try:
+            d = c.digest()
+        except TypeError:  # shake: the length is the caller's
+            d = c.digest(64)
+        return ("hashobj", str(obj.name), bytes(d))
+    except Exception:  # noqa: BLE001 - not a hash object after all: opaque
+        return None
+
+
 def _ma_default_fill(arr: Any) -> Any:
     """The fill value numpy.ma would store for `arr` when first asked, without asking `arr`."""
     try:
@@ -1642,6 +1741,10 @@ class _Walker:
             # (a weak reference is live or dead by the collector's timing, not by the
             # session's state: the portable digest checks its type only)
             if self._identity(obj, "O"):
+                state = _c_content(obj, tp) if self.portable and kind == K_OPAQUE else None
+                if state is not None:
+                    out.append(state)
+                    return
                 self._mark_opaque(obj)
                 if not self.portable and kind == K_OPAQUE:
                     # a suspended generator's locals (`(x for x in lst)` holds an iterator
@@ -1830,6 +1933,7 @@ class _Walker:
         dict_desc, slots = _layout(tp)
         solid = _solid_base(tp)
         children: list[Any] = []
+        d: Any = None
         # builtin base content, read through the base type's own C methods
         if solid is object:
             pass
@@ -1897,6 +2001,7 @@ class _Walker:
             d = dict_desc.__get__(obj, tp)
             if d is not None:
                 children.append(d)
+        held: list[Any] = []
         for name, desc in slots:
             try:
                 v = desc.__get__(obj, tp)
@@ -1904,9 +2009,40 @@ class _Walker:
                 children.append(_Tok(("unset", name)))
                 continue
             children.append(name)
+            if type(v) is int and self.portable and "hash" in name and _own_hash(obj) == v:
+                # the object's own hash, cached (a `pathlib.Path` used as a key): salted per
+                # process for strings, it differed in every kernel that re-ran the cell
+                children.append(_Tok(("selfhash",)))
+                continue
             children.append(v)
+            held.append(v)
+        if self.portable and _library_pickled(tp, self.ns) and _holds_c_object(
+                itertools.chain(held, d.values() if type(d) is dict else ())):
+            children += self._library_state(obj, tp)
         out.append(len(children))
         extend(reversed(children))
+
+    def _library_state(self, obj: Any, tp: type) -> list[Any]:
+        """What a library's own pickling of `obj` keeps, walked after the instance's attributes.
+
+        A library object's content can sit in a C object the walk cannot read (a PIL image's
+        pixels are in its ``ImagingCore``, checked by type only): a re-run cell that drew other
+        pixels (``Image.effect_noise`` draws from the C library's ``rand()``) came back verified.
+        The class's own ``__getstate__``/``__reduce__`` says what its value is (the pixels, as
+        bytes): walked too, without identities of its own (it is built afresh), so the content
+        is checked. Portable digests only (checkpoint and restore); the library's pickling
+        failing leaves the walk as it was.
+        """
+        try:
+            rv = tp.__reduce_ex__(obj, 4)
+        except Exception:  # noqa: BLE001 - a library that cannot pickle it: type only, as before
+            return []
+        if not isinstance(rv, tuple) or len(rv) < 2:
+            return []
+        parts: list[Any] = list(rv[1:3])
+        for it in rv[3:5]:
+            parts.append(None if it is None else _Synth(itertools.islice(it, self.max_nodes)))
+        return [_Tok(("libstate",)), _ENTER_NOID, _Synth(parts), _EXIT_NOID]
 
     def _finalizer_state(self, fin: weakref.finalize) -> tuple:
         """A ``weakref.finalize``'s state, which it keeps in its class's registry, not in itself.
@@ -2443,6 +2579,10 @@ class _Walker:
         try:
             rv = tp.__reduce_ex__(obj, 4)
         except Exception:
+            state = _c_content(obj, tp) if self.portable else None
+            if state is not None:
+                self.out.append(state)
+                return
             self._mark_opaque(obj)
             # no pickle of its own, but what it holds is still shared: a `csv.writer(out)`
             # holds `out.write`, and writes into `out` (one co-variable, shipped together)

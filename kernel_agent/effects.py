@@ -92,7 +92,9 @@ def static_markers(instrs: Sequence[Any]) -> set[str]:
             if isinstance(name, str):
                 if name in _CLOCK_NAMES and op != "LOAD_FAST":
                     out.add(CLOCK)
-                elif name in _ENTROPY_NAMES and op != "LOAD_FAST":
+                elif name in _ENTROPY_NAMES and op != "LOAD_FAST" and op != "IMPORT_NAME":
+                    # (`import secrets` draws nothing: `secrets.token_hex()`, or a name bound
+                    # to the module read by a later cell (`value_markers`), does)
                     out.add(ENTROPY)
                 elif name in _IDENTITY_NAMES and op != "LOAD_FAST":
                     out.add(IDENTITY)

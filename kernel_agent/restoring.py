@@ -277,6 +277,7 @@ def restore(
         if entry.key in loaded:
             loads_at.setdefault(entry.position, []).append(entry)
     errors: list[str] = []
+    failed_cells: set[int] = set()
     deleted_at = _deletions(graph)
     with mon.paused(), capture_output(display=True) as captured:
         for pos in sorted(rerun | set(loads_at)):
@@ -289,6 +290,7 @@ def restore(
                     _replay.active = False
                 if err:
                     errors.append(err)
+                    failed_cells.add(pos)
             for entry in loads_at.get(pos, []):
                 for write in state_writes.pop(entry.key, ()):
                     try:
@@ -342,10 +344,19 @@ def restore(
                     result["library_drift"] = drifted[entry.key]
                 if entry.opaque:
                     result["type_checked_only"] = list(entry.opaque)
+                broken = from_lost.get(entry.key) or next(
+                    (f"its cell {c} failed when re-run" for c in sorted(failed_cells)
+                     if c in (entry.requires or ()) and action == "recomputed"), None)
                 if not ok and entry.key in from_lost:
                     # re-run against what its cells found in place of a lost value: lost too
                     result = {"action": "lost", "detail": "recomputed, it differs from the "
                               f"checkpointed value: {from_lost[entry.key]}"}
+                elif ok and entry.opaque and broken:
+                    # what is checked by type only (a hash object, a connection) verifies
+                    # whatever its cells did: re-run without a lost value, or with a cell that
+                    # failed (`h.update(salt)` with `salt` lost), it is not what it was
+                    result = {"action": "lost", "detail": f"recomputed, but {broken}, and "
+                              f"{', '.join(entry.opaque)} can only be checked by type"}
                 elif not ok:
                     result.setdefault("detail", "value differs from the checkpointed one")
                     if action == "recomputed" and seed_note:

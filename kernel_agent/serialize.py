@@ -611,6 +611,10 @@ class _Pickler(cloudpickle.CloudPickler):
             if rv is not None:
                 self.loads_into_live = True  # (a copy loaded here would run its callback)
                 return rv
+        if type(obj) is struct.Struct:
+            # its format is all it holds; C, it does not pickle, and it (and whatever held
+            # it) was lost when its cell could not be re-run
+            return (struct.Struct, (obj.format,))
         if type(obj) is _CSV_WRITER:
             return _reduce_csv_writer(obj)
         if type(obj) is _CSV_READER:
@@ -2253,6 +2257,11 @@ def _pad(n: int) -> int:
     return -n % ALIGN
 
 
+#: stack of the thread that pickles a value too deep for the calling thread's recursion limit
+DEEP_STACK_BYTES = 512 << 20
+DEEP_RECURSION_LIMIT = 1_000_000
+
+
 def dumps(
     values: Mapping[str, Any],
     *,
@@ -2264,7 +2273,46 @@ def dumps(
     ``namespace`` is the user namespace notebook functions are bound to (default
     ``sys.modules["__main__"].__dict__``, the user namespace in ipykernel). ``verify=True``
     also unpickles the result once to catch "pickles but does not load" (see module doc).
+
+    A value nested deeper than the recursion limit (a linked list, a tree of 5000 levels) is
+    pickled again in a thread with a big stack and a high limit: pickling recurses, while
+    loading and the digest do not, so it was lost for no reason when its cells could not be
+    re-run.
     """
+    out = _dumps(values, namespace=namespace, verify=verify)
+    if out.error is None or "RecursionError" not in out.error:
+        return out
+    result: list[Serialized] = []
+
+    def deep() -> None:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, DEEP_RECURSION_LIMIT))
+        try:
+            result.append(_dumps(values, namespace=namespace, verify=verify))
+        finally:
+            sys.setrecursionlimit(limit)
+
+    try:
+        size = threading.stack_size(DEEP_STACK_BYTES)
+        try:
+            t = threading.Thread(target=deep, name="kernel_agent-deep-pickle", daemon=True)
+            t.start()
+        finally:
+            threading.stack_size(size)
+        t.join()
+    except Exception:  # noqa: BLE001 - no thread of that size here: the first answer stands
+        logging.getLogger(__name__).debug(
+            "kernel_agent: could not pickle %s in a deep-stack thread", list(values),
+            exc_info=True)
+    return result[0] if result else out
+
+
+def _dumps(
+    values: Mapping[str, Any],
+    *,
+    namespace: dict[str, Any] | None = None,
+    verify: bool = False,
+) -> Serialized:
     names = list(values)
     if namespace is None:
         namespace = getattr(sys.modules.get("__main__"), "__dict__", None)

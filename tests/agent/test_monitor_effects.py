@@ -174,6 +174,14 @@ def test_entropy_the_kernel_or_an_import_draws_is_not_the_cells(agent):
         assert agent.cell(code)["effects"] == [], code
 
 
+def test_importing_secrets_is_not_drawing_entropy_but_using_it_is(agent):
+    # `import uuid, secrets, time` was marked as reading OS entropy: every module it imports
+    # could only be shipped, and under a deadline was lost
+    assert agent.cell("import uuid, secrets as sc_mod, time")["effects"] == []
+    assert "reads OS entropy" in agent.cell("sc_tok = sc_mod.token_hex(4)")["effects"]
+    assert "reads OS entropy" in agent.cell("sc_pick = sc_mod.choice('abc')")["effects"]
+
+
 def test_reads_of_the_process_identity_are_marked(agent):
     # a re-run in another pod answers otherwise: the value must be shipped
     for code in ("import os\npi_pid = os.getpid()", "import socket\npi_host = socket.gethostname()",

@@ -29,6 +29,19 @@ def test_deep_huge_and_code_holding_values_come_back(make_kernel, tmp_path):
         assert r.kernel.value(expr) == want, r.plan
 
 
+def test_a_structure_nested_deeper_than_the_recursion_limit_is_shipped(make_kernel, tmp_path):
+    """Pickling recurses once per level: a 5000-level tree made by a cell that cannot be re-run
+    (it writes a file) could not be shipped, and was lost; the digest and loading do not
+    recurse, so only the pickling needs a deeper stack."""
+    cells = ["tree = {}\nnode = tree\nfor i in range(5000):\n    node['kid'] = [i, {}]\n"
+             "    node = node['kid'][1]\nopen('log.txt', 'w').write('x')"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells)
+    assert_restore_verified(r)
+    assert r["variables"]["tree"]["action"] == "loaded"
+    b.ok("n = tree\nfor _ in range(5000):\n    n = n['kid'][1]")
+    assert b.value("[tree['kid'][0], n is node]") == [0, True]
+
+
 def test_reduce_failing_on_its_second_call_is_no_crash(make_kernel, tmp_path):
     a, out = migrate_both(make_kernel, tmp_path, [
         "class Once:\n    calls = [0]\n    def __reduce__(self):\n        self.calls[0] += 1\n"
