@@ -153,3 +153,19 @@ def test_every_way_of_moving_the_working_directory_is_process_state(agent, tmp_p
         assert where == str(tmp_path / "moved" / "b")
     finally:
         agent.k.ok(f"import os; os.chdir({home!r})")
+
+
+
+def test_a_name_the_shell_hides_after_many_cells_stops_being_the_users_and_comes_back(agent):
+    """The hidden names are read incrementally (IPython appends `_iN` at every execution): a
+    name hidden later, bound to the same object, is no longer recorded as the user's, and one
+    no longer hidden is again."""
+    for i in range(5):
+        agent.cell(f"hide_probe_{i} = {i}")
+    agent.cell("hidden_later = [1]")
+    agent.cell("get_ipython().user_ns_hidden['hidden_later'] = hidden_later")
+    rec = agent.cell("hidden_later.append(2)")
+    assert "hidden_later" not in rec["reads"] and "hidden_later" not in rec["mutated"], rec
+    agent.cell("del get_ipython().user_ns_hidden['hidden_later']")
+    rec = agent.cell("hidden_later.append(3)")
+    assert "hidden_later" in rec["mutated"], rec
