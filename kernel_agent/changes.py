@@ -2256,36 +2256,35 @@ class _Walker:
                 push(exporter)
         elif tp is _array_mod.array:
             self._buffer_span(obj)
-            self._exported_span(obj)
             self.out.append(
                 ("array", obj.typecode, xxhash.xxh3_128_digest(memoryview(obj).cast("B")))
             )
         elif tp is mmap.mmap:  # its file position too: `m.seek(0)` changes what `m.read()` gives
-            self._buffer_span(obj)
+            self._buffer_span(obj, exported=False)
             self.out.append(("mmap", len(obj), obj.tell(), xxhash.xxh3_128_digest(obj)))
         else:  # bytearray
             self._buffer_span(obj)
-            self._exported_span(obj)
             self.out.append((tp.__name__, len(obj), xxhash.xxh3_128_digest(obj)))
 
-    def _exported_span(self, obj: Any) -> None:
-        """Portable mode: the memory of a bytearray or array.array (see `wrapped`)."""
-        if self.portable and len(obj):
-            lo = _data_ptr(np.frombuffer(obj, dtype=np.uint8))
-            self.exported.append((lo, lo + memoryview(obj).nbytes))
-
-    def _buffer_span(self, obj: Any) -> None:
-        """The memory of a bytearray, array.array or mmap (a tensor or arrow buffer may wrap
-        part of it: ``torch.frombuffer(buf, offset=8)``). The array over it is dropped at once:
-        held, it would keep the bytearray from being resized."""
-        if self.noid or self.portable or not self.foreign:
+    def _buffer_span(self, obj: Any, exported: bool = True) -> None:
+        """The memory of a bytearray, array.array or mmap: a tensor or arrow buffer may wrap
+        part of it (``torch.frombuffer(buf, offset=8)``), linked by its span; in portable mode
+        the spans of bytearrays and array.arrays (`exported`) are kept for `wrapped`. The array
+        over it is dropped at once: held, it would keep the bytearray from being resized."""
+        if self.portable:
+            if not exported or not len(obj):
+                return
+        elif self.noid or not self.foreign:
             return
         try:
             lo = _data_ptr(np.frombuffer(obj, dtype=np.uint8))
             n = memoryview(obj).nbytes
         except (TypeError, ValueError, BufferError):  # closed or empty map, exotic item
             return
-        self._span(lo, lo + n)
+        if self.portable:
+            self.exported.append((lo, lo + n))
+        else:
+            self._span(lo, lo + n)
 
     def _torch(self, t: Any, tp: type, push: Any) -> None:
         """A tensor: its metadata, its memory (hashed per storage like a numpy base: every view
