@@ -1066,6 +1066,16 @@ def _c_content(obj: Any, tp: type) -> tuple | None:
     return None
 
 
+def _match_value(m: re.Match) -> tuple:
+    """A regex match's reduce value, for the walk: what makes it (serialize._reduce_match).
+
+    It has none of its own, so it was opaque: every cell that read it (``m.group(1)``) was
+    taken to have changed it, and a name holding it could never be recomputed apart from the
+    cell that read it last. It cannot change: its pattern, string, bounds and spans are it.
+    """
+    return (re.Match, (m.re, m.string, m.pos, m.endpos, m.regs, m.lastindex))
+
+
 def _hash_state(obj: Any) -> tuple | None:
     try:
         c = obj.copy()
@@ -2576,7 +2586,7 @@ class _Walker:
         if not self._identity(obj, "R"):
             return
         try:
-            rv = tp.__reduce_ex__(obj, 4)
+            rv = tp.__reduce_ex__(obj, 4) if tp is not re.Match else _match_value(obj)
         except Exception:
             state = _c_content(obj, tp) if self.portable else None
             if state is not None:
@@ -3633,6 +3643,29 @@ class Tracker:
             for m in rest:
                 self._group[m] = rest
 
+    def _only_reached_first(self, ns: Mapping[str, Any], name: str, old: _Print, new: _Print,
+                            budget: list[int] | None) -> bool:
+        """Whether `name`'s fingerprint changed only because a name walked before it in this
+        update now reaches its objects first (`found = [m]`, `data = [df]`: a new name sorted
+        before it), so its walk records a link where it walked them before.
+
+        Then it changed in nothing, but it counted as mutated by the cell that made the
+        holder, and its history said that cell changed it: it could no longer be recreated
+        by the cells that had made it. Walked again after the names its last walk linked to
+        only, as that walk was, it shows whether its own objects changed.
+        """
+        if (old.partial or new.partial or old.opaque or new.opaque
+                or set(new.links) <= set(old.links)):
+            return False
+        order = self._link_closure(name)
+        if any(m not in ns for m in order):
+            return False
+        try:
+            again = self._walk_names(ns, sorted(order), {}, budget)[name]
+        except Exception:  # noqa: BLE001 - a check: the conservative answer stands
+            return False
+        return _same_print(old, again)
+
     def _update(
         self,
         ns: Mapping[str, Any],
@@ -3720,7 +3753,8 @@ class Tracker:
                 self._stale.add(n)
             if old is None or old.root_id != p.root_id:
                 upd.rebound.add(n)
-            elif old.fp != p.fp or p.partial or old.partial:
+            elif ((old.fp != p.fp or p.partial or old.partial)
+                  and not self._only_reached_first(ns, n, old, p, budget)):
                 candidates.add(n)  # (a partial fingerprint cannot show that nothing changed)
         kept = self._unchanged_groups(walked, old_prints, new_prints,
                                       upd.rebound | candidates | split)

@@ -105,6 +105,10 @@ class Unit:
     links: tuple[int, int] = (0, 0)  # identity relations and objects its digest records
     reuse_key: tuple | None = None  # (names, active snapshot ids) when it may be reused
     reused: CachedUnit | None = None  # what a previous checkpoint stored for it
+    # names no recorded cell recreates (no snapshot, or changed by the running cell), for
+    # `salvage_lost`
+    unrecorded: set[str] = field(default_factory=set)
+    lost_reason: str | None = None  # why it is lost, when `salvage_lost` split it off
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -325,16 +329,19 @@ def iter_collect_units(
         seen.update(group)
         requires: set[int] | None = set()
         position = -1
+        unrecorded: set[str] = set()
         for m in group:
             sid = graph.active.get(m)
             if sid is None or m in dirty:
                 requires = None
+                unrecorded.add(m)
                 continue
             snap = graph.snapshot(sid)
             position = max(position, max(snap.producers, default=-1))
             if requires is not None:
                 requires |= set(graph.requirements(sid))
         u = Unit(group, sorted(requires) if requires is not None else None, position)
+        u.unrecorded = unrecorded
         u.reuse_key = _reuse.key_for(graph, u)
         units.append(u)
     return units
@@ -597,6 +604,96 @@ def make_plan(
     return result
 
 
+def _last_own_snapshot(graph: Any, name: str) -> int | None:
+    """The snapshot `name` got from the last cell that wrote or changed it (None: none did).
+
+    Its active snapshot may be younger: a later cell that bound another name to objects it
+    shares (`found = [.., m]`) made one snapshot of both, produced by that cell, although m's
+    value did not change. Change detection marks every name whose reachable objects changed,
+    so the last cell that wrote or mutated `name` is where its value is as it is now.
+    """
+    for c in reversed(graph.cells):
+        if name in c.writes or name in c.mutated:
+            for sid in c.output_snapshots:
+                if name in graph.snapshots[sid].names:
+                    return sid
+            return None
+        if name in c.deletes:
+            return None
+    return None
+
+
+def salvage_lost(graph: Any, units: list[Unit], the_plan: Plan, ns: dict) -> list[Unit] | None:
+    """The units again, with each lost co-variable split into the names their own cells
+    recreate and the rest (still lost); None when no lost co-variable has such names.
+
+    A co-variable is one because its names share objects, and it is lost as a whole when it can
+    be neither shipped nor recomputed. `m = pat.match(s)` (cell 0), then `found = [pat.search(t),
+    m]` in a cell that also writes a file: a match object has no pickle and cell 1 cannot be
+    re-run, so {found, m} was lost, and m with it, although re-running cell 0 recreates m. What
+    m shares with found no longer matters once found is gone, so m is recomputed alone, against
+    a digest of its own, and only found is lost. The rest is never shipped apart from them (its
+    copy of what they share would verify while the sharing was gone): it keeps the reason the
+    whole was lost.
+    """
+    out: list[Unit] = []
+    changed = False
+    for u in units:
+        if u.key not in the_plan.lost or len(u.names) < 2:
+            out.append(u)
+            continue
+        keep: list[str] = []
+        requires: set[int] = set()
+        position = -1
+        for n in u.names:
+            sid = None if n in u.unrecorded else _last_own_snapshot(graph, n)
+            if sid is None:
+                continue
+            own = sorted(graph.requirements(sid))
+            if not own or not all(cells_ok(graph, own)) or any(graph.cells[i].outside for i in own):
+                continue
+            keep.append(n)
+            requires.update(own)
+            position = max(position, max(graph.snapshot(sid).producers, default=-1))
+        if not keep or len(keep) == len(u.names):
+            out.append(u)
+            continue
+        changed = True
+        alone = Unit(keep, sorted(requires), position)
+        serialize_unit(alone, ns)
+        rest_names = [n for n in u.names if n not in keep]
+        rest_requires: set[int] | None = set()
+        for n in rest_names:
+            sid = graph.active.get(n)
+            if sid is None or n in u.unrecorded:
+                rest_requires = None
+                break
+            rest_requires.update(graph.requirements(sid))
+        rest = Unit(rest_names, sorted(rest_requires) if rest_requires is not None else None,
+                    u.position, digest=u.digest, opaque=[o for o in u.opaque if o in rest_names],
+                    packages=list(u.packages), unrecorded=u.unrecorded & set(rest_names))
+        # (never shipped apart: not serializable to the planner, and lost for the reason
+        # the whole was, `replan_salvaged`)
+        rest.error = u.error or "shares objects with names recomputed apart from it"
+        why = the_plan.lost[u.key]
+        label = ", ".join(u.names) + ": "
+        why = why[len(label):] if why.startswith(label) else why
+        rest.lost_reason = (f"{', '.join(rest_names)}: {why} ({', '.join(keep)}, sharing objects "
+                            f"with {'it' if len(rest_names) == 1 else 'them'}, "
+                            f"{'is' if len(keep) == 1 else 'are'} recomputed apart)")
+        out += [alone, rest]
+        log.info("kernel_agent: %s lost, %s recreated by their own cells", rest_names, keep)
+    return out if changed else None
+
+
+def keep_lost_reasons(units: list[Unit], the_plan: Plan) -> None:
+    """What `salvage_lost` split off stays lost for the reason the whole was (a deadline, a
+    pickling error), not for the planner's reading of the split."""
+    for u in units:
+        if u.lost_reason and u.key in the_plan.lost:
+            the_plan.lost[u.key] = u.lost_reason
+
+
 def new_checkpoint_id(background: bool = False) -> str:
     cid = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
     return cid + BACKGROUND_SUFFIX if background else cid
@@ -744,6 +841,13 @@ def checkpoint(
         the_plan = make_plan(graph, units, store, deadline_s=deadline_s, started=t0,
                              memory_cap_bytes=memory_cap_bytes, objective=objective,
                              strategy=strategy, ns=ns)
+        salvaged = salvage_lost(graph, units, the_plan, ns)
+        if salvaged is not None:
+            units = salvaged
+            the_plan = make_plan(graph, units, store, deadline_s=deadline_s, started=t0,
+                                 memory_cap_bytes=memory_cap_bytes, objective=objective,
+                                 strategy=strategy, ns=ns)
+            keep_lost_reasons(units, the_plan)
         plan_s = time.perf_counter() - t_plan
 
         t_up = time.perf_counter()

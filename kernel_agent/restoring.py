@@ -144,6 +144,7 @@ def restore(
     ns = shell.user_ns
     # Imported modules are not state (`import kernel_agent` before calling restore is expected).
     before = set(mon.user_names(ns))
+    before_ids = {n: id(ns[n]) for n in before}
     existing = sorted(n for n in before if not isinstance(ns[n], ModuleType))
     if existing and not force:
         raise RestoreError(
@@ -368,6 +369,18 @@ def restore(
     t_resume = time.perf_counter()
     # Phase 5: leave exactly the checkpointed names, the generators where they were, and resume
     # monitoring with the restored history so the session can migrate again.
+    for entry in manifest.covariables:
+        # A name lost at checkpoint time that a cell re-run for other variables bound in
+        # passing holds an earlier version (`m = pat.match(s)` re-run, while m's last version
+        # came from a cell that cannot be): it looked restored while the report said lost.
+        bound = [n for n in entry.names if entry.action == "lost" and n in ns
+                 and before_ids.get(n) != id(ns[n])]
+        if bound:
+            for n in bound:
+                ns.pop(n, None)
+            variables[bound[0]]["detail"] += (
+                f" ({', '.join(bound)}: a re-run cell bound {'it' if len(bound) == 1 else 'them'}"
+                " in passing, to an earlier version; removed)")
     for n in mon.user_names(ns):
         if n not in all_names and n not in before:
             ns.pop(n, None)

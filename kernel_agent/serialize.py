@@ -100,6 +100,7 @@ import mmap
 import os
 import pickle
 import random
+import re
 import stat
 import struct
 import sys
@@ -615,6 +616,10 @@ class _Pickler(cloudpickle.CloudPickler):
             # its format is all it holds; C, it does not pickle, and it (and whatever held
             # it) was lost when its cell could not be re-run
             return (struct.Struct, (obj.format,))
+        if type(obj) is re.Match:
+            rv = _reduce_match(obj)
+            if rv is not None:
+                return rv
         if type(obj) is _CSV_WRITER:
             return _reduce_csv_writer(obj)
         if type(obj) is _CSV_READER:
@@ -1992,6 +1997,48 @@ _DIALECT_FIELDS = ("delimiter", "quotechar", "escapechar", "doublequote", "skipi
 def _dialect_of(csv_object: Any) -> dict[str, Any]:
     """A csv reader's or writer's dialect, as the keyword arguments that make it again."""
     return {k: getattr(csv_object.dialect, k) for k in _DIALECT_FIELDS}
+
+
+#: how far into ``finditer`` a match is looked for (a match from the 100,000th step of a loop
+#: over ``finditer`` does not pickle: its cell is re-run, or it is reported)
+MATCH_SCAN_MAX = 100_000
+
+
+def _reduce_match(m: re.Match) -> tuple | None:
+    """A regex match as the call on its pattern and string that makes it again, or None.
+
+    C, it has no pickle, and whatever held one (``found = [m, ...]``) was lost when its cell
+    could not be re-run. The regex engine is deterministic, so the same pattern over the same
+    string with the same bounds finds the same match; which call found it (match, fullmatch,
+    search, or the how-manyth step of finditer, which is also what ``sub`` and ``split`` hand
+    their callbacks) is found out here and the groups' spans are checked when it is made again.
+    """
+    pat, string, pos, endpos = m.re, m.string, m.pos, m.endpos
+    try:
+        for how in ("match", "search", "fullmatch"):
+            got = getattr(pat, how)(string, pos, endpos)
+            if got is not None and got.regs == m.regs and got.lastindex == m.lastindex:
+                return (_rebuild_match, (pat, string, pos, endpos, how, 0, m.regs))
+        start = m.start()
+        for i, got in enumerate(pat.finditer(string, pos, endpos)):
+            if i >= MATCH_SCAN_MAX or got.start() > start:
+                break
+            if got.regs == m.regs and got.lastindex == m.lastindex:
+                return (_rebuild_match, (pat, string, pos, endpos, "finditer", i, m.regs))
+    except Exception:  # noqa: BLE001 - a buffer released since: it does not pickle
+        return None
+    return None
+
+
+def _rebuild_match(pat: re.Pattern, string: Any, pos: int, endpos: int, how: str, index: int,
+                   regs: tuple) -> re.Match:
+    if how == "finditer":
+        got = next(itertools.islice(pat.finditer(string, pos, endpos), index, None), None)
+    else:
+        got = getattr(pat, how)(string, pos, endpos)
+    if got is None or got.regs != regs:
+        raise ValueError(f"the match of {pat.pattern!r} at {regs[0]} was not found again")
+    return got
 
 
 def _reduce_csv_writer(w: Any) -> tuple:

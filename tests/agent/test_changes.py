@@ -128,6 +128,33 @@ def test_an_unchanged_partial_is_not_reported_when_touched():
     assert upd.mutated == {"square", "power"}
 
 
+@pytest.mark.parametrize("value", ["{'k': [1]}", "[[1], 2]", "np.arange(3)",
+                                   "__import__('re').compile('a+').match('aa')"])
+def test_a_new_holder_named_before_a_value_does_not_mutate_it(value):
+    """The first name walked covers what it reaches: a new name sorted before `m` holding it
+    made `m`'s walk a link, and the cell that made the holder was taken to have changed `m`
+    (whose history then said so: it could not be recreated by its own cells any more)."""
+    t, ns = tracked(f"m = {value}")
+    upd = run(t, ns, "a_holder = [m]", ["a_holder", "m"])
+    assert upd.mutated == set() and upd.rebound == {"a_holder"}
+    assert group(t, "a_holder", "m")
+    assert run(t, ns, "b_alias = m", ["b_alias", "m"]).mutated == set()
+
+
+def test_a_value_changed_as_it_gets_a_new_holder_is_mutated():
+    t, ns = tracked("m = {'k': [1]}")
+    upd = run(t, ns, "m['k'].append(2)\na_holder = [m]", ["a_holder", "m"])
+    assert upd.mutated == {"m"}
+
+
+def test_reading_a_regex_match_does_not_mutate_it():
+    """A match object has no pickle: walked as opaque, every cell that read it (`m.group(1)`)
+    counted as changing it."""
+    t, ns = tracked("import re\nm = re.compile(r'(\\w+)-(\\d+)').match('abc-123')")
+    assert run(t, ns, "g = m.group(2)", ["g", "m"]).mutated == set()
+    assert t.update(ns, ["m"], []).opaque == set()
+
+
 def test_an_exec_namespace_is_not_mutated_by_the_shell_rewriting_builtins():
     """`exec(code, env)` puts the process's builtins dict into `env`; IPython and ipykernel
     rewrite it around every execution, so walked by value every cell touching `env` (and

@@ -612,3 +612,61 @@ def test_a_text_file_iterated_far_from_its_end_is_not_read_to_find_its_place(tmp
         s = dumps({"f": f})
         assert s.error is not None and "too much" in s.error
         assert f.readline() == "line 1\n"  # left where it was
+
+
+# ------------------------------------------------------------------------------- regex matches
+
+
+def _spans(m):
+    return None if m is None else (m.re.pattern, m.string, m.pos, m.endpos, m.regs, m.lastindex,
+                                   m.lastgroup, m.groupdict())
+
+
+def test_regex_matches_come_back_as_the_call_that_found_them():
+    """No pickle of their own: whatever held one was lost when its cell could not be re-run.
+    Each is made again by the call that found it (a lazy pattern: match and fullmatch differ;
+    a search past pos; a later step of finditer, what sub and split hand their callbacks)."""
+    import re
+
+    pat = re.compile(r"(?P<word>[a-z]+?)(?P<num>\d*)")
+    text = "  ab12 cd xyz9"
+    seen = []
+    re.sub(r"[a-z]+", lambda m: seen.append(m) or "", text)
+    values = {
+        "pat": pat,
+        "m": pat.match(text, 2),
+        "full": pat.fullmatch("abc123"),
+        "found": pat.search(text, 1, 9),
+        "third": list(pat.finditer(text))[2],
+        "cb": seen[1],
+        "b": re.search(rb"(\d)(\d)?", bytearray(b"xx7")),
+    }
+    out = roundtrip(values)
+    for name, m in values.items():
+        if name != "pat":
+            assert _spans(out[name]) == _spans(m), name
+    assert out["m"].re is out["pat"] and out["found"].re is out["pat"]
+    assert type(out["b"].string) is bytearray
+
+
+def test_one_match_held_twice_is_one_object_after_loading():
+    import re
+
+    m = re.search(r"\d+", "abc 123")
+    out = roundtrip({"m": m, "found": [m, m.re]})
+    assert out["found"][0] is out["m"] and out["m"].group() == "123"
+
+
+def test_a_match_not_found_again_fails_to_load_rather_than_load_another():
+    import re
+
+    buf = bytearray(b"ab12")
+    m = re.search(rb"\d+", buf)
+    s = dumps({"m": m})
+    blob = blob_of(s)
+    buf[:] = b"zzzz"  # (the pickle holds its own copy of the bytes: it still loads)
+    assert loads(blob)["m"].group() == b"12"
+    from kernel_agent.serialize import _rebuild_match
+
+    with pytest.raises(ValueError, match="was not found again"):
+        _rebuild_match(m.re, buf, 0, 4, "search", 0, ((2, 4),))
