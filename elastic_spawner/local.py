@@ -111,7 +111,8 @@ class ElasticLocalProcessSpawner(ElasticSpawnerMixin, LocalProcessSpawner):
         default_value=(20000, 32000),
         help="""Ports to pick a server's port from when `Spawner.port` is 0 (the default).
 
-        Keep it outside the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`,
+        Defaults to 20000-32000, or to the range the environment variable
+        `ELASTIC_PORT_RANGE` (`LOW-HIGH`) gives. Keep it outside the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`,
         32768-60999 on Linux): kernels bind their ZMQ ports there, and a port picked there can be
         taken by a kernel before the new server binds it.
 
@@ -150,6 +151,12 @@ class ElasticLocalProcessSpawner(ElasticSpawnerMixin, LocalProcessSpawner):
     def _default_store_url(self) -> str:
         # Like JupyterHub's own sqlite default: next to where the hub runs.
         return "file://" + os.path.abspath("elastic-store") + "/{username}/{servername}"
+
+    @default("port_range")
+    def _default_port_range(self) -> tuple[int, int]:
+        from elastic_spawner.localhub import default_port_range
+
+        return default_port_range()
 
     @default("apply_user_options")
     def _default_apply_user_options(self) -> Callable[[Any, dict[str, Any]], None]:

@@ -43,10 +43,29 @@ class HubError(RuntimeError):
 # Below the kernel's ephemeral range (32768-60999 on Linux): kernels bind their ZMQ ports there,
 # so a port picked there can be taken between picking it and the server binding it.
 PORT_RANGE = (20000, 32000)
+#: "LOW-HIGH": the range `free_port` and the local spawner's `port_range` default pick from.
+#: Processes that start servers side by side (pytest-xdist workers) each take their own part,
+#: so one never picks a port another picked but has not bound yet.
+PORT_RANGE_ENV = "ELASTIC_PORT_RANGE"
 
 
-def free_port(port_range: tuple[int, int] = PORT_RANGE) -> int:
+def default_port_range() -> tuple[int, int]:
+    """`PORT_RANGE`, or the one `ELASTIC_PORT_RANGE` sets (read at each call)."""
+    raw = os.environ.get(PORT_RANGE_ENV, "").strip()
+    if not raw:
+        return PORT_RANGE
+    try:
+        low, high = (int(x) for x in raw.split("-"))
+    except ValueError:
+        raise HubError(f"{PORT_RANGE_ENV}={raw!r}: write it as LOW-HIGH, e.g. 20000-25999") from None
+    if not 1024 <= low <= high <= 65535:
+        raise HubError(f"{PORT_RANGE_ENV}={raw!r}: need 1024 <= LOW <= HIGH <= 65535")
+    return low, high
+
+
+def free_port(port_range: tuple[int, int] | None = None) -> int:
     """A TCP port free on 127.0.0.1 right now, outside the ephemeral range."""
+    port_range = port_range or default_port_range()
     for _ in range(200):
         port = random.randint(*port_range)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

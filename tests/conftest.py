@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from elastic_spawner.localhub import PORT_RANGE, PORT_RANGE_ENV
 from tests.kernels import Kernel
 from tests.s3 import moto_s3, rgw_s3  # noqa: F401 - fixtures
+
+
+def _worker_port_range() -> None:
+    """Each pytest-xdist worker picks server ports from its own part of the range (hubs,
+    services and servers it starts inherit it): two workers picked the same free port, and
+    the second to bind it failed with "Address already in use"."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count < 2 or os.environ.get(PORT_RANGE_ENV):
+        return
+    index = int(worker[2:])
+    low, high = PORT_RANGE
+    step = (high - low + 1) // count
+    os.environ[PORT_RANGE_ENV] = f"{low + index * step}-{low + (index + 1) * step - 1}"
+
+
+_worker_port_range()
 
 
 @pytest.fixture

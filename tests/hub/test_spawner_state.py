@@ -134,3 +134,15 @@ def test_a_port_given_to_a_server_that_has_not_stopped_is_not_given_again(monkey
         local._free_port((free, free))
     local._HANDED_OUT.discard(free)  # that server stopped
     assert local._free_port((free, free)) == free
+
+
+def test_the_port_range_comes_from_the_environment_when_set(monkeypatch) -> None:
+    from elastic_spawner.localhub import PORT_RANGE_ENV, HubError, free_port
+
+    monkeypatch.setenv(PORT_RANGE_ENV, "23000-23099")
+    assert make_spawner().port_range == (23000, 23099)
+    assert 23000 <= free_port() <= 23099
+    assert make_spawner(port_range=(40000, 40010)).port_range == (40000, 40010)
+    monkeypatch.setenv(PORT_RANGE_ENV, "23000:23099")
+    with pytest.raises(HubError, match="LOW-HIGH"):
+        free_port()
