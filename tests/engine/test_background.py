@@ -189,3 +189,26 @@ def test_overhead_budget_spaces_rounds(tmp_path, kernels):
     a.ok("x.append(1)")
     s = a.value("kernel_agent.background_status()")
     assert s["next_round_in_s"] > 0 and s["rounds_started"] == 1, s
+
+
+def test_a_background_round_loses_only_what_its_cells_cannot_recreate(tmp_path, kernels):
+    """The round plans as a planned checkpoint does (`checkpointing.salvage_lost`): `rows`
+    is held by a lost value but its own cell recreates it."""
+    url = (tmp_path / "store").as_uri()
+    a = start_kernel(tmp_path, kernel_env())
+    kernels.append(a)
+    a.ok("rows = [1, 2, 3]")
+    a.ok("holder = {'rows': rows, 'frame': __import__('sys')._getframe()}\n"
+         "open('made.txt', 'w').close()")
+    a.ok(f"import kernel_agent; kernel_agent.background({url!r}, interval=0.1)")
+    s = committed(a, 1)
+    assert s["last_error"] is None
+    kill9(a)
+
+    b = start_kernel(tmp_path, kernel_env())
+    kernels.append(b)
+    r = restore(b, url)
+    assert r["checkpoint_id"] == s["last_checkpoint"]
+    assert set(r["lost"]) == {"holder"}, r["variables"]
+    assert r["variables"]["rows"] == {"action": "recomputed", "verified": True}
+    assert b.value("rows") == [1, 2, 3]
