@@ -16,8 +16,9 @@ import asyncio
 import logging
 from typing import Any
 
+from kernel_agent.server.coordinator import store_keys
 from kernel_agent.server.kernels import call_agent, get_kernel_spec, is_ipython_spec
-from kernel_agent.server.pointer import kernel_key, kernel_store_url
+from kernel_agent.server.pointer import kernel_store_url
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class BackgroundEnabler:
             return []
         sessions = await c._sessions_by_kernel()
         ids = list(c.kernel_manager.list_kernel_ids())
+        keys = store_keys(sessions, ids)
         for gone in set(self._enabled) - set(ids):
             del self._enabled[gone]
         done = []
@@ -71,8 +73,7 @@ class BackgroundEnabler:
                 km = c.kernel_manager.get_kernel(kid)
             except KeyError:
                 continue
-            session = sessions.get(kid)
-            url = kernel_store_url(self.store_url, kernel_key(session.get("path") if session else None, kid))
+            url = kernel_store_url(self.store_url, keys[kid])
             token = (url, getattr(getattr(km, "provisioner", None), "pid", None))
             if self._enabled.get(kid) == token or getattr(km, "execution_state", "") == "busy":
                 continue
