@@ -69,9 +69,8 @@ class BackgroundEnabler:
             del self._enabled[gone]
         done = []
         for kid in ids:
-            try:
-                km = c.kernel_manager.get_kernel(kid)
-            except KeyError:
+            km = c._kernel(kid)
+            if km is None:
                 continue
             url = kernel_store_url(self.store_url, keys[kid])
             token = (url, getattr(getattr(km, "provisioner", None), "pid", None))

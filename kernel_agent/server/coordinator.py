@@ -142,6 +142,7 @@ class Coordinator:
         self.last_checkpoint: str | None = None
         self.restore_job = RestoreJob()
         self._checkpoint_lock = asyncio.Lock()
+        self.checkpoints_in_progress = 0  # requests running or waiting for the one running
         self._restore_task: asyncio.Task | None = None
 
     # ----------------------------------------------------------------- status
@@ -150,6 +151,7 @@ class Coordinator:
         return {
             "restore": self.restore_job.to_dict(),
             "last_checkpoint": self.last_checkpoint,
+            "checkpoints_in_progress": self.checkpoints_in_progress,
             "store": self.store_url,
         }
 
@@ -192,6 +194,17 @@ class Coordinator:
         busy_timeout = self.busy_timeout if busy_timeout is None else busy_timeout
         deadline_at = None if deadline is None else started + deadline
 
+        self.checkpoints_in_progress += 1
+        try:
+            return await self._checkpoint_locked(started, store_url, known, busy_timeout, deadline_at)
+        finally:
+            self.checkpoints_in_progress -= 1
+
+    async def _checkpoint_locked(
+        self, started: float, store_url: str, known: list[str], busy_timeout: float,
+        deadline_at: float | None,
+    ) -> dict[str, Any]:
+        """The checkpoint proper, one request at a time (others wait for the lock)."""
         async with self._checkpoint_lock:
             if self.restore_job.state == "running":
                 # a restore started while this request waited for an earlier checkpoint
@@ -201,11 +214,12 @@ class Coordinator:
                     "then checkpoint"
                 )
             sessions = await self._sessions_by_kernel()
-            keys = store_keys(sessions, self.kernel_manager.list_kernel_ids())
+            # `known` may name a kernel shut down while this request waited (reported below)
+            keys = store_keys(sessions, dict.fromkeys([*self.kernel_manager.list_kernel_ids(), *known]))
             entries = await asyncio.gather(
                 *(
-                    self._checkpoint_kernel(kid, sessions.get(kid) or [], keys[kid], store_url,
-                                            busy_timeout, deadline_at)
+                    self._checkpoint_one(kid, sessions.get(kid) or [], keys[kid], store_url,
+                                         busy_timeout, deadline_at)
                     for kid in known
                 )
             )
@@ -258,6 +272,37 @@ class Coordinator:
         # kernels in the creation order of their notebook sessions (see `store_keys`)
         return {kid: [s for _, s in ss] for kid, ss in sorted(by_kernel.items(), key=lambda e: e[1][0][0])}
 
+    def _kernel(self, kernel_id: str) -> Any:
+        """The kernel's manager, or None once it is shut down.
+
+        jupyter_server's `get_kernel` raises a 404 `HTTPError` for an unknown id, not `KeyError`:
+        uncaught, one kernel shut down during a checkpoint turned the whole request into a 404.
+        """
+        if kernel_id not in self.kernel_manager:
+            return None
+        try:
+            return self.kernel_manager.get_kernel(kernel_id)
+        except Exception:  # noqa: BLE001 - shut down between the two calls
+            return None
+
+    async def _checkpoint_one(
+        self, kernel_id: str, sessions: list[dict[str, Any]], key: str, *args: Any
+    ) -> tuple[KernelEntry, KernelReport]:
+        """`_checkpoint_kernel`, with any error reported for this kernel only (never for all)."""
+        try:
+            return await self._checkpoint_kernel(kernel_id, sessions, key, *args)
+        except Exception as e:  # noqa: BLE001
+            self.log.exception("kernel_agent: checkpoint of kernel %s failed", kernel_id)
+            session = sessions[0] if sessions else {}
+            entry = KernelEntry(
+                kernel_id=kernel_id, kernel_name="", status="failed", path=session.get("path"),
+                session_name=session.get("name") or "", session_type=session.get("type") or "",
+                error=f"{type(e).__name__}: {e}",
+            )
+            km = self._kernel(kernel_id)
+            entry.kernel_name = getattr(km, "kernel_name", "") or ""
+            return entry, self._report(entry)
+
     async def _checkpoint_kernel(
         self,
         kernel_id: str,
@@ -281,9 +326,8 @@ class Coordinator:
                 for s in sessions[1:]
             ],
         )
-        try:
-            km = self.kernel_manager.get_kernel(kernel_id)
-        except KeyError:
+        km = self._kernel(kernel_id)
+        if km is None:
             entry.error = "the kernel was shut down during the checkpoint"
             return entry, self._report(entry)
         entry.kernel_name = km.kernel_name
@@ -440,6 +484,11 @@ class Coordinator:
         The sessions are created *before* the restore: a tab that reconnects meanwhile attaches
         to this kernel (its cells queue behind the restore) instead of starting another one.
         """
+        if not entry.kernel_name:
+            # shut down before its checkpoint could run: the user closed it, nothing to bring back
+            report.status = "skipped"
+            report.error = f"not recreated: at checkpoint time {entry.error or 'it had no kernel'}"
+            return
         report.status = "running"
         if entry.path:
             async with job.path_lock(entry.path):
@@ -483,7 +532,11 @@ class Coordinator:
                 f" ({entry.error or 'no checkpoint'}); it has a fresh kernel"
             )
             return
-        km = self.kernel_manager.get_kernel(report.kernel_id)
+        km = self._kernel(report.kernel_id)
+        if km is None:
+            report.status = "failed"
+            report.error = "the restored kernel was shut down before its state could be restored"
+            return
         checkpoint_id = entry.checkpoint_id
         try:
             newer = await asyncio.to_thread(newer_background_checkpoint, entry.store_url, checkpoint_id)

@@ -10,6 +10,7 @@ hub's stop waits on the whole request.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import signal
 import time
@@ -88,3 +89,44 @@ def test_kernel_restarted_by_the_user_during_its_checkpoint_is_reported_interrup
     assert report["status"] == "failed"
     assert report["error"].startswith("kernel_agent.checkpoint was interrupted (the kernel was "
                                       "interrupted or restarted while it ran)"), report
+
+
+def test_kernel_shut_down_during_a_checkpoint_is_not_brought_back_by_the_restore(
+    start_server, store_url: str
+) -> None:
+    """A kernel the user shut down while a checkpoint waited to run is gone: not recreated.
+
+    The manifest records it without a kernel spec; the restore asked for a kernel named "" and
+    reported a NoSuchKernel failure (or, for a notebook, a session the user had closed).
+    """
+    s: Server = start_server(env={"ELASTIC_STORE_URL": store_url}, ipython_startup=SLOW_CHECKPOINT)
+    slow = s.create_session("slow.ipynb")["kernel"]["id"]
+    k = s.attach(slow)
+    try:
+        k.ok("slow_checkpoint = 8")
+    finally:
+        k.shutdown()
+    closed = s.create_session("closed.ipynb")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(s.post, "api/elastic/checkpoint", json={"kernels": [slow]})
+        wait_for(lambda: s.get(f"api/kernels/{slow}").json()["execution_state"] == "busy",
+                 30, "the first checkpoint to run in its kernel")
+        # queued behind the first checkpoint (one at a time); its kernel goes meanwhile
+        second = pool.submit(s.post, "api/elastic/checkpoint", json={"kernels": [closed["kernel"]["id"]]})
+        wait_for(lambda: s.status()["checkpoints_in_progress"] == 2, 30,
+                 "the second checkpoint to wait for the first")
+        assert s.request("DELETE", f"api/sessions/{closed['id']}").status_code == 204
+        assert first.result(timeout=120).status_code == 200
+        r = second.result(timeout=120)
+    assert r.status_code == 200, r.text
+    [report] = r.json()["kernels"]
+    assert (report["status"], report["error"]) == ("failed", "the kernel was shut down during the checkpoint")
+
+    r = s.post("api/elastic/restore", json={"checkpoint": r.json()["checkpoint"]})
+    assert r.status_code == 202, r.text
+    st = s.wait_restore()["restore"]
+    [report] = st["kernels"]
+    assert report["status"] == "skipped", json.dumps(st, indent=1)
+    assert "shut down during the checkpoint" in report["error"]
+    assert "closed.ipynb" not in s.sessions()
+    assert [k["id"] for k in s.get("api/kernels").json()] == [slow]
