@@ -130,3 +130,22 @@ def test_kernel_shut_down_during_a_checkpoint_is_not_brought_back_by_the_restore
     assert "shut down during the checkpoint" in report["error"]
     assert "closed.ipynb" not in s.sessions()
     assert [k["id"] for k in s.get("api/kernels").json()] == [slow]
+
+
+def test_restore_requested_while_a_checkpoint_runs_is_refused_with_409(start_server, store_url: str) -> None:
+    """A restore would start kernels and sessions under a checkpoint that is listing them."""
+    s: Server = start_server(env={"ELASTIC_STORE_URL": store_url}, ipython_startup=SLOW_CHECKPOINT)
+    kid = s.create_session("work.ipynb")["kernel"]["id"]
+    k = s.attach(kid)
+    try:
+        k.ok("slow_checkpoint = 6")
+    finally:
+        k.shutdown()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(s.post, "api/elastic/checkpoint", json={})
+        wait_for(lambda: s.status()["checkpoints_in_progress"] == 1, 30, "the checkpoint to start")
+        r = s.post("api/elastic/restore", json={"checkpoint": f"{store_url}#20250101T000000000000Z-abcdef"})
+        assert r.status_code == 409, r.text
+        assert "a checkpoint is running" in r.json()["message"]
+        assert pending.result(timeout=120).status_code == 200
+    assert s.status()["restore"]["state"] == "idle"

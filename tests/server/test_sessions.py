@@ -142,3 +142,37 @@ def test_kernel_without_a_session_comes_back_as_a_kernel(start_server, store_url
         assert k.value("y") == [1, 2]
     finally:
         k.shutdown()
+
+
+def test_restore_leaves_a_notebook_that_already_has_a_kernel_alone_and_restores_the_others(
+    start_server, store_url: str
+) -> None:
+    """A notebook reopened before the restore keeps its kernel; the report says how to proceed."""
+    s = start_server(env={"ELASTIC_STORE_URL": store_url}, ipython_startup=FAKE_ENGINE)
+    for path, value in (("kept.ipynb", 1), ("reopened.ipynb", 2)):
+        k = s.attach(s.create_session(path)["kernel"]["id"])
+        try:
+            k.ok(f"v = {value}")
+        finally:
+            k.shutdown()
+    r = s.post("api/elastic/checkpoint", json={})
+    assert r.status_code == 200 and r.json()["complete"], r.text
+    _delete_sessions(s)
+    reopened = s.create_session("reopened.ipynb")["kernel"]["id"]  # the user opened it again
+
+    st = _restore(s, r.json()["checkpoint"])
+
+    reports = {k["path"]: k for k in st["kernels"]}
+    assert reports["kept.ipynb"]["status"] == "ok"
+    assert reports["reopened.ipynb"]["status"] == "failed"
+    assert reports["reopened.ipynb"]["kernel_id"] == reopened
+    assert "already exists" in reports["reopened.ipynb"]["error"]
+    assert "shut it down before restoring" in reports["reopened.ipynb"]["error"]
+    assert st["state"] == "failed"
+    sessions = s.sessions()
+    assert sessions["reopened.ipynb"]["kernel"]["id"] == reopened
+    k = s.attach(reopened)
+    try:
+        assert k.value("'v' in dir()") is False  # untouched
+    finally:
+        k.shutdown()
