@@ -444,6 +444,11 @@ class Coordinator:
             job.state = "failed"
             self._note(job, job.error, 100)
             return
+        # the kernel keyed by its notebook's path first: sessions of one path are created in
+        # this order (per-path lock, FIFO), so it owns the path's store again afterwards and the
+        # other kernels of that path keep theirs (see `store_keys`)
+        manifest.kernels.sort(key=lambda e: not (
+            e.path and e.store_url == kernel_store_url(manifest.store_url, kernel_key(e.path, ""))))
         total = len(manifest.kernels)
         job.kernels = [
             KernelReport(kernel_id="", path=e.path, kernel_name=e.kernel_name, status="pending")

@@ -94,7 +94,8 @@ def test_two_kernels_of_one_notebook_keep_their_own_stores_and_both_come_back(
         finally:
             k.shutdown()
 
-    r = s.post("api/elastic/checkpoint", json={})
+    # listed second first: the manifest order must not decide which kernel owns the path
+    r = s.post("api/elastic/checkpoint", json={"kernels": [second["kernel"]["id"], first["kernel"]["id"]]})
     assert r.status_code == 200 and r.json()["complete"], r.text
     urls = {k["kernel_id"]: k["summary"]["url"] for k in r.json()["kernels"]}
     assert urls == {
@@ -115,6 +116,19 @@ def test_two_kernels_of_one_notebook_keep_their_own_stores_and_both_come_back(
         finally:
             k.shutdown()
     assert sorted(whos) == ["first", "second"]
+    # the kernel that owned the path's store owns it again (whichever kernel id is listed first)
+    r = s.post("api/elastic/checkpoint", json={})
+    assert r.status_code == 200 and r.json()["complete"], r.text
+    path_url = kernel_store_url(store_url, kernel_key("a.ipynb", ""))
+    owners = []
+    for report in r.json()["kernels"]:
+        if report["summary"]["url"] == path_url:
+            k = s.attach(report["kernel_id"])
+            try:
+                owners.append(k.value("who"))
+            finally:
+                k.shutdown()
+    assert owners == ["first"]
 
 
 def test_kernel_without_a_session_comes_back_as_a_kernel(start_server, store_url: str) -> None:
