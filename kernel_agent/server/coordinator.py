@@ -451,7 +451,8 @@ class Coordinator:
             e.path and e.store_url == kernel_store_url(manifest.store_url, kernel_key(e.path, ""))))
         total = len(manifest.kernels)
         job.kernels = [
-            KernelReport(kernel_id="", path=e.path, kernel_name=e.kernel_name, status="pending")
+            KernelReport(kernel_id="", path=e.path, kernel_name=e.kernel_name, status="pending",
+                         other_paths=[s["path"] for s in e.other_sessions])
             for e in manifest.kernels
         ]
         self._note(job, f"Restoring {total} kernel(s)", 5)

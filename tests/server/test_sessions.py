@@ -61,6 +61,7 @@ def test_console_on_a_notebook_kernel_keeps_the_notebook_session(start_server, s
 
     st = _restore(s, r.json()["checkpoint"])
     assert st["state"] == "done", json.dumps(st, indent=1)
+    assert [(k["path"], k["other_paths"]) for k in st["kernels"]] == [(NOTEBOOK, ["console-1-0a1b2c"])]
     sessions = s.sessions()
     assert sorted(sessions) == sorted([NOTEBOOK, "console-1-0a1b2c"])
     assert sessions[NOTEBOOK]["type"] == "notebook"
