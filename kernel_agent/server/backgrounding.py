@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
+from kernel_agent.server.coordinator import store_keys
 from kernel_agent.server.kernels import call_agent, get_kernel_spec, is_ipython_spec
-from kernel_agent.server.pointer import kernel_key, kernel_store_url
+from kernel_agent.server.pointer import kernel_store_url
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ class BackgroundEnabler:
     """Keeps `kernel_agent.background(<kernel store>, interval)` on in every IPython kernel."""
 
     def __init__(self, coordinator: Any, store_url: str, interval: float, *, poll: float = 5.0,
+                 retry: float = 300.0,
                  logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
         self.coordinator = coordinator
         self.store_url = store_url
@@ -33,6 +36,11 @@ class BackgroundEnabler:
         self.poll = poll
         self.log = logger or log
         self._enabled: dict[str, tuple[str, Any]] = {}  # kernel id -> (url, process id)
+        # a kernel whose call failed (no kernel_agent in its Python, agent not loaded) is asked
+        # again after `retry` seconds, or at once when restarted: it was asked, and a warning
+        # logged, at every poll (every 5 s) for as long as it ran
+        self.retry = retry
+        self._failed: dict[str, tuple[tuple[str, Any], float]] = {}  # kernel id -> (token, failed at)
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -63,18 +71,22 @@ class BackgroundEnabler:
             return []
         sessions = await c._sessions_by_kernel()
         ids = list(c.kernel_manager.list_kernel_ids())
+        keys = store_keys(sessions, ids)
         for gone in set(self._enabled) - set(ids):
             del self._enabled[gone]
+        for gone in set(self._failed) - set(ids):
+            del self._failed[gone]
         done = []
         for kid in ids:
-            try:
-                km = c.kernel_manager.get_kernel(kid)
-            except KeyError:
+            km = c._kernel(kid)
+            if km is None:
                 continue
-            session = sessions.get(kid)
-            url = kernel_store_url(self.store_url, kernel_key(session.get("path") if session else None, kid))
+            url = kernel_store_url(self.store_url, keys[kid])
             token = (url, getattr(getattr(km, "provisioner", None), "pid", None))
             if self._enabled.get(kid) == token or getattr(km, "execution_state", "") == "busy":
+                continue
+            failed = self._failed.get(kid)
+            if failed is not None and failed[0] == token and time.monotonic() - failed[1] < self.retry:
                 continue
             spec = await get_kernel_spec(c.kernel_spec_manager, km.kernel_name)
             if spec is None or not is_ipython_spec(spec):
@@ -83,9 +95,13 @@ class BackgroundEnabler:
             result = await call_agent(km, "background", {"url": url, "interval": self.interval},
                                       timeout=30)
             if result.error is not None:
-                self.log.warning("kernel_agent: background checkpoints for kernel %s not enabled: %s",
-                                 kid, result.error)
+                again = failed is not None and failed[0] == token
+                self.log.log(logging.DEBUG if again else logging.WARNING,
+                             "kernel_agent: background checkpoints for kernel %s not enabled: %s "
+                             "(asked again in %.0fs, or when it restarts)", kid, result.error, self.retry)
+                self._failed[kid] = (token, time.monotonic())
                 continue
+            self._failed.pop(kid, None)
             self._enabled[kid] = token
             done.append(kid)
             self.log.info("kernel_agent: background checkpoints of kernel %s to %s every %gs idle",

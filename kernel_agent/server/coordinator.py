@@ -65,6 +65,8 @@ class KernelReport:
     status: str
     summary: dict | None = None
     error: str | None = None
+    other_paths: list[str] = field(default_factory=list)  # the kernel's other sessions (consoles)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -73,10 +75,14 @@ class KernelReport:
             "kernel_name": self.kernel_name,
             "status": self.status,
         }
+        if self.other_paths:
+            d["other_paths"] = list(self.other_paths)
         if self.summary is not None:
             d["summary"] = self.summary
         if self.error is not None:
             d["error"] = self.error
+        if self.warnings:
+            d["warnings"] = list(self.warnings)
         return d
 
 
@@ -89,6 +95,13 @@ class RestoreJob:
     progress: list[dict[str, Any]] = field(default_factory=list)
     kernels: list[KernelReport] = field(default_factory=list)
     error: str | None = None
+    # sessions this restore created: a second kernel of the same notebook (the checkpointed
+    # server had two) is not refused as "a session already exists"
+    created_sessions: set[str] = field(default_factory=set)
+    path_locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # check-then-create per path
+
+    def path_lock(self, path: str) -> asyncio.Lock:
+        return self.path_locks.setdefault(path, asyncio.Lock())
 
     def note(self, message: str, progress: float) -> None:
         self.progress.append({"message": message, "progress": round(max(0.0, min(100.0, progress)))})
@@ -129,6 +142,7 @@ class Coordinator:
         self.last_checkpoint: str | None = None
         self.restore_job = RestoreJob()
         self._checkpoint_lock = asyncio.Lock()
+        self.checkpoints_in_progress = 0  # requests running or waiting for the one running
         self._restore_task: asyncio.Task | None = None
 
     # ----------------------------------------------------------------- status
@@ -137,6 +151,7 @@ class Coordinator:
         return {
             "restore": self.restore_job.to_dict(),
             "last_checkpoint": self.last_checkpoint,
+            "checkpoints_in_progress": self.checkpoints_in_progress,
             "store": self.store_url,
         }
 
@@ -179,11 +194,32 @@ class Coordinator:
         busy_timeout = self.busy_timeout if busy_timeout is None else busy_timeout
         deadline_at = None if deadline is None else started + deadline
 
+        self.checkpoints_in_progress += 1
+        try:
+            return await self._checkpoint_locked(started, store_url, known, busy_timeout, deadline_at)
+        finally:
+            self.checkpoints_in_progress -= 1
+
+    async def _checkpoint_locked(
+        self, started: float, store_url: str, known: list[str], busy_timeout: float,
+        deadline_at: float | None,
+    ) -> dict[str, Any]:
+        """The checkpoint proper, one request at a time (others wait for the lock)."""
         async with self._checkpoint_lock:
+            if self.restore_job.state == "running":
+                # a restore started while this request waited for an earlier checkpoint
+                raise Conflict(
+                    "a restore started in this server while this checkpoint waited for the "
+                    "previous one: wait until GET api/elastic/status reports it done or failed, "
+                    "then checkpoint"
+                )
             sessions = await self._sessions_by_kernel()
+            # `known` may name a kernel shut down while this request waited (reported below)
+            keys = store_keys(sessions, dict.fromkeys([*self.kernel_manager.list_kernel_ids(), *known]))
             entries = await asyncio.gather(
                 *(
-                    self._checkpoint_kernel(kid, sessions.get(kid), store_url, busy_timeout, deadline_at)
+                    self._checkpoint_one(kid, sessions.get(kid) or [], keys[kid], store_url,
+                                         busy_timeout, deadline_at)
                     for kid in known
                 )
             )
@@ -217,30 +253,81 @@ class Coordinator:
             "kernels": [r.to_dict() for r in reports],
         }
 
-    async def _sessions_by_kernel(self) -> dict[str, dict[str, Any]]:
-        sessions = await self.session_manager.list_sessions()
-        return {s["kernel"]["id"]: s for s in sessions if s.get("kernel")}
+    async def _sessions_by_kernel(self) -> dict[str, list[dict[str, Any]]]:
+        """Every session of each kernel, the one that names the kernel's notebook first.
+
+        One kernel can have several sessions: JupyterLab's "New Console for Notebook" adds a
+        ``console`` session (path ``console-1-<uuid>``) on the notebook's kernel. The notebook
+        session must win (it keys the kernel's store and is what a browser tab reattaches to);
+        keeping the last one listed recorded the console, and a restore recreated only the
+        console, so the notebook tab got a fresh kernel.
+        """
+        sessions = await self.session_manager.list_sessions()  # in creation order
+        by_kernel: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for i, s in enumerate(sessions):
+            if s.get("kernel"):
+                by_kernel.setdefault(s["kernel"]["id"], []).append((i, s))
+        for ss in by_kernel.values():
+            ss.sort(key=lambda e: (*_session_rank(e[1]), e[0]))
+        # kernels in the creation order of their notebook sessions (see `store_keys`)
+        return {kid: [s for _, s in ss] for kid, ss in sorted(by_kernel.items(), key=lambda e: e[1][0][0])}
+
+    def _kernel(self, kernel_id: str) -> Any:
+        """The kernel's manager, or None once it is shut down.
+
+        jupyter_server's `get_kernel` raises a 404 `HTTPError` for an unknown id, not `KeyError`:
+        uncaught, one kernel shut down during a checkpoint turned the whole request into a 404.
+        """
+        if kernel_id not in self.kernel_manager:
+            return None
+        try:
+            return self.kernel_manager.get_kernel(kernel_id)
+        except Exception:  # noqa: BLE001 - shut down between the two calls
+            return None
+
+    async def _checkpoint_one(
+        self, kernel_id: str, sessions: list[dict[str, Any]], key: str, *args: Any
+    ) -> tuple[KernelEntry, KernelReport]:
+        """`_checkpoint_kernel`, with any error reported for this kernel only (never for all)."""
+        try:
+            return await self._checkpoint_kernel(kernel_id, sessions, key, *args)
+        except Exception as e:  # noqa: BLE001
+            self.log.exception("kernel_agent: checkpoint of kernel %s failed", kernel_id)
+            session = sessions[0] if sessions else {}
+            entry = KernelEntry(
+                kernel_id=kernel_id, kernel_name="", status="failed", path=session.get("path"),
+                session_name=session.get("name") or "", session_type=session.get("type") or "",
+                error=f"{type(e).__name__}: {e}",
+            )
+            km = self._kernel(kernel_id)
+            entry.kernel_name = getattr(km, "kernel_name", "") or ""
+            return entry, self._report(entry)
 
     async def _checkpoint_kernel(
         self,
         kernel_id: str,
-        session: dict[str, Any] | None,
+        sessions: list[dict[str, Any]],
+        key: str,
         store_url: str,
         busy_timeout: float,
         deadline_at: float | None,
     ) -> tuple[KernelEntry, KernelReport]:
-        path = session.get("path") if session else None
+        session = sessions[0] if sessions else {}
+        path = session.get("path")
         entry = KernelEntry(
             kernel_id=kernel_id,
             kernel_name="",
             status="failed",
             path=path,
-            session_name=(session or {}).get("name") or "",
-            session_type=(session or {}).get("type") or "",
+            session_name=session.get("name") or "",
+            session_type=session.get("type") or "",
+            other_sessions=[
+                {"path": s.get("path"), "name": s.get("name") or "", "type": s.get("type") or ""}
+                for s in sessions[1:]
+            ],
         )
-        try:
-            km = self.kernel_manager.get_kernel(kernel_id)
-        except KeyError:
+        km = self._kernel(kernel_id)
+        if km is None:
             entry.error = "the kernel was shut down during the checkpoint"
             return entry, self._report(entry)
         entry.kernel_name = km.kernel_name
@@ -266,7 +353,7 @@ class Coordinator:
             entry.error = "the kernel is dead: restart it; its state is lost"
             return entry, self._report(entry)
 
-        entry.store_url = kernel_store_url(store_url, kernel_key(path, kernel_id))
+        entry.store_url = kernel_store_url(store_url, key)
         kwargs: dict[str, Any] = {"url": entry.store_url}
         timeout = self.checkpoint_timeout
         if deadline_at is not None:
@@ -299,6 +386,7 @@ class Coordinator:
             status=entry.status,
             summary=summary,
             error=entry.error,
+            other_paths=[s["path"] for s in entry.other_sessions],
         )
 
     # ---------------------------------------------------------------- restore
@@ -356,9 +444,15 @@ class Coordinator:
             job.state = "failed"
             self._note(job, job.error, 100)
             return
+        # the kernel keyed by its notebook's path first: sessions of one path are created in
+        # this order (per-path lock, FIFO), so it owns the path's store again afterwards and the
+        # other kernels of that path keep theirs (see `store_keys`)
+        manifest.kernels.sort(key=lambda e: not (
+            e.path and e.store_url == kernel_store_url(manifest.store_url, kernel_key(e.path, ""))))
         total = len(manifest.kernels)
         job.kernels = [
-            KernelReport(kernel_id="", path=e.path, kernel_name=e.kernel_name, status="pending")
+            KernelReport(kernel_id="", path=e.path, kernel_name=e.kernel_name, status="pending",
+                         other_paths=[s["path"] for s in e.other_sessions])
             for e in manifest.kernels
         ]
         self._note(job, f"Restoring {total} kernel(s)", 5)
@@ -368,7 +462,7 @@ class Coordinator:
             nonlocal done
             report = job.kernels[i]
             try:
-                await self._restore_kernel(entry, report)
+                await self._restore_kernel(entry, report, job)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - reported for this kernel only
@@ -382,7 +476,7 @@ class Coordinator:
         bad = [k for k in job.kernels if k.status != "ok"]
         if bad:
             job.state = "failed"
-            job.error = f"{len(bad)} of {total} kernel(s) not restored: " + "; ".join(
+            job.error = f"{len(bad)} of {total} kernel(s) not fully restored: " + "; ".join(
                 f"{k.path or k.kernel_id}: {k.error}" for k in bad
             )
             self._note(job, "Restore finished with failures", 100)
@@ -390,32 +484,53 @@ class Coordinator:
             job.state = "done"
             self._note(job, f"Restored {total} kernel(s)", 100)
 
-    async def _restore_kernel(self, entry: KernelEntry, report: KernelReport) -> None:
-        """Recreate the kernel (and the session, so a browser tab reattaches), then restore it.
+    async def _restore_kernel(self, entry: KernelEntry, report: KernelReport, job: RestoreJob) -> None:
+        """Recreate the kernel (and its sessions, so browser tabs reattach), then restore it.
 
-        The session is created *before* the restore: a tab that reconnects meanwhile attaches to
-        this kernel (its cells queue behind the restore) instead of starting another one.
+        The sessions are created *before* the restore: a tab that reconnects meanwhile attaches
+        to this kernel (its cells queue behind the restore) instead of starting another one.
         """
+        if not entry.kernel_name:
+            # shut down before its checkpoint could run: the user closed it, nothing to bring back
+            report.status = "skipped"
+            report.error = f"not recreated: at checkpoint time {entry.error or 'it had no kernel'}"
+            return
         report.status = "running"
         if entry.path:
-            existing = await self._session_for_path(entry.path)
-            if existing is not None:
-                report.status = "failed"
-                report.kernel_id = existing["kernel"]["id"]
-                report.error = (
-                    f"a session for {entry.path} already exists (kernel {report.kernel_id}); "
-                    "shut it down before restoring, or restore into a fresh server"
+            async with job.path_lock(entry.path):
+                existing = await self._session_for_path(entry.path, ignore=job.created_sessions)
+                if existing is not None:
+                    report.status = "failed"
+                    report.kernel_id = existing["kernel"]["id"]
+                    report.error = (
+                        f"a session for {entry.path} already exists (kernel {report.kernel_id}); "
+                        "shut it down before restoring, or restore into a fresh server"
+                    )
+                    return
+                model = await self.session_manager.create_session(
+                    path=entry.path,
+                    name=entry.session_name or posixpath.basename(entry.path),
+                    type=entry.session_type or "notebook",
+                    kernel_name=entry.kernel_name,
                 )
-                return
-            model = await self.session_manager.create_session(
-                path=entry.path,
-                name=entry.session_name or posixpath.basename(entry.path),
-                type=entry.session_type or "notebook",
-                kernel_name=entry.kernel_name,
-            )
+                job.created_sessions.add(model["id"])
             report.kernel_id = model["kernel"]["id"]
         else:
             report.kernel_id = await self.kernel_manager.start_kernel(kernel_name=entry.kernel_name)
+        for other in entry.other_sessions:
+            # a console on the notebook's kernel: back on the same (new) kernel
+            async with job.path_lock(other["path"]):
+                taken = await self._session_for_path(other["path"], ignore=job.created_sessions)
+                if taken is not None:
+                    report.warnings.append(
+                        f"session {other['path']} not recreated: it exists already (kernel "
+                        f"{taken['kernel']['id']})")
+                    continue
+                model = await self.session_manager.create_session(
+                    path=other["path"], name=other.get("name") or "",
+                    type=other.get("type") or "console", kernel_id=report.kernel_id,
+                )
+                job.created_sessions.add(model["id"])
         if entry.status != "ok" or not entry.checkpoint_id or not entry.store_url:
             report.status = "skipped"
             report.error = (
@@ -423,7 +538,11 @@ class Coordinator:
                 f" ({entry.error or 'no checkpoint'}); it has a fresh kernel"
             )
             return
-        km = self.kernel_manager.get_kernel(report.kernel_id)
+        km = self._kernel(report.kernel_id)
+        if km is None:
+            report.status = "failed"
+            report.error = "the restored kernel was shut down before its state could be restored"
+            return
         checkpoint_id = entry.checkpoint_id
         try:
             newer = await asyncio.to_thread(newer_background_checkpoint, entry.store_url, checkpoint_id)
@@ -447,9 +566,15 @@ class Coordinator:
             report.error = result.error
             return
         report.summary = result.value
-        if not (result.value or {}).get("verified"):
+        v = result.value or {}
+        if not v.get("verified") and _only_lost(v):
+            # every variable is back and verified except the ones named lost, with their reason
+            report.status = "partial"
+            report.error = "restored, but lost " + "; ".join(
+                f"{name} ({why})" for name, why in v["lost"].items())
+            return
+        if not v.get("verified"):
             report.status = "failed"
-            v = result.value or {}
             report.error = (
                 "restored but not verified: "
                 f"mismatched {v.get('mismatched', [])}, lost {v.get('lost', {})}, "
@@ -458,9 +583,9 @@ class Coordinator:
             return
         report.status = "ok"
 
-    async def _session_for_path(self, path: str) -> dict[str, Any] | None:
+    async def _session_for_path(self, path: str, ignore: set[str] | frozenset[str] = frozenset()) -> dict[str, Any] | None:
         for s in await self.session_manager.list_sessions():
-            if s.get("path") == path:
+            if s.get("path") == path and s.get("id") not in ignore:
                 return s
         return None
 
@@ -493,4 +618,47 @@ def _outcome(entry: KernelEntry, report: KernelReport) -> str:
         )
     if report.status == "skipped":
         return f"{label}: {report.error}"
+    if report.status == "partial":
+        v = report.summary or {}
+        return (
+            f"{label}: restored ({len(v.get('loaded', []))} loaded, "
+            f"{len(v.get('recomputed', []))} recomputed), LOST: "
+            + "; ".join(f"{name} ({why})" for name, why in (v.get("lost") or {}).items())
+        )
     return f"{label}: not restored: {report.error}"
+
+
+def _only_lost(result: dict[str, Any]) -> bool:
+    """True when a restore's only shortfall is variables it names lost (each with a reason)."""
+    variables = result.get("variables") or {}
+    return bool(result.get("lost")) and not result.get("mismatched") and all(
+        v.get("verified") or v.get("action") == "lost" for v in variables.values()
+    )
+
+
+def _session_rank(session: dict[str, Any]) -> tuple[bool, bool]:
+    """Sort key putting the session that names a kernel's notebook first."""
+    return (session.get("type") != "notebook", not str(session.get("path") or "").endswith(".ipynb"))
+
+
+def store_keys(sessions: dict[str, list[dict[str, Any]]], kernel_ids: Any) -> dict[str, str]:
+    """The store key (``<store>/kernels/<key>``) of every kernel of the server.
+
+    A kernel is keyed by its notebook path (so its checkpoints stay incremental), or by its id
+    when it has no session. Two kernels can claim one path (a session PATCHed to another's
+    path, sessions created by other extensions): only the first session created keeps the path
+    key, the others are keyed by kernel id. Sharing one store let a restore take the *other*
+    kernel's newer background checkpoint as this kernel's state. The checkpoint and the
+    background enabler both key kernels through this function, so they agree.
+    """
+    ids = list(kernel_ids)
+    owner: dict[str, str] = {}
+    for kid, ss in sessions.items():  # `Coordinator._sessions_by_kernel` order: oldest first
+        if ss and ss[0].get("path") and kid in ids:
+            owner.setdefault(ss[0]["path"], kid)
+    keys = {}
+    for kid in ids:
+        ss = sessions.get(kid) or []
+        path = ss[0].get("path") if ss else None
+        keys[kid] = kernel_key(path if path and owner.get(path) == kid else None, kid)
+    return keys

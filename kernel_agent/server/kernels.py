@@ -133,6 +133,7 @@ async def call_agent(
     user may have started meanwhile; `timeout` bounds the whole wait. On timeout the call keeps
     running in the kernel (it is never interrupted); the caller reports it.
     """
+    process = kernel_process(km)
     client = km.client()
     client.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
     try:
@@ -156,6 +157,13 @@ async def call_agent(
             except queue.Empty:
                 if not await km.is_alive():
                     return CallResult(error=f"the kernel died during kernel_agent.{function}")
+                if kernel_process(km) != process:
+                    # killed and restarted between two polls (the auto-restarter, a user's
+                    # restart): the process that had the request is gone, no reply will come
+                    return CallResult(
+                        error=f"the kernel was restarted during kernel_agent.{function} (its "
+                        "process died or was replaced): the state it had is gone"
+                    )
                 continue
             if reply.get("parent_header", {}).get("msg_id") == msg_id:
                 break
@@ -164,14 +172,34 @@ async def call_agent(
         client.stop_channels()
 
 
+def _explain(function: str, error: dict[str, Any]) -> str:
+    """An agent call's exception as a user reads it: what happened, then the raw error."""
+    ename, evalue = error.get("ename") or "Error", error.get("evalue") or ""
+    raw = f"{ename}: {evalue}".strip().rstrip(":")
+    if ename == "KeyboardInterrupt":
+        return (f"kernel_agent.{function} was interrupted (the kernel was interrupted or "
+                f"restarted while it ran) ({raw})")
+    if ename in ("ModuleNotFoundError", "ImportError") and AGENT_EXTENSION in evalue:
+        return (f"this kernel cannot import kernel_agent: its kernel spec runs a Python "
+                f"without elastic-spawner installed; install it there to checkpoint this kernel ({raw})")
+    return raw
+
+
+def kernel_process(km: Any) -> tuple[int, Any]:
+    """Identity of the kernel's current process: changes when the kernel is restarted.
+
+    jupyter_client makes a new provisioner for every (re)start; its ``pid`` tells processes apart.
+    """
+    provisioner = getattr(km, "provisioner", None)
+    return id(provisioner), getattr(provisioner, "pid", None)
+
+
 def _parse_reply(function: str, content: dict[str, Any]) -> CallResult:
     if content.get("status") != "ok":
-        return CallResult(
-            error=f"{content.get('ename', 'error')}: {content.get('evalue', '')}".strip()
-        )
+        return CallResult(error=_explain(function, content))
     expr = content.get("user_expressions", {}).get("r", {})
     if expr.get("status") != "ok":
-        return CallResult(error=f"{expr.get('ename', 'Error')}: {expr.get('evalue', '')}")
+        return CallResult(error=_explain(function, expr))
     try:
         value = json.loads(ast.literal_eval(expr["data"]["text/plain"]))
     except (KeyError, ValueError, SyntaxError) as e:

@@ -42,6 +42,8 @@ class KernelEntry:
     store_url: str | None = None  # the kernel's own store (``<store>/kernels/<key>``)
     checkpoint_id: str | None = None  # the kernel checkpoint, when status == "ok"
     error: str | None = None
+    # the kernel's other sessions ({path, name, type}): consoles opened on a notebook's kernel
+    other_sessions: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

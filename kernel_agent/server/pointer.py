@@ -62,6 +62,14 @@ def check_store_url(url: str) -> str:
         )
     if parts.fragment:
         raise PointerError(f"store URL {url!r} must not contain '#' (it separates pointer parts)")
+    if parts.query or url.endswith("?"):
+        # the engine's open_store ignores a query string: `?endpoint=...` silently went to the
+        # default endpoint (ELASTIC_S3_ENDPOINT, else AWS) instead of the one the URL names
+        raise PointerError(
+            f"store URL {url!r} has a query string, which the store does not read: drop "
+            f"'?{parts.query}' and set S3 options in the environment (ELASTIC_S3_ENDPOINT, "
+            "ELASTIC_S3_ACCESS_KEY, ...)"
+        )
     if parts.scheme == "file" and (parts.netloc not in ("", "localhost") or not parts.path.startswith("/")):
         raise PointerError(f"file store URL {url!r} must be absolute: file:///absolute/dir")
     if parts.scheme == "s3" and not parts.netloc:

@@ -18,6 +18,9 @@ from tests.server.conftest import Server
         (b'{"kernels": "abc"}', '"kernels" must be a list of kernel id strings'),
         (b'{"store": "ftp://host/x"}', "unsupported store URL 'ftp://host/x': use file:///absolute/dir or s3://bucket/prefix"),
         (b'{"kernels": ["no-such-kernel"]}', "unknown kernel id(s) no-such-kernel"),
+        # the store ignores a query string: the checkpoint went to ELASTIC_S3_ENDPOINT (or AWS)
+        (b'{"store": "s3://bucket/p?endpoint=http://127.0.0.1:9000"}',
+         "has a query string, which the store does not read: drop '?endpoint=http://127.0.0.1:9000'"),
     ],
 )
 def test_malformed_checkpoint_request_is_400_with_a_message(api_server: Server, body: bytes, expected: str) -> None:

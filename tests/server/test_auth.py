@@ -21,5 +21,6 @@ def test_status_with_the_token_reports_idle_and_the_configured_store(server: Ser
     assert server.status() == {
         "restore": {"state": "idle", "checkpoint": None, "progress": [], "kernels": [], "error": None},
         "last_checkpoint": None,
+        "checkpoints_in_progress": 0,
         "store": store_url,
     }

@@ -29,7 +29,8 @@ def test_store_url_query_survives_in_kernel_urls() -> None:
 @pytest.mark.parametrize(
     "bad",
     ["", "file:///x", "http://x/y#20250101T000000000000Z-abcdef", "file:///x#nope",
-     "file://relative/x#20250101T000000000000Z-abcdef", "s3:///prefix#20250101T000000000000Z-abcdef"],
+     "file://relative/x#20250101T000000000000Z-abcdef", "s3:///prefix#20250101T000000000000Z-abcdef",
+     "s3://bucket/p?endpoint=http://127.0.0.1:9000#20250101T000000000000Z-abcdef"],
 )
 def test_bad_pointers_are_refused_with_the_expected_shape(bad: str) -> None:
     with pytest.raises(PointerError) as e:
