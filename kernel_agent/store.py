@@ -1292,6 +1292,13 @@ def open_store(url: str, **options: Any) -> Store:
                 f"invalid bucket name {bucket!r} in {url!r}: 3-63 lowercase letters, digits, "
                 "'.' and '-'"
             )
+        if parts.query or parts.fragment:
+            # (read nowhere: `?endpoint=...` went to the default endpoint, not the one named)
+            raise StoreError(
+                f"invalid S3 store URL {url!r}: no query or fragment allowed; set S3 options in "
+                "the environment (ELASTIC_S3_ENDPOINT, ELASTIC_S3_ACCESS_KEY, ...) or pass them "
+                "as store options"
+            )
         prefix = "/".join(p for p in unquote(parts.path).split("/") if p)
         if ".." in prefix.split("/"):
             raise StoreError(f"invalid S3 store URL {url!r}: '..' in the prefix")

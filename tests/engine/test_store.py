@@ -317,6 +317,7 @@ def test_measure_is_sane_and_cached(backend: Backend):
         ("s3://", r"no bucket"),
         ("s3://Bad_Bucket/x", r"invalid bucket name"),
         ("s3://b/../x", r"invalid bucket name"),
+        ("s3://bucket/p?endpoint=http://127.0.0.1:9000", r"no query.*ELASTIC_S3_ENDPOINT"),
     ],
 )
 def test_bad_urls(url: str, match: str):
