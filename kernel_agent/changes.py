@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from kernel_agent import libobjects
 from kernel_agent.buffers import array_interface_base
 
 __all__ = [
@@ -1373,6 +1374,7 @@ class _Walker:
         "records",
         "class_links",
         "anchors",
+        "library",
         "links",
         "storages",
         "wrapped",
@@ -1429,6 +1431,12 @@ class _Walker:
         # the notebook's modules, `module_globals`), emitted where the walk meets it, so a
         # restore that brings back a copy instead of the module's object does not verify
         self.anchors: dict[int, tuple[str, str]] | None = None
+        # id -> name of the libraries' configuration objects (`libobjects`): named, not walked,
+        # as ``os.environ`` is. Their content is process state (`procstate` sees a cell change
+        # it, and a restore re-runs that cell), not a variable's: ``rc['lines.linewidth'] = 3``
+        # mutates no variable, and the digest checks that `rc` is the restoring process's
+        # object again, not a detached copy of it
+        self.library: dict[int, str] | None = libobjects.by_id() or None
         # back-references and anchors met: the identity relations the stream records (a load
         # that comes back with fewer has lost some, see `DigestReport.links`)
         self.links = 0
@@ -1742,6 +1750,8 @@ class _Walker:
                     push(_Synth(_Synth(kv) for kv in sorted(state.items(), key=lambda kv: kv[0])))
             else:
                 out.append(("ref", _ref_name(obj)))
+        elif self.library and id(obj) in self.library:
+            out.append(("ref", "library:" + self.library[id(obj)]))
         elif self.portable and kind in (K_INSTANCE, K_REDUCE) and _digest_opaque(tp):
             if self._identity(obj, "O"):
                 self._mark_opaque(obj)

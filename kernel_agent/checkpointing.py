@@ -52,7 +52,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from kernel_agent import environment, rng
+from kernel_agent import environment, libobjects, rng
 from kernel_agent.changes import digest_report
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.planner import CellCost, CovarCost, Plan, PlanProblem, StoreSpeed, plan
@@ -533,14 +533,20 @@ def process_state_cells(graph: Any, ns: dict) -> list[int]:
     long display is no setting; a cell that imports is given the time imports take: the usual
     first cell imports pandas and sets its options, and on a busy machine it took more than a
     second, so its options were not restored).
+
+    A library's configuration object read through a variable (``from matplotlib import
+    rcParams``, then ``rcParams['figure.figsize'] = (10, 6)``) counts as a module: it comes back
+    as the restoring process's own (`libobjects`), so what the cell set is set by its re-run
+    only; else the restored plots silently lost the notebook's settings.
     """
     out = []
+    library = libobjects.by_id()
     for c in graph.cells:
         if not (c.context or c.process_state) or c.files_read or not c.rerunnable:
             continue
         if c.runtime_s > (PROCESS_STATE_IMPORT_MAX_S if _has_import(c.code) else PROCESS_STATE_MAX_S):
             continue
-        if all(isinstance(ns.get(n), ModuleType) for n in c.reads):
+        if all(isinstance(v := ns.get(n), ModuleType) or id(v) in library for n in c.reads):
             out.append(c.index)
     return out
 
