@@ -2379,9 +2379,13 @@ class _Walker:
             out.append(("tdata", stride, flags, "arr#", len(self.arrays)))
             self.arrays.append(arr)
             return
-        if ptr:
+        if ptr and not self.noid:
             # (its address in the stream too: the same bytes moved to another storage,
-            # ``t.set_(s)``, share other memory, so the name's index entries must be renewed)
+            # ``t.set_(s)``, share other memory, so the name's index entries must be renewed.
+            # Not for a tensor a reduce value made (`noid`): ``torch.Generator`` reduces to a
+            # new state tensor at every walk, whose fresh address made the generator look
+            # changed by every cell and at every checkpoint, changed outside recorded cells,
+            # which no replay recreates)
             self._span(ptr, ptr + n)
             out.append(("@m", ptr))
         cache = self.array_cache

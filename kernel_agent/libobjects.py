@@ -25,6 +25,9 @@ from typing import Any
 LIBRARY_OBJECTS: tuple[tuple[str, str], ...] = (
     ("matplotlib", "rcParams"),
     ("pandas._config.config", "options"),  # ``pd.options``
+    # ``gen = torch.manual_seed(0)`` returns it: its state is the global generators' state,
+    # which the restore sets itself (`rng`); a copy drew apart from ``torch.rand``
+    ("torch", "default_generator"),
 )
 
 
