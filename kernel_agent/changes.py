@@ -421,6 +421,24 @@ def _classify_uncached(tp: type) -> int:
     return K_REDUCE
 
 
+def _abc_registered(cls: type) -> list[type]:
+    """The classes ``cls.register(...)`` made virtual subclasses of the abstract class `cls`,
+    by name. The registry is in C (``_abc_impl``), not in the class dict: a cell that only
+    registered one (``Shape.register(Square)``) changed nothing the walk saw, so a replay did
+    not re-run it, and ``isinstance(sq, Shape)`` was False after a verified restore."""
+    try:
+        import _abc
+
+        refs = _abc._get_dump(cls)[0]
+    except Exception:  # noqa: BLE001 - the pure-Python abc, or not an ABC after all
+        refs = getattr(cls, "_abc_registry", ())
+    try:
+        found = [c for r in list(refs) if isinstance(c := r(), type)]
+    except Exception:  # noqa: BLE001 - a registry we cannot read: none
+        return []
+    return sorted(found, key=_type_name)
+
+
 def _global_generator(obj: Any) -> bool:
     """Whether `obj` is numpy's global RandomState (what ``np.random.rand`` draws from).
 
@@ -2153,6 +2171,11 @@ class _Walker:
                 continue
             children.append(k)
             children.append(v)
+        if "_abc_impl" in d:
+            registered = _abc_registered(cls)
+            if registered:
+                children.append(_Tok(("abc-registered", len(registered))))
+                children.append(_Synth(registered))
         self.out.append(len(children))
         extend(reversed(children))
 

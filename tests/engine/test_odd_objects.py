@@ -759,3 +759,17 @@ def test_options_set_through_an_alias_of_pandas_options_come_back(make_kernel, t
     b.ok("opts.display.max_columns = 3")
     assert b.value("[opts is pd.options, pd.get_option('display.max_rows'), "
                    "pd.get_option('display.max_columns')]") == [True, 5, 3]
+
+
+def test_virtual_subclasses_of_a_notebook_abc_stay_registered(make_kernel, tmp_path):
+    """``Shape.register(Square)`` is recorded as a change of `Shape` (its C registry is part of
+    its fingerprint and digest), so the replay plan re-runs it: before, it re-made both
+    classes without it and verified, and ``isinstance(sq, Shape)`` was False."""
+    cells = ["import abc\nclass Shape(abc.ABC):\n    @abc.abstractmethod\n    def area(self): ...",
+             "class Square:\n    def area(self): return 4\nsq = Square()",
+             "Shape.register(Square)\nShape.register(tuple)"]
+    _, out = migrate_both(make_kernel, tmp_path, cells)
+    for r in out.values():
+        adv_assert_verified(r)
+        assert r.kernel.value("[isinstance(sq, Shape), issubclass(tuple, Shape), "
+                              "isinstance([], Shape)]") == [True, True, False], r.plan
