@@ -773,3 +773,17 @@ def test_virtual_subclasses_of_a_notebook_abc_stay_registered(make_kernel, tmp_p
         adv_assert_verified(r)
         assert r.kernel.value("[isinstance(sq, Shape), issubclass(tuple, Shape), "
                               "isinstance([], Shape)]") == [True, True, False], r.plan
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_library_patched_with_the_notebooks_functions_is_patched_again(make_kernel, tmp_path,
+                                                                         strategy):
+    """``pd.DataFrame.summary = summary`` reads a notebook function, so it was no process-state
+    cell (those read only modules): with the function shipped, nothing patched pandas again
+    and ``df.summary()`` raised after a restore that verified everything."""
+    cells = ["import builtins, pandas as pd\ndef summary(self):\n    return len(self) * 10",
+             "pd.DataFrame.summary = summary\nbuiltins.nb_helper = summary",
+             "df = pd.DataFrame({'a': [1, 2]})"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    assert b.value("[df.summary(), pd.DataFrame.summary is summary, nb_helper is summary]") == [
+        20, True, True]
