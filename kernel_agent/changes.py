@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from kernel_agent import libobjects
 from kernel_agent.buffers import array_interface_base
 
 __all__ = [
@@ -418,6 +419,24 @@ def _classify_uncached(tp: type) -> int:
     if _dict_descriptor(tp) is not None:
         return K_INSTANCE
     return K_REDUCE
+
+
+def _abc_registered(cls: type) -> list[type]:
+    """The classes ``cls.register(...)`` made virtual subclasses of the abstract class `cls`,
+    by name. The registry is in C (``_abc_impl``), not in the class dict: a cell that only
+    registered one (``Shape.register(Square)``) changed nothing the walk saw, so a replay did
+    not re-run it, and ``isinstance(sq, Shape)`` was False after a verified restore."""
+    try:
+        import _abc
+
+        refs = _abc._get_dump(cls)[0]
+    except Exception:  # noqa: BLE001 - the pure-Python abc, or not an ABC after all
+        refs = getattr(cls, "_abc_registry", ())
+    try:
+        found = [c for r in list(refs) if isinstance(c := r(), type)]
+    except Exception:  # noqa: BLE001 - a registry we cannot read: none
+        return []
+    return sorted(found, key=_type_name)
 
 
 def _global_generator(obj: Any) -> bool:
@@ -1373,6 +1392,7 @@ class _Walker:
         "records",
         "class_links",
         "anchors",
+        "library",
         "links",
         "storages",
         "wrapped",
@@ -1429,6 +1449,12 @@ class _Walker:
         # the notebook's modules, `module_globals`), emitted where the walk meets it, so a
         # restore that brings back a copy instead of the module's object does not verify
         self.anchors: dict[int, tuple[str, str]] | None = None
+        # id -> name of the libraries' configuration objects (`libobjects`): named, not walked,
+        # as ``os.environ`` is. Their content is process state (`procstate` sees a cell change
+        # it, and a restore re-runs that cell), not a variable's: ``rc['lines.linewidth'] = 3``
+        # mutates no variable, and the digest checks that `rc` is the restoring process's
+        # object again, not a detached copy of it
+        self.library: dict[int, str] | None = libobjects.by_id() or None
         # back-references and anchors met: the identity relations the stream records (a load
         # that comes back with fewer has lost some, see `DigestReport.links`)
         self.links = 0
@@ -1742,6 +1768,8 @@ class _Walker:
                     push(_Synth(_Synth(kv) for kv in sorted(state.items(), key=lambda kv: kv[0])))
             else:
                 out.append(("ref", _ref_name(obj)))
+        elif self.library and id(obj) in self.library:
+            out.append(("ref", "library:" + self.library[id(obj)]))
         elif self.portable and kind in (K_INSTANCE, K_REDUCE) and _digest_opaque(tp):
             if self._identity(obj, "O"):
                 self._mark_opaque(obj)
@@ -2143,6 +2171,11 @@ class _Walker:
                 continue
             children.append(k)
             children.append(v)
+        if "_abc_impl" in d:
+            registered = _abc_registered(cls)
+            if registered:
+                children.append(_Tok(("abc-registered", len(registered))))
+                children.append(_Synth(registered))
         self.out.append(len(children))
         extend(reversed(children))
 
@@ -2369,9 +2402,13 @@ class _Walker:
             out.append(("tdata", stride, flags, "arr#", len(self.arrays)))
             self.arrays.append(arr)
             return
-        if ptr:
+        if ptr and not self.noid:
             # (its address in the stream too: the same bytes moved to another storage,
-            # ``t.set_(s)``, share other memory, so the name's index entries must be renewed)
+            # ``t.set_(s)``, share other memory, so the name's index entries must be renewed.
+            # Not for a tensor a reduce value made (`noid`): ``torch.Generator`` reduces to a
+            # new state tensor at every walk, whose fresh address made the generator look
+            # changed by every cell and at every checkpoint, changed outside recorded cells,
+            # which no replay recreates)
             self._span(ptr, ptr + n)
             out.append(("@m", ptr))
         cache = self.array_cache

@@ -38,6 +38,7 @@ no-op, so later checkpoints pass through.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import logging
 import os
@@ -52,7 +53,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from kernel_agent import environment, rng
+from kernel_agent import environment, libobjects, rng
 from kernel_agent.changes import digest_report
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.planner import CellCost, CovarCost, Plan, PlanProblem, StoreSpeed, plan
@@ -533,16 +534,71 @@ def process_state_cells(graph: Any, ns: dict) -> list[int]:
     long display is no setting; a cell that imports is given the time imports take: the usual
     first cell imports pandas and sets its options, and on a busy machine it took more than a
     second, so its options were not restored).
+
+    A library's configuration object read through a variable (``from matplotlib import
+    rcParams``, then ``rcParams['figure.figsize'] = (10, 6)``) counts as a module: it comes back
+    as the restoring process's own (`libobjects`), so what the cell set is set by its re-run
+    only; else the restored plots silently lost the notebook's settings.
+
+    A cell that sets an attribute of a module or of what a module holds (``pd.DataFrame.
+    summary = summary``, ``builtins.helper = helper``, ``np.scale = lambda a: a * k``) with
+    the notebook's own values is one too, when every value it reads was last changed at or
+    before it (the replay has then put it in place by the cell's position): shipping the
+    function did not patch the library again, and ``df.summary()`` raised after the restore.
     """
     out = []
+    library = libobjects.by_id()
+    last_change: dict[str, int] | None = None
     for c in graph.cells:
         if not (c.context or c.process_state) or c.files_read or not c.rerunnable:
             continue
         if c.runtime_s > (PROCESS_STATE_IMPORT_MAX_S if _has_import(c.code) else PROCESS_STATE_MAX_S):
             continue
-        if all(isinstance(ns.get(n), ModuleType) for n in c.reads):
-            out.append(c.index)
+        plain = [n for n in c.reads
+                 if not isinstance(v := ns.get(n), ModuleType) and id(v) not in library]
+        if plain:
+            if not any(isinstance(ns.get(r), ModuleType) for r in _attribute_roots(c.code)):
+                continue
+            if last_change is None:
+                last_change = _last_changes(graph)
+            if not all(n in ns and last_change.get(n, -1) <= c.index for n in plain):
+                continue
+        out.append(c.index)
     return out
+
+
+def _attribute_roots(code: str) -> set[str]:
+    """Names at the root of the attributes a cell assigns (``a.b.c = v``, ``a.b += v``:
+    ``a``); none when it does not parse (IPython syntax)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return set()
+    roots: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        else:
+            continue
+        for t in targets:
+            if isinstance(t, ast.Attribute):
+                root: ast.expr = t
+                while isinstance(root, ast.Attribute):
+                    root = root.value
+                if isinstance(root, ast.Name):
+                    roots.add(root.id)
+    return roots
+
+
+def _last_changes(graph: Any) -> dict[str, int]:
+    """Name -> index of the last cell that bound, changed or deleted it."""
+    last: dict[str, int] = {}
+    for c in graph.cells:
+        for n in (*c.writes, *c.mutated, *c.deletes):
+            last[n] = c.index
+    return last
 
 
 def _has_import(code: str) -> bool:

@@ -115,6 +115,7 @@ from typing import Any
 import cloudpickle
 import xxhash
 
+from kernel_agent import libobjects
 from kernel_agent.buffers import BlobBuffer, array_interface_base
 from kernel_agent.changes import (
     _BYTESIO_BUFFER,
@@ -1879,6 +1880,9 @@ def _process_objects() -> dict[int, tuple]:
     mtrand = getattr(sys.modules.get("numpy.random.mtrand"), "_rand", None)
     if mtrand is not None:
         found[id(mtrand)] = (_global_numpy_random, ())
+    # libraries' configuration objects (`from matplotlib import rcParams`): see `libobjects`
+    for i, qualname in libobjects.by_id().items():
+        found[i] = (libobjects.load, (qualname,))
     return found
 
 

@@ -190,3 +190,13 @@ def test_calls_of_functions_a_run_script_defined_mutate_the_scripts_namespace(ag
     assert "rn_set" in rec["mutated"]
     rec = agent.cell("rn_inc()")
     assert {"rn_inc", "rn_counter"} <= set(rec["mutated"])
+
+
+def test_registering_a_virtual_subclass_mutates_the_abstract_class(agent):
+    """The registry of an abstract class is in C, not in its dict: ``Shape.register(Square)``
+    changed nothing the walk saw, so a replay did not re-run it and ``isinstance(sq, Shape)``
+    was False after a restore that verified."""
+    agent.ok("import abc\nclass AbcShape(abc.ABC):\n    @abc.abstractmethod\n"
+             "    def area(self): ...\nclass AbcSquare:\n    def area(self): return 4")
+    assert agent.cell("AbcShape.register(AbcSquare)")["mutated"] == ["AbcShape", "AbcSquare"]
+    assert agent.cell("abc_n = isinstance(AbcSquare(), AbcShape)")["mutated"] == []

@@ -151,3 +151,17 @@ def test_a_cell_reading_a_100_mb_tensor_costs_the_tracker_milliseconds(agent):
     assert min(costs) < 0.005, costs
     rec = agent.cell("big_t[0] = 2")
     assert "big_t" in rec["mutated"]
+
+
+def test_reading_a_torch_generator_is_not_a_mutation(agent):
+    """A generator reduces to a new state tensor at every walk: its address was part of the
+    fingerprint, so every cell naming the generator mutated it, and a checkpoint found it
+    changed outside recorded cells (which no replay recreates)."""
+    agent.ok(f"{IMPORT}\ngen_g = torch.Generator().manual_seed(3)")
+    # (tensors the size of its state keep the memory its last walk's state tensor freed, so
+    # the next one cannot land at the same address by chance)
+    rec = agent.cell("gen_seed = gen_g.initial_seed()\n"
+                     "gen_hold = [torch.empty(5056, dtype=torch.uint8) for _ in range(8)]")
+    assert rec["mutated"] == []
+    assert "gen_g" in rec["reads"]
+    assert agent.cell("gen_x = torch.rand(2, generator=gen_g)")["mutated"] == ["gen_g"]

@@ -729,3 +729,61 @@ def test_iterators_over_an_ordered_dict_keep_iterating_over_it(make_kernel, tmp_
     b.ok("od['c'] = 30")
     assert b.value("[type(vals).__name__, next(vals), next(vals), next(back)]") == [
         "odict_iterator", 20, 30, ["b", 20]]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_settings_made_through_matplotlibs_rcparams_imported_by_name_come_back(make_kernel,
+                                                                             tmp_path, strategy):
+    """``from matplotlib import rcParams`` binds matplotlib's one configuration dict. Shipped
+    as a copy it came back detached and verified (equal content): the restored plots had the
+    default size and font, and a later ``rcParams[...] = ...`` no longer reached matplotlib.
+    The cell setting it read a variable, so it was no process-state cell a restore re-runs."""
+    cells = ["import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+             "from matplotlib import rcParams",
+             "rcParams['figure.figsize'] = (10, 6)\nrcParams.update({'font.size': 14})",
+             "fig = plt.figure()"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    b.ok("rcParams['lines.linewidth'] = 7")
+    assert b.value("[rcParams is matplotlib.rcParams, list(plt.figure().get_size_inches()), "
+                   "matplotlib.rcParams['font.size'], plt.plot([1])[0].get_linewidth(), "
+                   "list(fig.get_size_inches())]") == [True, [10.0, 6.0], 14.0, 7.0, [10.0, 6.0]]
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_options_set_through_an_alias_of_pandas_options_come_back(make_kernel, tmp_path,
+                                                                  strategy):
+    """``opts = pd.options`` is pandas' option registry: shipped as a copy, the restored
+    session displayed 60 rows again while `opts` said 5, and the restore verified it."""
+    cells = ["import pandas as pd\nopts = pd.options", "opts.display.max_rows = 5"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    b.ok("opts.display.max_columns = 3")
+    assert b.value("[opts is pd.options, pd.get_option('display.max_rows'), "
+                   "pd.get_option('display.max_columns')]") == [True, 5, 3]
+
+
+def test_virtual_subclasses_of_a_notebook_abc_stay_registered(make_kernel, tmp_path):
+    """``Shape.register(Square)`` is recorded as a change of `Shape` (its C registry is part of
+    its fingerprint and digest), so the replay plan re-runs it: before, it re-made both
+    classes without it and verified, and ``isinstance(sq, Shape)`` was False."""
+    cells = ["import abc\nclass Shape(abc.ABC):\n    @abc.abstractmethod\n    def area(self): ...",
+             "class Square:\n    def area(self): return 4\nsq = Square()",
+             "Shape.register(Square)\nShape.register(tuple)"]
+    _, out = migrate_both(make_kernel, tmp_path, cells)
+    for r in out.values():
+        adv_assert_verified(r)
+        assert r.kernel.value("[isinstance(sq, Shape), issubclass(tuple, Shape), "
+                              "isinstance([], Shape)]") == [True, True, False], r.plan
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_library_patched_with_the_notebooks_functions_is_patched_again(make_kernel, tmp_path,
+                                                                         strategy):
+    """``pd.DataFrame.summary = summary`` reads a notebook function, so it was no process-state
+    cell (those read only modules): with the function shipped, nothing patched pandas again
+    and ``df.summary()`` raised after a restore that verified everything."""
+    cells = ["import builtins, pandas as pd\ndef summary(self):\n    return len(self) * 10",
+             "pd.DataFrame.summary = summary\nbuiltins.nb_helper = summary",
+             "df = pd.DataFrame({'a': [1, 2]})"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    assert b.value("[df.summary(), pd.DataFrame.summary is summary, nb_helper is summary]") == [
+        20, True, True]

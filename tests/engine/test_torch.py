@@ -109,3 +109,29 @@ def test_a_model_and_its_optimizer_come_back_as_training_left_them(make_kernel, 
         r.kernel.ok("more = [train_step() for _ in range(2)]")
         assert r.kernel.value("[more, {k: v.tolist() for k, v in model.state_dict().items()}]") \
             == after, r.plan
+
+
+def test_a_generator_the_notebook_drew_from_is_recomputed_by_replay(make_kernel, tmp_path):
+    """The generator looked changed at every walk (`test_reading_a_torch_generator_is_not_a_
+    mutation`): the checkpoint recorded it as changed outside recorded cells, so the replay
+    plan named it lost instead of re-running the two cells that made it."""
+    cells = ["import torch\ng = torch.Generator().manual_seed(3)", "x = torch.rand(2, generator=g)"]
+    a, out = migrate_both(make_kernel, tmp_path, cells)
+    want = a.value("torch.rand(2, generator=g).tolist()")
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("torch.rand(2, generator=g).tolist()") == want, r.plan
+
+
+def test_the_default_generator_manual_seed_returns_stays_torchs(make_kernel, tmp_path):
+    """``gen = torch.manual_seed(42)`` is torch's global generator: shipped as a copy, a later
+    ``gen.manual_seed(1)`` no longer reseeded ``torch.rand`` (verified all the same), and the
+    replay plan named it lost (no cell re-creates a copy)."""
+    a, out = migrate_both(make_kernel, tmp_path, ["import torch\ngen = torch.manual_seed(42)",
+                                                  "first = torch.rand(2)"])
+    probe = "[gen is torch.default_generator, torch.rand(1).tolist(), gen.manual_seed(1) is gen, " \
+            "torch.rand(1).tolist()]"
+    want = a.value(probe)
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value(probe) == want, r.plan
