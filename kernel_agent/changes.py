@@ -1512,6 +1512,21 @@ class _Walker:
             self.out.append((tag,) if self.portable else (tag, i))
         return True
 
+    def _memfile(self, obj: Any, tp: type) -> tuple | None:
+        """An in-memory file's content and position, for the in-process walk (None: another
+        object, or closed). Walked as opaque, a buffer a cell only read (``buf.getvalue()``)
+        counted as changed by every cell that touched it. Content beyond the hash budget is
+        left out (the print is partial)."""
+        if tp is not io.StringIO and tp is not io.BytesIO:
+            return None
+        try:
+            value, pos = obj.getvalue(), obj.tell()
+        except Exception:  # noqa: BLE001 - closed: opaque
+            return None
+        if not self._spend(len(value)):
+            return ("memfile?", pos)
+        return ("memfile", _atom_token(value), pos)
+
     def _link_ids(self, roots: Any) -> None:
         """Record the ids of what `roots` hold (a few levels of containers, cells and bound
         methods; never into functions, classes or modules, whose globals are the namespace),
@@ -1751,7 +1766,9 @@ class _Walker:
             # (a weak reference is live or dead by the collector's timing, not by the
             # session's state: the portable digest checks its type only)
             if self._identity(obj, "O"):
-                state = _c_content(obj, tp) if self.portable and kind == K_OPAQUE else None
+                state = None
+                if kind == K_OPAQUE:
+                    state = _c_content(obj, tp) if self.portable else self._memfile(obj, tp)
                 if state is not None:
                     out.append(state)
                     return
@@ -3029,7 +3046,7 @@ class TrackerUpdate:
     """What one cell did to the tracked names."""
 
     rebound: set[str] = field(default_factory=set)  # new names, or id(value) changed
-    #: same object, contents changed (every name of an affected co-variable)
+    #: same object, value changed (each name for itself, see `Tracker._changed`)
     mutated: set[str] = field(default_factory=set)
     removed: set[str] = field(default_factory=set)
     opaque: set[str] = field(default_factory=set)  # could not be inspected (counted as mutated)

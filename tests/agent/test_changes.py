@@ -1712,3 +1712,21 @@ def test_random_object_cells_mutate_exactly_the_names_whose_value_changed(seed):
         new = _truth(ns, user)
         same = [n for n in user if n in old and old[n][0] == new[n][0]]
         assert upd.mutated == {n for n in same if old[n] != new[n]}, code
+
+
+@pytest.mark.parametrize("value", ["io.StringIO('abc')", "io.BytesIO(b'abc')"])
+def test_reading_an_in_memory_file_does_not_mutate_it(value):
+    """An in-memory file was walked as opaque (its content is what the portable digest
+    checks): every cell that read it (`buf.getvalue()`) counted as changing it."""
+    t, ns = tracked(f"import io\nbuf = {value}")
+    assert run(t, ns, "r = buf.getvalue()", ["buf", "r"]).mutated == set()
+    assert t.update(ns, ["buf"], []).opaque == set()
+    assert run(t, ns, "buf.seek(1)", ["buf"]).mutated == {"buf"}  # (its position)
+    assert run(t, ns, "buf.write(buf.read(1))", ["buf"]).mutated == {"buf"}
+
+
+def test_an_in_memory_file_over_the_hash_budget_counts_as_changed_when_touched():
+    t, ns = tracked("import io\nbuf = io.StringIO('x' * 100)")
+    t.hash_budget = 10
+    upd = t.update(ns, ["buf"], [])
+    assert upd.mutated == {"buf"} and "buf" in t.stale()
