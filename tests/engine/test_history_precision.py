@@ -68,3 +68,20 @@ def test_a_value_changed_through_a_holder_in_a_cell_that_cannot_be_re_run_is_los
     for r in out.values():
         assert r.restore["variables"]["rows"]["action"] == "lost", (r.plan, r.restore)
         assert r.kernel.value("'rows' in dir()") is False
+
+
+def test_a_frame_a_later_cell_that_cannot_be_re_run_appended_a_summary_next_to_is_recomputed(
+        make_kernel, tmp_path):
+    """The replay plan ships nothing: `frames`, whose last change was the file-writing cell's,
+    is lost; `df`, which that cell did not change, is recomputed by its own cell (it was lost
+    with `frames`: the append mutated the whole co-variable)."""
+    cells = ["import pandas as pd\ndf = pd.DataFrame({'a': [1, 2, 3], 'b': ['x', 'y', 'z']})",
+             "frames = [df]",
+             "frames.append(df.describe())\nopen('report.txt', 'w').write(str(frames[-1]))"]
+    _, out = migrate_both(make_kernel, tmp_path, cells)
+    replay = out["replay"].restore["variables"]
+    assert replay["frames"]["action"] == "lost", replay
+    assert replay["df"] == {"action": "recomputed", "verified": True}, replay
+    assert out["replay"].kernel.value("df.a.tolist()") == [1, 2, 3]
+    assert_verified(out["optimal"])
+    assert out["optimal"].kernel.value("frames[0] is df") is True
