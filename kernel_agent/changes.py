@@ -3735,7 +3735,8 @@ class Tracker:
         recomputed by its own cells. So, for each name:
 
         - fingerprint and links as before, and so for every name its links lead to: not
-          changed (the walk was the same);
+          changed (the walk was the same); links as before and so for the names they lead
+          to, its fingerprint not: changed (no walk alone);
         - else its value walked alone (`_alone`) against the one before: its fingerprint
           when it had no links, else the walk alone kept with it (`_Print.solo`, taken when
           its links were made, carried while they stay as they were);
@@ -3760,6 +3761,12 @@ class Tracker:
             if n in rebound or o is None:
                 continue
             if bad and (n in dirty or self._reaches(new, n, bad)):
+                if (n in dirty and o.links == p.links and not (p.partial or p.opaque)
+                        and not self._reaches(new, n, bad)):
+                    # walked after the same names, which walked what they did before: its
+                    # own walk differs, so its value does (no walk alone can say otherwise)
+                    changed.add(n)
+                    continue
                 # (a walk alone is kept only when it was complete and not opaque: a name
                 # that reaches a lock only through its links has one)
                 before = o.solo if o.links else None if o.partial or o.opaque else o.fp

@@ -1730,3 +1730,27 @@ def test_an_in_memory_file_over_the_hash_budget_counts_as_changed_when_touched()
     t.hash_budget = 10
     upd = t.update(ns, ["buf"], [])
     assert upd.mutated == {"buf"} and "buf" in t.stale()
+
+
+def test_a_name_changed_in_its_own_walk_costs_no_walk_alone(monkeypatch):
+    """`rows` links to the r_i walked before it (they are its items): appending to it changes
+    its own walk with the same links, which says it changed; a walk of it alone, every cell
+    that appends, would only walk the r_i again."""
+    import kernel_agent.changes as changes
+
+    t, ns = tracked("\n".join(f"r_{i} = {{'i': [{i}]}}" for i in range(50))
+                    + "\nrows = [" + ", ".join(f"r_{i}" for i in range(50)) + "]")
+    t.solo_keep_work = 0  # (no walk alone kept for later either: only the decision counts)
+    alone: list[int] = []
+    real = changes._fingerprint
+
+    def counting(value: Any, *args: Any, **kw: Any) -> Any:
+        if kw.get("shared", args[4] if len(args) > 4 else None) is None:
+            alone.append(id(value))
+        return real(value, *args, **kw)
+
+    monkeypatch.setattr(changes, "_fingerprint", counting)
+    upd = run(t, ns, "rows.append(1)", ["rows"])
+    assert upd.mutated == {"rows"} and alone == []
+    upd = run(t, ns, "rows[0]['i'].append(2)", ["rows"])
+    assert upd.mutated == {"rows", "r_0"}
