@@ -3692,10 +3692,11 @@ class Tracker:
     #: what tells a name that only reaches a changed name's objects, or lost or gained links,
     #: from one that changed. Beyond it such a name counts as changed (the safe answer)
     solo_work = 50_000
-    #: the part of it that keeps a walk alone for a name whose links were made or changed
-    #: with its value (`b = a`, `rows.append(row)` by a name walked after `row`), only for a
-    #: later change of its links: a value that reaches more than this many objects and atoms
-    #: through its links gets none (its links changing then count as a change)
+    #: the part of it that keeps a walk alone, after a cell, for a name whose links were made
+    #: or changed with its value (`b = a`, `rows.append(row)` by a name walked after `row`),
+    #: only for later: a value that reaches more than this many objects and atoms through its
+    #: links gets none (a later change of its links, or of a name they lead to, then counts
+    #: as a change of it). Updates off the cells' path (reset, refresh) keep up to `solo_work`
     solo_keep_work = 5_000
 
     def _alone(self, ns: Mapping[str, Any], new: Mapping[str, _Print], name: str,
@@ -3723,7 +3724,7 @@ class Tracker:
     def _changed(self, ns: Mapping[str, Any], names: list[str],
                  old: Mapping[str, _Print | None], new: Mapping[str, _Print],
                  rebound: set[str], cache: dict[int, tuple[np.ndarray, bytes]],
-                 budget: list[int] | None) -> set[str]:
+                 budget: list[int] | None, keep: int) -> set[str]:
         """The names (sorted, not rebound) of this update whose value may have changed.
 
         A name's fingerprint covers what it reaches first in the update; what a name walked
@@ -3743,7 +3744,9 @@ class Tracker:
         - else, gaining a link only, the walk after its old links (`_only_reached_first`).
 
         Otherwise it changed. A name with links and no walk alone kept gets one here when
-        `solo_work` allows, so that a later change of its links can be told apart.
+        `keep` allows (`solo_keep_work` after a cell; `solo_work` in a walk off the cells'
+        path: a reset at a restore, a refresh), so that a later change of its links, or of
+        the names they lead to, can be told apart.
         """
         dirty: set[str] = set()
         for n in names:
@@ -3777,7 +3780,7 @@ class Tracker:
                 changed.add(n)
             elif p.links:
                 p.solo = o.solo  # (the same walk as before: links and what they lead to)
-        left[0] = min(left[0], self.solo_keep_work)
+        left[0] = min(left[0], keep)
         for n in names:
             p = new[n]
             if p.links and p.solo is None and (n in rebound or n in changed):
@@ -3916,7 +3919,8 @@ class Tracker:
         # names whose value may have changed (a partial fingerprint cannot show that nothing
         # did); an opaque one that is not among them reached the opaque object only through
         # its links, and its walk alone found it unchanged
-        candidates = self._changed(ns, names, old_prints, new_prints, upd.rebound, cache, budget)
+        candidates = self._changed(ns, names, old_prints, new_prints, upd.rebound, cache, budget,
+                                   self.solo_keep_work if defer else self.solo_work)
         cache.clear()
         upd.opaque = {n for n in names if new_prints[n].opaque
                       and (n in candidates or n in upd.rebound)}

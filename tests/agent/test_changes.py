@@ -1754,3 +1754,14 @@ def test_a_name_changed_in_its_own_walk_costs_no_walk_alone(monkeypatch):
     assert upd.mutated == {"rows"} and alone == []
     upd = run(t, ns, "rows[0]['i'].append(2)", ["rows"])
     assert upd.mutated == {"rows", "r_0"}
+
+
+def test_a_value_held_since_a_reset_is_not_mutated_by_a_change_to_its_holder():
+    """A reset (a restore, the agent loaded) makes every name at once: `rows` links to the
+    holder walked before it and had no walk alone kept (over `solo_keep_work`), so appending
+    to the holder counted as changing rows. A reset is off the cells' path: it keeps them."""
+    t, ns = tracked("rows = [{'i': i, 's': str(i)} for i in range(5000)]\na_data = [rows]")
+    assert t._prints["rows"].links == ("a_data",)
+    assert run(t, ns, "a_data.append(1)", ["a_data"]).mutated == {"a_data"}
+    assert run(t, ns, "del a_data", [], ["a_data"]).mutated == set()
+    assert run(t, ns, "rows[0]['i'] = -1", ["rows"]).mutated == {"rows"}
