@@ -1538,6 +1538,21 @@ class _Walker:
             self.out.append((tag,) if self.portable else (tag, i))
         return True
 
+    def _memfile(self, obj: Any, tp: type) -> tuple | None:
+        """An in-memory file's content and position, for the in-process walk (None: another
+        object, or closed). Walked as opaque, a buffer a cell only read (``buf.getvalue()``)
+        counted as changed by every cell that touched it. Content beyond the hash budget is
+        left out (the print is partial)."""
+        if tp is not io.StringIO and tp is not io.BytesIO:
+            return None
+        try:
+            value, pos = obj.getvalue(), obj.tell()
+        except Exception:  # noqa: BLE001 - closed: opaque
+            return None
+        if not self._spend(len(value)):
+            return ("memfile?", pos)
+        return ("memfile", _atom_token(value), pos)
+
     def _link_ids(self, roots: Any) -> None:
         """Record the ids of what `roots` hold (a few levels of containers, cells and bound
         methods; never into functions, classes or modules, whose globals are the namespace),
@@ -1779,7 +1794,9 @@ class _Walker:
             # (a weak reference is live or dead by the collector's timing, not by the
             # session's state: the portable digest checks its type only)
             if self._identity(obj, "O"):
-                state = _c_content(obj, tp) if self.portable and kind == K_OPAQUE else None
+                state = None
+                if kind == K_OPAQUE:
+                    state = _c_content(obj, tp) if self.portable else self._memfile(obj, tp)
                 if state is not None:
                     out.append(state)
                     return
@@ -2780,6 +2797,11 @@ class _Print:
     links: tuple[str, ...] = ()
     #: [low, high) memory spans of the buffers reached (`_Walker.spans`; dropped once indexed)
     spans: list[tuple[int, int]] = field(default_factory=list)
+    #: with `links`: the fingerprint of a walk of this name alone (None: not taken, or it was
+    #: partial or opaque), which covers what it reaches through its links too. The links come
+    #: and go with other names (a holder made or deleted, sorted before it), and then `fp`
+    #: changes although the value did not; this one does not (see `Tracker._changed`)
+    solo: bytes | None = None
 
 
 def _same_print(old: _Print | None, new: _Print) -> bool:
@@ -3061,7 +3083,7 @@ class TrackerUpdate:
     """What one cell did to the tracked names."""
 
     rebound: set[str] = field(default_factory=set)  # new names, or id(value) changed
-    #: same object, contents changed (every name of an affected co-variable)
+    #: same object, value changed (each name for itself, see `Tracker._changed`)
     mutated: set[str] = field(default_factory=set)
     removed: set[str] = field(default_factory=set)
     opaque: set[str] = field(default_factory=set)  # could not be inspected (counted as mutated)
@@ -3703,6 +3725,151 @@ class Tracker:
             return False
         return _same_print(old, again)
 
+    #: objects and atoms the walks of names alone (`_Print.solo`) may visit in one update:
+    #: what tells a name that only reaches a changed name's objects, or lost or gained links,
+    #: from one that changed. Beyond it such a name counts as changed (the safe answer)
+    solo_work = 50_000
+    #: the part of it that keeps a walk alone, after a cell, for a name whose links were made
+    #: or changed with its value (`b = a`, `rows.append(row)` by a name walked after `row`),
+    #: only for later: a value that reaches more than this many objects and atoms through its
+    #: links gets none (a later change of its links, or of a name they lead to, then counts
+    #: as a change of it). Updates off the cells' path (reset, refresh) keep up to `solo_work`
+    solo_keep_work = 5_000
+
+    def _alone(self, ns: Mapping[str, Any], new: Mapping[str, _Print], name: str,
+               cache: dict[int, tuple[np.ndarray, bytes]], budget: list[int] | None,
+               left: list[int]) -> bytes | None:
+        """The fingerprint of `name`'s value walked alone, now (None: partial, opaque, or
+        more to walk than `left` grants): its `fp` when it links to no name, else a walk of
+        its own, kept as `p.solo`. Arrays hashed by this update's walks are not hashed again."""
+        p = new[name]
+        if p.partial:
+            return None
+        if not p.links:
+            return None if p.opaque else p.fp
+        if p.solo is not None:
+            return p.solo
+        if self._reach_work(new, name) > left[0]:
+            return None
+        q = _fingerprint(ns[name], ns, left[0], cache, budget)
+        left[0] -= max(q.work, 1)
+        if q.opaque or q.partial:
+            return None
+        p.solo = q.fp
+        return q.fp
+
+    def _changed(self, ns: Mapping[str, Any], names: list[str],
+                 old: Mapping[str, _Print | None], new: Mapping[str, _Print],
+                 rebound: set[str], cache: dict[int, tuple[np.ndarray, bytes]],
+                 budget: list[int] | None, keep: int) -> set[str]:
+        """The names (sorted, not rebound) of this update whose value may have changed.
+
+        A name's fingerprint covers what it reaches first in the update; what a name walked
+        before it already walked is a link. So its fingerprint changes when a holder sorted
+        before it is made or deleted (`a_holder = [m]`, `del a_holder`), and stays when its
+        objects change through the holder it links to (`a_holder[0].append(1)`). Every name
+        of a co-variable with a change in it was reported mutated: `a_holder.append(5)`
+        mutated m, and the cell that did it, if it could not be re-run, left m unable to be
+        recomputed by its own cells. So, for each name:
+
+        - fingerprint and links as before, and so for every name its links lead to: not
+          changed (the walk was the same); links as before and so for the names they lead
+          to, its fingerprint not: changed (no walk alone);
+        - else its value walked alone (`_alone`) against the one before: its fingerprint
+          when it had no links, else the walk alone kept with it (`_Print.solo`, taken when
+          its links were made, carried while they stay as they were);
+        - else, gaining a link only, the walk after its old links (`_only_reached_first`).
+
+        Otherwise it changed. A name with links and no walk alone kept gets one here when
+        `keep` allows (`solo_keep_work` after a cell; `solo_work` in a walk off the cells'
+        path: a reset at a restore, a refresh), so that a later change of its links, or of
+        the names they lead to, can be told apart.
+        """
+        dirty: set[str] = set()
+        for n in names:
+            p, o = new[n], old[n]
+            if n in rebound or o is None:
+                continue
+            if (o.fp != p.fp or o.links != p.links or p.partial or o.partial
+                    or p.opaque or o.opaque):
+                dirty.add(n)
+        left = [self.solo_work]
+        changed: set[str] = set()
+        bad = dirty | rebound
+        for n in names:
+            p, o = new[n], old[n]
+            if n in rebound or o is None:
+                continue
+            if bad and (n in dirty or self._reaches(new, n, bad)):
+                if (n in dirty and o.links == p.links and not (p.partial or p.opaque)
+                        and not self._reaches(new, n, bad)):
+                    # walked after the same names, which walked what they did before: its
+                    # own walk differs, so its value does (no walk alone can say otherwise)
+                    changed.add(n)
+                    continue
+                # (a walk alone is kept only when it was complete and not opaque: a name
+                # that reaches a lock only through its links has one)
+                before = o.solo if o.links else None if o.partial or o.opaque else o.fp
+                if before is not None and self._alone(ns, new, n, cache, budget, left) == before:
+                    continue
+                if before is None and self._gained_only(ns, n, o, p, rebound, changed, budget):
+                    continue
+                changed.add(n)
+            elif p.links:
+                p.solo = o.solo  # (the same walk as before: links and what they lead to)
+        left[0] = min(left[0], keep)
+        for n in names:
+            p = new[n]
+            if p.links and p.solo is None and (n in rebound or n in changed):
+                self._alone(ns, new, n, cache, budget, left)
+        return changed
+
+    @staticmethod
+    def _reach_work(new: Mapping[str, _Print], name: str) -> int:
+        """What walking `name` alone may cost: its walk's work and that of every name its
+        links lead to (through theirs)."""
+        seen = {name}
+        stack = [name]
+        work = 0
+        while stack:
+            q = new.get(stack.pop())
+            if q is None:
+                continue
+            work += q.work
+            for m in q.links:
+                if m not in seen:
+                    seen.add(m)
+                    stack.append(m)
+        return work
+
+    @staticmethod
+    def _reaches(new: Mapping[str, _Print], name: str, bad: set[str]) -> bool:
+        """Whether `name`'s links lead (through theirs) to a name in `bad`."""
+        seen = {name}
+        stack = list(new[name].links)
+        while stack:
+            m = stack.pop()
+            if m in seen:
+                continue
+            if m in bad:
+                return True
+            seen.add(m)
+            q = new.get(m)
+            if q is not None:
+                stack.extend(q.links)
+        return False
+
+    def _gained_only(self, ns: Mapping[str, Any], name: str, old: _Print, new: _Print,
+                     rebound: set[str], changed: set[str], budget: list[int] | None) -> bool:
+        """`_only_reached_first`, when what `name`'s old links lead to was walked again and
+        did not change (they sort before it: decided already)."""
+        if old.fp == new.fp and not new.partial:
+            return False
+        order = self._link_closure(name)[:-1]
+        if any(m in rebound or m in changed for m in order):
+            return False
+        return self._only_reached_first(ns, name, old, new, budget)
+
     def _update(
         self,
         ns: Mapping[str, Any],
@@ -3778,21 +3945,22 @@ class Tracker:
             else:
                 atoms[n] = p
         new_prints = self._walk_names(ns, walked, cache, budget, unhashed) if walked else {}
-        cache.clear()
         new_prints.update(atoms)
 
-        candidates: set[str] = set()
         for n in names:
             p, old = new_prints[n], old_prints[n]
-            if p.opaque:
-                upd.opaque.add(n)
             if p.partial:
                 self._stale.add(n)
             if old is None or old.root_id != p.root_id:
                 upd.rebound.add(n)
-            elif ((old.fp != p.fp or p.partial or old.partial)
-                  and not self._only_reached_first(ns, n, old, p, budget)):
-                candidates.add(n)  # (a partial fingerprint cannot show that nothing changed)
+        # names whose value may have changed (a partial fingerprint cannot show that nothing
+        # did); an opaque one that is not among them reached the opaque object only through
+        # its links, and its walk alone found it unchanged
+        candidates = self._changed(ns, names, old_prints, new_prints, upd.rebound, cache, budget,
+                                   self.solo_keep_work if defer else self.solo_work)
+        cache.clear()
+        upd.opaque = {n for n in names if new_prints[n].opaque
+                      and (n in candidates or n in upd.rebound)}
         kept = self._unchanged_groups(walked, old_prints, new_prints,
                                       upd.rebound | candidates | split)
         for n in names:
@@ -3872,7 +4040,10 @@ class Tracker:
             for m in g:
                 self._group[m] = g
             if candidates & g or (upd.opaque & g - upd.rebound):
-                upd.mutated |= g - upd.rebound
+                # each name walked now tells for itself (`_changed`): a holder appended to
+                # changed the holder, not what it holds; names merged in unwalked may have
+                # been changed through the names that reach them
+                upd.mutated |= {m for m in g - upd.rebound if m in candidates or m not in new_prints}
         upd.mutated -= upd.rebound
 
         # --- store -----------------------------------------------------------------------

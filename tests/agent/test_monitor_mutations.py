@@ -198,5 +198,26 @@ def test_registering_a_virtual_subclass_mutates_the_abstract_class(agent):
     was False after a restore that verified."""
     agent.ok("import abc\nclass AbcShape(abc.ABC):\n    @abc.abstractmethod\n"
              "    def area(self): ...\nclass AbcSquare:\n    def area(self): return 4")
-    assert agent.cell("AbcShape.register(AbcSquare)")["mutated"] == ["AbcShape", "AbcSquare"]
+    assert agent.cell("AbcShape.register(AbcSquare)")["mutated"] == ["AbcShape"]
     assert agent.cell("abc_n = isinstance(AbcSquare(), AbcShape)")["mutated"] == []
+
+
+def test_a_change_through_a_holder_made_again_mutates_the_value(agent):
+    """Running `m_a_h = [m_v]; m_a_h[0]['k'].append(..)` twice: the second time the holder is a
+    new list, walked before m_v (sorted first), so m_v's own walk only linked to it and did
+    not change; the change to m_v was missed, and its history said it still held [1]."""
+    cell = "m_a_h = [m_v]\nm_a_h[0]['k'].append(len(m_v['k']))"
+    agent.ok("m_v = {'k': [1]}")
+    agent.cell(cell)
+    rec = agent.cell(cell)
+    assert rec["mutated"] == ["m_v"] and agent.value("m_v") == {"k": [1, 1, 2]}
+
+
+def test_appending_to_a_holder_does_not_mutate_what_it_holds(agent):
+    """A co-variable was mutated as a whole: the cell that appended to the holder became a
+    requirement of the value it holds, which then could not be recomputed without it."""
+    agent.ok("m_held = {'k': [1]}\nm_a_holder = [m_held]")
+    rec = agent.cell("m_a_holder.append(5)")
+    assert rec["mutated"] == ["m_a_holder"]
+    rec = agent.cell("del m_a_holder")
+    assert rec["mutated"] == [] and rec["deletes"] == ["m_a_holder"]

@@ -73,6 +73,8 @@ def test_numpy_of_a_tensor_shares_its_memory_and_its_co_variable(agent):
     agent.ok(f"{IMPORT}\nnp_t = torch.zeros(8)\nnp_a = np_t.numpy()\nnp_s = np_t[2:].numpy()")
     assert agent.covariable("np_t") == ["np_a", "np_s", "np_t"]
     rec = agent.cell("np_a[0] = 7")
+    assert set(rec["mutated"]) == {"np_a", "np_t"}  # (np_s is elements 2 on: unchanged)
+    rec = agent.cell("np_a[3] = 7")
     assert set(rec["mutated"]) == {"np_a", "np_s", "np_t"}
 
 

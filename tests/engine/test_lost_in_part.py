@@ -66,3 +66,35 @@ def test_a_lost_name_a_re_run_cell_binds_in_passing_is_removed(make_kernel, tmp_
         assert v["m"]["action"] == "lost" and v["base"].get("verified"), (r.plan, v)
         assert r.kernel.value("'m' in dir()") is False, r.plan
     assert "in passing" in replay.restore["lost"]["m"]
+
+
+NOPICKLE = ("class NoPickle:\n    def __init__(self, v):\n        self.v = v\n"
+            "    def __reduce_ex__(self, protocol):\n        raise TypeError('no pickle')\n")
+
+
+def test_names_a_lost_holder_gathered_from_two_cells_come_back_and_it_is_removed(
+        make_kernel, tmp_path):
+    """`h` gathers `p` (cell 0) and `q` (cell 1) in a cell that cannot be re-run: p and q are
+    recomputed by their own cells (the append changed h, not them), and h, which cell 0 binds
+    in passing to its first version, is removed."""
+    cells = [NOPICKLE + "p = NoPickle([1])\nh = [p]", "q = NoPickle([2])",
+             "h.append(q)\nopen('made.txt', 'w').close()"]
+    _, out = migrate_both(make_kernel, tmp_path, cells)
+    for r in out.values():
+        v = r.restore["variables"]
+        assert v["h"]["action"] == "lost" and "in passing" in v["h"]["detail"], (r.plan, v)
+        assert v["p"].get("verified") and v["q"].get("verified"), (r.plan, v)
+        assert r.kernel.value("[p.v, q.v, 'h' in dir()]") == [[1], [2], False]
+
+
+def test_aliases_recomputed_apart_from_their_lost_holder_keep_their_identity(
+        make_kernel, tmp_path):
+    """Two names of one object made by two cells come back together, one object, checked
+    against one digest of both."""
+    cells = [NOPICKLE + "a = NoPickle([1])", "b = a", "holder = [a, 5]\nopen('made.txt', 'w').close()"]
+    _, out = migrate_both(make_kernel, tmp_path, cells)
+    for r in out.values():
+        v = r.restore["variables"]
+        assert v["holder"]["action"] == "lost", (r.plan, v)
+        assert v["a"].get("verified") and v["b"].get("verified"), (r.plan, v)
+        assert r.kernel.value("[a is b, a.v]") == [True, [1]]
