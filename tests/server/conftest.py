@@ -65,6 +65,12 @@ class AttachedKernel(Kernel):
     def shutdown(self) -> None:
         self.kc.stop_channels()
 
+    def __enter__(self) -> AttachedKernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
 
 class Server:
     """A running `jupyter server` subprocess with the extension enabled."""

@@ -29,24 +29,18 @@ def _start(server: Server, how: str) -> str:
 @pytest.mark.parametrize("how", ["kernels API", "sessions API"])
 def test_kernel_started_through_the_server_has_the_agent_monitoring(server: Server, how: str) -> None:
     kid = _start(server, how)
-    k = server.attach(kid)
-    try:
+    with server.attach(kid) as k:
         assert k.value(INJECTED) is True
         assert k.value(AGENT_ACTIVE) == [True, True]
         # one string-hash seed for every kernel: a replayed cell orders a set of strings alike
         assert k.value("__import__('os').environ.get('PYTHONHASHSEED')") == "0"
         assert k.value(f"list(set({sorted(WORDS)!r}))") == set_order_under_seed(WORDS, "0")
-    finally:
-        k.shutdown()
 
 
 def test_restarted_kernel_has_the_agent_again(server: Server) -> None:
     kid = _start(server, "sessions API")
     r = server.post(f"api/kernels/{kid}/restart")
     assert r.status_code == 200, r.text
-    k = server.attach(kid)
-    try:
+    with server.attach(kid) as k:
         assert k.value(INJECTED) is True
         assert k.value(AGENT_ACTIVE) == [True, True]
-    finally:
-        k.shutdown()

@@ -33,8 +33,7 @@ def test_crash_after_background_rounds_restores_the_newer_state(start_server, st
            "ELASTIC_CHECKPOINT_KEY": KEY}
     a = start_server(name="a", root_dir=root, env=env)
     kid = a.create_session("work.ipynb")["kernel"]["id"]
-    k = a.attach(kid)
-    try:
+    with a.attach(kid) as k:
         k.ok("x = [1, 2, 3]")
         r = a.post("api/elastic/checkpoint", json={})
         assert r.status_code == 200 and r.json()["complete"], r.text
@@ -47,8 +46,6 @@ def test_crash_after_background_rounds_restores_the_newer_state(start_server, st
                       120, "a background checkpoint in the kernel's store")
         raw = json.loads(kstore.get_manifest(bg[-1]))
         assert "hmac_sha256" in raw  # signed with the server's key, inherited by the kernel
-    finally:
-        k.shutdown()
     a.stop()  # no checkpoint at stop: as if the pod died
 
     b = start_server(name="b", root_dir=root, env={**env, "ELASTIC_RESTORE_FROM": pointer})
@@ -56,8 +53,5 @@ def test_crash_after_background_rounds_restores_the_newer_state(start_server, st
     assert st["restore"]["state"] == "done", json.dumps(st, indent=1)
     (ks,) = st["restore"]["kernels"]
     assert ks["summary"]["checkpoint_id"].endswith(".bg"), ks
-    k = b.attach(b.sessions()["work.ipynb"]["kernel"]["id"])
-    try:
+    with b.attach(b.sessions()["work.ipynb"]["kernel"]["id"]) as k:
         assert k.value("[x, after]") == [[1, 2, 3, 4], "kept by a background round"]
-    finally:
-        k.shutdown()

@@ -10,8 +10,7 @@ from tests.server.conftest import Server, wait_for
 
 def test_busy_kernel_is_reported_busy_after_the_timeout_and_keeps_running(server: Server, tmp_path: Path) -> None:
     kid = server.create_session("work/long.ipynb")["kernel"]["id"]
-    k = server.attach(kid)
-    try:
+    with server.attach(kid) as k:
         k.kc.execute("import time; time.sleep(120); finished = True")
         wait_for(lambda: server.get(f"api/kernels/{kid}").json()["execution_state"] == "busy",
                  30, "the server to see the kernel busy")
@@ -33,5 +32,3 @@ def test_busy_kernel_is_reported_busy_after_the_timeout_and_keeps_running(server
         p = parse_pointer(body["checkpoint"])
         assert (Path(p.store_url.removeprefix("file://")) / "servers" / "checkpoints" / p.checkpoint_id / "manifest.json").is_file()
         assert server.status()["last_checkpoint"] == body["checkpoint"]
-    finally:
-        k.shutdown()

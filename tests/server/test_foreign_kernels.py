@@ -36,11 +36,8 @@ def test_kernel_without_the_agent_is_reported_and_the_others_are_saved(
                                   "JUPYTER_PATH": str(_no_agent_spec(tmp_path / "jupyter-path"))})
     good = s.create_session("good.ipynb")["kernel"]["id"]
     s.create_session("other env.ipynb", kernel_name="no-agent")
-    k = s.attach(good)
-    try:
+    with s.attach(good) as k:
         k.ok("x = 7")
-    finally:
-        k.shutdown()
 
     r = s.post("api/elastic/checkpoint", json={"busy_timeout": 5})
 
@@ -64,8 +61,5 @@ def test_kernel_without_the_agent_is_reported_and_the_others_are_saved(
     assert outcome == {"good.ipynb": "ok", "other env.ipynb": "skipped"}, json.dumps(st, indent=1)
     sessions = s.sessions()
     assert sessions["other env.ipynb"]["kernel"]["name"] == "no-agent"
-    k = s.attach(sessions["good.ipynb"]["kernel"]["id"])
-    try:
+    with s.attach(sessions["good.ipynb"]["kernel"]["id"]) as k:
         assert k.value("x") == 7
-    finally:
-        k.shutdown()

@@ -40,12 +40,9 @@ def test_kernel_restarted_during_its_checkpoint_is_reported_without_waiting_for_
 ) -> None:
     s: Server = start_server(env={"ELASTIC_STORE_URL": store_url}, ipython_startup=SLOW_CHECKPOINT)
     kid = s.create_session("work.ipynb")["kernel"]["id"]
-    k = s.attach(kid)
-    try:
+    with s.attach(kid) as k:
         k.ok("slow_checkpoint = 60")
         pid = k.value("__import__('os').getpid()")
-    finally:
-        k.shutdown()
     started = time.monotonic()
     # the checkpoint request runs in the background of this test: the hub's stop waits on it
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -72,11 +69,8 @@ def test_kernel_restarted_by_the_user_during_its_checkpoint_is_reported_interrup
     """A user's "Restart kernel" interrupts the running call first: say so, not "KeyboardInterrupt: "."""
     s: Server = start_server(env={"ELASTIC_STORE_URL": store_url}, ipython_startup=SLOW_CHECKPOINT)
     kid = s.create_session("work.ipynb")["kernel"]["id"]
-    k = s.attach(kid)
-    try:
+    with s.attach(kid) as k:
         k.ok("slow_checkpoint = 60")
-    finally:
-        k.shutdown()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(s.post, "api/elastic/checkpoint", json={"deadline": 200})
         wait_for(lambda: s.get(f"api/kernels/{kid}").json()["execution_state"] == "busy",
@@ -101,11 +95,8 @@ def test_kernel_shut_down_during_a_checkpoint_is_not_brought_back_by_the_restore
     """
     s: Server = start_server(env={"ELASTIC_STORE_URL": store_url}, ipython_startup=SLOW_CHECKPOINT)
     slow = s.create_session("slow.ipynb")["kernel"]["id"]
-    k = s.attach(slow)
-    try:
+    with s.attach(slow) as k:
         k.ok("slow_checkpoint = 8")
-    finally:
-        k.shutdown()
     closed = s.create_session("closed.ipynb")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(s.post, "api/elastic/checkpoint", json={"kernels": [slow]})
@@ -136,11 +127,8 @@ def test_restore_requested_while_a_checkpoint_runs_is_refused_with_409(start_ser
     """A restore would start kernels and sessions under a checkpoint that is listing them."""
     s: Server = start_server(env={"ELASTIC_STORE_URL": store_url}, ipython_startup=SLOW_CHECKPOINT)
     kid = s.create_session("work.ipynb")["kernel"]["id"]
-    k = s.attach(kid)
-    try:
+    with s.attach(kid) as k:
         k.ok("slow_checkpoint = 6")
-    finally:
-        k.shutdown()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(s.post, "api/elastic/checkpoint", json={})
         wait_for(lambda: s.status()["checkpoints_in_progress"] == 1, 30, "the checkpoint to start")

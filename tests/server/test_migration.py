@@ -89,12 +89,9 @@ def _make_notebooks(root: Path) -> None:
 def _run_notebooks(server: Server) -> None:
     for path, cells in NOTEBOOKS.items():
         kid = server.create_session(path)["kernel"]["id"]
-        k = server.attach(kid)
-        try:
+        with server.attach(kid) as k:
             for cell in cells:
                 k.ok(cell)
-        finally:
-            k.shutdown()
 
 
 @pytest.mark.slow
@@ -131,11 +128,8 @@ def test_both_notebooks_come_back_at_the_same_paths_on_a_new_server(
     for path, expected in EXPECTED.items():
         assert sessions[path]["kernel"]["name"] == "python3"
         assert sessions[path]["type"] == "notebook"
-        k = b.attach(sessions[path]["kernel"]["id"])
-        try:
+        with b.attach(sessions[path]["kernel"]["id"]) as k:
             assert {name: k.value(name) for name in expected} == expected
-        finally:
-            k.shutdown()
 
 
 @pytest.mark.slow
@@ -159,8 +153,5 @@ def test_restore_through_the_api_after_the_kernels_were_shut_down(
     assert st["restore"]["state"] == "done", json.dumps(st, indent=1)
     sessions = s.sessions()
     for path, expected in EXPECTED.items():
-        k = s.attach(sessions[path]["kernel"]["id"])
-        try:
+        with s.attach(sessions[path]["kernel"]["id"]) as k:
             assert {name: k.value(name) for name in expected} == expected
-        finally:
-            k.shutdown()

@@ -26,12 +26,9 @@ def test_restore_that_lost_a_variable_is_partial_and_names_it(server: Server, tm
     """
     local = tmp_path / "node-local.log"
     kid = server.create_session("work.ipynb")["kernel"]["id"]
-    k = server.attach(kid)
-    try:
+    with server.attach(kid) as k:
         k.ok(f"log = open({str(local)!r}, 'w')")
         k.ok("n = 1")
-    finally:
-        k.shutdown()
     r = server.post("api/elastic/checkpoint", json={})
     assert r.status_code == 200 and r.json()["complete"], r.text
     assert server.request("DELETE", f"api/sessions/{server.sessions()['work.ipynb']['id']}").status_code == 204
@@ -46,8 +43,5 @@ def test_restore_that_lost_a_variable_is_partial_and_names_it(server: Server, tm
     line = st["progress"][-2]["message"]
     assert line.startswith("work.ipynb: restored (") and "LOST: log (" in line, line
     assert st["state"] == "failed" and "1 of 1 kernel(s) not fully restored" in st["error"]
-    k = server.attach(report["kernel_id"])
-    try:
+    with server.attach(report["kernel_id"]) as k:
         assert k.value("[n, 'log' in dir()]") == [1, False]
-    finally:
-        k.shutdown()

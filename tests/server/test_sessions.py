@@ -46,11 +46,8 @@ def test_console_on_a_notebook_kernel_keeps_the_notebook_session(start_server, s
     s = start_server(env={"ELASTIC_STORE_URL": store_url}, ipython_startup=FAKE_ENGINE)
     kid = s.create_session(NOTEBOOK)["kernel"]["id"]
     _console_on(s, kid)
-    k = s.attach(kid)
-    try:
+    with s.attach(kid) as k:
         k.ok("x = 42")
-    finally:
-        k.shutdown()
 
     r = s.post("api/elastic/checkpoint", json={})
     assert r.status_code == 200, r.text
@@ -67,11 +64,8 @@ def test_console_on_a_notebook_kernel_keeps_the_notebook_session(start_server, s
     assert sessions[NOTEBOOK]["type"] == "notebook"
     assert sessions["console-1-0a1b2c"]["type"] == "console"
     assert sessions[NOTEBOOK]["kernel"]["id"] == sessions["console-1-0a1b2c"]["kernel"]["id"]
-    k = s.attach(sessions[NOTEBOOK]["kernel"]["id"])
-    try:
+    with s.attach(sessions[NOTEBOOK]["kernel"]["id"]) as k:
         assert k.value("x") == 42
-    finally:
-        k.shutdown()
 
 
 def test_two_kernels_of_one_notebook_keep_their_own_stores_and_both_come_back(
@@ -89,11 +83,8 @@ def test_two_kernels_of_one_notebook_keep_their_own_stores_and_both_come_back(
     r = s.request("PATCH", f"api/sessions/{second['id']}", json={"path": "a.ipynb"})
     assert r.status_code == 200, r.text
     for session, value in ((first, "first"), (second, "second")):
-        k = s.attach(session["kernel"]["id"])
-        try:
+        with s.attach(session["kernel"]["id"]) as k:
             k.ok(f"who = {value!r}")
-        finally:
-            k.shutdown()
 
     # listed second first: the manifest order must not decide which kernel owns the path
     r = s.post("api/elastic/checkpoint", json={"kernels": [second["kernel"]["id"], first["kernel"]["id"]]})
@@ -111,11 +102,8 @@ def test_two_kernels_of_one_notebook_keep_their_own_stores_and_both_come_back(
     assert len(restored) == 2
     whos = []
     for session in restored:
-        k = s.attach(session["kernel"]["id"])
-        try:
+        with s.attach(session["kernel"]["id"]) as k:
             whos.append(k.value("who"))
-        finally:
-            k.shutdown()
     assert sorted(whos) == ["first", "second"]
     # the kernel that owned the path's store owns it again (whichever kernel id is listed first)
     r = s.post("api/elastic/checkpoint", json={})
@@ -124,11 +112,8 @@ def test_two_kernels_of_one_notebook_keep_their_own_stores_and_both_come_back(
     owners = []
     for report in r.json()["kernels"]:
         if report["summary"]["url"] == path_url:
-            k = s.attach(report["kernel_id"])
-            try:
+            with s.attach(report["kernel_id"]) as k:
                 owners.append(k.value("who"))
-            finally:
-                k.shutdown()
     assert owners == ["first"]
 
 
@@ -138,11 +123,8 @@ def test_kernel_without_a_session_comes_back_as_a_kernel(start_server, store_url
     r = s.post("api/kernels", json={"name": "python3"})
     assert r.status_code == 201, r.text
     kid = r.json()["id"]
-    k = s.attach(kid)
-    try:
+    with s.attach(kid) as k:
         k.ok("y = [1, 2]")
-    finally:
-        k.shutdown()
     r = s.post("api/elastic/checkpoint", json={})
     assert r.status_code == 200 and r.json()["complete"], r.text
     assert s.request("DELETE", f"api/kernels/{kid}").status_code == 204
@@ -152,11 +134,8 @@ def test_kernel_without_a_session_comes_back_as_a_kernel(start_server, store_url
     [report] = st["kernels"]
     assert report["path"] is None and report["kernel_id"] != kid
     assert s.sessions() == {}
-    k = s.attach(report["kernel_id"])
-    try:
+    with s.attach(report["kernel_id"]) as k:
         assert k.value("y") == [1, 2]
-    finally:
-        k.shutdown()
 
 
 def test_restore_leaves_a_notebook_that_already_has_a_kernel_alone_and_restores_the_others(
@@ -165,11 +144,8 @@ def test_restore_leaves_a_notebook_that_already_has_a_kernel_alone_and_restores_
     """A notebook reopened before the restore keeps its kernel; the report says how to proceed."""
     s = start_server(env={"ELASTIC_STORE_URL": store_url}, ipython_startup=FAKE_ENGINE)
     for path, value in (("kept.ipynb", 1), ("reopened.ipynb", 2)):
-        k = s.attach(s.create_session(path)["kernel"]["id"])
-        try:
+        with s.attach(s.create_session(path)["kernel"]["id"]) as k:
             k.ok(f"v = {value}")
-        finally:
-            k.shutdown()
     r = s.post("api/elastic/checkpoint", json={})
     assert r.status_code == 200 and r.json()["complete"], r.text
     _delete_sessions(s)
@@ -186,8 +162,5 @@ def test_restore_leaves_a_notebook_that_already_has_a_kernel_alone_and_restores_
     assert st["state"] == "failed"
     sessions = s.sessions()
     assert sessions["reopened.ipynb"]["kernel"]["id"] == reopened
-    k = s.attach(reopened)
-    try:
+    with s.attach(reopened) as k:
         assert k.value("'v' in dir()") is False  # untouched
-    finally:
-        k.shutdown()
