@@ -397,12 +397,7 @@ class BackgroundCheckpointer:
     def _plan(self, rnd: _Round) -> None:
         assert self._store is not None
         store = self._store
-        rnd.plan = ck.make_plan(rnd.graph, rnd.units, store, ns=self.shell.user_ns)
-        salvaged = ck.salvage_lost(rnd.graph, rnd.units, rnd.plan, self.shell.user_ns)
-        if salvaged is not None:
-            rnd.units = salvaged
-            rnd.plan = ck.make_plan(rnd.graph, rnd.units, store, ns=self.shell.user_ns)
-            ck.keep_lost_reasons(rnd.units, rnd.plan)
+        rnd.units, rnd.plan = ck.plan_salvaging(rnd.graph, rnd.units, store, self.shell.user_ns)
         by_key = {u.key: u for u in rnd.units}
         rnd.ship = [by_key[k] for k in rnd.plan.ship]
         redo = []

@@ -1077,12 +1077,20 @@ def _c_content(obj: Any, tp: type) -> tuple | None:
             return None
     if tp is struct.Struct:
         return ("struct", obj.format)
-    if tp is io.StringIO or tp is io.BytesIO:
-        try:
-            return ("memfile", _atom_token(obj.getvalue()), obj.tell())
-        except Exception:  # noqa: BLE001 - closed: by type
-            return None
+    state = _memfile_state(obj, tp)
+    if state is not None:
+        return ("memfile", _atom_token(state[0]), state[1])
     return None
+
+
+def _memfile_state(obj: Any, tp: type) -> tuple[str | bytes, int] | None:
+    """An in-memory file's content and position (None: another object, or closed)."""
+    if tp is not io.StringIO and tp is not io.BytesIO:
+        return None
+    try:
+        return obj.getvalue(), obj.tell()
+    except Exception:  # noqa: BLE001 - closed
+        return None
 
 
 def _match_value(m: re.Match) -> tuple:
@@ -1543,12 +1551,10 @@ class _Walker:
         object, or closed). Walked as opaque, a buffer a cell only read (``buf.getvalue()``)
         counted as changed by every cell that touched it. Content beyond the hash budget is
         left out (the print is partial)."""
-        if tp is not io.StringIO and tp is not io.BytesIO:
+        state = _memfile_state(obj, tp)
+        if state is None:
             return None
-        try:
-            value, pos = obj.getvalue(), obj.tell()
-        except Exception:  # noqa: BLE001 - closed: opaque
-            return None
+        value, pos = state
         if not self._spend(len(value)):
             return ("memfile?", pos)
         return ("memfile", _atom_token(value), pos)
@@ -2804,6 +2810,20 @@ class _Print:
     solo: bytes | None = None
 
 
+def _linked(prints: Mapping[str, _Print], name: str) -> set[str]:
+    """The names `name`'s fingerprint links to, and theirs (not `name`)."""
+    seen = {name}
+    stack = [name]
+    while stack:
+        p = prints.get(stack.pop())
+        for m in p.links if p is not None else ():
+            if m not in seen:
+                seen.add(m)
+                stack.append(m)
+    seen.discard(name)
+    return seen
+
+
 def _same_print(old: _Print | None, new: _Print) -> bool:
     """Whether a walk found what the last one did (see `Tracker._unchanged_groups`)."""
     return (old is not None and old.root_id == new.root_id and old.fp == new.fp
@@ -3286,16 +3306,7 @@ class Tracker:
 
     def _link_closure(self, name: str) -> list[str]:
         """`name` last, after the names its fingerprint links to, and theirs."""
-        seen = {name}
-        stack = [name]
-        while stack:
-            p = self._prints.get(stack.pop())
-            for m in p.links if p is not None else ():
-                if m not in seen and m in self._prints:
-                    seen.add(m)
-                    stack.append(m)
-        seen.discard(name)
-        return sorted(seen) + [name]
+        return sorted(m for m in _linked(self._prints, name) if m in self._prints) + [name]
 
     def incomplete(self, limit: int) -> list[str]:
         """Names whose fingerprint left content unhashed, cheap to walk (within `defer_work`)
@@ -3800,9 +3811,10 @@ class Tracker:
             p, o = new[n], old[n]
             if n in rebound or o is None:
                 continue
-            if bad and (n in dirty or self._reaches(new, n, bad)):
+            reaches_bad = bool(bad) and not _linked(new, n).isdisjoint(bad)
+            if bad and (n in dirty or reaches_bad):
                 if (n in dirty and o.links == p.links and not (p.partial or p.opaque)
-                        and not self._reaches(new, n, bad)):
+                        and not reaches_bad):
                     # walked after the same names, which walked what they did before: its
                     # own walk differs, so its value does (no walk alone can say otherwise)
                     changed.add(n)
@@ -3828,36 +3840,7 @@ class Tracker:
     def _reach_work(new: Mapping[str, _Print], name: str) -> int:
         """What walking `name` alone may cost: its walk's work and that of every name its
         links lead to (through theirs)."""
-        seen = {name}
-        stack = [name]
-        work = 0
-        while stack:
-            q = new.get(stack.pop())
-            if q is None:
-                continue
-            work += q.work
-            for m in q.links:
-                if m not in seen:
-                    seen.add(m)
-                    stack.append(m)
-        return work
-
-    @staticmethod
-    def _reaches(new: Mapping[str, _Print], name: str, bad: set[str]) -> bool:
-        """Whether `name`'s links lead (through theirs) to a name in `bad`."""
-        seen = {name}
-        stack = list(new[name].links)
-        while stack:
-            m = stack.pop()
-            if m in seen:
-                continue
-            if m in bad:
-                return True
-            seen.add(m)
-            q = new.get(m)
-            if q is not None:
-                stack.extend(q.links)
-        return False
+        return sum(new[m].work for m in (name, *_linked(new, name)) if m in new)
 
     def _gained_only(self, ns: Mapping[str, Any], name: str, old: _Print, new: _Print,
                      rebound: set[str], changed: set[str], budget: list[int] | None) -> bool:

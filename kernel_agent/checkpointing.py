@@ -729,7 +729,7 @@ def salvage_lost(graph: Any, units: list[Unit], the_plan: Plan, ns: dict) -> lis
                     u.position, digest=u.digest, opaque=[o for o in u.opaque if o in rest_names],
                     packages=list(u.packages), unrecorded=u.unrecorded & set(rest_names))
         # (never shipped apart: not serializable to the planner, and lost for the reason
-        # the whole was, `replan_salvaged`)
+        # the whole was, `plan_salvaging`)
         rest.error = u.error or "shares objects with names recomputed apart from it"
         why = the_plan.lost[u.key]
         label = ", ".join(u.names) + ": "
@@ -742,12 +742,20 @@ def salvage_lost(graph: Any, units: list[Unit], the_plan: Plan, ns: dict) -> lis
     return out if changed else None
 
 
-def keep_lost_reasons(units: list[Unit], the_plan: Plan) -> None:
-    """What `salvage_lost` split off stays lost for the reason the whole was (a deadline, a
-    pickling error), not for the planner's reading of the split."""
-    for u in units:
+def plan_salvaging(graph: Any, units: list[Unit], store: Store, ns: dict,
+                   **kw: Any) -> tuple[list[Unit], Plan]:
+    """`make_plan`, then again with the lost co-variables split (`salvage_lost`) if any
+    can be: the units planned and their plan. What was split off stays lost for the reason
+    the whole was (a deadline, a pickling error), not for the planner's reading of the split."""
+    the_plan = make_plan(graph, units, store, ns=ns, **kw)
+    salvaged = salvage_lost(graph, units, the_plan, ns)
+    if salvaged is None:
+        return units, the_plan
+    the_plan = make_plan(graph, salvaged, store, ns=ns, **kw)
+    for u in salvaged:
         if u.lost_reason and u.key in the_plan.lost:
             the_plan.lost[u.key] = u.lost_reason
+    return salvaged, the_plan
 
 
 def new_checkpoint_id(background: bool = False) -> str:
@@ -894,16 +902,9 @@ def checkpoint(
         serialize_s = time.perf_counter() - t_ser
 
         t_plan = time.perf_counter()
-        the_plan = make_plan(graph, units, store, deadline_s=deadline_s, started=t0,
-                             memory_cap_bytes=memory_cap_bytes, objective=objective,
-                             strategy=strategy, ns=ns)
-        salvaged = salvage_lost(graph, units, the_plan, ns)
-        if salvaged is not None:
-            units = salvaged
-            the_plan = make_plan(graph, units, store, deadline_s=deadline_s, started=t0,
-                                 memory_cap_bytes=memory_cap_bytes, objective=objective,
-                                 strategy=strategy, ns=ns)
-            keep_lost_reasons(units, the_plan)
+        units, the_plan = plan_salvaging(graph, units, store, ns, deadline_s=deadline_s,
+                                         started=t0, memory_cap_bytes=memory_cap_bytes,
+                                         objective=objective, strategy=strategy)
         plan_s = time.perf_counter() - t_plan
 
         t_up = time.perf_counter()

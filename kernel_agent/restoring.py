@@ -373,8 +373,9 @@ def restore(
         # A name lost at checkpoint time that a cell re-run for other variables bound in
         # passing holds an earlier version (`m = pat.match(s)` re-run, while m's last version
         # came from a cell that cannot be): it looked restored while the report said lost.
-        bound = [n for n in entry.names if entry.action == "lost" and n in ns
-                 and before_ids.get(n) != id(ns[n])]
+        if entry.action != "lost":
+            continue
+        bound = [n for n in entry.names if n in ns and before_ids.get(n) != id(ns[n])]
         if bound:
             for n in bound:
                 ns.pop(n, None)

@@ -1805,7 +1805,7 @@ def _text_position(f: io.TextIOWrapper, fd: int) -> int:
 
 
 class _RefsToken:
-    """One pandas copy-on-write references object of a stream (`_reduce_block_manager`):
+    """One pandas copy-on-write references object of a stream (`_Pickler._reduce_pandas`):
     pickled as nothing but itself, so pickle's memo makes the blocks that shared it share one
     token when loaded; `refs` is then the references object of the first block loaded."""
 
