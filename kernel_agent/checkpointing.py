@@ -43,6 +43,7 @@ import hashlib
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Generator, Iterable
@@ -54,7 +55,7 @@ from types import ModuleType
 from typing import Any
 
 from kernel_agent import environment, libobjects, rng
-from kernel_agent.changes import digest_report
+from kernel_agent.changes import digest_report, module_state
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.planner import CellCost, CovarCost, Plan, PlanProblem, StoreSpeed, plan
 from kernel_agent.serialize import dumps
@@ -110,6 +111,9 @@ class Unit:
     # `salvage_lost`
     unrecorded: set[str] = field(default_factory=set)
     lost_reason: str | None = None  # why it is lost, when `salvage_lost` split it off
+    # name -> module name when every name is bound to an installed library's module: the
+    # manifest then names the modules and the restore imports them (action "import")
+    modules: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -343,9 +347,35 @@ def iter_collect_units(
                 requires |= set(graph.requirements(sid))
         u = Unit(group, sorted(requires) if requires is not None else None, position)
         u.unrecorded = unrecorded
+        u.modules = library_modules(ns, group)
         u.reuse_key = _reuse.key_for(graph, u)
         units.append(u)
     return units
+
+
+def library_modules(ns: dict, names: Iterable[str]) -> dict[str, str] | None:
+    """{name: module name} when every name is bound to an installed library's module, which
+    any kernel with the same image imports by name; else None.
+
+    Such a co-variable needs neither a blob nor a cell: the manifest names the modules and the
+    restore imports them. Shipped, a handful of bytes each still cost a blob and a round trip
+    to the store, and under an eviction deadline with no time left they were dropped with
+    everything else, so the re-run of every cell using `np` failed when the cell importing it
+    also made a directory (not re-runnable). Not the notebook's own modules, nor modules it
+    made or registered itself: their state is data (`changes.module_state`), shipped as such.
+    """
+    out: dict[str, str] = {}
+    for n in names:
+        v = ns.get(n)
+        if type(v) is not ModuleType:
+            return None
+        modname = getattr(v, "__name__", None)
+        if (type(modname) is not str or modname in ("__main__", "builtins")
+                or sys.modules.get(modname) is not v or getattr(v, "__spec__", None) is None
+                or module_state(v) is not None):
+            return None
+        out[n] = modname
+    return out or None
 
 
 def _record_outside_changes(mon: Any, ns: dict, names: list[str]) -> None:
@@ -639,7 +669,7 @@ def make_plan(
         deadline_s -= time.perf_counter() - started
     problem = PlanProblem(
         cells=_cell_costs(graph),
-        covars=[_covar_cost(u, graph, strategy) for u in units],
+        covars=[_covar_cost(u, graph, strategy) for u in units if not u.modules],
         speed=StoreSpeed(write_Bps=speed.write_Bps, read_Bps=speed.read_Bps, per_object_s=speed.latency_s),
         deadline_s=(
             max(0.0, deadline_s - 0.5 - speed.latency_s) if deadline_s is not None else None
@@ -782,7 +812,8 @@ def build_manifest(
 ) -> Manifest:
     entries = []
     for u in units:
-        action = "ship" if u.key in refs else "lost" if u.key in the_plan.lost else "recompute"
+        action = ("import" if u.modules else "ship" if u.key in refs
+                  else "lost" if u.key in the_plan.lost else "recompute")
         entries.append(
             CovariableEntry(
                 key=u.key,
@@ -798,6 +829,7 @@ def build_manifest(
                 reason=the_plan.lost.get(u.key),
                 packages=u.packages,
                 digest_loaded=u.digest_loaded if action == "ship" else None,
+                modules=dict(u.modules) if u.modules else None,
             )
         )
     return Manifest(
@@ -1038,6 +1070,7 @@ def _summary(store: Store, manifest: Manifest, the_plan: Any) -> dict:
         "background": manifest.background,
         "variables": dict(sorted(variables.items())),
         "shipped": sorted(n for n, a in variables.items() if a == "ship"),
+        "imported": sorted(n for n, a in variables.items() if a == "import"),
         "recomputed": sorted(n for n, a in variables.items() if a == "recompute"),
         "lost": {", ".join(c.names): c.reason for c in manifest.covariables if c.action == "lost"},
         "rerun_cells": list(the_plan.rerun),

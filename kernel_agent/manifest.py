@@ -16,7 +16,10 @@ import os
 from dataclasses import asdict, dataclass, field
 
 SCHEMA = "elastic-spawner/kernel-checkpoint"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: versions this agent reads: 2 added the "import" action (co-variables of library modules,
+#: named in `modules`, no blob); a version 1 manifest is a version 2 one without it
+READABLE_VERSIONS = (1, 2)
 KEY_ENV = "ELASTIC_CHECKPOINT_KEY"
 
 
@@ -30,7 +33,7 @@ class CovariableEntry:
 
     key: str
     names: list[str]
-    action: str  # "ship" | "recompute" | "lost"
+    action: str  # "ship" | "recompute" | "lost" | "import"
     digest: str
     position: int  # cell index after which it is loaded (-1: before any re-run)
     requires: list[int] | None = None  # cells whose re-run recreates it (None: cannot be recomputed)
@@ -41,6 +44,7 @@ class CovariableEntry:
     reason: str | None = None  # why it is lost
     packages: list[str] = field(default_factory=list)  # libraries its objects come from
     digest_loaded: str | None = None  # as its pickle rebuilds it, when that differs (lazy state)
+    modules: dict[str, str] | None = None  # action "import": name -> module to import
 
     @classmethod
     def from_dict(cls, d: dict) -> CovariableEntry:
@@ -113,10 +117,11 @@ class Manifest:
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
             raise ManifestError("this is not an ElasticSpawner kernel checkpoint manifest")
         version = doc.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ManifestError(
                 f"checkpoint schema version {version} is not supported by this agent (it reads "
-                f"version {SCHEMA_VERSION}): restore it with a matching elastic-spawner version"
+                f"versions {', '.join(map(str, READABLE_VERSIONS))}): restore it with a matching "
+                "elastic-spawner version"
             )
         doc.pop("blobs", None)
         try:

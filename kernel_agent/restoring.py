@@ -14,6 +14,7 @@ import __future__
 import ast
 import enum
 import gc
+import importlib
 import inspect
 import logging
 import sys
@@ -112,6 +113,11 @@ def _reattach_streams(captured: Any) -> None:
                     holder[k] = real
 
 
+def _import_modules(entry: CovariableEntry) -> dict[str, ModuleType]:
+    """The values of an "import" co-variable: each library module it names, imported here."""
+    return {n: importlib.import_module(m) for n, m in (entry.modules or {}).items()}
+
+
 def _rerunnable(graph: Any, cells: list[int]) -> str | None:
     """Why these cells cannot be safely re-run, or None."""
     for i in cells:
@@ -159,7 +165,8 @@ def restore(
     manifest = Manifest.from_bytes(store.get_manifest(cid), signing_key())
     graph = HistoryGraph.from_dict(manifest.graph)
     warnings: list[str] = []
-    shipped = [c for c in manifest.covariables if c.action == "ship"]
+    # loaded rather than re-run: blobs, and the library modules the manifest names (imported)
+    shipped = [c for c in manifest.covariables if c.action in ("ship", "import")]
     blobs: dict[str, bytearray] = {}
     failed: dict[str, str] = {}
 
@@ -174,7 +181,7 @@ def restore(
     # unpickling needs anyway: on a large state the two are of the same order.
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kernel-agent-fetch")
     try:
-        futures = [pool.submit(fetch, entry) for entry in shipped]
+        futures = [pool.submit(fetch, entry) for entry in shipped if entry.action == "ship"]
         drift = environment.differences(manifest.environment)
         for pkg, (then, now) in drift.items():
             warnings.append(f"{pkg} was {then} at checkpoint time and is {now} here")
@@ -196,7 +203,7 @@ def restore(
     drifted: dict[str, list[str]] = {}  # loaded although a library it uses changed
     for entry in shipped:
         changed = [p for p in entry.packages if p in drift]
-        if not changed or entry.key in failed:
+        if not changed or entry.key in failed or entry.action == "import":
             continue
         why_not = "no recorded cell recreates it" if not entry.requires else _rerunnable(graph, entry.requires)
         if why_not is None:
@@ -222,14 +229,21 @@ def restore(
     state_writes: dict[str, list[Any]] = {}
     checked: dict[str, tuple[bool, Any, str | None]] = {}  # key -> _check() right after loading
     for entry in sorted(shipped, key=lambda e: e.position):
-        data = blobs.pop(entry.key, None)
-        if data is None:
-            continue
-        try:
-            values, writes = loads_deferred(data, namespace=ns)
-        except Exception as e:  # noqa: BLE001 - falls back below, or is named as lost
-            failed[entry.key] = f"could not be loaded ({type(e).__name__}: {e})"
-            continue
+        if entry.action == "import":
+            try:
+                values, writes = _import_modules(entry), []
+            except Exception as e:  # noqa: BLE001 - falls back below, or is named as lost
+                failed[entry.key] = f"could not be imported ({type(e).__name__}: {e})"
+                continue
+        else:
+            data = blobs.pop(entry.key, None)
+            if data is None:
+                continue
+            try:
+                values, writes = loads_deferred(data, namespace=ns)
+            except Exception as e:  # noqa: BLE001 - falls back below, or is named as lost
+                failed[entry.key] = f"could not be loaded ({type(e).__name__}: {e})"
+                continue
         if writes:
             state_writes[entry.key] = writes  # checked once in place, with its state
         # A value whose pickle does not reproduce it (a __reduce__ or copyreg function that
@@ -311,7 +325,8 @@ def restore(
     seed_note = environment.hash_seed_note(manifest.environment or {})
     lost_keys = {e.key for e in manifest.covariables if e.action == "lost"} | set(outcome)
     recomputed = [e for e in manifest.covariables
-                  if e.key not in lost_keys and (e.action != "ship" or e.key in fallback)]
+                  if e.key not in lost_keys
+                  and (e.action not in ("ship", "import") or e.key in fallback)]
     from_lost = _recomputed_from_lost(graph, manifest.covariables, lost_keys, recomputed)
     variables: dict[str, dict] = {}
     all_names: set[str] = set()
@@ -323,7 +338,8 @@ def restore(
         elif entry.action == "lost":
             result = {"action": "lost", "detail": entry.reason or "lost at checkpoint time"}
         else:
-            action = "loaded" if entry.action == "ship" and entry.key not in fallback else "recomputed"
+            action = ("loaded" if entry.action in ("ship", "import") and entry.key not in fallback
+                      else "recomputed")
             result = {"action": action}
             missing = [n for n in entry.names if n not in ns]
             if missing:
