@@ -336,7 +336,8 @@ class Bench:
                     m.bytes_stored = st.size_of(url)
                     res.state_bytes = ck["stats"].get("bytes_total_state")
                     m.details["checkpoint"] = {k: ck.get(k) for k in (
-                        "shipped", "recomputed", "lost", "rerun_cells", "stats", "plan")}
+                        "shipped", "recomputed", "imported", "lost", "rerun_cells", "stats",
+                        "plan")}
                     if nb.large and st.kind == "file":
                         res.throughput = self._throughput(a, st, nb.name)
                     b = self._kernel(wd, env)

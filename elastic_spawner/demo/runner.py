@@ -296,6 +296,10 @@ def print_report(console: Console, r: DemoReport) -> bool:
         plan.add_row("", f"recomputed ({len(recomputed)})",
                      (", ".join(recomputed) or "-") + f"  [dim](re-run cells: {cells})",
                      f"{_fmt_bytes(max(0, (stats.get('bytes_total_state') or 0) - (stats.get('bytes_shipped') or 0)))} not shipped")
+        imported = s.get("imported") or []
+        if imported:
+            plan.add_row("", f"imported ({len(imported)})", ", ".join(imported),
+                         "by name, no blob")
         lost = s.get("lost") or {}
         if lost:
             plan.add_row("", f"[red]lost ({len(lost)})", "; ".join(f"{n}: {why}" for n, why in lost.items()), "")

@@ -51,7 +51,8 @@ class ServiceMetrics:
             "Bytes actually uploaded to the store (blobs the store did not have yet).", registry=r)
         self.variables = Counter(
             "elastic_spawner_variables",
-            "Variables handled by checkpoints, by plan action: shipped, recomputed or lost.",
+            "Variables handled by checkpoints, by plan action: shipped, recomputed, imported "
+            "(library modules, by name) or lost.",
             ["action"], registry=r)
         self.migrations = Counter(
             "elastic_spawner_migrations",
@@ -81,14 +82,15 @@ class ServiceMetrics:
             "Retention passes over a server's store that failed.", registry=r)
         for outcome in ("verified", "unverified", "failed"):
             self.migrations.labels(outcome=outcome)  # export zeros, so rates exist from the start
-        for action in ("shipped", "recomputed", "lost"):
+        for action in ("shipped", "recomputed", "imported", "lost"):
             self.variables.labels(action=action)
         for level in ("server", "kernel"):
             self.retention_checkpoints.labels(level=level)
 
     def observe_checkpoint(self, seconds: float, kernels: list[dict[str, Any]]) -> dict[str, int]:
         """Record one server checkpoint from its per-kernel summaries; returns the totals."""
-        totals = {"bytes_shipped": 0, "bytes_uploaded": 0, "shipped": 0, "recomputed": 0, "lost": 0}
+        totals = {"bytes_shipped": 0, "bytes_uploaded": 0, "shipped": 0, "recomputed": 0,
+                  "imported": 0, "lost": 0}
         for k in kernels:
             s = k.get("summary") or {}
             stats = s.get("stats") or {}
@@ -96,12 +98,13 @@ class ServiceMetrics:
             totals["bytes_uploaded"] += int(stats.get("bytes_uploaded") or 0)
             totals["shipped"] += len(s.get("shipped") or [])
             totals["recomputed"] += len(s.get("recomputed") or [])
+            totals["imported"] += len(s.get("imported") or [])
             totals["lost"] += len(s.get("lost") or {})
         self.checkpoint_seconds.observe(seconds)
         self.checkpoint_size.observe(totals["bytes_shipped"])
         self.shipped_bytes.inc(totals["bytes_shipped"])
         self.uploaded_bytes.inc(totals["bytes_uploaded"])
-        for action in ("shipped", "recomputed", "lost"):
+        for action in ("shipped", "recomputed", "imported", "lost"):
             self.variables.labels(action=action).inc(totals[action])
         return totals
 
