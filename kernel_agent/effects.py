@@ -19,6 +19,7 @@ the IPython profile, the Jupyter runtime directory and cache directories.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import sys
@@ -195,6 +196,16 @@ def _library_prefixes() -> tuple[str, ...]:
                 out.add(os.path.join(os.path.abspath(p), ""))
     except Exception:  # noqa: BLE001
         pass
+    # our own packages: an editable install lives outside site-packages, and `%load_ext
+    # autoreload` (which stats and reads every loaded module's source) then read the agent's
+    # sources as if they were the notebook's files
+    for pkg in ("kernel_agent", "elastic_spawner"):
+        try:
+            spec = importlib.util.find_spec(pkg)
+        except (ImportError, ValueError):
+            spec = None
+        for p in (spec.submodule_search_locations or []) if spec is not None else []:
+            out.add(os.path.join(os.path.abspath(p), ""))
     out.add("/proc/")
     out.add("/sys/")
     out.add("/dev/")

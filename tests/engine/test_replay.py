@@ -210,6 +210,23 @@ def test_state_set_by_an_import_cell_that_also_defines_variables_comes_back(make
         assert b.value(probe) == ["fast", 7, "/elastic/test/path", 40, True, "/data", "fast!", [1, 2]], strategy
 
 
+def test_autoreload_is_loaded_and_set_again_after_a_restore(make_kernel, tmp_path):
+    # `%load_ext autoreload` reads the source of every imported module (the notebook's own
+    # utils.py too): it was not replayed, and the replayed `%autoreload 2` raised a UsageError
+    (tmp_path / "helpers.py").write_text("def twice(v):\n    return 2 * v\n")
+    cells = ["import helpers", "%load_ext autoreload", "%autoreload 2", "x = helpers.twice(21)"]
+    _, b, c, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="ship-all")
+    assert r["errors"] == [], r["errors"]
+    assert r["rerun_cells"] == [1, 2], r["rerun_cells"]
+    assert_verified(r)
+    assert b.value("[any(e.endswith('autoreload') for e in get_ipython().extension_manager.loaded), x]"
+                   ) == [True, 42]
+    # and it works: the module's new source is used by the next call
+    (tmp_path / "helpers.py").write_text("def twice(v):\n    return 2 * v + 1\n")
+    b.ok("after_edit = helpers.twice(1)")  # (autoreload acts before a cell, not an expression)
+    assert b.value("after_edit") == 3
+
+
 def test_a_slow_import_cell_that_sets_process_state_is_still_replayed(make_kernel, tmp_path):
     # importing pandas took over a second on a busy machine, and its options were not restored
     # (the sleep stands in for a slow import: a local module would be a file the cell read)
