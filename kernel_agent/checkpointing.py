@@ -560,8 +560,10 @@ def process_state_cells(graph: Any, ns: dict) -> list[int]:
     variable does not bring that state back, so a restore re-runs them in order. Only those
     that read nothing but modules (a cell that printed a variable may need a value the replay
     has not loaded yet at its position, and it set no state anyway), read no file but
-    Python sources (``pd.read_csv(p).head()`` displays, it sets nothing; ``%load_ext
-    autoreload`` reads the source of every module the notebook imported) and are quick (a ``time.sleep`` or a
+    Python sources unless they did change process state (``pd.read_csv(p).head()`` displays,
+    it sets nothing; ``%load_ext autoreload`` reads the source of every module the notebook
+    imported; ``load_dotenv()`` reads ``.env`` and sets the environment from it: a file read
+    that changed since makes the cell not re-runnable anyway) and are quick (a ``time.sleep`` or a
     long display is no setting; a cell that imports is given the time imports take: the usual
     first cell imports pandas and sets its options, and on a busy machine it took more than a
     second, so its options were not restored).
@@ -581,8 +583,9 @@ def process_state_cells(graph: Any, ns: dict) -> list[int]:
     library = libobjects.by_id()
     last_change: dict[str, int] | None = None
     for c in graph.cells:
-        if (not (c.context or c.process_state) or not c.rerunnable
-                or any(not f.endswith(".py") for f in c.files_read)):
+        if not (c.context or c.process_state) or not c.rerunnable:
+            continue
+        if not c.process_state and any(not f.endswith(".py") for f in c.files_read):
             continue
         if c.runtime_s > (PROCESS_STATE_IMPORT_MAX_S if _has_import(c.code) else PROCESS_STATE_MAX_S):
             continue

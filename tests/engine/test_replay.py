@@ -227,6 +227,20 @@ def test_autoreload_is_loaded_and_set_again_after_a_restore(make_kernel, tmp_pat
     assert b.value("after_edit") == 3
 
 
+def test_environment_variables_a_cell_read_from_a_file_are_set_again(make_kernel, tmp_path):
+    # what `load_dotenv()` does: the cell read a file, and was not replayed
+    (tmp_path / ".env").write_text("ELASTIC_API_URL=https://example.test\nELASTIC_API_KEY=k-123\n")
+    cells = ["import os\nfor line in open('.env'):\n    key, _, val = line.strip().partition('=')\n"
+             "    os.environ[key] = val",
+             "x = [1, 2]"]
+    _, b, c, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="ship-all")
+    assert r["errors"] == [] and r["warnings"] == [], r
+    assert r["rerun_cells"] == [0], r["rerun_cells"]
+    assert_verified(r)
+    assert b.value("[os.environ.get('ELASTIC_API_URL'), os.environ.get('ELASTIC_API_KEY'), x]") == [
+        "https://example.test", "k-123", [1, 2]]
+
+
 def test_a_slow_import_cell_that_sets_process_state_is_still_replayed(make_kernel, tmp_path):
     # importing pandas took over a second on a busy machine, and its options were not restored
     # (the sleep stands in for a slow import: a local module would be a file the cell read)
