@@ -499,13 +499,19 @@ def apply_cached(u: Unit, entry: CachedUnit) -> None:
     u.digest_loaded, u.lossy = entry.digest_loaded, entry.lossy
 
 
+#: what re-running a cell whose results vary (`CellExecution.varies`) costs the planner on top
+#: of its runtime: more than shipping anything, so that it is re-run only where shipping is
+#: not possible (no pickle, or a deadline); taken out of the plan's estimates again
+VARIES_PENALTY_S = 10_000.0
+
+
 def _cell_costs(graph: Any) -> dict[int, CellCost]:
     costs = {}
     for c in graph.cells:
         reasons = c.rerun_blockers()
         costs[c.index] = CellCost(
             index=c.index,
-            runtime_s=float(c.runtime_s),
+            runtime_s=float(c.runtime_s) + (VARIES_PENALTY_S if getattr(c, "varies", None) else 0.0),
             rerunnable=not reasons,
             reason="; ".join(reasons) or None,
         )
@@ -683,6 +689,13 @@ def make_plan(
         objective=objective,
     )
     result = plan(problem)
+    varying = [i for i in result.rerun if getattr(graph.cells[i], "varies", None)]
+    if varying:
+        result.est_restore_s -= VARIES_PENALTY_S * len(varying)
+        result.est_total_s -= VARIES_PENALTY_S * len(varying)
+        result.notes.append(
+            f"re-runs cell(s) {', '.join(map(str, varying))} although re-run they may make other "
+            f"values ({graph.cells[varying[0]].varies[0]}): what they made could not be shipped")
     extra = sorted(set(process_state_cells(graph, ns or {})) - set(result.rerun))
     if extra:
         cost = sum(problem.cells[i].runtime_s for i in extra)

@@ -235,7 +235,8 @@ class _Recorder:
     """Collects effect descriptions for one cell; filters the kernel's own activity."""
 
     __slots__ = ("effects", "ignored_threads", "ignored_prefixes", "ignored_ports", "busy",
-                 "files", "library_prefixes", "threads", "user_prefixes", "figures")
+                 "files", "library_prefixes", "threads", "user_prefixes", "figures", "clock",
+                 "varies")
 
     def __init__(self, ignored_threads: set[int], ignored_prefixes: tuple[str, ...],
                  ignored_ports: set[int], library_prefixes: tuple[str, ...] = (),
@@ -250,6 +251,8 @@ class _Recorder:
         self.busy = False
         self.threads: list[tuple[threading.Thread, str]] = []  # started, running notebook code
         self.figures: dict[int, Any] = {}  # id -> pyplot's current figure, as the cell used it
+        self.clock = False  # code the cell ran read the clock (noted once, in `varies`)
+        self.varies: list[str] = []  # why a re-run may make other values (not an effect)
 
     def _file_read(self, raw: Any) -> None:
         if isinstance(raw, int):
@@ -544,16 +547,19 @@ def _note_entropy(*_args: Any) -> None:
         rec.busy = False
 
 
-def _probe(real: Any, name: str, note: Callable[..., None]) -> Any:
+def _probe(real: Any, name: str, note: Callable[..., None], module: str) -> Any:
     """`real` (a function of positional arguments), calling `note` with its arguments first
     while a cell is recorded: one global lookup otherwise. ``_kernel_agent`` marks it as ours
-    (installed once)."""
+    (installed once). It is installed as ``module.name``, and says so: a variable holding it
+    (``from time import perf_counter`` after ``%load_ext``) is pickled by reference to that
+    attribute, the restoring process's own, not by value as a copy of the wrapper."""
     def probe(*args: Any) -> Any:
         if _current is not None:
             note(*args)
         return real(*args)
 
     probe.__name__ = probe.__qualname__ = name
+    probe.__module__ = module
     probe.__doc__ = real.__doc__
     probe.__wrapped__ = real
     probe._kernel_agent = True
@@ -573,7 +579,101 @@ def _install_entropy_probe() -> None:
     ``random_state=0``). The wrapper costs a global lookup when no cell is recorded.
     """
     if not getattr(os.urandom, "_kernel_agent", False):
-        os.urandom = _probe(os.urandom, "urandom", _note_entropy)
+        os.urandom = _probe(os.urandom, "urandom", _note_entropy, "os")
+
+
+CLOCK_AT_RUNTIME = CLOCK + " ({name}, called from {module})"
+#: the time module's clocks, wrapped by `_install_clock_probe`
+_CLOCKS = ("time", "time_ns", "perf_counter", "perf_counter_ns", "monotonic", "monotonic_ns",
+           "process_time", "process_time_ns", "thread_time", "thread_time_ns")
+#: modules whose clock reads never reach their results: timeouts, progress bars, log records'
+#: timestamps, joblib's batch sizing, profilers (a log line's time is the log's business)
+_CLOCK_BENIGN = ("logging", "tqdm", "joblib", "queue", "concurrent", "subprocess", "selectors",
+                 "socket", "ssl", "multiprocessing", "sched", "cProfile", "profile", "timeit",
+                 "http", "urllib", "urllib3", "requests", "debugpy", "pydevd", "_pydevd_bundle",
+                 "matplotlib", "warnings", "tempfile", "random")
+#: code objects of `_CLOCK_BENIGN` modules and the machinery that called a clock: decided once
+_clock_ignored: set[Any] = set()
+_MAIN_THREAD = threading.main_thread().ident
+
+
+def _benign_clock_caller(module: Any) -> bool:
+    if type(module) is not str:
+        return True
+    top = module.partition(".")[0]
+    return (top in _CLOCK_BENIGN or module.startswith(_MACHINERY)
+            or module in ("IPython", "ipykernel"))
+
+
+def _note_clock(name: str) -> None:
+    """A clock was read while a cell is recorded: noted when library code the cell called
+    read it (scikit-learn's ``cv_results_`` and ``cross_validate`` hold fit and score times:
+    re-run, such a cell made another value, which did not verify). The notebook's own code
+    is covered by the bytecode markers; the kernel's machinery, imports and the libraries in
+    `_CLOCK_BENIGN` are not the cell's doing.
+
+    Noted in the cell's `varies`, not its effects: most library clock reads time a verbose
+    printout (a histogram gradient boosting's iterations), and such a cell is safe to re-run.
+    The planner ships what it made when it can and re-runs it only when it must (a deadline,
+    a value with no pickle); the restore's verification then tells."""
+    rec = _current
+    if rec is None or rec.busy or rec.clock or threading.get_ident() in rec.ignored_threads:
+        return
+    rec.busy = True
+    try:
+        f = sys._getframe(2)  # _note_clock <- probe (the partial has no frame) <- caller
+        code = f.f_code
+        if code in _clock_ignored:
+            return
+        module = f.f_globals.get("__name__")
+        if _benign_clock_caller(module):
+            if len(_clock_ignored) < 10_000:
+                _clock_ignored.add(code)
+            return
+        # in another thread (not the kernel's): a worker of the cell's (joblib's threading
+        # backend fits and times in its threads), whose stack does not reach the cell
+        if threading.get_ident() == _MAIN_THREAD and not _from_cell(f):
+            return  # (an import, the kernel's machinery: not cached, the same code may be
+            # called from the cell next)
+        rec.clock = True
+        rec.varies.append(CLOCK_AT_RUNTIME.format(name=f"time.{name}", module=module))
+    except Exception:  # noqa: BLE001 - never raise into the caller of a clock
+        pass
+    finally:
+        rec.busy = False
+
+
+def _from_cell(f: Any) -> bool:
+    """Whether frame `f` runs for the cell: walking out, a notebook frame (``__main__``)
+    comes before the kernel's machinery and before module code being imported."""
+    while f is not None:
+        name = f.f_globals.get("__name__")
+        if type(name) is str:
+            if name == "__main__":
+                return True
+            if name.startswith(_MACHINERY) or name in ("IPython", "ipykernel"):
+                return False
+            if f.f_code.co_name == "<module>" or name.startswith("importlib"):
+                return False
+        f = f.f_back
+    return False
+
+
+def _install_clock_probe() -> None:
+    """Note, while a cell is recorded, when library code it runs reads the clock.
+
+    Only calls through the time module's attributes are seen (``time.time()``, as
+    scikit-learn's model selection reads it); a library that bound ``from time import time``
+    before ``%load_ext`` holds the clock itself. Outside a cell a wrapper costs a global
+    lookup; inside, a decided caller costs a set lookup."""
+    import time as time_module
+
+    for name in _CLOCKS:
+        real = getattr(time_module, name, None)
+        if real is None or getattr(real, "_kernel_agent", False):
+            continue
+        setattr(time_module, name,
+                _probe(real, name, functools.partial(_note_clock, name), "time"))
 
 
 STARTS_THREAD = "starts a thread running notebook code"
@@ -647,8 +747,8 @@ def _install_thread_probe() -> None:
     no cell is recorded.
     """
     if not getattr(threading._start_new_thread, "_kernel_agent", False):
-        threading._start_new_thread = _probe(threading._start_new_thread, "start_new_thread",
-                                              _note_thread)
+        threading._start_new_thread = _probe(threading._start_new_thread, "_start_new_thread",
+                                              _note_thread, "threading")
 
 
 def _note_figure(figure: Any) -> None:
@@ -699,6 +799,7 @@ def install() -> None:
         if not _installed:
             sys.addaudithook(_audit_hook)
             _install_entropy_probe()
+            _install_clock_probe()
             _install_thread_probe()
             _installed = True
 
@@ -811,11 +912,13 @@ class EffectWatcher:
         self.library_prefixes = _library_prefixes()
         self.files = FileActivity()  # of the last cell `end()` returned the effects of
         self.figures: dict[int, Any] = {}  # of that cell: pyplot figures it drew on implicitly
+        self.varies: list[str] = []  # of that cell: why a re-run may make other values
 
     def begin(self) -> None:
         global _current
         self.files = FileActivity()
         self.figures = {}
+        self.varies = []
         _current = _Recorder(self.ignored_threads, self.ignored_prefixes, self.ignored_ports,
                              self.library_prefixes, self.user_prefixes)
 
@@ -826,9 +929,11 @@ class EffectWatcher:
         if rec is None:
             self.files = FileActivity()
             self.figures = {}
+            self.varies = []
             return []
         self.files = rec.files
         self.figures = rec.figures
+        self.varies = rec.varies
         for thread, code in rec.threads:
             if thread.is_alive():
                 rec._note(f"{STARTS_THREAD} ({code})")

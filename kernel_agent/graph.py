@@ -66,6 +66,10 @@ class CellExecution:
     # changed variables in place, or failed) a restore does not re-run it, so what it set is
     # not brought back, and the restore says so (restoring._unrestored_process_state)
     process_changed: bool = False
+    # why re-running it may make other values although it is safe to re-run (library code it
+    # called read the clock: scikit-learn's fit and score times): what it made is shipped
+    # when it can be (checkpointing._cell_costs)
+    varies: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +93,7 @@ class CellExecution:
             "context": self.context,
             "process_state": self.process_state,
             "process_changed": self.process_changed,
+            "varies": list(self.varies),
         }
 
     @classmethod
@@ -114,6 +119,7 @@ class CellExecution:
             context=bool(d.get("context", False)),
             process_state=bool(d.get("process_state", False)),
             process_changed=bool(d.get("process_changed", False)),
+            varies=[str(v) for v in d.get("varies", [])],
         )
 
     def rerun_blockers(self) -> list[str]:

@@ -613,6 +613,7 @@ class Monitor:
             context=context,
             process_state=process_state,
             process_changed=process_changed,
+            varies=list(self.effects.varies),
         )
         self.graph.record(cell, self.tracker.covariable_of, user_after)
         if not cell.effects and not cell.failed:

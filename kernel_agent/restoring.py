@@ -376,7 +376,12 @@ def restore(
                               f"{', '.join(entry.opaque)} can only be checked by type"}
                 elif not ok:
                     result.setdefault("detail", "value differs from the checkpointed one")
-                    if action == "recomputed" and seed_note:
+                    varied = next((c for c in entry.requires or ()
+                                   if 0 <= c < len(graph.cells) and graph.cells[c].varies), None)
+                    if action == "recomputed" and varied is not None:
+                        result["detail"] += (f"; its cell {varied} makes other values when re-run "
+                                             f"({graph.cells[varied].varies[0]})")
+                    elif action == "recomputed" and seed_note:
                         result["detail"] += f"; {seed_note}"
         for n in entry.names:
             variables[n] = result

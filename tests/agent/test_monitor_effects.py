@@ -259,3 +259,38 @@ def test_a_display_handle_kept_by_the_cell_is_marked_as_drawing_entropy(agent):
                      "dh_h = dh_display('x', display_id=True)")
     assert any(e.startswith("reads OS entropy") for e in rec["effects"]), rec["effects"]
     assert agent.cell("dh_display('y')")["effects"] == []
+
+
+def test_a_library_timing_what_the_cell_asked_for_makes_its_results_vary(agent):
+    # cross_validate's fit and score times are part of its result: re-run, the cell makes
+    # another value. Safe to re-run (not an effect), but what it made is shipped when it can be
+    agent.ok("from sklearn.linear_model import LogisticRegression as CkLR\n"
+             "from sklearn.model_selection import cross_validate as ck_cv")
+    rec = agent.cell("ck_res = ck_cv(CkLR(), [[0], [1]] * 6, [0, 1] * 6, cv=2)")
+    assert rec["effects"] == []
+    assert rec["varies"] == [
+        "reads the clock (time.time, called from sklearn.model_selection._validation)"]
+    # a notebook function in between is still the cell's doing
+    agent.ok("def ck_run(m):\n    return ck_cv(m, [[0], [1]] * 6, [0, 1] * 6, cv=2)")
+    assert agent.cell("ck_res2 = ck_run(CkLR())")["varies"] != []
+
+
+def test_clock_reads_of_the_kernel_logs_plots_and_imports_do_not_vary(agent):
+    for code in ("print('ck_print')", "%%time\nck_t = sum(range(10))",
+                 "import logging\nlogging.getLogger('ck').warning('ck_log')",
+                 "import threading\nck_ev = threading.Event()\nck_ev.wait(0.001)",
+                 "import queue\nck_q = queue.Queue()\ntry:\n    ck_q.get(timeout=0.001)\n"
+                 "except queue.Empty:\n    pass",
+                 "import sklearn.ensemble, sklearn.model_selection",
+                 "from sklearn.linear_model import LogisticRegression\n"
+                 "ck_m = LogisticRegression().fit([[0], [1]] * 3, [0, 1] * 3)"):
+        rec = agent.cell(code)
+        assert rec["varies"] == [] and rec["effects"] == [], (code, rec["varies"], rec["effects"])
+
+
+def test_clock_functions_stay_the_time_modules_own(agent):
+    # the probe is installed as time.perf_counter: a name bound to it is that attribute
+    rec = agent.cell("import time\nfrom time import perf_counter as ck_pc\nck_same = ck_pc is time.perf_counter")
+    assert agent.value("[ck_same, ck_pc.__module__, ck_pc.__name__, type(ck_pc()) is float]") == [
+        True, "time", "perf_counter", True]
+    assert rec["varies"] == []
