@@ -577,9 +577,10 @@ class ElasticSpawnerMixin(LoggingConfigurable):
                 await self._checkpoint_failed(str(e), None)
                 return None
         if not result.complete:
-            lost = ", ".join(f"{k.path or k.kernel_id} ({k.status}: {k.error or '-'})"
-                             for k in result.not_saved)
-            await self._checkpoint_failed(f"kernels not checkpointed: {lost}", result)
+            # kernels not saved (busy, failed), or saved without variables a restore cannot
+            # bring back: either way the next start would not be the server that stopped
+            what = "kernels not checkpointed" if result.not_saved else "variables lost"
+            await self._checkpoint_failed(f"{what}: {result.shortfall()}", result)
             return result
         self._record(result)
         self.log.info("Elastic: checkpointed %s (%d kernel(s)) in %.1fs: %s", self._elastic_name,

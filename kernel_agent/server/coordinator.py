@@ -27,6 +27,7 @@ from kernel_agent.server.manifest import (
     KernelEntry,
     ServerManifest,
     ServerManifestError,
+    lost_variables,
     read_manifest,
     write_manifest,
 )
@@ -67,6 +68,7 @@ class KernelReport:
     error: str | None = None
     other_paths: list[str] = field(default_factory=list)  # the kernel's other sessions (consoles)
     warnings: list[str] = field(default_factory=list)
+    lost: dict[str, str] = field(default_factory=dict)  # checkpoint: variables it cannot restore
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -83,6 +85,8 @@ class KernelReport:
             d["error"] = self.error
         if self.warnings:
             d["warnings"] = list(self.warnings)
+        if self.lost:
+            d["lost"] = dict(self.lost)
         return d
 
 
@@ -243,13 +247,26 @@ class Coordinator:
             self.last_checkpoint = pointer
         reports = [r for _, r in entries]
         self.log.info(
-            "kernel_agent: server checkpoint %s committed: %d kernel(s), %s, in %.1fs",
-            pointer, len(reports), ", ".join(f"{r.kernel_id}={r.status}" for r in reports) or "none",
-            time.monotonic() - started,
+            "kernel_agent: server checkpoint %s committed: %d kernel(s), %s, %d variable(s) lost, "
+            "in %.1fs", pointer, len(reports),
+            ", ".join(f"{r.kernel_id}={r.status}" for r in reports) or "none",
+            manifest.lost_variables, time.monotonic() - started,
         )
+        lost = [r for r in reports if r.lost]
+        if lost:
+            self.log.warning(
+                "kernel_agent: server checkpoint %s is not complete: a restore cannot bring back %s",
+                pointer, "; ".join(
+                    f"{r.path or r.kernel_id}: " + ", ".join(f"{n} ({why})" for n, why in r.lost.items())
+                    for r in lost),
+            )
         return {
             "checkpoint": pointer,
+            # every variable of every kernel restorable; `saved`: every kernel checkpointed
             "complete": manifest.complete,
+            "saved": manifest.saved,
+            "lost_variables": manifest.lost_variables,
+            "lost": [{"kernel_id": r.kernel_id, "path": r.path, "variables": dict(r.lost)} for r in lost],
             "kernels": [r.to_dict() for r in reports],
         }
 
@@ -375,6 +392,7 @@ class Coordinator:
             entry.error = "kernel_agent.checkpoint returned no checkpoint_id"
             return entry, self._report(entry, summary)
         entry.status = "ok"
+        entry.lost = lost_variables(summary)
         return entry, self._report(entry, summary)
 
     @staticmethod
@@ -387,6 +405,7 @@ class Coordinator:
             summary=summary,
             error=entry.error,
             other_paths=[s["path"] for s in entry.other_sessions],
+            lost=dict(entry.lost),
         )
 
     # ---------------------------------------------------------------- restore
