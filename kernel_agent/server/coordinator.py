@@ -10,6 +10,8 @@ kernel is reported for that kernel and never stops the others, nor the server.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import posixpath
 import time
@@ -43,6 +45,9 @@ from kernel_agent.server.pointer import (
 
 log = logging.getLogger(__name__)
 
+# set in the restore's task (and the tasks it starts): its own session requests are never held
+_RESTORING: contextvars.ContextVar[bool] = contextvars.ContextVar("kernel_agent_restoring", default=False)
+
 
 class Conflict(Exception):
     """Another operation is running; the message says what to wait for."""
@@ -54,6 +59,10 @@ class BadRequest(ValueError):
 
 class StoreWriteError(Exception):
     """The server manifest could not be committed; the kernels' checkpoints are not referenced."""
+
+
+class RestoreSessionError(Exception):
+    """A session request for a notebook being restored: the restore gave it no kernel in time."""
 
 
 @dataclass
@@ -103,6 +112,22 @@ class RestoreJob:
     # server had two) is not refused as "a session already exists"
     created_sessions: set[str] = field(default_factory=set)
     path_locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # check-then-create per path
+    # the session model each path gets from this restore, known once the manifest is read: a
+    # session request from a browser tab for such a path waits for it (`restored_session`)
+    sessions: dict[str, asyncio.Future] = field(default_factory=dict)
+    manifest_read: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def session_ready(self, path: str, model: dict[str, Any]) -> None:
+        fut = self.sessions.get(path)
+        if fut is not None and not fut.done():
+            fut.set_result(model)
+
+    def session_failed(self, path: str, why: str) -> None:
+        """Waiting requests for `path` get `why`; later ones start a kernel of their own."""
+        fut = self.sessions.pop(path, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(RestoreSessionError(why))
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody waited
 
     def path_lock(self, path: str) -> asyncio.Lock:
         return self.path_locks.setdefault(path, asyncio.Lock())
@@ -133,6 +158,7 @@ class Coordinator:
         busy_timeout: float,
         checkpoint_timeout: float,
         restore_timeout: float,
+        session_wait: float = 120.0,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
     ) -> None:
         self.log = logger or log
@@ -143,6 +169,7 @@ class Coordinator:
         self.busy_timeout = busy_timeout
         self.checkpoint_timeout = checkpoint_timeout
         self.restore_timeout = restore_timeout
+        self.session_wait = session_wait
         self.last_checkpoint: str | None = None
         self.restore_job = RestoreJob()
         self._checkpoint_lock = asyncio.Lock()
@@ -449,7 +476,46 @@ class Coordinator:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
 
+    async def restored_session(self, path: str) -> dict[str, Any] | None:
+        """The session a running restore gives `path`, once it exists; None: no restore of `path`.
+
+        For session requests from outside the restore (`install_session_guard`): a browser tab
+        reopened while the restore reads the manifest or starts this notebook's kernel waits
+        here (up to `session_wait` seconds) instead of starting a second kernel. Raises
+        `RestoreSessionError` when the wait runs out or the restore could not create the session.
+        """
+        job = self.restore_job
+        if job.state != "running" or _RESTORING.get():
+            return None
+        deadline = time.monotonic() + self.session_wait
+        try:
+            await asyncio.wait_for(job.manifest_read.wait(), self.session_wait)
+            fut = job.sessions.get(path)
+            if fut is None:
+                return None
+            self.log.info("kernel_agent: a session request for %s waits for its restore", path)
+            model = await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise RestoreSessionError(
+                f"{path} is being restored and its kernel did not start within "
+                f"{self.session_wait:.0f}s (KernelAgentApp.restore_session_wait): open it again "
+                "once GET api/elastic/status reports its restore"
+            ) from None
+        try:
+            return await self.session_manager.get_session(session_id=model["id"])
+        except Exception:  # noqa: BLE001 - the restored session was deleted meanwhile
+            return None
+
     async def _restore(self, job: RestoreJob) -> None:
+        _RESTORING.set(True)  # this task and the ones it starts: see `restored_session`
+        try:
+            await self._restore_all(job)
+        finally:
+            job.manifest_read.set()
+            for path in list(job.sessions):
+                job.session_failed(path, f"the restore ended without a session for {path}")
+
+    async def _restore_all(self, job: RestoreJob) -> None:
         try:
             manifest = await asyncio.to_thread(read_manifest, parse_pointer(job.checkpoint or ""))
         except (ServerManifestError, PointerError, OSError) as e:
@@ -474,6 +540,13 @@ class Coordinator:
                          other_paths=[s["path"] for s in e.other_sessions])
             for e in manifest.kernels
         ]
+        loop = asyncio.get_running_loop()
+        for e in manifest.kernels:
+            if e.kernel_name:  # recreated (an entry without kernel name is skipped)
+                for path in [e.path, *(s.get("path") for s in e.other_sessions)]:
+                    if path:
+                        job.sessions.setdefault(path, loop.create_future())
+        job.manifest_read.set()
         self._note(job, f"Restoring {total} kernel(s)", 5)
         done = 0
 
@@ -488,6 +561,9 @@ class Coordinator:
                 self.log.exception("kernel_agent: restoring %s failed", entry.path or entry.kernel_id)
                 report.status = "failed"
                 report.error = f"{type(e).__name__}: {e}"
+                for path in [entry.path, *(s.get("path") for s in entry.other_sessions)]:
+                    if path:
+                        job.session_failed(path, f"the restore of {path} failed: {report.error}")
             done += 1
             self._note(job, _outcome(entry, report), 5 + 95 * done / max(1, total))
 
@@ -519,6 +595,7 @@ class Coordinator:
             async with job.path_lock(entry.path):
                 existing = await self._session_for_path(entry.path, ignore=job.created_sessions)
                 if existing is not None:
+                    job.session_ready(entry.path, existing)  # a tab gets the kernel it has
                     report.status = "failed"
                     report.kernel_id = existing["kernel"]["id"]
                     report.error = (
@@ -533,6 +610,7 @@ class Coordinator:
                     kernel_name=entry.kernel_name,
                 )
                 job.created_sessions.add(model["id"])
+                job.session_ready(entry.path, model)
             report.kernel_id = model["kernel"]["id"]
         else:
             report.kernel_id = await self.kernel_manager.start_kernel(kernel_name=entry.kernel_name)
@@ -541,6 +619,7 @@ class Coordinator:
             async with job.path_lock(other["path"]):
                 taken = await self._session_for_path(other["path"], ignore=job.created_sessions)
                 if taken is not None:
+                    job.session_ready(other["path"], taken)
                     report.warnings.append(
                         f"session {other['path']} not recreated: it exists already (kernel "
                         f"{taken['kernel']['id']})")
@@ -550,6 +629,7 @@ class Coordinator:
                     type=other.get("type") or "console", kernel_id=report.kernel_id,
                 )
                 job.created_sessions.add(model["id"])
+                job.session_ready(other["path"], model)
         if entry.status != "ok" or not entry.checkpoint_id or not entry.store_url:
             report.status = "skipped"
             report.error = (
@@ -607,6 +687,34 @@ class Coordinator:
             if s.get("path") == path and s.get("id") not in ignore:
                 return s
         return None
+
+
+def install_session_guard(session_manager: Any, coordinator: Coordinator) -> None:
+    """Make a new session for a notebook whose restore is in flight attach to the restored kernel.
+
+    Wraps the server's `SessionManager.create_session` (instance attribute, like the kernel
+    manager's `start_kernel` in kernels.py). The sessions API asks "does a session exist for
+    this path?" and, if not, creates one with a new kernel; during a restore, the answer was
+    "no" from the moment the restore started until the restore's own session for that path was
+    saved (the manifest read, then the kernel launch), so a tab reopened then got a second, empty
+    kernel. Now such a request waits for the restore's session (`Coordinator.restored_session`)
+    and returns it; the sessions API answers it like an existing session.
+    """
+    if getattr(session_manager, "_kernel_agent_guarded", False):
+        return
+    original = session_manager.create_session
+
+    @functools.wraps(original)
+    async def create_session(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        path = kwargs.get("path", args[0] if args else None)
+        if path and kwargs.get("kernel_id") is None:
+            model = await coordinator.restored_session(path)
+            if model is not None:
+                return model
+        return await original(*args, **kwargs)
+
+    session_manager.create_session = create_session
+    session_manager._kernel_agent_guarded = True
 
 
 def newer_background_checkpoint(store_url: str, checkpoint_id: str) -> str | None:
