@@ -250,11 +250,12 @@ class Migrator:
         rec.durations["checkpoint_s"] = round(seconds, 3)
         rec.stats.update(self.metrics.observe_checkpoint(seconds, kernels))
         rec.stats["kernels"] = len(kernels)
-        rec.kernels = [{"path": k.get("path"), "checkpoint": k.get("status"),
-                        **({"checkpoint_error": k["error"]} if k.get("error") else {})}
-                       for k in kernels]
         result = CheckpointResult.from_dict(ans.data)
-        if result.not_saved:
+        rec.kernels = [{"path": k.get("path"), "checkpoint": k.get("status"),
+                        **({"checkpoint_error": k["error"]} if k.get("error") else {}),
+                        **({"lost": r.lost} if r.lost else {})}
+                       for k, r in zip(kernels, result.kernels, strict=True)]
+        if result.not_saved or (not result.complete and not result.lost):
             missing = ", ".join(f"{k.path or k.kernel_id} ({k.status}: {k.error or '-'})"
                                 for k in result.not_saved)
             raise MigrationFailed(

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from elastic_spawner.serverapi import CheckpointResult
 from elastic_spawner.service.checkpoints import list_checkpoints
+from elastic_spawner.service.hubapi import Answer
 from elastic_spawner.service.metrics import ServiceMetrics
+from elastic_spawner.service.migrator import MigrationFailed, Migrator
+from elastic_spawner.service.model import Migration, MigrationRequest
 from kernel_agent.server.manifest import KernelEntry, ServerManifest, write_manifest
 from kernel_agent.server.pointer import new_checkpoint_id
 
@@ -51,3 +56,31 @@ def test_the_checkpoint_list_marks_a_checkpoint_with_lost_variables_incomplete(t
 def test_the_lost_variables_metric_counts_variables_not_groups() -> None:
     totals = ServiceMetrics().observe_checkpoint(1.0, [{"summary": SUMMARY}])
     assert totals["lost"] == 2
+
+
+async def test_the_migrator_does_not_stop_a_server_whose_checkpoint_loses_variables() -> None:
+    """Every kernel saved but a variable lost: not "retry when busy cells finish", it names them."""
+    migrator = Migrator(hub=None, records=None, metrics=ServiceMetrics())  # type: ignore[arg-type]
+    answer = {"checkpoint": POINTER, "complete": False, "kernels": [
+        {"kernel_id": "k1", "path": "a.ipynb", "status": "ok", "summary": SUMMARY}]}
+
+    async def set_phase(rec: Migration, phase: str, message: str) -> None:
+        rec.phase = phase
+
+    async def model(rec: Migration) -> dict:
+        return {"ready": True}
+
+    async def server_call(*args: object, **kw: object) -> Answer:
+        return Answer(200, answer)
+
+    migrator._set_phase, migrator._model, migrator._server_call = set_phase, model, server_call  # type: ignore[method-assign]
+    rec = Migration(id="m1", request=MigrationRequest(user="alice"))
+
+    with pytest.raises(MigrationFailed) as e:
+        await migrator._checkpoint(rec)
+
+    assert e.value.reason == "variables-lost" and rec.phase == "checkpointing"
+    assert f"a.ipynb: a ({LOST['a, b']}), b ({LOST['a, b']})" in str(e.value)
+    assert "Retrying does not help" in str(e.value)
+    assert rec.kernels == [{"path": "a.ipynb", "checkpoint": "ok",
+                            "lost": {"a": LOST["a, b"], "b": LOST["a, b"]}}]
