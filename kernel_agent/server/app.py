@@ -173,11 +173,26 @@ class KernelAgentApp(ExtensionApp):
             self.background = BackgroundEnabler(
                 self.coordinator, self.store_url, self.background_interval, logger=self.log
             )
+            # a renamed notebook's kernel checkpoints into its new path's store at once
+            self.coordinator.on_move.append(self.background.wake)
+        contents = sa.contents_manager
+        schema_id = getattr(contents, "event_schema_id", None)
+        if schema_id and getattr(sa, "event_logger", None) is not None:
+            sa.event_logger.add_listener(schema_id=schema_id, listener=self._on_contents_event)
         self.log.info(
             "kernel_agent: kernels start with the agent; store %s; restore from %s",
             self.store_url or "(none configured)",
             self.restore_from or "(nothing)",
         )
+
+    async def _on_contents_event(self, logger: object, schema_id: str, data: dict) -> None:
+        """A file renamed through the contents API: the sessions on it follow (and are recorded)."""
+        if data.get("action") != "rename" or not data.get("source_path") or not data.get("path"):
+            return
+        try:
+            await self.coordinator.follow_contents_rename(data["source_path"], data["path"])
+        except Exception:  # noqa: BLE001 - a listener must not fail the rename
+            self.log.exception("kernel_agent: moving the sessions of renamed %s failed", data["source_path"])
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(default_handlers)

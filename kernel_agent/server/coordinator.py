@@ -33,6 +33,7 @@ from kernel_agent.server.manifest import (
     read_manifest,
     write_manifest,
 )
+from kernel_agent.server.moves import record_move, resolve
 from kernel_agent.server.pointer import (
     PointerError,
     check_store_url,
@@ -170,6 +171,10 @@ class Coordinator:
         self.checkpoint_timeout = checkpoint_timeout
         self.restore_timeout = restore_timeout
         self.session_wait = session_wait
+        # kernel id -> its id and those of the kernels it was restored from (newest first)
+        self.lineage: dict[str, list[str]] = {}
+        self.on_move: list[Any] = []  # callables run after a notebook move is recorded
+        self._rename_lock = asyncio.Lock()
         self.last_checkpoint: str | None = None
         self.restore_job = RestoreJob()
         self._checkpoint_lock = asyncio.Lock()
@@ -420,6 +425,7 @@ class Coordinator:
             return entry, self._report(entry, summary)
         entry.status = "ok"
         entry.lost = lost_variables(summary)
+        entry.lineage = self.lineage.get(kernel_id, [kernel_id])
         return entry, self._report(entry, summary)
 
     @staticmethod
@@ -529,6 +535,7 @@ class Coordinator:
             job.state = "failed"
             self._note(job, job.error, 100)
             return
+        notes = await asyncio.to_thread(self._follow_moves, manifest)
         # the kernel keyed by its notebook's path first: sessions of one path are created in
         # this order (per-path lock, FIFO), so it owns the path's store again afterwards and the
         # other kernels of that path keep theirs (see `store_keys`)
@@ -537,7 +544,8 @@ class Coordinator:
         total = len(manifest.kernels)
         job.kernels = [
             KernelReport(kernel_id="", path=e.path, kernel_name=e.kernel_name, status="pending",
-                         other_paths=[s["path"] for s in e.other_sessions])
+                         other_paths=[s["path"] for s in e.other_sessions],
+                         warnings=list(notes.get(id(e), [])))
             for e in manifest.kernels
         ]
         loop = asyncio.get_running_loop()
@@ -642,28 +650,19 @@ class Coordinator:
             report.status = "failed"
             report.error = "the restored kernel was shut down before its state could be restored"
             return
-        checkpoint_id = entry.checkpoint_id
-        try:
-            newer = await asyncio.to_thread(newer_background_checkpoint, entry.store_url, checkpoint_id)
-        except Exception:  # noqa: BLE001 - the pinned checkpoint is still there to restore
-            self.log.exception("kernel_agent: looking for background checkpoints in %s failed", entry.store_url)
-            newer = None
-        if newer is not None:
-            # the kernel ran on after the server checkpoint (a restore, more cells, then a crash):
-            # its latest background round is newer state than the pinned checkpoint
-            self.log.info("kernel_agent: %s: restoring background checkpoint %s (newer than %s)",
-                          entry.path or entry.kernel_id, newer, checkpoint_id)
-            checkpoint_id = newer
+        # `_follow_moves` set store and checkpoint: the kernel's newest state (a background round
+        # newer than the pinned checkpoint, maybe in the store of the notebook's new path)
         result = await call_agent(
             km,
             "restore",
-            {"url": entry.store_url, "checkpoint_id": checkpoint_id},
+            {"url": entry.store_url, "checkpoint_id": entry.checkpoint_id},
             timeout=self.restore_timeout,
         )
         if result.error is not None:
             report.status = "failed"
             report.error = result.error
             return
+        self.lineage[report.kernel_id] = [report.kernel_id, *(entry.lineage or [entry.kernel_id])][:32]
         report.summary = result.value
         v = result.value or {}
         if not v.get("verified") and _only_lost(v):
@@ -682,6 +681,80 @@ class Coordinator:
             return
         report.status = "ok"
 
+    def _follow_moves(self, manifest: ServerManifest) -> dict[int, list[str]]:
+        """Point each entry at its kernel's newest state and notebook path (blocking: a thread).
+
+        The kernel may have run on after the server checkpoint (background rounds, then a crash),
+        and its notebook may have been renamed meanwhile, its later checkpoints going to the new
+        path's store (`moves.resolve`). Returns notes per entry (by `id`) for its report.
+        """
+        notes: dict[int, list[str]] = {}
+        for e in manifest.kernels:
+            if not (e.kernel_name and e.status == "ok" and e.checkpoint_id and e.store_url):
+                continue
+            try:
+                r = resolve(manifest.store_url, kernel_ids=e.lineage or [e.kernel_id],
+                            kernel_store_url=e.store_url, checkpoint_id=e.checkpoint_id, path=e.path)
+            except Exception:  # noqa: BLE001 - the pinned checkpoint is still there to restore
+                self.log.exception("kernel_agent: looking for newer checkpoints of %s failed; "
+                                   "restoring the pinned one", e.path or e.kernel_id)
+                continue
+            for note in r.notes:
+                self.log.info("kernel_agent: %s: %s", e.path or e.kernel_id, note)
+            notes[id(e)] = r.notes
+            e.store_url, e.checkpoint_id, e.path = r.store_url, r.checkpoint_id, r.path
+        return notes
+
+    async def track_renames(self, update: Any) -> Any:
+        """Run `update()` (a session change); record each kernel whose store key it changed.
+
+        A notebook renamed (session path changed) is keyed by its new path from then on: its
+        next checkpoints go to the new path's store. The move is recorded (`moves.py`) so a
+        restore of a server checkpoint taken before the rename finds the kernel's newer state
+        and restores it under the new path. Recording failures are logged, never raised.
+        """
+        if not self.store_url:
+            return await update()
+        async with self._rename_lock:
+            before = await self._sessions_by_kernel()
+            result = await update()
+            after = await self._sessions_by_kernel()
+            ids = list(self.kernel_manager.list_kernel_ids())
+            keys_before, keys_after = store_keys(before, ids), store_keys(after, ids)
+            for kid in ids:
+                if keys_before[kid] == keys_after[kid]:
+                    continue
+                old = (before.get(kid) or [{}])[0].get("path")
+                new = (after.get(kid) or [{}])[0].get("path")
+                try:
+                    move = await asyncio.to_thread(
+                        record_move, self.store_url, kernel_id=kid,
+                        lineage=self.lineage.get(kid, [kid]), from_path=old,
+                        from_store_url=kernel_store_url(self.store_url, keys_before[kid]),
+                        to_path=new, to_store_url=kernel_store_url(self.store_url, keys_after[kid]))
+                except Exception:  # noqa: BLE001
+                    self.log.exception("kernel_agent: recording the move of kernel %s (%s -> %s) "
+                                       "failed: a restore of an older checkpoint will not follow it",
+                                       kid, old, new)
+                    continue
+                self.log.info("kernel_agent: kernel %s moved from %s to %s (move %s): its "
+                              "checkpoints go to %s", kid, old, new, move.id, move.to_store_url)
+                for callback in self.on_move:
+                    callback()
+        return result
+
+    async def follow_contents_rename(self, source: str, target: str) -> None:
+        """A file or directory renamed through the contents API: its sessions follow it.
+
+        JupyterLab PATCHes the session itself after renaming an open notebook; another client
+        renaming the file left the session (and the kernel's store key) on a path that no
+        longer exists, so a restore brought the notebook back under its old name.
+        """
+        for s in await self.session_manager.list_sessions():
+            path = str(s.get("path") or "")
+            if path == source or path.startswith(source.rstrip("/") + "/"):
+                await self.session_manager.update_session(s["id"], path=target + path[len(source):])
+
     async def _session_for_path(self, path: str, ignore: set[str] | frozenset[str] = frozenset()) -> dict[str, Any] | None:
         for s in await self.session_manager.list_sessions():
             if s.get("path") == path and s.get("id") not in ignore:
@@ -690,10 +763,12 @@ class Coordinator:
 
 
 def install_session_guard(session_manager: Any, coordinator: Coordinator) -> None:
-    """Make a new session for a notebook whose restore is in flight attach to the restored kernel.
+    """Hook the sessions: a notebook being restored gets the restored kernel; renames are recorded.
 
-    Wraps the server's `SessionManager.create_session` (instance attribute, like the kernel
-    manager's `start_kernel` in kernels.py). The sessions API asks "does a session exist for
+    Renames: `update_session` with a new path goes through `Coordinator.track_renames`.
+
+    Restores: wraps the server's `SessionManager.create_session` (instance attribute, like the
+    kernel manager's `start_kernel` in kernels.py). The sessions API asks "does a session exist for
     this path?" and, if not, creates one with a new kernel; during a restore, the answer was
     "no" from the moment the restore started until the restore's own session for that path was
     saved (the manifest read, then the kernel launch), so a tab reopened then got a second, empty
@@ -715,23 +790,18 @@ def install_session_guard(session_manager: Any, coordinator: Coordinator) -> Non
 
     session_manager.create_session = create_session
     session_manager._kernel_agent_guarded = True
+    original_update = getattr(session_manager, "update_session", None)
+    if original_update is None:
+        return
 
+    # a session's path changed (a notebook renamed): `Coordinator.track_renames` records it
+    @functools.wraps(original_update)
+    async def update_session(session_id: str, **kwargs: Any) -> Any:
+        if "path" not in kwargs:
+            return await original_update(session_id, **kwargs)
+        return await coordinator.track_renames(lambda: original_update(session_id, **kwargs))
 
-def newer_background_checkpoint(store_url: str, checkpoint_id: str) -> str | None:
-    """The kernel store's newest checkpoint if it is a background one newer than `checkpoint_id`.
-
-    Blocking I/O (use a thread). None when the pinned checkpoint is the newest, or the newest is
-    a planned one (whoever wrote it also wrote a server manifest for it).
-    """
-    from kernel_agent.checkpointing import BACKGROUND_SUFFIX
-    from kernel_agent.store import open_store
-
-    store = open_store(store_url)
-    ids = [cid for cid, _, _ in sorted(store._manifests(), key=lambda e: (e[1], e[0]))]
-    if checkpoint_id not in ids or ids[-1] == checkpoint_id:
-        return None
-    newest = ids[-1]
-    return newest if newest.endswith(BACKGROUND_SUFFIX) and ids.index(newest) > ids.index(checkpoint_id) else None
+    session_manager.update_session = update_session
 
 
 def _outcome(entry: KernelEntry, report: KernelReport) -> str:

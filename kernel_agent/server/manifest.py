@@ -21,8 +21,8 @@ from typing import Any
 from kernel_agent.server.pointer import Pointer, servers_store_url
 
 SCHEMA = "elastic-spawner/server-checkpoint"
-# 2: per kernel `lost` (variable -> reason), and `complete` also requires that no variable is
-# lost. Version 1 manifests are still read: their kernels' `lost` is unknown (empty here), so
+# 2: per kernel `lost` (variable -> reason) and `lineage`, and `complete` also requires that no
+# variable is lost. Version 1 manifests are still read: their kernels' `lost` is unknown (empty here), so
 # their `complete` says only that every kernel was checkpointed.
 SCHEMA_VERSION = 2
 KEY_ENV = "ELASTIC_CHECKPOINT_KEY"  # same key as the engine's kernel manifests
@@ -50,6 +50,9 @@ class KernelEntry:
     # variables this kernel checkpoint cannot bring back (name -> reason), from its summary;
     # a kernel can be "ok" (checkpointed) and still lose some (schema v2)
     lost: dict[str, str] = field(default_factory=dict)
+    # this kernel's id and the ids of the kernels it was restored from (newest first): a
+    # restore follows the notebook renames of any of them (`moves.py`) (schema v2)
+    lineage: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
