@@ -600,7 +600,9 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         if last and last != st["restored_from"]:
             self.log.info("Elastic: %s was checkpointed on request (%s); the next start restores it",
                           self._elastic_name, last)
-            result = CheckpointResult(checkpoint=last, complete=True)
+            # the history says what the server said of it (an older server does not say: True,
+            # as before)
+            result = CheckpointResult(checkpoint=last, complete=status.last_checkpoint_complete is not False)
             self._record(result)
             return result
         self.log.info("Elastic: no checkpoint requested for %s while it ran "

@@ -146,6 +146,8 @@ class ServerStatus:
 
     restore: RestoreStatus
     last_checkpoint: str | None = None
+    # whether that checkpoint restores every variable of every kernel; None: a server too old to say
+    last_checkpoint_complete: bool | None = None
     store: str | None = None
 
     @classmethod
@@ -155,6 +157,8 @@ class ServerStatus:
         return cls(
             restore=RestoreStatus.from_dict(d.get("restore") or {}),
             last_checkpoint=d.get("last_checkpoint") or None,
+            last_checkpoint_complete=(None if d.get("last_checkpoint_complete") is None
+                                      else bool(d["last_checkpoint_complete"])),
             store=d.get("store") or None,
         )
 

@@ -176,6 +176,7 @@ class Coordinator:
         self.on_move: list[Any] = []  # callables run after a notebook move is recorded
         self._rename_lock = asyncio.Lock()
         self.last_checkpoint: str | None = None
+        self.last_checkpoint_complete: bool | None = None  # see `checkpoint`'s "complete"
         self.restore_job = RestoreJob()
         self._checkpoint_lock = asyncio.Lock()
         self.checkpoints_in_progress = 0  # requests running or waiting for the one running
@@ -187,6 +188,7 @@ class Coordinator:
         return {
             "restore": self.restore_job.to_dict(),
             "last_checkpoint": self.last_checkpoint,
+            "last_checkpoint_complete": self.last_checkpoint_complete,
             "checkpoints_in_progress": self.checkpoints_in_progress,
             "store": self.store_url,
         }
@@ -277,6 +279,7 @@ class Coordinator:
                 ) from e
             pointer = format_pointer(store_url, cid)
             self.last_checkpoint = pointer
+            self.last_checkpoint_complete = manifest.complete
         reports = [r for _, r in entries]
         self.log.info(
             "kernel_agent: server checkpoint %s committed: %d kernel(s), %s, %d variable(s) lost, "

@@ -42,6 +42,7 @@ def test_a_checkpoint_that_loses_a_variable_is_not_complete_and_names_it(server:
     manifest = read_manifest(parse_pointer(body["checkpoint"]))
     assert manifest.schema_version == 2 and not manifest.complete and manifest.saved
     assert {e.path: sorted(e.lost) for e in manifest.kernels} == {"work.ipynb": ["g"], "kept.ipynb": []}
+    assert server.status()["last_checkpoint_complete"] is False  # what on_request stops record
     assert "1 variable(s) lost" in server.log() and "a restore cannot bring back" in server.log()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from elastic_spawner.serverapi import CheckpointResult
+from elastic_spawner.serverapi import CheckpointResult, ServerStatus
 from elastic_spawner.service.checkpoints import list_checkpoints
 from elastic_spawner.service.hubapi import Answer
 from elastic_spawner.service.metrics import ServiceMetrics
@@ -84,3 +84,10 @@ async def test_the_migrator_does_not_stop_a_server_whose_checkpoint_loses_variab
     assert "Retrying does not help" in str(e.value)
     assert rec.kernels == [{"path": "a.ipynb", "checkpoint": "ok",
                             "lost": {"a": LOST["a, b"], "b": LOST["a, b"]}}]
+
+
+def test_the_status_says_whether_the_last_checkpoint_is_complete() -> None:
+    """`checkpoint_on_stop=on_request` records the last checkpoint; it must not call it complete blindly."""
+    assert ServerStatus.from_dict({"restore": {}, "last_checkpoint": POINTER,
+                                   "last_checkpoint_complete": False}).last_checkpoint_complete is False
+    assert ServerStatus.from_dict({"restore": {}, "last_checkpoint": POINTER}).last_checkpoint_complete is None
