@@ -97,3 +97,24 @@ def test_a_newer_planned_checkpoint_keeps_the_pinned_one_as_asked(stores: Stores
     stores.move(2, "k1", "old.ipynb", "new.ipynb")
     stores.checkpoint("new.ipynb", 3)
     assert stores.resolve("old.ipynb", pinned, ["k1"]) == (pinned, "old.ipynb")
+
+
+async def test_a_renamed_directory_moves_the_sessions_of_the_notebooks_in_it() -> None:
+    """The contents API renamed `work/` (no session PATCH from a frontend): its sessions follow."""
+    from kernel_agent.server.coordinator import Coordinator
+
+    class Sessions:
+        def __init__(self) -> None:
+            self.paths = {"s1": "work/a.ipynb", "s2": "work/sub/b.ipynb", "s3": "workshop.ipynb"}
+
+        async def list_sessions(self) -> list[dict]:
+            return [{"id": sid, "path": p} for sid, p in self.paths.items()]
+
+        async def update_session(self, session_id: str, **kw: str) -> None:
+            self.paths[session_id] = kw["path"]
+
+    sessions = Sessions()
+    coordinator = Coordinator(kernel_manager=None, session_manager=sessions, kernel_spec_manager=None,
+                              store_url=None, busy_timeout=0, checkpoint_timeout=1, restore_timeout=1)
+    await coordinator.follow_contents_rename("work", "done")
+    assert sessions.paths == {"s1": "done/a.ipynb", "s2": "done/sub/b.ipynb", "s3": "workshop.ipynb"}
