@@ -398,7 +398,7 @@ class DrainWatcher:
             busy_timeout=self.settings.busy_timeout, deadline=self.settings.checkpoint_timeout))
         report.checkpoint, report.complete = result.checkpoint, result.complete
         if not result.complete:
-            lost = ", ".join(f"{k.path or k.kernel_id} ({k.status})" for k in result.not_saved)
+            lost = result.shortfall()
             report.error = f"checkpoint incomplete: {lost}"
             log.warning("Drain watcher: checkpoint of %s is incomplete (%s); migrating anyway: the "
                         "node is going away", sp.key, lost)

@@ -577,9 +577,10 @@ class ElasticSpawnerMixin(LoggingConfigurable):
                 await self._checkpoint_failed(str(e), None)
                 return None
         if not result.complete:
-            lost = ", ".join(f"{k.path or k.kernel_id} ({k.status}: {k.error or '-'})"
-                             for k in result.not_saved)
-            await self._checkpoint_failed(f"kernels not checkpointed: {lost}", result)
+            # kernels not saved (busy, failed), or saved without variables a restore cannot
+            # bring back: either way the next start would not be the server that stopped
+            what = "kernels not checkpointed" if result.not_saved else "variables lost"
+            await self._checkpoint_failed(f"{what}: {result.shortfall()}", result)
             return result
         self._record(result)
         self.log.info("Elastic: checkpointed %s (%d kernel(s)) in %.1fs: %s", self._elastic_name,
@@ -599,7 +600,9 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         if last and last != st["restored_from"]:
             self.log.info("Elastic: %s was checkpointed on request (%s); the next start restores it",
                           self._elastic_name, last)
-            result = CheckpointResult(checkpoint=last, complete=True)
+            # the history says what the server said of it (an older server does not say: True,
+            # as before)
+            result = CheckpointResult(checkpoint=last, complete=status.last_checkpoint_complete is not False)
             self._record(result)
             return result
         self.log.info("Elastic: no checkpoint requested for %s while it ran "

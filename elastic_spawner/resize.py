@@ -313,8 +313,7 @@ async def resize_server(
     if pod.url:
         ckpt = await ElasticServerClient(pod.url, hub.token).checkpoint(deadline=checkpoint_timeout)
         if not ckpt.complete:
-            lost = ", ".join(f"{k.path or k.kernel_id} ({k.status})" for k in ckpt.not_saved)
-            raise ResizeError(f"not resizing {name}: its checkpoint is incomplete ({lost}); "
+            raise ResizeError(f"not resizing {name}: its checkpoint is incomplete ({ckpt.shortfall()}); "
                               "the server keeps running at its current size")
         result.checkpoint = ckpt.checkpoint
     await hub.stop_server(user, server)

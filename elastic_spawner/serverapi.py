@@ -14,6 +14,8 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from kernel_agent.server.manifest import lost_variables
+
 
 def error_message(e: HTTPClientError) -> str:
     """The JSON `message` of a Jupyter/JupyterHub error response, else its body as text."""
@@ -50,6 +52,11 @@ class KernelReport:
     summary: dict[str, Any] = field(default_factory=dict)
     error: str = ""
 
+    @property
+    def lost(self) -> dict[str, str]:
+        """Variables its checkpoint cannot restore (name -> reason), read from its summary."""
+        return lost_variables(self.summary) if self.status == "ok" else {}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> KernelReport:
         return cls(
@@ -70,17 +77,20 @@ class CheckpointResult:
     """Answer of `POST api/elastic/checkpoint`: a pointer to the server-level manifest."""
 
     checkpoint: str
-    complete: bool
+    complete: bool  # every variable of every kernel restorable (saved, nothing lost)
     kernels: list[KernelReport] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CheckpointResult:
         if not isinstance(d, dict) or not isinstance(d.get("checkpoint"), str):
             raise ValueError(f"checkpoint answer without a 'checkpoint' pointer: {str(d)[:200]}")
+        kernels = [KernelReport.from_dict(k) for k in d.get("kernels") or []]
         return cls(
             checkpoint=d["checkpoint"],
-            complete=bool(d.get("complete")),
-            kernels=[KernelReport.from_dict(k) for k in d.get("kernels") or []],
+            # a server from before `complete` covered lost variables still names them in each
+            # kernel's summary: never take its word that a checkpoint losing one is complete
+            complete=bool(d.get("complete")) and not any(k.lost for k in kernels),
+            kernels=kernels,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,6 +104,18 @@ class CheckpointResult:
     def not_saved(self) -> list[KernelReport]:
         """Kernels whose state is not in this checkpoint (busy past the timeout, or failed)."""
         return [k for k in self.kernels if k.status != "ok"]
+
+    @property
+    def lost(self) -> list[KernelReport]:
+        """Kernels checkpointed without some variables (`KernelReport.lost` names them)."""
+        return [k for k in self.kernels if k.lost]
+
+    def shortfall(self) -> str:
+        """Why it is not complete, for logs and events: kernels not saved, then variables lost."""
+        parts = [f"{k.path or k.kernel_id} ({k.status}: {k.error or '-'})" for k in self.not_saved]
+        parts += [f"{k.path or k.kernel_id} lost " + ", ".join(f"{n} ({why})" for n, why in k.lost.items())
+                  for k in self.lost]
+        return "; ".join(parts)
 
 
 @dataclass
@@ -124,6 +146,8 @@ class ServerStatus:
 
     restore: RestoreStatus
     last_checkpoint: str | None = None
+    # whether that checkpoint restores every variable of every kernel; None: a server too old to say
+    last_checkpoint_complete: bool | None = None
     store: str | None = None
 
     @classmethod
@@ -133,6 +157,8 @@ class ServerStatus:
         return cls(
             restore=RestoreStatus.from_dict(d.get("restore") or {}),
             last_checkpoint=d.get("last_checkpoint") or None,
+            last_checkpoint_complete=(None if d.get("last_checkpoint_complete") is None
+                                      else bool(d["last_checkpoint_complete"])),
             store=d.get("store") or None,
         )
 

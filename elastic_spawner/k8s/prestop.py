@@ -84,8 +84,8 @@ try:
 except Exception as e:
     say("checkpoint failed: %s" % e)
     sys.exit(1)
-say("checkpoint %s complete=%s in %.1fs" % (res.get("checkpoint"), res.get("complete"),
-                                             time.monotonic() - t0))
+say("checkpoint %s complete=%s (%s variable(s) lost) in %.1fs" % (
+    res.get("checkpoint"), res.get("complete"), res.get("lost_variables", "?"), time.monotonic() - t0))
 sys.exit(0 if res.get("complete") else 1)
 '''.replace("FRESH_SLACK", repr(FRESH_SLACK))
 

@@ -42,6 +42,7 @@ class KernelRef:
     store_url: str | None
     checkpoint_id: str | None
     error: str | None = None
+    lost: dict[str, str] = field(default_factory=dict)  # variables it cannot restore (manifest v2)
 
 
 @dataclass
@@ -61,7 +62,8 @@ class ServerCheckpoint:
             "complete": self.complete, "size": self.size,
             "kernels": [
                 {"path": k.path, "status": k.status, "checkpoint_id": k.checkpoint_id,
-                 **({"error": k.error} if k.error else {})}
+                 **({"error": k.error} if k.error else {}),
+                 **({"lost": dict(k.lost)} if k.lost else {})}
                 for k in self.kernels
             ],
         }
@@ -77,7 +79,7 @@ def read_refs(data: bytes) -> list[KernelRef]:
             raise ValueError("not a server checkpoint manifest")
         return [KernelRef(path=k.get("path"), status=str(k.get("status") or ""),
                           store_url=k.get("store_url"), checkpoint_id=k.get("checkpoint_id"),
-                          error=k.get("error"))
+                          error=k.get("error"), lost=dict(k.get("lost") or {}))
                 for k in doc.get("kernels") or []]
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise ManifestUnreadable(str(e)) from e
@@ -110,7 +112,9 @@ def list_checkpoints(base_url: str) -> list[ServerCheckpoint]:
         out.append(ServerCheckpoint(
             id=info.id, pointer=format_pointer(base_url, info.id),
             created=info.created.isoformat(timespec="seconds"),
-            complete=bool(refs) and all(r.status == "ok" for r in refs), kernels=refs, size=size))
+            # a version 1 manifest has no `lost`: complete there means every kernel was saved
+            complete=bool(refs) and all(r.status == "ok" and not r.lost for r in refs),
+            kernels=refs, size=size))
     return out
 
 

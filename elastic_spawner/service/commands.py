@@ -177,7 +177,8 @@ def run_checkpoints(args: argparse.Namespace) -> int:
         return 0
     t = Table("id", "created", "complete", "notebooks", "size", "", title=f"{label}: {data['store']}")
     for c in data["checkpoints"]:
-        t.add_row(c["id"], c["created"], "yes" if c["complete"] else "no",
+        lost = sum(len(k.get("lost") or {}) for k in c["kernels"])
+        t.add_row(c["id"], c["created"], "yes" if c["complete"] else f"no ({lost} lost)" if lost else "no",
                   ", ".join(str(k.get("path") or "-") for k in c["kernels"]), _size(c["size"]),
                   "restores next" if c.get("restores_next") else "")
     Console().print(t)

@@ -16,6 +16,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from kernel_agent.server.manifest import lost_variables
+
 # Checkpoints and restores of small notebooks take well under a second, big ones minutes.
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 SIZE_BUCKETS = tuple(float(2 ** p) for p in range(10, 41, 3))  # 1 KiB .. 1 TiB
@@ -99,7 +101,7 @@ class ServiceMetrics:
             totals["shipped"] += len(s.get("shipped") or [])
             totals["recomputed"] += len(s.get("recomputed") or [])
             totals["imported"] += len(s.get("imported") or [])
-            totals["lost"] += len(s.get("lost") or {})
+            totals["lost"] += len(lost_variables(s))  # variables, not co-variable groups
         self.checkpoint_seconds.observe(seconds)
         self.checkpoint_size.observe(totals["bytes_shipped"])
         self.shipped_bytes.inc(totals["bytes_shipped"])

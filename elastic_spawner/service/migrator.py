@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from elastic_spawner.serverapi import CheckpointResult
 from elastic_spawner.service.hubapi import Answer, HubClient, HubUnavailable
 from elastic_spawner.service.metrics import ServiceMetrics
 from elastic_spawner.service.model import (
@@ -249,17 +250,28 @@ class Migrator:
         rec.durations["checkpoint_s"] = round(seconds, 3)
         rec.stats.update(self.metrics.observe_checkpoint(seconds, kernels))
         rec.stats["kernels"] = len(kernels)
+        result = CheckpointResult.from_dict(ans.data)
         rec.kernels = [{"path": k.get("path"), "checkpoint": k.get("status"),
-                        **({"checkpoint_error": k["error"]} if k.get("error") else {})}
-                       for k in kernels]
-        if not ans.data.get("complete"):
-            missing = ", ".join(f"{k.get('path') or k.get('kernel_id')} ({k.get('status')}: "
-                                f"{k.get('error') or '-'})" for k in kernels
-                                if k.get("status") != "ok")
+                        **({"checkpoint_error": k["error"]} if k.get("error") else {}),
+                        **({"lost": r.lost} if r.lost else {})}
+                       for k, r in zip(kernels, result.kernels, strict=True)]
+        if result.not_saved or (not result.complete and not result.lost):
+            missing = ", ".join(f"{k.path or k.kernel_id} ({k.status}: {k.error or '-'})"
+                                for k in result.not_saved)
             raise MigrationFailed(
                 f"the checkpoint is incomplete, so the server was not stopped (it keeps running, "
                 f"nothing is lost): {missing}. Wait for busy cells to finish and retry",
                 "checkpoint-incomplete")
+        if not result.complete:
+            # every kernel saved, but some variables cannot be restored: a retry loses them
+            # again; the user must drop or rebuild them (or accept the loss) before moving
+            lost = "; ".join(f"{k.path or k.kernel_id}: " + ", ".join(
+                f"{n} ({why})" for n, why in k.lost.items()) for k in result.lost)
+            raise MigrationFailed(
+                f"the checkpoint cannot restore some variables, so the server was not stopped (it "
+                f"keeps running, nothing is lost): {lost}. Retrying does not help: delete or "
+                "re-create them in a form that can be saved, then migrate again",
+                "variables-lost")
         await self._set_phase(rec, "stopping", f"checkpointed {len(kernels)} kernel(s) in "
                               f"{seconds:.1f}s: {rec.checkpoint}")
 

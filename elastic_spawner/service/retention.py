@@ -8,7 +8,9 @@ checkpoint ever loses a piece:
    (the pointer the spawner restores next); delete the others.
 2. Kernel checkpoints (`<store>/kernels/<key>`): delete one only if no remaining server manifest
    points at it *and* it is older than `grace_s`: a server checkpoint being written right now
-   has committed its kernels' checkpoints but not yet its own manifest.
+   has committed its kernels' checkpoints but not yet its own manifest. Background rounds newer
+   than every referenced checkpoint of their store are kept: after a crash, the restore takes
+   them (newer state than the planned checkpoint; also in the store of a renamed notebook).
 3. Blobs: the store's own `collect_garbage(grace_s)`, per kernel store: blobs no remaining kernel
    manifest lists, older than the grace period (a kernel checkpoint being written has uploaded
    blobs but no manifest yet; reused blobs are touched on reuse).
@@ -35,6 +37,9 @@ from kernel_agent.server.pointer import join_url
 from kernel_agent.store import GC_GRACE_S, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
+
+# kernel_agent.checkpointing.BACKGROUND_SUFFIX (not imported: it pulls numpy into the service)
+BACKGROUND_SUFFIX = ".bg"
 
 
 @dataclass
@@ -113,8 +118,16 @@ def prune_server(base_url: str, keep_last: int, *, grace_s: float = GC_GRACE_S,
                 log.warning("Retention of %s: a manifest names kernel store %s outside %s; "
                             "not touching it", base_url, url, own)
                 continue
+            # ids start with their UTC time: a background round newer than every checkpoint a
+            # server manifest names is what a restore after a crash brings back (the kernel ran on
+            # after the planned checkpoint; `kernel_agent.server.moves.resolve`); deleting it made
+            # that restore fall back to the older planned state, silently. The engine keeps only
+            # its newest few rounds per store, so these stay few.
+            newest_used = max((cid[:22] for cid in used.get(url, ())), default="")
             for c in kstore.list_checkpoints():
                 if c.id in used.get(url, ()) or now - c.created.timestamp() < grace_s:
+                    continue
+                if c.id.endswith(BACKGROUND_SUFFIX) and c.id[:22] > newest_used:
                     continue
                 kstore.delete_checkpoint(c.id)
                 res.deleted_kernels.append(c.id)

@@ -17,7 +17,7 @@ import os
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, TraitError, Unicode, default, validate
 
-from kernel_agent.server.coordinator import BadRequest, Coordinator
+from kernel_agent.server.coordinator import BadRequest, Coordinator, install_session_guard
 from kernel_agent.server.handlers import default_handlers
 from kernel_agent.server.kernels import install_agent_injection
 from kernel_agent.server.pointer import PointerError, check_store_url, parse_pointer
@@ -86,6 +86,18 @@ class KernelAgentApp(ExtensionApp):
         before that kernel is reported failed in ``GET api/elastic/status``.""",
     ).tag(config=True)
 
+    restore_session_wait = Float(
+        120.0,
+        min=0.0,
+        help="""Seconds a new session for a notebook being restored waits for the restored kernel.
+
+        A browser tab that opens the notebook while the restore reads the server checkpoint or
+        starts that notebook's kernel gets the restored kernel (its cells queue behind the
+        restore) instead of a second, empty one. Past this wait, or when the restore cannot
+        create that notebook's kernel, the request fails with a message saying so.
+        """,
+    ).tag(config=True)
+
     background_interval = Float(
         0.0,
         min=0.0,
@@ -149,8 +161,10 @@ class KernelAgentApp(ExtensionApp):
             busy_timeout=self.busy_timeout,
             checkpoint_timeout=self.checkpoint_timeout,
             restore_timeout=self.restore_timeout,
+            session_wait=self.restore_session_wait,
             logger=self.log,
         )
+        install_session_guard(sa.session_manager, self.coordinator)
         self.settings["kernel_agent_coordinator"] = self.coordinator
         self.background = None
         if self.background_interval > 0 and self.store_url:
@@ -159,11 +173,26 @@ class KernelAgentApp(ExtensionApp):
             self.background = BackgroundEnabler(
                 self.coordinator, self.store_url, self.background_interval, logger=self.log
             )
+            # a renamed notebook's kernel checkpoints into its new path's store at once
+            self.coordinator.on_move.append(self.background.wake)
+        contents = sa.contents_manager
+        schema_id = getattr(contents, "event_schema_id", None)
+        if schema_id and getattr(sa, "event_logger", None) is not None:
+            sa.event_logger.add_listener(schema_id=schema_id, listener=self._on_contents_event)
         self.log.info(
             "kernel_agent: kernels start with the agent; store %s; restore from %s",
             self.store_url or "(none configured)",
             self.restore_from or "(nothing)",
         )
+
+    async def _on_contents_event(self, logger: object, schema_id: str, data: dict) -> None:
+        """A file renamed through the contents API: the sessions on it follow (and are recorded)."""
+        if data.get("action") != "rename" or not data.get("source_path") or not data.get("path"):
+            return
+        try:
+            await self.coordinator.follow_contents_rename(data["source_path"], data["path"])
+        except Exception:  # noqa: BLE001 - a listener must not fail the rename
+            self.log.exception("kernel_agent: moving the sessions of renamed %s failed", data["source_path"])
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(default_handlers)

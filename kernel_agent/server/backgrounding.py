@@ -42,6 +42,11 @@ class BackgroundEnabler:
         self.retry = retry
         self._failed: dict[str, tuple[tuple[str, Any], float]] = {}  # kernel id -> (token, failed at)
         self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Sync now rather than at the next poll (a notebook moved: its kernel's store changed)."""
+        self._wake.set()
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -62,7 +67,11 @@ class BackgroundEnabler:
                 raise
             except Exception:  # noqa: BLE001 - a failed sync is retried at the next poll
                 self.log.exception("kernel_agent: enabling background checkpoints failed")
-            await asyncio.sleep(self.poll)  # a periodic schedule, not a synchronisation
+            try:  # a periodic schedule, or sooner when woken
+                await asyncio.wait_for(self._wake.wait(), self.poll)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
 
     async def sync(self) -> list[str]:
         """One pass: enable background checkpoints where missing; returns the kernel ids done."""

@@ -10,6 +10,8 @@ kernel is reported for that kernel and never stops the others, nor the server.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import posixpath
 import time
@@ -27,9 +29,11 @@ from kernel_agent.server.manifest import (
     KernelEntry,
     ServerManifest,
     ServerManifestError,
+    lost_variables,
     read_manifest,
     write_manifest,
 )
+from kernel_agent.server.moves import record_move, resolve
 from kernel_agent.server.pointer import (
     PointerError,
     check_store_url,
@@ -41,6 +45,9 @@ from kernel_agent.server.pointer import (
 )
 
 log = logging.getLogger(__name__)
+
+# set in the restore's task (and the tasks it starts): its own session requests are never held
+_RESTORING: contextvars.ContextVar[bool] = contextvars.ContextVar("kernel_agent_restoring", default=False)
 
 
 class Conflict(Exception):
@@ -55,6 +62,10 @@ class StoreWriteError(Exception):
     """The server manifest could not be committed; the kernels' checkpoints are not referenced."""
 
 
+class RestoreSessionError(Exception):
+    """A session request for a notebook being restored: the restore gave it no kernel in time."""
+
+
 @dataclass
 class KernelReport:
     """The outcome for one kernel, as the REST API shows it."""
@@ -67,6 +78,7 @@ class KernelReport:
     error: str | None = None
     other_paths: list[str] = field(default_factory=list)  # the kernel's other sessions (consoles)
     warnings: list[str] = field(default_factory=list)
+    lost: dict[str, str] = field(default_factory=dict)  # checkpoint: variables it cannot restore
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -83,6 +95,8 @@ class KernelReport:
             d["error"] = self.error
         if self.warnings:
             d["warnings"] = list(self.warnings)
+        if self.lost:
+            d["lost"] = dict(self.lost)
         return d
 
 
@@ -99,6 +113,22 @@ class RestoreJob:
     # server had two) is not refused as "a session already exists"
     created_sessions: set[str] = field(default_factory=set)
     path_locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # check-then-create per path
+    # the session model each path gets from this restore, known once the manifest is read: a
+    # session request from a browser tab for such a path waits for it (`restored_session`)
+    sessions: dict[str, asyncio.Future] = field(default_factory=dict)
+    manifest_read: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def session_ready(self, path: str, model: dict[str, Any]) -> None:
+        fut = self.sessions.get(path)
+        if fut is not None and not fut.done():
+            fut.set_result(model)
+
+    def session_failed(self, path: str, why: str) -> None:
+        """Waiting requests for `path` get `why`; later ones start a kernel of their own."""
+        fut = self.sessions.pop(path, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(RestoreSessionError(why))
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody waited
 
     def path_lock(self, path: str) -> asyncio.Lock:
         return self.path_locks.setdefault(path, asyncio.Lock())
@@ -129,6 +159,7 @@ class Coordinator:
         busy_timeout: float,
         checkpoint_timeout: float,
         restore_timeout: float,
+        session_wait: float = 120.0,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
     ) -> None:
         self.log = logger or log
@@ -139,7 +170,13 @@ class Coordinator:
         self.busy_timeout = busy_timeout
         self.checkpoint_timeout = checkpoint_timeout
         self.restore_timeout = restore_timeout
+        self.session_wait = session_wait
+        # kernel id -> its id and those of the kernels it was restored from (newest first)
+        self.lineage: dict[str, list[str]] = {}
+        self.on_move: list[Any] = []  # callables run after a notebook move is recorded
+        self._rename_lock = asyncio.Lock()
         self.last_checkpoint: str | None = None
+        self.last_checkpoint_complete: bool | None = None  # see `checkpoint`'s "complete"
         self.restore_job = RestoreJob()
         self._checkpoint_lock = asyncio.Lock()
         self.checkpoints_in_progress = 0  # requests running or waiting for the one running
@@ -151,6 +188,7 @@ class Coordinator:
         return {
             "restore": self.restore_job.to_dict(),
             "last_checkpoint": self.last_checkpoint,
+            "last_checkpoint_complete": self.last_checkpoint_complete,
             "checkpoints_in_progress": self.checkpoints_in_progress,
             "store": self.store_url,
         }
@@ -241,15 +279,29 @@ class Coordinator:
                 ) from e
             pointer = format_pointer(store_url, cid)
             self.last_checkpoint = pointer
+            self.last_checkpoint_complete = manifest.complete
         reports = [r for _, r in entries]
         self.log.info(
-            "kernel_agent: server checkpoint %s committed: %d kernel(s), %s, in %.1fs",
-            pointer, len(reports), ", ".join(f"{r.kernel_id}={r.status}" for r in reports) or "none",
-            time.monotonic() - started,
+            "kernel_agent: server checkpoint %s committed: %d kernel(s), %s, %d variable(s) lost, "
+            "in %.1fs", pointer, len(reports),
+            ", ".join(f"{r.kernel_id}={r.status}" for r in reports) or "none",
+            manifest.lost_variables, time.monotonic() - started,
         )
+        lost = [r for r in reports if r.lost]
+        if lost:
+            self.log.warning(
+                "kernel_agent: server checkpoint %s is not complete: a restore cannot bring back %s",
+                pointer, "; ".join(
+                    f"{r.path or r.kernel_id}: " + ", ".join(f"{n} ({why})" for n, why in r.lost.items())
+                    for r in lost),
+            )
         return {
             "checkpoint": pointer,
+            # every variable of every kernel restorable; `saved`: every kernel checkpointed
             "complete": manifest.complete,
+            "saved": manifest.saved,
+            "lost_variables": manifest.lost_variables,
+            "lost": [{"kernel_id": r.kernel_id, "path": r.path, "variables": dict(r.lost)} for r in lost],
             "kernels": [r.to_dict() for r in reports],
         }
 
@@ -375,6 +427,8 @@ class Coordinator:
             entry.error = "kernel_agent.checkpoint returned no checkpoint_id"
             return entry, self._report(entry, summary)
         entry.status = "ok"
+        entry.lost = lost_variables(summary)
+        entry.lineage = self.lineage.get(kernel_id, [kernel_id])
         return entry, self._report(entry, summary)
 
     @staticmethod
@@ -387,6 +441,7 @@ class Coordinator:
             summary=summary,
             error=entry.error,
             other_paths=[s["path"] for s in entry.other_sessions],
+            lost=dict(entry.lost),
         )
 
     # ---------------------------------------------------------------- restore
@@ -430,7 +485,46 @@ class Coordinator:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
 
+    async def restored_session(self, path: str) -> dict[str, Any] | None:
+        """The session a running restore gives `path`, once it exists; None: no restore of `path`.
+
+        For session requests from outside the restore (`install_session_guard`): a browser tab
+        reopened while the restore reads the manifest or starts this notebook's kernel waits
+        here (up to `session_wait` seconds) instead of starting a second kernel. Raises
+        `RestoreSessionError` when the wait runs out or the restore could not create the session.
+        """
+        job = self.restore_job
+        if job.state != "running" or _RESTORING.get():
+            return None
+        deadline = time.monotonic() + self.session_wait
+        try:
+            await asyncio.wait_for(job.manifest_read.wait(), self.session_wait)
+            fut = job.sessions.get(path)
+            if fut is None:
+                return None
+            self.log.info("kernel_agent: a session request for %s waits for its restore", path)
+            model = await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise RestoreSessionError(
+                f"{path} is being restored and its kernel did not start within "
+                f"{self.session_wait:.0f}s (KernelAgentApp.restore_session_wait): open it again "
+                "once GET api/elastic/status reports its restore"
+            ) from None
+        try:
+            return await self.session_manager.get_session(session_id=model["id"])
+        except Exception:  # noqa: BLE001 - the restored session was deleted meanwhile
+            return None
+
     async def _restore(self, job: RestoreJob) -> None:
+        _RESTORING.set(True)  # this task and the ones it starts: see `restored_session`
+        try:
+            await self._restore_all(job)
+        finally:
+            job.manifest_read.set()
+            for path in list(job.sessions):
+                job.session_failed(path, f"the restore ended without a session for {path}")
+
+    async def _restore_all(self, job: RestoreJob) -> None:
         try:
             manifest = await asyncio.to_thread(read_manifest, parse_pointer(job.checkpoint or ""))
         except (ServerManifestError, PointerError, OSError) as e:
@@ -444,6 +538,7 @@ class Coordinator:
             job.state = "failed"
             self._note(job, job.error, 100)
             return
+        notes = await asyncio.to_thread(self._follow_moves, manifest)
         # the kernel keyed by its notebook's path first: sessions of one path are created in
         # this order (per-path lock, FIFO), so it owns the path's store again afterwards and the
         # other kernels of that path keep theirs (see `store_keys`)
@@ -452,9 +547,17 @@ class Coordinator:
         total = len(manifest.kernels)
         job.kernels = [
             KernelReport(kernel_id="", path=e.path, kernel_name=e.kernel_name, status="pending",
-                         other_paths=[s["path"] for s in e.other_sessions])
+                         other_paths=[s["path"] for s in e.other_sessions],
+                         warnings=list(notes.get(id(e), [])))
             for e in manifest.kernels
         ]
+        loop = asyncio.get_running_loop()
+        for e in manifest.kernels:
+            if e.kernel_name:  # recreated (an entry without kernel name is skipped)
+                for path in [e.path, *(s.get("path") for s in e.other_sessions)]:
+                    if path:
+                        job.sessions.setdefault(path, loop.create_future())
+        job.manifest_read.set()
         self._note(job, f"Restoring {total} kernel(s)", 5)
         done = 0
 
@@ -469,6 +572,9 @@ class Coordinator:
                 self.log.exception("kernel_agent: restoring %s failed", entry.path or entry.kernel_id)
                 report.status = "failed"
                 report.error = f"{type(e).__name__}: {e}"
+                for path in [entry.path, *(s.get("path") for s in entry.other_sessions)]:
+                    if path:
+                        job.session_failed(path, f"the restore of {path} failed: {report.error}")
             done += 1
             self._note(job, _outcome(entry, report), 5 + 95 * done / max(1, total))
 
@@ -500,6 +606,7 @@ class Coordinator:
             async with job.path_lock(entry.path):
                 existing = await self._session_for_path(entry.path, ignore=job.created_sessions)
                 if existing is not None:
+                    job.session_ready(entry.path, existing)  # a tab gets the kernel it has
                     report.status = "failed"
                     report.kernel_id = existing["kernel"]["id"]
                     report.error = (
@@ -514,6 +621,7 @@ class Coordinator:
                     kernel_name=entry.kernel_name,
                 )
                 job.created_sessions.add(model["id"])
+                job.session_ready(entry.path, model)
             report.kernel_id = model["kernel"]["id"]
         else:
             report.kernel_id = await self.kernel_manager.start_kernel(kernel_name=entry.kernel_name)
@@ -522,6 +630,7 @@ class Coordinator:
             async with job.path_lock(other["path"]):
                 taken = await self._session_for_path(other["path"], ignore=job.created_sessions)
                 if taken is not None:
+                    job.session_ready(other["path"], taken)
                     report.warnings.append(
                         f"session {other['path']} not recreated: it exists already (kernel "
                         f"{taken['kernel']['id']})")
@@ -531,6 +640,7 @@ class Coordinator:
                     type=other.get("type") or "console", kernel_id=report.kernel_id,
                 )
                 job.created_sessions.add(model["id"])
+                job.session_ready(other["path"], model)
         if entry.status != "ok" or not entry.checkpoint_id or not entry.store_url:
             report.status = "skipped"
             report.error = (
@@ -543,28 +653,19 @@ class Coordinator:
             report.status = "failed"
             report.error = "the restored kernel was shut down before its state could be restored"
             return
-        checkpoint_id = entry.checkpoint_id
-        try:
-            newer = await asyncio.to_thread(newer_background_checkpoint, entry.store_url, checkpoint_id)
-        except Exception:  # noqa: BLE001 - the pinned checkpoint is still there to restore
-            self.log.exception("kernel_agent: looking for background checkpoints in %s failed", entry.store_url)
-            newer = None
-        if newer is not None:
-            # the kernel ran on after the server checkpoint (a restore, more cells, then a crash):
-            # its latest background round is newer state than the pinned checkpoint
-            self.log.info("kernel_agent: %s: restoring background checkpoint %s (newer than %s)",
-                          entry.path or entry.kernel_id, newer, checkpoint_id)
-            checkpoint_id = newer
+        # `_follow_moves` set store and checkpoint: the kernel's newest state (a background round
+        # newer than the pinned checkpoint, maybe in the store of the notebook's new path)
         result = await call_agent(
             km,
             "restore",
-            {"url": entry.store_url, "checkpoint_id": checkpoint_id},
+            {"url": entry.store_url, "checkpoint_id": entry.checkpoint_id},
             timeout=self.restore_timeout,
         )
         if result.error is not None:
             report.status = "failed"
             report.error = result.error
             return
+        self.lineage[report.kernel_id] = [report.kernel_id, *(entry.lineage or [entry.kernel_id])][:32]
         report.summary = result.value
         v = result.value or {}
         if not v.get("verified") and _only_lost(v):
@@ -583,6 +684,80 @@ class Coordinator:
             return
         report.status = "ok"
 
+    def _follow_moves(self, manifest: ServerManifest) -> dict[int, list[str]]:
+        """Point each entry at its kernel's newest state and notebook path (blocking: a thread).
+
+        The kernel may have run on after the server checkpoint (background rounds, then a crash),
+        and its notebook may have been renamed meanwhile, its later checkpoints going to the new
+        path's store (`moves.resolve`). Returns notes per entry (by `id`) for its report.
+        """
+        notes: dict[int, list[str]] = {}
+        for e in manifest.kernels:
+            if not (e.kernel_name and e.status == "ok" and e.checkpoint_id and e.store_url):
+                continue
+            try:
+                r = resolve(manifest.store_url, kernel_ids=e.lineage or [e.kernel_id],
+                            kernel_store_url=e.store_url, checkpoint_id=e.checkpoint_id, path=e.path)
+            except Exception:  # noqa: BLE001 - the pinned checkpoint is still there to restore
+                self.log.exception("kernel_agent: looking for newer checkpoints of %s failed; "
+                                   "restoring the pinned one", e.path or e.kernel_id)
+                continue
+            for note in r.notes:
+                self.log.info("kernel_agent: %s: %s", e.path or e.kernel_id, note)
+            notes[id(e)] = r.notes
+            e.store_url, e.checkpoint_id, e.path = r.store_url, r.checkpoint_id, r.path
+        return notes
+
+    async def track_renames(self, update: Any) -> Any:
+        """Run `update()` (a session change); record each kernel whose store key it changed.
+
+        A notebook renamed (session path changed) is keyed by its new path from then on: its
+        next checkpoints go to the new path's store. The move is recorded (`moves.py`) so a
+        restore of a server checkpoint taken before the rename finds the kernel's newer state
+        and restores it under the new path. Recording failures are logged, never raised.
+        """
+        if not self.store_url:
+            return await update()
+        async with self._rename_lock:
+            before = await self._sessions_by_kernel()
+            result = await update()
+            after = await self._sessions_by_kernel()
+            ids = list(self.kernel_manager.list_kernel_ids())
+            keys_before, keys_after = store_keys(before, ids), store_keys(after, ids)
+            for kid in ids:
+                if keys_before[kid] == keys_after[kid]:
+                    continue
+                old = (before.get(kid) or [{}])[0].get("path")
+                new = (after.get(kid) or [{}])[0].get("path")
+                try:
+                    move = await asyncio.to_thread(
+                        record_move, self.store_url, kernel_id=kid,
+                        lineage=self.lineage.get(kid, [kid]), from_path=old,
+                        from_store_url=kernel_store_url(self.store_url, keys_before[kid]),
+                        to_path=new, to_store_url=kernel_store_url(self.store_url, keys_after[kid]))
+                except Exception:  # noqa: BLE001
+                    self.log.exception("kernel_agent: recording the move of kernel %s (%s -> %s) "
+                                       "failed: a restore of an older checkpoint will not follow it",
+                                       kid, old, new)
+                    continue
+                self.log.info("kernel_agent: kernel %s moved from %s to %s (move %s): its "
+                              "checkpoints go to %s", kid, old, new, move.id, move.to_store_url)
+                for callback in self.on_move:
+                    callback()
+        return result
+
+    async def follow_contents_rename(self, source: str, target: str) -> None:
+        """A file or directory renamed through the contents API: its sessions follow it.
+
+        JupyterLab PATCHes the session itself after renaming an open notebook; another client
+        renaming the file left the session (and the kernel's store key) on a path that no
+        longer exists, so a restore brought the notebook back under its old name.
+        """
+        for s in await self.session_manager.list_sessions():
+            path = str(s.get("path") or "")
+            if path == source or path.startswith(source.rstrip("/") + "/"):
+                await self.session_manager.update_session(s["id"], path=target + path[len(source):])
+
     async def _session_for_path(self, path: str, ignore: set[str] | frozenset[str] = frozenset()) -> dict[str, Any] | None:
         for s in await self.session_manager.list_sessions():
             if s.get("path") == path and s.get("id") not in ignore:
@@ -590,21 +765,46 @@ class Coordinator:
         return None
 
 
-def newer_background_checkpoint(store_url: str, checkpoint_id: str) -> str | None:
-    """The kernel store's newest checkpoint if it is a background one newer than `checkpoint_id`.
+def install_session_guard(session_manager: Any, coordinator: Coordinator) -> None:
+    """Hook the sessions: a notebook being restored gets the restored kernel; renames are recorded.
 
-    Blocking I/O (use a thread). None when the pinned checkpoint is the newest, or the newest is
-    a planned one (whoever wrote it also wrote a server manifest for it).
+    Renames: `update_session` with a new path goes through `Coordinator.track_renames`.
+
+    Restores: wraps the server's `SessionManager.create_session` (instance attribute, like the
+    kernel manager's `start_kernel` in kernels.py). The sessions API asks "does a session exist for
+    this path?" and, if not, creates one with a new kernel; during a restore, the answer was
+    "no" from the moment the restore started until the restore's own session for that path was
+    saved (the manifest read, then the kernel launch), so a tab reopened then got a second, empty
+    kernel. Now such a request waits for the restore's session (`Coordinator.restored_session`)
+    and returns it; the sessions API answers it like an existing session.
     """
-    from kernel_agent.checkpointing import BACKGROUND_SUFFIX
-    from kernel_agent.store import open_store
+    if getattr(session_manager, "_kernel_agent_guarded", False):
+        return
+    original = session_manager.create_session
 
-    store = open_store(store_url)
-    ids = [cid for cid, _, _ in sorted(store._manifests(), key=lambda e: (e[1], e[0]))]
-    if checkpoint_id not in ids or ids[-1] == checkpoint_id:
-        return None
-    newest = ids[-1]
-    return newest if newest.endswith(BACKGROUND_SUFFIX) and ids.index(newest) > ids.index(checkpoint_id) else None
+    @functools.wraps(original)
+    async def create_session(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        path = kwargs.get("path", args[0] if args else None)
+        if path and kwargs.get("kernel_id") is None:
+            model = await coordinator.restored_session(path)
+            if model is not None:
+                return model
+        return await original(*args, **kwargs)
+
+    session_manager.create_session = create_session
+    session_manager._kernel_agent_guarded = True
+    original_update = getattr(session_manager, "update_session", None)
+    if original_update is None:
+        return
+
+    # a session's path changed (a notebook renamed): `Coordinator.track_renames` records it
+    @functools.wraps(original_update)
+    async def update_session(session_id: str, **kwargs: Any) -> Any:
+        if "path" not in kwargs:
+            return await original_update(session_id, **kwargs)
+        return await coordinator.track_renames(lambda: original_update(session_id, **kwargs))
+
+    session_manager.update_session = update_session
 
 
 def _outcome(entry: KernelEntry, report: KernelReport) -> str:

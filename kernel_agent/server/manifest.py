@@ -21,7 +21,10 @@ from typing import Any
 from kernel_agent.server.pointer import Pointer, servers_store_url
 
 SCHEMA = "elastic-spawner/server-checkpoint"
-SCHEMA_VERSION = 1
+# 2: per kernel `lost` (variable -> reason) and `lineage`, and `complete` also requires that no
+# variable is lost. Version 1 manifests are still read: their kernels' `lost` is unknown (empty here), so
+# their `complete` says only that every kernel was checkpointed.
+SCHEMA_VERSION = 2
 KEY_ENV = "ELASTIC_CHECKPOINT_KEY"  # same key as the engine's kernel manifests
 
 
@@ -44,6 +47,12 @@ class KernelEntry:
     error: str | None = None
     # the kernel's other sessions ({path, name, type}): consoles opened on a notebook's kernel
     other_sessions: list[dict[str, str]] = field(default_factory=list)
+    # variables this kernel checkpoint cannot bring back (name -> reason), from its summary;
+    # a kernel can be "ok" (checkpointed) and still lose some (schema v2)
+    lost: dict[str, str] = field(default_factory=dict)
+    # this kernel's id and the ids of the kernels it was restored from (newest first): a
+    # restore follows the notebook renames of any of them (`moves.py`) (schema v2)
+    lineage: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,8 +75,18 @@ class ServerManifest:
     schema_version: int = SCHEMA_VERSION
 
     @property
-    def complete(self) -> bool:
+    def saved(self) -> bool:
+        """Every kernel was checkpointed (none busy or failed)."""
         return all(k.status == "ok" for k in self.kernels)
+
+    @property
+    def lost_variables(self) -> int:
+        return sum(len(k.lost) for k in self.kernels)
+
+    @property
+    def complete(self) -> bool:
+        """Every variable of every kernel is restorable: all kernels saved, nothing lost."""
+        return self.saved and not self.lost_variables
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +96,8 @@ class ServerManifest:
             "store_url": self.store_url,
             "created": self.created,
             "complete": self.complete,
+            "saved": self.saved,
+            "lost_variables": self.lost_variables,
             "kernels": [k.to_dict() for k in self.kernels],
         }
 
@@ -94,6 +115,7 @@ class ServerManifest:
             store_url=d["store_url"],
             created=d.get("created", ""),
             kernels=[KernelEntry.from_dict(k) for k in d.get("kernels", [])],
+            schema_version=int(d.get("schema_version", 1)),
         )
 
     def to_bytes(self, key: bytes | None) -> bytes:
@@ -126,6 +148,26 @@ class ServerManifest:
                 f"the server manifest is not signed but {KEY_ENV} is set: refusing it"
             )
         return cls.from_dict(doc)
+
+
+def lost_variables(summary: dict[str, Any] | None) -> dict[str, str]:
+    """The variables a kernel checkpoint's summary names lost, one by one: name -> reason.
+
+    The engine groups them by co-variable (``summary["lost"]``: ``"a, b"`` -> reason, names
+    sharing objects are lost together) and marks each in ``summary["variables"]`` (action
+    ``"lost"``). Plain data, no Jupyter import: the hub reads checkpoint answers with it too.
+    """
+    summary = summary if isinstance(summary, dict) else {}
+    out: dict[str, str] = {}
+    groups, variables = summary.get("lost"), summary.get("variables")
+    for group, reason in (groups.items() if isinstance(groups, dict) else ()):
+        for name in str(group).split(", "):
+            if name:
+                out[name] = str(reason)
+    for name, action in (variables.items() if isinstance(variables, dict) else ()):
+        if action == "lost":
+            out.setdefault(str(name), "lost (the checkpoint gave no reason)")
+    return dict(sorted(out.items()))
 
 
 def signing_key() -> bytes | None:

@@ -232,3 +232,29 @@ def test_deleting_a_checkpoint_keeps_kernel_checkpoints_others_use(base: str) ->
     assert delete_checkpoint(base, sid2) == [ref.checkpoint_id]
     with pytest.raises(KeyError):
         delete_checkpoint(base, sid2)
+
+
+def test_background_rounds_newer_than_the_kept_checkpoints_survive(base: str, tmp_path: Path) -> None:
+    """After a crash the restore takes the newest background round: deleting it restored older state.
+
+    Rounds are never named by a server manifest, so once past the grace period they were deleted
+    like garbage; a round older than a kept planned checkpoint is garbage indeed.
+    """
+    def background(path: str) -> str:
+        url = kernel_store_url(base, kernel_key(path, "k"))
+        cid = new_kernel_id() + ".bg"
+        open_store(url, fsync=False).put_manifest(cid, json.dumps({"blobs": []}).encode())
+        return cid
+
+    before = background("a.ipynb")
+    write_server(base, {"a.ipynb": [b"planned"]})
+    after = background("a.ipynb")
+    renamed = background("renamed.ipynb")  # the kernel's rounds after its notebook was renamed
+    age_everything(tmp_path / "store", 7200)
+
+    res = prune_server(base, keep_last=1, grace_s=3600)
+
+    assert res.error is None and res.deleted_kernels == [before]
+    kept = {c.id for p in ("a.ipynb", "renamed.ipynb")
+            for c in open_store(kernel_store_url(base, kernel_key(p, "k"))).list_checkpoints()}
+    assert {after, renamed} <= kept
