@@ -28,6 +28,9 @@ def add_migrate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu", metavar="N", help="new CPU size, e.g. 4 or 500m (a resize)")
     p.add_argument("--memory", metavar="SIZE", help="new memory size, e.g. 16G or 512Mi (a resize)")
     p.add_argument("--reason", default="", help="recorded in the migration history")
+    p.add_argument("--accept-lost", action="store_true",
+                   help="move the server even when its checkpoint cannot restore some variables "
+                        "(they are named in the record); by default it is not stopped")
     p.add_argument("--no-wait", action="store_true",
                    help="print the migration id and return at once")
     _add_common(p)
@@ -66,6 +69,8 @@ def run_migrate(args: argparse.Namespace) -> int:
                 body[key] = getattr(args, key)
         if args.node_selector:
             body["node_selector"] = list(args.node_selector)
+        if args.accept_lost:
+            body["accept_lost"] = True
         resize = bool(args.cpu or args.memory)
         rec = client.migrate(user, server, body, resize=resize)
     except ServiceError as e:

@@ -264,14 +264,18 @@ class Migrator:
                 "checkpoint-incomplete")
         if not result.complete:
             # every kernel saved, but some variables cannot be restored: a retry loses them
-            # again; the user must drop or rebuild them (or accept the loss) before moving
+            # again; the user must drop or rebuild them, or the caller accept the loss
             lost = "; ".join(f"{k.path or k.kernel_id}: " + ", ".join(
                 f"{n} ({why})" for n, why in k.lost.items()) for k in result.lost)
-            raise MigrationFailed(
-                f"the checkpoint cannot restore some variables, so the server was not stopped (it "
-                f"keeps running, nothing is lost): {lost}. Retrying does not help: delete or "
-                "re-create them in a form that can be saved, then migrate again",
-                "variables-lost")
+            if not rec.request.accept_lost:
+                raise MigrationFailed(
+                    f"the checkpoint cannot restore some variables, so the server was not stopped "
+                    f"(it keeps running, nothing is lost): {lost}. Retrying does not help: delete "
+                    "or re-create them in a form that can be saved, or migrate with "
+                    "\"accept_lost\": true to move without them",
+                    "variables-lost")
+            await self._set_phase(rec, "checkpointing",
+                                  f"accepted as asked (accept_lost): the restore will lack {lost}")
         await self._set_phase(rec, "stopping", f"checkpointed {len(kernels)} kernel(s) in "
                               f"{seconds:.1f}s: {rec.checkpoint}")
 

@@ -31,7 +31,7 @@ _LABEL_KEY_RE = re.compile(
 _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _NODE_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,251}[A-Za-z0-9])?$")
 
-MIGRATE_FIELDS = ("node", "node_selector", "cpu", "memory", "reason")
+MIGRATE_FIELDS = ("node", "node_selector", "cpu", "memory", "reason", "accept_lost")
 PHASES = ("queued", "checkpointing", "stopping", "starting", "restoring", "done")
 OUTCOMES = ("verified", "unverified", "failed")
 
@@ -130,6 +130,9 @@ class MigrationRequest:
     cpu: float | None = None
     memory: int | None = None  # bytes
     reason: str = ""  # free text recorded in the history ("node drain", "resize", ...)
+    # go on when every kernel saved but some variables cannot be restored (named in the
+    # record); by default such a migration stops before the server does
+    accept_lost: bool = False
 
     @classmethod
     def from_body(cls, user: str, server: str, body: Any, *, resize: bool = False,
@@ -178,6 +181,11 @@ class MigrationRequest:
             if not isinstance(reason, str) or len(reason) > 200:
                 raise RequestError("reason must be a short string (at most 200 characters)")
             req.reason = reason
+        accept = body.get("accept_lost")
+        if accept is not None:
+            if not isinstance(accept, bool):
+                raise RequestError(f"accept_lost = {accept!r}: give true or false")
+            req.accept_lost = accept
         if resize and req.cpu is None and req.memory is None:
             raise RequestError("a resize needs \"cpu\" and/or \"memory\", e.g. "
                                "{\"cpu\": 4, \"memory\": \"16G\"}", reason="invalid-size")
@@ -213,7 +221,7 @@ class MigrationRequest:
         return cls(user=d["user"], server=d.get("server", ""), node=d.get("node"),
                    node_selector=dict(d.get("node_selector") or {}), cpu=d.get("cpu"),
                    memory=parse_memory(mem) if mem is not None else None,
-                   reason=d.get("reason", ""))
+                   reason=d.get("reason", ""), accept_lost=bool(d.get("accept_lost", False)))
 
 
 def new_migration_id() -> str:

@@ -86,6 +86,36 @@ async def test_the_migrator_does_not_stop_a_server_whose_checkpoint_loses_variab
                             "lost": {"a": LOST["a, b"], "b": LOST["a, b"]}}]
 
 
+async def test_a_migration_that_accepts_lost_variables_goes_on_and_names_them() -> None:
+    migrator = Migrator(hub=None, records=None, metrics=ServiceMetrics())  # type: ignore[arg-type]
+    answer = {"checkpoint": POINTER, "complete": False, "kernels": [
+        {"kernel_id": "k1", "path": "a.ipynb", "status": "ok", "summary": SUMMARY}]}
+    messages: list[str] = []
+
+    async def set_phase(rec: Migration, phase: str, message: str) -> None:
+        rec.phase = phase
+        messages.append(message)
+
+    async def model(rec: Migration) -> dict:
+        return {"ready": True}
+
+    async def server_call(*args: object, **kw: object) -> Answer:
+        return Answer(200, answer)
+
+    migrator._set_phase, migrator._model, migrator._server_call = set_phase, model, server_call  # type: ignore[method-assign]
+    request = MigrationRequest.from_body("alice", "", {"accept_lost": True})
+    rec = Migration(id="m1", request=request)
+
+    await migrator._checkpoint(rec)
+
+    assert rec.phase == "stopping"
+    assert any("accept_lost" in m and "a.ipynb: a (" in m for m in messages), messages
+    assert rec.kernels[0]["lost"] == {"a": LOST["a, b"], "b": LOST["a, b"]}
+    assert MigrationRequest.from_dict(request.to_dict()).accept_lost is True
+    with pytest.raises(ValueError, match="accept_lost = 'yes': give true or false"):
+        MigrationRequest.from_body("alice", "", {"accept_lost": "yes"})
+
+
 def test_the_status_says_whether_the_last_checkpoint_is_complete() -> None:
     """`checkpoint_on_stop=on_request` records the last checkpoint; it must not call it complete blindly."""
     assert ServerStatus.from_dict({"restore": {}, "last_checkpoint": POINTER,
