@@ -621,7 +621,7 @@ def _note_clock(name: str) -> None:
         return
     rec.busy = True
     try:
-        f = sys._getframe(2)  # _note_clock <- probe (the partial has no frame) <- caller
+        f = sys._getframe(2)  # _note_clock <- probe <- caller
         code = f.f_code
         if code in _clock_ignored:
             return
@@ -672,8 +672,24 @@ def _install_clock_probe() -> None:
         real = getattr(time_module, name, None)
         if real is None or getattr(real, "_kernel_agent", False):
             continue
-        setattr(time_module, name,
-                _probe(real, name, functools.partial(_note_clock, name), "time"))
+        setattr(time_module, name, _clock_probe(real, name))
+
+
+def _clock_probe(real: Any, name: str) -> Any:
+    """`_probe` for a clock (no arguments), with the check whether the cell already read one
+    inlined: a loop polling ``time.perf_counter()`` pays an attribute read per call."""
+    def probe() -> Any:
+        rec = _current
+        if rec is not None and not rec.clock:
+            _note_clock(name)
+        return real()
+
+    probe.__name__ = probe.__qualname__ = name
+    probe.__module__ = "time"
+    probe.__doc__ = real.__doc__
+    probe.__wrapped__ = real
+    probe._kernel_agent = True
+    return probe
 
 
 STARTS_THREAD = "starts a thread running notebook code"
