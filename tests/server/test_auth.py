@@ -21,6 +21,7 @@ def test_status_with_the_token_reports_idle_and_the_configured_store(server: Ser
     assert server.status() == {
         "restore": {"state": "idle", "checkpoint": None, "progress": [], "kernels": [], "error": None},
         "last_checkpoint": None,
+        "last_checkpoint_complete": None,
         "checkpoints_in_progress": 0,
         "store": store_url,
     }
