@@ -54,7 +54,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from kernel_agent import environment, libobjects, rng
+from kernel_agent import carried, environment, libobjects, rng
 from kernel_agent.changes import digest_report, module_state
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.planner import CellCost, CovarCost, Plan, PlanProblem, StoreSpeed, plan
@@ -483,11 +483,13 @@ def check_loaded_digest(u: Unit) -> None:
     u.digest_loaded = got.digest
 
 
-def environment_of(units: list[Unit]) -> dict:
-    """`environment.capture` from the units' recorded libraries (no walk over the values)."""
+def environment_of(units: list[Unit], mon: Any = None) -> dict:
+    """`environment.capture` from the units' recorded libraries (no walk over the values), and
+    the process state the session changed (`carried`)."""
     env = environment.capture(())
     packages = sorted({p for u in units for p in u.packages})
     env["packages"] = {p: environment._version(p) for p in packages}
+    env["process"] = carried.capture(getattr(mon, "baseline", None))
     return env
 
 
@@ -986,7 +988,8 @@ def checkpoint(
             units=units,
             refs=refs,
             rng_final=rng.capture(),
-            env=environment.capture(ns[n] for n in names),
+            env={**environment.capture(ns[n] for n in names),
+                 "process": carried.capture(getattr(mon, "baseline", None))},
             stats=stats,
             execution_count=int(getattr(shell, "execution_count", 0) or 0),
             parent=_last_checkpoint.get(store.url),

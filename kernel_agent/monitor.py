@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from kernel_agent import analysis, procstate, rng
+from kernel_agent import analysis, carried, procstate, rng
 from kernel_agent.changes import Tracker, dynamic_module, local_source
 from kernel_agent.dictversion import dict_version
 from kernel_agent.effects import (
@@ -119,6 +119,9 @@ class Monitor:
         self._registered = False
         # relative paths opened in another directory would open other files on a re-run
         self.start_cwd = getcwd()
+        # environment, import paths, working directory and options as monitoring found them:
+        # a checkpoint carries what the session changed since (kernel_agent.carried)
+        self.baseline = carried.Baseline()
         # files read by recorded cells -> (mtime_ns, size) when read: see check_files()
         self._watched: dict[str, tuple[int, int] | None] = {}
         # the namespace after the last recorded cell and its user names: the next cell's

@@ -27,7 +27,7 @@ from typing import Any
 
 from IPython.utils.capture import capture_output
 
-from kernel_agent import environment, rng
+from kernel_agent import carried, environment, rng
 from kernel_agent.changes import digest_report
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.serialize import loads_deferred
@@ -317,7 +317,9 @@ def restore(
     if rerun:
         _reattach_streams(captured)
         _manage_again(pyplot_loaded)
-    warnings.extend(_unrestored_process_state(graph, rerun))
+    carried_state = carried.apply((manifest.environment or {}).get("process") or {},
+                                  getattr(mon, "baseline", None))
+    warnings.extend(_unrestored_process_state(graph, rerun, carried_state))
     replay_s = time.perf_counter() - t_replay
 
     # Phase 4: verify every co-variable against its recorded digest.
@@ -428,6 +430,7 @@ def restore(
         "rerun_cells": sorted(rerun),
         "errors": errors,
         "warnings": warnings,
+        "process_state_set": carried_state,  # set from the checkpoint's record (carried)
         "timings": {
             "fetch_s": fetch_s,
             "load_s": load_s,
@@ -440,7 +443,7 @@ def restore(
     }
 
 
-def _unrestored_process_state(graph: Any, rerun: set[int]) -> list[str]:
+def _unrestored_process_state(graph: Any, rerun: set[int], carried_state: list[str]) -> list[str]:
     """Warnings for the cells that changed process state and were not re-run.
 
     A cell that set an environment variable, an option, the working directory or a path and
@@ -454,10 +457,13 @@ def _unrestored_process_state(graph: Any, rerun: set[int]) -> list[str]:
         return []
     shown = ", ".join(map(str, cells[:8])) + (f" and {len(cells) - 8} more" if len(cells) > 8 else "")
     one = len(cells) == 1
-    return [f"cell{'' if one else 's'} {shown} changed process state (environment variables, "
-            f"library options, the working directory or paths) and {'was' if one else 'were'} "
-            f"not re-run: what {'it' if one else 'they'} set is not restored unless a re-run "
-            f"cell set it again; run {'it' if one else 'them'} again if the session needs it"]
+    carried_note = (f"set again from the checkpoint: {'; '.join(carried_state)}. Other state "
+                    if carried_state else "environment variables, import paths, the working "
+                    "directory and pandas options are as the checkpoint recorded them; other state ")
+    return [f"cell{'' if one else 's'} {shown} changed process state and {'was' if one else 'were'} "
+            f"not re-run: {carried_note}({'it' if one else 'they'} may have set warning filters, "
+            f"logging or other libraries' options) is not restored unless a re-run cell set it "
+            f"again; run {'it' if one else 'them'} again if the session needs it"]
 
 
 def _recomputed_from_lost(graph: Any, entries: list[CovariableEntry], lost: set[str],

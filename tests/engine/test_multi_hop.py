@@ -15,9 +15,10 @@ def test_process_state_set_by_a_cell_that_is_not_re_run_is_named_at_every_restor
         make_kernel, tmp_path):
     """`os.environ[...] = ...` next to `lst.append(1)` is no cell a restore re-runs (it would
     append again): the variable was there, the environment variable was not, and the restore
-    said nothing. The restore names the cell; at the next hop again (the variable stays, the
-    cell stays unrun), and never the cell that called restore (the process state its re-runs
-    set is no change of that cell)."""
+    said nothing. The environment variable is set again from the checkpoint's record, and the
+    restore names the cell (what else it may have set is not restored); at the next hop again
+    (the variable stays, the cell stays unrun), and never the cell that called restore (the
+    process state its re-runs set is no change of that cell)."""
     a = make_kernel()
     run_all(a, ["import os", "lst = []", "os.environ['HOPS_ENV'] = 'a'\nlst.append(1)",
                 "os.environ['HOPS_PLAIN'] = 'b'"])
@@ -26,15 +27,18 @@ def test_process_state_set_by_a_cell_that_is_not_re_run_is_named_at_every_restor
     r = restore(b, (tmp_path / "one").as_uri())
     assert_verified(r)
     assert b.value("[lst, os.environ.get('HOPS_ENV'), os.environ.get('HOPS_PLAIN')]") == [
-        [1], None, "b"]
+        [1], "a", "b"]
     named = [w for w in r["warnings"] if "process state" in w]
     assert len(named) == 1 and named[0].startswith("cell 2 "), r["warnings"]
+    assert "set again from the checkpoint: environment variables HOPS_ENV" in named[0]
+    assert r["process_state_set"] == ["environment variables HOPS_ENV"]
     b.ok("lst.append(2)")
     checkpoint(b, (tmp_path / "two").as_uri(), strategy="ship-all")
     c = make_kernel()
     r2 = restore(c, (tmp_path / "two").as_uri())
     assert_verified(r2)
-    assert c.value("[lst, os.environ.get('HOPS_PLAIN')]") == [[1, 2], "b"]
+    assert c.value("[lst, os.environ.get('HOPS_ENV'), os.environ.get('HOPS_PLAIN')]") == [
+        [1, 2], "a", "b"]
     assert [w for w in r2["warnings"] if "process state" in w] == named
 
 

@@ -241,6 +241,27 @@ def test_environment_variables_a_cell_read_from_a_file_are_set_again(make_kernel
         "https://example.test", "k-123", [1, 2]]
 
 
+def test_a_first_cell_that_cannot_be_re_run_still_leaves_its_settings_behind(make_kernel, tmp_path):
+    # imports, options, environment, paths, and an output directory (an effect: not re-run)
+    (tmp_path / "work").mkdir()
+    cells = ["import os, sys\nimport pandas as pd\nos.makedirs('out', exist_ok=True)\n"
+             "open('out/log.txt', 'w').write('started')\npd.set_option('display.max_rows', 9)\n"
+             "os.environ['ELASTIC_FIRST_CELL'] = 'yes'\nsys.path.insert(0, '/elastic/first/cell')\n"
+             "os.chdir('work')",
+             "df = pd.DataFrame({'a': [1, 2]})"]
+    probe = ("[pd.get_option('display.max_rows'), os.environ.get('ELASTIC_FIRST_CELL'), "
+             "sys.path[0], os.path.basename(os.getcwd()), df.a.tolist()]")
+    for plan in ("optimal", "replay"):
+        kw = {"deadline_s": 0.0} if plan == "replay" else {}
+        _, b, c, r = run_and_migrate(make_kernel, (tmp_path / plan).as_uri(), cells, **kw)
+        assert 0 not in r["rerun_cells"], r["rerun_cells"]
+        assert_verified(r)
+        assert b.value(probe) == [9, "yes", "/elastic/first/cell", "work", [1, 2]], plan
+        assert r["process_state_set"] == [
+            "environment variables ELASTIC_FIRST_CELL", "import paths /elastic/first/cell",
+            f"working directory {tmp_path / 'work'}", "pandas options display.max_rows"], plan
+
+
 def test_a_slow_import_cell_that_sets_process_state_is_still_replayed(make_kernel, tmp_path):
     # importing pandas took over a second on a busy machine, and its options were not restored
     # (the sleep stands in for a slow import: a local module would be a file the cell read)

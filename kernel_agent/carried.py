@@ -1,0 +1,153 @@
+"""Process state carried by value: what the session set that shipped variables do not bring back.
+
+A restore re-runs the cells that set process state (`checkpointing.process_state_cells`), but not
+one that cannot be re-run: the usual first cell imports, sets options and the environment, and
+also makes an output directory (``os.makedirs('out', exist_ok=True)``), which is an effect. What
+it set was then missing after the restore, with a warning. The checkpoint records the final
+values of the parts that can be set again from plain data — environment variables the session
+changed, the working directory, import paths it added, pandas options away from their defaults —
+in the manifest's ``environment["process"]``; the restore sets them after its re-runs, for
+whatever the re-runs did not set already. Only what changed since monitoring started is
+recorded: the restoring pod's own environment (host name, tokens) is left as it is.
+
+Warning filters, logging handlers, other libraries' options and patched functions are not plain
+data: a cell that set those and was not re-run is still named in a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from typing import Any
+
+from kernel_agent.effects import getcwd
+
+log = logging.getLogger("kernel_agent")
+
+
+class Baseline:
+    """The process state when monitoring started: what a later capture is compared with."""
+
+    def __init__(self) -> None:
+        self.environ = dict(os.environ)
+        self.sys_path = [p for p in sys.path if isinstance(p, str)]
+        self.cwd = getcwd()
+
+
+def _plain(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _pandas_options() -> dict[str, Any]:
+    if "pandas" not in sys.modules:
+        return {}
+    cfg = sys.modules.get("pandas._config.config")
+    if cfg is None:
+        return {}
+    out: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated options warn when read
+        for key, opt in list(cfg._registered_options.items()):
+            try:
+                value = cfg.get_option(key)
+                if value != opt.defval and _plain(value):
+                    out[key] = value
+            except Exception:  # noqa: BLE001 - an option that cannot be read is left out
+                continue
+    return out
+
+
+def capture(baseline: Baseline | None) -> dict[str, Any]:
+    """What the session changed since `baseline`, as plain data (never raises)."""
+    if baseline is None:
+        return {}
+    out: dict[str, Any] = {}
+    try:
+        now = dict(os.environ)
+        changed = {k: v for k, v in now.items() if baseline.environ.get(k) != v}
+        unset = sorted(k for k in baseline.environ if k not in now)
+        if changed or unset:
+            out["environ"] = {"set": dict(sorted(changed.items())), "unset": unset}
+        start = set(baseline.sys_path)
+        added = [p for p in sys.path if isinstance(p, str) and p not in start]
+        if added:
+            first = next((i for i, p in enumerate(sys.path) if p in start), len(sys.path))
+            out["sys_path"] = {"front": [p for p in sys.path[:first] if p in added],
+                               "back": [p for p in sys.path[first:] if p in added]}
+        cwd = getcwd()
+        if cwd and baseline.cwd and cwd != baseline.cwd:
+            out["cwd"] = {"path": cwd, "relative": os.path.relpath(cwd, baseline.cwd)}
+        options = _pandas_options()
+        if options:
+            out["pandas_options"] = options
+    except Exception:  # noqa: BLE001 - the checkpoint goes on without it
+        log.exception("kernel_agent: could not capture the process state")
+    return out
+
+
+def apply(recorded: dict[str, Any], baseline: Baseline | None) -> list[str]:
+    """Set what `recorded` holds where this process differs; returns what was set, by kind
+    (for the restore's report). Never raises: what cannot be set is left as it is."""
+    done: list[str] = []
+    env = recorded.get("environ") or {}
+    try:
+        names = [k for k, v in (env.get("set") or {}).items() if os.environ.get(k) != v]
+        for k in names:
+            os.environ[k] = env["set"][k]
+        gone = [k for k in env.get("unset") or () if k in os.environ]
+        for k in gone:
+            del os.environ[k]
+        if names or gone:
+            done.append("environment variables " + ", ".join(sorted(names + gone)))
+    except Exception:  # noqa: BLE001
+        log.exception("kernel_agent: could not set the environment")
+    paths = recorded.get("sys_path") or {}
+    try:
+        front = [p for p in paths.get("front") or () if p not in sys.path]
+        back = [p for p in paths.get("back") or () if p not in sys.path]
+        sys.path[:0] = front
+        sys.path.extend(back)
+        if front or back:
+            done.append("import paths " + ", ".join(front + back))
+    except Exception:  # noqa: BLE001
+        log.exception("kernel_agent: could not set the import path")
+    cwd = recorded.get("cwd")
+    if cwd:
+        try:
+            here = getcwd()
+            start = baseline.cwd if baseline is not None and baseline.cwd else here
+            for target in (cwd.get("path"), os.path.join(start or "", cwd.get("relative") or "")):
+                if target and os.path.isdir(target):
+                    if os.path.realpath(target) != os.path.realpath(here or ""):
+                        os.chdir(target)
+                        done.append(f"working directory {target}")
+                    break
+        except Exception:  # noqa: BLE001
+            log.exception("kernel_agent: could not set the working directory")
+    options = recorded.get("pandas_options") or {}
+    if options:
+        try:
+            import pandas as pd
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                set_now = []
+                for key, value in options.items():
+                    try:
+                        if pd.get_option(key) != value:
+                            pd.set_option(key, value)
+                            set_now.append(key)
+                    except Exception:  # noqa: BLE001 - an option this pandas does not have
+                        continue
+            if set_now:
+                done.append("pandas options " + ", ".join(set_now))
+        except Exception:  # noqa: BLE001
+            log.exception("kernel_agent: could not set pandas options")
+    return done
