@@ -547,6 +547,29 @@ def _type_name(tp: type) -> str:
         return "?"
 
 
+def enum_member_state(member: Any) -> dict[str, Any] | None:
+    """The attributes of an enum member beyond what the enum machinery keeps on it (its value,
+    name, class and sort order): what the class's ``__init__`` set (``self.mass = mass``, the
+    enum docs' ``Planet``) or a cell did (``Status.OPEN.note = 'x'``). None when there are none."""
+    try:
+        d = object.__getattribute__(member, "__dict__")
+    except AttributeError:
+        return None
+    if len(d) <= len(_ENUM_MEMBER_KEYS) and all(k in _ENUM_MEMBER_KEYS for k in d):
+        return None
+    extra = {k: v for k, v in d.items() if k not in _ENUM_MEMBER_KEYS}
+    return extra or None
+
+
+#: what `enum` itself keeps in a member's ``__dict__``
+_ENUM_MEMBER_KEYS = frozenset({"_value_", "_name_", "__objclass__", "_sort_order_"})
+
+
+#: types of enum values that are values (nothing in them can change): a member with one is its
+#: name in a digest
+_ENUM_ATOM_VALUES = frozenset({int, float, str, bytes, bool, complex})
+
+
 def _is_notebook_class(cls: type, ns: Any) -> bool:
     try:
         mod = type.__dict__["__dict__"].__get__(cls).get("__module__")
@@ -1740,10 +1763,31 @@ class _Walker:
             self.noid = base_noid
             self.nodes = nodes
 
+    def _enum_member(self, member: enum.Enum, extend: Any) -> None:
+        """A member of a session enum with attributes of its own (``Planet.EARTH.mass`` its
+        ``__init__`` set, ``Status.OPEN.note = 'x'``) or a value that is a container: those
+        are walked after its name. As a name alone, a member whose attributes a restore lost
+        or a cell changed (``Planet.EARTH.moons.append(m)``, ``Cfg.A.value.append(3)``)
+        verified, and the change of its class went unseen."""
+        value = member._value_
+        extra = enum_member_state(member)
+        if extra is None and (value is None or type(value) in _ENUM_ATOM_VALUES):
+            return
+        if not _is_session_class(type(member), self.ns) or not self._identity(member, "EM"):
+            return
+        children: list[Any] = [_Tok(("enum-value",)), value]
+        for k, v in (extra or {}).items():
+            children.append(k)
+            children.append(v)
+        self.out.append(len(children))
+        extend(reversed(children))
+
     def _visit(self, obj: Any, tp: type, kind: int, push: Any, extend: Any) -> None:
         out = self.out
         if kind == K_ATOM:
             out.append(_atom_token(obj))
+            if isinstance(obj, enum.Enum):
+                self._enum_member(obj, extend)
             if isinstance(obj, enum.Enum) and not (self.noid or self.portable):
                 cls = type(obj)
                 if id(cls) not in self.class_links and _is_session_class(cls, self.ns):

@@ -123,6 +123,7 @@ from kernel_agent.changes import (
     _dense_cpu,
     _dict_descriptor,
     _final_base,
+    enum_member_state,
     exec_globals,
     local_class,
     local_source,
@@ -649,7 +650,7 @@ class _Pickler(cloudpickle.CloudPickler):
         if isinstance(obj, type) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_CLASS,):
             return _keep_inherited_entries(obj, rv)
         if isinstance(obj, enum.EnumMeta) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_ENUM,):
-            return _with_pseudo_members(obj, _with_enum_aliases(obj, rv))
+            return _with_member_state(obj, _with_pseudo_members(obj, _with_enum_aliases(obj, rv)))
         return rv
 
     def _refs_token(self, blk: Any) -> _RefsToken | None:
@@ -1252,6 +1253,39 @@ def _with_enum_aliases(cls: Any, rv: Any) -> Any:
     return (make, (*args[:3], members, *args[4:]), (clsdict, slotstate), *rest)
 
 
+def _with_member_state(cls: Any, rv: Any) -> Any:
+    """Make a notebook enum's members again with their own attributes.
+
+    cloudpickle makes the members from their values before the class has its methods, so the
+    class's ``__init__`` never ran for them: ``Planet.EARTH.mass`` raised AttributeError after
+    a restore, and an attribute a cell set on a member (``Status.OPEN.note = 'x'``) was gone,
+    while the class verified (a member was digested by its name). The class state now ends
+    with each member's attributes, set after the methods (pickled with the class, so a list a
+    member holds stays the list another variable holds), in the order the member had them.
+    """
+    try:
+        members = type.__getattribute__(cls, "_member_map_")
+    except AttributeError:
+        return rv
+    state = {name: (extra, list(object.__getattribute__(m, "__dict__")))
+             for name, m in members.items() if (extra := enum_member_state(m)) is not None}
+    if not state:
+        return rv
+    try:
+        make, args, cls_state, *rest = rv
+    except (TypeError, ValueError):  # a cloudpickle we do not know
+        return rv
+    if len(rest) != 3:
+        return rv
+    if rest[2] is _set_enum_state:
+        class_state, pseudo = cls_state
+    elif rest[2] is _CLASS_SETSTATE:
+        class_state, pseudo = cls_state, []
+    else:
+        return rv
+    return (make, args, (class_state, pseudo, state), rest[0], rest[1], _set_enum_state)
+
+
 def _with_pseudo_members(cls: Any, rv: Any) -> Any:
     """Make a notebook enum's pseudo-members again, in the order the notebook made them.
 
@@ -1276,8 +1310,18 @@ def _with_pseudo_members(cls: Any, rv: Any) -> Any:
 
 
 def _set_enum_state(cls: Any, state: tuple) -> Any:
-    class_state, pseudo = state
+    class_state, pseudo, *more = state
     _CLASS_SETSTATE(cls, class_state)
+    members = type.__getattribute__(cls, "_member_map_")
+    for name, (attrs, order) in (more[0] if more else {}).items():
+        member = members.get(name)
+        if member is None:
+            continue
+        d = object.__getattribute__(member, "__dict__")
+        d.update(attrs)
+        for k in order:  # in the order the member had them (``vars(member)``)
+            if k in d:
+                d[k] = d.pop(k)
     cache = type.__getattribute__(cls, "_value2member_map_")
     for value in pseudo:
         if value not in cache:

@@ -608,6 +608,38 @@ def test_a_notebook_enum_keeps_its_aliases(make_kernel, tmp_path, strategy):
         ["A", "B", "ALIAS"], True, True]
 
 
+PLANETS = ("import enum\nclass Planet(enum.Enum):\n    EARTH = (5.97e24, 6.37e6)\n"
+           "    MARS = (6.42e23, 3.39e6)\n    def __init__(self, mass, radius):\n"
+           "        self.mass = mass\n        self.moons = []")
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_notebook_enums_members_keep_their_attributes(make_kernel, tmp_path, strategy):
+    # cloudpickle makes the members before the class has its methods: the class's __init__
+    # never ran for them, so `Planet.EARTH.mass` raised AttributeError after a restore (the
+    # enum docs' own example), and what a cell set on a member was gone; all verified
+    cells = [PLANETS, "Planet.EARTH.moons.append('moon')\nmoons = Planet.EARTH.moons\nhome = Planet.EARTH",
+             "class Status(enum.Enum):\n    OPEN = 'open'\n    DONE = 'done'",
+             "Status.OPEN.note = 'triage'"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    assert b.value("[Planet.EARTH.mass, Planet.MARS.moons, moons, moons is Planet.EARTH.moons, "
+                   "home is Planet.EARTH, Status.OPEN.note, list(vars(Planet.EARTH))]") == [
+        5.97e24, [], ["moon"], True, True, "triage",
+        ["_value_", "_name_", "__objclass__", "mass", "moons", "_sort_order_"]]
+
+
+def test_a_cell_changing_an_enum_member_is_re_run_with_its_class(make_kernel, tmp_path):
+    # a member was digested by its name alone: `Status.OPEN.note = ...` and
+    # `Planet.EARTH.moons.append(...)` changed nothing the walker saw, so re-computing the
+    # class re-ran its definition only and the members came back without them, verified
+    cells = [PLANETS, "Planet.EARTH.moons.append('moon')",
+             "class Status(enum.Enum):\n    OPEN = 'open'\n    DONE = 'done'",
+             "Status.OPEN.note = 'triage'", "other = 1"]
+    b = migrated(make_kernel, tmp_path, cells, "recompute-all")
+    assert b.value("[Planet.EARTH.moons, getattr(Status.OPEN, 'note', None)]") == [
+        ["moon"], "triage"]
+
+
 @pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
 def test_a_system_random_is_kept(make_kernel, tmp_path, strategy):
     # it has no state to pickle (its getstate raises) and its cell reads OS entropy, so it was
