@@ -349,7 +349,11 @@ def _classify_uncached(tp: type) -> int:
         return K_CELL
     if tp is types.MethodType:
         return K_METHOD
-    if tp is types.BuiltinMethodType:  # same type as builtin functions; split per object
+    if tp is types.BuiltinMethodType or tp is types.MethodWrapperType:
+        # (a builtin function is a BuiltinMethodType bound to its module: split per object.
+        # A method-wrapper, ``setd = d.__setitem__``, ``nxt = it.__next__``, is bound to its
+        # object as ``d.get`` is: by name alone it was no co-variable with ``d``, which a
+        # restore shipped apart, and ``setd`` wrote into a copy while both verified)
         return K_BUILTIN_METHOD
     if tp.__name__ in _CYTHON_FUNCTIONS:
         # a compiled library's function (numpy's `__pyx_unpickle_SeedSequence`, in the reduce
@@ -1615,7 +1619,8 @@ class _Walker:
                         nxt.append(o.cell_contents)
                     except ValueError:  # empty cell
                         pass
-                elif tp is types.BuiltinMethodType or tp is types.MethodType:
+                elif (tp is types.BuiltinMethodType or tp is types.MethodType
+                      or tp is types.MethodWrapperType):
                     nxt.append(o.__self__)
             frontier = nxt
 

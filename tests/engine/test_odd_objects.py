@@ -651,6 +651,18 @@ def test_a_system_random_is_kept(make_kernel, tmp_path, strategy):
         "Dice", True, 3]
 
 
+def test_a_method_wrapper_stays_bound_to_the_object_it_came_from(make_kernel, tmp_path):
+    # `d.__setitem__` and `it.__next__` are method-wrappers, digested by name alone: no
+    # co-variable with `d` and `it`, shipped apart from them, so `setd` wrote into a copy of
+    # `d` and `nxt` drew from a copy of `it`, while every variable verified
+    cells = ["d = {}\nsetd = d.__setitem__\nsetd('a', 1)",
+             "it = iter([10, 20, 30])\nnxt = it.__next__\nfirst = nxt()"]
+    b = migrated(make_kernel, tmp_path, cells, "ship-all")
+    b.ok("setd('b', 2)\nsecond = nxt()")
+    assert b.value("[setd.__self__ is d, nxt.__self__ is it, d, second, next(it)]") == [
+        True, True, {"a": 1, "b": 2}, 20, 30]
+
+
 def test_a_variable_holding_a_loggers_handler_list_stays_that_list(make_kernel, tmp_path):
     # the logger's handlers were shipped as a copy and copied into its list: `hs` came back a
     # list of its own, verified, and a handler added later no longer showed in it
