@@ -1357,10 +1357,14 @@ _CLASS_SKIP = frozenset(
         "__static_attributes__",
         # pydantic's compiled schema, validator and serializer: made from the fields (which
         # are walked), and the schema names the class by its id(), so a model class re-created
-        # by its cell never verified, nor did any instance of it
+        # by its cell never verified, nor did any instance of it. Its decorator infos too (the
+        # validators and computed fields, which are walked as the class's own entries): each
+        # names the class by id() in its `cls_ref`, so a model with a `field_validator` or a
+        # `computed_field` re-created by its cell never verified either
         "__pydantic_core_schema__",
         "__pydantic_validator__",
         "__pydantic_serializer__",
+        "__pydantic_decorators__",
     }
 )
 
