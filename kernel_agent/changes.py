@@ -1163,6 +1163,22 @@ def _byte_span(arr: np.ndarray) -> tuple[int, int]:
     return lo, hi + arr.itemsize
 
 
+def may_self_overlap(arr: np.ndarray) -> bool:
+    """Whether two elements of `arr` may lie at one address: stride tricks (``as_strided``
+    windows, a stride-0 ``broadcast``) alias elements of one array, which a copy of it does
+    not (a write to ``w[0, 1]`` shows in ``w[1, 0]``). Conservative: the dimensions, from the
+    smallest stride up, must each step over all the smaller ones, or it may."""
+    if arr.size <= 1:
+        return False
+    reach = arr.itemsize
+    for step, n in sorted((abs(st), n) for n, st in zip(arr.shape, arr.strides, strict=True)
+                          if n > 1):
+        if step < reach:
+            return True
+        reach += step * (n - 1)
+    return False
+
+
 def _arrow_leaves(obj: Any) -> list[Any]:
     """The ``pa.Array`` chunks of an arrow container in order (a table's columns chunk by chunk);
     [] for a ``pa.Buffer``."""
@@ -2785,6 +2801,11 @@ class _Walker:
         resolved: list[Any] = []
         for k, arr in enumerate(self.arrays):
             if k not in group_of:
+                if may_self_overlap(arr):
+                    # its elements alias each other: a copy (same values) is not it
+                    resolved.append(("arr-aliased", arr.dtype.str, arr.shape, arr.strides,
+                                     _buffer_hash(arr, logical=True)))
+                    continue
                 resolved.append(("arr", arr.dtype.str, arr.shape, _buffer_hash(arr, logical=True)))
                 continue
             g, low = group_of[k]

@@ -127,6 +127,7 @@ from kernel_agent.changes import (
     exec_globals,
     local_class,
     local_source,
+    may_self_overlap,
     memoryview_exporter,
     module_global_of,
     module_globals,
@@ -408,6 +409,7 @@ class _Pickler(cloudpickle.CloudPickler):
         self.deferred_roots: set[int] = set()
         self.covered_roots: set[int] = set()
         self.view_spans: dict[int, list[tuple[int, int]]] = {}  # hidden base -> views' bytes
+        self.aliased_roots: set[int] = set()  # hidden bases of views whose elements alias
         # the memory of the arrays and tensors pickled so far (pass 2: and of every numpy
         # array owning memory of pass 1, `owners`), and the spans of the tensors' storages and
         # arrow buffers met over none of them (see `_MemoryMap`, `dumps`)
@@ -1064,6 +1066,10 @@ class _Pickler(cloudpickle.CloudPickler):
                 # see dumps, which ships a hidden base when views of it overlap each other
                 self.deferred_roots.add(id(root))
                 self.view_spans.setdefault(id(root), []).append((lo, hi + obj.itemsize))
+                if may_self_overlap(obj):
+                    # (its elements alias each other: copied, `w[0, 1] = 5` no longer showed
+                    # in `w[1, 0]`; its base is shipped, as for views overlapping each other)
+                    self.aliased_roots.add(id(root))
                 return super().reducer_override(obj)
         elif id(root) not in self._view_roots:
             return super().reducer_override(obj)
@@ -2422,11 +2428,12 @@ def _dumps(
         if failure is not None:
             raise failure
         present = pickler.seen_arrays | pickler.covered_roots
-        # views of a base nobody references that overlap each other must keep sharing memory:
-        # ship that base once and rebuild them on it (disjoint views are copied, cheaper)
+        # views of a base nobody references that overlap each other (or themselves) must keep
+        # sharing memory: ship that base once and rebuild them on it (disjoint views are
+        # copied, cheaper)
         present |= {
             root for root, spans in pickler.view_spans.items()
-            if root not in present and _any_overlap(spans)
+            if root not in present and (_any_overlap(spans) or root in pickler.aliased_roots)
         }
         loads_into_live = pickler.loads_into_live or homes or bool(module_homes)
         lossy = pickler.lossy

@@ -1490,6 +1490,21 @@ def test_value_digest_disjoint_slices_of_one_buffer_are_independent_values():
     assert value_digest({"c": c, "d": d}) != value_digest({"c": c.copy(), "d": d.copy()})
 
 
+def test_value_digest_an_array_whose_elements_alias_is_not_its_copy():
+    # as_strided windows and a stride-0 broadcast alias their own elements (`w[0, 1]` is
+    # `w[1, 0]`): a lone array was digested by its values only, so a restore that copied one
+    # (writes no longer aliased) verified
+    from numpy.lib.stride_tricks import as_strided
+
+    w = as_strided(np.zeros(5), shape=(3, 3), strides=(8, 8))
+    flat = as_strided(np.ones(1), shape=(4,), strides=(0,))
+    assert value_digest({"w": w}) != value_digest({"w": w.copy()})
+    assert value_digest({"f": flat}) != value_digest({"f": flat.copy()})
+    # a layout whose elements do not alias stays a plain value
+    t = np.arange(12.0).reshape(3, 4).T
+    assert value_digest({"t": t}) == value_digest({"t": t.copy()})
+
+
 def test_an_expensive_covariable_touched_again_is_deferred_and_counted_as_mutated():
     from kernel_agent.changes import Tracker
 

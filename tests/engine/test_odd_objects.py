@@ -586,6 +586,18 @@ def test_a_record_of_a_structured_array_stays_a_view_of_it(make_kernel, tmp_path
         [[0, 0.0], [5, 2.5], [7, 0.0]], "record"]
 
 
+def test_rolling_windows_made_with_stride_tricks_keep_their_elements_aliased(make_kernel, tmp_path):
+    # the time-series idiom `as_strided(x, (n - w + 1, w), (s, s))` over a series nobody else
+    # holds: the windows were shipped as a copy, verified, and a write to one window no longer
+    # showed in the windows overlapping it
+    cells = ["import numpy as np\nfrom numpy.lib.stride_tricks import as_strided\n"
+             "def windows(x, w):\n    return as_strided(x, (len(x) - w + 1, w), (x.strides[0],) * 2)\n"
+             "win = windows(np.arange(6.0), 3)"]
+    b = migrated(make_kernel, tmp_path, cells, "ship-all")
+    b.ok("win[0, 2] = -1.0")
+    assert b.value("[win[1, 1].item(), win[2, 0].item(), list(win.strides)]") == [-1.0, -1.0, [8, 8]]
+
+
 def test_a_recomputed_longdouble_array_verifies(make_kernel, tmp_path):
     # x87 long doubles fill 10 of their 16 bytes: the other 6 held whatever the memory held,
     # so the recomputed array (equal in value) digested differently and was reported as
