@@ -1295,6 +1295,25 @@ def _not_namespaces(objs: list[Any]) -> list[Any]:
     return [o for o in objs if not module_namespace(o)]
 
 
+def iterator_holds(obj: Any, tp: type) -> list[Any]:
+    """What a C iterator holds: its referents, and for numpy's iterators, which hide theirs
+    from the collector (no tp_traverse), the arrays they iterate over: ``img.flat`` its
+    ``base``, an ``nditer`` its operands, a ``broadcast`` its iterators' arrays. Without them
+    ``flat = img.flat`` was no co-variable with ``img``: restored apart, ``flat`` walked over
+    another ``img`` than the one the notebook held, and both verified."""
+    held = gc.get_referents(obj)
+    if tp is np.flatiter:
+        held.append(obj.base)
+    elif tp is np.nditer:
+        try:
+            held.extend(obj.operands)
+        except ValueError:  # closed (used as a context manager): holds nothing any more
+            pass
+    elif tp is np.broadcast:
+        held.extend(it.base for it in obj.iters)
+    return held
+
+
 def _buffer_exporter(arr: np.ndarray) -> bytearray | _array_mod.array | None:
     """The bytearray (or array.array) whose memory `arr` is (through its ndarray bases and a
     memoryview), if any."""
@@ -1966,7 +1985,7 @@ class _Walker:
             if self._identity(obj, "O"):
                 self._mark_opaque(obj)
                 if not self.portable:
-                    extend(reversed(_Synth(_not_namespaces(gc.get_referents(obj)))))
+                    extend(reversed(_Synth(_not_namespaces(iterator_holds(obj, tp)))))
         elif kind == K_SLICE:
             push(_Synth((obj.start, obj.stop, obj.step)))
             out.append(("slice",))

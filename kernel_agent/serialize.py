@@ -219,6 +219,13 @@ def _arrow_buffer_over(root: Any, offset: int, size: int) -> Any:
     return pa.py_buffer(_memory_bytes(root)[offset : offset + size])
 
 
+def _rebuild_flatiter(base: Any, index: int) -> Any:
+    flat = base.flat
+    for _ in range(index):  # (no setter: stepped to where it was, in C)
+        next(flat)
+    return flat
+
+
 def _rebuild_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: Any,
                   writeable: bool = True, subtype: type | None = None) -> Any:
     """Re-create a numpy view on the (already restored) base array, sharing its memory
@@ -520,6 +527,9 @@ class _Pickler(cloudpickle.CloudPickler):
             rv = _reduce_void_view(obj, np)
             if rv is not None:
                 return rv
+        if np is not None and type(obj) is np.flatiter:
+            # (numpy does not pickle it) `img.flat` over that same `img`, where it was
+            return (_rebuild_flatiter, (obj.base, obj.index))
         if self._pa is not None and type(obj) is self._pa.Buffer:
             rv = self._reduce_arrow_buffer(obj)
             if rv is not None:

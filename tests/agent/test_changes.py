@@ -419,6 +419,24 @@ def test_alias_links_names():
     assert t.covariable_of("c") == {"c"}
 
 
+def test_numpys_iterators_are_one_covariable_with_the_arrays_they_iterate():
+    # flatiter, nditer and broadcast hide their arrays from the collector: `flat = img.flat`
+    # was a co-variable of its own, restored apart from `img`, over another array
+    t, _ = tracked(
+        """
+        img = np.arange(6)
+        flat = img.flat
+        grid = np.zeros((2, 3))
+        it = np.nditer(grid)
+        col = np.arange(2)[:, None]
+        b = np.broadcast(col, np.ones(3))
+        """
+    )
+    assert group(t, "img", "flat")
+    assert group(t, "grid", "it")
+    assert group(t, "col", "b")
+
+
 def test_pair_view_box_and_instance_class_links():
     t, _ = tracked(
         """

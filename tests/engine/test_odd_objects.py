@@ -598,6 +598,17 @@ def test_rolling_windows_made_with_stride_tricks_keep_their_elements_aliased(mak
     assert b.value("[win[1, 1].item(), win[2, 0].item(), list(win.strides)]") == [-1.0, -1.0, [8, 8]]
 
 
+def test_a_flat_iterator_stays_over_the_array_it_came_from(make_kernel, tmp_path):
+    # `img.flat` was no co-variable with `img` (numpy hides its base from the collector) and
+    # did not pickle: re-run apart, it walked over an `img` of its own, and a write through it
+    # no longer reached the notebook's `img`, while both verified
+    cells = ["import numpy as np\nimg = np.arange(6)\nflat = img.flat\nnext(flat)\nnext(flat)"]
+    b = migrated(make_kernel, tmp_path, cells, "ship-all")
+    assert b.value("[flat.base is img, flat.index]") == [True, 2]
+    b.ok("flat[4] = 40")
+    assert b.value("int(img[4])") == 40
+
+
 def test_a_recomputed_longdouble_array_verifies(make_kernel, tmp_path):
     # x87 long doubles fill 10 of their 16 bytes: the other 6 held whatever the memory held,
     # so the recomputed array (equal in value) digested differently and was reported as
