@@ -1945,6 +1945,10 @@ class _Walker:
             self_ = obj.__self__
             if self_ is None or type(self_) is types.ModuleType:
                 out.append(("ref", _ref_name(obj)))
+            elif type(self_) is dict and module_namespace(self_):
+                # `get = globals().get`: bound to the namespace (pickled as the restoring
+                # kernel's), not a link to every variable in it
+                out.append(("bm-namespace", str(self_.get("__name__")), str(obj.__name__)))
             else:
                 out.append(("bm", str(obj.__name__)))
                 push(self_)
