@@ -609,6 +609,18 @@ def test_a_flat_iterator_stays_over_the_array_it_came_from(make_kernel, tmp_path
     assert b.value("int(img[4])") == 40
 
 
+def test_pillows_pixel_access_stays_over_the_image_it_came_from(make_kernel, tmp_path):
+    # `px = img.load()` hides the image it writes into from the collector: no co-variable
+    # with `img`, it was re-run apart over an image of its own (without the later putpixel)
+    # while the notebook's `img` was loaded; both verified, `px` by type
+    pytest.importorskip("PIL")
+    cells = ["from PIL import Image\nimg = Image.new('RGB', (4, 4), (10, 20, 30))", "px = img.load()",
+             "img.putpixel((1, 1), (5, 5, 5))"]
+    b = migrated(make_kernel, tmp_path, cells, "ship-all")
+    b.ok("px[0, 0] = (9, 9, 9)")
+    assert b.value("[list(px[1, 1]), list(img.getpixel((0, 0)))]") == [[5, 5, 5], [9, 9, 9]]
+
+
 def test_a_recomputed_longdouble_array_verifies(make_kernel, tmp_path):
     # x87 long doubles fill 10 of their 16 bytes: the other 6 held whatever the memory held,
     # so the recomputed array (equal in value) digested differently and was reported as
