@@ -349,7 +349,11 @@ def _classify_uncached(tp: type) -> int:
         return K_CELL
     if tp is types.MethodType:
         return K_METHOD
-    if tp is types.BuiltinMethodType:  # same type as builtin functions; split per object
+    if tp is types.BuiltinMethodType or tp is types.MethodWrapperType:
+        # (a builtin function is a BuiltinMethodType bound to its module: split per object.
+        # A method-wrapper, ``setd = d.__setitem__``, ``nxt = it.__next__``, is bound to its
+        # object as ``d.get`` is: by name alone it was no co-variable with ``d``, which a
+        # restore shipped apart, and ``setd`` wrote into a copy while both verified)
         return K_BUILTIN_METHOD
     if tp.__name__ in _CYTHON_FUNCTIONS:
         # a compiled library's function (numpy's `__pyx_unpickle_SeedSequence`, in the reduce
@@ -545,6 +549,29 @@ def _type_name(tp: type) -> str:
         return f"{mod if type(mod) is str else '?'}.{qn}"
     except Exception:
         return "?"
+
+
+def enum_member_state(member: Any) -> dict[str, Any] | None:
+    """The attributes of an enum member beyond what the enum machinery keeps on it (its value,
+    name, class and sort order): what the class's ``__init__`` set (``self.mass = mass``, the
+    enum docs' ``Planet``) or a cell did (``Status.OPEN.note = 'x'``). None when there are none."""
+    try:
+        d = object.__getattribute__(member, "__dict__")
+    except AttributeError:
+        return None
+    if len(d) <= len(_ENUM_MEMBER_KEYS) and all(k in _ENUM_MEMBER_KEYS for k in d):
+        return None
+    extra = {k: v for k, v in d.items() if k not in _ENUM_MEMBER_KEYS}
+    return extra or None
+
+
+#: what `enum` itself keeps in a member's ``__dict__``
+_ENUM_MEMBER_KEYS = frozenset({"_value_", "_name_", "__objclass__", "_sort_order_"})
+
+
+#: types of enum values that are values (nothing in them can change): a member with one is its
+#: name in a digest
+_ENUM_ATOM_VALUES = frozenset({int, float, str, bytes, bool, complex})
 
 
 def _is_notebook_class(cls: type, ns: Any) -> bool:
@@ -1136,6 +1163,22 @@ def _byte_span(arr: np.ndarray) -> tuple[int, int]:
     return lo, hi + arr.itemsize
 
 
+def may_self_overlap(arr: np.ndarray) -> bool:
+    """Whether two elements of `arr` may lie at one address: stride tricks (``as_strided``
+    windows, a stride-0 ``broadcast``) alias elements of one array, which a copy of it does
+    not (a write to ``w[0, 1]`` shows in ``w[1, 0]``). Conservative: the dimensions, from the
+    smallest stride up, must each step over all the smaller ones, or it may."""
+    if arr.size <= 1:
+        return False
+    reach = arr.itemsize
+    for step, n in sorted((abs(st), n) for n, st in zip(arr.shape, arr.strides, strict=True)
+                          if n > 1):
+        if step < reach:
+            return True
+        reach += step * (n - 1)
+    return False
+
+
 def _arrow_leaves(obj: Any) -> list[Any]:
     """The ``pa.Array`` chunks of an arrow container in order (a table's columns chunk by chunk);
     [] for a ``pa.Buffer``."""
@@ -1252,6 +1295,43 @@ def _not_namespaces(objs: list[Any]) -> list[Any]:
     return [o for o in objs if not module_namespace(o)]
 
 
+def iterator_holds(obj: Any, tp: type) -> list[Any]:
+    """What a C iterator holds: its referents, and for numpy's iterators, which hide theirs
+    from the collector (no tp_traverse), the arrays they iterate over: ``img.flat`` its
+    ``base``, an ``nditer`` its operands, a ``broadcast`` its iterators' arrays. Without them
+    ``flat = img.flat`` was no co-variable with ``img``: restored apart, ``flat`` walked over
+    another ``img`` than the one the notebook held, and both verified."""
+    held = gc.get_referents(obj)
+    if tp is np.flatiter:
+        held.append(obj.base)
+    elif tp is np.nditer:
+        try:
+            held.extend(obj.operands)
+        except ValueError:  # closed (used as a context manager): holds nothing any more
+            pass
+    elif tp is np.broadcast:
+        held.extend(it.base for it in obj.iters)
+    return held
+
+
+def hidden_referents(obj: Any, tp: type) -> list[Any]:
+    """What a library's C object holds but hides from the collector (no tp_traverse), for the
+    few whose layout is known: Pillow's ``px = img.load()`` (a ``PixelAccess``) holds the
+    image's core (``img.im``) as the first field after its header. Without it ``px`` was no
+    co-variable with ``img``: re-run apart, ``px`` wrote into another image than the
+    notebook's ``img``, and both verified (``px`` by type)."""
+    if (tp.__qualname__ == "PixelAccess" and tp.__module__ == "builtins"
+            and "PIL._imaging" in sys.modules and tp.__basicsize__ >= object.__basicsize__ + 8):
+        import ctypes
+
+        ptr = ctypes.c_void_p.from_address(id(obj) + object.__basicsize__).value
+        if ptr:
+            core = ctypes.cast(ptr, ctypes.py_object).value  # (held by `obj`: alive)
+            if type(core).__name__ == "ImagingCore":
+                return [core]
+    return []
+
+
 def _buffer_exporter(arr: np.ndarray) -> bytearray | _array_mod.array | None:
     """The bytearray (or array.array) whose memory `arr` is (through its ndarray bases and a
     memoryview), if any."""
@@ -1330,10 +1410,14 @@ _CLASS_SKIP = frozenset(
         "__static_attributes__",
         # pydantic's compiled schema, validator and serializer: made from the fields (which
         # are walked), and the schema names the class by its id(), so a model class re-created
-        # by its cell never verified, nor did any instance of it
+        # by its cell never verified, nor did any instance of it. Its decorator infos too (the
+        # validators and computed fields, which are walked as the class's own entries): each
+        # names the class by id() in its `cls_ref`, so a model with a `field_validator` or a
+        # `computed_field` re-created by its cell never verified either
         "__pydantic_core_schema__",
         "__pydantic_validator__",
         "__pydantic_serializer__",
+        "__pydantic_decorators__",
     }
 )
 
@@ -1592,7 +1676,8 @@ class _Walker:
                         nxt.append(o.cell_contents)
                     except ValueError:  # empty cell
                         pass
-                elif tp is types.BuiltinMethodType or tp is types.MethodType:
+                elif (tp is types.BuiltinMethodType or tp is types.MethodType
+                      or tp is types.MethodWrapperType):
                     nxt.append(o.__self__)
             frontier = nxt
 
@@ -1740,10 +1825,31 @@ class _Walker:
             self.noid = base_noid
             self.nodes = nodes
 
+    def _enum_member(self, member: enum.Enum, extend: Any) -> None:
+        """A member of a session enum with attributes of its own (``Planet.EARTH.mass`` its
+        ``__init__`` set, ``Status.OPEN.note = 'x'``) or a value that is a container: those
+        are walked after its name. As a name alone, a member whose attributes a restore lost
+        or a cell changed (``Planet.EARTH.moons.append(m)``, ``Cfg.A.value.append(3)``)
+        verified, and the change of its class went unseen."""
+        value = member._value_
+        extra = enum_member_state(member)
+        if extra is None and (value is None or type(value) in _ENUM_ATOM_VALUES):
+            return
+        if not _is_session_class(type(member), self.ns) or not self._identity(member, "EM"):
+            return
+        children: list[Any] = [_Tok(("enum-value",)), value]
+        for k, v in (extra or {}).items():
+            children.append(k)
+            children.append(v)
+        self.out.append(len(children))
+        extend(reversed(children))
+
     def _visit(self, obj: Any, tp: type, kind: int, push: Any, extend: Any) -> None:
         out = self.out
         if kind == K_ATOM:
             out.append(_atom_token(obj))
+            if isinstance(obj, enum.Enum):
+                self._enum_member(obj, extend)
             if isinstance(obj, enum.Enum) and not (self.noid or self.portable):
                 cls = type(obj)
                 if id(cls) not in self.class_links and _is_session_class(cls, self.ns):
@@ -1857,6 +1963,10 @@ class _Walker:
             self_ = obj.__self__
             if self_ is None or type(self_) is types.ModuleType:
                 out.append(("ref", _ref_name(obj)))
+            elif type(self_) is dict and module_namespace(self_):
+                # `get = globals().get`: bound to the namespace (pickled as the restoring
+                # kernel's), not a link to every variable in it
+                out.append(("bm-namespace", str(self_.get("__name__")), str(obj.__name__)))
             else:
                 out.append(("bm", str(obj.__name__)))
                 push(self_)
@@ -1897,7 +2007,7 @@ class _Walker:
             if self._identity(obj, "O"):
                 self._mark_opaque(obj)
                 if not self.portable:
-                    extend(reversed(_Synth(_not_namespaces(gc.get_referents(obj)))))
+                    extend(reversed(_Synth(_not_namespaces(iterator_holds(obj, tp)))))
         elif kind == K_SLICE:
             push(_Synth((obj.start, obj.stop, obj.step)))
             out.append(("slice",))
@@ -2655,7 +2765,8 @@ class _Walker:
             self._mark_opaque(obj)
             # no pickle of its own, but what it holds is still shared: a `csv.writer(out)`
             # holds `out.write`, and writes into `out` (one co-variable, shipped together)
-            self._link_ids(gc.get_referents(obj))
+            if not (self.noid or self.portable):
+                self._link_ids(gc.get_referents(obj) + hidden_referents(obj, tp))
             return
         if isinstance(rv, str):
             self.out.append(("global", rv))
@@ -2732,6 +2843,11 @@ class _Walker:
         resolved: list[Any] = []
         for k, arr in enumerate(self.arrays):
             if k not in group_of:
+                if may_self_overlap(arr):
+                    # its elements alias each other: a copy (same values) is not it
+                    resolved.append(("arr-aliased", arr.dtype.str, arr.shape, arr.strides,
+                                     _buffer_hash(arr, logical=True)))
+                    continue
                 resolved.append(("arr", arr.dtype.str, arr.shape, _buffer_hash(arr, logical=True)))
                 continue
             g, low = group_of[k]

@@ -123,9 +123,11 @@ from kernel_agent.changes import (
     _dense_cpu,
     _dict_descriptor,
     _final_base,
+    enum_member_state,
     exec_globals,
     local_class,
     local_source,
+    may_self_overlap,
     memoryview_exporter,
     module_global_of,
     module_globals,
@@ -215,6 +217,13 @@ def _arrow_buffer_over(root: Any, offset: int, size: int) -> Any:
     import pyarrow as pa
 
     return pa.py_buffer(_memory_bytes(root)[offset : offset + size])
+
+
+def _rebuild_flatiter(base: Any, index: int) -> Any:
+    flat = base.flat
+    for _ in range(index):  # (no setter: stepped to where it was, in C)
+        next(flat)
+    return flat
 
 
 def _rebuild_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: Any,
@@ -407,6 +416,7 @@ class _Pickler(cloudpickle.CloudPickler):
         self.deferred_roots: set[int] = set()
         self.covered_roots: set[int] = set()
         self.view_spans: dict[int, list[tuple[int, int]]] = {}  # hidden base -> views' bytes
+        self.aliased_roots: set[int] = set()  # hidden bases of views whose elements alias
         # the memory of the arrays and tensors pickled so far (pass 2: and of every numpy
         # array owning memory of pass 1, `owners`), and the spans of the tensors' storages and
         # arrow buffers met over none of them (see `_MemoryMap`, `dumps`)
@@ -517,6 +527,9 @@ class _Pickler(cloudpickle.CloudPickler):
             rv = _reduce_void_view(obj, np)
             if rv is not None:
                 return rv
+        if np is not None and type(obj) is np.flatiter:
+            # (numpy does not pickle it) `img.flat` over that same `img`, where it was
+            return (_rebuild_flatiter, (obj.base, obj.index))
         if self._pa is not None and type(obj) is self._pa.Buffer:
             rv = self._reduce_arrow_buffer(obj)
             if rv is not None:
@@ -649,7 +662,7 @@ class _Pickler(cloudpickle.CloudPickler):
         if isinstance(obj, type) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_CLASS,):
             return _keep_inherited_entries(obj, rv)
         if isinstance(obj, enum.EnumMeta) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_ENUM,):
-            return _with_pseudo_members(obj, _with_enum_aliases(obj, rv))
+            return _with_member_state(obj, _with_pseudo_members(obj, _with_enum_aliases(obj, rv)))
         return rv
 
     def _refs_token(self, blk: Any) -> _RefsToken | None:
@@ -1063,6 +1076,10 @@ class _Pickler(cloudpickle.CloudPickler):
                 # see dumps, which ships a hidden base when views of it overlap each other
                 self.deferred_roots.add(id(root))
                 self.view_spans.setdefault(id(root), []).append((lo, hi + obj.itemsize))
+                if may_self_overlap(obj):
+                    # (its elements alias each other: copied, `w[0, 1] = 5` no longer showed
+                    # in `w[1, 0]`; its base is shipped, as for views overlapping each other)
+                    self.aliased_roots.add(id(root))
                 return super().reducer_override(obj)
         elif id(root) not in self._view_roots:
             return super().reducer_override(obj)
@@ -1252,6 +1269,39 @@ def _with_enum_aliases(cls: Any, rv: Any) -> Any:
     return (make, (*args[:3], members, *args[4:]), (clsdict, slotstate), *rest)
 
 
+def _with_member_state(cls: Any, rv: Any) -> Any:
+    """Make a notebook enum's members again with their own attributes.
+
+    cloudpickle makes the members from their values before the class has its methods, so the
+    class's ``__init__`` never ran for them: ``Planet.EARTH.mass`` raised AttributeError after
+    a restore, and an attribute a cell set on a member (``Status.OPEN.note = 'x'``) was gone,
+    while the class verified (a member was digested by its name). The class state now ends
+    with each member's attributes, set after the methods (pickled with the class, so a list a
+    member holds stays the list another variable holds), in the order the member had them.
+    """
+    try:
+        members = type.__getattribute__(cls, "_member_map_")
+    except AttributeError:
+        return rv
+    state = {name: (extra, list(object.__getattribute__(m, "__dict__")))
+             for name, m in members.items() if (extra := enum_member_state(m)) is not None}
+    if not state:
+        return rv
+    try:
+        make, args, cls_state, *rest = rv
+    except (TypeError, ValueError):  # a cloudpickle we do not know
+        return rv
+    if len(rest) != 3:
+        return rv
+    if rest[2] is _set_enum_state:
+        class_state, pseudo = cls_state
+    elif rest[2] is _CLASS_SETSTATE:
+        class_state, pseudo = cls_state, []
+    else:
+        return rv
+    return (make, args, (class_state, pseudo, state), rest[0], rest[1], _set_enum_state)
+
+
 def _with_pseudo_members(cls: Any, rv: Any) -> Any:
     """Make a notebook enum's pseudo-members again, in the order the notebook made them.
 
@@ -1276,8 +1326,18 @@ def _with_pseudo_members(cls: Any, rv: Any) -> Any:
 
 
 def _set_enum_state(cls: Any, state: tuple) -> Any:
-    class_state, pseudo = state
+    class_state, pseudo, *more = state
     _CLASS_SETSTATE(cls, class_state)
+    members = type.__getattribute__(cls, "_member_map_")
+    for name, (attrs, order) in (more[0] if more else {}).items():
+        member = members.get(name)
+        if member is None:
+            continue
+        d = object.__getattribute__(member, "__dict__")
+        d.update(attrs)
+        for k in order:  # in the order the member had them (``vars(member)``)
+            if k in d:
+                d[k] = d.pop(k)
     cache = type.__getattribute__(cls, "_value2member_map_")
     for value in pseudo:
         if value not in cache:
@@ -2378,11 +2438,12 @@ def _dumps(
         if failure is not None:
             raise failure
         present = pickler.seen_arrays | pickler.covered_roots
-        # views of a base nobody references that overlap each other must keep sharing memory:
-        # ship that base once and rebuild them on it (disjoint views are copied, cheaper)
+        # views of a base nobody references that overlap each other (or themselves) must keep
+        # sharing memory: ship that base once and rebuild them on it (disjoint views are
+        # copied, cheaper)
         present |= {
             root for root, spans in pickler.view_spans.items()
-            if root not in present and _any_overlap(spans)
+            if root not in present and (_any_overlap(spans) or root in pickler.aliased_roots)
         }
         loads_into_live = pickler.loads_into_live or homes or bool(module_homes)
         lossy = pickler.lossy

@@ -419,6 +419,24 @@ def test_alias_links_names():
     assert t.covariable_of("c") == {"c"}
 
 
+def test_numpys_iterators_are_one_covariable_with_the_arrays_they_iterate():
+    # flatiter, nditer and broadcast hide their arrays from the collector: `flat = img.flat`
+    # was a co-variable of its own, restored apart from `img`, over another array
+    t, _ = tracked(
+        """
+        img = np.arange(6)
+        flat = img.flat
+        grid = np.zeros((2, 3))
+        it = np.nditer(grid)
+        col = np.arange(2)[:, None]
+        b = np.broadcast(col, np.ones(3))
+        """
+    )
+    assert group(t, "img", "flat")
+    assert group(t, "grid", "it")
+    assert group(t, "col", "b")
+
+
 def test_pair_view_box_and_instance_class_links():
     t, _ = tracked(
         """
@@ -1488,6 +1506,21 @@ def test_value_digest_disjoint_slices_of_one_buffer_are_independent_values():
     # overlapping views must stay overlapping
     c, d = buf[:6], buf[4:]
     assert value_digest({"c": c, "d": d}) != value_digest({"c": c.copy(), "d": d.copy()})
+
+
+def test_value_digest_an_array_whose_elements_alias_is_not_its_copy():
+    # as_strided windows and a stride-0 broadcast alias their own elements (`w[0, 1]` is
+    # `w[1, 0]`): a lone array was digested by its values only, so a restore that copied one
+    # (writes no longer aliased) verified
+    from numpy.lib.stride_tricks import as_strided
+
+    w = as_strided(np.zeros(5), shape=(3, 3), strides=(8, 8))
+    flat = as_strided(np.ones(1), shape=(4,), strides=(0,))
+    assert value_digest({"w": w}) != value_digest({"w": w.copy()})
+    assert value_digest({"f": flat}) != value_digest({"f": flat.copy()})
+    # a layout whose elements do not alias stays a plain value
+    t = np.arange(12.0).reshape(3, 4).T
+    assert value_digest({"t": t}) == value_digest({"t": t.copy()})
 
 
 def test_an_expensive_covariable_touched_again_is_deferred_and_counted_as_mutated():

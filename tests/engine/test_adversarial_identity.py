@@ -57,6 +57,16 @@ def test_a_function_made_by_exec_is_one_covariable_with_its_globals(kernel):
     assert kernel.value("sorted(_mon.tracker.covariable_of('f'))") == ["G", "f"]
 
 
+def test_a_method_bound_to_the_namespace_is_no_link_to_every_variable(kernel):
+    # `globals().get` (a builtin method) and `globals().__getitem__` (a method-wrapper) hold
+    # the notebook's namespace: walked through it, every variable became one co-variable
+    kernel.ok("big = [1]\nother = {'a': 1}\nget = globals().get\nitem = globals().__getitem__")
+    kernel.ok("from kernel_agent.extension import get_monitor\n"
+              "_mon = get_monitor(get_ipython())")
+    assert kernel.value("[sorted(_mon.tracker.covariable_of(n)) for n in ('get', 'item', 'big')]") == [
+        ["get"], ["item"], ["big"]]
+
+
 def test_a_function_made_by_exec_keeps_its_globals_in_both_plans(make_kernel, tmp_path):
     # (no side effect: the replay plan re-runs the cells)
     _, out = migrate_both(make_kernel, tmp_path, [EXEC_GLOBALS[0], "G['K'] = 4"])

@@ -586,6 +586,41 @@ def test_a_record_of_a_structured_array_stays_a_view_of_it(make_kernel, tmp_path
         [[0, 0.0], [5, 2.5], [7, 0.0]], "record"]
 
 
+def test_rolling_windows_made_with_stride_tricks_keep_their_elements_aliased(make_kernel, tmp_path):
+    # the time-series idiom `as_strided(x, (n - w + 1, w), (s, s))` over a series nobody else
+    # holds: the windows were shipped as a copy, verified, and a write to one window no longer
+    # showed in the windows overlapping it
+    cells = ["import numpy as np\nfrom numpy.lib.stride_tricks import as_strided\n"
+             "def windows(x, w):\n    return as_strided(x, (len(x) - w + 1, w), (x.strides[0],) * 2)\n"
+             "win = windows(np.arange(6.0), 3)"]
+    b = migrated(make_kernel, tmp_path, cells, "ship-all")
+    b.ok("win[0, 2] = -1.0")
+    assert b.value("[win[1, 1].item(), win[2, 0].item(), list(win.strides)]") == [-1.0, -1.0, [8, 8]]
+
+
+def test_a_flat_iterator_stays_over_the_array_it_came_from(make_kernel, tmp_path):
+    # `img.flat` was no co-variable with `img` (numpy hides its base from the collector) and
+    # did not pickle: re-run apart, it walked over an `img` of its own, and a write through it
+    # no longer reached the notebook's `img`, while both verified
+    cells = ["import numpy as np\nimg = np.arange(6)\nflat = img.flat\nnext(flat)\nnext(flat)"]
+    b = migrated(make_kernel, tmp_path, cells, "ship-all")
+    assert b.value("[flat.base is img, flat.index]") == [True, 2]
+    b.ok("flat[4] = 40")
+    assert b.value("int(img[4])") == 40
+
+
+def test_pillows_pixel_access_stays_over_the_image_it_came_from(make_kernel, tmp_path):
+    # `px = img.load()` hides the image it writes into from the collector: no co-variable
+    # with `img`, it was re-run apart over an image of its own (without the later putpixel)
+    # while the notebook's `img` was loaded; both verified, `px` by type
+    pytest.importorskip("PIL")
+    cells = ["from PIL import Image\nimg = Image.new('RGB', (4, 4), (10, 20, 30))", "px = img.load()",
+             "img.putpixel((1, 1), (5, 5, 5))"]
+    b = migrated(make_kernel, tmp_path, cells, "ship-all")
+    b.ok("px[0, 0] = (9, 9, 9)")
+    assert b.value("[list(px[1, 1]), list(img.getpixel((0, 0)))]") == [[5, 5, 5], [9, 9, 9]]
+
+
 def test_a_recomputed_longdouble_array_verifies(make_kernel, tmp_path):
     # x87 long doubles fill 10 of their 16 bytes: the other 6 held whatever the memory held,
     # so the recomputed array (equal in value) digested differently and was reported as
@@ -608,6 +643,38 @@ def test_a_notebook_enum_keeps_its_aliases(make_kernel, tmp_path, strategy):
         ["A", "B", "ALIAS"], True, True]
 
 
+PLANETS = ("import enum\nclass Planet(enum.Enum):\n    EARTH = (5.97e24, 6.37e6)\n"
+           "    MARS = (6.42e23, 3.39e6)\n    def __init__(self, mass, radius):\n"
+           "        self.mass = mass\n        self.moons = []")
+
+
+@pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
+def test_a_notebook_enums_members_keep_their_attributes(make_kernel, tmp_path, strategy):
+    # cloudpickle makes the members before the class has its methods: the class's __init__
+    # never ran for them, so `Planet.EARTH.mass` raised AttributeError after a restore (the
+    # enum docs' own example), and what a cell set on a member was gone; all verified
+    cells = [PLANETS, "Planet.EARTH.moons.append('moon')\nmoons = Planet.EARTH.moons\nhome = Planet.EARTH",
+             "class Status(enum.Enum):\n    OPEN = 'open'\n    DONE = 'done'",
+             "Status.OPEN.note = 'triage'"]
+    b = migrated(make_kernel, tmp_path, cells, strategy)
+    assert b.value("[Planet.EARTH.mass, Planet.MARS.moons, moons, moons is Planet.EARTH.moons, "
+                   "home is Planet.EARTH, Status.OPEN.note, list(vars(Planet.EARTH))]") == [
+        5.97e24, [], ["moon"], True, True, "triage",
+        ["_value_", "_name_", "__objclass__", "mass", "moons", "_sort_order_"]]
+
+
+def test_a_cell_changing_an_enum_member_is_re_run_with_its_class(make_kernel, tmp_path):
+    # a member was digested by its name alone: `Status.OPEN.note = ...` and
+    # `Planet.EARTH.moons.append(...)` changed nothing the walker saw, so re-computing the
+    # class re-ran its definition only and the members came back without them, verified
+    cells = [PLANETS, "Planet.EARTH.moons.append('moon')",
+             "class Status(enum.Enum):\n    OPEN = 'open'\n    DONE = 'done'",
+             "Status.OPEN.note = 'triage'", "other = 1"]
+    b = migrated(make_kernel, tmp_path, cells, "recompute-all")
+    assert b.value("[Planet.EARTH.moons, getattr(Status.OPEN, 'note', None)]") == [
+        ["moon"], "triage"]
+
+
 @pytest.mark.parametrize("strategy", ["ship-all", "optimal"])
 def test_a_system_random_is_kept(make_kernel, tmp_path, strategy):
     # it has no state to pickle (its getstate raises) and its cell reads OS entropy, so it was
@@ -617,6 +684,18 @@ def test_a_system_random_is_kept(make_kernel, tmp_path, strategy):
     b = migrated(make_kernel, tmp_path, cells, strategy)
     assert b.value("[type(dice).__name__, 1 <= dice.randint(1, dice.sides) <= 6, len(picks)]") == [
         "Dice", True, 3]
+
+
+def test_a_method_wrapper_stays_bound_to_the_object_it_came_from(make_kernel, tmp_path):
+    # `d.__setitem__` and `it.__next__` are method-wrappers, digested by name alone: no
+    # co-variable with `d` and `it`, shipped apart from them, so `setd` wrote into a copy of
+    # `d` and `nxt` drew from a copy of `it`, while every variable verified
+    cells = ["d = {}\nsetd = d.__setitem__\nsetd('a', 1)",
+             "it = iter([10, 20, 30])\nnxt = it.__next__\nfirst = nxt()"]
+    b = migrated(make_kernel, tmp_path, cells, "ship-all")
+    b.ok("setd('b', 2)\nsecond = nxt()")
+    assert b.value("[setd.__self__ is d, nxt.__self__ is it, d, second, next(it)]") == [
+        True, True, {"a": 1, "b": 2}, 20, 30]
 
 
 def test_a_variable_holding_a_loggers_handler_list_stays_that_list(make_kernel, tmp_path):
@@ -648,6 +727,20 @@ def test_a_recomputed_pydantic_model_verifies(make_kernel, tmp_path):
              "item = Item(name='a')\nitem.tags.append('x')"]
     b = migrated(make_kernel, tmp_path, cells, "recompute-all")
     assert b.value("[item.model_dump(), type(item) is Item]") == [{"name": "a", "tags": ["x"]}, True]
+
+
+def test_a_recomputed_pydantic_model_with_validators_verifies(make_kernel, tmp_path):
+    # its decorator infos (a field_validator, a computed_field) name the class by its id() as
+    # well: such a model class re-created by its cell, and every instance of it, were reported
+    # as differing from the checkpointed ones
+    pytest.importorskip("pydantic")
+    cells = ["import pydantic\nSCALE = 2\nclass Item(pydantic.BaseModel):\n    name: str\n    qty: int = 1\n"
+             "    @pydantic.field_validator('qty')\n    @classmethod\n    def scaled(cls, v):\n"
+             "        return v * SCALE\n    @pydantic.computed_field\n    @property\n"
+             "    def label(self) -> str:\n        return f'{self.name}:{self.qty}'",
+             "item = Item(name='a', qty=3)"]
+    b = migrated(make_kernel, tmp_path, cells, "recompute-all")
+    assert b.value("[item.label, Item(name='b', qty=2).qty]") == ["a:6", 4]
 
 
 @pytest.mark.parametrize("strategy", ["recompute-all", "ship-all"])

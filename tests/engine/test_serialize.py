@@ -91,6 +91,19 @@ def test_view_without_its_base_is_copied_not_shipped_whole():
     np.testing.assert_array_equal(out["small"], np.ones(10))
 
 
+def test_a_view_whose_elements_alias_keeps_them_aliased_without_its_base():
+    # `as_strided` windows over a buffer nobody names were copied like any lone view: values
+    # equal, but a write to `w[0, 1]` no longer showed in `w[1, 0]` (nor a stride-0 one's)
+    from numpy.lib.stride_tricks import as_strided
+
+    out = roundtrip({"w": as_strided(np.zeros(5), shape=(3, 3), strides=(8, 8)),
+                     "z": as_strided(np.ones(1), shape=(4,), strides=(0,))})
+    out["w"][0, 1] = 5.0
+    out["z"][0] = 3.0
+    assert out["w"][1, 0] == 5.0 and out["w"].strides == (8, 8)
+    assert out["z"][3] == 3.0 and out["z"].strides == (0,)
+
+
 def test_fortran_order_kept():
     f = np.asfortranarray(np.arange(12.0).reshape(3, 4))
     out = roundtrip({"f": f, "v": f[:, 1:3]})
