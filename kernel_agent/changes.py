@@ -2228,6 +2228,11 @@ class _Walker:
             return
         out = self.out
         dt = arr.dtype
+        if not arr.flags.writeable:
+            # part of the value: ``a.setflags(write=False)`` (a cell protecting a result) came
+            # back writeable from a re-run of the cell that made `a`, and verified. Emitted only
+            # when set, so the digests of writeable arrays are those older agents wrote
+            out.append(("ro",))
         if tp is not np.ndarray:
             out.append(("subclass", _type_name(tp)))
             lay = _layout(tp)
@@ -2526,6 +2531,9 @@ class _Walker:
         if not self._identity(df, "DF"):
             return
         self.out.append(("df", _type_name(tp), df.shape))
+        if not df.flags.allows_duplicate_labels:
+            # ``df.flags.allows_duplicate_labels = False`` (only when set: older digests hold)
+            self.out.append(("nodup",))
         mgr = df._mgr
         children: list[Any] = [df.columns, df.index, _noid(df.attrs)]
         if self.portable:
@@ -2561,6 +2569,8 @@ class _Walker:
         if not self._identity(s, "SER"):
             return
         self.out.append(("series", _type_name(tp), str(s.dtype)))
+        if not s.flags.allows_duplicate_labels:
+            self.out.append(("nodup",))
         vals = s._values
         children: list[Any] = [s.name, s.index, _noid(s.attrs)]
         if self.portable and isinstance(vals, np.ndarray) and not vals.dtype.hasobject:

@@ -183,17 +183,29 @@ def _bound_namespace() -> dict[str, Any]:
     return ns
 
 
+def _read_only_later(arr: Any) -> None:
+    """Make `arr` read-only once the blob is loaded (at once outside a load). Views made before
+    the owner was (``v = a[1:]; a.setflags(write=False)``) stay writeable: numpy refuses a
+    writeable view of a read-only array, so a base made read-only as soon as it was rebuilt
+    turned `v` read-only too, and the loaded copy's digest was then accepted as the value's."""
+    pending = getattr(_load_ctx, "read_only", None)
+    if pending is None:
+        arr.flags.writeable = False
+    else:
+        pending.append(arr)
+
+
 def _rebuild_owner(buf: Any, dtype: Any, shape: tuple, order: str, writeable: bool) -> Any:
     """An array directly over its buffer (no intermediate array: see `_reduce_owner`)."""
     import numpy as np
 
     mv = memoryview(buf)
-    if not mv.readonly or not writeable:
+    if not mv.readonly:
         arr = np.ndarray(shape, dtype=dtype, buffer=mv, order=order)
-    else:  # an in-band (read-only bytes) buffer of a writable array: copy once
+    else:  # an in-band (read-only bytes) buffer: copy once (views of it may be writeable)
         arr = np.ndarray(shape, dtype=dtype, buffer=bytearray(mv), order=order)
     if not writeable:
-        arr.flags.writeable = False
+        _read_only_later(arr)
     return arr
 
 
@@ -236,7 +248,7 @@ def _rebuild_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: A
         view._mmap, view.filename = base._mmap, base.filename
         view.offset, view.mode = base.offset, base.mode
     if not writeable:
-        view.flags.writeable = False  # (`np.broadcast_to` gives read-only views)
+        _read_only_later(view)  # (`np.broadcast_to` gives read-only views)
     return view
 
 
@@ -1175,7 +1187,7 @@ def _rebuild_over_buffer(buffer: bytearray, offset: int, shape: tuple, strides: 
 
     arr = np.ndarray(shape, dtype=dtype, buffer=buffer, offset=offset, strides=strides)
     if not writeable:
-        arr.flags.writeable = False
+        _read_only_later(arr)
     return arr
 
 
@@ -2525,24 +2537,30 @@ def _parse(mv: memoryview) -> tuple[memoryview, list[memoryview], bool]:
 def _unpickle(stream: memoryview, buffers: list[memoryview], namespace: dict[str, Any],
               anchored: bool = False) -> Any:
     previous = getattr(_load_ctx, "namespace", None)
+    previous_ro = getattr(_load_ctx, "read_only", None)
     missing = object()
     builtins_before = namespace.get("__builtins__", missing)
     _load_ctx.namespace = namespace
+    _load_ctx.read_only = read_only = []
     try:
         if not anchored:
-            return pickle.loads(stream, buffers=buffers)
-        up = _AnchoredUnpickler(io.BytesIO(stream), buffers=buffers)
-        values = up.load()
-        try:
-            extra = up.load()
-        except EOFError:
-            extra = None
-        if type(extra) is tuple and len(extra) == 2 and extra[0] == "homes":
-            for value, modname, source, key in extra[1]:
-                _write_state(_put_in_module, value, modname, source, key)
+            values = pickle.loads(stream, buffers=buffers)
+        else:
+            up = _AnchoredUnpickler(io.BytesIO(stream), buffers=buffers)
+            values = up.load()
+            try:
+                extra = up.load()
+            except EOFError:
+                extra = None
+            if type(extra) is tuple and len(extra) == 2 and extra[0] == "homes":
+                for value, modname, source, key in extra[1]:
+                    _write_state(_put_in_module, value, modname, source, key)
+        for arr in read_only:
+            arr.flags.writeable = False
         return values
     finally:
         _load_ctx.namespace = previous
+        _load_ctx.read_only = previous_ro
         # cloudpickle's function setstate overwrites the namespace's __builtins__: put it back
         if builtins_before is not missing:
             namespace["__builtins__"] = builtins_before

@@ -1,0 +1,47 @@
+"""In-place changes made through library and C-level calls that leave no assignment behind.
+
+`a.setflags(write=False)`, `df.flags.allows_duplicate_labels = False`, ... change a value
+without any name being rebound. Missed by the mutation check, the history graph keeps the cell
+that made the value as its producer, a replay re-runs only that cell, and unless the digest sees
+the difference the restore verifies a value that is not the one checkpointed. Each scenario
+compares the restored values with the originals itself, not only the verified flag.
+"""
+
+from __future__ import annotations
+
+from tests.engine.adversarial import assert_verified, migrate_both
+
+
+def test_an_array_made_read_only_comes_back_read_only(make_kernel, tmp_path):
+    # the writeable flag was in neither the fingerprint nor the digest: the replay re-ran
+    # `a = np.arange(5.0)` alone and a writeable `a` verified
+    expr = "[a.flags.writeable, v.flags.writeable, a.tolist()]"
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import numpy as np",
+        "a = np.arange(5.0)",
+        "v = a[1:]",
+        "a.setflags(write=False)",
+    ])
+    want = a.value(expr)
+    assert want[0] is False
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value(expr) == want, r.plan
+
+
+def test_a_frame_forbidding_duplicate_labels_still_forbids_them(make_kernel, tmp_path):
+    # pandas' flags were not walked: `df.flags.allows_duplicate_labels = False` was lost by a
+    # replay of the cell that made `df`, which verified
+    expr = "[df.flags.allows_duplicate_labels, s.flags.allows_duplicate_labels]"
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import pandas as pd",
+        "df = pd.DataFrame({'x': [1, 2]})",
+        "s = pd.Series([1.0, 2.0])",
+        "df.flags.allows_duplicate_labels = False",
+        "s.flags.allows_duplicate_labels = False",
+    ])
+    want = a.value(expr)
+    assert want == [False, False]
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value(expr) == want, r.plan
