@@ -493,11 +493,12 @@ def _covar_cost(u: Unit, graph: Any, strategy: str) -> CovarCost:
         # before that (for a value that cannot be shipped that is still what there is, and
         # the restore's verification reports the difference)
         requires = []
-    if serializable and u.lossy and requires and all(cells_ok(graph, requires)):
-        # its pickle loads but is not the same value (a cache that comes back empty): re-run
-        # its cells, under every strategy; when they cannot be, it is shipped and the restore
-        # reports it not verified
-        serializable, error = False, u.lossy
+    lossy = u.lossy or identity_note(graph, u.names)
+    if serializable and lossy and requires and all(cells_ok(graph, requires)):
+        # its pickle loads but is not the same value (a cache that comes back empty, ids of
+        # this process's objects): re-run its cells, under every strategy; when they cannot
+        # be, it is shipped and the restore reports it not verified
+        serializable, error = False, lossy
     if strategy == "ship-all" and serializable:
         requires = []
     elif strategy == "recompute-all" and serializable and requires and all(cells_ok(graph, requires)):
@@ -506,6 +507,18 @@ def _covar_cost(u: Unit, graph: Any, strategy: str) -> CovarCost:
         key=u.key, names=u.names, nbytes=u.nbytes, serializable=serializable, error=error,
         requires=requires,
     )
+
+
+def identity_note(graph: Any, names: list[str]) -> str | None:
+    """Why a copy of these values is not them, when cells that call ``id()`` produced them
+    (`HistoryGraph.identity_cells`), else None."""
+    cells = graph.identity_producers(names) if hasattr(graph, "identity_producers") else []
+    if not cells:
+        return None
+    which = ", ".join(map(str, cells[:5])) + (" ..." if len(cells) > 5 else "")
+    return (f"it may hold id() values (cell {which} calls id() or reads what one made): ids are "
+            "this process's addresses, a copy loaded elsewhere would keep them while its objects "
+            "live at others; only re-running its cells makes them again")
 
 
 def cells_ok(graph: Any, cells: list[int]) -> list[bool]:

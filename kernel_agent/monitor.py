@@ -39,6 +39,7 @@ from kernel_agent.effects import (
     ENTROPY_AT_RUNTIME,
     MAX_FILES,
     UNSEEDED,
+    USES_ID,
     EffectWatcher,
     getcwd,
     install_pyplot_probe,
@@ -559,7 +560,7 @@ class Monitor:
         if ana is not None:
             if ENTROPY in ana.markers and ENTROPY_AT_RUNTIME in effects:
                 effects.remove(ENTROPY_AT_RUNTIME)  # the cell's own code says it already
-            effects += sorted(ana.markers)
+            effects += sorted(ana.markers - {USES_ID})
             if ana.dynamic:
                 log.debug("kernel_agent: cell reads every variable: %s", ana.dynamic)
         untracked = sorted(n for n in (reads | mutated) & p.user_before if n not in self.graph.active)
@@ -613,6 +614,7 @@ class Monitor:
             context=context,
             process_state=process_state,
             process_changed=process_changed,
+            uses_id=ana is not None and USES_ID in ana.markers,
         )
         self.graph.record(cell, self.tracker.covariable_of, user_after)
         if not cell.effects and not cell.failed:

@@ -28,6 +28,7 @@ from IPython.utils.capture import capture_output
 
 from kernel_agent import environment, rng
 from kernel_agent.changes import digest_report
+from kernel_agent.checkpointing import identity_note
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.serialize import loads_deferred
 from kernel_agent.store import Store, StoreError, open_store
@@ -336,6 +337,11 @@ def restore(
                     ok, report, detail = early  # no cell ran after it was put in place
                 else:
                     ok, report, detail = _check(entry, ns)
+                ids_note = identity_note(graph, entry.names)
+                if ids_note and action == "loaded":
+                    # its ints are the checkpointed process's addresses: equal to the digest,
+                    # not to what they named (`HistoryGraph.identity_cells`)
+                    ok, detail = False, f"loaded from its copy, which cannot be right: {ids_note}"
                 if detail:
                     result["detail"] = detail
                 result["verified"] = ok
@@ -358,6 +364,9 @@ def restore(
                     # failed (`h.update(salt)` with `salt` lost), it is not what it was
                     result = {"action": "lost", "detail": f"recomputed, but {broken}, and "
                               f"{', '.join(entry.opaque)} can only be checked by type"}
+                elif not ok and ids_note and action == "recomputed":
+                    result["detail"] = ("re-run, it differs from the checkpointed value as "
+                                        f"values holding ids of new objects do: {ids_note}")
                 elif not ok:
                     result.setdefault("detail", "value differs from the checkpointed one")
                     if action == "recomputed" and seed_note:

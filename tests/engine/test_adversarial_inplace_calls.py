@@ -10,6 +10,7 @@ compares the restored values with the originals itself, not only the verified fl
 from __future__ import annotations
 
 from tests.engine.adversarial import assert_verified, migrate_both
+from tests.engine.migrate import run_and_migrate
 
 
 def test_an_array_made_read_only_comes_back_read_only(make_kernel, tmp_path):
@@ -45,3 +46,37 @@ def test_a_frame_forbidding_duplicate_labels_still_forbids_them(make_kernel, tmp
     for r in out.values():
         assert_verified(r)
         assert r.kernel.value(expr) == want, r.plan
+
+
+NODES = "class Node:\n    def __init__(self, v):\n        self.v = v\nnodes = [Node(i) for i in range(3)]"
+
+
+def test_an_index_keyed_by_id_that_cannot_be_re_run_is_not_verified(make_kernel, tmp_path):
+    # shipped, `index` came back with the checkpointed process's addresses as keys: every
+    # lookup missed, and it verified (the keys are ints, equal to the ints checkpointed)
+    a, out = migrate_both(make_kernel, tmp_path, [
+        NODES,
+        "index = {id(o): o for o in nodes}\nopen('log.txt', 'w').close()",
+    ])
+    for r in out.values():
+        v = r.restore["variables"]["index"]
+        if v.get("verified"):
+            assert r.kernel.value("all(index[id(o)] is o for o in nodes)"), r.plan
+        else:
+            assert "id()" in v["detail"] or v["action"] == "lost", (r.plan, v)
+    optimal = out["optimal"].restore
+    assert optimal["variables"]["index"]["action"] == "loaded"
+    assert "index" in optimal["mismatched"] and "id()" in optimal["variables"]["index"]["detail"]
+
+
+def test_ids_of_objects_are_made_again_not_shipped(make_kernel, tmp_path):
+    # `ids` was shipped (ship-all) and verified, holding the addresses `nodes` had in the
+    # checkpointed process; re-running its cell makes the ids of the restored objects
+    _, b, c, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), [
+        NODES + "\nopen('log.txt', 'w').close()",
+        "def key_of(o):\n    return id(o)",
+        "ids = [key_of(o) for o in nodes]",
+    ], strategy="ship-all")
+    assert c["variables"]["ids"] == "recompute"
+    assert r["variables"]["ids"]["action"] == "recomputed"
+    assert b.value("ids == [id(o) for o in nodes]")
