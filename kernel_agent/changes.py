@@ -833,6 +833,13 @@ def module_namespace(mapping: Any) -> bool:
     return mod is not None and getattr(mod, "__dict__", None) is mapping
 
 
+def _code_doc(co: types.CodeType) -> Any:
+    """The docstring a def with code `co` gives its function (before Python 3.12: the code's
+    first constant when that is a string)."""
+    consts = co.co_consts
+    return consts[0] if consts and type(consts[0]) is str else None
+
+
 def _ref_name(obj: Any) -> str:
     """Stable by-reference name of a module, library class or library function."""
     if type(obj) is types.ModuleType:
@@ -2149,17 +2156,27 @@ class _Walker:
         if not self._identity(fn, "F"):
             return
         self.out.append(("fn", fn.__qualname__))
+        co = fn.__code__
+        name, doc, module = fn.__name__, fn.__doc__, fn.__module__
+        if name != co.co_name or doc != _code_doc(co) or module != "__main__":
+            # set after the def (``g.__name__ = 'renamed'``, ``g.__doc__ = ...``, a wrapper
+            # given its target's): a re-run of the def alone verified without them. Only
+            # then, so the digests of untouched functions are those older agents wrote
+            self.out.append(("fnmeta", _atom_token(name), _atom_token(doc), _atom_token(module)))
+        ann = fn.__annotations__
         fd = fn.__dict__
         extend(
             reversed(
                 _Synth(
                     (
-                        fn.__code__,
+                        co,
                         fn.__defaults__,
                         fn.__kwdefaults__,
                         _Synth(fn.__closure__ or ()),
                         fd if fd else None,
                     )
+                    # a dict of its own (``h.__annotations__['a'] = int`` changes it in place)
+                    + ((ann,) if ann else ())
                 )
             )
         )

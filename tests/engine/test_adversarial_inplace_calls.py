@@ -80,3 +80,21 @@ def test_ids_of_objects_are_made_again_not_shipped(make_kernel, tmp_path):
     assert c["variables"]["ids"] == "recompute"
     assert r["variables"]["ids"]["action"] == "recomputed"
     assert b.value("ids == [id(o) for o in nodes]")
+
+
+def test_a_functions_name_doc_and_annotations_set_after_its_def_come_back(make_kernel, tmp_path):
+    # neither the fingerprint nor the digest held them: a replay re-ran the def alone and the
+    # function verified with its old name, no docstring and empty annotations
+    expr = "[g.__name__, g.__doc__, h.__annotations__ == {'a': int}]"
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "def g():\n    return 1",
+        "g.__name__ = 'renamed'",
+        "g.__doc__ = 'set later'",
+        "def h(a):\n    return a",
+        "h.__annotations__['a'] = int",
+    ])
+    want = a.value(expr)
+    assert want == ["renamed", "set later", True]
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value(expr) == want, r.plan
