@@ -860,6 +860,13 @@ def _ref_name(obj: Any) -> str:
     return f"ref:{mod}.{qn}:{_type_name(type(obj))}"
 
 
+def _dtype_key(dt: np.dtype) -> str:
+    """A dtype as the array tokens name it: its ``str`` (``'<f8'``), and for a structured
+    dtype its fields too: ``'|V12'`` named ``x, y`` and ``a, b`` alike, so a replay that lost
+    ``rec.dtype.names = ('a', 'b')`` verified (the in-process print missed the change too)."""
+    return dt.str if dt.names is None else str(dt)
+
+
 def _atom_token(x: Any) -> Any:
     """Marshal-able, process-independent encoding of an atom."""
     tp = type(x)
@@ -884,7 +891,7 @@ def _atom_token(x: Any) -> Any:
             return ("npobj", repr(x))
         if x.dtype.char in "gG":
             return ("np", x.dtype.str, _hash_u8(_significant_bytes(np.asarray(x).reshape(-1))))
-        return ("np", x.dtype.str, x.tobytes())
+        return ("np", _dtype_key(x.dtype), x.tobytes())
     if isinstance(x, enum.Enum):
         return ("enum", _type_name(tp), str(x._name_))
     return (_type_name(tp), repr(x))
@@ -2290,7 +2297,7 @@ class _Walker:
         fb = _final_base(arr)
         if fb is not arr:
             # a view: its values are the base's bytes at (offset, shape, strides); hash the base
-            out.append(("view", _data_ptr(arr) - _data_ptr(fb), arr.shape, arr.strides, dt.str))
+            out.append(("view", _data_ptr(arr) - _data_ptr(fb), arr.shape, arr.strides, _dtype_key(dt)))
             push(fb)
             return
         b = fb.base
@@ -2311,13 +2318,13 @@ class _Walker:
         if hit is not None and hit[0] is arr:
             h = hit[1]
         elif not self._spend(arr.nbytes):
-            out.append(("buf?", dt.str, arr.shape, arr.strides))
+            out.append(("buf?", _dtype_key(dt), arr.shape, arr.strides))
             return
         else:
             h = _buffer_hash(arr, logical=False)
             if cache is not None:
                 cache[id(arr)] = (arr, h)  # the entry keeps arr alive: its id cannot be reused
-        out.append(("buf", dt.str, arr.shape, arr.strides, h))
+        out.append(("buf", _dtype_key(dt), arr.shape, arr.strides, h))
 
     def _base_ids(self, arr: np.ndarray) -> None:
         b = arr.base
@@ -2759,7 +2766,7 @@ class _Walker:
         resolved: list[Any] = []
         for k, arr in enumerate(self.arrays):
             if k not in group_of:
-                resolved.append(("arr", arr.dtype.str, arr.shape, _buffer_hash(arr, logical=True)))
+                resolved.append(("arr", _dtype_key(arr.dtype), arr.shape, _buffer_hash(arr, logical=True)))
                 continue
             g, low = group_of[k]
             resolved.append(
@@ -2769,7 +2776,7 @@ class _Walker:
                     _data_ptr(arr) - low,
                     arr.shape,
                     arr.strides,
-                    arr.dtype.str,
+                    _dtype_key(arr.dtype),
                     _buffer_hash(arr, logical=True),
                 )
             )

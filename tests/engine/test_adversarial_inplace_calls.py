@@ -98,3 +98,20 @@ def test_a_functions_name_doc_and_annotations_set_after_its_def_come_back(make_k
     for r in out.values():
         assert_verified(r)
         assert r.kernel.value(expr) == want, r.plan
+
+
+def test_fields_of_a_structured_array_renamed_in_place_keep_their_names(make_kernel, tmp_path):
+    # arrays were named by `dtype.str`, '|V12' whatever the fields are called: the rename was
+    # no change, and a replay of the cell that made `rec` verified with the old names
+    expr = "[rec.dtype.names, rec['a'].tolist()]"
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import numpy as np",
+        "rec = np.zeros(2, dtype=[('x', 'f8'), ('y', 'i4')])",
+        "rec.dtype.names = ('a', 'b')",
+        "rec['a'][0] = 1.5",
+    ])
+    want = a.value(expr)
+    assert want == [["a", "b"], [1.5, 0.0]]
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value(expr) == want, r.plan
