@@ -2559,7 +2559,9 @@ class _Walker:
             # ``df.flags.allows_duplicate_labels = False`` (only when set: older digests hold)
             self.out.append(("nodup",))
         mgr = df._mgr
-        children: list[Any] = [df.columns, df.index, _noid(df.attrs)]
+        # (attrs with their identity: ``meta = df.attrs`` is the frame's dict, and a restore
+        # that brings back a copy of it does not verify)
+        children: list[Any] = [df.columns, df.index, df.attrs]
         if self.portable:
             # one standalone value per column, in column order
             out_cols: list[Any] = []
@@ -2596,7 +2598,7 @@ class _Walker:
         if not s.flags.allows_duplicate_labels:
             self.out.append(("nodup",))
         vals = s._values
-        children: list[Any] = [s.name, s.index, _noid(s.attrs)]
+        children: list[Any] = [s.name, s.index, s.attrs]
         if self.portable and isinstance(vals, np.ndarray) and not vals.dtype.hasobject:
             children.append(
                 _Tok(("col", vals.dtype.str, vals.shape, _buffer_hash(vals, logical=True)))

@@ -448,6 +448,7 @@ class _Pickler(cloudpickle.CloudPickler):
         managers = getattr(sys.modules.get("pandas.core.internals.managers"), "BaseBlockManager",
                            None)
         self._pandas_types = (self._pandas_block, *(() if managers is None else (managers,)))
+        self._pandas_frame = getattr(sys.modules.get("pandas.core.generic"), "NDFrame", None)
         self._refs_tokens: dict[int, _RefsToken] = {}  # id(BlockValuesRefs) -> its token
 
     # cloudpickle calls this for functions it pickles by value
@@ -648,6 +649,10 @@ class _Pickler(cloudpickle.CloudPickler):
             self._note_dropped_callbacks(obj)
         if self._pandas_block is not None and isinstance(obj, self._pandas_types):
             rv = self._reduce_pandas(obj)
+            if rv is not None:
+                return rv
+        if self._pandas_frame is not None and isinstance(obj, self._pandas_frame):
+            rv = _reduce_keeping_attrs(obj)
             if rv is not None:
                 return rv
         rv = None if tp in self.dispatch_table else _reduce_keeping_dict(obj, tp)
@@ -1524,6 +1529,34 @@ def _reduce_keeping_dict(obj: Any, tp: type) -> tuple | None:
 
 
 _OBJECT_GETSTATE = getattr(object, "__getstate__", None)
+
+
+def _reduce_keeping_attrs(obj: Any) -> tuple | None:
+    """A pandas frame or series whose ``attrs`` dict something else holds (``meta =
+    df.attrs``), pickled so that it comes back with that dict itself.
+
+    pandas' ``__setstate__`` assigns the pickled ``attrs`` through the property, which copies
+    it: the restored ``meta`` was no longer ``df.attrs``, so ``meta['k'] = 1`` no longer
+    reached the frame, and (the digest walked ``attrs`` without its identity) it verified.
+    None: its attrs are its own alone, or pandas' state is not the dict this expects.
+    """
+    try:
+        attrs = obj._attrs
+        if type(attrs) is not dict or sys.getrefcount(attrs) <= 3:  # obj, `attrs`, the call
+            return None
+        rv = obj.__reduce_ex__(5)
+    except Exception:  # noqa: BLE001 - left to pickle, which reports it
+        return None
+    if (type(rv) is not tuple or not 3 <= len(rv) <= 5 or type(rv[2]) is not dict
+            or rv[2].get("attrs") is not attrs):
+        return None
+    return (*rv, *(None,) * (5 - len(rv)), _set_frame_state)
+
+
+def _set_frame_state(obj: Any, state: dict) -> None:
+    """pandas' ``__setstate__``, then the pickled ``attrs`` dict itself as the object's."""
+    obj.__setstate__(state)
+    object.__setattr__(obj, "_attrs", state["attrs"])
 
 
 def _instance_dict_descriptor(tp: type) -> Any:

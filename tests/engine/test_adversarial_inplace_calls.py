@@ -10,6 +10,7 @@ compares the restored values with the originals itself, not only the verified fl
 from __future__ import annotations
 
 from tests.engine.adversarial import assert_verified, migrate_both
+from tests.engine.migrate import assert_verified as assert_restore_verified
 from tests.engine.migrate import run_and_migrate
 
 
@@ -115,3 +116,19 @@ def test_fields_of_a_structured_array_renamed_in_place_keep_their_names(make_ker
     for r in out.values():
         assert_verified(r)
         assert r.kernel.value(expr) == want, r.plan
+
+
+def test_a_name_for_a_frames_attrs_stays_the_frames_attrs(make_kernel, tmp_path):
+    # pandas' unpickling copies `attrs` (its __setstate__ assigns them through the property),
+    # and the digest walked them without their identity: shipped, `meta` came back a copy,
+    # writes through it no longer reached `df`, and the restore verified
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), [
+        "import pandas as pd",
+        "df = pd.DataFrame({'a': [1, 2]})",
+        "meta = df.attrs",
+        "meta['source'] = 'survey'",
+        "s = pd.Series([1.0])\ns_meta = s.attrs",
+    ], strategy="ship-all")
+    assert_restore_verified(r)
+    assert r["variables"]["meta"]["action"] == "loaded"
+    assert b.value("[meta is df.attrs, s_meta is s.attrs, df.attrs]") == [True, True, {"source": "survey"}]
