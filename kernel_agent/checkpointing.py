@@ -509,6 +509,11 @@ def _covar_cost(u: Unit, graph: Any, strategy: str) -> CovarCost:
     )
 
 
+#: why a `_`-prefixed name is in no checkpoint (`Monitor.private_names`)
+PRIVATE_NOTE = ("not checkpointed: names starting with '_' are taken for IPython's and the "
+                "kernel's own and are not kept; bind the value to a name without it")
+
+
 def identity_note(graph: Any, names: list[str]) -> str | None:
     """Why a copy of these values is not them, when cells that call ``id()`` produced them
     (`HistoryGraph.identity_cells`), else None."""
@@ -942,6 +947,10 @@ def checkpoint(
             "plan_s": plan_s,
             "upload_s": upload_s,
         }
+        private = mon.private_names(ns) if hasattr(mon, "private_names") else []
+        if private:
+            # not kept (see Monitor.private_names): said here and again by the restore
+            stats["private_names"] = private
         manifest = build_manifest(
             cid=cid,
             graph_dict=graph.to_dict(),
@@ -1063,4 +1072,5 @@ def _summary(store: Store, manifest: Manifest, the_plan: Any) -> dict:
             "notes": list(the_plan.notes),
         },
         "stats": manifest.stats,
+        "not_checkpointed": {n: PRIVATE_NOTE for n in manifest.stats.get("private_names", [])},
     }

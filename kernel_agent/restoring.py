@@ -28,7 +28,7 @@ from IPython.utils.capture import capture_output
 
 from kernel_agent import environment, rng
 from kernel_agent.changes import digest_report
-from kernel_agent.checkpointing import identity_note
+from kernel_agent.checkpointing import PRIVATE_NOTE, identity_note
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.serialize import loads_deferred
 from kernel_agent.store import Store, StoreError, open_store
@@ -403,6 +403,12 @@ def restore(
     if manifest.execution_count and hasattr(shell, "execution_count"):
         shell.execution_count = max(shell.execution_count, manifest.execution_count + 1)
 
+    not_checkpointed = {
+        n: PRIVATE_NOTE + (" (bound after the restore, by a re-run cell or before it: not verified)" if n in ns
+                           else " (missing)")
+        for n in (manifest.stats or {}).get("private_names", [])}
+    if not_checkpointed:
+        warnings.append(f"{', '.join(not_checkpointed)}: {PRIVATE_NOTE}")
     verified = all(v.get("verified") for v in variables.values())
     return {
         "checkpoint_id": cid,
@@ -416,6 +422,7 @@ def restore(
         "rerun_cells": sorted(rerun),
         "errors": errors,
         "warnings": warnings,
+        "not_checkpointed": not_checkpointed,
         "timings": {
             "fetch_s": fetch_s,
             "load_s": load_s,

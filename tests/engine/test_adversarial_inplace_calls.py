@@ -132,3 +132,18 @@ def test_a_name_for_a_frames_attrs_stays_the_frames_attrs(make_kernel, tmp_path)
     assert_restore_verified(r)
     assert r["variables"]["meta"]["action"] == "loaded"
     assert b.value("[meta is df.attrs, s_meta is s.attrs, df.attrs]") == [True, True, {"source": "survey"}]
+
+
+def test_names_starting_with_an_underscore_are_said_not_to_be_checkpointed(make_kernel, tmp_path):
+    # `_cache` is no user variable (IPython's convention, kept by `user_names`): no checkpoint
+    # kept it, and the restore verified everything while it was gone
+    _, b, c, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), [
+        "_cache = {'a': 1}",
+        "_cache['b'] = 2",
+        "kept = 1",
+        "1 + 1",  # IPython's own `_`, `_4`, `_i4`... are not the user's
+    ], strategy="ship-all")
+    assert list(c["not_checkpointed"]) == ["_cache"]
+    assert list(r["not_checkpointed"]) == ["_cache"] and "missing" in r["not_checkpointed"]["_cache"]
+    assert any("_cache" in w for w in r["warnings"])
+    assert b.value("'_cache' in globals()") is False
