@@ -1422,6 +1422,7 @@ class _Walker:
         "arrow_seen",
         "spans",
         "foreign",
+        "idmap",
     )
 
     def __init__(
@@ -1499,6 +1500,9 @@ class _Walker:
         # buffer object (id links cover those among themselves: `np.frombuffer(ba)`, views),
         # so numpy arrays and bytearrays record their spans too (an address costs ~1 us)
         self.foreign = _foreign_loaded()
+        # `id_tokens`: ints that are the id of an object of the session, each replaced by that
+        # object's place in a walk of the names it was reached from (`digest_report(ids=)`)
+        self.idmap: dict[int, int] | None = None
 
     def next_root(self) -> None:
         """Start the stream of another root; what earlier roots visited stays memoised.
@@ -1635,6 +1639,9 @@ class _Walker:
         portable = self.portable
         max_nodes = self.max_nodes
         atoms = MARSHAL_ATOMS
+        idmap = self.idmap
+        # (mapping ids: every int goes through the loop below, none is hashed in a run)
+        fast = atoms if idmap is None else frozenset()
         out = self.out
         append = out.append
         base_noid = self.noid
@@ -1647,7 +1654,9 @@ class _Walker:
                 obj = pop()
                 tp = type(obj)
                 if tp in atoms:
-                    if (tp is str or tp is bytes) and len(obj) > _BIG_ATOM:
+                    if idmap is not None and tp is int and obj in idmap:
+                        append(("idref", idmap[obj]))
+                    elif (tp is str or tp is bytes) and len(obj) > _BIG_ATOM:
                         append(_atom_token(obj))
                     else:
                         append(obj)
@@ -1670,7 +1679,7 @@ class _Walker:
                         self.code = True  # (modules, functions: not plain data)
                         continue
                     if tp is tuple:
-                        if set(map(type, obj)) <= atoms:
+                        if set(map(type, obj)) <= fast:
                             append(("Ta", self._atoms(obj)))
                             continue
                         tag = "T"
@@ -1699,7 +1708,7 @@ class _Walker:
                         append(_TAG_TUPLES[tag] if portable else (tag, i))
                     n = len(obj)
                     if tp is dict:
-                        if set(map(type, obj)) <= atoms and set(map(type, obj.values())) <= atoms:
+                        if set(map(type, obj)) <= fast and set(map(type, obj.values())) <= fast:
                             append(
                                 ("da", self._atoms(tuple(obj)), self._atoms(tuple(obj.values())))
                             )
@@ -1707,7 +1716,7 @@ class _Walker:
                         append(n)
                         nodes += 2 * n
                         extend(reversed(list(_chain(obj.items()))))
-                    elif tp is tuple or not set(map(type, obj)) <= atoms:
+                    elif tp is tuple or not set(map(type, obj)) <= fast:
                         if tp is list and self.records and _atomic_elements(obj):
                             # records as tuples (`history.append(("pay", who, 5.0))`): one C
                             # hash of the run, not a stack round per tuple
@@ -1773,7 +1782,7 @@ class _Walker:
                 # into `arr`): one co-variable, so one pickle rebuilds it over that array
                 self._link_ids((obj.base,))
         elif kind in (K_SET, K_FROZENSET):
-            if kind == K_FROZENSET and _atomic_elements(obj):
+            if kind == K_FROZENSET and self.idmap is None and _atomic_elements(obj):
                 out.append(("FSa", self._atom_set(obj)))
                 return
             if not self._identity(obj, "SET" if kind == K_SET else "FS"):
@@ -1955,7 +1964,7 @@ class _Walker:
 
     def _seq(self, seq: Any, push: Any, extend: Any) -> None:
         n = len(seq)
-        if set(map(type, seq)) <= MARSHAL_ATOMS:
+        if self.idmap is None and set(map(type, seq)) <= MARSHAL_ATOMS:
             self.out.append(("a", self._atoms(seq if type(seq) in (list, tuple) else list(seq))))
             return
         self.out.append(n)
@@ -1972,6 +1981,9 @@ class _Walker:
 
     def _set(self, s: Any, extend: Any) -> None:
         elems = list(set.__iter__(s)) if type(s) is set else list(frozenset.__iter__(s))
+        idmap = self.idmap
+        if idmap is not None:  # (a set of ids: of the places of their objects)
+            elems = [("idref", idmap[e]) if type(e) is int and e in idmap else e for e in elems]
         if _atomic_elements(elems):
             self.out.append(("a", self._atom_set(elems)))
             return
@@ -1981,6 +1993,7 @@ class _Walker:
         for e in elems:
             sub = _Walker(self.ns, portable=self.portable, max_nodes=self.max_nodes - self.nodes)
             sub.records = self.records
+            sub.idmap = self.idmap
             sub.noid = 1
             try:
                 sub.walk(e)
@@ -4119,20 +4132,23 @@ LEGACY_DIGEST_PREFIX = "x3:"
 
 
 def digest_report(values: Mapping[str, Any], *, max_nodes: int = 20_000_000,
-                  like: str | None = None) -> DigestReport:
+                  like: str | None = None, ids: dict[int, int] | None = None) -> DigestReport:
     """Portable digest of `values` (one co-variable) and of their alias structure.
 
     Process- and machine-independent: no ``id()``, no salted ``hash()``; sets are
     order-independent, dicts keep insertion order; names are walked in sorted order with one
     shared memo, so ``b = a`` and ``[a, a]`` vs ``[a, copy(a)]`` are distinguished.
     `like`: a recorded digest this one is to be compared with; it is computed the way that one
-    was (a checkpoint written by an older agent).
+    was (a checkpoint written by an older agent). `ids` (`id_tokens`): every int that is a key
+    of it is digested as the place of the object it is the id of, so that values holding ids
+    (``{id(o): o for o in objs}``) made again in another process digest as they did here.
     """
     opaque: set[str] = set()
     truncated: set[str] = set()
     legacy = like is not None and like.startswith(LEGACY_DIGEST_PREFIX)
     w = _Walker(None, portable=True, max_nodes=max_nodes)
-    w.records = not legacy
+    w.records = not legacy and ids is None
+    w.idmap = ids
     if not legacy:
         w.anchors = {i: ("modglobal", m[1], m[3]) for i, m in module_globals().items()}
     for name in sorted(values):
@@ -4161,6 +4177,22 @@ def digest_report(values: Mapping[str, Any], *, max_nodes: int = 20_000_000,
     prefix = LEGACY_DIGEST_PREFIX if legacy else DIGEST_PREFIX
     return DigestReport(prefix + w.digest().hex(), opaque, truncated, w.nodes + w.work, w.links,
                         len(w.memo))
+
+
+def id_tokens(values: Mapping[str, Any], *, max_nodes: int = 2_000_000) -> dict[int, int]:
+    """id -> place of every object with an identity reached from `values`, walked as the
+    portable digest walks them (names in sorted order, one memo): the place, unlike the id, is
+    the same in a process the values were restored into. For `digest_report(ids=)`. A walk
+    beyond `max_nodes` maps what it reached."""
+    w = _Walker(None, portable=True, max_nodes=max_nodes)
+    try:
+        for name in sorted(values):
+            w.walk(values[name])
+    except _Budget:
+        pass
+    except Exception as exc:  # pragma: no cover - defensive: what was reached is mapped
+        log.debug("changes: id tokens: %r", exc)
+    return dict(w.memo)
 
 
 def value_digest(values: Mapping[str, Any]) -> str:

@@ -45,7 +45,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Collection, Generator, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -54,7 +54,7 @@ from types import ModuleType
 from typing import Any
 
 from kernel_agent import environment, libobjects, rng
-from kernel_agent.changes import digest_report
+from kernel_agent.changes import digest_report, id_tokens
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.planner import CellCost, CovarCost, Plan, PlanProblem, StoreSpeed, plan
 from kernel_agent.serialize import dumps
@@ -103,6 +103,7 @@ class Unit:
     digest_loaded: str | None = None  # digest of the value as its pickle rebuilds it, if different
     loads_into_live: bool = False  # notebook classes or modules: never load it back in this process
     lossy: str | None = None  # ships, but comes back different (a non-empty lru_cache)
+    digest_ids: str | None = None  # recomputed values holding ids: `identity_digest`
     links: tuple[int, int] = (0, 0)  # identity relations and objects its digest records
     reuse_key: tuple | None = None  # (names, active snapshot ids) when it may be reused
     reused: CachedUnit | None = None  # what a previous checkpoint stored for it
@@ -526,6 +527,32 @@ def identity_note(graph: Any, names: list[str]) -> str | None:
             "live at others; only re-running its cells makes them again")
 
 
+def identity_digest(graph: Any, ns: Mapping[str, Any], names: list[str],
+                    present: Collection[str]) -> str | None:
+    """For values cells calling ``id()`` produced (`identity_note`): their digest with every
+    id of an object reached from the names those cells used (and from `names`) taken as that
+    object's place (`changes.id_tokens`), else None. Re-run at a restore, ``{id(o): o for o
+    in objs}`` holds the ids of the restored objects, so its plain digest cannot match; this
+    one does when each key is the id of the object at the same place. `present`: the names
+    the checkpoint holds (the restore maps the same ones)."""
+    if not (hasattr(graph, "identity_producers") and graph.identity_producers(names)):
+        return None
+    try:
+        anchors = id_anchor_names(graph, names, present)
+        tokens = id_tokens({n: ns[n] for n in anchors})
+        return digest_report({n: ns[n] for n in names}, ids=tokens).digest
+    except Exception:  # noqa: BLE001 - the restore then reports it not verified, as before
+        log.exception("kernel_agent: id digest of %s failed", names)
+        return None
+
+
+def id_anchor_names(graph: Any, names: Collection[str], present: Collection[str]) -> list[str]:
+    """`names` and every name a cell that calls ``id()`` read, wrote or changed, among
+    `present`: where the objects whose ids such values hold are reached from."""
+    used = {n for c in graph.cells if c.uses_id for n in (*c.reads, *c.writes, *c.mutated)}
+    return sorted((set(names) | used) & set(present))
+
+
 def cells_ok(graph: Any, cells: list[int]) -> list[bool]:
     """Whether each cell may be re-run (`CellExecution.rerun_blockers`)."""
     return [graph.cells[i].rerunnable for i in cells]
@@ -816,6 +843,7 @@ def build_manifest(
                 reason=the_plan.lost.get(u.key),
                 packages=u.packages,
                 digest_loaded=u.digest_loaded if action == "ship" else None,
+                digest_ids=u.digest_ids if action == "recompute" else None,
             )
         )
     return Manifest(
@@ -930,6 +958,10 @@ def checkpoint(
         ship = [by_key[k] for k in the_plan.ship]
         refs = _upload(store, graph, ns, ship, mark)
         upload_s = time.perf_counter() - t_up
+
+        for u in units:
+            if u.key not in refs and u.key not in the_plan.lost:
+                u.digest_ids = identity_digest(graph, ns, u.names, names)
 
         fault_pause("commit")
         cid = new_checkpoint_id()

@@ -27,8 +27,8 @@ from typing import Any
 from IPython.utils.capture import capture_output
 
 from kernel_agent import environment, rng
-from kernel_agent.changes import digest_report
-from kernel_agent.checkpointing import PRIVATE_NOTE, identity_note
+from kernel_agent.changes import digest_report, id_tokens
+from kernel_agent.checkpointing import PRIVATE_NOTE, id_anchor_names, identity_note
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.serialize import loads_deferred
 from kernel_agent.store import Store, StoreError, open_store
@@ -77,6 +77,18 @@ def _check(entry: CovariableEntry, values: Mapping[str, Any]) -> tuple[bool, Any
         return True, report, ("equal to the checkpointed value as its library pickles it (state "
                               "the library computes lazily was filled in on load)")
     return False, report, None
+
+
+def _check_ids(graph: Any, ns: Mapping[str, Any], entry: CovariableEntry,
+               present: set[str]) -> bool:
+    """Whether the re-run values of `entry` match its `digest_ids` (`identity_digest`)."""
+    try:
+        anchors = id_anchor_names(graph, entry.names, present)
+        tokens = id_tokens({n: ns[n] for n in anchors})
+        return digest_report({n: ns[n] for n in entry.names}, ids=tokens).digest == entry.digest_ids
+    except Exception:  # noqa: BLE001 - not verified, as without it
+        log.debug("kernel_agent: id digest of %s failed", entry.names, exc_info=True)
+        return False
 
 
 def _reattach_streams(captured: Any) -> None:
@@ -317,6 +329,7 @@ def restore(
     variables: dict[str, dict] = {}
     all_names: set[str] = set()
     walked: dict[frozenset[str], int] = {}  # verified co-variables -> cost of their walk
+    manifest_names = {n for e in manifest.covariables for n in e.names if n in ns}
     for entry in manifest.covariables:
         all_names.update(entry.names)
         if entry.key in outcome:
@@ -338,6 +351,13 @@ def restore(
                 else:
                     ok, report, detail = _check(entry, ns)
                 ids_note = identity_note(graph, entry.names)
+                if not ok and action == "recomputed" and entry.digest_ids:
+                    # re-run, it holds the ids of the restored objects: equal if each is the
+                    # id of the object at the place the checkpointed one's object was
+                    ok = _check_ids(graph, ns, entry, manifest_names)
+                    if ok:
+                        detail = ("its ids are those of the restored objects at the places of "
+                                  "the checkpointed ones")
                 if ids_note and action == "loaded":
                     # its ints are the checkpointed process's addresses: equal to the digest,
                     # not to what they named (`HistoryGraph.identity_cells`)
