@@ -833,6 +833,16 @@ def module_namespace(mapping: Any) -> bool:
     return mod is not None and getattr(mod, "__dict__", None) is mapping
 
 
+def _ctypes_array_type(cls: type) -> bool:
+    """`cls` is ctypes' own array type of an element type and a length (``c_int * 2``)."""
+    ct = sys.modules.get("ctypes")
+    try:
+        return (ct is not None and issubclass(cls, ct.Array) and cls is not ct.Array
+                and cls._type_ * cls._length_ is cls)
+    except Exception:  # noqa: BLE001 - another kind of class
+        return False
+
+
 def _code_doc(co: types.CodeType) -> Any:
     """The docstring a def with code `co` gives its function (before Python 3.12: the code's
     first constant when that is a string)."""
@@ -1612,6 +1622,12 @@ class _Walker:
                         pass
                 elif tp is types.BuiltinMethodType or tp is types.MethodType:
                     nxt.append(o.__self__)
+                elif tp is memoryview:
+                    # what it exports: a ctypes array made by `from_buffer(ba)` holds a view
+                    # of `ba` and writes into it (`c[0] = 7` changed `ba`, not seen)
+                    exporter = memoryview_exporter(o)
+                    if exporter is not None:
+                        nxt.append(exporter)
             frontier = nxt
 
     def _span(self, lo: int, hi: int) -> None:
@@ -2078,6 +2094,12 @@ class _Walker:
                 out.append(("cstate", _type_name(solid)))
                 parts = list(rv[1:3]) if isinstance(rv, tuple) else [rv]
                 children += [_ENTER_NOID, _Synth(parts), _EXIT_NOID]
+            ct = sys.modules.get("ctypes")
+            if ct is not None and isinstance(obj, ct._SimpleCData.__base__):
+                # a ctypes object over another's memory (`from_buffer(ba)`, a field of a
+                # structure) holds it in `_objects` / `_b_base_`, which its reduce value leaves
+                # out: linked, so a write through one changes the other's co-variable
+                self._link_ids(gc.get_referents(obj))
         if issubclass(tp, weakref.finalize):
             children.append(_Synth(self._finalizer_state(obj)))
         if dict_desc is not None and not (
@@ -2202,6 +2224,13 @@ class _Walker:
         )
 
     def _class(self, cls: type, extend: Any) -> None:
+        if _ctypes_array_type(cls):
+            # `c_int * 2` is that type wherever it was first made (ctypes caches it), and its
+            # __module__ is where that was: the notebook's in one process, the unpickler's in
+            # the other (`serialize._reduce_ctypes`)
+            self.out.append(("ctarray", cls._length_))
+            extend((cls._type_,))
+            return
         notebook = _is_notebook_class(cls, self.ns)
         if not notebook and not local_class(cls):
             self.out.append(("ref", "class:" + _type_name(cls)))

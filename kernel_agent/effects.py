@@ -141,8 +141,6 @@ def value_markers(value: Any) -> set[str]:
         return {ENTROPY}
     if name in _IDENTITY_NAMES:
         return {IDENTITY}
-    if value is id:  # `ident = id`
-        return {USES_ID}
     return set()
 
 

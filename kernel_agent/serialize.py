@@ -506,6 +506,11 @@ class _Pickler(cloudpickle.CloudPickler):
 
     def reducer_override(self, obj: Any) -> Any:
         np = self._np
+        ct = sys.modules.get("ctypes")
+        if ct is not None:
+            rv = _reduce_ctypes(obj, ct, np)
+            if rv is not None:
+                return rv
         if isinstance(obj, type) and not cloudpickle.cloudpickle._should_pickle_by_reference(obj):
             self.loads_into_live = True
         if np is not None and (type(obj) is np.ndarray or type(obj) is np.memmap
@@ -1529,6 +1534,57 @@ def _reduce_keeping_dict(obj: Any, tp: type) -> tuple | None:
 
 
 _OBJECT_GETSTATE = getattr(object, "__getstate__", None)
+
+
+def _reduce_ctypes(obj: Any, ct: Any, np: Any) -> tuple | None:
+    """ctypes array types and objects over another's memory, or None (pickle's way).
+
+    An array type made in the notebook (``ctypes.c_int * 2``) is ``c_int * 2`` again (ctypes
+    caches array types): cloudpickle, rebuilding it as a class, failed to load it. An object
+    made by ``from_buffer(ba, offset)`` is made so again, over the `ba` of the same stream:
+    its own pickle is a copy of the bytes, and the restored ``x.value = 9`` no longer wrote
+    into `ba`, while both verified.
+    """
+    if isinstance(obj, type):
+        try:
+            if (issubclass(obj, ct.Array) and obj is not ct.Array
+                    and obj._type_ * obj._length_ is obj):  # (not a subclass of its own)
+                return (_ctypes_array_type, (obj._type_, obj._length_, obj.__module__))
+        except Exception:  # noqa: BLE001 - pickle's own way
+            pass
+        return None
+    if np is None or not isinstance(obj, ct._SimpleCData.__base__):
+        return None
+    try:
+        held = obj._objects
+        if type(held) is dict and len(held) == 1:
+            held = next(iter(held.values()))
+        if type(held) is not memoryview:
+            return None
+        exporter = memoryview_exporter(held)
+        if exporter is None:
+            return None
+        base = np.frombuffer(held, dtype=np.uint8).__array_interface__["data"][0]
+        offset = ct.addressof(obj) - base
+    except Exception:  # noqa: BLE001 - pickle's own way
+        return None
+    if not 0 <= offset <= held.nbytes - ct.sizeof(obj):
+        return None
+    return (_ctypes_over, (type(obj), exporter, offset))
+
+
+def _ctypes_array_type(item: type, length: int, module: str) -> type:
+    """``item * length``, named as where it was first made in the checkpointed process (the
+    type is ctypes' one per item and length: made here by the unpickler, its __module__ was
+    ctypes', and values of it digested differently)."""
+    tp = item * length
+    if tp.__module__ != module:
+        tp.__module__ = module
+    return tp
+
+
+def _ctypes_over(tp: type, exporter: Any, offset: int) -> Any:
+    return tp.from_buffer(exporter, offset)
 
 
 def _reduce_keeping_attrs(obj: Any) -> tuple | None:

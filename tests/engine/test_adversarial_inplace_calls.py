@@ -164,3 +164,18 @@ def test_names_starting_with_an_underscore_are_said_not_to_be_checkpointed(make_
     assert list(r["not_checkpointed"]) == ["_cache"] and "missing" in r["not_checkpointed"]["_cache"]
     assert any("_cache" in w for w in r["warnings"])
     assert b.value("'_cache' in globals()") is False
+
+
+def test_a_ctypes_view_of_a_bytearray_still_writes_into_it(make_kernel, tmp_path):
+    # ctypes pickles an object as a copy of its bytes: shipped, `x` came back over memory of
+    # its own and `x.value = 9` no longer reached `ba`, and a notebook-made array type
+    # (`c_int * 2`) did not load at all
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), [
+        "import ctypes",
+        "ba = bytearray(16)",
+        "x = ctypes.c_int.from_buffer(ba, 4)\npair = (ctypes.c_int * 2).from_buffer(ba, 8)",
+        "x.value = 7\npair[1] = 3",
+    ], strategy="ship-all")
+    assert_restore_verified(r)
+    b.ok("x.value = 9\npair[0] = 5")
+    assert b.value("list(ba)") == [0, 0, 0, 0, 9, 0, 0, 0, 5, 0, 0, 0, 3, 0, 0, 0]
