@@ -3,8 +3,11 @@
 `a.setflags(write=False)`, `df.flags.allows_duplicate_labels = False`, ... change a value
 without any name being rebound. Missed by the mutation check, the history graph keeps the cell
 that made the value as its producer, a replay re-runs only that cell, and unless the digest sees
-the difference the restore verifies a value that is not the one checkpointed. Each scenario
-compares the restored values with the originals itself, not only the verified flag.
+the difference the restore verifies a value that is not the one checkpointed. With them:
+values that hold `id()`s (an address means nothing in another process), identities that a
+library's own pickle drops (pandas' `attrs`, ctypes views of a bytearray), and names the
+checkpoint leaves out (`_cache`). Each scenario compares the restored values with the
+originals itself, not only the verified flag.
 """
 
 from __future__ import annotations
