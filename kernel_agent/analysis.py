@@ -950,6 +950,10 @@ class _Walker:
                 # a module only when the name is bound to it (`import secrets`): one met
                 # inside a container (`mods = sys.modules`) is not a sign the cell uses it
                 self.markers |= effects.value_markers(v)
+                if v is id and v is root:
+                    # `ident = id`; not the builtins an `exec` namespace holds (`G` with its
+                    # `__builtins__`, every builtin: a cell reading `G` calls none of them)
+                    self.markers.add(effects.USES_ID)
                 if v is logging:  # `logging.info(...)`: the root logger's handlers run
                     _push_handlers(logging.root, stack)
                 if t is types.ModuleType:

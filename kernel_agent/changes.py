@@ -860,6 +860,23 @@ def module_namespace(mapping: Any) -> bool:
     return mod is not None and getattr(mod, "__dict__", None) is mapping
 
 
+def _ctypes_array_type(cls: type) -> bool:
+    """`cls` is ctypes' own array type of an element type and a length (``c_int * 2``)."""
+    ct = sys.modules.get("ctypes")
+    try:
+        return (ct is not None and issubclass(cls, ct.Array) and cls is not ct.Array
+                and cls._type_ * cls._length_ is cls)
+    except Exception:  # noqa: BLE001 - another kind of class
+        return False
+
+
+def _code_doc(co: types.CodeType) -> Any:
+    """The docstring a def with code `co` gives its function (before Python 3.12: the code's
+    first constant when that is a string)."""
+    consts = co.co_consts
+    return consts[0] if consts and type(consts[0]) is str else None
+
+
 def _ref_name(obj: Any) -> str:
     """Stable by-reference name of a module, library class or library function."""
     if type(obj) is types.ModuleType:
@@ -878,6 +895,13 @@ def _ref_name(obj: Any) -> str:
         if self_ is not None and not isinstance(self_, types.ModuleType):
             mod = _type_name(type(self_))
     return f"ref:{mod}.{qn}:{_type_name(type(obj))}"
+
+
+def _dtype_key(dt: np.dtype) -> str:
+    """A dtype as the array tokens name it: its ``str`` (``'<f8'``), and for a structured
+    dtype its fields too: ``'|V12'`` named ``x, y`` and ``a, b`` alike, so a replay that lost
+    ``rec.dtype.names = ('a', 'b')`` verified (the in-process print missed the change too)."""
+    return dt.str if dt.names is None else str(dt)
 
 
 def _atom_token(x: Any) -> Any:
@@ -904,7 +928,7 @@ def _atom_token(x: Any) -> Any:
             return ("npobj", repr(x))
         if x.dtype.char in "gG":
             return ("np", x.dtype.str, _hash_u8(_significant_bytes(np.asarray(x).reshape(-1))))
-        return ("np", x.dtype.str, x.tobytes())
+        return ("np", _dtype_key(x.dtype), x.tobytes())
     if isinstance(x, enum.Enum):
         return ("enum", _type_name(tp), str(x._name_))
     return (_type_name(tp), repr(x))
@@ -1492,6 +1516,7 @@ class _Walker:
         "arrow_seen",
         "spans",
         "foreign",
+        "idmap",
     )
 
     def __init__(
@@ -1569,6 +1594,9 @@ class _Walker:
         # buffer object (id links cover those among themselves: `np.frombuffer(ba)`, views),
         # so numpy arrays and bytearrays record their spans too (an address costs ~1 us)
         self.foreign = _foreign_loaded()
+        # `id_tokens`: ints that are the id of an object of the session, each replaced by that
+        # object's place in a walk of the names it was reached from (`digest_report(ids=)`)
+        self.idmap: dict[int, int] | None = None
 
     def next_root(self) -> None:
         """Start the stream of another root; what earlier roots visited stays memoised.
@@ -1679,6 +1707,12 @@ class _Walker:
                 elif (tp is types.BuiltinMethodType or tp is types.MethodType
                       or tp is types.MethodWrapperType):
                     nxt.append(o.__self__)
+                elif tp is memoryview:
+                    # what it exports: a ctypes array made by `from_buffer(ba)` holds a view
+                    # of `ba` and writes into it (`c[0] = 7` changed `ba`, not seen)
+                    exporter = memoryview_exporter(o)
+                    if exporter is not None:
+                        nxt.append(exporter)
             frontier = nxt
 
     def _span(self, lo: int, hi: int) -> None:
@@ -1706,6 +1740,9 @@ class _Walker:
         portable = self.portable
         max_nodes = self.max_nodes
         atoms = MARSHAL_ATOMS
+        idmap = self.idmap
+        # (mapping ids: every int goes through the loop below, none is hashed in a run)
+        fast = atoms if idmap is None else frozenset()
         out = self.out
         append = out.append
         base_noid = self.noid
@@ -1718,7 +1755,9 @@ class _Walker:
                 obj = pop()
                 tp = type(obj)
                 if tp in atoms:
-                    if (tp is str or tp is bytes) and len(obj) > _BIG_ATOM:
+                    if idmap is not None and tp is int and obj in idmap:
+                        append(("idref", idmap[obj]))
+                    elif (tp is str or tp is bytes) and len(obj) > _BIG_ATOM:
                         append(_atom_token(obj))
                     else:
                         append(obj)
@@ -1741,7 +1780,7 @@ class _Walker:
                         self.code = True  # (modules, functions: not plain data)
                         continue
                     if tp is tuple:
-                        if set(map(type, obj)) <= atoms:
+                        if set(map(type, obj)) <= fast:
                             append(("Ta", self._atoms(obj)))
                             continue
                         tag = "T"
@@ -1770,7 +1809,7 @@ class _Walker:
                         append(_TAG_TUPLES[tag] if portable else (tag, i))
                     n = len(obj)
                     if tp is dict:
-                        if set(map(type, obj)) <= atoms and set(map(type, obj.values())) <= atoms:
+                        if set(map(type, obj)) <= fast and set(map(type, obj.values())) <= fast:
                             append(
                                 ("da", self._atoms(tuple(obj)), self._atoms(tuple(obj.values())))
                             )
@@ -1778,7 +1817,7 @@ class _Walker:
                         append(n)
                         nodes += 2 * n
                         extend(reversed(list(_chain(obj.items()))))
-                    elif tp is tuple or not set(map(type, obj)) <= atoms:
+                    elif tp is tuple or not set(map(type, obj)) <= fast:
                         if tp is list and self.records and _atomic_elements(obj):
                             # records as tuples (`history.append(("pay", who, 5.0))`): one C
                             # hash of the run, not a stack round per tuple
@@ -1865,7 +1904,7 @@ class _Walker:
                 # into `arr`): one co-variable, so one pickle rebuilds it over that array
                 self._link_ids((obj.base,))
         elif kind in (K_SET, K_FROZENSET):
-            if kind == K_FROZENSET and _atomic_elements(obj):
+            if kind == K_FROZENSET and self.idmap is None and _atomic_elements(obj):
                 out.append(("FSa", self._atom_set(obj)))
                 return
             if not self._identity(obj, "SET" if kind == K_SET else "FS"):
@@ -2051,7 +2090,7 @@ class _Walker:
 
     def _seq(self, seq: Any, push: Any, extend: Any) -> None:
         n = len(seq)
-        if set(map(type, seq)) <= MARSHAL_ATOMS:
+        if self.idmap is None and set(map(type, seq)) <= MARSHAL_ATOMS:
             self.out.append(("a", self._atoms(seq if type(seq) in (list, tuple) else list(seq))))
             return
         self.out.append(n)
@@ -2068,6 +2107,9 @@ class _Walker:
 
     def _set(self, s: Any, extend: Any) -> None:
         elems = list(set.__iter__(s)) if type(s) is set else list(frozenset.__iter__(s))
+        idmap = self.idmap
+        if idmap is not None:  # (a set of ids: of the places of their objects)
+            elems = [("idref", idmap[e]) if type(e) is int and e in idmap else e for e in elems]
         if _atomic_elements(elems):
             self.out.append(("a", self._atom_set(elems)))
             return
@@ -2077,6 +2119,7 @@ class _Walker:
         for e in elems:
             sub = _Walker(self.ns, portable=self.portable, max_nodes=self.max_nodes - self.nodes)
             sub.records = self.records
+            sub.idmap = self.idmap
             sub.noid = 1
             try:
                 sub.walk(e)
@@ -2161,6 +2204,12 @@ class _Walker:
                 out.append(("cstate", _type_name(solid)))
                 parts = list(rv[1:3]) if isinstance(rv, tuple) else [rv]
                 children += [_ENTER_NOID, _Synth(parts), _EXIT_NOID]
+            ct = sys.modules.get("ctypes")
+            if ct is not None and isinstance(obj, ct._SimpleCData.__base__):
+                # a ctypes object over another's memory (`from_buffer(ba)`, a field of a
+                # structure) holds it in `_objects` / `_b_base_`, which its reduce value leaves
+                # out: linked, so a write through one changes the other's co-variable
+                self._link_ids(gc.get_referents(obj))
         if issubclass(tp, weakref.finalize):
             children.append(_Synth(self._finalizer_state(obj)))
         if dict_desc is not None and not (
@@ -2259,22 +2308,39 @@ class _Walker:
         if not self._identity(fn, "F"):
             return
         self.out.append(("fn", fn.__qualname__))
+        co = fn.__code__
+        name, doc, module = fn.__name__, fn.__doc__, fn.__module__
+        if name != co.co_name or doc != _code_doc(co) or module != "__main__":
+            # set after the def (``g.__name__ = 'renamed'``, ``g.__doc__ = ...``, a wrapper
+            # given its target's): a re-run of the def alone verified without them. Only
+            # then, so the digests of untouched functions are those older agents wrote
+            self.out.append(("fnmeta", _atom_token(name), _atom_token(doc), _atom_token(module)))
+        ann = fn.__annotations__
         fd = fn.__dict__
         extend(
             reversed(
                 _Synth(
                     (
-                        fn.__code__,
+                        co,
                         fn.__defaults__,
                         fn.__kwdefaults__,
                         _Synth(fn.__closure__ or ()),
                         fd if fd else None,
                     )
+                    # a dict of its own (``h.__annotations__['a'] = int`` changes it in place)
+                    + ((ann,) if ann else ())
                 )
             )
         )
 
     def _class(self, cls: type, extend: Any) -> None:
+        if _ctypes_array_type(cls):
+            # `c_int * 2` is that type wherever it was first made (ctypes caches it), and its
+            # __module__ is where that was: the notebook's in one process, the unpickler's in
+            # the other (`serialize._reduce_ctypes`)
+            self.out.append(("ctarray", cls._length_))
+            extend((cls._type_,))
+            return
         notebook = _is_notebook_class(cls, self.ns)
         if not notebook and not local_class(cls):
             self.out.append(("ref", "class:" + _type_name(cls)))
@@ -2338,6 +2404,11 @@ class _Walker:
             return
         out = self.out
         dt = arr.dtype
+        if not arr.flags.writeable:
+            # part of the value: ``a.setflags(write=False)`` (a cell protecting a result) came
+            # back writeable from a re-run of the cell that made `a`, and verified. Emitted only
+            # when set, so the digests of writeable arrays are those older agents wrote
+            out.append(("ro",))
         if tp is not np.ndarray:
             out.append(("subclass", _type_name(tp)))
             lay = _layout(tp)
@@ -2378,7 +2449,7 @@ class _Walker:
         fb = _final_base(arr)
         if fb is not arr:
             # a view: its values are the base's bytes at (offset, shape, strides); hash the base
-            out.append(("view", _data_ptr(arr) - _data_ptr(fb), arr.shape, arr.strides, dt.str))
+            out.append(("view", _data_ptr(arr) - _data_ptr(fb), arr.shape, arr.strides, _dtype_key(dt)))
             push(fb)
             return
         b = fb.base
@@ -2399,13 +2470,13 @@ class _Walker:
         if hit is not None and hit[0] is arr:
             h = hit[1]
         elif not self._spend(arr.nbytes):
-            out.append(("buf?", dt.str, arr.shape, arr.strides))
+            out.append(("buf?", _dtype_key(dt), arr.shape, arr.strides))
             return
         else:
             h = _buffer_hash(arr, logical=False)
             if cache is not None:
                 cache[id(arr)] = (arr, h)  # the entry keeps arr alive: its id cannot be reused
-        out.append(("buf", dt.str, arr.shape, arr.strides, h))
+        out.append(("buf", _dtype_key(dt), arr.shape, arr.strides, h))
 
     def _base_ids(self, arr: np.ndarray) -> None:
         b = arr.base
@@ -2636,8 +2707,13 @@ class _Walker:
         if not self._identity(df, "DF"):
             return
         self.out.append(("df", _type_name(tp), df.shape))
+        if not df.flags.allows_duplicate_labels:
+            # ``df.flags.allows_duplicate_labels = False`` (only when set: older digests hold)
+            self.out.append(("nodup",))
         mgr = df._mgr
-        children: list[Any] = [df.columns, df.index, _noid(df.attrs)]
+        # (attrs with their identity: ``meta = df.attrs`` is the frame's dict, and a restore
+        # that brings back a copy of it does not verify)
+        children: list[Any] = [df.columns, df.index, df.attrs]
         if self.portable:
             # one standalone value per column, in column order
             out_cols: list[Any] = []
@@ -2671,8 +2747,10 @@ class _Walker:
         if not self._identity(s, "SER"):
             return
         self.out.append(("series", _type_name(tp), str(s.dtype)))
+        if not s.flags.allows_duplicate_labels:
+            self.out.append(("nodup",))
         vals = s._values
-        children: list[Any] = [s.name, s.index, _noid(s.attrs)]
+        children: list[Any] = [s.name, s.index, s.attrs]
         if self.portable and isinstance(vals, np.ndarray) and not vals.dtype.hasobject:
             children.append(
                 _Tok(("col", vals.dtype.str, vals.shape, _buffer_hash(vals, logical=True)))
@@ -2845,10 +2923,10 @@ class _Walker:
             if k not in group_of:
                 if may_self_overlap(arr):
                     # its elements alias each other: a copy (same values) is not it
-                    resolved.append(("arr-aliased", arr.dtype.str, arr.shape, arr.strides,
+                    resolved.append(("arr-aliased", _dtype_key(arr.dtype), arr.shape, arr.strides,
                                      _buffer_hash(arr, logical=True)))
                     continue
-                resolved.append(("arr", arr.dtype.str, arr.shape, _buffer_hash(arr, logical=True)))
+                resolved.append(("arr", _dtype_key(arr.dtype), arr.shape, _buffer_hash(arr, logical=True)))
                 continue
             g, low = group_of[k]
             resolved.append(
@@ -2858,7 +2936,7 @@ class _Walker:
                     _data_ptr(arr) - low,
                     arr.shape,
                     arr.strides,
-                    arr.dtype.str,
+                    _dtype_key(arr.dtype),
                     _buffer_hash(arr, logical=True),
                 )
             )
@@ -4199,20 +4277,23 @@ LEGACY_DIGEST_PREFIX = "x3:"
 
 
 def digest_report(values: Mapping[str, Any], *, max_nodes: int = 20_000_000,
-                  like: str | None = None) -> DigestReport:
+                  like: str | None = None, ids: dict[int, int] | None = None) -> DigestReport:
     """Portable digest of `values` (one co-variable) and of their alias structure.
 
     Process- and machine-independent: no ``id()``, no salted ``hash()``; sets are
     order-independent, dicts keep insertion order; names are walked in sorted order with one
     shared memo, so ``b = a`` and ``[a, a]`` vs ``[a, copy(a)]`` are distinguished.
     `like`: a recorded digest this one is to be compared with; it is computed the way that one
-    was (a checkpoint written by an older agent).
+    was (a checkpoint written by an older agent). `ids` (`id_tokens`): every int that is a key
+    of it is digested as the place of the object it is the id of, so that values holding ids
+    (``{id(o): o for o in objs}``) made again in another process digest as they did here.
     """
     opaque: set[str] = set()
     truncated: set[str] = set()
     legacy = like is not None and like.startswith(LEGACY_DIGEST_PREFIX)
     w = _Walker(None, portable=True, max_nodes=max_nodes)
-    w.records = not legacy
+    w.records = not legacy and ids is None
+    w.idmap = ids
     if not legacy:
         w.anchors = {i: ("modglobal", m[1], m[3]) for i, m in module_globals().items()}
     for name in sorted(values):
@@ -4241,6 +4322,22 @@ def digest_report(values: Mapping[str, Any], *, max_nodes: int = 20_000_000,
     prefix = LEGACY_DIGEST_PREFIX if legacy else DIGEST_PREFIX
     return DigestReport(prefix + w.digest().hex(), opaque, truncated, w.nodes + w.work, w.links,
                         len(w.memo))
+
+
+def id_tokens(values: Mapping[str, Any], *, max_nodes: int = 2_000_000) -> dict[int, int]:
+    """id -> place of every object with an identity reached from `values`, walked as the
+    portable digest walks them (names in sorted order, one memo): the place, unlike the id, is
+    the same in a process the values were restored into. For `digest_report(ids=)`. A walk
+    beyond `max_nodes` maps what it reached."""
+    w = _Walker(None, portable=True, max_nodes=max_nodes)
+    try:
+        for name in sorted(values):
+            w.walk(values[name])
+    except _Budget:
+        pass
+    except Exception as exc:  # pragma: no cover - defensive: what was reached is mapped
+        log.debug("changes: id tokens: %r", exc)
+    return dict(w.memo)
 
 
 def value_digest(values: Mapping[str, Any]) -> str:

@@ -46,7 +46,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Collection, Generator, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -55,7 +55,7 @@ from types import ModuleType
 from typing import Any
 
 from kernel_agent import carried, environment, libobjects, rng
-from kernel_agent.changes import digest_report, module_state
+from kernel_agent.changes import digest_report, id_tokens, module_state
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.planner import CellCost, CovarCost, Plan, PlanProblem, StoreSpeed, plan
 from kernel_agent.serialize import dumps
@@ -104,6 +104,7 @@ class Unit:
     digest_loaded: str | None = None  # digest of the value as its pickle rebuilds it, if different
     loads_into_live: bool = False  # notebook classes or modules: never load it back in this process
     lossy: str | None = None  # ships, but comes back different (a non-empty lru_cache)
+    digest_ids: str | None = None  # recomputed values holding ids: `identity_digest`
     links: tuple[int, int] = (0, 0)  # identity relations and objects its digest records
     reuse_key: tuple | None = None  # (names, active snapshot ids) when it may be reused
     reused: CachedUnit | None = None  # what a previous checkpoint stored for it
@@ -531,11 +532,12 @@ def _covar_cost(u: Unit, graph: Any, strategy: str) -> CovarCost:
         # before that (for a value that cannot be shipped that is still what there is, and
         # the restore's verification reports the difference)
         requires = []
-    if serializable and u.lossy and requires and all(cells_ok(graph, requires)):
-        # its pickle loads but is not the same value (a cache that comes back empty): re-run
-        # its cells, under every strategy; when they cannot be, it is shipped and the restore
-        # reports it not verified
-        serializable, error = False, u.lossy
+    lossy = u.lossy or identity_note(graph, u.names)
+    if serializable and lossy and requires and all(cells_ok(graph, requires)):
+        # its pickle loads but is not the same value (a cache that comes back empty, ids of
+        # this process's objects): re-run its cells, under every strategy; when they cannot
+        # be, it is shipped and the restore reports it not verified
+        serializable, error = False, lossy
     if strategy == "ship-all" and serializable:
         requires = []
     elif strategy == "recompute-all" and serializable and requires and all(cells_ok(graph, requires)):
@@ -544,6 +546,49 @@ def _covar_cost(u: Unit, graph: Any, strategy: str) -> CovarCost:
         key=u.key, names=u.names, nbytes=u.nbytes, serializable=serializable, error=error,
         requires=requires,
     )
+
+
+#: why a `_`-prefixed name is in no checkpoint (`Monitor.private_names`)
+PRIVATE_NOTE = ("not checkpointed: names starting with '_' are taken for IPython's and the "
+                "kernel's own and are not kept; bind the value to a name without it")
+
+
+def identity_note(graph: Any, names: list[str]) -> str | None:
+    """Why a copy of these values is not them, when cells that call ``id()`` produced them
+    (`HistoryGraph.identity_cells`), else None."""
+    cells = graph.identity_producers(names) if hasattr(graph, "identity_producers") else []
+    if not cells:
+        return None
+    which = ", ".join(map(str, cells[:5])) + (" ..." if len(cells) > 5 else "")
+    return (f"it may hold id() values (cell {which} calls id() or reads what one made): ids are "
+            "this process's addresses, a copy loaded elsewhere would keep them while its objects "
+            "live at others; only re-running its cells makes them again")
+
+
+def identity_digest(graph: Any, ns: Mapping[str, Any], names: list[str],
+                    present: Collection[str]) -> str | None:
+    """For values cells calling ``id()`` produced (`identity_note`): their digest with every
+    id of an object reached from the names those cells used (and from `names`) taken as that
+    object's place (`changes.id_tokens`), else None. Re-run at a restore, ``{id(o): o for o
+    in objs}`` holds the ids of the restored objects, so its plain digest cannot match; this
+    one does when each key is the id of the object at the same place. `present`: the names
+    the checkpoint holds (the restore maps the same ones)."""
+    if not (hasattr(graph, "identity_producers") and graph.identity_producers(names)):
+        return None
+    try:
+        anchors = id_anchor_names(graph, names, present)
+        tokens = id_tokens({n: ns[n] for n in anchors})
+        return digest_report({n: ns[n] for n in names}, ids=tokens).digest
+    except Exception:  # noqa: BLE001 - the restore then reports it not verified, as before
+        log.exception("kernel_agent: id digest of %s failed", names)
+        return None
+
+
+def id_anchor_names(graph: Any, names: Collection[str], present: Collection[str]) -> list[str]:
+    """`names` and every name a cell that calls ``id()`` read, wrote or changed, among
+    `present`: where the objects whose ids such values hold are reached from."""
+    used = {n for c in graph.cells if c.uses_id for n in (*c.reads, *c.writes, *c.mutated)}
+    return sorted((set(names) | used) & set(present))
 
 
 def cells_ok(graph: Any, cells: list[int]) -> list[bool]:
@@ -850,6 +895,7 @@ def build_manifest(
                 packages=u.packages,
                 digest_loaded=u.digest_loaded if action == "ship" else None,
                 modules=dict(u.modules) if u.modules else None,
+                digest_ids=u.digest_ids if action == "recompute" else None,
             )
         )
     return Manifest(
@@ -965,6 +1011,10 @@ def checkpoint(
         refs = _upload(store, graph, ns, ship, mark)
         upload_s = time.perf_counter() - t_up
 
+        for u in units:
+            if u.key not in refs and u.key not in the_plan.lost:
+                u.digest_ids = identity_digest(graph, ns, u.names, names)
+
         fault_pause("commit")
         cid = new_checkpoint_id()
         uploaded = [r for r in refs.values() if r.uploaded]
@@ -981,6 +1031,10 @@ def checkpoint(
             "plan_s": plan_s,
             "upload_s": upload_s,
         }
+        private = mon.private_names(ns) if hasattr(mon, "private_names") else []
+        if private:
+            # not kept (see Monitor.private_names): said here and again by the restore
+            stats["private_names"] = private
         manifest = build_manifest(
             cid=cid,
             graph_dict=graph.to_dict(),
@@ -1104,4 +1158,5 @@ def _summary(store: Store, manifest: Manifest, the_plan: Any) -> dict:
             "notes": list(the_plan.notes),
         },
         "stats": manifest.stats,
+        "not_checkpointed": {n: PRIVATE_NOTE for n in manifest.stats.get("private_names", [])},
     }

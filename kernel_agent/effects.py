@@ -41,6 +41,11 @@ CLOCK = "reads the clock"
 ENTROPY = "reads OS entropy"
 UNSEEDED = "uses an unseeded random generator"
 IDENTITY = "reads the process's identity (process id, host name, thread id)"
+#: not a reason against re-running the cell, the opposite: what it computes from ``id()`` (an
+#: index ``{id(o): o for o in objs}``, a set of ids seen) holds this process's addresses, which
+#: a copy loaded elsewhere keeps although its objects now live at others (see
+#: `graph.HistoryGraph.identity_cells`). The monitor keeps it apart from the effects.
+USES_ID = "calls id()"
 
 # attribute or bare-name loads that always mean "clock" / "entropy" when called
 _CLOCK_NAMES = frozenset({
@@ -63,6 +68,7 @@ _CALL_OPS = frozenset({"PRECALL", "CALL"})
 _LOAD_NAME_OPS = frozenset({"LOAD_NAME", "LOAD_GLOBAL", "LOAD_FROM_DICT_OR_GLOBALS", "LOAD_DEREF",
                             "LOAD_FAST", "LOAD_CLASSDEREF"})
 _ATTR_OPS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+_STORE_OPS = frozenset({"STORE_NAME", "STORE_GLOBAL", "STORE_FAST", "STORE_DEREF"})
 
 
 def _called_without_seed(instrs: Sequence[Any], i: int) -> bool:
@@ -99,6 +105,12 @@ def static_markers(instrs: Sequence[Any]) -> set[str]:
                     out.add(ENTROPY)
                 elif name in _IDENTITY_NAMES and op != "LOAD_FAST":
                     out.add(IDENTITY)
+                elif name == "id" and op in _LOAD_NAME_OPS and op != "LOAD_FAST":
+                    # the builtin (or a global named so by another cell: counted too), called
+                    # or passed on (`map(id, objs)`, `key=id`); not an attribute (`row.id`)
+                    # nor a name this code binds (`for id, row in rows:`)
+                    if not any(j.opname in _STORE_OPS and j.argval == "id" for j in instrs):
+                        out.add(USES_ID)
                 elif name in _TIME_MODULE_CLOCK and op in _ATTR_OPS and (
                         (prev is not None and prev.argval == "time" and prev.opname != "LOAD_CONST")
                         or (name != "strftime" and _called_without_seed(instrs, i))):

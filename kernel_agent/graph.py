@@ -70,6 +70,9 @@ class CellExecution:
     # called read the clock: scikit-learn's fit and score times): what it made is shipped
     # when it can be (checkpointing._cell_costs)
     varies: list[str] = field(default_factory=list)
+    # its code (or a notebook function it calls) calls ``id()``: what it computes may hold this
+    # process's object addresses (`identity_cells`)
+    uses_id: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +97,7 @@ class CellExecution:
             "process_state": self.process_state,
             "process_changed": self.process_changed,
             "varies": list(self.varies),
+            "uses_id": self.uses_id,
         }
 
     @classmethod
@@ -120,6 +124,7 @@ class CellExecution:
             process_state=bool(d.get("process_state", False)),
             process_changed=bool(d.get("process_changed", False)),
             varies=[str(v) for v in d.get("varies", [])],
+            uses_id=bool(d.get("uses_id", False)),
         )
 
     def rerun_blockers(self) -> list[str]:
@@ -194,6 +199,8 @@ class HistoryGraph:
     active: dict[str, int] = field(default_factory=dict)
     rng_states: dict[str, dict] = field(default_factory=dict)
     _context: tuple[int, list[CellExecution]] | None = field(
+        default=None, init=False, repr=False, compare=False)
+    _identity: tuple[int, int, set[int]] | None = field(
         default=None, init=False, repr=False, compare=False)
 
     # -- building ---------------------------------------------------------------------------
@@ -379,6 +386,40 @@ class HistoryGraph:
             cached = (len(self.cells), [c for c in self.cells if c.context])
             self._context = cached
         return cached[1]
+
+    def identity_cells(self) -> set[int]:
+        """Cells whose results may hold ``id()`` values: those that call ``id()``
+        (`CellExecution.uses_id`) and, in order, every cell that read a snapshot one of them
+        produced (``keys = sorted(ids)``). Cached per history length.
+
+        An id is an address in this process: ``index = {id(o): o for o in objs}`` loaded in
+        another process keeps keys that no longer name its objects, and verifies (they are
+        ints, equal to the ints checkpointed). Over-approximate by design: a cell that only
+        compared ids marks its outputs too, which costs a re-run instead of a copy.
+        """
+        cached = self._identity
+        if cached is None or cached[:2] != (len(self.cells), len(self.snapshots)):
+            cells: set[int] = set()
+            for c in self.cells:
+                if c.uses_id or any(
+                        cells.intersection(self.snapshots[s].producers)
+                        for s in c.input_snapshots if 0 <= s < len(self.snapshots)):
+                    cells.add(c.index)
+            cached = (len(self.cells), len(self.snapshots), cells)
+            self._identity = cached
+        return cached[2]
+
+    def identity_producers(self, names: Iterable[str]) -> list[int]:
+        """The `identity_cells` among the producers of the active snapshots of `names`."""
+        cells = self.identity_cells()
+        if not cells:
+            return []
+        out: set[int] = set()
+        for n in names:
+            sid = self.active.get(n)
+            if sid is not None and 0 <= sid < len(self.snapshots):
+                out.update(cells.intersection(self.snapshots[sid].producers))
+        return sorted(out)
 
     # -- (de)serialization ------------------------------------------------------------------
 

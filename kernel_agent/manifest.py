@@ -45,6 +45,8 @@ class CovariableEntry:
     packages: list[str] = field(default_factory=list)  # libraries its objects come from
     digest_loaded: str | None = None  # as its pickle rebuilds it, when that differs (lazy state)
     modules: dict[str, str] | None = None  # action "import": name -> module to import
+    # recomputed, holding ids: its digest with ids as their objects' places (identity_digest)
+    digest_ids: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> CovariableEntry:

@@ -21,6 +21,7 @@ import gc
 import itertools
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -39,6 +40,7 @@ from kernel_agent.effects import (
     ENTROPY_AT_RUNTIME,
     MAX_FILES,
     UNSEEDED,
+    USES_ID,
     EffectWatcher,
     getcwd,
     install_pyplot_probe,
@@ -49,6 +51,9 @@ log = logging.getLogger("kernel_agent")
 
 # Never user variables even when IPython does not list them as hidden.
 EXCLUDED_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
+#: IPython's own `_` names: output history (``_``, ``__``, ``___``, ``_3``, ``_oh``), input
+#: history (``_i``, ``_ii``, ``_iii``, ``_i3``, ``_ih``), ``_dh``, and ``!cmd``'s ``_exit_code``
+_IPYTHON_PRIVATE = re.compile(r"_{1,3}|_\d+|_i{1,3}|_i\d+|_ih|_oh|_dh|_exit_code")
 UNTRACKED_READ = "reads {names} whose value predates monitoring (created before %load_ext or in a silent execution)"
 INTERNAL_ERROR = "not recorded precisely (internal monitor error; see the kernel_agent log)"
 
@@ -170,6 +175,21 @@ class Monitor:
                     and ns[n] is not v):
                 out.append(n)
         return out
+
+    def private_names(self, ns: Mapping[str, Any] | None = None) -> list[str]:
+        """Names the user bound with a leading ``_`` (``_cache = {}``, ``import numpy as _np``),
+        which `user_names` leaves out, as IPython's ``%who`` does: no checkpoint keeps them.
+        Listed so that a checkpoint and its restore say so; not IPython's own (``_``, ``_3``,
+        ``_i3``, ``_ih``, ``_exit_code``...), dunder names (``__builtins__``) nor modules
+        (``import kernel_agent as _ka``: imported again, and a name left unbound is loud)."""
+        if ns is None:
+            ns = self.shell.user_ns
+        hidden = getattr(self.shell, "user_ns_hidden", None) or {}
+        return sorted(
+            n for n, v in list(ns.items())
+            if type(n) is str and n[:1] == "_" and not _IPYTHON_PRIVATE.fullmatch(n)
+            and not (n[:2] == "__" and n[-2:] == "__")
+            and not (n in hidden and hidden[n] is v) and type(v) is not ModuleType)
 
     def tracker_names(self) -> set[str]:
         """Names the tracker has fingerprinted (the engine links the others before planning)."""
@@ -562,7 +582,7 @@ class Monitor:
         if ana is not None:
             if ENTROPY in ana.markers and ENTROPY_AT_RUNTIME in effects:
                 effects.remove(ENTROPY_AT_RUNTIME)  # the cell's own code says it already
-            effects += sorted(ana.markers)
+            effects += sorted(ana.markers - {USES_ID})
             if ana.dynamic:
                 log.debug("kernel_agent: cell reads every variable: %s", ana.dynamic)
         untracked = sorted(n for n in (reads | mutated) & p.user_before if n not in self.graph.active)
@@ -617,6 +637,7 @@ class Monitor:
             process_state=process_state,
             process_changed=process_changed,
             varies=list(self.effects.varies),
+            uses_id=ana is not None and USES_ID in ana.markers,
         )
         self.graph.record(cell, self.tracker.covariable_of, user_after)
         if not cell.effects and not cell.failed:

@@ -28,7 +28,8 @@ from typing import Any
 from IPython.utils.capture import capture_output
 
 from kernel_agent import carried, environment, rng
-from kernel_agent.changes import digest_report
+from kernel_agent.changes import digest_report, id_tokens
+from kernel_agent.checkpointing import PRIVATE_NOTE, id_anchor_names, identity_note
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.serialize import loads_deferred
 from kernel_agent.store import Store, StoreError, open_store
@@ -77,6 +78,18 @@ def _check(entry: CovariableEntry, values: Mapping[str, Any]) -> tuple[bool, Any
         return True, report, ("equal to the checkpointed value as its library pickles it (state "
                               "the library computes lazily was filled in on load)")
     return False, report, None
+
+
+def _check_ids(graph: Any, ns: Mapping[str, Any], entry: CovariableEntry,
+               present: set[str]) -> bool:
+    """Whether the re-run values of `entry` match its `digest_ids` (`identity_digest`)."""
+    try:
+        anchors = id_anchor_names(graph, entry.names, present)
+        tokens = id_tokens({n: ns[n] for n in anchors})
+        return digest_report({n: ns[n] for n in entry.names}, ids=tokens).digest == entry.digest_ids
+    except Exception:  # noqa: BLE001 - not verified, as without it
+        log.debug("kernel_agent: id digest of %s failed", entry.names, exc_info=True)
+        return False
 
 
 def _reattach_streams(captured: Any) -> None:
@@ -333,6 +346,7 @@ def restore(
     variables: dict[str, dict] = {}
     all_names: set[str] = set()
     walked: dict[frozenset[str], int] = {}  # verified co-variables -> cost of their walk
+    manifest_names = {n for e in manifest.covariables for n in e.names if n in ns}
     for entry in manifest.covariables:
         all_names.update(entry.names)
         if entry.key in outcome:
@@ -354,6 +368,18 @@ def restore(
                     ok, report, detail = early  # no cell ran after it was put in place
                 else:
                     ok, report, detail = _check(entry, ns)
+                ids_note = identity_note(graph, entry.names)
+                if not ok and action == "recomputed" and entry.digest_ids:
+                    # re-run, it holds the ids of the restored objects: equal if each is the
+                    # id of the object at the place the checkpointed one's object was
+                    ok = _check_ids(graph, ns, entry, manifest_names)
+                    if ok:
+                        detail = ("its ids are those of the restored objects at the places of "
+                                  "the checkpointed ones")
+                if ids_note and action == "loaded":
+                    # its ints are the checkpointed process's addresses: equal to the digest,
+                    # not to what they named (`HistoryGraph.identity_cells`)
+                    ok, detail = False, f"loaded from its copy, which cannot be right: {ids_note}"
                 if detail:
                     result["detail"] = detail
                 result["verified"] = ok
@@ -376,6 +402,9 @@ def restore(
                     # failed (`h.update(salt)` with `salt` lost), it is not what it was
                     result = {"action": "lost", "detail": f"recomputed, but {broken}, and "
                               f"{', '.join(entry.opaque)} can only be checked by type"}
+                elif not ok and ids_note and action == "recomputed":
+                    result["detail"] = ("re-run, it differs from the checkpointed value as "
+                                        f"values holding ids of new objects do: {ids_note}")
                 elif not ok:
                     result.setdefault("detail", "value differs from the checkpointed one")
                     varied = next((c for c in entry.requires or ()
@@ -417,6 +446,12 @@ def restore(
     if manifest.execution_count and hasattr(shell, "execution_count"):
         shell.execution_count = max(shell.execution_count, manifest.execution_count + 1)
 
+    not_checkpointed = {
+        n: PRIVATE_NOTE + (" (bound after the restore, by a re-run cell or before it: not verified)" if n in ns
+                           else " (missing)")
+        for n in (manifest.stats or {}).get("private_names", [])}
+    if not_checkpointed:
+        warnings.append(f"{', '.join(not_checkpointed)}: {PRIVATE_NOTE}")
     verified = all(v.get("verified") for v in variables.values())
     return {
         "checkpoint_id": cid,
@@ -431,6 +466,7 @@ def restore(
         "errors": errors,
         "warnings": warnings,
         "process_state_set": carried_state,  # set from the checkpoint's record (carried)
+        "not_checkpointed": not_checkpointed,
         "timings": {
             "fetch_s": fetch_s,
             "load_s": load_s,

@@ -185,17 +185,29 @@ def _bound_namespace() -> dict[str, Any]:
     return ns
 
 
+def _read_only_later(arr: Any) -> None:
+    """Make `arr` read-only once the blob is loaded (at once outside a load). Views made before
+    the owner was (``v = a[1:]; a.setflags(write=False)``) stay writeable: numpy refuses a
+    writeable view of a read-only array, so a base made read-only as soon as it was rebuilt
+    turned `v` read-only too, and the loaded copy's digest was then accepted as the value's."""
+    pending = getattr(_load_ctx, "read_only", None)
+    if pending is None:
+        arr.flags.writeable = False
+    else:
+        pending.append(arr)
+
+
 def _rebuild_owner(buf: Any, dtype: Any, shape: tuple, order: str, writeable: bool) -> Any:
     """An array directly over its buffer (no intermediate array: see `_reduce_owner`)."""
     import numpy as np
 
     mv = memoryview(buf)
-    if not mv.readonly or not writeable:
+    if not mv.readonly:
         arr = np.ndarray(shape, dtype=dtype, buffer=mv, order=order)
-    else:  # an in-band (read-only bytes) buffer of a writable array: copy once
+    else:  # an in-band (read-only bytes) buffer: copy once (views of it may be writeable)
         arr = np.ndarray(shape, dtype=dtype, buffer=bytearray(mv), order=order)
     if not writeable:
-        arr.flags.writeable = False
+        _read_only_later(arr)
     return arr
 
 
@@ -245,7 +257,7 @@ def _rebuild_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: A
         view._mmap, view.filename = base._mmap, base.filename
         view.offset, view.mode = base.offset, base.mode
     if not writeable:
-        view.flags.writeable = False  # (`np.broadcast_to` gives read-only views)
+        _read_only_later(view)  # (`np.broadcast_to` gives read-only views)
     return view
 
 
@@ -446,6 +458,7 @@ class _Pickler(cloudpickle.CloudPickler):
         managers = getattr(sys.modules.get("pandas.core.internals.managers"), "BaseBlockManager",
                            None)
         self._pandas_types = (self._pandas_block, *(() if managers is None else (managers,)))
+        self._pandas_frame = getattr(sys.modules.get("pandas.core.generic"), "NDFrame", None)
         self._refs_tokens: dict[int, _RefsToken] = {}  # id(BlockValuesRefs) -> its token
 
     # cloudpickle calls this for functions it pickles by value
@@ -503,6 +516,11 @@ class _Pickler(cloudpickle.CloudPickler):
 
     def reducer_override(self, obj: Any) -> Any:
         np = self._np
+        ct = sys.modules.get("ctypes")
+        if ct is not None:
+            rv = _reduce_ctypes(obj, ct, np)
+            if rv is not None:
+                return rv
         if isinstance(obj, type) and not cloudpickle.cloudpickle._should_pickle_by_reference(obj):
             self.loads_into_live = True
         if np is not None and (type(obj) is np.ndarray or type(obj) is np.memmap
@@ -649,6 +667,10 @@ class _Pickler(cloudpickle.CloudPickler):
             self._note_dropped_callbacks(obj)
         if self._pandas_block is not None and isinstance(obj, self._pandas_types):
             rv = self._reduce_pandas(obj)
+            if rv is not None:
+                return rv
+        if self._pandas_frame is not None and isinstance(obj, self._pandas_frame):
+            rv = _reduce_keeping_attrs(obj)
             if rv is not None:
                 return rv
         rv = None if tp in self.dispatch_table else _reduce_keeping_dict(obj, tp)
@@ -1192,7 +1214,7 @@ def _rebuild_over_buffer(buffer: bytearray, offset: int, shape: tuple, strides: 
 
     arr = np.ndarray(shape, dtype=dtype, buffer=buffer, offset=offset, strides=strides)
     if not writeable:
-        arr.flags.writeable = False
+        _read_only_later(arr)
     return arr
 
 
@@ -1572,6 +1594,85 @@ def _reduce_keeping_dict(obj: Any, tp: type) -> tuple | None:
 
 
 _OBJECT_GETSTATE = getattr(object, "__getstate__", None)
+
+
+def _reduce_ctypes(obj: Any, ct: Any, np: Any) -> tuple | None:
+    """ctypes array types and objects over another's memory, or None (pickle's way).
+
+    An array type made in the notebook (``ctypes.c_int * 2``) is ``c_int * 2`` again (ctypes
+    caches array types): cloudpickle, rebuilding it as a class, failed to load it. An object
+    made by ``from_buffer(ba, offset)`` is made so again, over the `ba` of the same stream:
+    its own pickle is a copy of the bytes, and the restored ``x.value = 9`` no longer wrote
+    into `ba`, while both verified.
+    """
+    if isinstance(obj, type):
+        try:
+            if (issubclass(obj, ct.Array) and obj is not ct.Array
+                    and obj._type_ * obj._length_ is obj):  # (not a subclass of its own)
+                return (_ctypes_array_type, (obj._type_, obj._length_, obj.__module__))
+        except Exception:  # noqa: BLE001 - pickle's own way
+            pass
+        return None
+    if np is None or not isinstance(obj, ct._SimpleCData.__base__):
+        return None
+    try:
+        held = obj._objects
+        if type(held) is dict and len(held) == 1:
+            held = next(iter(held.values()))
+        if type(held) is not memoryview:
+            return None
+        exporter = memoryview_exporter(held)
+        if exporter is None:
+            return None
+        base = np.frombuffer(held, dtype=np.uint8).__array_interface__["data"][0]
+        offset = ct.addressof(obj) - base
+    except Exception:  # noqa: BLE001 - pickle's own way
+        return None
+    if not 0 <= offset <= held.nbytes - ct.sizeof(obj):
+        return None
+    return (_ctypes_over, (type(obj), exporter, offset))
+
+
+def _ctypes_array_type(item: type, length: int, module: str) -> type:
+    """``item * length``, named as where it was first made in the checkpointed process (the
+    type is ctypes' one per item and length: made here by the unpickler, its __module__ was
+    ctypes', and values of it digested differently)."""
+    tp = item * length
+    if tp.__module__ != module:
+        tp.__module__ = module
+    return tp
+
+
+def _ctypes_over(tp: type, exporter: Any, offset: int) -> Any:
+    return tp.from_buffer(exporter, offset)
+
+
+def _reduce_keeping_attrs(obj: Any) -> tuple | None:
+    """A pandas frame or series whose ``attrs`` dict something else holds (``meta =
+    df.attrs``), pickled so that it comes back with that dict itself.
+
+    pandas' ``__setstate__`` assigns the pickled ``attrs`` through the property, which copies
+    it: the restored ``meta`` was no longer ``df.attrs``, so ``meta['k'] = 1`` no longer
+    reached the frame, and (the digest walked ``attrs`` without its identity) it verified.
+    None: its attrs are its own alone, or pandas' state is not the dict this expects.
+    """
+    try:
+        attrs = obj._attrs
+        if type(attrs) is not dict or sys.getrefcount(attrs) <= 3:  # obj, `attrs`, the call
+            return None
+        rv = obj.__reduce_ex__(5)
+    except Exception:  # noqa: BLE001 - left to pickle, which reports it
+        return None
+    if (type(rv) is not tuple or not 3 <= len(rv) <= 5 or type(rv[2]) is not dict
+            or rv[2].get("attrs") is not attrs):
+        return None
+    return (*rv, *(None,) * (5 - len(rv)), _set_frame_state)
+
+
+def _set_frame_state(obj: Any, state: dict) -> None:
+    """pandas' ``__setstate__``, then the pickled ``attrs`` dict itself as the object's."""
+    obj.__setstate__(state)
+    object.__setattr__(obj, "_attrs", state["attrs"])
 
 
 def _instance_dict_descriptor(tp: type) -> Any:
@@ -2586,24 +2687,30 @@ def _parse(mv: memoryview) -> tuple[memoryview, list[memoryview], bool]:
 def _unpickle(stream: memoryview, buffers: list[memoryview], namespace: dict[str, Any],
               anchored: bool = False) -> Any:
     previous = getattr(_load_ctx, "namespace", None)
+    previous_ro = getattr(_load_ctx, "read_only", None)
     missing = object()
     builtins_before = namespace.get("__builtins__", missing)
     _load_ctx.namespace = namespace
+    _load_ctx.read_only = read_only = []
     try:
         if not anchored:
-            return pickle.loads(stream, buffers=buffers)
-        up = _AnchoredUnpickler(io.BytesIO(stream), buffers=buffers)
-        values = up.load()
-        try:
-            extra = up.load()
-        except EOFError:
-            extra = None
-        if type(extra) is tuple and len(extra) == 2 and extra[0] == "homes":
-            for value, modname, source, key in extra[1]:
-                _write_state(_put_in_module, value, modname, source, key)
+            values = pickle.loads(stream, buffers=buffers)
+        else:
+            up = _AnchoredUnpickler(io.BytesIO(stream), buffers=buffers)
+            values = up.load()
+            try:
+                extra = up.load()
+            except EOFError:
+                extra = None
+            if type(extra) is tuple and len(extra) == 2 and extra[0] == "homes":
+                for value, modname, source, key in extra[1]:
+                    _write_state(_put_in_module, value, modname, source, key)
+        for arr in read_only:
+            arr.flags.writeable = False
         return values
     finally:
         _load_ctx.namespace = previous
+        _load_ctx.read_only = previous_ro
         # cloudpickle's function setstate overwrites the namespace's __builtins__: put it back
         if builtins_before is not missing:
             namespace["__builtins__"] = builtins_before

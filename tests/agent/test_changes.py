@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 from kernel_agent.changes import (
     Tracker,
     digest_report,
+    id_tokens,
     opaque_names,
     reachable_size,
     value_digest,
@@ -1798,3 +1799,23 @@ def test_a_value_held_since_a_reset_is_not_mutated_by_a_change_to_its_holder():
     assert run(t, ns, "a_data.append(1)", ["a_data"]).mutated == {"a_data"}
     assert run(t, ns, "del a_data", [], ["a_data"]).mutated == set()
     assert run(t, ns, "rows[0]['i'] = -1", ["rows"]).mutated == {"rows"}
+
+
+def test_ids_digest_as_the_places_of_their_objects():
+    # `{id(o): o}` made again over copies of the objects holds other ints: with the ids taken
+    # as places (`id_tokens`) it digests as before, and an id of another object does not
+    objs = [[i] for i in range(3)]
+    copies = copy.deepcopy(objs)
+
+    def values(xs: list) -> dict:
+        return {"index": {id(o): o for o in xs}, "ids": [id(o) for o in xs],
+                "seen": {id(o) for o in xs}, "objs": xs}
+
+    def digest(vals: dict, xs: list) -> str:
+        return digest_report(vals, ids=id_tokens({"objs": xs})).digest
+
+    assert digest(values(copies), copies) == digest(values(objs), objs)
+    assert value_digest(values(copies)) != value_digest(values(objs))
+    swapped = values(copies)
+    swapped["ids"] = [id(copies[1]), id(copies[0]), id(copies[2])]
+    assert digest(swapped, copies) != digest(values(objs), objs)

@@ -294,3 +294,20 @@ def test_clock_functions_stay_the_time_modules_own(agent):
     assert agent.value("[ck_same, ck_pc.__module__, ck_pc.__name__, type(ck_pc()) is float]") == [
         True, "time", "perf_counter", True]
     assert rec["varies"] == []
+
+
+def test_cells_that_call_id_are_marked_but_stay_re_runnable(agent):
+    # what they compute may hold this process's addresses (`{id(o): o for o in objs}`): a copy
+    # of it loaded in another process verified while its keys named nothing there
+    agent.ok("class IdNode:\n    pass\nid_objs = [IdNode() for _ in range(3)]\n"
+             "def id_key(o):\n    return id(o)")
+    direct = agent.cell("id_index = {id(o): o for o in id_objs}")
+    through = agent.cell("id_keys = sorted(map(id_key, id_objs))")
+    assert direct["uses_id"] and through["uses_id"]
+    assert direct["effects"] == [] and through["effects"] == []  # re-running them is what helps
+
+
+def test_an_id_attribute_or_a_variable_named_id_is_not_a_call_of_id(agent):
+    agent.ok("import types\nid_row = types.SimpleNamespace(id=7)")
+    assert not agent.cell("id_of_row = id_row.id")["uses_id"]
+    assert not agent.cell("id_sum = 0\nfor id in range(3):\n    id_sum += id")["uses_id"]

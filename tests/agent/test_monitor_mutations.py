@@ -221,3 +221,11 @@ def test_appending_to_a_holder_does_not_mutate_what_it_holds(agent):
     assert rec["mutated"] == ["m_a_holder"]
     rec = agent.cell("del m_a_holder")
     assert rec["mutated"] == [] and rec["deletes"] == ["m_a_holder"]
+
+
+def test_a_write_through_a_ctypes_view_mutates_the_bytearray_under_it(agent):
+    # its reduce value (a copy of the bytes) hides the bytearray it holds: `ba` was not in its
+    # co-variable, so the write was not seen as a change of `ba`
+    agent.ok("import ctypes\nm_ct_ba = bytearray(8)\nm_ct = (ctypes.c_int * 2).from_buffer(m_ct_ba)")
+    rec = agent.cell("m_ct[0] = 7")
+    assert set(rec["mutated"]) == {"m_ct", "m_ct_ba"}

@@ -151,6 +151,20 @@ def test_readonly_array_stays_readonly_writable_stays_writable():
     assert out["rw"].flags.writeable
 
 
+@pytest.mark.parametrize("n", [4, 1 << 16])  # in-band bytes, out-of-band buffer
+def test_a_view_made_before_its_base_was_made_read_only_stays_writeable(n):
+    # numpy refuses a writeable view of a read-only array: the base was made read-only as soon
+    # as it was rebuilt, so the view came back read-only too (and writes through it failed)
+    a = np.arange(float(n))
+    v = a[1:]
+    a.setflags(write=False)
+    out = roundtrip({"a": a, "v": v})
+    assert not out["a"].flags.writeable and out["v"].flags.writeable
+    assert np.shares_memory(out["a"], out["v"])
+    out["v"][0] = -1.0
+    assert out["a"][1] == -1.0
+
+
 def test_buffers_are_out_of_band_aligned_and_zero_copy():
     a = np.arange(1 << 20, dtype=np.float64)
     s = dumps({"a": a})
