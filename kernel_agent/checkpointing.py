@@ -361,6 +361,12 @@ def _record_outside_changes(mon: Any, ns: dict, names: list[str]) -> None:
         return
     try:
         found = tracker.drifted(ns, names)
+        stale = getattr(mon, "outside_stale", None)
+        if stale is not None:
+            # what notebook code running outside the cells (a task, a thread, an event
+            # callback) may have changed since a cell last touched it, in a way no walk shows:
+            # an iterator a task advanced is recomputed at its first position, checked by type
+            found |= tracker.unprovable(stale(names))
         if found:
             mon.record_outside_changes(found)
     except Exception:  # noqa: BLE001 - a check: a failure only leaves it undone

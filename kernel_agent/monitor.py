@@ -42,6 +42,7 @@ from kernel_agent.effects import (
     EffectWatcher,
     getcwd,
     install_pyplot_probe,
+    notebook_code,
 )
 from kernel_agent.graph import OUTSIDE_CHANGE_CODE, CellExecution, HistoryGraph
 
@@ -132,6 +133,17 @@ class Monitor:
         self._process_last: procstate.ProcessState | None = None
         # (number of hidden names, the last of them, those that could be the user's)
         self._hidden_cache: tuple[int, Any, frozenset[str]] = (0, None, frozenset())
+        # Notebook code that runs outside recorded cells and that the agent knows of (a
+        # thread, pool job or event-loop task a cell started, still running at its end; a
+        # shell event callback the notebook registered, which runs after the monitor's
+        # `post_run_cell`): `_outside_epoch` counts the cells that began while some may have
+        # run since the cell before; `_touch_epoch` holds, once it is not 0, the count when
+        # each name was last touched by a recorded cell. A change found in a name touched
+        # before the count last grew may be that code's, not the cell's that found it (an
+        # append a task made between two cells, found by `n = len(res)`, was that cell's
+        # mutation, which its re-run does not make): see `_outside_stale`
+        self._outside_epoch = 0
+        self._touch_epoch: dict[str, int] = {}
         # recorded cells started: a completion step scheduled before one waits for a pause
         self._executions = 0
         self._completing = False  # a completion step is scheduled on the event loop
@@ -257,6 +269,8 @@ class Monitor:
             install_pyplot_probe()
             self._pending = self._snapshot_before(info)
             self.effects.begin()
+            if self.effects.background_ran or self._notebook_callbacks():
+                self._outside_epoch += 1
             self._pending.t0 = time.perf_counter()
             self._pending.hook_s = self._pending.t0 - t_in
             self._pending.hook_cpu_s = time.thread_time() - c_in
@@ -343,18 +357,44 @@ class Monitor:
             else:
                 self._completing = False
 
-    def record_outside_changes(self, names: Collection[str]) -> int | None:
+    def _notebook_callbacks(self) -> bool:
+        """Whether the notebook registered a shell event callback of its own (its code runs
+        between cells, after the monitor's `post_run_cell`: `events.register('post_run_cell',
+        count)`). A look at a few short lists."""
+        callbacks = getattr(getattr(self.shell, "events", None), "callbacks", None)
+        if not isinstance(callbacks, dict):
+            return False
+        for event in ("pre_execute", "pre_run_cell", "post_execute", "post_run_cell"):
+            for cb in callbacks.get(event, ()):
+                if notebook_code(cb) is not None:
+                    return True
+        return False
+
+    def outside_stale(self, names: Collection[str]) -> set[str]:
+        """Names among `names` that notebook code running outside recorded cells may have
+        changed since a recorded cell last touched them (see `_outside_epoch`)."""
+        epoch = self._outside_epoch
+        if not epoch:
+            return set()
+        last = self._touch_epoch
+        return {n for n in names if last.get(n, 0) < epoch}
+
+    def record_outside_changes(self, names: Collection[str],
+                               user: Collection[str] | None = None) -> int | None:
         """Record that `names` changed outside recorded cells (`Tracker.drifted`), as an
         execution (`CellExecution.outside`, a comment) that mutated them; returns its index
         (None: nothing recorded). The history then says that re-running their cells does not
         recreate them. The tracker takes their current state, so the next cell is compared
         with it."""
         ns = self.shell.user_ns
-        user = set(self.user_names(ns))
+        user = set(self.user_names(ns)) if user is None else set(user)
         changed = sorted(n for n in names if n in user)
         if not changed:
             return None
         self.tracker.update(ns, changed, (), defer=False)
+        if self._outside_epoch:
+            for n in changed:
+                self._touch_epoch[n] = self._outside_epoch
         cell = CellExecution(
             index=len(self.graph.cells),
             code=OUTSIDE_CHANGE_CODE,
@@ -477,7 +517,20 @@ class Monitor:
         if last is None:
             return snap, set(self.user_names(ns))
         changed, deleted = _diff(last.snap, snap)
-        return snap, self._apply_diff(ns, last.user, changed, deleted, hidden | last.hidden)
+        user = self._apply_diff(ns, last.user, changed, deleted, hidden | last.hidden)
+        # user names bound since the last recorded cell, by no recorded cell: an event-loop
+        # task or callback, a thread, a shell event callback (`post_run_cell`, which runs after
+        # the monitor's), a widget's or comm's callback, a silent execution. Recorded as
+        # changed outside cells now, before a cell reads them: recorded at the checkpoint, the
+        # value a reader read was the one the history said its cells made (`counter = 0`,
+        # then `y = counter`: recomputed as 0 where y was 3, where `counter` had come to be)
+        outside = changed & user
+        if outside:
+            try:
+                self.record_outside_changes(outside, user)
+            except Exception:  # noqa: BLE001 - never raise into the user's cell
+                log.exception("kernel_agent: could not record names bound outside cells")
+        return snap, user
 
     def _apply_diff(self, ns: Mapping[str, Any], user: set[str], changed: set[Any],
                     deleted: set[Any], hidden_names: frozenset[str]) -> set[str]:
@@ -542,6 +595,21 @@ class Monitor:
             log.exception("kernel_agent: change detection failed; touched names count as modified")
             mutated = touched - written
         self.stats["tracker_s"] = self.stats.get("tracker_s", 0.0) + time.perf_counter() - t_track
+        if self._outside_epoch:
+            # a change of a name untouched since notebook code ran outside the cells may be
+            # that code's: recorded as made outside the cells (before this one), so no plan
+            # recomputes it by re-running cells that did not make it
+            stale = self.outside_stale(mutated)
+            if stale:
+                try:
+                    self.record_outside_changes(stale, user_after)
+                except Exception:  # noqa: BLE001
+                    log.exception("kernel_agent: could not record changes made outside cells")
+            epoch = self._outside_epoch
+            for n in touched:
+                self._touch_epoch[n] = epoch
+            for n in deleted:
+                self._touch_epoch.pop(n, None)
         cache = self._reach_cache
         for n in written | deleted:
             cache.pop(n, None)
