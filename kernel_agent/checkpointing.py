@@ -494,11 +494,18 @@ STRATEGIES = ("optimal", "ship-all", "recompute-all")
 def _covar_cost(u: Unit, graph: Any, strategy: str) -> CovarCost:
     requires = u.requires or []  # none: no recorded cell recreates it, so it must be shipped
     serializable, error = u.error is None, u.error
-    if serializable and any(graph.cells[i].outside for i in requires):
+    if any(graph.cells[i].outside for i in requires):
         # changed outside recorded cells since: re-running its cells recreates it as it was
         # before that (for a value that cannot be shipped that is still what there is, and
         # the restore's verification reports the difference)
-        requires = []
+        if serializable:
+            requires = []
+        elif u.opaque:
+            # ... unless what differs is checked by type only: a generator a task or an
+            # event callback advanced verified at its first position, re-made by its cells
+            requires = []
+            error = (f"{error}; changed outside recorded cells, which re-running its cells "
+                     f"does not redo, and {', '.join(u.opaque)} can only be checked by type")
     if serializable and u.lossy and requires and all(cells_ok(graph, requires)):
         # its pickle loads but is not the same value (a cache that comes back empty): re-run
         # its cells, under every strategy; when they cannot be, it is shipped and the restore
