@@ -523,8 +523,10 @@ class Monitor:
         # the monitor's), a widget's or comm's callback, a silent execution. Recorded as
         # changed outside cells now, before a cell reads them: recorded at the checkpoint, the
         # value a reader read was the one the history said its cells made (`counter = 0`,
-        # then `y = counter`: recomputed as 0 where y was 3, where `counter` had come to be)
-        outside = changed & user
+        # then `y = counter`: recomputed as 0 where y was 3, where `counter` had come to be).
+        # Names new since are not: no recorded cell made them, so they are shipped, and a cell
+        # reading them is not re-run (`UNTRACKED_READ`)
+        outside = changed & user & last.user
         if outside:
             try:
                 self.record_outside_changes(outside, user)
