@@ -29,6 +29,7 @@ ElasticNotebook's `r = obj.m()` case), so every doubt resolves to "read".
 from __future__ import annotations
 
 import ast
+import builtins
 import collections
 import dis
 import functools
@@ -138,6 +139,8 @@ class CellAnalysis:
     markers: set[str] = field(default_factory=set)
     uses_shell: bool = False  # loads get_ipython: magics, shell commands (process state)
     imports: frozenset[str] = frozenset()  # modules its import statements name (see imported_dynamic)
+    # values the notebook put in `builtins` that the cell loads by name (see injected_builtin)
+    injected: list[Any] = field(default_factory=list)
 
 
 _code_cache: dict[int, tuple[types.CodeType, CodeInfo]] = {}
@@ -1288,6 +1291,22 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
     while pending:
         name = pending.pop()
         if name not in ns:
+            value = injected_builtin(name)
+            if value is _NOT_INJECTED:
+                continue
+            # no user variable, but what a user variable may hold, or code reading them:
+            # walked like one, and the monitor adds the variables that hold it
+            result.injected.append(value)
+            r = reach(value, ns, budget)
+            budget -= r.cost
+            if r.dynamic:
+                result.dynamic = f"{name} (in builtins): {r.dynamic}"
+                break
+            for n in r.names - names:
+                names.add(n)
+                pending.append(n)
+            gstores |= r.gstores
+            result.markers |= r.markers
             continue
         value = ns[name]
         if plain is not None and plain(name, value):
@@ -1314,6 +1333,38 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
     result.reads = names
     result.maybe_written = gstores
     return result
+
+
+_NOT_INJECTED = object()
+# builtins as they were when the agent was loaded (IPython's own additions included)
+_PRISTINE_BUILTINS = dict(builtins.__dict__)
+
+
+def injected_builtin(name: str) -> Any:
+    """What the notebook (or a library) put in `builtins` under `name`, or `_NOT_INJECTED`.
+
+    ``builtins.G = gen`` and then ``next(G)``: the cell loads a name no user variable has, so
+    the read of ``gen`` (and its change) was missed, and a generator, checked by type only,
+    came back at its first position, verified. A dictionary lookup per name a cell loads that
+    is not a user variable (mostly real builtins: ``len``, ``print``)."""
+    value = builtins.__dict__.get(name, _NOT_INJECTED)
+    if value is _NOT_INJECTED or name[:2] == "__":
+        return _NOT_INJECTED
+    old = _PRISTINE_BUILTINS.get(name, _NOT_INJECTED)
+    if old is value:
+        return _NOT_INJECTED
+    try:
+        # IPython adds its builtins again at every cell (`get_ipython` as a new bound method)
+        if old is not _NOT_INJECTED and type(old) is type(value) and old == value:
+            return _NOT_INJECTED
+    except Exception:  # noqa: BLE001 - a hostile __eq__: take it as injected
+        pass
+    # ... and ipykernel its `input`, `exit`, `quit` for every execution
+    for obj in (value, getattr(value, "func", None), getattr(value, "__func__", None), type(value)):
+        module = getattr(obj, "__module__", None)
+        if type(module) is str and module.startswith(("IPython.", "ipykernel.")):
+            return _NOT_INJECTED
+    return value
 
 
 # (`_exit_code`: the status of the last `!cmd`, which a re-run without that command lacks)

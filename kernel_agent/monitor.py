@@ -579,6 +579,10 @@ class Monitor:
                            or analysis.imported_dynamic(_imported_by(p, ns, reads)))
             if ana.dynamic:
                 reads = set(p.user_before)
+            elif ana.injected:
+                # what the notebook put in builtins (`builtins.G = gen`) and the cell loads by
+                # name: the variables holding it are read (and may change) too
+                reads |= self.tracker.holders([id(v) for v in ana.injected]) & p.user_before
         touched = (reads | written | stores) & user_after
         figures = self.effects.figures
         if figures:
