@@ -216,6 +216,20 @@ def _timeit_returns_timings(instrs: list, i: int) -> bool:
     return bool(_TIMEIT_OUTPUT.search(args.argval))
 
 
+_TIMEIT_NUMBER = re.compile(r"(?:^|\s)-n\s*\d")
+
+
+def _timeit_counts_by_clock(instrs: list, i: int) -> bool:
+    """Whether the `%timeit` (or `%%timeit`) called at instrs[i] chooses how many times it runs
+    its code by timing it (no ``-n N``). What that code changes then depends on the clock:
+    ``%timeit next(g)`` advances ``g`` a number of times a re-run does not repeat, and a
+    generator is checked by type only."""
+    args = instrs[i + 2] if i + 2 < len(instrs) else None
+    if args is None or args.opname != "LOAD_CONST" or not isinstance(args.argval, str):
+        return True
+    return not _TIMEIT_NUMBER.search(args.argval)
+
+
 def _tokens(text: str) -> set[str]:
     return set(_IDENT.findall(text))
 
@@ -413,6 +427,9 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
                         dynamic = dynamic or f"runs %{magic}"
                     elif magic == "timeit" and _timeit_returns_timings(instrs, i):
                         markers.add(f"{effects.CLOCK} (%timeit -o returns the timings)")
+                    elif magic == "timeit" and _timeit_counts_by_clock(instrs, i):
+                        markers.add(f"{effects.CLOCK} (%timeit without -n runs its code as "
+                                    "many times as the clock says)")
                     inner = _magic_body_info(magic, name, instrs, i)
                     if inner is not None:
                         # what the code a magic runs does: `%%time\nstamp = time.time()`

@@ -245,6 +245,18 @@ def test_timeit_keeping_its_timings_is_marked_as_reading_the_clock(agent):
     assert not any(e.startswith("reads the clock") for e in rec["effects"]), rec["effects"]
 
 
+def test_timeit_choosing_its_number_of_runs_by_the_clock_is_marked_as_reading_it(agent):
+    """Without -n, %timeit runs its code as many times as its first timings say: what the
+    code changes (`next(g)`: a generator's position, checked by type only) a re-run changes
+    another number of times."""
+    agent.ok("tc_g = iter(range(10**9))\ntc_l = []")
+    for code in ("%timeit -r1 next(tc_g)", "%%timeit -r1\ntc_l.append(1)"):
+        rec = agent.cell(code)
+        assert any(e.startswith("reads the clock") for e in rec["effects"]), (code, rec["effects"])
+    rec = agent.cell("%%timeit -n2 -r1\ntc_l.append(1)")
+    assert not any(e.startswith("reads the clock") for e in rec["effects"]), rec["effects"]
+
+
 def test_non_determinism_in_the_body_a_cell_magic_runs_is_marked(agent):
     # the body of %%time / %%capture is a string to the cell's code: `stamp = time.time()` in
     # it was not seen, and the replay re-ran it into another value (reported mismatched)
