@@ -144,6 +144,7 @@ class Monitor:
         # mutation, which its re-run does not make): see `_outside_stale`
         self._outside_epoch = 0
         self._touch_epoch: dict[str, int] = {}
+        self._comm_ran = False  # a comm message was handled since the last recorded cell
         # recorded cells started: a completion step scheduled before one waits for a pause
         self._executions = 0
         self._completing = False  # a completion step is scheduled on the event loop
@@ -230,6 +231,7 @@ class Monitor:
     def register(self) -> None:
         if not self._registered:
             self.shell.events.register("post_execute", self._schedule_completion)
+            self.shell.events.register("pre_execute", self._note_comm_message)
             self.shell.events.register("pre_run_cell", self.pre_run_cell)
             self.shell.events.register("post_run_cell", self.post_run_cell)
             self._registered = True
@@ -237,6 +239,7 @@ class Monitor:
     def unregister(self) -> None:
         if self._registered:
             for event, cb in (("post_execute", self._schedule_completion),
+                              ("pre_execute", self._note_comm_message),
                               ("pre_run_cell", self.pre_run_cell),
                               ("post_run_cell", self.post_run_cell)):
                 with contextlib.suppress(ValueError):
@@ -269,8 +272,9 @@ class Monitor:
             install_pyplot_probe()
             self._pending = self._snapshot_before(info)
             self.effects.begin()
-            if self.effects.background_ran or self._notebook_callbacks():
+            if self.effects.background_ran or self._outside_since():
                 self._outside_epoch += 1
+                self._comm_ran = False
             self._pending.t0 = time.perf_counter()
             self._pending.hook_s = self._pending.t0 - t_in
             self._pending.hook_cpu_s = time.thread_time() - c_in
@@ -357,6 +361,25 @@ class Monitor:
             else:
                 self._completing = False
 
+    def _note_comm_message(self) -> None:
+        """`pre_execute` also comes before a comm message's handler (a widget's: ``observe``
+        callbacks of the notebook's run on a slider the user moves): code that runs between
+        cells. Noted for the next cell (`_outside_epoch`). A look at two frames per event."""
+        try:
+            if self._pending is not None or self._comm_ran:
+                return
+            f = sys._getframe(2)  # <- EventManager.trigger <- the caller
+            if f.f_code.co_name == "handle_msg" and "comm" in str(f.f_globals.get("__name__")):
+                self._comm_ran = True
+        except Exception:  # noqa: BLE001 - never raise into the kernel
+            pass
+
+    def _outside_since(self) -> bool:
+        """Whether notebook code may have run outside recorded cells since the last one: a comm
+        message was handled, background work a cell started is running, or the notebook has
+        registered shell event callbacks."""
+        return self._comm_ran or bool(self.effects.background) or self._notebook_callbacks()
+
     def _notebook_callbacks(self) -> bool:
         """Whether the notebook registered a shell event callback of its own (its code runs
         between cells, after the monitor's `post_run_cell`: `events.register('post_run_cell',
@@ -370,10 +393,11 @@ class Monitor:
                     return True
         return False
 
-    def outside_stale(self, names: Collection[str]) -> set[str]:
+    def outside_stale(self, names: Collection[str], in_cell: bool = False) -> set[str]:
         """Names among `names` that notebook code running outside recorded cells may have
-        changed since a recorded cell last touched them (see `_outside_epoch`)."""
-        epoch = self._outside_epoch
+        changed since a recorded cell last touched them (see `_outside_epoch`). `in_cell`: as
+        the cell being recorded found them, else now (a checkpoint, maybe between cells)."""
+        epoch = self._outside_epoch + (not in_cell and self._outside_since())
         if not epoch:
             return set()
         last = self._touch_epoch
@@ -605,7 +629,7 @@ class Monitor:
             # a change of a name untouched since notebook code ran outside the cells may be
             # that code's: recorded as made outside the cells (before this one), so no plan
             # recomputes it by re-running cells that did not make it
-            stale = self.outside_stale(mutated)
+            stale = self.outside_stale(mutated, in_cell=True)
             if stale:
                 try:
                     self.record_outside_changes(stale, user_after)
