@@ -136,12 +136,13 @@ class Monitor:
         # Notebook code that runs outside recorded cells and that the agent knows of (a
         # thread, pool job or event-loop task a cell started, still running at its end; a
         # shell event callback the notebook registered, which runs after the monitor's
-        # `post_run_cell`): `_outside_epoch` counts the cells that began while some may have
-        # run since the cell before; `_touch_epoch` holds, once it is not 0, the count when
-        # each name was last touched by a recorded cell. A change found in a name touched
-        # before the count last grew may be that code's, not the cell's that found it (an
-        # append a task made between two cells, found by `n = len(res)`, was that cell's
-        # mutation, which its re-run does not make): see `_outside_stale`
+        # `post_run_cell`; a comm message's handler, a widget's observers): `_outside_epoch`
+        # counts the cells that began while some may have run since the cell before;
+        # `_touch_epoch` holds, once it is not 0, the count when each name was last touched
+        # by a recorded cell. A change found in a name touched before the count last grew may
+        # be that code's, not the cell's that found it (an append a task made between two
+        # cells, found by `n = len(res)`, was taken for that cell's, which its re-run does
+        # not make): see `outside_stale`
         self._outside_epoch = 0
         self._touch_epoch: dict[str, int] = {}
         self._comm_ran = False  # a comm message was handled since the last recorded cell
@@ -216,6 +217,8 @@ class Monitor:
         self._rng_last = None
         self._process_last = None
         self.tracker.reset(ns, names, verified)
+        # (the restore checked every value against its digest: none is stale)
+        self._outside_epoch, self._touch_epoch = 0, {}
         p = self._pending
         if p is not None:
             # adopt() runs inside the cell that called restore: what the restore put into the
