@@ -48,6 +48,9 @@ from kernel_agent.graph import OUTSIDE_CHANGE_CODE, CellExecution, HistoryGraph
 
 log = logging.getLogger("kernel_agent")
 
+RUNS_WITH_CALLBACK = ("ran with a pre_run_cell callback of the notebook's, which a restore does "
+                      "not run")
+
 # Never user variables even when IPython does not list them as hidden.
 EXCLUDED_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
 UNTRACKED_READ = "reads {names} whose value predates monitoring (created before %load_ext or in a silent execution)"
@@ -275,9 +278,14 @@ class Monitor:
             install_pyplot_probe()
             self._pending = self._snapshot_before(info)
             self.effects.begin()
-            if self.effects.background_ran or self._outside_since():
+            events = self._notebook_callbacks()
+            if self.effects.background_ran or self._comm_ran or self.effects.background or events:
                 self._outside_epoch += 1
                 self._comm_ran = False
+            if "pre_run_cell" in events:
+                # what it changes is found as the cell's doing, and a restore re-runs cells
+                # without it
+                self._pending.problems.append(RUNS_WITH_CALLBACK)
             self._pending.t0 = time.perf_counter()
             self._pending.hook_s = self._pending.t0 - t_in
             self._pending.hook_cpu_s = time.thread_time() - c_in
@@ -381,20 +389,17 @@ class Monitor:
         """Whether notebook code may have run outside recorded cells since the last one: a comm
         message was handled, background work a cell started is running, or the notebook has
         registered shell event callbacks."""
-        return self._comm_ran or bool(self.effects.background) or self._notebook_callbacks()
+        return self._comm_ran or bool(self.effects.background) or bool(self._notebook_callbacks())
 
-    def _notebook_callbacks(self) -> bool:
-        """Whether the notebook registered a shell event callback of its own (its code runs
-        between cells, after the monitor's `post_run_cell`: `events.register('post_run_cell',
-        count)`). A look at a few short lists."""
+    def _notebook_callbacks(self) -> list[str]:
+        """The shell events the notebook registered callbacks of its own for (their code runs
+        between cells, or, for `pre_run_cell`, inside the cell's recording, after the monitor's
+        snapshot: `events.register('post_run_cell', count)`). A look at a few short lists."""
         callbacks = getattr(getattr(self.shell, "events", None), "callbacks", None)
         if not isinstance(callbacks, dict):
-            return False
-        for event in ("pre_execute", "pre_run_cell", "post_execute", "post_run_cell"):
-            for cb in callbacks.get(event, ()):
-                if notebook_code(cb) is not None:
-                    return True
-        return False
+            return []
+        return [event for event in ("pre_execute", "pre_run_cell", "post_execute", "post_run_cell")
+                if any(notebook_code(cb) is not None for cb in callbacks.get(event, ()))]
 
     def outside_stale(self, names: Collection[str], in_cell: bool = False) -> set[str]:
         """Names among `names` that notebook code running outside recorded cells may have

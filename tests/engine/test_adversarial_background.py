@@ -222,3 +222,22 @@ def test_a_generator_a_widget_observer_advanced_is_not_recomputed_at_its_start(m
         else:
             assert v["action"] == "lost" and "outside" in v["detail"], (r.plan, v)
         assert_never_silent(r, {"seen": [0], "z": 1})
+
+
+def test_values_a_pre_run_cell_callback_changes_are_shipped_not_replayed(make_kernel, tmp_path):
+    """A `pre_run_cell` callback runs inside the cell's recording, so what it changes was taken
+    for the cell's own doing, which a re-run (the restore runs no such callback) did not redo;
+    and `n_cells`, last changed by the cell taking the checkpoint, was loaded before the
+    re-runs and then set back to 0 by re-running `n_cells = 0` for `bump`."""
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "n_cells = 0",
+        "def bump(info):\n    global n_cells\n    n_cells += 1",
+        "get_ipython().events.register('pre_run_cell', bump)",
+        "x = 1",
+        "snap = n_cells",
+        "y = 2",
+    ])
+    for r in out.values():
+        assert_never_silent(r, {"snap": 2, "x": 1, "y": 2})
+        assert r.restore["mismatched"] == [], r.plan
+    assert out["optimal"].kernel.value("n_cells") == 4  # (the checkpoint's cell counted too)
