@@ -1303,6 +1303,11 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
     names = set(info.loads)
     if info.imports:
         names |= notebook_module_holders(info.imports, ns)
+    for name in info.stores | info.deletes:
+        if name not in names and name in ns and _runs_code_when_dropped(ns[name]):
+            # rebinding it may end its value, which runs notebook code: a suspended
+            # generator's `finally` (`it = None` appended to `closed`), a `__del__`
+            names.add(name)
     pending = list(names)
     gstores: set[str] = set()
     while pending:
@@ -1350,6 +1355,22 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
     result.reads = names
     result.maybe_written = gstores
     return result
+
+
+_SUSPENDABLE = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
+
+
+def _runs_code_when_dropped(value: Any) -> bool:
+    """Whether dropping `value` may run notebook code: a generator or coroutine suspended in
+    notebook code (its ``finally`` and ``with`` blocks run when it is closed), an instance of a
+    notebook class with a ``__del__``. A type check (what it holds is not looked at)."""
+    tp = type(value)
+    if tp in _SUSPENDABLE:
+        frame = getattr(value, "gi_frame", None) or getattr(value, "cr_frame", None) or getattr(
+            value, "ag_frame", None)
+        return frame is not None and frame.f_globals.get("__name__") == "__main__"
+    finalizer = getattr(tp, "__del__", None)
+    return finalizer is not None and getattr(finalizer, "__module__", None) == "__main__"
 
 
 _NOT_INJECTED = object()
