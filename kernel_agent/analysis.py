@@ -29,6 +29,7 @@ ElasticNotebook's `r = obj.m()` case), so every doubt resolves to "read".
 from __future__ import annotations
 
 import ast
+import builtins
 import collections
 import dis
 import functools
@@ -138,6 +139,8 @@ class CellAnalysis:
     markers: set[str] = field(default_factory=set)
     uses_shell: bool = False  # loads get_ipython: magics, shell commands (process state)
     imports: frozenset[str] = frozenset()  # modules its import statements name (see imported_dynamic)
+    # values the notebook put in `builtins` that the cell loads by name (see injected_builtin)
+    injected: list[Any] = field(default_factory=list)
 
 
 _code_cache: dict[int, tuple[types.CodeType, CodeInfo]] = {}
@@ -211,6 +214,20 @@ def _timeit_returns_timings(instrs: list, i: int) -> bool:
     if args is None or args.opname != "LOAD_CONST" or not isinstance(args.argval, str):
         return True
     return bool(_TIMEIT_OUTPUT.search(args.argval))
+
+
+_TIMEIT_NUMBER = re.compile(r"(?:^|\s)-n\s*\d")
+
+
+def _timeit_counts_by_clock(instrs: list, i: int) -> bool:
+    """Whether the `%timeit` (or `%%timeit`) called at instrs[i] chooses how many times it runs
+    its code by timing it (no ``-n N``). What that code changes then depends on the clock:
+    ``%timeit next(g)`` advances ``g`` a number of times a re-run does not repeat, and a
+    generator is checked by type only."""
+    args = instrs[i + 2] if i + 2 < len(instrs) else None
+    if args is None or args.opname != "LOAD_CONST" or not isinstance(args.argval, str):
+        return True
+    return not _TIMEIT_NUMBER.search(args.argval)
 
 
 def _tokens(text: str) -> set[str]:
@@ -410,6 +427,9 @@ def _compute_code_info(code: types.CodeType) -> CodeInfo:
                         dynamic = dynamic or f"runs %{magic}"
                     elif magic == "timeit" and _timeit_returns_timings(instrs, i):
                         markers.add(f"{effects.CLOCK} (%timeit -o returns the timings)")
+                    elif magic == "timeit" and _timeit_counts_by_clock(instrs, i):
+                        markers.add(f"{effects.CLOCK} (%timeit without -n runs its code as "
+                                    "many times as the clock says)")
                     inner = _magic_body_info(magic, name, instrs, i)
                     if inner is not None:
                         # what the code a magic runs does: `%%time\nstamp = time.time()`
@@ -1287,11 +1307,32 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
     names = set(info.loads)
     if info.imports:
         names |= notebook_module_holders(info.imports, ns)
+    for name in info.stores | info.deletes:
+        if name not in names and name in ns and _runs_code_when_dropped(ns[name]):
+            # rebinding it may end its value, which runs notebook code: a suspended
+            # generator's `finally` (`it = None` appended to `closed`), a `__del__`
+            names.add(name)
     pending = list(names)
     gstores: set[str] = set()
     while pending:
         name = pending.pop()
         if name not in ns:
+            value = injected_builtin(name)
+            if value is _NOT_INJECTED:
+                continue
+            # no user variable, but what a user variable may hold, or code reading them:
+            # walked like one, and the monitor adds the variables that hold it
+            result.injected.append(value)
+            r = reach(value, ns, budget)
+            budget -= r.cost
+            if r.dynamic:
+                result.dynamic = f"{name} (in builtins): {r.dynamic}"
+                break
+            for n in r.names - names:
+                names.add(n)
+                pending.append(n)
+            gstores |= r.gstores
+            result.markers |= r.markers
             continue
         value = ns[name]
         if plain is not None and plain(name, value):
@@ -1318,6 +1359,54 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
     result.reads = names
     result.maybe_written = gstores
     return result
+
+
+_SUSPENDABLE = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
+
+
+def _runs_code_when_dropped(value: Any) -> bool:
+    """Whether dropping `value` may run notebook code: a generator or coroutine suspended in
+    notebook code (its ``finally`` and ``with`` blocks run when it is closed), an instance of a
+    notebook class with a ``__del__``. A type check (what it holds is not looked at)."""
+    tp = type(value)
+    if tp in _SUSPENDABLE:
+        frame = getattr(value, "gi_frame", None) or getattr(value, "cr_frame", None) or getattr(
+            value, "ag_frame", None)
+        return frame is not None and frame.f_globals.get("__name__") == "__main__"
+    finalizer = getattr(tp, "__del__", None)
+    return finalizer is not None and getattr(finalizer, "__module__", None) == "__main__"
+
+
+_NOT_INJECTED = object()
+# builtins as they were when the agent was loaded (IPython's own additions included)
+_PRISTINE_BUILTINS = dict(builtins.__dict__)
+
+
+def injected_builtin(name: str) -> Any:
+    """What the notebook (or a library) put in `builtins` under `name`, or `_NOT_INJECTED`.
+
+    ``builtins.G = gen`` and then ``next(G)``: the cell loads a name no user variable has, so
+    the read of ``gen`` (and its change) was missed, and a generator, checked by type only,
+    came back at its first position, verified. A dictionary lookup per name a cell loads that
+    is not a user variable (mostly real builtins: ``len``, ``print``)."""
+    value = builtins.__dict__.get(name, _NOT_INJECTED)
+    if value is _NOT_INJECTED or name[:2] == "__":
+        return _NOT_INJECTED
+    old = _PRISTINE_BUILTINS.get(name, _NOT_INJECTED)
+    if old is value:
+        return _NOT_INJECTED
+    try:
+        # IPython adds its builtins again at every cell (`get_ipython` as a new bound method)
+        if old is not _NOT_INJECTED and type(old) is type(value) and old == value:
+            return _NOT_INJECTED
+    except Exception:  # noqa: BLE001 - a hostile __eq__: take it as injected
+        pass
+    # ... and ipykernel its `input`, `exit`, `quit` for every execution
+    for obj in (value, getattr(value, "func", None), getattr(value, "__func__", None), type(value)):
+        module = getattr(obj, "__module__", None)
+        if type(module) is str and module.startswith(("IPython.", "ipykernel.")):
+            return _NOT_INJECTED
+    return value
 
 
 # (`_exit_code`: the status of the last `!cmd`, which a re-run without that command lacks)

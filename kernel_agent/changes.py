@@ -3402,6 +3402,16 @@ class Tracker:
         return (p is not None and p.plain and p.root_id == id(value)
                 and name not in self._unwalked)
 
+    def unprovable(self, names: Collection[str]) -> set[str]:
+        """Names among `names` whose last walk cannot show a change (`drifted` skips them):
+        untracked, deferred, partial or opaque (a generator's position, a hash's state)."""
+        out = set()
+        for n in names:
+            p = self._prints.get(n)
+            if p is None or p.partial or p.opaque or n in self._stale:
+                out.add(n)
+        return out
+
     def is_opaque(self, name: str) -> bool:
         p = self._prints.get(name)
         return bool(p and p.opaque)

@@ -392,6 +392,12 @@ def _record_outside_changes(mon: Any, ns: dict, names: list[str]) -> None:
         return
     try:
         found = tracker.drifted(ns, names)
+        stale = getattr(mon, "outside_stale", None)
+        if stale is not None:
+            # what notebook code running outside the cells (a task, a thread, an event
+            # callback) may have changed since a cell last touched it, in a way no walk shows:
+            # an iterator a task advanced is recomputed at its first position, checked by type
+            found |= tracker.unprovable(stale(names))
         if found:
             mon.record_outside_changes(found)
     except Exception:  # noqa: BLE001 - a check: a failure only leaves it undone
@@ -527,11 +533,18 @@ STRATEGIES = ("optimal", "ship-all", "recompute-all")
 def _covar_cost(u: Unit, graph: Any, strategy: str) -> CovarCost:
     requires = u.requires or []  # none: no recorded cell recreates it, so it must be shipped
     serializable, error = u.error is None, u.error
-    if serializable and any(graph.cells[i].outside for i in requires):
+    if any(graph.cells[i].outside for i in requires):
         # changed outside recorded cells since: re-running its cells recreates it as it was
         # before that (for a value that cannot be shipped that is still what there is, and
         # the restore's verification reports the difference)
-        requires = []
+        if serializable:
+            requires = []
+        elif u.opaque:
+            # ... unless what differs is checked by type only: a generator a task or an
+            # event callback advanced verified at its first position, re-made by its cells
+            requires = []
+            error = (f"{error}; changed outside recorded cells, which re-running its cells "
+                     f"does not redo, and {', '.join(u.opaque)} can only be checked by type")
     lossy = u.lossy or identity_note(graph, u.names)
     if serializable and lossy and requires and all(cells_ok(graph, requires)):
         # its pickle loads but is not the same value (a cache that comes back empty, ids of

@@ -18,12 +18,15 @@ the IPython profile, the Jupyter runtime directory and cache directories.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.util
+import itertools
 import logging
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -247,8 +250,8 @@ class _Recorder:
     """Collects effect descriptions for one cell; filters the kernel's own activity."""
 
     __slots__ = ("effects", "ignored_threads", "ignored_prefixes", "ignored_ports", "busy",
-                 "files", "library_prefixes", "threads", "user_prefixes", "figures", "clock",
-                 "varies")
+                 "files", "library_prefixes", "threads", "user_prefixes", "figures", "futures",
+                 "clock", "varies")
 
     def __init__(self, ignored_threads: set[int], ignored_prefixes: tuple[str, ...],
                  ignored_ports: set[int], library_prefixes: tuple[str, ...] = (),
@@ -262,6 +265,7 @@ class _Recorder:
         self.files = FileActivity()
         self.busy = False
         self.threads: list[tuple[threading.Thread, str]] = []  # started, running notebook code
+        self.futures: list[tuple[Any, str]] = []  # thread-pool jobs running notebook code
         self.figures: dict[int, Any] = {}  # id -> pyplot's current figure, as the cell used it
         self.clock = False  # code the cell ran read the clock (noted once, in `varies`)
         self.varies: list[str] = []  # why a re-run may make other values (not an effect)
@@ -779,6 +783,103 @@ def _install_thread_probe() -> None:
                                               _note_thread, "threading")
 
 
+STARTS_TASK = "schedules notebook code on the event loop"
+# what a cell is marked with while notebook code a thread, a pool job or an event-loop task of
+# an earlier cell runs on: what changed during it (or since the cell before) may be its doing
+BACKGROUND = "ran while notebook code an earlier cell started in the background was running"
+
+
+def _install_executor_probe() -> None:
+    """Note, while a cell is recorded, the jobs it submits to a thread pool that run notebook
+    code (``pool.submit(fill)``, ``loop.run_in_executor(None, fill)``).
+
+    The thread probe misses them: the pool's threads run ``concurrent.futures``' worker loop,
+    and one started by an earlier job runs the next without starting any. A job still running
+    when its cell ends is the thread case again: re-run at a restore, it runs again after the
+    restore verified the namespace (appending to a shipped list a second time)."""
+    from concurrent.futures import thread as cf_thread
+
+    real = cf_thread.ThreadPoolExecutor.submit
+    if getattr(real, "_kernel_agent", False):
+        return
+
+    def submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        future = real(self, fn, *args, **kwargs)
+        rec = _current
+        if rec is not None and not rec.busy and threading.get_ident() not in rec.ignored_threads:
+            try:
+                code = notebook_code(fn)
+                if code is not None:
+                    rec.futures.append((future, code))
+            except Exception:  # noqa: BLE001 - never raise into submit
+                pass
+        return future
+
+    functools.update_wrapper(submit, real)
+    submit._kernel_agent = True  # type: ignore[attr-defined]
+    cf_thread.ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
+
+
+def _coroutine_code(coro: Any, depth: int = 2) -> str | None:
+    """The notebook code a coroutine runs: its own (defined in ``__main__``), or, for a
+    library coroutine not yet started (``asyncio.wait_for(fill(), 5)``), a notebook coroutine
+    or callable among its arguments."""
+    frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+    if frame is None:
+        return None
+    if frame.f_globals.get("__name__") == "__main__":
+        return getattr(coro, "__qualname__", None) or repr(coro)
+    if depth <= 0:
+        return None
+    for v in list(frame.f_locals.values()):
+        code = (_coroutine_code(v, depth - 1) if hasattr(v, "cr_frame") or hasattr(v, "gi_frame")
+                else notebook_code(v))
+        if code is not None:
+            return code
+    return None
+
+
+def _loop_work(seen: weakref.WeakSet) -> list[tuple[Any, str]]:
+    """Tasks and callbacks pending on the running event loop (the kernel's) that run notebook
+    code and are not in `seen`; every pending one is added to `seen` (examined once)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return []
+    out: list[tuple[Any, str]] = []
+    for task in asyncio.all_tasks(loop):
+        if task in seen:
+            continue
+        seen.add(task)
+        code = _coroutine_code(task.get_coro())
+        if code is not None:
+            out.append((task, code))
+    for handle in itertools.chain(getattr(loop, "_ready", ()), getattr(loop, "_scheduled", ())):
+        try:
+            if handle in seen or handle.cancelled():
+                continue
+            seen.add(handle)
+        except TypeError:  # not weakly referenceable: not an asyncio Handle
+            continue
+        code = notebook_code(getattr(handle, "_callback", None))
+        if code is not None:
+            out.append((handle, code))
+    return out
+
+
+def _finished(work: Any) -> bool:
+    """Whether a thread, a pool job, a task or an event-loop callback is over."""
+    if isinstance(work, threading.Thread):
+        return not work.is_alive()
+    done = getattr(work, "done", None)
+    if done is not None:
+        return bool(done())
+    if work.cancelled():
+        return True
+    loop = getattr(work, "_loop", None)
+    return not (work in getattr(loop, "_ready", ()) or work in getattr(loop, "_scheduled", ()))
+
+
 def _note_figure(figure: Any) -> None:
     rec = _current
     if rec is None or threading.get_ident() in rec.ignored_threads:
@@ -829,6 +930,7 @@ def install() -> None:
             _install_entropy_probe()
             _install_clock_probe()
             _install_thread_probe()
+            _install_executor_probe()
             _installed = True
 
 
@@ -941,9 +1043,22 @@ class EffectWatcher:
         self.files = FileActivity()  # of the last cell `end()` returned the effects of
         self.figures: dict[int, Any] = {}  # of that cell: pyplot figures it drew on implicitly
         self.varies: list[str] = []  # of that cell: why a re-run may make other values
+        # notebook code started in the background by recorded cells (threads, pool jobs,
+        # event-loop tasks and callbacks), running at the end of the last cell
+        self.background: list[Any] = []
+        self._loop_seen: weakref.WeakSet = weakref.WeakSet()
+        self._during = False  # some of it may have run since the last cell or during this one
+
+    @property
+    def background_ran(self) -> bool:
+        """Whether notebook code a recorded cell started in the background (a thread, a pool
+        job, an event-loop task or callback) was running at the end of the last recorded cell:
+        since then it may have run, changing what the cell now beginning finds."""
+        return self._during
 
     def begin(self) -> None:
         global _current
+        self._during = bool(self.background)
         self.files = FileActivity()
         self.figures = {}
         self.varies = []
@@ -962,9 +1077,23 @@ class EffectWatcher:
         self.files = rec.files
         self.figures = rec.figures
         self.varies = rec.varies
+        if self._during:
+            rec._note(BACKGROUND)
+        self.background = [w for w in self.background if not _finished(w)]
         for thread, code in rec.threads:
             if thread.is_alive():
                 rec._note(f"{STARTS_THREAD} ({code})")
+                self.background.append(thread)
+        for future, code in rec.futures:
+            if not future.done():
+                rec._note(f"{STARTS_THREAD} ({code})")
+                self.background.append(future)
+        try:
+            for work, code in _loop_work(self._loop_seen):
+                rec._note(f"{STARTS_TASK} ({code})")
+                self.background.append(work)
+        except Exception:  # noqa: BLE001 - a check: never fatal
+            log.debug("kernel_agent: could not look at the event loop's tasks", exc_info=True)
         effects = rec.effects
         if len(effects) > MAX_EFFECTS:
             effects = effects[:MAX_EFFECTS] + [f"... and {len(effects) - MAX_EFFECTS} more effects"]

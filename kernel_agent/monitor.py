@@ -44,10 +44,14 @@ from kernel_agent.effects import (
     EffectWatcher,
     getcwd,
     install_pyplot_probe,
+    notebook_code,
 )
 from kernel_agent.graph import OUTSIDE_CHANGE_CODE, CellExecution, HistoryGraph
 
 log = logging.getLogger("kernel_agent")
+
+RUNS_WITH_CALLBACK = ("ran with a pre_run_cell callback of the notebook's, which a restore does "
+                      "not run")
 
 # Never user variables even when IPython does not list them as hidden.
 EXCLUDED_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
@@ -140,6 +144,19 @@ class Monitor:
         self._process_last: procstate.ProcessState | None = None
         # (number of hidden names, the last of them, those that could be the user's)
         self._hidden_cache: tuple[int, Any, frozenset[str]] = (0, None, frozenset())
+        # Notebook code that runs outside recorded cells and that the agent knows of (a
+        # thread, pool job or event-loop task a cell started, still running at its end; a
+        # shell event callback the notebook registered, which runs after the monitor's
+        # `post_run_cell`; a comm message's handler, a widget's observers): `_outside_epoch`
+        # counts the cells that began while some may have run since the cell before;
+        # `_touch_epoch` holds, once it is not 0, the count when each name was last touched
+        # by a recorded cell. A change found in a name touched before the count last grew may
+        # be that code's, not the cell's that found it (an append a task made between two
+        # cells, found by `n = len(res)`, was taken for that cell's, which its re-run does
+        # not make): see `outside_stale`
+        self._outside_epoch = 0
+        self._touch_epoch: dict[str, int] = {}
+        self._comm_ran = False  # a comm message was handled since the last recorded cell
         # recorded cells started: a completion step scheduled before one waits for a pause
         self._executions = 0
         self._completing = False  # a completion step is scheduled on the event loop
@@ -226,6 +243,8 @@ class Monitor:
         self._rng_last = None
         self._process_last = None
         self.tracker.reset(ns, names, verified)
+        # (the restore checked every value against its digest: none is stale)
+        self._outside_epoch, self._touch_epoch = 0, {}
         p = self._pending
         if p is not None:
             # adopt() runs inside the cell that called restore: what the restore put into the
@@ -241,6 +260,7 @@ class Monitor:
     def register(self) -> None:
         if not self._registered:
             self.shell.events.register("post_execute", self._schedule_completion)
+            self.shell.events.register("pre_execute", self._note_comm_message)
             self.shell.events.register("pre_run_cell", self.pre_run_cell)
             self.shell.events.register("post_run_cell", self.post_run_cell)
             self._registered = True
@@ -248,6 +268,7 @@ class Monitor:
     def unregister(self) -> None:
         if self._registered:
             for event, cb in (("post_execute", self._schedule_completion),
+                              ("pre_execute", self._note_comm_message),
                               ("pre_run_cell", self.pre_run_cell),
                               ("post_run_cell", self.post_run_cell)):
                 with contextlib.suppress(ValueError):
@@ -280,6 +301,14 @@ class Monitor:
             install_pyplot_probe()
             self._pending = self._snapshot_before(info)
             self.effects.begin()
+            events = self._notebook_callbacks()
+            if self.effects.background_ran or self._comm_ran or self.effects.background or events:
+                self._outside_epoch += 1
+                self._comm_ran = False
+            if "pre_run_cell" in events:
+                # what it changes is found as the cell's doing, and a restore re-runs cells
+                # without it
+                self._pending.problems.append(RUNS_WITH_CALLBACK)
             self._pending.t0 = time.perf_counter()
             self._pending.hook_s = self._pending.t0 - t_in
             self._pending.hook_cpu_s = time.thread_time() - c_in
@@ -366,18 +395,61 @@ class Monitor:
             else:
                 self._completing = False
 
-    def record_outside_changes(self, names: Collection[str]) -> int | None:
+    def _note_comm_message(self) -> None:
+        """`pre_execute` also comes before a comm message's handler (a widget's: ``observe``
+        callbacks of the notebook's run on a slider the user moves): code that runs between
+        cells. Noted for the next cell (`_outside_epoch`). A look at two frames per event."""
+        try:
+            if self._pending is not None or self._comm_ran:
+                return
+            f = sys._getframe(2)  # <- EventManager.trigger <- the caller
+            if f.f_code.co_name == "handle_msg" and "comm" in str(f.f_globals.get("__name__")):
+                self._comm_ran = True
+        except Exception:  # noqa: BLE001 - never raise into the kernel
+            pass
+
+    def _outside_since(self) -> bool:
+        """Whether notebook code may have run outside recorded cells since the last one: a comm
+        message was handled, background work a cell started is running, or the notebook has
+        registered shell event callbacks."""
+        return self._comm_ran or bool(self.effects.background) or bool(self._notebook_callbacks())
+
+    def _notebook_callbacks(self) -> list[str]:
+        """The shell events the notebook registered callbacks of its own for (their code runs
+        between cells, or, for `pre_run_cell`, inside the cell's recording, after the monitor's
+        snapshot: `events.register('post_run_cell', count)`). A look at a few short lists."""
+        callbacks = getattr(getattr(self.shell, "events", None), "callbacks", None)
+        if not isinstance(callbacks, dict):
+            return []
+        return [event for event in ("pre_execute", "pre_run_cell", "post_execute", "post_run_cell")
+                if any(notebook_code(cb) is not None for cb in callbacks.get(event, ()))]
+
+    def outside_stale(self, names: Collection[str], in_cell: bool = False) -> set[str]:
+        """Names among `names` that notebook code running outside recorded cells may have
+        changed since a recorded cell last touched them (see `_outside_epoch`). `in_cell`: as
+        the cell being recorded found them, else now (a checkpoint, maybe between cells)."""
+        epoch = self._outside_epoch + (not in_cell and self._outside_since())
+        if not epoch:
+            return set()
+        last = self._touch_epoch
+        return {n for n in names if last.get(n, 0) < epoch}
+
+    def record_outside_changes(self, names: Collection[str],
+                               user: Collection[str] | None = None) -> int | None:
         """Record that `names` changed outside recorded cells (`Tracker.drifted`), as an
         execution (`CellExecution.outside`, a comment) that mutated them; returns its index
         (None: nothing recorded). The history then says that re-running their cells does not
         recreate them. The tracker takes their current state, so the next cell is compared
         with it."""
         ns = self.shell.user_ns
-        user = set(self.user_names(ns))
+        user = set(self.user_names(ns)) if user is None else set(user)
         changed = sorted(n for n in names if n in user)
         if not changed:
             return None
         self.tracker.update(ns, changed, (), defer=False)
+        if self._outside_epoch:
+            for n in changed:
+                self._touch_epoch[n] = self._outside_epoch
         cell = CellExecution(
             index=len(self.graph.cells),
             code=OUTSIDE_CHANGE_CODE,
@@ -500,7 +572,22 @@ class Monitor:
         if last is None:
             return snap, set(self.user_names(ns))
         changed, deleted = _diff(last.snap, snap)
-        return snap, self._apply_diff(ns, last.user, changed, deleted, hidden | last.hidden)
+        user = self._apply_diff(ns, last.user, changed, deleted, hidden | last.hidden)
+        # user names bound since the last recorded cell, by no recorded cell: an event-loop
+        # task or callback, a thread, a shell event callback (`post_run_cell`, which runs after
+        # the monitor's), a widget's or comm's callback, a silent execution. Recorded as
+        # changed outside cells now, before a cell reads them: recorded at the checkpoint, the
+        # value a reader read was the one the history said its cells made (`counter = 0`,
+        # then `y = counter`: recomputed as 0 where y was 3, where `counter` had come to be).
+        # Names new since are not: no recorded cell made them, so they are shipped, and a cell
+        # reading them is not re-run (`UNTRACKED_READ`)
+        outside = changed & user & last.user
+        if outside:
+            try:
+                self.record_outside_changes(outside, user)
+            except Exception:  # noqa: BLE001 - never raise into the user's cell
+                log.exception("kernel_agent: could not record names bound outside cells")
+        return snap, user
 
     def _apply_diff(self, ns: Mapping[str, Any], user: set[str], changed: set[Any],
                     deleted: set[Any], hidden_names: frozenset[str]) -> set[str]:
@@ -547,6 +634,10 @@ class Monitor:
                            or analysis.imported_dynamic(_imported_by(p, ns, reads)))
             if ana.dynamic:
                 reads = set(p.user_before)
+            elif ana.injected:
+                # what the notebook put in builtins (`builtins.G = gen`) and the cell loads by
+                # name: the variables holding it are read (and may change) too
+                reads |= self.tracker.holders([id(v) for v in ana.injected]) & p.user_before
         touched = (reads | written | stores) & user_after
         figures = self.effects.figures
         if figures:
@@ -565,6 +656,21 @@ class Monitor:
             log.exception("kernel_agent: change detection failed; touched names count as modified")
             mutated = touched - written
         self.stats["tracker_s"] = self.stats.get("tracker_s", 0.0) + time.perf_counter() - t_track
+        if self._outside_epoch:
+            # a change of a name untouched since notebook code ran outside the cells may be
+            # that code's: recorded as made outside the cells (before this one), so no plan
+            # recomputes it by re-running cells that did not make it
+            stale = self.outside_stale(mutated, in_cell=True)
+            if stale:
+                try:
+                    self.record_outside_changes(stale, user_after)
+                except Exception:  # noqa: BLE001
+                    log.exception("kernel_agent: could not record changes made outside cells")
+            epoch = self._outside_epoch
+            for n in touched:
+                self._touch_epoch[n] = epoch
+            for n in deleted:
+                self._touch_epoch.pop(n, None)
         cache = self._reach_cache
         for n in written | deleted:
             cache.pop(n, None)

@@ -305,6 +305,7 @@ def restore(
         if entry.key in loaded:
             loads_at.setdefault(entry.position, []).append(entry)
     errors: list[str] = []
+    first: dict[str, dict[str, Any]] = {}  # loaded before every re-run (position -1)
     failed_cells: set[int] = set()
     deleted_at = _deletions(graph)
     with mon.paused(), capture_output(display=True) as captured:
@@ -326,7 +327,19 @@ def restore(
                     except Exception as e:  # noqa: BLE001 - verification names the value
                         errors.append(f"{', '.join(entry.names)}: could not set the state of a "
                                       f"module or class it holds ({type(e).__name__}: {e})")
-                ns.update(loaded.pop(entry.key))
+                values = loaded.pop(entry.key)
+                ns.update(values)
+                if pos < 0:
+                    first[entry.key] = values
+        # A value no recorded cell made (as it is now: changed outside cells, or by the cell
+        # taking the checkpoint) is put in place before any re-run, for the cells that read
+        # it; one that rebinds it makes an earlier version (`n_cells = 0` re-run for a function
+        # after `n_cells` was loaded as a pre_run_cell callback had counted it): the loaded one
+        # is the value as it was, bound again
+        for values in first.values():
+            for n, v in values.items():
+                if n not in ns or ns[n] is not v:
+                    ns[n] = v
     if rerun:
         _reattach_streams(captured)
         _manage_again(pyplot_loaded)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from kernel_agent.graph import OUTSIDE_CHANGE_CODE
 from tests.kernels import Kernel
 
 HISTORY = "__import__('kernel_agent.extension').extension.history()"
@@ -27,11 +28,15 @@ class AgentKernel:
     def history(self) -> dict:
         return self.k.value(HISTORY)
 
-    def cell(self, code: str, must_succeed: bool = True) -> dict:
-        """Run `code` as a cell and return the record the monitor made of it."""
+    def cell(self, code: str, must_succeed: bool = True, outside: bool = False) -> dict:
+        """Run `code` as a cell and return the record the monitor made of it. `outside`: the
+        monitor may record, before it, changes made outside cells that the cell found (notebook
+        code a thread of an earlier cell runs)."""
         before = len(self.history()["cells"])
         res = self.k.ok(code) if must_succeed else self.k.run(code)
         cells = self.history()["cells"]
+        if outside:
+            before += sum(c["code"] == OUTSIDE_CHANGE_CODE for c in cells[before:-1])
         assert len(cells) == before + 1, f"expected one new record for {code!r}, got {cells[before:]}"
         rec = cells[-1]
         rec["_stdout"], rec["_stderr"] = res.stdout, res.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+from kernel_agent.effects import BACKGROUND
 from tests.agent.conftest import AgentKernel
 from tests.kernels import Kernel
 
@@ -198,7 +199,8 @@ def test_effects_stop_when_the_cell_ends(agent, tmp_path):
              f"_late = threading.Thread(target=lambda: (_evt.wait(), open({str(tmp_path / 'late')!r}, 'w').close()))\n"
              "_late.start()")
     rec = agent.cell("_evt.set()\n_late.join()\nes_x = 1")
-    assert rec["effects"] == [f"writes file {tmp_path / 'late'}"]
+    # (the thread, started by the cell before, ran while this one did)
+    assert rec["effects"] == [f"writes file {tmp_path / 'late'}", BACKGROUND]
     rec = agent.cell("es_y = 2")
     assert rec["effects"] == []
 
@@ -211,13 +213,15 @@ def test_a_cell_starting_a_thread_that_runs_notebook_code_is_marked(agent):
              "class ThWorker(threading.Thread):\n    def run(self):\n        th_go.wait()")
     rec = agent.cell("th_t = threading.Thread(target=th_fill)\nth_t.start()")
     assert rec["effects"] == ["starts a thread running notebook code (th_fill)"]
-    rec = agent.cell("th_w = ThWorker()\nth_w.start()")
-    assert rec["effects"] == ["starts a thread running notebook code (ThWorker.run)"]
+    # the cells after it run while th_t does (BACKGROUND), and th_t, waiting on th_go, may have
+    # changed it since the cell before (recorded as changed outside cells)
+    rec = agent.cell("th_w = ThWorker()\nth_w.start()", outside=True)
+    assert rec["effects"] == [BACKGROUND, "starts a thread running notebook code (ThWorker.run)"]
     rec = agent.cell("import functools\nth_p = threading.Thread(target=functools.partial(th_fill))\n"
-                     "th_p.start()")
-    assert rec["effects"] == ["starts a thread running notebook code (th_fill)"]
-    rec = agent.cell("th_later = threading.Timer(0, th_fill)\nth_later.start()")
-    assert rec["effects"] == ["starts a thread running notebook code (th_fill)"]
+                     "th_p.start()", outside=True)
+    assert rec["effects"] == [BACKGROUND, "starts a thread running notebook code (th_fill)"]
+    rec = agent.cell("th_later = threading.Timer(0, th_fill)\nth_later.start()", outside=True)
+    assert rec["effects"] == [BACKGROUND, "starts a thread running notebook code (th_fill)"]
     agent.ok("th_go.set()\nfor th in (th_t, th_w, th_p, th_later):\n    th.join()")
 
 
@@ -238,6 +242,18 @@ def test_timeit_keeping_its_timings_is_marked_as_reading_the_clock(agent):
     rec = agent.cell("ti_res = %timeit -o -n1 -r1 sum(range(10))")
     assert any(e.startswith("reads the clock") for e in rec["effects"]), rec["effects"]
     rec = agent.cell("%timeit -n1 -r1 sum(range(10))")
+    assert not any(e.startswith("reads the clock") for e in rec["effects"]), rec["effects"]
+
+
+def test_timeit_choosing_its_number_of_runs_by_the_clock_is_marked_as_reading_it(agent):
+    """Without -n, %timeit runs its code as many times as its first timings say: what the
+    code changes (`next(g)`: a generator's position, checked by type only) a re-run changes
+    another number of times."""
+    agent.ok("tc_g = iter(range(10**9))\ntc_l = []")
+    for code in ("%timeit -r1 next(tc_g)", "%%timeit -r1\ntc_l.append(1)"):
+        rec = agent.cell(code)
+        assert any(e.startswith("reads the clock") for e in rec["effects"]), (code, rec["effects"])
+    rec = agent.cell("%%timeit -n2 -r1\ntc_l.append(1)")
     assert not any(e.startswith("reads the clock") for e in rec["effects"]), rec["effects"]
 
 

@@ -228,3 +228,36 @@ def test_a_global_read_by_a_local_module_imported_in_the_reading_cell_is_restore
     for r in out.values():
         assert_verified(r)
         assert r.kernel.value("[out, k]") == [20, 1000], r.plan
+
+
+def test_a_generator_the_notebook_put_in_builtins_is_restored_where_cells_advanced_it(
+        make_kernel, tmp_path):
+    """`next(G)` loads a name that no user variable has (it resolves to builtins): the read,
+    and the change, of `g` were missed, and `g`, checked by type only, was re-made at its first
+    position and verified."""
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import builtins\ng = (i for i in range(10))",
+        "builtins.G = g",
+        "next(G)\nnext(G)",  # (binds no variable: only g changes)
+        "z = 1",
+    ])
+    for r in out.values():
+        assert_never_silent(r, {"z": 1})
+        if r.restore["variables"]["g"].get("verified"):
+            assert r.kernel.value("next(g)") == 2, r.plan
+        else:
+            assert "g" in r.restore["lost"], r.plan
+
+
+def test_a_global_read_by_a_function_the_notebook_put_in_builtins_is_restored_with_the_result(
+        make_kernel, tmp_path):
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import builtins\ndef helper():\n    return k * 2",
+        "builtins.twice_k = helper",
+        "k = 3",
+        "r = twice_k()",
+        "k = 10",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("[r, k]") == [6, 10], r.plan

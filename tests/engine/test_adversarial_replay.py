@@ -13,7 +13,7 @@ import pytest
 
 from tests.engine.adversarial import assert_never_silent, assert_verified, migrate_both
 from tests.engine.migrate import assert_verified as assert_restore_verified
-from tests.engine.migrate import run_all, run_and_migrate
+from tests.engine.migrate import restore, run_all, run_and_migrate
 
 
 def test_cell_reading_a_file_later_deleted_is_shipped_not_replayed(make_kernel, tmp_path):
@@ -286,3 +286,18 @@ def test_a_later_cells_implicit_plot_does_not_draw_on_an_earlier_cells_figure(ma
         assert_verified(r)
         assert r.kernel.value(check) == [1, "", []], r.plan
 
+
+
+def test_a_value_the_checkpointing_cell_changed_is_not_set_back_by_a_re_run_cell(make_kernel,
+                                                                                 store_url):
+    """`count` changed in the cell that takes the checkpoint: no recorded cell made it, so it
+    was loaded before every re-run, and re-running `count = 0` (for the lock, which cannot be
+    shipped) bound the earlier version over it (reported mismatched)."""
+    a = make_kernel()
+    run_all(a, ["import threading\ncount = 0\nguard = threading.Lock()", "y = 1"])
+    a.ok(f"count = 7\nimport kernel_agent as _ka\n_c = _ka.checkpoint({store_url!r})")
+    assert a.value("_c")["variables"]["guard"] == "recompute"
+    b = make_kernel()
+    r = restore(b, store_url)
+    assert_restore_verified(r)
+    assert b.value("[count, y]") == [7, 1]

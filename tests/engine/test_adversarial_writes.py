@@ -9,7 +9,7 @@ replay that missed one would rebuild the variable without the mutation.
 
 from __future__ import annotations
 
-from tests.engine.adversarial import assert_verified, migrate_both
+from tests.engine.adversarial import assert_never_silent, assert_verified, migrate_both
 
 CELLS = [
     "import random, threading\nimport numpy as np, pandas as pd",
@@ -80,3 +80,21 @@ def test_indirect_and_in_place_mutations_are_restored(make_kernel, tmp_path):
     for r in out.values():
         assert_verified(r)
         assert r.kernel.value(EXPR) == want, r.plan
+
+
+def test_what_a_generators_finally_block_changes_when_a_cell_drops_it_is_restored(make_kernel,
+                                                                                 tmp_path):
+    """`it = None` closed the suspended generator, whose `finally` appended to `closed`: the
+    cell loads neither, so the change was found by `n = len(closed)`, the next cell to touch
+    `closed`, and taken for its own: re-run, it made none (closed and n not verified)."""
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "closed = []",
+        "def numbers():\n    try:\n        yield 1\n        yield 2\n    finally:\n"
+        "        closed.append('done')",
+        "it = numbers()\nnext(it)",
+        "it = None",
+        "n = len(closed)",
+    ])
+    for r in out.values():
+        assert_never_silent(r, {"closed": ["done"], "n": 1})
+        assert r.restore["mismatched"] == [], r.plan
