@@ -520,7 +520,7 @@ def _cell_costs(graph: Any) -> dict[int, CellCost]:
         reasons = c.rerun_blockers()
         costs[c.index] = CellCost(
             index=c.index,
-            runtime_s=float(c.runtime_s) + (VARIES_PENALTY_S if getattr(c, "varies", None) else 0.0),
+            runtime_s=float(c.runtime_s) + (VARIES_PENALTY_S if c.varies else 0.0),
             rerunnable=not reasons,
             reason="; ".join(reasons) or None,
         )
@@ -749,7 +749,7 @@ def make_plan(
         objective=objective,
     )
     result = plan(problem)
-    varying = [i for i in result.rerun if getattr(graph.cells[i], "varies", None)]
+    varying = [i for i in result.rerun if graph.cells[i].varies]
     if varying:
         result.est_restore_s -= VARIES_PENALTY_S * len(varying)
         result.est_total_s -= VARIES_PENALTY_S * len(varying)

@@ -530,18 +530,29 @@ def _cell_drew_entropy() -> bool:
     ``uuid4()``) are the cell's doing; a module
     being imported is not (sklearn's import draws some: the cell importing it is as
     reproducible as any import)."""
-    f = sys._getframe(3)  # _cell_drew_entropy <- _note_entropy <- _probe's wrapper <- caller
+    # _cell_drew_entropy <- _note_entropy <- _probe's wrapper <- caller
+    return _from_cell(sys._getframe(3), through=_USER_DISPLAY, not_from=_INTERNAL_IDS)
+
+
+def _machinery(module: str) -> bool:
+    """A module of the kernel's machinery (`_MACHINERY`), whose doings are not the cell's."""
+    return module.startswith(_MACHINERY) or module in ("IPython", "ipykernel")
+
+
+def _from_cell(f: Any, *, through: tuple[str, ...] = (), not_from: tuple[str, ...] = ()) -> bool:
+    """Whether frame `f` runs for the cell: walking out, a notebook frame (``__main__``: the
+    cell or a notebook function) comes before the kernel's machinery, before module code being
+    imported, and before a frame of a module in `not_from` (a prefix). Frames of the modules
+    in `through` are walked through like a library's."""
     while f is not None:
         name = f.f_globals.get("__name__")
         if type(name) is str:
             if name == "__main__":
                 return True
-            if name in _USER_DISPLAY:
+            if name in through:
                 f = f.f_back
                 continue
-            if name.startswith(_MACHINERY) or name in ("IPython", "ipykernel"):
-                return False
-            if name.startswith(_INTERNAL_IDS):
+            if _machinery(name) or (not_from and name.startswith(not_from)):
                 return False
             if f.f_code.co_name == "<module>" or name.startswith("importlib"):
                 return False  # module code run by an import
@@ -574,6 +585,11 @@ def _probe(real: Any, name: str, note: Callable[..., None], module: str) -> Any:
             note(*args)
         return real(*args)
 
+    return _as_installed(probe, real, name, module)
+
+
+def _as_installed(probe: Any, real: Any, name: str, module: str) -> Any:
+    """`probe`, named and documented as `real` installed at ``module.name``, and marked ours."""
     probe.__name__ = probe.__qualname__ = name
     probe.__module__ = module
     probe.__doc__ = real.__doc__
@@ -616,9 +632,7 @@ _MAIN_THREAD = threading.main_thread().ident
 def _benign_clock_caller(module: Any) -> bool:
     if type(module) is not str:
         return True
-    top = module.partition(".")[0]
-    return (top in _CLOCK_BENIGN or module.startswith(_MACHINERY)
-            or module in ("IPython", "ipykernel"))
+    return module.partition(".")[0] in _CLOCK_BENIGN or _machinery(module)
 
 
 def _note_clock(name: str) -> None:
@@ -659,22 +673,6 @@ def _note_clock(name: str) -> None:
         rec.busy = False
 
 
-def _from_cell(f: Any) -> bool:
-    """Whether frame `f` runs for the cell: walking out, a notebook frame (``__main__``)
-    comes before the kernel's machinery and before module code being imported."""
-    while f is not None:
-        name = f.f_globals.get("__name__")
-        if type(name) is str:
-            if name == "__main__":
-                return True
-            if name.startswith(_MACHINERY) or name in ("IPython", "ipykernel"):
-                return False
-            if f.f_code.co_name == "<module>" or name.startswith("importlib"):
-                return False
-        f = f.f_back
-    return False
-
-
 def _install_clock_probe() -> None:
     """Note, while a cell is recorded, when library code it runs reads the clock.
 
@@ -700,12 +698,7 @@ def _clock_probe(real: Any, name: str) -> Any:
             _note_clock(name)
         return real()
 
-    probe.__name__ = probe.__qualname__ = name
-    probe.__module__ = "time"
-    probe.__doc__ = real.__doc__
-    probe.__wrapped__ = real
-    probe._kernel_agent = True
-    return probe
+    return _as_installed(probe, real, name, "time")
 
 
 STARTS_THREAD = "starts a thread running notebook code"
