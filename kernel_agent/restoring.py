@@ -180,6 +180,7 @@ def restore(
     warnings: list[str] = []
     # loaded rather than re-run: blobs, and the library modules the manifest names (imported)
     shipped = [c for c in manifest.covariables if c.action in ("ship", "import")]
+    loaded_keys = {c.key for c in shipped}
     blobs: dict[str, bytearray] = {}
     failed: dict[str, str] = {}
 
@@ -354,7 +355,7 @@ def restore(
     lost_keys = {e.key for e in manifest.covariables if e.action == "lost"} | set(outcome)
     recomputed = [e for e in manifest.covariables
                   if e.key not in lost_keys
-                  and (e.action not in ("ship", "import") or e.key in fallback)]
+                  and (e.key not in loaded_keys or e.key in fallback)]
     from_lost = _recomputed_from_lost(graph, manifest.covariables, lost_keys, recomputed)
     variables: dict[str, dict] = {}
     all_names: set[str] = set()
@@ -367,7 +368,7 @@ def restore(
         elif entry.action == "lost":
             result = {"action": "lost", "detail": entry.reason or "lost at checkpoint time"}
         else:
-            action = ("loaded" if entry.action in ("ship", "import") and entry.key not in fallback
+            action = ("loaded" if entry.key in loaded_keys and entry.key not in fallback
                       else "recomputed")
             result = {"action": action}
             missing = [n for n in entry.names if n not in ns]
