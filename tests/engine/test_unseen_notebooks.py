@@ -196,3 +196,75 @@ def test_a_notebook_holding_an_orm_session_checkpoints_in_seconds(make_kernel, t
                 r.plan, name, v)
         assert r.kernel.value(probe) == want, r.plan
         assert r.restore["variables"]["names"]["verified"], r.plan
+
+
+def test_chain_maps_bounded_deques_and_factories_keep_their_parts(make_kernel, tmp_path):
+    """A ChainMap over two of the notebook's dicts (one changed after), a deque at its maxlen,
+    a defaultdict whose factory is a partial of a notebook function, an OrderedDict after
+    `move_to_end` and a Counter."""
+    assert_same_everywhere(make_kernel, tmp_path, [
+        "import collections, functools",
+        "base = {'a': 1}; override = {'b': 2}",
+        "cm = collections.ChainMap(override, base)",
+        "base['c'] = 3",
+        "dq = collections.deque(range(10), maxlen=4); dq.append(99)",
+        "def mk(v):\n    return [v]",
+        "dd = collections.defaultdict(functools.partial(mk, 0)); dd['x'].append(1)",
+        "od = collections.OrderedDict(a=1, b=2, c=3); od.move_to_end('a')",
+        "cnt = collections.Counter('mississippi'); top = cnt.most_common(2)",
+    ], "[dict(cm), cm.maps[1] is base, cm.maps[0] is override, list(dq), dq.maxlen, dd['y'], dict(dd),"
+       " list(od), top, cnt['s']]")
+
+
+def test_half_consumed_iterators_a_counter_closure_and_a_filled_cache_go_on(make_kernel, tmp_path):
+    """An iterator and a generator over the notebook's list, `pairwise` and `count` after a
+    few `next`s, a closure's nonlocal counter and an lru_cache'd recursive function."""
+    assert_same_everywhere(make_kernel, tmp_path, [
+        "import itertools, functools",
+        "data = list(range(20))",
+        "it = iter(data); first = [next(it) for _ in range(3)]",
+        "gen = (x * x for x in data); head = [next(gen), next(gen)]",
+        "pairs = itertools.pairwise(data); next(pairs)",
+        "counter = itertools.count(5, 2); next(counter)",
+        "def make_counter():\n    n = 0\n    def inc():\n        nonlocal n\n        n += 1\n        return n\n    return inc",
+        "inc = make_counter(); inc(); inc()",
+        "@functools.lru_cache(maxsize=None)\ndef fib(k):\n    return k if k < 2 else fib(k - 1) + fib(k - 2)",
+        "fib(30)",
+    ], "[next(it), next(gen), next(pairs), next(counter), inc(), fib.cache_info().hits > 0, fib(31)]")
+
+
+def test_buffers_at_a_position_and_generators_spawned_from_a_seed_sequence_go_on(make_kernel,
+                                                                                  tmp_path):
+    """StringIO/BytesIO read halfway, `random.Random`, a legacy RandomState and the children of
+    a SeedSequence (which counts what it spawned) draw next what kernel A draws."""
+    assert_same_everywhere(make_kernel, tmp_path, [
+        "import io, random, numpy as np",
+        "buf = io.StringIO('line1\\nline2\\nline3\\n'); buf.readline()",
+        "bb = io.BytesIO(); bb.write(b'abcdef'); bb.seek(2)",
+        "r = random.Random(42); r.random()",
+        "rs = np.random.RandomState(3); rs.rand(2)",
+        "ss = np.random.SeedSequence(123); kids = ss.spawn(2)",
+        "gens = [np.random.default_rng(k) for k in kids]",
+    ], "[buf.readline(), bb.read(2).decode(), r.random(), rs.rand(1).tolist(),"
+       " [int(g.integers(0, 100)) for g in gens], ss.n_children_spawned]")
+
+
+def test_categoricals_periods_intervals_groupbys_and_rolling_windows_come_back(make_kernel,
+                                                                               tmp_path):
+    """A frame with nullable ints, an ordered Categorical, Period and Interval columns; a
+    groupby and a rolling window held in variables, a MultiIndex, a SparseArray and a
+    tz-aware Timestamp moved across a DST change."""
+    assert_same_everywhere(make_kernel, tmp_path, [
+        "import pandas as pd, numpy as np",
+        "df = pd.DataFrame({'g': list('aabbc'), 'v': [1, 2, 3, 4, 5],"
+        " 'n': pd.array([1, None, 3, 4, None], dtype='Int64')})",
+        "df['cat'] = pd.Categorical(df['g'], categories=list('cba'), ordered=True)",
+        "per = pd.period_range('2024-01', periods=5, freq='M'); df['p'] = per",
+        "iv = pd.interval_range(0, 5); df['iv'] = iv",
+        "gb = df.groupby('g')",
+        "roll = df['v'].rolling(2)",
+        "mi = df.set_index(['g', 'v'])",
+        "sp = pd.arrays.SparseArray([0, 0, 1, 0, 2])",
+        "ts = pd.Timestamp('2024-03-10 01:30', tz='America/New_York') + pd.Timedelta(hours=1)",
+    ], "[gb.sum(numeric_only=True)['v'].tolist(), roll.mean().fillna(-1).tolist(), str(df['cat'].max()),"
+       " str(df['p'].iloc[2]), str(mi.index[3]), sp.density, str(ts), df['n'].isna().tolist()]")
