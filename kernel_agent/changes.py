@@ -1399,6 +1399,42 @@ class _Budget(Exception):
     """Raised inside a walk when the node budget is exhausted."""
 
 
+class _SetCycle(_Budget):
+    """Raised when the key of a set's element leads back, through sets, to an element whose key
+    is being computed; caught by the `_set` that started that element (`depth`). A `_Budget`
+    so that every handler that lets the budget through lets it through too."""
+
+    def __init__(self, depth: int) -> None:
+        super().__init__(depth)
+        self.depth = depth
+
+
+class _SetOrder:
+    """The keys that order the elements of the sets one walk meets (see `_Walker._set`).
+
+    A key is the digest of a walk of the element on its own, which orders the sets inside it
+    the same way. Without memory of those keys, a graph whose sets reach one another (an ORM's
+    mappers, columns and tables: sets of objects that lead to the other sets) walked each
+    element again for every path to it and again inside itself, until the recursion limit:
+    a checkpoint of a notebook holding a SQLAlchemy session did not end. `keys` holds each
+    element's key once known (with the element, so its id is not reused); `active` the depth of
+    each element whose key is being computed. A key whose walk leads back to one of those has
+    no value of its own (it depends on where the walk came from): the set that started that
+    element orders all its elements by shallow keys instead (`_Walker.shallow`), which do not
+    depend on any other key.
+    """
+
+    __slots__ = ("keys", "shallow_keys", "active", "cyclic")
+
+    def __init__(self) -> None:
+        self.keys: dict[int, tuple[Any, bytes]] = {}
+        self.shallow_keys: dict[int, tuple[Any, bytes]] = {}
+        self.active: dict[int, int] = {}
+        # elements found on a cycle through sets (they lead back to themselves): a set holding
+        # one orders its elements by shallow keys at once, without walking into the cycle again
+        self.cyclic: dict[int, Any] = {}
+
+
 class _Synth(tuple):
     """A tuple created by the walker itself (e.g. ``(key, value)`` pairs): walked, but it has no
     identity of its own, so it is neither memoised nor recorded in the id set."""
@@ -1517,6 +1553,8 @@ class _Walker:
         "spans",
         "foreign",
         "idmap",
+        "setctx",
+        "shallow",
     )
 
     def __init__(
@@ -1597,6 +1635,12 @@ class _Walker:
         # `id_tokens`: ints that are the id of an object of the session, each replaced by that
         # object's place in a walk of the names it was reached from (`digest_report(ids=)`)
         self.idmap: dict[int, int] | None = None
+        # the canonical order of set elements (`_set`), shared by a walker and the walkers it
+        # starts for the elements of its sets; `shallow`: this walk computes the key of an
+        # element of a set whose elements lead back to one another, and only counts the
+        # elements of the sets it meets
+        self.setctx: _SetOrder | None = None
+        self.shallow = False
 
     def next_root(self) -> None:
         """Start the stream of another root; what earlier roots visited stays memoised.
@@ -2115,21 +2159,60 @@ class _Walker:
             return
         # canonical order: by a standalone digest of each element, then walk them in that order
         # so that back-references to objects shared with the rest of the graph still work
+        if self.shallow:
+            self.out.append(("set-of", len(elems)))
+            return
+        ctx = self.setctx
+        if ctx is None:
+            ctx = self.setctx = _SetOrder()
+        try:
+            keyed = self._set_keys(elems, ctx)
+        except _SetCycle as cycle:
+            if cycle.depth != len(ctx.active):
+                raise
+            keyed = self._set_keys(elems, ctx, shallow=True)
+        keyed.sort()
+        self.out.append(len(elems))
+        extend(reversed([elems[i] for _, i in keyed]))
+
+    def _set_keys(self, elems: list[Any], ctx: _SetOrder,
+                  shallow: bool = False) -> list[tuple[bytes, int]]:
+        """(key, position) of each element: the digest of a walk of it on its own (`_SetOrder`);
+        `shallow`: a walk that does not go into the sets it meets."""
+        keys = ctx.shallow_keys if shallow else ctx.keys
+        active, cyclic = ctx.active, ctx.cyclic
+        depth = len(active)
         keyed = []
         for e in elems:
+            i = id(e)
+            known = keys.get(i)
+            if known is not None:
+                keyed.append((known[1], len(keyed)))
+                continue
+            if not shallow:
+                if i in active:
+                    raise _SetCycle(active[i])
+                if i in cyclic:
+                    raise _SetCycle(depth)
+            active[i] = depth
             sub = _Walker(self.ns, portable=self.portable, max_nodes=self.max_nodes - self.nodes)
             sub.records = self.records
             sub.idmap = self.idmap
             sub.noid = 1
+            sub.setctx = ctx
+            sub.shallow = shallow
             try:
                 sub.walk(e)
-            except _Budget:
+            except _SetCycle:
+                cyclic[i] = e  # (on the way back from a cycle: e is on it)
                 raise
+            finally:
+                del active[i]
             self.nodes += sub.nodes
-            keyed.append((sub.digest(), len(keyed)))
-        keyed.sort()
-        self.out.append(len(elems))
-        extend(reversed([elems[i] for _, i in keyed]))
+            key = sub.digest()
+            keys[i] = (e, key)
+            keyed.append((key, len(keyed)))
+        return keyed
 
     # -- instances ---------------------------------------------------------------------------
     def _instance(self, obj: Any, tp: type, push: Any, extend: Any) -> None:
@@ -2204,6 +2287,10 @@ class _Walker:
                 out.append(("cstate", _type_name(solid)))
                 parts = list(rv[1:3]) if isinstance(rv, tuple) else [rv]
                 children += [_ENTER_NOID, _Synth(parts), _EXIT_NOID]
+            # what the C base holds (its reduce value is walked without identities), linked
+            # as for a C object (`_reduce`): `tree = KDTree(pts)` holds `pts` itself; planned
+            # apart, the two were shipped in two blobs and `tree.data is pts` no longer held
+            self._link_ids(gc.get_referents(obj))
             ct = sys.modules.get("ctypes")
             if ct is not None and isinstance(obj, ct._SimpleCData.__base__):
                 # a ctypes object over another's memory (`from_buffer(ba)`, a field of a

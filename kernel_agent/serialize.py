@@ -528,6 +528,14 @@ class _Pickler(cloudpickle.CloudPickler):
             return self._reduce_ndarray(obj)
         if type(obj) is self._masked:
             return self._reduce_masked(obj)
+        if np is not None and isinstance(obj, np.dtype) and obj.isbuiltin == 1:
+            # numpy's own pickle of a dtype makes a new dtype object, equal to `float64` but not
+            # numpy's: `np.asarray(x, dtype=np.float64)` then returns a new view of a loaded `x`
+            # instead of `x` itself, and what a library built over the notebook's array holds
+            # no longer is that array (`KDTree(pts).data is pts`). The process's own instead
+            name = obj.str
+            if np.dtype(name) is obj:
+                return (np.dtype, (name,))
         torch = self._torch
         if torch is not None and isinstance(obj, torch.Tensor):
             rv = self._reduce_tensor(obj, torch)
@@ -650,6 +658,10 @@ class _Pickler(cloudpickle.CloudPickler):
             return (struct.Struct, (obj.format,))
         if type(obj) is re.Match:
             rv = _reduce_match(obj)
+            if rv is not None:
+                return rv
+        if _is_kd_tree(type(obj)):
+            rv = _reduce_kd_tree(obj)
             if rv is not None:
                 return rv
         if type(obj) is _CSV_WRITER:
@@ -2166,6 +2178,53 @@ def _dialect_of(csv_object: Any) -> dict[str, Any]:
 
 #: how far into ``finditer`` a match is looked for (a match from the 100,000th step of a loop
 #: over ``finditer`` does not pickle: its cell is re-run, or it is reported)
+@functools.lru_cache(maxsize=1024)
+def _is_kd_tree(tp: type) -> bool:
+    """scipy's cKDTree or a subclass (`KDTree`, the notebook's own); found by name, scipy is
+    never imported here."""
+    return any(getattr(c, "__module__", "") == "scipy.spatial._ckdtree"
+               and getattr(c, "__qualname__", "") == "cKDTree"
+               for c in getattr(tp, "__mro__", ()))
+
+
+def _reduce_kd_tree(tree: Any) -> tuple | None:
+    """A k-d tree rebuilt over its data array, which the pickle keeps shared.
+
+    cKDTree's own pickle copies the points it was built on: `tree = KDTree(pts)` holds `pts`
+    itself (no copy), and came back over a copy of it, so `tree.data is pts` no longer held
+    while the restore verified (a tree is checked by type only: its pickle also carries
+    uninitialised memory). Rebuilt with the options that give the tree the notebook built (its
+    `indices`, the order the build put the points in); None if none does.
+    """
+    from scipy.spatial import cKDTree  # (scipy is loaded: the tree is one of its objects)
+
+    data, leafsize, boxsize = tree.data, tree.leafsize, tree.boxsize
+    for compact, balanced in ((True, True), (True, False), (False, True), (False, False)):
+        try:
+            probe = cKDTree(data, leafsize=leafsize, compact_nodes=compact,
+                            balanced_tree=balanced, boxsize=boxsize)
+        except Exception:
+            return None
+        if probe.indices.shape == tree.indices.shape and (probe.indices == tree.indices).all():
+            extra = dict(vars(tree)) if hasattr(tree, "__dict__") else {}
+            if not extra:
+                return (_rebuild_kd_tree, (type(tree), data, leafsize, compact, balanced, boxsize))
+            return (_rebuild_kd_tree, (type(tree), data, leafsize, compact, balanced, boxsize),
+                    extra, None, None, _set_instance_state)
+    return None
+
+
+def _rebuild_kd_tree(cls: type, data: Any, leafsize: int, compact: bool, balanced: bool,
+                     boxsize: Any) -> Any:
+    """Inverse of `_reduce_kd_tree`: the tree built again over `data` (not a copy of it)."""
+    from scipy.spatial import cKDTree
+
+    tree = cls.__new__(cls)
+    cKDTree.__init__(tree, data, leafsize=leafsize, compact_nodes=compact, copy_data=False,
+                     balanced_tree=balanced, boxsize=boxsize)
+    return tree
+
+
 MATCH_SCAN_MAX = 100_000
 
 

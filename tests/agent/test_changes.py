@@ -1819,3 +1819,52 @@ def test_ids_digest_as_the_places_of_their_objects():
     swapped = values(copies)
     swapped["ids"] = [id(copies[1]), id(copies[0]), id(copies[2])]
     assert digest(swapped, copies) != digest(values(objs), objs)
+
+
+class _Member:
+    """A node of a graph whose sets hold one another (an ORM's mappers and tables, a social
+    network's `friends`), hashed by identity as most objects are."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.friends: set[_Member] = set()
+
+
+def _clique(names: list[str], order: list[int]) -> dict[str, _Member]:
+    members = {n: _Member(n) for n in names}
+    for i in order:  # each member's set filled in another order: another iteration order
+        me = members[names[i]]
+        for j in order:
+            if j != i:
+                me.friends.add(members[names[j]])
+    return members
+
+
+def test_sets_that_hold_one_another_are_digested_once_each_and_in_one_order():
+    # each element of a set was digested on its own, with a fresh memo, to order the set: a
+    # set reaching another set reaching the first walked the graph again for every path and
+    # again inside itself until the recursion limit (a notebook holding a SQLAlchemy session
+    # never finished its checkpoint). Each element's key is now computed once; the digest
+    # still does not depend on the order the sets iterate in, and still sees a change
+    names = [f"m{i}" for i in range(14)]
+    a = _clique(names, list(range(14)))
+    b = _clique(names, list(reversed(range(14))))
+    rep = digest_report(a)
+    assert not rep.opaque and not rep.truncated
+    assert rep.work < 200_000
+    assert rep.digest == digest_report(b).digest
+    b["m3"].friends.discard(b["m7"])
+    assert digest_report(b).digest != rep.digest
+    b["m3"].friends.add(b["m7"])
+    b["m5"].name = "renamed"
+    assert digest_report(b).digest != rep.digest
+
+
+def test_a_change_deep_in_sets_that_hold_one_another_is_a_mutation():
+    ns: dict[str, Any] = {"__name__": "__main__", "club": _clique(["a", "b", "c", "d", "e"], [0, 1, 2, 3, 4])}
+    t = Tracker()
+    t.reset(ns, ["club"])
+    upd = t.update(ns, ["club"], [])
+    assert upd.opaque == set() and upd.mutated == set()
+    ns["club"]["c"].name = "changed"
+    assert t.update(ns, ["club"], []).mutated == {"club"}
