@@ -23,8 +23,9 @@ def _add_demo(sub: Any) -> None:
         help="run a local JupyterHub, run a notebook, migrate it to another node, verify",
         description=(
             "Start a real JupyterHub on 127.0.0.1 with the local elastic spawner (two nodes, a file "
-            "store), run the bundled notebook in a user's server, migrate the server to the other "
-            "node through the hub, and compare every variable before and after. Prints the plan, "
+            "store), run the bundled notebook (or yours: --notebook) in a user's server, migrate "
+            "the server to the other node through the hub, and compare every variable before and "
+            "after. Prints the plan, "
             "timings against dump-everything and re-run-everything, and the verification. Exit "
             "status 0 only when verified."
         ),
@@ -34,6 +35,12 @@ def _add_demo(sub: Any) -> None:
                         "recreated at each run")
     p.add_argument("--keep", action="store_true",
                    help="leave the hub running after the demo and print the URL to open; Ctrl-C stops it")
+    p.add_argument("--notebook", metavar="IPYNB",
+                   help="run and migrate this notebook instead of the bundled one (a Python "
+                        "notebook that runs top to bottom in a fresh kernel)")
+    p.add_argument("--with", dest="data", metavar="PATH", action="append",
+                   help="a file or directory the notebook reads, copied next to it in the home "
+                        "every node shares (repeat for more)")
 
     def run(args: argparse.Namespace) -> int:
         from elastic_spawner.demo.runner import main_demo

@@ -79,9 +79,12 @@ class ServerClient:
         await k.connect()
         return k
 
-    async def start_kernel(self, kernel_name: str = "python3") -> Kernel:
-        """A kernel attached to no notebook (baselines, probes)."""
-        _, data = await self.api("POST", "api/kernels", {"name": kernel_name})
+    async def start_kernel(self, kernel_name: str = "python3", path: str | None = None) -> Kernel:
+        """A kernel attached to no notebook (baselines, probes); `path`: the directory it runs
+        in, relative to the server's root, as a notebook's kernel runs in the notebook's (the
+        server's own working directory otherwise)."""
+        body = {"name": kernel_name} if path is None else {"name": kernel_name, "path": path}
+        _, data = await self.api("POST", "api/kernels", body)
         k = Kernel(self, data["id"])
         await k.connect()
         return k

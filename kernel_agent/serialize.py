@@ -2176,8 +2176,6 @@ def _dialect_of(csv_object: Any) -> dict[str, Any]:
     return {k: getattr(csv_object.dialect, k) for k in _DIALECT_FIELDS}
 
 
-#: how far into ``finditer`` a match is looked for (a match from the 100,000th step of a loop
-#: over ``finditer`` does not pickle: its cell is re-run, or it is reported)
 @functools.lru_cache(maxsize=1024)
 def _is_kd_tree(tp: type) -> bool:
     """scipy's cKDTree or a subclass (`KDTree`, the notebook's own); found by name, scipy is
@@ -2225,6 +2223,8 @@ def _rebuild_kd_tree(cls: type, data: Any, leafsize: int, compact: bool, balance
     return tree
 
 
+#: how far into ``finditer`` a match is looked for (a match from the 100,000th step of a loop
+#: over ``finditer`` does not pickle: its cell is re-run, or it is reported)
 MATCH_SCAN_MAX = 100_000
 
 

@@ -866,6 +866,9 @@ class S3Store(Store):
                 status=retries,
                 backoff_factor=0.2,
                 backoff_max=5.0,
+                # spread apart: uploads that failed together (an overloaded server, or the same
+                # blob put twice at once) would otherwise retry in lockstep and collide again
+                backoff_jitter=0.3,
                 status_forcelist=(500, 502, 503, 504),
                 raise_on_status=False,
             ),

@@ -189,7 +189,11 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
         value = ns[name]
         current[0], local[0] = name, 0
         h = hashlib.sha256()
-        feed(h, value, 0)
+        try:
+            feed(h, value, 0)
+        except Exception as e:  # noqa: BLE001 - an object that cannot be looked at (a user's
+            # notebook, `--notebook`): said in its digest, the same on both sides if it stays so
+            h = hashlib.sha256(f"unprobeable:{type(value).__qualname__}:{type(e).__name__}".encode())
         digests[name] = h.hexdigest()[:16]
         if type(value) not in ATOMS:
             by_object.setdefault(id(value), []).append(name)

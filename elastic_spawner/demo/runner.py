@@ -80,6 +80,7 @@ result = {'seconds': time.perf_counter() - t}
 class DemoReport:
     """Everything the demo measured; printed as tables at the end."""
 
+    notebook: str = NOTEBOOK
     cells: int = 0
     notebook_s: float = 0.0
     before: dict[str, Any] = field(default_factory=dict)
@@ -89,7 +90,9 @@ class DemoReport:
     dump_s: float = 0.0
     dump_bytes: int = 0
     load_s: float = 0.0
+    dump_error: str | None = None  # dill could not save or load this session
     rerun_s: float = 0.0
+    rerun_error: str | None = None  # a cell failed when the notebook was re-run from the top
     stop_s: float = 0.0
     start_s: float = 0.0
     checkpoint: dict[str, Any] = field(default_factory=dict)  # history entry from spawner state
@@ -124,10 +127,67 @@ class DemoReport:
         return False, f"{len(b)} variables, NOT all equal: " + "; ".join(parts)
 
 
-def _code_cells() -> list[str]:
+@dataclass
+class Notebook:
+    """The notebook the demo runs: the bundled one, or the user's (`--notebook`)."""
+
+    name: str  # its file name in the user's home
+    content: dict[str, Any]
+    cells: list[str]  # the code cells, in order, empty ones left out
+    data: list[Path] = field(default_factory=list)  # copied next to it (`--with`)
+
+
+def bundled_notebook() -> Notebook:
     nb = json.loads(resources.files("elastic_spawner.demo").joinpath(NOTEBOOK).read_text())
-    return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-            for c in nb["cells"] if c["cell_type"] == "code"]
+    return Notebook(NOTEBOOK, nb, _code_cells(nb))
+
+
+def load_notebook(path: Path, data: list[Path] | None = None) -> Notebook:
+    """The user's notebook, checked before anything starts: a readable nbformat 4 notebook with
+    code cells, for a Python kernel; and the files it needs, which must exist."""
+    where = f"elastic-spawner demo --notebook {path}"
+    if not path.is_file():
+        raise DemoInputError(f"{where}: no such file; give the path of an .ipynb file")
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DemoInputError(f"{where}: not a notebook (not JSON: {e}); give an .ipynb file "
+                             "saved by Jupyter") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise DemoInputError(f"{where}: not a notebook (no list of cells); give an .ipynb file "
+                             "saved by Jupyter")
+    if nb.get("nbformat") != 4:
+        raise DemoInputError(f"{where}: nbformat {nb.get('nbformat')!r}, the demo reads version 4; "
+                             f"convert it with `jupyter nbconvert --to notebook {path.name}`")
+    language = (((nb.get("metadata") or {}).get("kernelspec") or {}).get("language")
+                or ((nb.get("metadata") or {}).get("language_info") or {}).get("name") or "python")
+    if str(language).lower() != "python":
+        raise DemoInputError(f"{where}: its language is {language}; the agent runs in Python "
+                             "(ipykernel) kernels only")
+    cells = _code_cells(nb)
+    if not cells:
+        raise DemoInputError(f"{where}: the notebook has no code cells to run")
+    missing = [str(d) for d in data or [] if not d.exists()]
+    if missing:
+        raise DemoInputError(f"elastic-spawner demo --with: {', '.join(missing)}: no such file or "
+                             "directory")
+    return Notebook(path.name, nb, cells, list(data or []))
+
+
+class DemoInputError(Exception):
+    """Bad arguments to the demo: said before anything starts."""
+
+
+def _code_cells(nb: dict[str, Any]) -> list[str]:
+    cells = []
+    for c in nb["cells"]:
+        if not isinstance(c, dict) or c.get("cell_type") != "code":
+            continue
+        src = c.get("source", "")
+        code = "".join(src) if isinstance(src, list) else str(src)
+        if code.strip():
+            cells.append(code)
+    return cells
 
 
 def _prepare_workdir(path: Path | None) -> Path:
@@ -148,16 +208,20 @@ def _prepare_workdir(path: Path | None) -> Path:
 class Demo:
     """One run of the demo; `run()` returns the report, `hub` is stopped by the caller."""
 
-    def __init__(self, workdir: Path, console: Console, user: str = "demo") -> None:
+    def __init__(self, workdir: Path, console: Console, user: str = "demo",
+                 notebook: Notebook | None = None) -> None:
         self.workdir = workdir
         self.console = console
         self.user = user
+        self.notebook = notebook or bundled_notebook()
         self.hub = LocalHub(HubSettings(workdir=workdir, nodes=NODES))
         self.report = DemoReport()
 
     async def run(self) -> DemoReport:
         r = self.report
-        cells = _code_cells()
+        notebook = self.notebook
+        name, cells = notebook.name, notebook.cells
+        r.notebook = name
         r.cells = len(cells)
         cols = (SpinnerColumn(), TextColumn("{task.description:<58}"), BarColumn(),
                 TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
@@ -174,15 +238,28 @@ class Demo:
             model = await self.hub.start_server(self.user, options={"node": NODES[0]})
             token = await self.hub.user_token(self.user, note="elastic-spawner demo")
             server = ServerClient(self.hub.url + model["url"], token)
-            nb = json.loads(resources.files("elastic_spawner.demo").joinpath(NOTEBOOK).read_text())
-            await server.put_notebook(NOTEBOOK, nb)
+            # the files it reads, next to it in the home every node mounts (a PVC on Kubernetes)
+            home = self.hub.home_root / self.user
+            for src in notebook.data:
+                dst = home / src.name
+                if src.is_dir():
+                    shutil.copytree(src, dst, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(src, dst)
+            await server.put_notebook(name, notebook.content)
             progress.update(t, completed=1)
 
-            t = phase(f"Run {NOTEBOOK} ({len(cells)} cells)", total=len(cells))
-            kernel = await server.open_notebook(NOTEBOOK)
+            t = phase(f"Run {name} ({len(cells)} cells)", total=len(cells))
+            kernel = await server.open_notebook(name)
             t0 = time.perf_counter()
-            for code in cells:
-                await kernel.ok(code)
+            for i, code in enumerate(cells, 1):
+                res = await kernel.run(code)
+                if res.status != "ok":
+                    err = res.error or {}
+                    raise DemoInputError(
+                        f"code cell {i} of {name} failed ({err.get('ename')}: {err.get('evalue')}); "
+                        "the demo runs the notebook top to bottom in a fresh kernel, so it must run "
+                        "that way in Jupyter too (give the files it reads with --with)")
                 progress.advance(t)
             r.notebook_s = time.perf_counter() - t0
 
@@ -193,21 +270,32 @@ class Demo:
 
             t = phase("Baseline: dump everything (dill) + load", total=2)
             dump_path = str(self.workdir / "dill-session.pkl")
-            d = await run_private(kernel, f"PATH = {dump_path!r}\n" + DUMP_CALL)
-            r.dump_s, r.dump_bytes = d["seconds"], d["bytes"]
+            try:  # (a baseline that cannot handle the notebook is a result, not a failure)
+                d = await run_private(kernel, f"PATH = {dump_path!r}\n" + DUMP_CALL)
+                r.dump_s, r.dump_bytes = d["seconds"], d["bytes"]
+            except RuntimeError as e:
+                r.dump_error = str(e)
             progress.advance(t)
             await kernel.close()
-            fresh = await server.start_kernel()
-            r.load_s = (await run_private(fresh, f"PATH = {dump_path!r}\n" + LOAD_CALL))["seconds"]
-            await fresh.shutdown()
-            os.unlink(dump_path)
+            if r.dump_error is None:
+                fresh = await server.start_kernel(path=os.path.dirname(name))
+                try:
+                    r.load_s = (await run_private(fresh, f"PATH = {dump_path!r}\n" + LOAD_CALL))["seconds"]
+                except RuntimeError as e:
+                    r.dump_error = f"load: {e}"
+                await fresh.shutdown()
+                os.unlink(dump_path)
             progress.advance(t)
 
             t = phase("Baseline: re-run everything", total=len(cells))
-            fresh = await server.start_kernel()
+            fresh = await server.start_kernel(path=os.path.dirname(name))
             t0 = time.perf_counter()
-            for code in cells:
-                await fresh.ok(code)
+            for i, code in enumerate(cells, 1):
+                res = await fresh.run(code)
+                if res.status != "ok":
+                    err = res.error or {}
+                    r.rerun_error = f"cell {i} failed on a re-run: {err.get('ename')}: {err.get('evalue')}"
+                    break
                 progress.advance(t)
             r.rerun_s = time.perf_counter() - t0
             await fresh.shutdown()
@@ -247,9 +335,9 @@ class Demo:
             r.restore = (status or {}).get("restore") or {}
             if r.restore.get("state") != "done":
                 r.problems.append(f"restore state is {r.restore.get('state')!r}")
-            kid = await server.kernel_for(NOTEBOOK)
+            kid = await server.kernel_for(name)
             if kid is None:
-                r.problems.append(f"no kernel attached to {NOTEBOOK} after the restore")
+                r.problems.append(f"no kernel attached to {name} after the restore")
             else:
                 restored = await server.attach(kid)
                 r.after = await run_private(restored, PROBE_CALL)
@@ -316,26 +404,44 @@ def print_report(console: Console, r: DemoReport) -> bool:
         times.add_column(col)
     times.add_row("[bold]elastic (this project)", _s(ck_total), _s(rs_total), _s(ck_total + rs_total),
                   f"migration end to end: stop {_s(r.stop_s)}, start + restore {_s(r.start_s)}")
-    times.add_row("dump everything (dill)", _s(r.dump_s), _s(r.load_s), _s(r.dump_s + r.load_s),
-                  f"session file {_fmt_bytes(r.dump_bytes)}")
-    times.add_row("re-run everything", "-", _s(r.rerun_s), _s(r.rerun_s),
-                  f"{r.cells} cells; first run took {_s(r.notebook_s)}")
+    if r.dump_error:
+        times.add_row("dump everything (dill)", "[red]failed", "-", "-", r.dump_error[:120])
+    else:
+        times.add_row("dump everything (dill)", _s(r.dump_s), _s(r.load_s), _s(r.dump_s + r.load_s),
+                      f"session file {_fmt_bytes(r.dump_bytes)}")
+    if r.rerun_error:
+        times.add_row("re-run everything", "-", "[red]failed", "-", r.rerun_error[:120])
+    else:
+        times.add_row("re-run everything", "-", _s(r.rerun_s), _s(r.rerun_s),
+                      f"{r.cells} cells; first run took {_s(r.notebook_s)}")
     console.print(times)
 
     wb, wa = r.where_before, r.where_after
     if wa:
         console.print(f"Moved: node {wb.get('node')} -> {wa.get('node')}, server pid {wb.get('pid')} -> "
                       f"{wa.get('pid')}, server cwd {wb.get('cwd')} -> {wa.get('cwd')}")
+    for k in r.restore.get("kernels") or []:
+        s = k.get("summary") or {}
+        variables = s.get("variables") or {}
+        if not variables:
+            continue
+        good = sum(1 for v in variables.values() if v.get("verified"))
+        bad = [f"{n} lost ({why})" for n, why in (s.get("lost") or {}).items()]
+        bad += [f"{n} differs" for n in s.get("mismatched") or [] if n not in (s.get("lost") or {})]
+        console.print(f"Agent's own check of {k.get('path') or '?'}: {good} of {len(variables)} "
+                      "variables verified against their checkpoint digests"
+                      + (": " + "; ".join(bad) if bad else ""))
     ok, line = r.verify()
     console.print(("[bold green]VERIFIED: " if ok else "[bold red]NOT VERIFIED: ") + line)
     return ok
 
 
-async def run_demo(workdir: Path | None, *, keep: bool, console: Console | None = None) -> int:
+async def run_demo(workdir: Path | None, *, keep: bool, console: Console | None = None,
+                   notebook: Notebook | None = None) -> int:
     """The `demo` subcommand; returns the exit status. Stops everything it started, Ctrl-C too."""
     console = console or Console()
     wd = _prepare_workdir(workdir)
-    demo = Demo(wd, console)
+    demo = Demo(wd, console, notebook=notebook)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     interrupted = {"count": 0}
@@ -360,7 +466,7 @@ async def run_demo(workdir: Path | None, *, keep: bool, console: Console | None 
         (wd / "report.json").write_text(json.dumps(asdict(report), indent=1, default=str))
         if keep:
             console.print(
-                f"\nThe hub keeps running: open [bold]{demo.hub.url}/hub/login?next=/user/{demo.user}/lab/tree/{NOTEBOOK}[/]"
+                f"\nThe hub keeps running: open [bold]{demo.hub.url}/hub/login?next=/user/{demo.user}/lab/tree/{demo.notebook.name}[/]"
                 f"\nand log in as [bold]{demo.user}[/] with any password. Ctrl-C stops everything."
             )
             kept = True
@@ -370,6 +476,9 @@ async def run_demo(workdir: Path | None, *, keep: bool, console: Console | None 
             return 0 if ok else 1
         console.print("[yellow]interrupted")
         return 130
+    except DemoInputError as e:  # the notebook does not run as it is: nothing to migrate
+        console.print(f"[bold red]demo stopped: {e}")
+        return 2
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence: say what failed
         console.print(f"[bold red]demo failed: {e}")
         console.print(f"hub log tail:\n{demo.hub.log_tail(30)}")
@@ -386,8 +495,19 @@ async def run_demo(workdir: Path | None, *, keep: bool, console: Console | None 
 
 
 def main_demo(args: Any) -> int:
+    notebook = None
     try:
-        return asyncio.run(run_demo(Path(args.dir) if args.dir else None, keep=args.keep))
+        if getattr(args, "notebook", None):
+            notebook = load_notebook(Path(args.notebook), [Path(p) for p in args.data or []])
+        elif getattr(args, "data", None):
+            raise DemoInputError("elastic-spawner demo --with: only with --notebook (the bundled "
+                                 "notebook needs no files)")
+    except DemoInputError as e:
+        print(e, file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(run_demo(Path(args.dir) if args.dir else None, keep=args.keep,
+                                    notebook=notebook))
     except KeyboardInterrupt:
         return 130
     finally:
