@@ -675,6 +675,10 @@ class _Pickler(cloudpickle.CloudPickler):
             rv = object.__reduce_ex__(obj, 4)
             if type(rv) is tuple and 3 <= len(rv) <= 5 and rv[2] is not None:
                 return (*rv, *(None,) * (5 - len(rv)), _set_instance_state)
+        if _is_figure(tp):
+            rv = _reduce_figure(obj)
+            if rv is not None:
+                return rv
         if tp.__name__ == "CallbackRegistry" and tp.__module__ == "matplotlib.cbook":
             self._note_dropped_callbacks(obj)
         if self._pandas_block is not None and isinstance(obj, self._pandas_types):
@@ -2185,6 +2189,69 @@ def _is_kd_tree(tp: type) -> bool:
                for c in getattr(tp, "__mro__", ()))
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_figure(tp: type) -> bool:
+    """matplotlib's Figure or a subclass; found by name, matplotlib is never imported here."""
+    return any(getattr(c, "__module__", "") == "matplotlib.figure"
+               and getattr(c, "__qualname__", "") == "Figure"
+               for c in getattr(tp, "__mro__", ()))
+
+
+def _reduce_figure(fig: Any) -> tuple | None:
+    """matplotlib's pickle of a figure, plus the stale callbacks its artists had.
+
+    matplotlib drops every artist's ``stale_callback`` when it pickles one and never sets them
+    again: in a loaded figure, ``ax.plot(...)`` no longer marked the axes' figure stale, so an
+    interactive backend (ipympl, Qt: IPython redraws the stale figures after each cell) never
+    redrew it. The callbacks are matplotlib's own functions (pickled by reference), set again
+    on the same artists once the figure's state is set."""
+    try:
+        rv = fig.__reduce_ex__(4)
+    except Exception:  # noqa: BLE001 - matplotlib's own pickle decides (and says) what fails
+        return None
+    if type(rv) is not tuple or not 3 <= len(rv) <= 5 or rv[2] is None:
+        return None
+    wired: list[tuple[Any, Any]] = []
+    seen: set[int] = set()
+    stack = [fig]
+    while stack and len(seen) < 100_000:
+        artist = stack.pop()
+        if id(artist) in seen:
+            continue
+        seen.add(id(artist))
+        callback = getattr(artist, "stale_callback", None)
+        if (type(callback) is types.FunctionType
+                and str(getattr(callback, "__module__", "")).startswith("matplotlib.")):
+            wired.append((artist, callback))
+        try:
+            stack.extend(artist.get_children())
+        except Exception:  # noqa: BLE001 - an artist of a library's that cannot list them
+            continue
+    rest = (*rv[3:], *(None,) * (5 - len(rv)))
+    return (rv[0], rv[1], (rv[2], wired), *rest, _set_figure_state)
+
+
+def _set_figure_state(fig: Any, state: tuple[Any, list[tuple[Any, Any]]]) -> None:
+    """Inverse of `_reduce_figure`: matplotlib's own ``__setstate__``, then the callbacks, once
+    the whole blob is loaded (an artist reached before the figure, `ax` pickled first, gets its
+    own state, without its callback, after this runs)."""
+    own, wired = state
+    fig.__setstate__(own)
+
+    def wire() -> None:
+        for artist, callback in wired:
+            try:
+                artist.stale_callback = callback
+            except Exception:  # noqa: BLE001 - an artist that refuses: left as loaded
+                continue
+
+    after = getattr(_load_ctx, "after", None)
+    if after is None:
+        wire()
+    else:
+        after.append(wire)
+
+
 def _reduce_kd_tree(tree: Any) -> tuple | None:
     """A k-d tree rebuilt over its data array, which the pickle keeps shared.
 
@@ -2747,10 +2814,12 @@ def _unpickle(stream: memoryview, buffers: list[memoryview], namespace: dict[str
               anchored: bool = False) -> Any:
     previous = getattr(_load_ctx, "namespace", None)
     previous_ro = getattr(_load_ctx, "read_only", None)
+    previous_after = getattr(_load_ctx, "after", None)
     missing = object()
     builtins_before = namespace.get("__builtins__", missing)
     _load_ctx.namespace = namespace
     _load_ctx.read_only = read_only = []
+    _load_ctx.after = after = []  # fix-ups once every object's state is set (`_set_figure_state`)
     try:
         if not anchored:
             values = pickle.loads(stream, buffers=buffers)
@@ -2764,12 +2833,15 @@ def _unpickle(stream: memoryview, buffers: list[memoryview], namespace: dict[str
             if type(extra) is tuple and len(extra) == 2 and extra[0] == "homes":
                 for value, modname, source, key in extra[1]:
                     _write_state(_put_in_module, value, modname, source, key)
+        for fix in after:
+            fix()
         for arr in read_only:
             arr.flags.writeable = False
         return values
     finally:
         _load_ctx.namespace = previous
         _load_ctx.read_only = previous_ro
+        _load_ctx.after = previous_after
         # cloudpickle's function setstate overwrites the namespace's __builtins__: put it back
         if builtins_before is not missing:
             namespace["__builtins__"] = builtins_before

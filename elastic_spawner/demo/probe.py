@@ -11,7 +11,8 @@ that (variable, index), so `b = a`, `[arr, arr]` and one dict shared by two name
 digests, while a difference inside one variable does not shift the others'. Arrays hash dtype,
 shape and bytes, plus the earlier array they share memory with. Notebook code hashes bytecode,
 constants and names, not file names or line numbers (they differ between kernels); library
-functions and classes hash as references, true when the name is the library's own object.
+functions and classes hash as references, true when the name is the library's own object;
+matplotlib's artists by their type only (their pickle is by design not their live state).
 Instances hash the attributes their class's copy protocol keeps (`__setstate__`): what a class
 deliberately drops on copy or pickle is not state.
 """
@@ -136,9 +137,17 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
         if isinstance(obj, type):  # a class defined in the notebook
             h.update(obj.__qualname__.encode())
             for k, v in sorted(vars(obj).items()):
-                if k not in ("__dict__", "__weakref__", "__module__", "__doc__"):
+                # (`__slotnames__`: copyreg's cache, set on a class once an instance was copied
+                # or pickled, by a checkpoint say; not the class's own)
+                if k not in ("__dict__", "__weakref__", "__module__", "__doc__", "__slotnames__"):
                     h.update(k.encode())
                     feed(h, v, depth + 1)
+            return
+        if str(module or "").startswith("matplotlib.") or t.__module__.startswith("matplotlib."):
+            # artists: matplotlib's pickle renumbers callback registries and drops caches, so a
+            # loaded figure never equals the live one attribute by attribute; checked by type,
+            # as the agent's own digest does (`changes._DIGEST_OPAQUE_MODULES`)
+            h.update(f"matplotlib:{t.__qualname__};".encode())
             return
         if hasattr(obj, "__dict__"):
             feed(h, instance_state(obj), depth + 1)

@@ -221,6 +221,23 @@ def test_a_shipped_figure_pyplot_managed_is_pyplots_current_figure_again(make_ke
             True, True, 1], r.plan
 
 
+def test_a_loaded_figure_marks_itself_stale_when_a_later_cell_draws_on_it(make_kernel, tmp_path):
+    # matplotlib's pickle drops every artist's stale callback and never sets them again: after
+    # a restore `ax.plot(...)` no longer made the figure stale, so an interactive backend
+    # (ipympl, Qt: IPython redraws stale figures after each cell) never redrew it
+    pytest.importorskip("matplotlib")
+    cells = ["import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt",
+             "fig, (ax, bx) = plt.subplots(1, 2)\nline, = ax.plot([1, 2])\nlabel = fig.text(0.1, 0.1, 'x')\n"
+             "fig.canvas.draw()"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="ship-all")
+    assert r["verified"], r
+    assert {"fig", "ax", "line"} <= set(r["loaded"]), r["loaded"]
+    b.ok("fig.canvas.draw()\nstates = [fig.stale]\nbx.plot([3, 4])\nstates += [bx.stale, fig.stale]\n"
+         "fig.canvas.draw()\nline.set_color('red')\nstates += [ax.stale, fig.stale]\n"
+         "fig.canvas.draw()\nlabel.set_text('y')\nstates.append(fig.stale)")
+    assert b.value("states") == [False, True, True, True, True, True]  # (drawn, then changed)
+
+
 def test_a_cell_that_imports_matplotlib_and_sets_it_up_is_re_run_with_a_shipped_figure(
         make_kernel, tmp_path):
     # "what importing a library sets, importing it again sets": but this cell also chose the
