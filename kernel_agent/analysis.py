@@ -1451,3 +1451,39 @@ def reads_output_history(code: str) -> bool:
         if isinstance(node, ast.Name) and _HISTORY_NAME.fullmatch(node.id):
             (loads if isinstance(node.ctx, ast.Load) else stores).add(node.id)
     return bool(loads - stores)
+
+
+# Magics that replay or read the numbered input history (`%rerun -l 1` runs the cell before it
+# again, `%macro m 3-5` binds the code of cells 3 to 5, `%save`/`%history -f` write it out): a
+# restore's re-run sees the new kernel's history (its own cells, the restore call) instead.
+HISTORY_MAGICS = frozenset({"rerun", "recall", "rep", "macro", "save", "history", "hist",
+                            "edit", "ed", "pastebin"})
+_RUN_MAGIC_CALLS = frozenset({"run_line_magic", "run_cell_magic", "run_magic", "magic"})
+
+
+@functools.lru_cache(maxsize=4096)
+def reads_input_history(code: str) -> str | None:
+    """What in a cell replays or reads IPython's numbered input history (None: nothing).
+
+    ``%rerun``, ``%macro`` and the like (`HISTORY_MAGICS`), or the shell's ``history_manager``:
+    numbers that named cells of the checkpointed kernel name other code in the restoring one
+    (whose history holds the restore call), so re-running the cell ran other code, and the
+    values it made were reported as mismatched, blamed on the hash seed.
+    """
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        tree = ast.parse(TransformerManager().transform_cell(code))
+    except Exception:  # noqa: BLE001 - unparsable here: the monitor's own analysis decided
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "history_manager":
+            return "the shell's history_manager"
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _RUN_MAGIC_CALLS and node.args
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            words = node.args[0].value.split()
+            magic = words[0].lstrip("%") if words else ""
+            if magic in HISTORY_MAGICS:
+                return f"%{magic}"
+    return None
