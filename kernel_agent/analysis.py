@@ -1459,6 +1459,7 @@ def reads_output_history(code: str) -> bool:
 HISTORY_MAGICS = frozenset({"rerun", "recall", "rep", "macro", "save", "history", "hist",
                             "edit", "ed", "pastebin"})
 _RUN_MAGIC_CALLS = frozenset({"run_line_magic", "run_cell_magic", "run_magic", "magic"})
+_AUTOMAGIC_HISTORY_LINE = re.compile(rf"(?m)^\s*({'|'.join(sorted(HISTORY_MAGICS))})(?:[ \t]|$)")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -1468,15 +1469,26 @@ def reads_input_history(code: str) -> str | None:
     ``%rerun``, ``%macro`` and the like (`HISTORY_MAGICS`), or the shell's ``history_manager``:
     numbers that named cells of the checkpointed kernel name other code in the restoring one
     (whose history holds the restore call), so re-running the cell ran other code, and the
-    values it made were reported as mismatched, blamed on the hash seed.
+    values it made were reported as mismatched, blamed on the hash seed. Typed without the
+    ``%`` (automagic: ``rerun -l 1``), the magic is no Python the transformer turns into a call:
+    such a line counts, and so does a bare name statement (``rerun``).
     """
     try:
         from IPython.core.inputtransformer2 import TransformerManager
 
-        tree = ast.parse(TransformerManager().transform_cell(code))
+        transformed = TransformerManager().transform_cell(code)
     except Exception:  # noqa: BLE001 - unparsable here: the monitor's own analysis decided
         return None
+    try:
+        tree = ast.parse(transformed)
+    except SyntaxError:
+        # automagic lines (`rerun -l 1`, `macro m 2-3`) are left as they were typed
+        found = _AUTOMAGIC_HISTORY_LINE.search(transformed)
+        return f"%{found.group(1)}" if found else None
     for node in ast.walk(tree):
+        if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Name)
+                and node.value.id in HISTORY_MAGICS):
+            return f"%{node.value.id}"
         if isinstance(node, ast.Attribute) and node.attr == "history_manager":
             return "the shell's history_manager"
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)

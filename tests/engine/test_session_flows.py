@@ -453,3 +453,13 @@ def test_code_read_from_the_history_manager_is_shipped_not_recomputed(make_kerne
     assert a.value("prev") == "x = 1"
     check_all(a, out, ["x", "prev", "n"])
     assert out["optimal"].restore["mismatched"] == []
+
+
+def test_a_rerun_typed_without_the_percent_is_not_replayed_either(make_kernel, tmp_path):
+    """Automagic: `rerun -l 1` is the same magic, and no Python the transformer turns into a
+    call; a restore re-ran it against the restoring kernel's history all the same."""
+    a, out = migrate_both(make_kernel, tmp_path, ["x = 1", "x += 1", "rerun -l 1", "y = x"])
+    assert a.value("[x, y]") == [3, 3]
+    check_all(a, out, ["x", "y"])
+    assert out["replay"].restore["mismatched"] == []
+    assert "%rerun" in out["replay"].restore["lost"]["x"]
