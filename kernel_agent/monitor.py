@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from kernel_agent import analysis, carried, procstate, rng
-from kernel_agent.changes import Tracker, dynamic_module, local_source
+from kernel_agent.changes import Tracker, dynamic_module, local_source, note_local_loads
 from kernel_agent.dictversion import dict_version
 from kernel_agent.effects import (
     ENTROPY,
@@ -133,6 +133,9 @@ class Monitor:
         self.baseline = carried.Baseline()
         # files read by recorded cells -> (mtime_ns, size) when read: see check_files()
         self._watched: dict[str, tuple[int, int] | None] = {}
+        # the notebook's own modules loaded so far, with their files as they are now: one
+        # changed later is shipped by value (`changes.stale_local_modules`)
+        note_local_loads()
         # the namespace after the last recorded cell and its user names: the next cell's
         # "before" is derived from it by a diff, not rebuilt from all names (see _user_before)
         self._last: _After | None = None
@@ -336,6 +339,7 @@ class Monitor:
             log.exception("kernel_agent: effect recording failed")
             fx = [INTERNAL_ERROR]
         install_pyplot_probe()  # (imported by this cell: the next one is probed)
+        _note_loads(p)
         try:
             self._record(p, result, runtime, fx)
         except Exception:  # noqa: BLE001
@@ -876,6 +880,19 @@ def _warm_up() -> None:
 
 
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
+
+
+def _note_loads(p: _Pending) -> None:
+    """Note the notebook's own modules the cell imported or reloaded, with their files as
+    they are now (`changes.note_local_loads`); nothing when ``sys.modules`` is unchanged."""
+    n, version = p.modules
+    if version is not None and dict_version(sys.modules) == version:
+        return
+    try:
+        new = max(len(sys.modules) - n, 0)
+        note_local_loads(itertools.islice(reversed(sys.modules), new))
+    except Exception:  # noqa: BLE001 - never fail the cell's recording for this
+        log.exception("kernel_agent: noting the modules a cell loaded failed")
 
 
 def _imported_by(p: _Pending, ns: Mapping[str, Any], reads: set[str]) -> set[str]:

@@ -463,3 +463,53 @@ def test_a_rerun_typed_without_the_percent_is_not_replayed_either(make_kernel, t
     check_all(a, out, ["x", "y"])
     assert out["replay"].restore["mismatched"] == []
     assert "%rerun" in out["replay"].restore["lost"]["x"]
+
+
+# --- the notebook's module files rewritten without a reload --------------------------------
+
+def _rewrite_after(a: Kernel, tmp_path, cell: int, name: str, text: str):
+    """`between` for migrate_both: rewrite `name` in the kernels' directory after cell `cell`
+    (the user edits the file in another tab and does not reload it)."""
+    def between(i: int) -> None:
+        if i == cell:
+            (tmp_path / name).write_text(text)
+    return between
+
+
+def test_a_function_imported_from_a_module_file_rewritten_since_keeps_its_old_code(
+        make_kernel, tmp_path):
+    """`from lm import f`, then lm.py rewritten (another body) and not reloaded: the session's
+    `f` is the old code. Pickled by reference (module and name), the restore imported the new
+    file and `f` verified (a function of a module was digested by its name) while `f()`
+    returned 2 instead of 1. It travels by value now, and its digest holds its code."""
+    (tmp_path / "lm.py").write_text("def f():\n    return 1\n")
+    a = make_kernel()
+    out = _migrate_with(make_kernel, tmp_path, a, ["from lm import f", "v = f()", "w = f()"],
+                        _rewrite_after(a, tmp_path, 1, "lm.py", "def f():\n    return 2\n"))
+    assert a.value("[v, w, f()]") == [1, 1, 1]
+    check_all(a, out, ["v", "w"])
+    for r in out.values():
+        if r.restore["variables"]["f"].get("verified"):
+            assert r.kernel.value("f()") == 1, r.plan
+        else:
+            assert "f" in r.restore["lost"], r.plan
+    assert out["optimal"].restore["variables"]["f"]["verified"]
+
+
+def test_a_module_whose_file_changed_since_its_import_keeps_its_old_functions(
+        make_kernel, tmp_path):
+    """`import lm` then lm.py rewritten and not reloaded: `lm.f` is the old code. The module is
+    shipped with its globals, and its functions were shipped by reference: the file's new
+    ones."""
+    (tmp_path / "lm.py").write_text("def f():\n    return 1\n")
+    a = make_kernel()
+    out = _migrate_with(make_kernel, tmp_path, a, ["import lm", "v = lm.f()", "w = lm.f()"],
+                        _rewrite_after(a, tmp_path, 1, "lm.py", "def f():\n    return 2\n"))
+    assert a.value("[v, w, lm.f()]") == [1, 1, 1]
+    check_all(a, out, ["v", "w"])
+    for r in out.values():
+        if r.restore["variables"]["lm"].get("verified"):
+            assert r.kernel.value("lm.f()") == 1, r.plan
+        else:
+            assert "lm" in r.restore["lost"], r.plan
+    assert out["optimal"].restore["variables"]["lm"]["verified"]
