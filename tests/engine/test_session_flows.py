@@ -513,3 +513,81 @@ def test_a_module_whose_file_changed_since_its_import_keeps_its_old_functions(
         else:
             assert "lm" in r.restore["lost"], r.plan
     assert out["optimal"].restore["variables"]["lm"]["verified"]
+
+
+def test_instances_of_a_class_whose_module_file_changed_since_keep_the_old_methods(
+        make_kernel, tmp_path):
+    """`from lm import C; c = C()`, then lm.py rewritten (another method body) and not
+    reloaded: `c.m()` is 1 in the session. The class was pickled by reference and the
+    restore gave `c` the file's new class (`c.m()` 2), verified."""
+    (tmp_path / "lm.py").write_text("class C:\n    def m(self):\n        return 1\n")
+    a = make_kernel()
+    out = _migrate_with(
+        make_kernel, tmp_path, a, ["from lm import C", "c = C()", "v = c.m()", "c2 = C()"],
+        _rewrite_after(a, tmp_path, 1, "lm.py", "class C:\n    def m(self):\n        return 2\n"))
+    probe = "[v, c.m(), c2.m(), type(c) is C, type(c2) is C]"
+    assert a.value(probe) == [1, 1, 1, True, True]
+    check_all(a, out, ["v"])
+    for r in out.values():
+        if r.restore["variables"]["c"].get("verified"):
+            assert r.kernel.value(probe) == [1, 1, 1, True, True], r.plan
+        else:
+            assert "c" in r.restore["lost"], r.plan
+    assert out["optimal"].restore["variables"]["c"]["verified"]
+
+
+# --- long sessions and sessions that hop again and again ------------------------------------
+
+def test_a_long_session_of_rebinds_is_replayed_right_and_in_time(make_kernel, tmp_path):
+    """250 cells rebinding and mutating the same few names (a list, a dict holding it, an
+    array, counters): the replay plan re-runs the whole chain, in order, within seconds."""
+    ops = ["x = x + {i}", "lst.append(x)", "y = sum(lst)", "arr[{m}] += x", "d['k{k}'] = y",
+           "z = [lst, d]", "x = len(lst)"]
+    cells = ["import numpy as np\nx = 0\nlst = []\narr = np.zeros(10)\nd = {}"]
+    cells += [ops[i % 7].format(i=i, m=i % 10, k=i % 5) for i in range(250)]
+    t0 = time.monotonic()
+    a, out = migrate_both(make_kernel, tmp_path, cells)
+    elapsed = time.monotonic() - t0
+    probe = "[x, y, lst, arr.tolist(), d, z[0] is lst, z[1] is d]"
+    want = a.value(probe)
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value(probe) == want, r.plan
+    assert len(out["replay"].restore["rerun_cells"]) > 200
+    assert elapsed < 120, elapsed
+
+
+HOPS = [
+    ["import numpy as np", "a = [1]\nb = {'k': a}\narr = np.arange(5.0)\nv = arr[1:3]",
+     "def f(x):\n    return x + len(a)", "y = f(10)"],
+    ["c = a\na.append(2)\nb['new'] = c", "v *= 10", "def f(x):\n    return x * 1000", "z = f(1)",
+     "w = [b, c, v]"],
+    ["a.append(3)\nd = [b, c]", "del c", "y2 = f(2) + y", "arr[0] = -1", "b['k'].append(4)"],
+]
+HOP_PROBE = ("[a, b, d, y, y2, z, arr.tolist(), w[2].tolist(), f(1), b['k'] is a, d[0] is b, "
+             "d[1] is a, w[0] is b, w[1] is a, bool(np.shares_memory(v, arr)), w[2] is v, "
+             "'c' in globals()]")
+
+
+def test_three_hops_with_a_different_plan_each_keep_values_and_aliases(make_kernel, tmp_path):
+    """Restore, then cells that mutate restored values and alias them with new ones, then
+    migrate again, three times: the optimal plan, then nothing shipped (deadline 0), then
+    recompute-all. Each restore re-runs cells recorded in earlier kernels against values later
+    kernels changed; the session at the end is the one that never moved, aliases included."""
+    ref = make_kernel()
+    for cells in HOPS:
+        for c in cells:
+            ref.ok(c)
+    want = ref.value(HOP_PROBE)
+    plans = ["", ", deadline_s=0.0", ", strategy='recompute-all'"]
+    k = make_kernel()
+    for i, cells in enumerate(HOPS):
+        for c in cells:
+            k.ok(c)
+        url = (tmp_path / f"hop{i}").as_uri()
+        k.ok(f"import kernel_agent as _ka; _c = _ka.checkpoint({url!r}{plans[i]})")
+        k = make_kernel()
+        k.ok(f"import kernel_agent as _ka; _r = _ka.restore({url!r})")
+        r = k.value("_r")
+        assert r["verified"], (i, r["lost"], r["mismatched"], r["errors"])
+    assert k.value(HOP_PROBE) == want
