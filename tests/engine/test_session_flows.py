@@ -17,9 +17,11 @@ from tests.engine.adversarial import Restored, assert_never_silent, assert_verif
 from tests.kernels import Kernel
 
 
-def interrupt_midway(k: Kernel, code: str, marker: str = "started", timeout: float = 60) -> dict:
+def interrupt_midway(k: Kernel, code: str, marker: str = "started", timeout: float = 60,
+                     caught: bool = False) -> dict | None:
     """Run `code` in `k`, interrupt the kernel (SIGINT, as the notebook's stop button) once the
-    cell printed `marker`, and return the cell's error (a KeyboardInterrupt)."""
+    cell printed `marker`, and return the cell's error (a KeyboardInterrupt; None when the
+    cell catches it, `caught`)."""
     msg_id = k.kc.execute(code)
     out, error, interrupted = "", None, False
     end = time.monotonic() + timeout
@@ -44,7 +46,11 @@ def interrupt_midway(k: Kernel, code: str, marker: str = "started", timeout: flo
     reply = k.kc.get_shell_msg(timeout=k.timeout)
     while reply["parent_header"].get("msg_id") != msg_id:
         reply = k.kc.get_shell_msg(timeout=k.timeout)
-    assert error is not None and error["ename"] == "KeyboardInterrupt", (error, out)
+    if caught:
+        assert error is None and reply["content"]["status"] == "ok", (error, out)
+    else:
+        assert error is not None and error["ename"] == "KeyboardInterrupt", (error, out)
+        assert "kernel_agent" not in "".join(error["traceback"]), error["traceback"]
     return error
 
 
@@ -152,6 +158,29 @@ def test_a_name_an_interrupted_cell_rebound_before_the_loop_is_not_replayed(make
     out = _migrate_with(make_kernel, tmp_path, a, cells, between)
     assert a.value("acc[0]") == 0
     check_all(a, out, ["acc", "first", "count"])
+
+
+def test_a_cell_that_caught_the_interrupt_is_not_replayed_to_the_end(make_kernel, tmp_path):
+    """`try: <loop> except KeyboardInterrupt: pass`, the way training loops are stopped: the
+    cell ends without failing, with the list as far as the loop got. It was recorded as a
+    cell like any other, and the replay ran the loop to its end (2000 items, not 5; on a real
+    training loop, for hours), reported as mismatched and blamed on the hash seed."""
+    a = make_kernel()
+    caught = ("import time\ntry:\n" + "\n".join("    " + line for line in
+              LOOP.format(body="lst.append(i)").replace("100000", "2000").splitlines()[1:])
+              + "\nexcept KeyboardInterrupt:\n    print('stopped')\n")
+
+    def between(i: int) -> None:
+        if i == 0:
+            interrupt_midway(a, caught, caught=True)
+
+    out = _migrate_with(make_kernel, tmp_path, a, ["lst = [-1]", "n = len(lst)", "more = 1"],
+                        between)
+    assert 5 <= a.value("len(lst)") < 2001
+    check_all(a, out, ["lst", "n", "more"])
+    replay = out["replay"].restore
+    assert replay["mismatched"] == []
+    assert "interrupted" in replay["lost"]["lst"]
 
 
 # --- failed cells ---------------------------------------------------------------------------
