@@ -313,6 +313,7 @@ class Monitor:
                 log.warning("kernel_agent: previous cell was never completed; dropping it")
                 self.effects.cancel()
                 self._pending = None
+            _interrupted_in_cell.clear()  # (a cell starts: what was noted was another's)
             if getattr(info, "silent", False) or self._paused:
                 return
             self.check_files()
@@ -856,8 +857,10 @@ _SIGINT = int(getattr(_signal, "SIGINT", 2))
 
 
 _interrupted_in_cell: list[int] = []
-# `except KeyboardInterrupt`, `except (ValueError, BaseException) as e`, a bare `except:`
-_CATCHES_INTERRUPT = re.compile(r"\bexcept\s*(?::|[^:\n]*\b(?:KeyboardInterrupt|BaseException)\b)")
+# `except KeyboardInterrupt`, `except (ValueError, BaseException) as e`, a bare `except:`;
+# and code run by a nested `run_cell` (`%%capture`), which shows its errors and goes on
+_CATCHES_INTERRUPT = re.compile(r"\bexcept\s*(?::|[^:\n]*\b(?:KeyboardInterrupt|BaseException)\b)"
+                                r"|%%capture\b|\brun_cell\(")
 
 
 def _noting_int_handler(signum: int, frame: Any) -> None:
@@ -893,7 +896,6 @@ def _interrupts_held(when: str, then: Callable[[], bool] | None = None) -> Itera
     try:
         yield
     finally:
-        _interrupted_in_cell.clear()
         noting = then is not None and then()
         _signal.signal(_SIGINT, _noting_int_handler if noting else _signal.default_int_handler)
         if arrived:
