@@ -183,6 +183,23 @@ def test_a_cell_that_caught_the_interrupt_is_not_replayed_to_the_end(make_kernel
     assert "interrupted" in replay["lost"]["lst"]
 
 
+def test_a_captured_cell_interrupted_halfway_is_not_replayed_to_the_end(make_kernel, tmp_path):
+    """`%%capture` runs its body as a nested cell, which shows the KeyboardInterrupt and goes
+    on: the cell itself does not fail, and the replay ran its loop to the end."""
+    a = make_kernel()
+    body = LOOP.format(body="lst.append(i)").replace("100000", "2000")
+
+    def between(i: int) -> None:
+        if i == 0:  # (stdout passes through: the test sees the loop start)
+            interrupt_midway(a, "%%capture --no-stdout cap\n" + body, caught=True)
+
+    out = _migrate_with(make_kernel, tmp_path, a, ["lst = [-1]", "n = len(lst)"], between)
+    assert 5 <= a.value("len(lst)") < 2001
+    check_all(a, out, ["lst", "n"])
+    assert out["replay"].restore["mismatched"] == []
+    assert "interrupted" in out["replay"].restore["lost"]["lst"]
+
+
 # --- failed cells ---------------------------------------------------------------------------
 
 def test_names_a_failed_cell_bound_before_raising_are_not_recomputed_without_it(
@@ -621,19 +638,3 @@ def test_three_hops_with_a_different_plan_each_keep_values_and_aliases(make_kern
         assert r["verified"], (i, r["lost"], r["mismatched"], r["errors"])
     assert k.value(HOP_PROBE) == want
 
-
-def test_a_captured_cell_interrupted_halfway_is_not_replayed_to_the_end(make_kernel, tmp_path):
-    """`%%capture` runs its body as a nested cell, which shows the KeyboardInterrupt and goes
-    on: the cell itself does not fail, and the replay ran its loop to the end."""
-    a = make_kernel()
-    body = LOOP.format(body="lst.append(i)").replace("100000", "2000")
-
-    def between(i: int) -> None:
-        if i == 0:  # (stdout passes through: the test sees the loop start)
-            interrupt_midway(a, "%%capture --no-stdout cap\n" + body, caught=True)
-
-    out = _migrate_with(make_kernel, tmp_path, a, ["lst = [-1]", "n = len(lst)"], between)
-    assert 5 <= a.value("len(lst)") < 2001
-    check_all(a, out, ["lst", "n"])
-    assert out["replay"].restore["mismatched"] == []
-    assert "interrupted" in out["replay"].restore["lost"]["lst"]
