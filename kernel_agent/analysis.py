@@ -1451,3 +1451,51 @@ def reads_output_history(code: str) -> bool:
         if isinstance(node, ast.Name) and _HISTORY_NAME.fullmatch(node.id):
             (loads if isinstance(node.ctx, ast.Load) else stores).add(node.id)
     return bool(loads - stores)
+
+
+# Magics that replay or read the numbered input history (`%rerun -l 1` runs the cell before it
+# again, `%macro m 3-5` binds the code of cells 3 to 5, `%save`/`%history -f` write it out): a
+# restore's re-run sees the new kernel's history (its own cells, the restore call) instead.
+HISTORY_MAGICS = frozenset({"rerun", "recall", "rep", "macro", "save", "history", "hist",
+                            "edit", "ed", "pastebin"})
+_RUN_MAGIC_CALLS = frozenset({"run_line_magic", "run_cell_magic", "run_magic", "magic"})
+_AUTOMAGIC_HISTORY_LINE = re.compile(rf"(?m)^\s*({'|'.join(sorted(HISTORY_MAGICS))})(?:[ \t]|$)")
+
+
+@functools.lru_cache(maxsize=4096)
+def reads_input_history(code: str) -> str | None:
+    """What in a cell replays or reads IPython's numbered input history (None: nothing).
+
+    ``%rerun``, ``%macro`` and the like (`HISTORY_MAGICS`), or the shell's ``history_manager``:
+    numbers that named cells of the checkpointed kernel name other code in the restoring one
+    (whose history holds the restore call), so re-running the cell ran other code, and the
+    values it made were reported as mismatched, blamed on the hash seed. Typed without the
+    ``%`` (automagic: ``rerun -l 1``), the magic is no Python the transformer turns into a call:
+    such a line counts, and so does a bare name statement (``rerun``).
+    """
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        transformed = TransformerManager().transform_cell(code)
+    except Exception:  # noqa: BLE001 - unparsable here: the monitor's own analysis decided
+        return None
+    try:
+        tree = ast.parse(transformed)
+    except SyntaxError:
+        # automagic lines (`rerun -l 1`, `macro m 2-3`) are left as they were typed
+        found = _AUTOMAGIC_HISTORY_LINE.search(transformed)
+        return f"%{found.group(1)}" if found else None
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Name)
+                and node.value.id in HISTORY_MAGICS):
+            return f"%{node.value.id}"
+        if isinstance(node, ast.Attribute) and node.attr == "history_manager":
+            return "the shell's history_manager"
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _RUN_MAGIC_CALLS and node.args
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            words = node.args[0].value.split()
+            magic = words[0].lstrip("%") if words else ""
+            if magic in HISTORY_MAGICS:
+                return f"%{magic}"
+    return None

@@ -63,7 +63,7 @@ import sys
 import threading
 import types
 import weakref
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -638,9 +638,10 @@ def exec_globals(fn: types.FunctionType) -> dict | None:
         return None
     if mod == "__main__":
         return g if "__name__" not in g else None
-    if type(mod) is str and mod in sys.modules:
+    if type(mod) is str and (mod in sys.modules or g.get("__name__") == mod):
         # (a library function cloudpickle copied, with a dict of the globals it reads, names
-        # its module: not the notebook's)
+        # its module: not the notebook's; so does a function of a notebook module shipped by
+        # value, whose module the restoring kernel may not have imported)
         return None
     return g
 
@@ -754,6 +755,53 @@ def _local_file(path: str) -> str | None:
 
 
 _LIB_PREFIXES: tuple[str, ...] | None = None
+
+# the notebook's own modules as loaded: name -> (the spec of the load, the source file's
+# (mtime_ns, size) then). A load is an import or a reload, each of which makes a new spec.
+_local_loads: dict[str, tuple[Any, tuple[int, int] | None]] = {}
+
+
+def _source_stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def note_local_loads(names: Iterable[str] | None = None) -> None:
+    """Record the source file of each notebook-local module loaded since the last call, as it
+    is now: the modules `names` (those that joined ``sys.modules``; None: every module) and
+    reloads of the ones already known. The monitor calls it after a cell that changed
+    ``sys.modules``: the cost is the new modules and the known local ones, not all modules."""
+    candidates = list(sys.modules) if names is None else [*names, *_local_loads]
+    for name in candidates:
+        mod = sys.modules.get(name)
+        if type(mod) is not types.ModuleType:
+            continue
+        spec = getattr(mod, "__spec__", None)
+        seen = _local_loads.get(name)
+        if seen is not None and seen[0] is spec:
+            continue
+        source = local_source(mod)
+        if source is not None:
+            _local_loads[name] = (spec, _source_stat(source))
+
+
+def stale_local_modules() -> frozenset[str]:
+    """The notebook's own modules whose source file changed since they were loaded, and that
+    were not reloaded since: their functions and classes are code the file no longer holds.
+    Pickled by reference (module and name) they came back as the file's new code, and
+    ``from lm import f`` then ``f()`` gave another result after a restore."""
+    out = []
+    for name, (spec, stat) in list(_local_loads.items()):
+        mod = sys.modules.get(name)
+        if mod is None or getattr(mod, "__spec__", None) is not spec:
+            continue
+        source = local_source(mod)
+        if source is not None and _source_stat(source) != stat:
+            out.append(name)
+    return frozenset(out)
 
 
 def module_state(mod: types.ModuleType) -> dict[str, Any] | None:
@@ -1555,6 +1603,7 @@ class _Walker:
         "idmap",
         "setctx",
         "shallow",
+        "stale",
     )
 
     def __init__(
@@ -1568,6 +1617,7 @@ class _Walker:
     ) -> None:
         self.ns = ns
         self.portable = portable
+        self.stale: frozenset[str] | None = None  # `stale_local_modules`, when first needed
         self.max_nodes = max_nodes
         self.nodes = 0
         self.work = 0  # atoms hashed in bulk (fast paths), on top of nodes: a deterministic cost
@@ -2369,6 +2419,25 @@ class _Walker:
         return ("finalize", True, bool(info.atexit), info.func, _Synth(info.args or ()),
                 info.kwargs or None, None if self.portable else target)
 
+    def _by_value(self, fn: types.FunctionType, mod: Any) -> bool:
+        """A function of one of the notebook's modules that a checkpoint pickles by value (or
+        that a restore loaded so: globals of its own, its module maybe not even imported)."""
+        if mod is None or fn.__globals__ is not vars(mod):
+            file = fn.__globals__.get("__file__")
+            return type(file) is str and file.endswith(".py") and _local_file(file) is not None
+        if not local_module(mod):
+            return False
+        if self.stale is None:
+            self.stale = stale_local_modules()
+        if fn.__module__ in self.stale:
+            return True
+        import cloudpickle
+
+        try:
+            return not cloudpickle.cloudpickle._should_pickle_by_reference(fn)
+        except Exception:  # noqa: BLE001 - cloudpickle could not tell: by reference, as before
+            return False
+
     def _function(self, fn: types.FunctionType, extend: Any) -> None:
         own_globals = None if self.ns is not None and fn.__globals__ is self.ns else exec_globals(fn)
         if own_globals is not None:
@@ -2383,6 +2452,18 @@ class _Walker:
         if not _is_notebook_function(fn, self.ns):
             self.out.append(("ref", _ref_name(fn)))
             mod = sys.modules.get(fn.__module__) if type(fn.__module__) is str else None
+            if self.portable and self._by_value(fn, mod):
+                # code of one of the notebook's modules that the module's file no longer holds
+                # (`stale_local_modules`), or that is no longer the module's (its old version
+                # after a reload, or one such loaded by a restore): pickled by value, its code
+                # is its value. By its name alone one whose file was rewritten verified while
+                # the restore loaded the file's new code
+                if not self._identity(fn, "F"):
+                    return
+                self.out.append(("fncode",))
+                extend(reversed(_Synth((fn.__code__, fn.__defaults__, fn.__kwdefaults__,
+                                        _Synth(fn.__closure__ or ()), fn.__dict__ or None))))
+                return
             if mod is not None and fn.__globals__ is vars(mod) and local_module(mod):
                 # `from utils import bump; bump()` changes utils' globals: they are this
                 # function's state as much as a closure's cells are

@@ -131,16 +131,20 @@ class CellExecution:
         """Why this cell may not be re-run at restore time (empty: it may).
 
         The one rule the planner, the restore's fallbacks and `requirements` share: it failed,
-        it had side effects, or it read IPython's output history (``prev = _``), which a re-run
-        cannot see as it was.
+        it had side effects, or it read IPython's output history (``prev = _``) or replays its
+        input history (``%rerun``, ``%macro``), which a re-run cannot see as it was.
         """
-        from kernel_agent.analysis import reads_output_history
+        from kernel_agent.analysis import reads_input_history, reads_output_history
 
         reasons = list(self.effects)
         if self.failed:
             reasons.insert(0, f"it failed ({self.error})" if self.error else "it failed")
         if reads_output_history(self.code):
             reasons.append("it reads IPython's output history (_, Out, In, _exit_code), which a re-run cannot reproduce")
+        history = reads_input_history(self.code)
+        if history:
+            reasons.append(f"it replays or reads IPython's input history ({history}), whose numbers "
+                           "name other cells in the restoring kernel")
         return reasons
 
     @property

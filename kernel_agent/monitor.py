@@ -25,7 +25,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from kernel_agent import analysis, carried, procstate, rng
-from kernel_agent.changes import Tracker, dynamic_module, local_source
+from kernel_agent.changes import Tracker, dynamic_module, local_source, note_local_loads
 from kernel_agent.dictversion import dict_version
 from kernel_agent.effects import (
     ENTROPY,
@@ -60,6 +60,11 @@ EXCLUDED_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
 _IPYTHON_PRIVATE = re.compile(r"_{1,3}|_\d+|_i{1,3}|_i\d+|_ih|_oh|_dh|_exit_code")
 UNTRACKED_READ = "reads {names} whose value predates monitoring (created before %load_ext or in a silent execution)"
 INTERNAL_ERROR = "not recorded precisely (internal monitor error; see the kernel_agent log)"
+# the user interrupted the cell and its code caught the KeyboardInterrupt (`except
+# KeyboardInterrupt:` around a training loop): it ended without failing, where the interrupt
+# stopped it
+INTERRUPTED = ("it was interrupted (KeyboardInterrupt) and went on: a re-run would run to "
+               "the end, not stop where it did")
 
 
 @dataclass
@@ -133,6 +138,9 @@ class Monitor:
         self.baseline = carried.Baseline()
         # files read by recorded cells -> (mtime_ns, size) when read: see check_files()
         self._watched: dict[str, tuple[int, int] | None] = {}
+        # the notebook's own modules loaded so far, with their files as they are now: one
+        # changed later is shipped by value (`changes.stale_local_modules`)
+        note_local_loads()
         # the namespace after the last recorded cell and its user names: the next cell's
         # "before" is derived from it by a diff, not rebuilt from all names (see _user_before)
         self._last: _After | None = None
@@ -159,6 +167,11 @@ class Monitor:
         self._comm_ran = False  # a comm message was handled since the last recorded cell
         # recorded cells started: a completion step scheduled before one waits for a pause
         self._executions = 0
+        # the notebook's code catches KeyboardInterrupt (or everything): from then on cells
+        # run under `_noting_int_handler`, so that one that caught the user's interrupt and
+        # went on is known (`INTERRUPTED`). Only then: that handler is one more frame at the
+        # end of the traceback of every interrupted cell
+        self._catches_interrupt = False
         self._completing = False  # a completion step is scheduled on the event loop
         # time spent in our hooks (for the overhead benchmark and for users who wonder)
         # (hook_cpu_s: this thread's CPU time in them, which other load on the machine does
@@ -281,7 +294,12 @@ class Monitor:
 
     def pre_run_cell(self, info: Any) -> None:
         """Snapshot what the cell could change (ids, analysis, RNG) and start effect recording."""
-        with _no_gc(), _interrupts_held("before the cell started"):
+        if not self._catches_interrupt:
+            code = getattr(info, "raw_cell", None)
+            self._catches_interrupt = type(code) is str and bool(_CATCHES_INTERRUPT.search(code))
+        with _no_gc(), _interrupts_held(
+                "before the cell started",
+                then=lambda: self._pending is not None and self._catches_interrupt):
             self._pre_run_cell(info)
 
     def _pre_run_cell(self, info: Any) -> None:
@@ -295,6 +313,7 @@ class Monitor:
                 log.warning("kernel_agent: previous cell was never completed; dropping it")
                 self.effects.cancel()
                 self._pending = None
+            _interrupted_in_cell.clear()  # (a cell starts: what was noted was another's)
             if getattr(info, "silent", False) or self._paused:
                 return
             self.check_files()
@@ -335,7 +354,11 @@ class Monitor:
         except Exception:  # noqa: BLE001
             log.exception("kernel_agent: effect recording failed")
             fx = [INTERNAL_ERROR]
+        if _interrupted_in_cell:
+            _interrupted_in_cell.clear()
+            fx = [*fx, INTERRUPTED]
         install_pyplot_probe()  # (imported by this cell: the next one is probed)
+        _note_loads(p)
         try:
             self._record(p, result, runtime, fx)
         except Exception:  # noqa: BLE001
@@ -833,18 +856,39 @@ def _no_gc() -> Iterator[None]:
 _SIGINT = int(getattr(_signal, "SIGINT", 2))
 
 
+_interrupted_in_cell: list[int] = []
+# `except KeyboardInterrupt`, `except (ValueError, BaseException) as e`, a bare `except:`;
+# and code run by a nested `run_cell` (`%%capture`), which shows its errors and goes on
+_CATCHES_INTERRUPT = re.compile(r"\bexcept\s*(?::|[^:\n]*\b(?:KeyboardInterrupt|BaseException)\b)"
+                                r"|%%capture\b|\brun_cell\(")
+
+
+def _noting_int_handler(signum: int, frame: Any) -> None:
+    """Python's default SIGINT handler (raise KeyboardInterrupt), noting that it ran."""
+    __tracebackhide__ = True  # noqa: F841 - IPython leaves this frame out of tracebacks
+    _interrupted_in_cell.append(signum)
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
-def _interrupts_held(when: str) -> Iterator[None]:
+def _interrupts_held(when: str, then: Callable[[], bool] | None = None) -> Iterator[None]:
     """No KeyboardInterrupt inside the hooks: the user's interrupt (the kernel's SIGINT) that
     arrives while they run is noted and dropped, as it would be a moment later, when the
     kernel is idle. Raised in them, IPython caught it ("Error in callback") and the cell was
     never recorded: its writes and mutations were missing from the history (its new names
     then "predated monitoring"). Typically the user interrupting what looks like a cell still
     running, while the hook hashes what a long cell changed. Only when the handler is
-    Python's default one (which raises); a handler of the user's is left alone."""
+    Python's default one (which raises); a handler of the user's is left alone.
+
+    `then` (before a cell): whether the cell is recorded; if so its code runs under
+    `_noting_int_handler`, which raises as the default one does and notes the interrupt, so
+    that a cell that caught it is known as interrupted (`INTERRUPTED`)."""
     # (the C module: the `signal` module's enum conversions made this 25 us, now 1 us)
-    if (threading.current_thread() is not threading.main_thread()
-            or _signal.getsignal(_SIGINT) is not _signal.default_int_handler):
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = _signal.getsignal(_SIGINT)
+    if handler is not _signal.default_int_handler and handler is not _noting_int_handler:
         yield
         return
     arrived: list[int] = []
@@ -852,7 +896,8 @@ def _interrupts_held(when: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _signal.signal(_SIGINT, _signal.default_int_handler)
+        noting = then is not None and then()
+        _signal.signal(_SIGINT, _noting_int_handler if noting else _signal.default_int_handler)
         if arrived:
             log.warning("kernel_agent: an interrupt arrived while the monitor recorded a cell "
                         "(%s); ignored", when)
@@ -876,6 +921,19 @@ def _warm_up() -> None:
 
 
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
+
+
+def _note_loads(p: _Pending) -> None:
+    """Note the notebook's own modules the cell imported or reloaded, with their files as
+    they are now (`changes.note_local_loads`); nothing when ``sys.modules`` is unchanged."""
+    n, version = p.modules
+    if version is not None and dict_version(sys.modules) == version:
+        return
+    try:
+        new = max(len(sys.modules) - n, 0)
+        note_local_loads(itertools.islice(reversed(sys.modules), new))
+    except Exception:  # noqa: BLE001 - never fail the cell's recording for this
+        log.exception("kernel_agent: noting the modules a cell loaded failed")
 
 
 def _imported_by(p: _Pending, ns: Mapping[str, Any], reads: set[str]) -> set[str]:

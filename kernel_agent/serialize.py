@@ -134,6 +134,7 @@ from kernel_agent.changes import (
     module_namespace,
     module_state,
     registered_module,
+    stale_local_modules,
     storage_bytes,
 )
 from kernel_agent.effects import notebook_code
@@ -460,6 +461,17 @@ class _Pickler(cloudpickle.CloudPickler):
         self._pandas_types = (self._pandas_block, *(() if managers is None else (managers,)))
         self._pandas_frame = getattr(sys.modules.get("pandas.core.generic"), "NDFrame", None)
         self._refs_tokens: dict[int, _RefsToken] = {}  # id(BlockValuesRefs) -> its token
+        # the notebook's modules whose file changed since they were loaded (`_stale_code`)
+        self._stale = stale_local_modules()
+
+    def _stale_code(self, obj: Any) -> bool:
+        """A function or class of one of the notebook's modules whose file changed since it
+        was loaded (`changes.stale_local_modules`), which cloudpickle pickles by reference."""
+        if type(obj) is not types.FunctionType and not isinstance(obj, type):
+            return False
+        module = getattr(obj, "__module__", None)
+        return (type(module) is str and module in self._stale
+                and cloudpickle.cloudpickle._should_pickle_by_reference(obj))
 
     # cloudpickle calls this for functions it pickles by value
     def _dynamic_function_reduce(self, func: Any) -> Any:
@@ -696,7 +708,16 @@ class _Pickler(cloudpickle.CloudPickler):
             params = obj.cache_parameters()
             self._note_lost_cache(obj)
             return (_rebuild_lru_cache, (obj.__wrapped__, params["maxsize"], params["typed"]))
-        rv = super().reducer_override(obj)
+        if self._stale and self._stale_code(obj):
+            # code of a module file changed since it was imported: the import at restore would
+            # give the file's new code, so it travels by value, as after a reload
+            if isinstance(obj, type):
+                self.loads_into_live = True
+                rv = cloudpickle.cloudpickle._dynamic_class_reduce(obj)
+            else:
+                rv = self._dynamic_function_reduce(obj)
+        else:
+            rv = super().reducer_override(obj)
         if isinstance(obj, type) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_CLASS,):
             return _keep_inherited_entries(obj, rv)
         if isinstance(obj, enum.EnumMeta) and type(rv) is tuple and rv[:1] == (_MAKE_SKELETON_ENUM,):
