@@ -21,12 +21,20 @@ from __future__ import annotations
 
 import collections
 import copy
+import datetime
+import decimal
+import fractions
 import hashlib
+import re
 import types
 from typing import Any
 
 SKIP = {"In", "Out", "exit", "quit", "get_ipython", "open"}
-ATOMS = (type(None), bool, int, float, complex, str, bytes)
+# values without identity semantics (immutable; equal ones are interchangeable), as the agent
+# treats them (`changes.MARSHAL_ATOMS`, `changes._EXT_ATOMS`): hashed by value, never aliased
+ATOMS = (type(None), bool, int, float, complex, str, bytes, datetime.datetime, datetime.date,
+         datetime.time, datetime.timedelta, datetime.timezone, decimal.Decimal, fractions.Fraction,
+         range, re.Pattern, type(Ellipsis))
 
 
 def probe(ns: dict[str, Any]) -> dict[str, Any]:
