@@ -25,6 +25,7 @@ import datetime
 import decimal
 import fractions
 import hashlib
+import logging
 import re
 import types
 from typing import Any
@@ -150,6 +151,13 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
                 if k not in ("__dict__", "__weakref__", "__module__", "__doc__", "__slotnames__"):
                     h.update(k.encode())
                     feed(h, v, depth + 1)
+            return
+        if isinstance(obj, logging.Logger):
+            # the process's logger of that name: what the notebook set on it, not the registry
+            # of every logger the process made (`manager`) or its level cache (`_cache`)
+            h.update(f"logger:{obj.name};{obj.level};{obj.propagate};{obj.disabled};".encode())
+            feed(h, list(obj.handlers), depth + 1)
+            feed(h, list(obj.filters), depth + 1)
             return
         if str(module or "").startswith("matplotlib.") or t.__module__.startswith("matplotlib."):
             # artists: matplotlib's pickle renumbers callback registries and drops caches, so a

@@ -1,0 +1,70 @@
+"""The demo's own check (`elastic_spawner/demo/probe.py`): digests that differ only when the
+session does, whatever notebook `elastic-spawner demo --notebook` brings."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import pickle
+from fractions import Fraction
+from importlib import resources
+
+import pytest
+
+_ns: dict = {}
+exec(resources.files("elastic_spawner.demo").joinpath("probe.py").read_text(), _ns)  # noqa: S102
+probe = _ns["probe"]
+
+
+class Record:
+    def __init__(self, v):
+        self.v = v
+
+
+Record.__module__ = "__main__"  # a class of the notebook's (a library's is a reference)
+
+
+def test_a_changed_value_and_a_broken_alias_are_seen() -> None:
+    shared = [1, 2]
+    before = probe({"a": shared, "b": shared, "c": {"k": 1}})
+    assert before["aliases"] == [["a", "b"]]
+    after = probe({"a": [1, 2], "b": [1, 2], "c": {"k": 2}})
+    assert after["aliases"] == []
+    assert after["digests"]["c"] != before["digests"]["c"]
+
+
+def test_equal_value_types_in_a_container_are_not_aliases_to_keep() -> None:
+    third = Fraction(1, 3)
+    before = probe({"third": third, "mixed": {"f": third}})
+    # (a restore may bring back an equal Fraction that is another object: as 1/3 computed twice)
+    after = probe(pickle.loads(pickle.dumps({"third": Fraction(1, 3), "mixed": {"f": Fraction(1, 3)}})))
+    assert before["digests"] == after["digests"]
+
+
+def test_a_class_whose_instance_was_pickled_is_the_same_class() -> None:
+    ns = {"Record": Record, "r": Record(3)}
+    before = probe(ns)
+    copy.copy(ns["r"])  # copyreg caches __slotnames__ on the class (a checkpoint pickles it)
+    assert "__slotnames__" in vars(Record)
+    assert probe(ns)["digests"] == before["digests"]
+
+
+def test_a_logger_is_what_the_notebook_set_on_it_not_the_processs_registry() -> None:
+    log = logging.getLogger("probe-test")
+    log.setLevel(logging.INFO)
+    before = probe({"log": log})
+    logging.getLogger("probe-test.other")  # another logger in the process, a level cached
+    log.isEnabledFor(logging.DEBUG)
+    assert probe({"log": log})["digests"] == before["digests"]
+    log.setLevel(logging.WARNING)
+    assert probe({"log": log})["digests"] != before["digests"]
+
+
+def test_a_matplotlib_figure_is_checked_by_type() -> None:
+    plt = pytest.importorskip("matplotlib.pyplot")
+    fig, ax = plt.subplots()
+    ax.plot([1, 2])
+    before = probe({"fig": fig, "ax": ax})
+    loaded = pickle.loads(pickle.dumps({"fig": fig, "ax": ax}))  # callbacks renumbered, caches dropped
+    assert probe(loaded)["digests"] == before["digests"]
+    plt.close("all")
