@@ -210,6 +210,28 @@ def _digest_opaque(tp: type) -> bool:
                in _DIGEST_OPAQUE_QUALNAMES for c in mro)
 
 
+@functools.lru_cache(maxsize=20_000)
+def _is_widget(tp: type) -> bool:
+    """An ipywidgets widget (found by name: the library is never imported here)."""
+    return any(getattr(c, "__module__", "") == "ipywidgets.widgets.widget"
+               and getattr(c, "__qualname__", "") == "Widget" for c in getattr(tp, "__mro__", ()))
+
+
+def _widget_state(d: dict[str, Any]) -> Any:
+    """A widget's attributes without its link to the frontend: the comm and the model id are
+    a new random id in each process (a re-run slider made the same slider, with another id,
+    and every widget re-run at a restore was reported as differing)."""
+    values = d.get("_trait_values")
+    pairs = []
+    for k, v in d.items():
+        if k == "_model_id":
+            continue
+        if k == "_trait_values" and type(values) is dict:
+            v = _Synth(_Synth(kv) for kv in values.items() if kv[0] != "comm")
+        pairs.append(_Synth((k, v)))
+    return _Synth(pairs)
+
+
 #: type names of Cython's function objects (`def` functions of compiled modules)
 _CYTHON_FUNCTIONS = frozenset({"cython_function_or_method", "fused_cython_function"})
 
@@ -2356,6 +2378,8 @@ class _Walker:
             # decides that its instance attributes are scratch that pickling does not keep: its
             # value is its items, so the portable digest checks those)
             d = dict_desc.__get__(obj, tp)
+            if d is not None and self.portable and type(d) is dict and _is_widget(tp):
+                d = _widget_state(d)
             if d is not None:
                 children.append(d)
         held: list[Any] = []

@@ -159,6 +159,13 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
             feed(h, list(obj.handlers), depth + 1)
             feed(h, list(obj.filters), depth + 1)
             return
+        if any(c.__module__ == "ipywidgets.widgets.widget" and c.__qualname__ == "Widget"
+               for c in t.__mro__):
+            # a widget: its traits, without its comm to the frontend (a new id in each process)
+            h.update(f"widget:{t.__qualname__};".encode())
+            traits = getattr(obj, "_trait_values", {})
+            feed(h, {k: v for k, v in traits.items() if k != "comm"}, depth + 1)
+            return
         if str(module or "").startswith("matplotlib.") or t.__module__.startswith("matplotlib."):
             # artists: matplotlib's pickle renumbers callback registries and drops caches, so a
             # loaded figure never equals the live one attribute by attribute; checked by type,

@@ -238,6 +238,23 @@ def test_a_loaded_figure_marks_itself_stale_when_a_later_cell_draws_on_it(make_k
     assert b.value("states") == [False, True, True, True, True, True]  # (drawn, then changed)
 
 
+@pytest.mark.parametrize("strategy", ["recompute-all", "ship-all"])
+def test_widgets_come_back_verified_with_their_values_and_observers(make_kernel, tmp_path, strategy):
+    # a widget's comm to the frontend and its model id are new random ids in every process: a
+    # re-run slider was the same slider, and every widget a restore re-ran was reported as
+    # differing from its checkpoint
+    pytest.importorskip("ipywidgets")
+    cells = ["import ipywidgets as widgets",
+             "slider = widgets.IntSlider(value=3, min=0, max=10)\nlog = []\n"
+             "slider.observe(lambda c: log.append(c['new']), names='value')",
+             "slider.value = 7\nbox = widgets.VBox([slider, widgets.Label('hi')])"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_verified(r)
+    b.ok("slider.value = 9")
+    assert b.value("[slider.value, log, box.children[0] is slider, box.children[1].value]") == [
+        9, [7, 9], True, "hi"]
+
+
 def test_a_cell_that_imports_matplotlib_and_sets_it_up_is_re_run_with_a_shipped_figure(
         make_kernel, tmp_path):
     # "what importing a library sets, importing it again sets": but this cell also chose the

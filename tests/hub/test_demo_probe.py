@@ -68,3 +68,10 @@ def test_a_matplotlib_figure_is_checked_by_type() -> None:
     loaded = pickle.loads(pickle.dumps({"fig": fig, "ax": ax}))  # callbacks renumbered, caches dropped
     assert probe(loaded)["digests"] == before["digests"]
     plt.close("all")
+
+
+def test_a_widget_is_its_traits_not_its_comm() -> None:
+    widgets = pytest.importorskip("ipywidgets")
+    before = probe({"s": widgets.IntSlider(value=3)})
+    assert probe({"s": widgets.IntSlider(value=3)})["digests"] == before["digests"]  # another id
+    assert probe({"s": widgets.IntSlider(value=4)})["digests"] != before["digests"]
