@@ -27,6 +27,7 @@ import fractions
 import hashlib
 import logging
 import re
+import threading
 import types
 from typing import Any
 
@@ -151,6 +152,10 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
                 if k not in ("__dict__", "__weakref__", "__module__", "__doc__", "__slotnames__"):
                     h.update(k.encode())
                     feed(h, v, depth + 1)
+            return
+        if isinstance(obj, threading.Thread):
+            # a thread holds ids the operating system gave it; the agent checks it by type too
+            h.update(f"thread:{t.__qualname__};".encode())
             return
         if isinstance(obj, logging.Logger):
             # the process's logger of that name: what the notebook set on it, not the registry
