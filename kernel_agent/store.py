@@ -216,8 +216,10 @@ def _verify(key: str, data: bytearray, size: int | None, where: str) -> bytearra
     h.update(data)
     if h.hexdigest() != key:
         raise StoreError(
-            f"blob {key} is corrupted at {where}: its blake3 checksum does not match; the "
-            "checkpoint cannot use it (the value is recomputed or reported lost)"
+            f"blob {key} is corrupted at {where}: its blake3 checksum does not match (its "
+            "bytes changed after they were hashed: a thread of the notebook still writing to "
+            "the value while it was checkpointed, or damage in the store); the checkpoint "
+            "cannot use it (the value is recomputed or reported lost)"
         )
     return data
 
