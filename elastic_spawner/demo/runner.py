@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -466,7 +467,7 @@ async def run_demo(workdir: Path | None, *, keep: bool, console: Console | None 
         (wd / "report.json").write_text(json.dumps(asdict(report), indent=1, default=str))
         if keep:
             console.print(
-                f"\nThe hub keeps running: open [bold]{demo.hub.url}/hub/login?next=/user/{demo.user}/lab/tree/{demo.notebook.name}[/]"
+                f"\nThe hub keeps running: open [bold]{demo.hub.url}/hub/login?next=/user/{demo.user}/lab/tree/{quote(demo.notebook.name)}[/]"
                 f"\nand log in as [bold]{demo.user}[/] with any password. Ctrl-C stops everything."
             )
             kept = True
