@@ -210,6 +210,64 @@ def _digest_opaque(tp: type) -> bool:
                in _DIGEST_OPAQUE_QUALNAMES for c in mro)
 
 
+#: Instance slots that are a library's memo of what was asked of an immutable value, not
+#: the value: by class (module-qualified, found by name along the MRO: the libraries are never
+#: imported here) -> attribute names the *portable digest* leaves out. sympy's ``_assumptions``
+#: (``StdFactKB``) caches every fact deduced about an expression so far, in the order deduced:
+#: which facts and in which order depend on what the process asked before and on sympy's
+#: generators, seeded from OS entropy at import and drawn from while importing. A restore that
+#: loaded ``from sympy import ...`` instead of re-running it imported sympy otherwise, and every
+#: recomputed symbol, expression and matrix said "value differs". The facts follow from the
+#: expression's type, its args and a symbol's given assumptions (``_assumptions0``), which are
+#: walked. Change detection still walks the memo (a cell that only asked ``x.is_integer`` counts
+#: as touching `x`: over-approximation).
+_DIGEST_MEMO_ATTRS: dict[str, frozenset[str]] = {
+    "sympy.core.basic.Basic": frozenset({"_assumptions"}),
+}
+_memo_attrs_cache: dict[type, frozenset[str]] = {}
+
+#: Library classes whose instances are immutable values the library itself interchanges with
+#: any equal one: sympy hash-conses expressions through a process-wide cache (``cacheit``), so
+#: whether the ``-x`` inside ``exp(-x)`` is the same object as the ``-x`` of an earlier
+#: expression depends on what that cache held, not on anything the notebook did; a restore
+#: re-running the cells in a process whose cache had been filled otherwise brought back equal
+#: expressions that shared other subterms, and they "differed". The portable digest refers
+#: back to the first equal instance of the same type met (as if they were one object) instead
+#: of to the first identical one, so equal values digest alike whatever the cache shared.
+#: Equality is the library's own (sympy's structural ``==``, same exact type only).
+_DIGEST_VALUE_CLASSES = frozenset({"sympy.core.basic.Basic"})
+_value_class_cache: dict[type, bool] = {}
+
+
+def _digest_value_class(tp: type) -> bool:
+    """Whether the portable digest identifies `tp`'s equal instances (`_DIGEST_VALUE_CLASSES`)."""
+    got = _value_class_cache.get(tp)
+    if got is None:
+        got = any(f"{getattr(c, '__module__', '')}.{getattr(c, '__qualname__', '')}"
+                  in _DIGEST_VALUE_CLASSES for c in getattr(tp, "__mro__", None) or (tp,))
+        if len(_value_class_cache) > 20_000:
+            _value_class_cache.clear()
+        _value_class_cache[tp] = got
+    return got
+
+
+def _digest_memo_attrs(tp: type) -> frozenset[str]:
+    """Attributes of `tp`'s instances that the portable digest leaves out (`_DIGEST_MEMO_ATTRS`);
+    cached per type."""
+    got = _memo_attrs_cache.get(tp)
+    if got is None:
+        names: set[str] = set()
+        for c in getattr(tp, "__mro__", None) or (tp,):
+            extra = _DIGEST_MEMO_ATTRS.get(f"{getattr(c, '__module__', '')}.{getattr(c, '__qualname__', '')}")
+            if extra:
+                names |= extra
+        got = frozenset(names)
+        if len(_memo_attrs_cache) > 20_000:
+            _memo_attrs_cache.clear()
+        _memo_attrs_cache[tp] = got
+    return got
+
+
 #: type names of Cython's function objects (`def` functions of compiled modules)
 _CYTHON_FUNCTIONS = frozenset({"cython_function_or_method", "fused_cython_function"})
 
@@ -1555,6 +1613,7 @@ class _Walker:
         "idmap",
         "setctx",
         "shallow",
+        "values",
     )
 
     def __init__(
@@ -1641,6 +1700,9 @@ class _Walker:
         # elements of the sets it meets
         self.setctx: _SetOrder | None = None
         self.shallow = False
+        # portable mode: (type, value) -> memo index of the first instance of a value class
+        # (`_DIGEST_VALUE_CLASSES`) met; an equal one is referred back to it
+        self.values: dict[Any, int] = {}
 
     def next_root(self) -> None:
         """Start the stream of another root; what earlier roots visited stays memoised.
@@ -2219,8 +2281,21 @@ class _Walker:
         if obj is getattr(random, "_inst", None):
             self.out.append(("ref", "random._inst"))  # (see `_global_generator`)
             return
+        value_key: Any = None
+        if self.portable and not self.noid and id(obj) not in self.memo and _digest_value_class(tp):
+            try:
+                value_key = (tp, obj)
+                idx = self.values.get(value_key)
+            except Exception:  # noqa: BLE001 - unhashable or failing ==: by identity, as others
+                value_key = idx = None
+            if idx is not None:
+                self.links += 1
+                self.out.append(("@", idx - self.root_start))
+                return
         if not self._identity(obj, "I"):
             return
+        if value_key is not None:
+            self.values[value_key] = self.memo[id(obj)]
         out = self.out
         out.append(("type", _type_name(tp)))
         if _is_session_class(tp, self.ns):
@@ -2309,7 +2384,10 @@ class _Walker:
             if d is not None:
                 children.append(d)
         held: list[Any] = []
+        memo_attrs = _digest_memo_attrs(tp) if self.portable else frozenset()
         for name, desc in slots:
+            if name in memo_attrs:
+                continue
             try:
                 v = desc.__get__(obj, tp)
             except AttributeError:

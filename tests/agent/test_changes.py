@@ -1868,3 +1868,25 @@ def test_a_change_deep_in_sets_that_hold_one_another_is_a_mutation():
     assert upd.opaque == set() and upd.mutated == set()
     ns["club"]["c"].name = "changed"
     assert t.update(ns, ["club"], []).mutated == {"club"}
+
+
+def test_portable_digest_ignores_sympys_fact_cache_and_expression_cache_sharing():
+    """Equal sympy values digest alike whether or not they were asked questions (a symbol's
+    `_assumptions` caches each deduced fact, in the order deduced) and whether sympy's cache
+    made two equal subterms one object; a different value, a different assumption, or an
+    Integer instead of an equal Float still differ."""
+    sympy = pytest.importorskip("sympy")
+    x = sympy.Symbol("x", real=True)
+    inner = -x
+    sympy.core.cache.clear_cache()  # (else sympy's cache hands back `inner` itself)
+    other = -x
+    assert inner == other and inner is not other
+    fresh = pickle.loads(pickle.dumps(x))  # (pickling keeps the given assumptions only)
+    assert x.is_integer is None and x.is_positive is None  # fills x's fact cache
+    assert dict(x._assumptions) != dict(fresh._assumptions)
+    assert value_digest({"v": [x, inner]}) == value_digest({"v": [fresh, inner]})
+    assert value_digest({"v": [inner, sympy.exp(inner)]}) == value_digest({"v": [inner, sympy.exp(other)]})
+    assert value_digest({"v": [x, inner]}) != value_digest({"v": [sympy.Symbol("x"), inner]})
+    assert value_digest({"v": [inner, sympy.exp(inner)]}) != value_digest({"v": [inner, sympy.exp(x)]})
+    two, twof = sympy.Integer(2), sympy.Float(2.0)
+    assert value_digest({"v": [two, two]}) != value_digest({"v": [two, twof]})

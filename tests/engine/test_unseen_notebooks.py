@@ -268,3 +268,25 @@ def test_categoricals_periods_intervals_groupbys_and_rolling_windows_come_back(m
         "ts = pd.Timestamp('2024-03-10 01:30', tz='America/New_York') + pd.Timedelta(hours=1)",
     ], "[gb.sum(numeric_only=True)['v'].tolist(), roll.mean().fillna(-1).tolist(), str(df['cat'].max()),"
        " str(df['p'].iloc[2]), str(mi.index[3]), sp.density, str(ts), df['n'].isna().tolist()]")
+
+
+
+def test_sympy_expressions_recomputed_after_a_loaded_import_verify(make_kernel, tmp_path):
+    """Symbols with assumptions, a simplified expression, `solve`'s roots, a derivative and an
+    integral, a symbolic Matrix and an inverse, and a `lambdify`d function. The optimal plan
+    loads `from sympy import ...` (sympy is imported by the load, not by the cell) and re-runs
+    the rest: every value said "value differs". Each symbol caches the facts deduced about it
+    (`_assumptions`) in an order drawn from a generator sympy seeds and draws from at import,
+    and sympy's expression cache decides which equal subterms are one object; neither is part
+    of the value, and the digest now leaves both out."""
+    pytest.importorskip("sympy")
+    assert_same_everywhere(make_kernel, tmp_path, [
+        "from sympy import symbols, simplify, solve, Matrix, lambdify, sqrt, exp, integrate, diff",
+        "x, y = symbols('x y', real=True)\nz = symbols('z', positive=True)",
+        "expr = simplify(exp(x)*exp(y) + sqrt(z**2))",
+        "sols = solve(x**2 + x - 1, x)",
+        "d = diff(expr, x); I1 = integrate(x*exp(-x), x)",
+        "M = Matrix(3, 3, lambda i, j: (i + 1) * x**j); Minv = (M + Matrix.eye(3)).inv()",
+        "f = lambdify((x, y), expr.subs(z, 1), 'numpy')",
+    ], "[str(expr), str(sols), str(d), str(I1), str(Minv[0, 0]), float(f(0.5, 0.25)), bool(x.is_real),"
+       " bool(z.is_positive), expr.free_symbols == {x, y, z}, M.free_symbols == {x}, (Minv * (M + Matrix.eye(3))).applyfunc(simplify) == Matrix.eye(3)]")
