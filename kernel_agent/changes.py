@@ -237,6 +237,27 @@ _memo_attrs_cache: dict[type, frozenset[str]] = {}
 #: Equality is the library's own (sympy's structural ``==``, same exact type only).
 _DIGEST_VALUE_CLASSES = frozenset({"sympy.core.basic.Basic"})
 _value_class_cache: dict[type, bool] = {}
+_VALUE_REF = object()  # (marks a value-class instance's number in a `_value_id` key)
+_ATOM_TYPE_NAMES = frozenset({"mpz", "mpq"})  # gmpy2's numbers, in sympy's numbers' content
+
+
+def _typed_atom(c: Any) -> Any:
+    """`c` (an atom, or a tuple of them) with each atom's type beside it, so that ``True`` and
+    ``1``, ``1`` and ``1.0`` are different keys; None when `c` holds anything else."""
+    ct = type(c)
+    if ct is tuple:
+        out = []
+        for e in c:
+            a = _typed_atom(e)
+            if a is None:
+                return None
+            out.append(a)
+        return (tuple, tuple(out))
+    if ct is float:
+        return (ct, c.hex())  # (-0.0 == 0.0, and nan is no nan)
+    if ct in (str, int, bool, bytes, type(None)) or ct.__name__ in _ATOM_TYPE_NAMES:
+        return (ct, c)
+    return None
 
 
 def _digest_value_class(tp: type) -> bool:
@@ -1614,6 +1635,8 @@ class _Walker:
         "setctx",
         "shallow",
         "values",
+        "value_ids",
+        "value_canon",
     )
 
     def __init__(
@@ -1702,7 +1725,9 @@ class _Walker:
         self.shallow = False
         # portable mode: (type, value) -> memo index of the first instance of a value class
         # (`_DIGEST_VALUE_CLASSES`) met; an equal one is referred back to it
-        self.values: dict[Any, int] = {}
+        self.values: dict[int, int] = {}
+        self.value_ids: dict[int, int] = {}  # id -> `_value_id` of the value-class instances met
+        self.value_canon: dict[Any, int] = {}  # (type, content) -> its `_value_id`
 
     def next_root(self) -> None:
         """Start the stream of another root; what earlier roots visited stays memoised.
@@ -2281,21 +2306,21 @@ class _Walker:
         if obj is getattr(random, "_inst", None):
             self.out.append(("ref", "random._inst"))  # (see `_global_generator`)
             return
-        value_key: Any = None
+        value_id: int | None = None
         if self.portable and not self.noid and id(obj) not in self.memo and _digest_value_class(tp):
             try:
-                value_key = (tp, obj)
-                idx = self.values.get(value_key)
-            except Exception:  # noqa: BLE001 - unhashable or failing ==: by identity, as others
-                value_key = idx = None
+                value_id = self._value_id(obj, tp)
+            except Exception:  # noqa: BLE001 - (or too deep): by identity, as others are
+                value_id = None
+            idx = self.values.get(value_id) if value_id is not None else None
             if idx is not None:
                 self.links += 1
                 self.out.append(("@", idx - self.root_start))
                 return
         if not self._identity(obj, "I"):
             return
-        if value_key is not None:
-            self.values[value_key] = self.memo[id(obj)]
+        if value_id is not None:
+            self.values[value_id] = self.memo[id(obj)]
         out = self.out
         out.append(("type", _type_name(tp)))
         if _is_session_class(tp, self.ns):
@@ -2406,6 +2431,37 @@ class _Walker:
             children += self._library_state(obj, tp)
         out.append(len(children))
         extend(reversed(children))
+
+    def _value_id(self, obj: Any, tp: type) -> int | None:
+        """A number the same for equal instances of value classes (`_DIGEST_VALUE_CLASSES`)
+        met by this walk: the instance's type and its ``_hashable_content()`` (what sympy's own
+        ``==`` and ``hash`` compare), with the value-class instances in it replaced by their
+        numbers (hash-consing: each instance is keyed once). Neither ``hash()`` nor ``==`` of
+        the library is called: sympy caches a hash in the object (``_mhash``), and the in-process
+        walk would see the checkpoint change the session's values. None: content that is not
+        plain atoms and value-class instances (the instance is then referred to by identity)."""
+        byid = self.value_ids
+        got = byid.get(id(obj))
+        if got is not None:
+            return got
+        parts = []
+        for c in tp._hashable_content(obj):
+            ct = type(c)
+            if _digest_value_class(ct):
+                sub = self._value_id(c, ct)
+                if sub is None:
+                    return None
+                parts.append((_VALUE_REF, sub))
+            else:
+                atom = _typed_atom(c)
+                if atom is None:
+                    return None
+                parts.append(atom)
+        key = (tp, tuple(parts))
+        got = self.value_canon.setdefault(key, len(self.value_canon))
+        byid[id(obj)] = got
+        self.keep.append(obj)
+        return got
 
     def _library_state(self, obj: Any, tp: type) -> list[Any]:
         """What a library's own pickling of `obj` keeps, walked after the instance's attributes.

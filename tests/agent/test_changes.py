@@ -1890,3 +1890,7 @@ def test_portable_digest_ignores_sympys_fact_cache_and_expression_cache_sharing(
     assert value_digest({"v": [inner, sympy.exp(inner)]}) != value_digest({"v": [inner, sympy.exp(x)]})
     two, twof = sympy.Integer(2), sympy.Float(2.0)
     assert value_digest({"v": [two, two]}) != value_digest({"v": [two, twof]})
+    unhashed = sympy.Add(x, sympy.Integer(12345), evaluate=False)
+    assert unhashed._mhash is None
+    value_digest({"v": [unhashed, sympy.Add(x, sympy.Integer(12345), evaluate=False)]})
+    assert unhashed._mhash is None  # (sympy caches a hash in it: a change the tracker sees)
