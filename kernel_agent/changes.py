@@ -2642,8 +2642,25 @@ class _Walker:
                         d = {**d, "_fill_value": _ma_default_fill(arr)}
                     push(_Synth(_Synth((k, v)) for k, v in d.items() if type(v) is not mmap.mmap))
         if dt.hasobject:
+            if self.portable:
+                fb = _final_base(arr)
+                if fb is not arr and isinstance(fb, np.ndarray):
+                    # a view of an object array (`arr[::2]`, a field of a structured array):
+                    # its elements are its base's slots, and a store through it lands in the
+                    # base. Walked as a list of its items, a restore that shipped it as a copy
+                    # (no longer over `arr`) verified
+                    out.append(("view", _data_ptr(arr) - _data_ptr(fb), arr.shape, arr.strides,
+                                str(dt)))
+                    push(fb)
+                    return
             out.append(("Aobj", arr.shape, str(dt)))
             items = arr.ravel(order="C").tolist() if dt.fields else list(arr.ravel(order="C"))
+            if dt.fields and not self.portable:
+                # (each `tolist()` makes the records anew: walked as tuples, their ids made every
+                # fingerprint of the array differ, and a checkpoint found it "changed outside
+                # recorded cells", so no cell could re-create it. The portable digest walks
+                # tuples without ids: its stream is left as older agents wrote it)
+                items = [_Synth(t) if type(t) is tuple else t for t in items]
             if not self.portable and not dt.fields and set(map(type, items)) <= MARSHAL_ATOMS:
                 # strings, numbers: no identities inside, so hash the run in C (a million-row
                 # column of strings walked item by item cost half a second per touch)

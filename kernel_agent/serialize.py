@@ -1085,6 +1085,10 @@ class _Pickler(cloudpickle.CloudPickler):
             or obj.size == 0
             or not (root.flags.c_contiguous or root.flags.f_contiguous)
         ):
+            if (obj.dtype.hasobject or root.dtype.hasobject) and obj.size and self.lossy is None:
+                # its elements are its base's slots (`view = arr[::2]; view[1] = b` stores in
+                # `arr`): a copy is no longer that view, so the checkpoint recomputes it
+                self.lossy = "a view of an object array ships as a copy, apart from its base"
             return super().reducer_override(obj)  # copied by numpy's own reduce
         if obj.nbytes == root.nbytes and (obj.flags.c_contiguous or obj.flags.f_contiguous):
             # covers all of its base's memory (``np.arange(60).reshape(6, 10)``, ``a.T``): ship

@@ -1894,3 +1894,30 @@ def test_portable_digest_ignores_sympys_fact_cache_and_expression_cache_sharing(
     assert unhashed._mhash is None
     value_digest({"v": [unhashed, sympy.Add(x, sympy.Integer(12345), evaluate=False)]})
     assert unhashed._mhash is None  # (sympy caches a hash in it: a change the tracker sees)
+
+
+def test_a_structured_array_holding_objects_is_not_changed_by_being_looked_at():
+    """Its records come out of every `tolist()` as new tuples: walked with their ids, each
+    fingerprint differed, and a checkpoint found it "changed outside recorded cells"."""
+    t, ns = tracked(
+        """
+        class Item:
+            pass
+        a = Item()
+        st = np.zeros(2, dtype=[("o", object), ("x", float)])
+        st["o"][0] = a
+        """
+    )
+    upd = t.update(ns, user_names(ns), [])
+    assert upd.mutated == set()
+    assert group(t, "st", "a")
+
+
+def test_the_portable_digest_tells_a_view_of_an_object_array_from_a_copy():
+    """`view = arr[::2]` stores into `arr`; a copy of the same items does not. Walked as a list
+    of its items, a view shipped as a copy (apart from `arr`) verified."""
+    item = object.__new__(type("Item", (), {}))
+    arr = np.array([item, 1, item, None], dtype=object)
+    view = arr[::2]
+    assert value_digest({"arr": arr, "view": view}) != value_digest({"arr": arr, "view": view.copy()})
+    assert value_digest({"arr": arr, "view": view}) == value_digest({"arr": arr, "view": arr[::2]})

@@ -389,3 +389,21 @@ def test_masked_record_and_object_arrays_keep_the_notebooks_objects(make_kernel,
         "other.append(3)",
     ], "[m.filled(-1).tolist(), mv.filled(-1).tolist(), bool(np.shares_memory(m.data, mv.data)), rec.x.tolist(),"
        " rec.i.tolist(), arr[0] is obj, arr[2] is obj, arr[1] is other, arr[1], arr[0].v, m.mask.tolist()]")
+
+
+def test_views_of_object_arrays_and_object_fields_stay_over_their_base(make_kernel, tmp_path):
+    """`view = arr[::2]` is a window on `arr` (a store through it lands in `arr`): shipped, it
+    came back a copy and verified (the digest walked it as a list of its items); it is now
+    recomputed. A structured array with an object field was "changed outside recorded cells"
+    at every checkpoint (its records were walked with the ids of temporary tuples), so with
+    the replay plan it was lost."""
+    assert_same_everywhere(make_kernel, tmp_path, [
+        "import numpy as np",
+        "class Item:\n    def __init__(self, v):\n        self.v = v",
+        "a = Item(1); b = Item(2)",
+        "arr = np.array([a, b, a, None], dtype=object); view = arr[::2]; view[1] = b",
+        "st = np.zeros(2, dtype=[('o', object), ('x', float)]); st['o'][0] = a; st['x'][1] = 2.5",
+        "grid = np.empty((2, 2), dtype=object); grid[0, 0] = [a]; grid[1, 1] = grid[0, 0]",
+        "b.v = 20",
+    ], "[arr[0] is a, arr[2] is b, view[0] is a, bool(np.shares_memory(arr, view)), view.base is arr,"
+       " st['o'][0] is a, float(st['x'][1]), grid[1, 1] is grid[0, 0], grid[0, 0][0] is a, arr[1].v, arr[3] is None]")
