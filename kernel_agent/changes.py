@@ -210,9 +210,9 @@ def _digest_opaque(tp: type) -> bool:
                in _DIGEST_OPAQUE_QUALNAMES for c in mro)
 
 
-#: Instance slots that are a library's memo of what was asked of an immutable value, not
-#: the value: by class (module-qualified, found by name along the MRO: the libraries are never
-#: imported here) -> attribute names the *portable digest* leaves out. sympy's ``_assumptions``
+#: Instance slots that are a library's memo of what was asked of an immutable value, or a
+#: number it drew for it, not the value: by class (module-qualified, found by name along the
+#: MRO: the libraries are never imported here) -> slot names the *portable digest* leaves out. sympy's ``_assumptions``
 #: (``StdFactKB``) caches every fact deduced about an expression so far, in the order deduced:
 #: which facts and in which order depend on what the process asked before and on sympy's
 #: generators, seeded from OS entropy at import and drawn from while importing. A restore that
@@ -223,6 +223,10 @@ def _digest_opaque(tp: type) -> bool:
 #: as touching `x`: over-approximation).
 _DIGEST_MEMO_ATTRS: dict[str, frozenset[str]] = {
     "sympy.core.basic.Basic": frozenset({"_assumptions"}),
+    # a Dummy's number is drawn from a generator seeded per process plus a process-wide count:
+    # it tells dummies apart (`_value_id` keeps it: distinct dummies stay distinct objects in
+    # the stream), but no re-run gives the same number, so every recomputed Dummy "differed"
+    "sympy.core.symbol.Dummy": frozenset({"dummy_index"}),
 }
 _memo_attrs_cache: dict[type, frozenset[str]] = {}
 

@@ -1894,6 +1894,11 @@ def test_portable_digest_ignores_sympys_fact_cache_and_expression_cache_sharing(
     assert unhashed._mhash is None
     value_digest({"v": [unhashed, sympy.Add(x, sympy.Integer(12345), evaluate=False)]})
     assert unhashed._mhash is None  # (sympy caches a hash in it: a change the tracker sees)
+    # a Dummy's number is per process; which dummies are one is kept
+    k1, k2 = sympy.Dummy("k", dummy_index=11), sympy.Dummy("k", dummy_index=12)
+    assert value_digest({"v": [k1]}) == value_digest({"v": [k2]})
+    assert value_digest({"v": [k1, k2]}) != value_digest({"v": [k1, k1]})
+    assert value_digest({"v": [k1, k2]}) != value_digest({"v": [k1, sympy.Dummy("k", dummy_index=11)]})
 
 
 def test_a_structured_array_holding_objects_is_not_changed_by_being_looked_at():

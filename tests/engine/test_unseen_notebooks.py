@@ -407,3 +407,20 @@ def test_views_of_object_arrays_and_object_fields_stay_over_their_base(make_kern
         "b.v = 20",
     ], "[arr[0] is a, arr[2] is b, view[0] is a, bool(np.shares_memory(arr, view)), view.base is arr,"
        " st['o'][0] is a, float(st['x'][1]), grid[1, 1] is grid[0, 0], grid[0, 0][0] is a, arr[1].v, arr[3] is None]")
+
+
+def test_sympy_dummies_odes_polys_and_series_recomputed_verify(make_kernel, tmp_path):
+    """A `Dummy` (numbered from a generator sympy seeds per process: no re-run draws the same
+    number, so it and everything in its co-variable "differed"), an undefined Function and
+    the ODE `dsolve` solved, a Poly, an ImmutableMatrix holding the Dummy, a series, and a
+    list sharing one of its terms with a name."""
+    pytest.importorskip("sympy")
+    assert_same_everywhere(make_kernel, tmp_path, [
+        "import sympy as sp",
+        "t = sp.Symbol('t', positive=True); k = sp.Dummy('k'); f = sp.Function('f')",
+        "ode = sp.Eq(f(t).diff(t), -2*f(t)); solo = sp.dsolve(ode)",
+        "P = sp.Poly(t**3 - 2*t + 1, t); fac = sp.factor_list(P.as_expr())",
+        "S = sp.ImmutableMatrix([[t, 1], [0, k]]); ser = sp.series(sp.exp(t), t, 0, 4)",
+        "terms = [t, t + 1, (t + 1)**2]; shared = terms[1]",
+    ], "[str(solo), str(fac), str(P), str(S.det()), str(ser), terms[1] is shared, S[1, 1] is k,"
+       " S.det().has(k), k != sp.Dummy('k')]")
