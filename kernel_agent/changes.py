@@ -1639,6 +1639,7 @@ class _Walker:
         "setctx",
         "shallow",
         "values",
+        "obj_arrays",
         "value_ids",
         "value_canon",
     )
@@ -1730,6 +1731,7 @@ class _Walker:
         # portable mode: (type, value) -> memo index of the first instance of a value class
         # (`_DIGEST_VALUE_CLASSES`) met; an equal one is referred back to it
         self.values: dict[int, int] = {}
+        self.obj_arrays: list[tuple[np.ndarray, int]] = []  # portable: object arrays, places
         self.value_ids: dict[int, int] = {}  # id -> `_value_id` of the value-class instances met
         self.value_canon: dict[Any, int] = {}  # (type, content) -> its `_value_id`
 
@@ -2647,16 +2649,7 @@ class _Walker:
                     push(_Synth(_Synth((k, v)) for k, v in d.items() if type(v) is not mmap.mmap))
         if dt.hasobject:
             if self.portable:
-                fb = _final_base(arr)
-                if fb is not arr and isinstance(fb, np.ndarray):
-                    # a view of an object array (`arr[::2]`, a field of a structured array):
-                    # its elements are its base's slots, and a store through it lands in the
-                    # base. Walked as a list of its items, a restore that shipped it as a copy
-                    # (no longer over `arr`) verified
-                    out.append(("view", _data_ptr(arr) - _data_ptr(fb), arr.shape, arr.strides,
-                                str(dt)))
-                    push(fb)
-                    return
+                self.obj_arrays.append((arr, self.memo[id(arr)]))  # (`_resolve_object_arrays`)
             out.append(("Aobj", arr.shape, str(dt)))
             items = arr.ravel(order="C").tolist() if dt.fields else list(arr.ravel(order="C"))
             if dt.fields and not self.portable:
@@ -3185,6 +3178,39 @@ class _Walker:
         self.out.extend(resolved)
         self.out.extend(tail)
         self._resolve_wrapped()
+        self._resolve_object_arrays()
+
+    def _resolve_object_arrays(self) -> None:
+        """Portable mode: the object arrays met whose slots overlap (`view = arr[::2]`, a field
+        of a structured array and the array), each by its place in the stream, at its offset
+        from the group's lowest slot, with its shape and strides. A store through one lands in
+        the other; walked as lists of their items only, a restore that shipped the view as a
+        copy (apart from `arr`) verified. Object arrays overlapping no other one met (a pandas
+        column, whose 2-D block the walk does not meet) add nothing."""
+        if len(self.obj_arrays) < 2:
+            return
+        by_owner: dict[int, list[tuple[int, int, int, np.ndarray]]] = {}
+        for arr, place in self.obj_arrays:
+            if arr.size:
+                lo, hi = _byte_span(arr)
+                by_owner.setdefault(id(_final_base(arr)), []).append((lo, hi, place, arr))
+        for members in by_owner.values():
+            if len(members) < 2:
+                continue
+            members.sort(key=lambda m: (m[0], m[2]))
+            component: list[tuple[int, int, int, np.ndarray]] = []
+            reach = -1
+            for m in [*members, None]:
+                if m is None or (component and m[0] >= reach):
+                    if len(component) > 1:
+                        low = component[0][0]
+                        self.links += len(component) - 1
+                        self.out.append(("objgroup", [(place, lo - low, a.shape, a.strides)
+                                                      for lo, _, place, a in component]))
+                    component = []
+                if m is not None:
+                    component.append(m)
+                    reach = max(reach, m[1])
 
     def _resolve_wrapped(self) -> None:
         """Portable mode: for each tensor storage and arrow buffer met (`wrapped`), the array
