@@ -232,6 +232,91 @@ def _widget_state(d: dict[str, Any]) -> Any:
     return _Synth(pairs)
 
 
+#: Instance slots that are a library's memo of what was asked of an immutable value, or a
+#: number it drew for it, not the value: by class (module-qualified, found by name along the
+#: MRO: the libraries are never imported here) -> slot names the *portable digest* leaves out. sympy's ``_assumptions``
+#: (``StdFactKB``) caches every fact deduced about an expression so far, in the order deduced:
+#: which facts and in which order depend on what the process asked before and on sympy's
+#: generators, seeded from OS entropy at import and drawn from while importing. A restore that
+#: loaded ``from sympy import ...`` instead of re-running it imported sympy otherwise, and every
+#: recomputed symbol, expression and matrix said "value differs". The facts follow from the
+#: expression's type, its args and a symbol's given assumptions (``_assumptions0``), which are
+#: walked. Change detection still walks the memo (a cell that only asked ``x.is_integer`` counts
+#: as touching `x`: over-approximation).
+_DIGEST_MEMO_ATTRS: dict[str, frozenset[str]] = {
+    "sympy.core.basic.Basic": frozenset({"_assumptions"}),
+    # a Dummy's number is drawn from a generator seeded per process plus a process-wide count:
+    # it tells dummies apart (`_value_id` keeps it: distinct dummies stay distinct objects in
+    # the stream), but no re-run gives the same number, so every recomputed Dummy "differed"
+    "sympy.core.symbol.Dummy": frozenset({"dummy_index"}),
+}
+_memo_attrs_cache: dict[type, frozenset[str]] = {}
+
+#: Library classes whose instances are immutable values the library itself interchanges with
+#: any equal one: sympy hash-conses expressions through a process-wide cache (``cacheit``), so
+#: whether the ``-x`` inside ``exp(-x)`` is the same object as the ``-x`` of an earlier
+#: expression depends on what that cache held, not on anything the notebook did; a restore
+#: re-running the cells in a process whose cache had been filled otherwise brought back equal
+#: expressions that shared other subterms, and they "differed". The portable digest refers
+#: back to the first equal instance of the same type met (as if they were one object) instead
+#: of to the first identical one, so equal values digest alike whatever the cache shared.
+#: Equality is the library's own (sympy's structural ``==``, same exact type only).
+_DIGEST_VALUE_CLASSES = frozenset({"sympy.core.basic.Basic"})
+_value_class_cache: dict[type, bool] = {}
+_VALUE_REF = object()  # (marks a value-class instance's number in a `_value_id` key)
+_ATOM_TYPE_NAMES = frozenset({"mpz", "mpq"})  # gmpy2's numbers, in sympy's numbers' content
+
+
+def _typed_atom(c: Any) -> Any:
+    """`c` (an atom, or a tuple of them) with each atom's type beside it, so that ``True`` and
+    ``1``, ``1`` and ``1.0`` are different keys; None when `c` holds anything else."""
+    ct = type(c)
+    if ct is tuple:
+        out = []
+        for e in c:
+            a = _typed_atom(e)
+            if a is None:
+                return None
+            out.append(a)
+        return (tuple, tuple(out))
+    if ct is float:
+        return (ct, c.hex())  # (-0.0 == 0.0, and nan is no nan)
+    if ct in (str, int, bool, bytes, type(None)) or ct.__name__ in _ATOM_TYPE_NAMES:
+        return (ct, c)
+    return None
+
+
+def _digest_value_class(tp: type) -> bool:
+    """Whether the portable digest identifies `tp`'s equal instances (`_DIGEST_VALUE_CLASSES`)."""
+    got = _value_class_cache.get(tp)
+    if got is None:
+        got = any(f"{getattr(c, '__module__', '')}.{getattr(c, '__qualname__', '')}"
+                  in _DIGEST_VALUE_CLASSES for c in getattr(tp, "__mro__", None) or (tp,))
+        if len(_value_class_cache) > 20_000:
+            _value_class_cache.clear()
+        _value_class_cache[tp] = got
+    return got
+
+
+def _digest_memo_attrs(tp: type) -> frozenset[str]:
+    """Attributes of `tp`'s instances that the portable digest leaves out (`_DIGEST_MEMO_ATTRS`);
+    cached per type."""
+    got = _memo_attrs_cache.get(tp)
+    if got is None:
+        names: set[str] = set()
+        for c in getattr(tp, "__mro__", None) or (tp,):
+            extra = _DIGEST_MEMO_ATTRS.get(f"{getattr(c, '__module__', '')}.{getattr(c, '__qualname__', '')}")
+            if extra:
+                names |= extra
+        got = frozenset(names)
+        if len(_memo_attrs_cache) > 20_000:
+            _memo_attrs_cache.clear()
+        _memo_attrs_cache[tp] = got
+    return got
+
+
+
+
 #: type names of Cython's function objects (`def` functions of compiled modules)
 _CYTHON_FUNCTIONS = frozenset({"cython_function_or_method", "fused_cython_function"})
 
@@ -1626,6 +1711,10 @@ class _Walker:
         "setctx",
         "shallow",
         "stale",
+        "values",
+        "obj_arrays",
+        "value_ids",
+        "value_canon",
     )
 
     def __init__(
@@ -1713,6 +1802,12 @@ class _Walker:
         # elements of the sets it meets
         self.setctx: _SetOrder | None = None
         self.shallow = False
+        # portable mode: (type, value) -> memo index of the first instance of a value class
+        # (`_DIGEST_VALUE_CLASSES`) met; an equal one is referred back to it
+        self.values: dict[int, int] = {}
+        self.obj_arrays: list[tuple[np.ndarray, int]] = []  # portable: object arrays, places
+        self.value_ids: dict[int, int] = {}  # id -> `_value_id` of the value-class instances met
+        self.value_canon: dict[Any, int] = {}  # (type, content) -> its `_value_id`
 
     def next_root(self) -> None:
         """Start the stream of another root; what earlier roots visited stays memoised.
@@ -2291,8 +2386,21 @@ class _Walker:
         if obj is getattr(random, "_inst", None):
             self.out.append(("ref", "random._inst"))  # (see `_global_generator`)
             return
+        value_id: int | None = None
+        if self.portable and not self.noid and id(obj) not in self.memo and _digest_value_class(tp):
+            try:
+                value_id = self._value_id(obj, tp)
+            except Exception:  # noqa: BLE001 - (or too deep): by identity, as others are
+                value_id = None
+            idx = self.values.get(value_id) if value_id is not None else None
+            if idx is not None:
+                self.links += 1
+                self.out.append(("@", idx - self.root_start))
+                return
         if not self._identity(obj, "I"):
             return
+        if value_id is not None:
+            self.values[value_id] = self.memo[id(obj)]
         out = self.out
         out.append(("type", _type_name(tp)))
         if _is_session_class(tp, self.ns):
@@ -2383,7 +2491,10 @@ class _Walker:
             if d is not None:
                 children.append(d)
         held: list[Any] = []
+        memo_attrs = _digest_memo_attrs(tp) if self.portable else frozenset()
         for name, desc in slots:
+            if name in memo_attrs:
+                continue
             try:
                 v = desc.__get__(obj, tp)
             except AttributeError:
@@ -2402,6 +2513,37 @@ class _Walker:
             children += self._library_state(obj, tp)
         out.append(len(children))
         extend(reversed(children))
+
+    def _value_id(self, obj: Any, tp: type) -> int | None:
+        """A number the same for equal instances of value classes (`_DIGEST_VALUE_CLASSES`)
+        met by this walk: the instance's type and its ``_hashable_content()`` (what sympy's own
+        ``==`` and ``hash`` compare), with the value-class instances in it replaced by their
+        numbers (hash-consing: each instance is keyed once). Neither ``hash()`` nor ``==`` of
+        the library is called: sympy caches a hash in the object (``_mhash``), and the in-process
+        walk would see the checkpoint change the session's values. None: content that is not
+        plain atoms and value-class instances (the instance is then referred to by identity)."""
+        byid = self.value_ids
+        got = byid.get(id(obj))
+        if got is not None:
+            return got
+        parts = []
+        for c in tp._hashable_content(obj):
+            ct = type(c)
+            if _digest_value_class(ct):
+                sub = self._value_id(c, ct)
+                if sub is None:
+                    return None
+                parts.append((_VALUE_REF, sub))
+            else:
+                atom = _typed_atom(c)
+                if atom is None:
+                    return None
+                parts.append(atom)
+        key = (tp, tuple(parts))
+        got = self.value_canon.setdefault(key, len(self.value_canon))
+        byid[id(obj)] = got
+        self.keep.append(obj)
+        return got
 
     def _library_state(self, obj: Any, tp: type) -> list[Any]:
         """What a library's own pickling of `obj` keeps, walked after the instance's attributes.
@@ -2613,8 +2755,16 @@ class _Walker:
                         d = {**d, "_fill_value": _ma_default_fill(arr)}
                     push(_Synth(_Synth((k, v)) for k, v in d.items() if type(v) is not mmap.mmap))
         if dt.hasobject:
+            if self.portable:
+                self.obj_arrays.append((arr, self.memo[id(arr)]))  # (`_resolve_object_arrays`)
             out.append(("Aobj", arr.shape, str(dt)))
             items = arr.ravel(order="C").tolist() if dt.fields else list(arr.ravel(order="C"))
+            if dt.fields and not self.portable:
+                # (each `tolist()` makes the records anew: walked as tuples, their ids made every
+                # fingerprint of the array differ, and a checkpoint found it "changed outside
+                # recorded cells", so no cell could re-create it. The portable digest walks
+                # tuples without ids: its stream is left as older agents wrote it)
+                items = [_Synth(t) if type(t) is tuple else t for t in items]
             if not self.portable and not dt.fields and set(map(type, items)) <= MARSHAL_ATOMS:
                 # strings, numbers: no identities inside, so hash the run in C (a million-row
                 # column of strings walked item by item cost half a second per touch)
@@ -3135,6 +3285,39 @@ class _Walker:
         self.out.extend(resolved)
         self.out.extend(tail)
         self._resolve_wrapped()
+        self._resolve_object_arrays()
+
+    def _resolve_object_arrays(self) -> None:
+        """Portable mode: the object arrays met whose slots overlap (`view = arr[::2]`, a field
+        of a structured array and the array), each by its place in the stream, at its offset
+        from the group's lowest slot, with its shape and strides. A store through one lands in
+        the other; walked as lists of their items only, a restore that shipped the view as a
+        copy (apart from `arr`) verified. Object arrays overlapping no other one met (a pandas
+        column, whose 2-D block the walk does not meet) add nothing."""
+        if len(self.obj_arrays) < 2:
+            return
+        by_owner: dict[int, list[tuple[int, int, int, np.ndarray]]] = {}
+        for arr, place in self.obj_arrays:
+            if arr.size:
+                lo, hi = _byte_span(arr)
+                by_owner.setdefault(id(_final_base(arr)), []).append((lo, hi, place, arr))
+        for members in by_owner.values():
+            if len(members) < 2:
+                continue
+            members.sort(key=lambda m: (m[0], m[2]))
+            component: list[tuple[int, int, int, np.ndarray]] = []
+            reach = -1
+            for m in [*members, None]:
+                if m is None or (component and m[0] >= reach):
+                    if len(component) > 1:
+                        low = component[0][0]
+                        self.links += len(component) - 1
+                        self.out.append(("objgroup", [(place, lo - low, a.shape, a.strides)
+                                                      for lo, _, place, a in component]))
+                    component = []
+                if m is not None:
+                    component.append(m)
+                    reach = max(reach, m[1])
 
     def _resolve_wrapped(self) -> None:
         """Portable mode: for each tensor storage and arrow buffer met (`wrapped`), the array

@@ -445,6 +445,8 @@ class _Pickler(cloudpickle.CloudPickler):
         # so callers must not
         self.loads_into_live = False
         self.lossy: str | None = None  # state the stream drops (a non-empty lru_cache)
+        # id of an array under object-array views copied -> (its span, the views' spans)
+        self.object_view_spans: dict[int, tuple[tuple[int, int], list[tuple[int, int]]]] = {}
         # id -> name in `sys` of the kernel's standard streams (ipykernel's OutStreams)
         self._stdio = {id(v): n for n in _STDIO_NAMES if (v := getattr(sys, n, None)) is not None}
         self._process_objects = _process_objects()
@@ -1110,6 +1112,11 @@ class _Pickler(cloudpickle.CloudPickler):
             or obj.size == 0
             or not (root.flags.c_contiguous or root.flags.f_contiguous)
         ):
+            if (obj.dtype.hasobject or root.dtype.hasobject) and obj.size and root.size:
+                # its elements are its base's slots (`view = arr[::2]; view[1] = b` stores in
+                # `arr`): copied, it is no longer over `arr` (see `dumps`)
+                self.object_view_spans.setdefault(id(root), (_byte_span(root), []))[1].append(
+                    _byte_span(obj))
             return super().reducer_override(obj)  # copied by numpy's own reduce
         if obj.nbytes == root.nbytes and (obj.flags.c_contiguous or obj.flags.f_contiguous):
             # covers all of its base's memory (``np.arange(60).reshape(6, 10)``, ``a.T``): ship
@@ -2695,6 +2702,12 @@ def _dumps(
         }
         loads_into_live = pickler.loads_into_live or homes or bool(module_homes)
         lossy = pickler.lossy
+        for root, (span, spans) in pickler.object_view_spans.items():
+            # object-array views copied that overlapped each other or their base, also in the
+            # stream: a store through one no longer shows in the other once loaded (the
+            # digest records that they overlap), so the checkpoint recomputes them
+            if lossy is None and _any_overlap(spans + [span] if root in pickler.seen_arrays else spans):
+                lossy = "views of an object array ship as copies, apart from their base"
         roots: set[int] | None = None
         if pickler.deferred_roots & present:
             # a view was met before its base: pickle again knowing which bases are present

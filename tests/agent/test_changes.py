@@ -1868,3 +1868,61 @@ def test_a_change_deep_in_sets_that_hold_one_another_is_a_mutation():
     assert upd.opaque == set() and upd.mutated == set()
     ns["club"]["c"].name = "changed"
     assert t.update(ns, ["club"], []).mutated == {"club"}
+
+
+def test_portable_digest_ignores_sympys_fact_cache_and_expression_cache_sharing():
+    """Equal sympy values digest alike whether or not they were asked questions (a symbol's
+    `_assumptions` caches each deduced fact, in the order deduced) and whether sympy's cache
+    made two equal subterms one object; a different value, a different assumption, or an
+    Integer instead of an equal Float still differ."""
+    sympy = pytest.importorskip("sympy")
+    x = sympy.Symbol("x", real=True)
+    inner = -x
+    sympy.core.cache.clear_cache()  # (else sympy's cache hands back `inner` itself)
+    other = -x
+    assert inner == other and inner is not other
+    fresh = pickle.loads(pickle.dumps(x))  # (pickling keeps the given assumptions only)
+    assert x.is_integer is None and x.is_positive is None  # fills x's fact cache
+    assert dict(x._assumptions) != dict(fresh._assumptions)
+    assert value_digest({"v": [x, inner]}) == value_digest({"v": [fresh, inner]})
+    assert value_digest({"v": [inner, sympy.exp(inner)]}) == value_digest({"v": [inner, sympy.exp(other)]})
+    assert value_digest({"v": [x, inner]}) != value_digest({"v": [sympy.Symbol("x"), inner]})
+    assert value_digest({"v": [inner, sympy.exp(inner)]}) != value_digest({"v": [inner, sympy.exp(x)]})
+    two, twof = sympy.Integer(2), sympy.Float(2.0)
+    assert value_digest({"v": [two, two]}) != value_digest({"v": [two, twof]})
+    unhashed = sympy.Add(x, sympy.Integer(12345), evaluate=False)
+    assert unhashed._mhash is None
+    value_digest({"v": [unhashed, sympy.Add(x, sympy.Integer(12345), evaluate=False)]})
+    assert unhashed._mhash is None  # (sympy caches a hash in it: a change the tracker sees)
+    # a Dummy's number is per process; which dummies are one is kept
+    k1, k2 = sympy.Dummy("k", dummy_index=11), sympy.Dummy("k", dummy_index=12)
+    assert value_digest({"v": [k1]}) == value_digest({"v": [k2]})
+    assert value_digest({"v": [k1, k2]}) != value_digest({"v": [k1, k1]})
+    assert value_digest({"v": [k1, k2]}) != value_digest({"v": [k1, sympy.Dummy("k", dummy_index=11)]})
+
+
+def test_a_structured_array_holding_objects_is_not_changed_by_being_looked_at():
+    """Its records come out of every `tolist()` as new tuples: walked with their ids, each
+    fingerprint differed, and a checkpoint found it "changed outside recorded cells"."""
+    t, ns = tracked(
+        """
+        class Item:
+            pass
+        a = Item()
+        st = np.zeros(2, dtype=[("o", object), ("x", float)])
+        st["o"][0] = a
+        """
+    )
+    upd = t.update(ns, user_names(ns), [])
+    assert upd.mutated == set()
+    assert group(t, "st", "a")
+
+
+def test_the_portable_digest_tells_a_view_of_an_object_array_from_a_copy():
+    """`view = arr[::2]` stores into `arr`; a copy of the same items does not. Walked as a list
+    of its items, a view shipped as a copy (apart from `arr`) verified."""
+    item = object.__new__(type("Item", (), {}))
+    arr = np.array([item, 1, item, None], dtype=object)
+    view = arr[::2]
+    assert value_digest({"arr": arr, "view": view}) != value_digest({"arr": arr, "view": view.copy()})
+    assert value_digest({"arr": arr, "view": view}) == value_digest({"arr": arr, "view": arr[::2]})
