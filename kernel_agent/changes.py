@@ -315,8 +315,6 @@ def _digest_memo_attrs(tp: type) -> frozenset[str]:
     return got
 
 
-
-
 #: type names of Cython's function objects (`def` functions of compiled modules)
 _CYTHON_FUNCTIONS = frozenset({"cython_function_or_method", "fused_cython_function"})
 
