@@ -5,7 +5,8 @@ one that cannot be re-run: the usual first cell imports, sets options and the en
 also makes an output directory (``os.makedirs('out', exist_ok=True)``), which is an effect. What
 it set was then missing after the restore, with a warning. The checkpoint records the final
 values of the parts that can be set again from plain data — environment variables the session
-changed, the working directory, import paths it added, pandas options away from their defaults —
+changed, the working directory, import paths it added, pandas options away from their defaults,
+the decimal context —
 in the manifest's ``environment["process"]``; the restore sets them after its re-runs, for
 whatever the re-runs did not set already. Only what changed since monitoring started is
 recorded: the restoring pod's own environment (host name, tokens) is left as it is.
@@ -64,6 +65,45 @@ def _pandas_options() -> dict[str, Any]:
     return out
 
 
+_DECIMAL_FIELDS = ("prec", "rounding", "Emin", "Emax", "capitals", "clamp")
+
+
+def _decimal_context() -> dict[str, Any]:
+    """The decimal context of the kernel's thread where it differs from the one a new process
+    starts with (`decimal.DefaultContext`): ``getcontext().prec = 12`` set in a cell that was
+    not re-run left later cells computing with 28 digits after a restore."""
+    decimal = sys.modules.get("decimal")
+    if decimal is None:
+        return {}
+    ctx, default = decimal.getcontext(), decimal.DefaultContext
+    out: dict[str, Any] = {f: getattr(ctx, f) for f in _DECIMAL_FIELDS
+                           if getattr(ctx, f) != getattr(default, f)}
+    traps = sorted(t.__name__ for t, on in ctx.traps.items() if on)
+    if traps != sorted(t.__name__ for t, on in default.traps.items() if on):
+        out["traps"] = traps
+    return out
+
+
+def _set_decimal_context(recorded: dict[str, Any]) -> list[str]:
+    import decimal
+
+    ctx = decimal.getcontext()
+    done = []
+    for f in _DECIMAL_FIELDS:
+        if f in recorded and getattr(ctx, f) != recorded[f]:
+            setattr(ctx, f, recorded[f])
+            done.append(f)
+    if "traps" in recorded:
+        want = set(recorded["traps"])
+        for t in list(ctx.traps):
+            on = t.__name__ in want
+            if bool(ctx.traps[t]) != on:
+                ctx.traps[t] = on
+                if "traps" not in done:
+                    done.append("traps")
+    return done
+
+
 def capture(baseline: Baseline | None) -> dict[str, Any]:
     """What the session changed since `baseline`, as plain data (never raises)."""
     if baseline is None:
@@ -87,6 +127,9 @@ def capture(baseline: Baseline | None) -> dict[str, Any]:
         options = _pandas_options()
         if options:
             out["pandas_options"] = options
+        context = _decimal_context()
+        if context:
+            out["decimal_context"] = context
     except Exception:  # noqa: BLE001 - the checkpoint goes on without it
         log.exception("kernel_agent: could not capture the process state")
     return out
@@ -150,4 +193,12 @@ def apply(recorded: dict[str, Any], baseline: Baseline | None) -> list[str]:
                 done.append("pandas options " + ", ".join(set_now))
         except Exception:  # noqa: BLE001
             log.exception("kernel_agent: could not set pandas options")
+    context = recorded.get("decimal_context") or {}
+    if context:
+        try:
+            fields = _set_decimal_context(context)
+            if fields:
+                done.append("decimal context " + ", ".join(fields))
+        except Exception:  # noqa: BLE001
+            log.exception("kernel_agent: could not set the decimal context")
     return done

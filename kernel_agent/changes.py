@@ -2108,6 +2108,14 @@ class _Walker:
                     self.class_links.add(id(cls))
                     self.ids.append(id(cls))
                     self.keep.append(cls)
+            elif ((tp is _dt.datetime or tp is _dt.time) and obj.tzinfo is not None
+                  and type(obj.tzinfo) is not _dt.timezone):
+                # the zone object of an aware datetime is one the notebook may hold too
+                # (`paris = tz.gettz(...)`), and which object it is matters: two datetimes with
+                # the same tzinfo object subtract by wall time, with different ones through UTC.
+                # Walked with its identity: one co-variable with the names holding the zone, and
+                # a restore that gave it a copy of the zone no longer verifies
+                extend((obj.tzinfo,))
             elif isinstance(obj, np.void) and isinstance(obj.base, np.ndarray):
                 # `row = arr[0]` of a structured array is a view of it (`row['x'] = 5` writes
                 # into `arr`): one co-variable, so one pickle rebuilds it over that array

@@ -255,6 +255,22 @@ def test_widgets_come_back_verified_with_their_values_and_observers(make_kernel,
         9, [7, 9], True, "hi"]
 
 
+@pytest.mark.parametrize("strategy", ["ship-all", "recompute-all"])
+def test_an_aware_datetime_keeps_the_zone_object_the_notebook_holds(make_kernel, tmp_path, strategy):
+    # datetimes with the same tzinfo object subtract by wall time, with different ones through
+    # UTC: a datetime was a value without identity, so `t` and `paris` were two co-variables,
+    # shipped apart, and `t.tzinfo is paris` no longer held (across a DST change, `t - u`
+    # then gave another answer), verified
+    pytest.importorskip("dateutil")
+    cells = ["import datetime as dt\nfrom dateutil import tz\nparis = tz.gettz('Europe/Paris')",
+             "t = dt.datetime(2024, 10, 27, 1, 30, tzinfo=paris)",
+             "u = dt.datetime(2024, 10, 27, 4, 30, tzinfo=paris)\nstamps = [t, u]"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
+    assert_verified(r)
+    assert b.value("[t.tzinfo is paris, stamps[1].tzinfo is paris, str(u - t), str(u - stamps[0])]") == [
+        True, True, "3:00:00", "3:00:00"]
+
+
 def test_a_cell_that_imports_matplotlib_and_sets_it_up_is_re_run_with_a_shipped_figure(
         make_kernel, tmp_path):
     # "what importing a library sets, importing it again sets": but this cell also chose the

@@ -247,19 +247,22 @@ def test_a_first_cell_that_cannot_be_re_run_still_leaves_its_settings_behind(mak
     cells = ["import os, sys\nimport pandas as pd\nos.makedirs('out', exist_ok=True)\n"
              "open('out/log.txt', 'w').write('started')\npd.set_option('display.max_rows', 9)\n"
              "os.environ['ELASTIC_FIRST_CELL'] = 'yes'\nsys.path.insert(0, '/elastic/first/cell')\n"
-             "os.chdir('work')",
+             "os.chdir('work')\nimport decimal\ndecimal.getcontext().prec = 12\n"
+             "decimal.getcontext().traps[decimal.Inexact] = True",
              "df = pd.DataFrame({'a': [1, 2]})"]
     probe = ("[pd.get_option('display.max_rows'), os.environ.get('ELASTIC_FIRST_CELL'), "
-             "sys.path[0], os.path.basename(os.getcwd()), df.a.tolist()]")
+             "sys.path[0], os.path.basename(os.getcwd()), df.a.tolist(), decimal.getcontext().prec,"
+             " bool(decimal.getcontext().traps[decimal.Inexact])]")
     for plan in ("optimal", "replay"):
         kw = {"deadline_s": 0.0} if plan == "replay" else {}
         _, b, c, r = run_and_migrate(make_kernel, (tmp_path / plan).as_uri(), cells, **kw)
         assert 0 not in r["rerun_cells"], r["rerun_cells"]
         assert_verified(r)
-        assert b.value(probe) == [9, "yes", "/elastic/first/cell", "work", [1, 2]], plan
+        assert b.value(probe) == [9, "yes", "/elastic/first/cell", "work", [1, 2], 12, True], plan
         assert r["process_state_set"] == [
             "environment variables ELASTIC_FIRST_CELL", "import paths /elastic/first/cell",
-            f"working directory {tmp_path / 'work'}", "pandas options display.max_rows"], plan
+            f"working directory {tmp_path / 'work'}", "pandas options display.max_rows",
+            "decimal context prec, traps"], plan
 
 
 def test_a_slow_import_cell_that_sets_process_state_is_still_replayed(make_kernel, tmp_path):
