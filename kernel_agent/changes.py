@@ -211,10 +211,16 @@ def _digest_opaque(tp: type) -> bool:
 
 
 @functools.lru_cache(maxsize=20_000)
+def derives_from(tp: type, qualname: str) -> bool:
+    """Whether `tp` is the library class ``module.Qualname`` or a subclass of it, found by name
+    along its MRO: the library is never imported for the question."""
+    return any(f"{getattr(c, '__module__', '')}.{getattr(c, '__qualname__', '')}" == qualname
+               for c in getattr(tp, "__mro__", ()))
+
+
 def _is_widget(tp: type) -> bool:
-    """An ipywidgets widget (found by name: the library is never imported here)."""
-    return any(getattr(c, "__module__", "") == "ipywidgets.widgets.widget"
-               and getattr(c, "__qualname__", "") == "Widget" for c in getattr(tp, "__mro__", ()))
+    """An ipywidgets widget."""
+    return derives_from(tp, "ipywidgets.widgets.widget.Widget")
 
 
 def _widget_state(d: dict[str, Any]) -> Any:
@@ -866,7 +872,8 @@ _LIB_PREFIXES: tuple[str, ...] | None = None
 _local_loads: dict[str, tuple[Any, tuple[int, int] | None]] = {}
 
 
-def _source_stat(path: str) -> tuple[int, int] | None:
+def source_stat(path: str) -> tuple[int, int] | None:
+    """A file's (mtime_ns, size), None when it cannot be read: enough to tell it changed."""
     try:
         st = os.stat(path)
     except OSError:
@@ -890,7 +897,7 @@ def note_local_loads(names: Iterable[str] | None = None) -> None:
             continue
         source = local_source(mod)
         if source is not None:
-            _local_loads[name] = (spec, _source_stat(source))
+            _local_loads[name] = (spec, source_stat(source))
 
 
 def stale_local_modules() -> frozenset[str]:
@@ -904,7 +911,7 @@ def stale_local_modules() -> frozenset[str]:
         if mod is None or getattr(mod, "__spec__", None) is not spec:
             continue
         source = local_source(mod)
-        if source is not None and _source_stat(source) != stat:
+        if source is not None and source_stat(source) != stat:
             out.append(name)
     return frozenset(out)
 

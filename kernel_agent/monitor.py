@@ -33,7 +33,13 @@ from typing import Any
 import numpy as np
 
 from kernel_agent import analysis, carried, procstate, rng
-from kernel_agent.changes import Tracker, dynamic_module, local_source, note_local_loads
+from kernel_agent.changes import (
+    Tracker,
+    dynamic_module,
+    local_source,
+    note_local_loads,
+    source_stat,
+)
 from kernel_agent.dictversion import dict_version
 from kernel_agent.effects import (
     ENTROPY,
@@ -249,7 +255,7 @@ class Monitor:
             log.warning("kernel_agent: %s is in the restored history but not in the namespace", n)
             del graph.active[n]
         self.graph = graph
-        self._watched = {p: _stat(p) for c in graph.cells for p in c.files_read
+        self._watched = {p: source_stat(p) for c in graph.cells for p in c.files_read
                          if not c.effects}
         self._reach_cache.clear()
         self._last = None
@@ -496,7 +502,7 @@ class Monitor:
         marked: list[int] = []
         try:
             for path, seen in list(self._watched.items()):
-                now = _stat(path)
+                now = source_stat(path)
                 if now != seen:
                     del self._watched[path]
                     what = "it was deleted since" if now is None else "it changed since"
@@ -772,7 +778,7 @@ class Monitor:
         if not cell.effects and not cell.failed:
             for path in files_read:
                 if path not in self._watched and len(self._watched) < MAX_WATCHED:
-                    self._watched[path] = _stat(path)
+                    self._watched[path] = source_stat(path)
         for path in files.changed:
             self._watched.pop(path, None)  # record() already marked its readers
 
@@ -957,14 +963,6 @@ def _imported_by(p: _Pending, ns: Mapping[str, Any], reads: set[str]) -> set[str
         if type(v) is ModuleType and type(v.__name__) is str:
             out.add(v.__name__)
     return out
-
-
-def _stat(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
 
 
 def _module_sources(ns: Mapping[str, Any], names: set[str]) -> list[str]:

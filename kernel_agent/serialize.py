@@ -123,6 +123,7 @@ from kernel_agent.changes import (
     _dense_cpu,
     _dict_descriptor,
     _final_base,
+    derives_from,
     enum_member_state,
     exec_globals,
     local_class,
@@ -2208,21 +2209,14 @@ def _dialect_of(csv_object: Any) -> dict[str, Any]:
     return {k: getattr(csv_object.dialect, k) for k in _DIALECT_FIELDS}
 
 
-@functools.lru_cache(maxsize=1024)
 def _is_kd_tree(tp: type) -> bool:
-    """scipy's cKDTree or a subclass (`KDTree`, the notebook's own); found by name, scipy is
-    never imported here."""
-    return any(getattr(c, "__module__", "") == "scipy.spatial._ckdtree"
-               and getattr(c, "__qualname__", "") == "cKDTree"
-               for c in getattr(tp, "__mro__", ()))
+    """scipy's cKDTree or a subclass (`KDTree`, the notebook's own)."""
+    return derives_from(tp, "scipy.spatial._ckdtree.cKDTree")
 
 
-@functools.lru_cache(maxsize=1024)
 def _is_figure(tp: type) -> bool:
-    """matplotlib's Figure or a subclass; found by name, matplotlib is never imported here."""
-    return any(getattr(c, "__module__", "") == "matplotlib.figure"
-               and getattr(c, "__qualname__", "") == "Figure"
-               for c in getattr(tp, "__mro__", ()))
+    """matplotlib's Figure or a subclass."""
+    return derives_from(tp, "matplotlib.figure.Figure")
 
 
 def _reduce_figure(fig: Any) -> tuple | None:
