@@ -19,11 +19,7 @@ pytestmark = [pytest.mark.hub, pytest.mark.slow]
 def test_demo_runs_and_verifies(tmp_path: Path) -> None:
     if not HAVE_CHP:
         pytest.skip("configurable-http-proxy not installed (scripts/bootstrap.sh installs it)")
-    exe = Path(sys.executable).with_name("elastic-spawner")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "elastic_spawner.cli"]
-    env = dict(os.environ, COLUMNS="160", TERM="dumb")
-    proc = subprocess.run([*cmd, "demo", "--dir", str(tmp_path / "demo")], env=env,
-                          capture_output=True, text=True, timeout=840)
+    proc = _demo("--dir", str(tmp_path / "demo"))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "VERIFIED:" in out and "all equal" in out, out
