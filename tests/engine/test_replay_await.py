@@ -1,0 +1,64 @@
+"""Cells that await at top level (IPython's autoawait) are re-run by a restore.
+
+A restore runs inside the kernel while it executes a cell, in ipykernel's running asyncio loop,
+so such a cell's coroutine is driven on a private event loop on the kernel's own thread
+(`restoring._AwaitRunner`). What an await cell made that cannot be shipped (a generator, a
+lock), and what later re-run cells make from it, then comes back verified; an await on an
+object bound to the kernel's loop by an earlier cell fails in the re-run and is reported.
+"""
+
+from __future__ import annotations
+
+from tests.engine.adversarial import assert_never_silent, assert_verified, migrate_both
+from tests.engine.migrate import assert_verified as assert_restore_verified
+from tests.engine.migrate import run_and_migrate
+
+MAKE_GEN = "async def make_gen(n):\n    await asyncio.sleep(0.01)\n    return (i * i for i in range(n))"
+
+
+def test_an_await_cell_whose_result_cannot_be_pickled_is_re_run(make_kernel, tmp_path):
+    cells = ["import asyncio", MAKE_GEN, "gen = await make_gen(5)"]
+    _, b, c, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells)
+    assert c["lost"] == {} or "gen" not in c["lost"], c["lost"]
+    assert_restore_verified(r)
+    assert 2 in r["rerun_cells"]
+    assert b.value("list(gen)") == [0, 1, 4, 9, 16]
+
+
+def test_cells_re_run_after_an_await_cell_see_its_side_effects(make_kernel, tmp_path):
+    # the generator cannot be shipped: its history (made, advanced by the await cell, advanced
+    # again) is re-run, the await cell included
+    cells = ["import asyncio", "gen = (i for i in range(10))",
+             "await asyncio.sleep(0)\nfirst = next(gen)", "second = next(gen)"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, deadline_s=0.0)
+    assert_restore_verified(r)
+    assert r["errors"] == []
+    assert b.value("[first, second, next(gen)]") == [0, 1, 2]
+
+
+def test_gathered_results_are_recomputed_by_replay(make_kernel, tmp_path):
+    cells = ["import asyncio",
+             "async def square(i):\n    await asyncio.sleep(0.001 * i)\n    return i * i",
+             "results = await asyncio.gather(*(square(i) for i in range(5)))",
+             "total = sum(results)"]
+    _, restored = migrate_both(make_kernel, tmp_path, cells)
+    for r in restored.values():
+        assert_verified(r)
+        assert r.kernel.value("[results, total]") == [[0, 1, 4, 9, 16], 30]
+    replay = restored["replay"].restore
+    assert "results" in replay["recomputed"] and 2 in replay["rerun_cells"], replay
+
+
+def test_awaiting_a_future_of_the_kernels_loop_made_earlier_is_an_honest_loss(make_kernel, tmp_path):
+    # re-run, the future belongs to the kernel's loop, which cannot run while the restore
+    # does: the await cell fails, and what it made is named as lost, never silently wrong
+    cells = ["import asyncio",
+             "fut = asyncio.get_running_loop().create_future()\n"
+             "asyncio.get_running_loop().call_soon(fut.set_result, (i for i in range(3)))",
+             "gen = await fut",
+             "head = next(gen)"]
+    _, restored = migrate_both(make_kernel, tmp_path, cells)
+    for r in restored.values():
+        assert_never_silent(r, {"head": 0})
+        assert "gen" in r.restore["lost"], r.restore["variables"]
+        assert "attached to a different loop" in " ".join(r.restore["errors"]), r.restore["errors"]
