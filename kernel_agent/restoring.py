@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from types import CodeType, ModuleType
 from typing import Any
 
@@ -312,7 +312,7 @@ def restore(
     failed_cells: set[int] = set()
     deleted_at = _deletions(graph)
     awaits = _AwaitRunner()
-    with mon.paused(), capture_output(display=True) as captured, _closing(awaits, errors):
+    with mon.paused(), capture_output(display=True) as captured, _closing(awaits, errors, failed_cells):
         for pos in sorted(rerun | set(loads_at)):
             if pos in rerun:
                 _unbind_deleted(ns, pos, deleted_at)
@@ -655,8 +655,8 @@ def _execution_event(shell: Any, event: str) -> None:
 
 
 class _AwaitRunner:
-    """Runs the coroutines of re-run cells that await at top level, on a private asyncio loop on
-    the kernel's own thread, for the length of one restore.
+    """Runs the re-run cells that await at top level on a private asyncio loop on the kernel's
+    own thread, one loop for the length of one restore.
 
     Where the restore runs decides how: inside the kernel, while it executes the cell that
     called ``restore()``, in ipykernel's running asyncio loop. The options, weighed:
@@ -672,20 +672,24 @@ class _AwaitRunner:
       thread-local state all differ from the original run, and an interrupt of the restore
       reaches the waiting kernel thread while the cell goes on mutating the namespace.
     - So the kernel's running loop is set aside (``asyncio._set_running_loop``, per thread)
-      and a loop of the restore's own runs the coroutine with ``run_until_complete`` on the
-      kernel thread; the kernel's loop is the running one again after each statement. An
-      interrupt arrives in the cell's code as it did when it first ran.
+      for the whole cell (`cell`): its statements run on the kernel thread with the restore's
+      loop as the running one, and each statement that awaits is run to completion on it
+      with ``run_until_complete`` (`run`). A task the cell starts in one statement
+      (``t = asyncio.create_task(fetch())``) is then on the loop a later one awaits it on
+      (``await t``), as it was when the cell ran on the kernel's loop. An interrupt arrives in
+      the cell's code as it did when it first ran. Cells without an await keep the kernel's
+      loop: what they schedule on it runs after the restore, as before.
 
     The coroutine runs as a task, in a copy of the context, as ipykernel runs an async cell
     (``asyncio.ensure_future``): a context variable it sets (``decimal.getcontext().prec``)
     was not kept when it first ran and is not kept here either. One loop serves every await
     cell of the restore, so a task one of them starts goes on in the next, as the kernel's
     loop ran it between the cells. What does not work is said, never silent: an object bound
-    to the kernel's loop by an earlier cell (a future, a task it made) cannot be awaited on
-    this one, and the cell's re-run fails ("attached to a different loop"), so what it makes
-    is named as lost; tasks still running when the restore ends are cancelled and reported
-    (`close`). The planner counts such a cell as re-runnable only under asyncio's autoawait
-    (`analysis.TOP_LEVEL_AWAIT` marks the others).
+    to the kernel's loop by an earlier cell without an await (a future, a task) cannot be
+    awaited on this one, and the cell's re-run fails ("attached to a different loop"), so
+    what it makes is named as lost; tasks still running when the restore ends are cancelled
+    and reported (`close`). The planner counts such a cell as re-runnable only under
+    asyncio's autoawait (`analysis.TOP_LEVEL_AWAIT` marks the others).
     """
 
     def __init__(self) -> None:
@@ -693,31 +697,40 @@ class _AwaitRunner:
         self.started: dict[asyncio.Task, int] = {}  # tasks a re-run cell left running -> cell
 
     @contextmanager
-    def _aside(self) -> Iterator[asyncio.AbstractEventLoop]:
-        """This thread's running loop (the kernel's) set aside while ours runs."""
+    def cell(self, index: int) -> Iterator[None]:
+        """The statements of await cell `index` run with the restore's loop as this thread's
+        running loop (the kernel's set aside until the cell ends)."""
         if self.loop is None:
             self.loop = asyncio.new_event_loop()
         outer = asyncio._get_running_loop()
-        asyncio._set_running_loop(None)
+        asyncio._set_running_loop(self.loop)
         try:
-            yield self.loop
+            yield
         finally:
             asyncio._set_running_loop(outer)
+            for task in asyncio.all_tasks(self.loop):
+                self.started.setdefault(task, index)
 
-    def run(self, coro: Any, index: int) -> Any:
-        """Run cell `index`'s coroutine to completion; its result (raises what it raises)."""
-        with self._aside() as loop:
-            try:
-                return loop.run_until_complete(coro)
-            finally:
-                for task in asyncio.all_tasks(loop):
-                    self.started.setdefault(task, index)
+    def run(self, coro: Any) -> Any:
+        """Run the coroutine of one statement of the current `cell` to completion on the
+        restore's loop; its result (raises what it raises)."""
+        assert self.loop is not None and asyncio._get_running_loop() is self.loop
+        asyncio._set_running_loop(None)  # (run_until_complete refuses while one is set)
+        try:
+            return self.loop.run_until_complete(coro)
+        finally:
+            asyncio._set_running_loop(self.loop)
 
-    def close(self) -> str | None:
-        """Cancel the tasks re-run cells left running and close the loop; an error saying which
-        cells started them (None: none left)."""
-        if self.loop is None:
-            return None
+    def close(self) -> tuple[str | None, set[int]]:
+        """Cancel the tasks re-run cells left running and close the loop: an error saying which
+        cells started them (None: none left), and those cells.
+
+        Such a task went on running on the kernel's loop after its cell when the cell first
+        ran; cancelled here, what it holds is not what the session had (a task kept in a
+        variable is checked by type only: it is named as lost as the value of a failed cell)."""
+        loop = self.loop
+        if loop is None:
+            return None, set()
         pending = {t: i for t, i in self.started.items() if not t.done()}
         note = None
         if pending:
@@ -726,31 +739,35 @@ class _AwaitRunner:
             note = (f"cell{'s' if ',' in cells else ''} {cells}: started tasks ({names}) that were "
                     "still running when the restore ended; a restore cannot carry them on, so "
                     "they were cancelled")
-        with self._aside() as loop:
-            try:
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
-            except Exception:  # noqa: BLE001 - what is left is dropped with the loop
-                log.debug("kernel_agent: closing the restore's event loop failed", exc_info=True)
-            finally:
-                loop.close()
-                self.loop = None
-        return note
+        outer = asyncio._get_running_loop()
+        asyncio._set_running_loop(None)
+        try:
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        except Exception:  # noqa: BLE001 - what is left is dropped with the loop
+            log.debug("kernel_agent: closing the restore's event loop failed", exc_info=True)
+        finally:
+            asyncio._set_running_loop(outer)
+            loop.close()
+            self.loop = None
+        return note, set(pending.values())
 
 
 @contextmanager
-def _closing(awaits: _AwaitRunner, errors: list[str]) -> Iterator[None]:
-    """Close `awaits` when the replay ends (interrupted too), its note among the `errors`."""
+def _closing(awaits: _AwaitRunner, errors: list[str], failed_cells: set[int]) -> Iterator[None]:
+    """Close `awaits` when the replay ends (interrupted too): its note among the `errors`, the
+    cells that left tasks running among the failed ones."""
     try:
         yield
     finally:
-        note = awaits.close()
+        note, cells = awaits.close()
         if note:
             errors.append(note)
+            failed_cells.update(cells)
 
 
 def _rerun_cell(shell: Any, graph: Any, index: int, awaits: _AwaitRunner) -> str | None:
@@ -769,11 +786,14 @@ def _rerun_cell(shell: Any, graph: Any, index: int, awaits: _AwaitRunner) -> str
             log.exception("kernel_agent: could not set the RNG state for cell %d", index)
     _execution_event(shell, "pre_execute")
     try:
-        for compiled in _compile_like_ipython(shell, shell.transform_cell(cell.code), index):
-            if compiled.co_flags & inspect.CO_COROUTINE:
-                awaits.run(eval(compiled, shell.user_ns), index)  # noqa: S307
-            else:
-                exec(compiled, shell.user_ns)  # noqa: S102
+        statements = list(_compile_like_ipython(shell, shell.transform_cell(cell.code), index))
+        awaiting = any(c.co_flags & inspect.CO_COROUTINE for c in statements)
+        with awaits.cell(index) if awaiting else nullcontext():
+            for compiled in statements:
+                if compiled.co_flags & inspect.CO_COROUTINE:
+                    awaits.run(eval(compiled, shell.user_ns))  # noqa: S307
+                else:
+                    exec(compiled, shell.user_ns)  # noqa: S102
     except BaseException as e:  # noqa: BLE001 - a failing re-run is reported, never fatal
         if isinstance(e, KeyboardInterrupt):
             raise

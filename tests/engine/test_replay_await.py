@@ -49,6 +49,20 @@ def test_gathered_results_are_recomputed_by_replay(make_kernel, tmp_path):
     assert "results" in replay["recomputed"] and 2 in replay["rerun_cells"], replay
 
 
+def test_a_task_started_and_awaited_in_one_cell_is_re_run(make_kernel, tmp_path):
+    # the cell's statements are compiled one by one, as IPython runs them: the one starting the
+    # task runs on the loop the next one awaits it on
+    cells = ["import asyncio",
+             "t = asyncio.ensure_future(asyncio.sleep(0.01, result=(i for i in range(3))))\n"
+             "gen = await t\nhead = next(gen)"]
+    _, restored = migrate_both(make_kernel, tmp_path, cells)
+    for r in restored.values():
+        assert r.restore["errors"] == [], r.restore["errors"]
+        assert 1 in r.restore["rerun_cells"]
+        assert_never_silent(r, {"head": 0})
+        assert r.kernel.value("[head, list(gen), t.done()]") == [0, [1, 2], True]
+
+
 def test_awaiting_a_future_of_the_kernels_loop_made_earlier_is_an_honest_loss(make_kernel, tmp_path):
     # re-run, the future belongs to the kernel's loop, which cannot run while the restore
     # does: the await cell fails, and what it made is named as lost, never silently wrong
@@ -62,3 +76,15 @@ def test_awaiting_a_future_of_the_kernels_loop_made_earlier_is_an_honest_loss(ma
         assert_never_silent(r, {"head": 0})
         assert "gen" in r.restore["lost"], r.restore["variables"]
         assert "attached to a different loop" in " ".join(r.restore["errors"]), r.restore["errors"]
+
+
+def test_a_task_an_await_cell_left_running_is_cancelled_and_named_as_lost(make_kernel, tmp_path):
+    # the task ran on in the kernel's loop after its cell; the restore's loop ends with the
+    # restore, so the re-run task is cancelled: a task is checked by type only, and would
+    # verify while it no longer runs
+    cells = ["import asyncio",
+             "bg = asyncio.ensure_future(asyncio.sleep(1000))\nawait asyncio.sleep(0)"]
+    _, restored = migrate_both(make_kernel, tmp_path, cells)
+    for r in restored.values():
+        assert "bg" in r.restore["lost"], r.restore["variables"]
+        assert "still running when the restore ended" in " ".join(r.restore["errors"]), r.restore
