@@ -811,10 +811,12 @@ def _compile_like_ipython(shell: Any, code: str, index: int) -> Iterator[CodeTyp
     re-created functions by their bytecode. Flags: the shell's (the user's ``__future__``
     imports, never this module's), top-level await as IPython adds it under autoawait, and
     the features a ``from __future__`` statement of the cell itself turns on for what follows.
+    Top-level await whatever this shell's ``autoawait``: a recorded cell that awaits ran under
+    autoawait where it was recorded (it would have failed, and a failed cell is not re-run),
+    and the flag changes nothing in code without an await.
     """
     flags = getattr(getattr(shell, "compile", None), "flags", 0)
-    if getattr(shell, "autoawait", False):
-        flags |= getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
+    flags |= getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
     tree = ast.parse(code, f"<restored cell {index}>", "exec")
     for node in tree.body:
         yield compile(ast.Module([node], type_ignores=[]), f"<restored cell {index}>", "exec",

@@ -9,6 +9,8 @@ object bound to the kernel's loop by an earlier cell fails in the re-run and is 
 
 from __future__ import annotations
 
+import time
+
 from tests.engine.adversarial import assert_never_silent, assert_verified, migrate_both
 from tests.engine.migrate import assert_verified as assert_restore_verified
 from tests.engine.migrate import run_and_migrate
@@ -88,3 +90,34 @@ def test_a_task_an_await_cell_left_running_is_cancelled_and_named_as_lost(make_k
     for r in restored.values():
         assert "bg" in r.restore["lost"], r.restore["variables"]
         assert "still running when the restore ended" in " ".join(r.restore["errors"]), r.restore
+
+
+def test_an_interrupted_await_cell_re_run_leaves_the_kernels_loop_working(make_kernel, tmp_path):
+    # the stop button during a restore that waits in an await cell: the KeyboardInterrupt
+    # reaches the cell's code on the kernel thread, the restore stops, and the kernel's own
+    # loop is the running one again (cells that await still run)
+    a = make_kernel()
+    for cell in ["import asyncio, builtins, pathlib",
+                 "async def slow():\n    if getattr(builtins, 'AW_HOLD', False):\n"
+                 "        pathlib.Path('aw_started').touch()\n        await asyncio.sleep(120)\n"
+                 "    return (i for i in range(3))",
+                 "gen = await slow()"]:
+        a.ok(cell)
+    url = (tmp_path / "s").as_uri()
+    a.ok(f"import kernel_agent as _ka; _c = _ka.checkpoint({url!r})")
+    assert "gen" in a.value("_c")["recomputed"]
+    b = make_kernel()
+    b.ok("import builtins; builtins.AW_HOLD = True")
+    msg_id = b.kc.execute(f"import kernel_agent as _ka; _r = _ka.restore({url!r})")
+    end = time.monotonic() + 60
+    while not (tmp_path / "aw_started").exists():
+        assert time.monotonic() < end, "the restore never reached the await cell"
+        time.sleep(0.05)
+    b.km.interrupt_kernel()
+    reply = b.kc.get_shell_msg(timeout=60)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = b.kc.get_shell_msg(timeout=60)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    b.ok("import asyncio\nawait asyncio.sleep(0.01)\nafter = asyncio.get_running_loop().is_running()")
+    assert b.value("after") is True
+    assert b.value("[t for t in asyncio.all_tasks() if 'slow' in repr(t)]") == []
