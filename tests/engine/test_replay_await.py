@@ -121,3 +121,18 @@ def test_an_interrupted_await_cell_re_run_leaves_the_kernels_loop_working(make_k
     b.ok("import asyncio\nawait asyncio.sleep(0.01)\nafter = asyncio.get_running_loop().is_running()")
     assert b.value("after") is True
     assert b.value("[t for t in asyncio.all_tasks() if 'slow' in repr(t)]") == []
+
+
+def test_an_await_cell_re_runs_on_the_kernel_thread(make_kernel, tmp_path):
+    # the reason the restore's loop runs on the kernel thread, not in a helper thread: objects
+    # of earlier cells may be bound to it (sqlite3 refuses a connection's use from another)
+    cells = ["import asyncio, sqlite3, threading",
+             "conn = sqlite3.connect(':memory:')",
+             "await asyncio.sleep(0)\nrows = conn.execute('select 1 union select 2')\n"
+             "where = threading.current_thread() is threading.main_thread()"]
+    _, restored = migrate_both(make_kernel, tmp_path, cells)
+    for r in restored.values():
+        assert r.restore["errors"] == [], r.restore["errors"]
+        assert 2 in r.restore["rerun_cells"]
+        assert_never_silent(r, {"where": True})
+        assert r.kernel.value("[list(rows), where]") == [[[1], [2]], True]
