@@ -654,6 +654,9 @@ def _execution_event(shell: Any, event: str) -> None:
                       exc_info=True)
 
 
+_CANCEL_WAIT_S = 5.0  # how long the restore waits for the tasks it cancels to end
+
+
 class _AwaitRunner:
     """Runs the re-run cells that await at top level on a private asyncio loop on the kernel's
     own thread, one loop for the length of one restore.
@@ -744,8 +747,8 @@ class _AwaitRunner:
         try:
             for task in pending:
                 task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if pending:  # (bounded: a task may ignore its cancellation)
+                loop.run_until_complete(asyncio.wait(pending, timeout=_CANCEL_WAIT_S))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         except Exception:  # noqa: BLE001 - what is left is dropped with the loop

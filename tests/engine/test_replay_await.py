@@ -136,3 +136,18 @@ def test_an_await_cell_re_runs_on_the_kernel_thread(make_kernel, tmp_path):
         assert 2 in r.restore["rerun_cells"]
         assert_never_silent(r, {"where": True})
         assert r.kernel.value("[list(rows), where]") == [[[1], [2]], True]
+
+
+def test_async_with_and_async_for_cells_are_re_run(make_kernel, tmp_path):
+    cells = ["import asyncio",
+             "lock = asyncio.Lock()\nasync with lock:\n    await asyncio.sleep(0)\n"
+             "    held = lock.locked()",
+             "async def agen():\n    for i in range(3):\n        await asyncio.sleep(0)\n        yield i",
+             "seen = []\nasync for v in agen():\n    seen.append(v)\nlater = (x * 10 for x in seen)"]
+    _, restored = migrate_both(make_kernel, tmp_path, cells)
+    for r in restored.values():
+        assert r.restore["errors"] == [], r.restore["errors"]
+        assert {1, 3} <= set(r.restore["rerun_cells"]) or r.plan == "optimal"
+        assert 3 in r.restore["rerun_cells"]
+        assert_verified(r)
+        assert r.kernel.value("[held, seen, list(later), lock.locked()]") == [True, [0, 1, 2], [0, 10, 20], False]
