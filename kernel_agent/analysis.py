@@ -103,9 +103,12 @@ _CALLBACK_FACTORIES = frozenset({"CFUNCTYPE", "WINFUNCTYPE", "PYFUNCTYPE"})
 # calling into a C library reads every variable (see _Walker._ctypes)
 _c_callbacks_made = [False]
 
-# The restore re-runs cells with exec(), which cannot run a cell that awaits at top level: such
-# a cell is not re-runnable, so what it makes is shipped (or named as lost), never half-made.
-TOP_LEVEL_AWAIT = "awaits at top level (the restore cannot re-run it)"
+# A cell that awaits at top level is re-run by the restore on an asyncio loop of its own
+# (`restoring._AwaitRunner`), which is how it ran under IPython's asyncio autoawait. Under
+# another loop runner (`%autoawait trio`, curio, a custom one) what it awaits needs that
+# library's loop: such a cell is not re-runnable, so what it makes is shipped (or named as
+# lost), never half-made.
+TOP_LEVEL_AWAIT = "awaits at top level under a loop runner other than asyncio's (the restore cannot re-run it)"
 
 WALK_BUDGET = 20_000  # objects visited by the closure walk per cell
 GENERIC_DEPTH = 4  # how deep the best-effort walk goes into objects of library classes
@@ -507,6 +510,16 @@ def _constant_cell_info(src: str) -> CodeInfo | None:
     if not stores or any(keyword.iskeyword(n) or n == "__debug__" for n in stores):
         return None
     return CodeInfo(frozenset(), frozenset(stores), frozenset(), frozenset(), None, frozenset())
+
+
+def _asyncio_autoawait(shell: Any) -> bool:
+    """Whether `shell` runs cells that await at top level on asyncio (IPython's default runner,
+    the one ipykernel runs on its own loop), as the restore re-runs them."""
+    try:
+        from IPython.core.async_helpers import _asyncio_runner
+    except ImportError:  # an IPython without it: nothing says how its cells were run
+        return False
+    return getattr(shell, "loop_runner", None) is _asyncio_runner
 
 
 def compile_cell(shell: Any, transformed: str) -> types.CodeType:
@@ -1285,7 +1298,7 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
         code = compile_cell(shell, transformed)
         info = code_info(code)
         markers = set(info.markers)
-        if code.co_flags & inspect.CO_COROUTINE:
+        if code.co_flags & inspect.CO_COROUTINE and not _asyncio_autoawait(shell):
             markers.add(TOP_LEVEL_AWAIT)
     result = CellAnalysis(
         stores=set(info.stores | info.deletes | info.global_stores),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import __future__
 
 import ast
+import asyncio
 import enum
 import gc
 import importlib
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from types import CodeType, ModuleType
 from typing import Any
 
@@ -309,13 +311,14 @@ def restore(
     first: dict[str, dict[str, Any]] = {}  # loaded before every re-run (position -1)
     failed_cells: set[int] = set()
     deleted_at = _deletions(graph)
-    with mon.paused(), capture_output(display=True) as captured:
+    awaits = _AwaitRunner()
+    with mon.paused(), capture_output(display=True) as captured, _closing(awaits, errors, failed_cells):
         for pos in sorted(rerun | set(loads_at)):
             if pos in rerun:
                 _unbind_deleted(ns, pos, deleted_at)
                 _replay.active = True
                 try:
-                    err = _rerun_cell(shell, graph, pos)
+                    err = _rerun_cell(shell, graph, pos, awaits)
                 finally:
                     _replay.active = False
                 if err:
@@ -651,9 +654,132 @@ def _execution_event(shell: Any, event: str) -> None:
                       exc_info=True)
 
 
-def _rerun_cell(shell: Any, graph: Any, index: int) -> str | None:
+_CANCEL_WAIT_S = 5.0  # how long the restore waits for the tasks it cancels to end
+
+
+class _AwaitRunner:
+    """Runs the re-run cells that await at top level on a private asyncio loop on the kernel's
+    own thread, one loop for the length of one restore.
+
+    Where the restore runs decides how: inside the kernel, while it executes the cell that
+    called ``restore()``, in ipykernel's running asyncio loop. The options, weighed:
+
+    - IPython's own machinery cannot: ``shell.run_cell`` hands the coroutine to
+      ``shell.loop_runner``, ``run_until_complete`` on the running kernel loop ("This event
+      loop is already running"), and ``run_cell_async`` is a coroutine the restore, plain
+      synchronous code, cannot await. ``_pseudo_sync_runner`` (``coro.send(None)`` once) only
+      runs coroutines that never suspend: ``await asyncio.sleep(0.1)`` does.
+    - ``asyncio.run`` in a helper thread, the kernel thread waiting, runs the cell's code on
+      another thread: ``threading.current_thread()``, thread-bound objects of earlier cells (a
+      ``sqlite3`` connection refuses other threads), ``signal.signal`` (main thread only) and
+      thread-local state all differ from the original run, and an interrupt of the restore
+      reaches the waiting kernel thread while the cell goes on mutating the namespace.
+    - So the kernel's running loop is set aside (``asyncio._set_running_loop``, per thread)
+      for the whole cell (`cell`): its statements run on the kernel thread with the restore's
+      loop as the running one, and each statement that awaits is run to completion on it
+      with ``run_until_complete`` (`run`). A task the cell starts in one statement
+      (``t = asyncio.create_task(fetch())``) is then on the loop a later one awaits it on
+      (``await t``), as it was when the cell ran on the kernel's loop. An interrupt arrives in
+      the cell's code as it did when it first ran. Cells without an await keep the kernel's
+      loop: what they schedule on it runs after the restore, as before.
+
+    The coroutine runs as a task, in a copy of the context, as ipykernel runs an async cell
+    (``asyncio.ensure_future``): a context variable it sets (``decimal.getcontext().prec``)
+    was not kept when it first ran and is not kept here either. One loop serves every await
+    cell of the restore, so a task one of them starts goes on in the next, as the kernel's
+    loop ran it between the cells. What does not work is said, never silent: an object bound
+    to the kernel's loop by an earlier cell without an await (a future, a task) cannot be
+    awaited on this one, and the cell's re-run fails ("attached to a different loop"), so
+    what it makes is named as lost; tasks still running when the restore ends are cancelled
+    and reported (`close`). The planner counts such a cell as re-runnable only under
+    asyncio's autoawait (`analysis.TOP_LEVEL_AWAIT` marks the others).
+    """
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.started: dict[asyncio.Task, int] = {}  # tasks a re-run cell left running -> cell
+
+    @contextmanager
+    def cell(self, index: int) -> Iterator[None]:
+        """The statements of await cell `index` run with the restore's loop as this thread's
+        running loop (the kernel's set aside until the cell ends)."""
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        outer = asyncio._get_running_loop()
+        asyncio._set_running_loop(self.loop)
+        try:
+            yield
+        finally:
+            asyncio._set_running_loop(outer)
+            for task in asyncio.all_tasks(self.loop):
+                self.started.setdefault(task, index)
+
+    def run(self, coro: Any) -> Any:
+        """Run the coroutine of one statement of the current `cell` to completion on the
+        restore's loop; its result (raises what it raises)."""
+        assert self.loop is not None and asyncio._get_running_loop() is self.loop
+        asyncio._set_running_loop(None)  # (run_until_complete refuses while one is set)
+        try:
+            return self.loop.run_until_complete(coro)
+        finally:
+            asyncio._set_running_loop(self.loop)
+
+    def close(self) -> tuple[str | None, set[int]]:
+        """Cancel the tasks re-run cells left running and close the loop: an error saying which
+        cells started them (None: none left), and those cells.
+
+        Such a task went on running on the kernel's loop after its cell when the cell first
+        ran; cancelled here, what it holds is not what the session had (a task kept in a
+        variable is checked by type only: it is named as lost as the value of a failed cell)."""
+        loop = self.loop
+        if loop is None:
+            return None, set()
+        pending = {t: i for t, i in self.started.items() if not t.done()}
+        note = None
+        if pending:
+            cells = ", ".join(map(str, sorted(set(pending.values()))))
+            names = ", ".join(sorted({getattr(t.get_coro(), "__qualname__", "?") for t in pending}))
+            note = (f"cell{'s' if ',' in cells else ''} {cells}: started tasks ({names}) that were "
+                    "still running when the restore ended; a restore cannot carry them on, so "
+                    "they were cancelled")
+        outer = asyncio._get_running_loop()
+        asyncio._set_running_loop(None)
+        try:
+            for task in pending:
+                task.cancel()
+            if pending:  # (bounded: a task may ignore its cancellation)
+                loop.run_until_complete(asyncio.wait(pending, timeout=_CANCEL_WAIT_S))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        except Exception:  # noqa: BLE001 - what is left is dropped with the loop
+            log.debug("kernel_agent: closing the restore's event loop failed", exc_info=True)
+        finally:
+            asyncio._set_running_loop(outer)
+            loop.close()
+            self.loop = None
+        return note, set(pending.values())
+
+
+@contextmanager
+def _closing(awaits: _AwaitRunner, errors: list[str], failed_cells: set[int]) -> Iterator[None]:
+    """Close `awaits` when the replay ends (interrupted too): its note among the `errors`, the
+    cells that left tasks running among the failed ones."""
+    try:
+        yield
+    finally:
+        note, cells = awaits.close()
+        if note:
+            errors.append(note)
+            failed_cells.update(cells)
+
+
+def _rerun_cell(shell: Any, graph: Any, index: int, awaits: _AwaitRunner) -> str | None:
     """Execute a recorded cell in the user namespace, its RNG state first, between the shell's
-    execution events (`_execution_event`); returns an error."""
+    execution events (`_execution_event`); returns an error.
+
+    A statement that awaits at top level (IPython's autoawait) compiles to coroutine code: it
+    is evaluated, as IPython's ``run_code`` does, and the coroutine is run to completion by
+    `awaits` (see `_AwaitRunner` for why there and how)."""
     cell = graph.cells[index]
     state = graph.rng_states.get(cell.rng_state) if cell.rng_state else None
     if state:
@@ -663,11 +789,14 @@ def _rerun_cell(shell: Any, graph: Any, index: int) -> str | None:
             log.exception("kernel_agent: could not set the RNG state for cell %d", index)
     _execution_event(shell, "pre_execute")
     try:
-        for compiled in _compile_like_ipython(shell, shell.transform_cell(cell.code), index):
-            if compiled.co_flags & inspect.CO_COROUTINE:
-                # (the monitor marks such cells as not re-runnable: exec would make a coroutine)
-                return f"cell {index}: it awaits at top level, which a restore cannot re-run"
-            exec(compiled, shell.user_ns)  # noqa: S102
+        statements = list(_compile_like_ipython(shell, shell.transform_cell(cell.code), index))
+        awaiting = any(c.co_flags & inspect.CO_COROUTINE for c in statements)
+        with awaits.cell(index) if awaiting else nullcontext():
+            for compiled in statements:
+                if compiled.co_flags & inspect.CO_COROUTINE:
+                    awaits.run(eval(compiled, shell.user_ns))  # noqa: S307
+                else:
+                    exec(compiled, shell.user_ns)  # noqa: S102
     except BaseException as e:  # noqa: BLE001 - a failing re-run is reported, never fatal
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -685,10 +814,12 @@ def _compile_like_ipython(shell: Any, code: str, index: int) -> Iterator[CodeTyp
     re-created functions by their bytecode. Flags: the shell's (the user's ``__future__``
     imports, never this module's), top-level await as IPython adds it under autoawait, and
     the features a ``from __future__`` statement of the cell itself turns on for what follows.
+    Top-level await whatever this shell's ``autoawait``: a recorded cell that awaits ran under
+    autoawait where it was recorded (it would have failed, and a failed cell is not re-run),
+    and the flag changes nothing in code without an await.
     """
     flags = getattr(getattr(shell, "compile", None), "flags", 0)
-    if getattr(shell, "autoawait", False):
-        flags |= getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
+    flags |= getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
     tree = ast.parse(code, f"<restored cell {index}>", "exec")
     for node in tree.body:
         yield compile(ast.Module([node], type_ignores=[]), f"<restored cell {index}>", "exec",

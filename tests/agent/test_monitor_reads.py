@@ -372,15 +372,28 @@ def test_a_local_module_of_plain_functions_reads_nothing_more(agent):
 
 def test_an_awaited_notebook_coroutine_reads_and_writes_are_recorded(agent):
     # top-level await: the coroutine's global reads are reads, its `global` writes are writes,
-    # and the cell is marked as not re-runnable (its outputs are shipped)
+    # and under asyncio's autoawait the cell stays re-runnable (a restore runs it on a loop)
     agent.ok("aw_k = 6\nasync def aw_co():\n    global aw_w\n    aw_w = aw_k + 1\n    return aw_k")
     rec = agent.cell("aw_r = await aw_co()")
     assert "aw_k" in rec["reads"]
     assert {"aw_w", "aw_r"} <= set(rec["writes"])
-    assert any("awaits at top level" in e for e in rec["effects"])
+    assert not any("awaits at top level" in e for e in rec["effects"]), rec["effects"]
     agent.ok("aw_c = aw_co()")
     rec = agent.cell("aw_r2 = await aw_c")
     assert "aw_k" in rec["reads"]
+
+
+def test_an_await_cell_under_another_loop_runner_is_not_re_runnable(agent):
+    # the restore re-runs await cells on asyncio only: what such a cell awaited may need
+    # another library's loop (`%autoawait trio`), so it is marked and its outputs are shipped
+    agent.ok("import IPython.core.async_helpers as ah_mod\n"
+             "get_ipython().loop_runner = ah_mod._pseudo_sync_runner\n"
+             "async def ah_co():\n    return 3")
+    rec = agent.cell("ah_r = await ah_co()")
+    agent.ok("get_ipython().loop_runner = ah_mod._asyncio_runner")
+    assert "ah_r" in rec["writes"]
+    assert any("awaits at top level under a loop runner other than asyncio's" in e
+               for e in rec["effects"]), rec["effects"]
 
 
 def test_a_cell_importing_a_local_module_that_reads_its_callers_globals_reads_every_variable(
