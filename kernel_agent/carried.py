@@ -606,7 +606,8 @@ def _set_interpreter(rec: dict, baseline: Baseline | None) -> str | None:
         except Exception:  # noqa: BLE001 - left as it is
             log.exception("kernel_agent: could not set %s", key)
             continue
-        done.append(key.replace("_", " ") + f" {value}")
+        done.append(("gc enabled" if value else "gc disabled") if key == "gc_enabled"
+                    else key.replace("_", " ") + f" {value}")
     return ", ".join(done) or None
 
 

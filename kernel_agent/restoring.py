@@ -510,7 +510,7 @@ def _unrestored_process_state(graph: Any, rerun: set[int], carried_state: list[s
     (`not_carried`: a filter whose warning class was not restored, numpy's formatter).
     """
     cells = [c.index for c in graph.cells if c.process_changed and c.index not in rerun]
-    missing = f"not set again: {'; '.join(not_carried)}. " if not_carried else ""
+    missing = f"Not set again: {'; '.join(not_carried)}. " if not_carried else ""
     if not cells:
         return ([f"process state the session set could not be set again: "
                  f"{'; '.join(not_carried)}"] if not_carried else [])
