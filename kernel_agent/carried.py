@@ -6,13 +6,21 @@ also makes an output directory (``os.makedirs('out', exist_ok=True)``), which is
 it set was then missing after the restore, with a warning. The checkpoint records the final
 values of the parts that can be set again from plain data — environment variables the session
 changed, the working directory, import paths it added, pandas options away from their defaults,
-the decimal context —
-in the manifest's ``environment["process"]``; the restore sets them after its re-runs, for
-whatever the re-runs did not set already. Only what changed since monitoring started is
-recorded: the restoring pod's own environment (host name, tokens) is left as it is.
+the decimal context, the warning filters, numpy's error handling and print options, the
+recursion limit, ``int_max_str_digits``, the garbage collector's switch and thresholds, and
+matplotlib's rcParams — in the manifest's ``environment["process"]``; the restore sets them
+after its re-runs, for whatever the re-runs did not set already. Only what changed since
+monitoring started is recorded: the restoring pod's own environment (host name, tokens, its
+``-W`` options) is left as it is. The warning filters, numpy, interpreter and matplotlib parts
+are recorded whole (against the baseline): a setting not recorded is set back to the restoring
+kernel's baseline, which undoes a re-run cell's setting that a cell not re-run had undone.
 
-Warning filters, logging handlers, other libraries' options and patched functions are not plain
-data: a cell that set those and was not re-run is still named in a warning.
+A filter's warning class of the notebook's own is a notebook value: it is looked up in the
+restored namespace, unless the session had bound its name to another class since (then the
+filter is named, not bound to the wrong class). numpy's formatter and error callback are
+functions, the matplotlib backend is the restored kernel's own; these, logging handlers, other
+libraries' options and patched functions are not carried: a cell that set those and was not
+re-run is still named in a warning, and so is what the record holds but could not be set.
 """
 
 from __future__ import annotations
@@ -482,14 +490,26 @@ def _set_warning_filters(rec: dict, baseline: Baseline | None, ns: dict | None,
         missed.append(f"warning filter {odd} (not plain data)")
     if len(target) == len(current) and all(a == b for a, b in zip(target, current, strict=True)):
         return None
-    warnings.filters[:] = target
-    mutated = getattr(warnings, "_filters_mutated", None)
-    if mutated is not None:
-        mutated()
-    else:  # (Python >= 3.13: under the module's lock)
-        with warnings._lock:  # type: ignore[attr-defined]
-            warnings._filters_mutated_lock_held()  # type: ignore[attr-defined]
+    _set_filters(target)
     return "warning filters " + (", ".join(added) if added else "(order and removals)")
+
+
+def _set_filters(target: list) -> None:
+    """`warnings.filters` becomes `target` (in place), and the caches of warnings already
+    shown are invalidated, as `filterwarnings` does."""
+    mutated = getattr(warnings, "_filters_mutated", None)
+    held = getattr(warnings, "_filters_mutated_lock_held", None)
+    lock = getattr(warnings, "_lock", None)
+    if mutated is not None:
+        warnings.filters[:] = target
+        mutated()
+    elif held is not None and lock is not None:  # (Python >= 3.14)
+        with lock:
+            warnings.filters[:] = target
+            held()
+    else:  # (public calls only: resetting invalidates the caches)
+        warnings.resetwarnings()
+        warnings.filters[:] = target
 
 
 #: numpy's error handling and print options as importing it sets them (procstate's)

@@ -76,8 +76,9 @@ def test_settings_a_re_run_cell_made_and_a_cell_not_re_run_undid_stay_undone(
 def test_gc_disabled_by_a_cell_is_seen_as_process_state_and_re_run(make_kernel, tmp_path):
     """The monitor's hooks hold cyclic collection off while they run, and the process-state
     snapshot they take read `gc.isenabled()` as False before and after every cell: a cell
-    calling ``gc.disable()`` was no process-state cell, and a restore did not re-run it."""
-    cells = ["import gc", "x = 1", "gc.disable()"]
+    calling ``gc.disable()`` (and binding a name: else it is a context cell, re-run anyway)
+    was no process-state cell, and a restore did not re-run it."""
+    cells = ["import gc", "x = 1", "gc.disable()\ny = 2"]
     _, b, c, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells,
                                  strategy="ship-all")
     assert 2 in r["rerun_cells"], r["rerun_cells"]
