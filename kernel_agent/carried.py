@@ -316,7 +316,7 @@ def _unpattern(p: Any) -> Any:
     return re.compile(p["re"], p["flags"])
 
 
-def _resolve(module: str, qualname: str, ns: dict | None, load: bool) -> Any:
+def _resolve_class(module: str, qualname: str, ns: dict | None, load: bool) -> Any:
     """The class named `module`.`qualname`, or None. ``__main__``: the notebook's namespace."""
     if module == "__main__" and ns is not None:
         parts = qualname.split(".")
@@ -345,7 +345,7 @@ def _filter_plain(f: Any, ns: dict | None = None) -> dict:
            "category": [category.__module__, category.__qualname__], "module": _pattern(module),
            "lineno": lineno}
     try:
-        bound = _resolve(category.__module__, category.__qualname__, ns, load=False) is category
+        bound = _resolve_class(category.__module__, category.__qualname__, ns, load=False) is category
     except Exception:  # noqa: BLE001
         bound = False
     if not bound:
@@ -477,7 +477,7 @@ def _set_warning_filters(rec: dict, baseline: Baseline | None, ns: dict | None,
                           "under its name)")
             continue
         try:
-            category = _resolve(*item["category"], ns, load=True)
+            category = _resolve_class(*item["category"], ns, load=True)
         except Exception:  # noqa: BLE001
             category = None
         if category is None:
