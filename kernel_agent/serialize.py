@@ -755,15 +755,22 @@ class _Pickler(cloudpickle.CloudPickler):
         pickled as pandas does, and so is an array the blocks share memory with without
         references (``pd.Series(arr, copy=False)``: a write through either still shows
         through the other, as it did). None: pandas' own pickle.
+
+        A block is reduced by its ``__reduce__``: its ``__reduce_ex__`` copies values that are
+        neither C- nor F-contiguous under protocol 5 (a frame over the notebook's array,
+        ``copy=False``, split by a write to one column, or a Series over ``x[::2]``): loaded,
+        the block no longer shared the notebook's array (a write to ``arr`` no longer showed
+        in ``df``), and the restore verified both. Its values go through the stream's view
+        logic like any array.
         """
         try:
             if isinstance(obj, self._pandas_block):
-                token = self._refs_token(obj)
-                if token is None:
-                    return None
-                rv = obj.__reduce_ex__(5)
+                rv = obj.__reduce__()
                 if type(rv) is not tuple or len(rv) != 2:
                     return None
+                token = self._refs_token(obj)
+                if token is None:
+                    return rv
                 return (rv[0], rv[1], token, None, None, _set_block_refs)
             # (a BlockManager pickles its blocks; a SingleBlockManager their values only)
             tokens = [self._refs_token(blk) for blk in obj.blocks]

@@ -1,0 +1,37 @@
+"""Notebooks over the scientific stack (scipy, networkx, pandas, numpy) migrated with both plans.
+
+Each scenario is the smallest run of cells a data scientist writes that once came back wrong
+after a restore that said it verified (or was lost for no reason). Every test migrates with
+the optimal and the replay plan (tests/engine/adversarial.py) and then asks the restored
+kernel what kernel A answers: values, and the identity and memory sharing between them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.engine.adversarial import assert_verified, migrate_both
+
+
+def test_a_frame_over_the_notebooks_array_split_by_a_column_write_still_shares_it(make_kernel,
+                                                                                   tmp_path):
+    """``pd.DataFrame(arr, copy=False)`` is a window on `arr`. A write to column 'a' while a
+    rolling window referenced it split the frame's block: 'b' and 'c' stayed a (strided) view
+    of `arr`. pandas' block pickle copies such values under protocol 5, so the shipped frame
+    came back over a copy: a later ``arr[2, 2] = 99`` no longer showed in `df`, and the restore
+    had verified both."""
+    pytest.importorskip("pandas")
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import numpy as np, pandas as pd",
+        "arr = np.arange(12.0).reshape(4, 3)\ndf = pd.DataFrame(arr, columns=list('abc'), copy=False)",
+        "rw = df['a'].rolling(2)",
+        "df.loc[1, 'a'] = 50.0",
+    ])
+    probe = "[df.values.tolist(), arr.tolist(), rw.sum().fillna(-1).tolist()]"
+    a.ok("arr[2, 2] = 99.0")
+    want = a.value(probe)
+    assert want[0][2][2] == 99.0  # (the premise: `df` is over `arr` in kernel A)
+    for r in out.values():
+        assert_verified(r)
+        r.kernel.ok("arr[2, 2] = 99.0")
+        assert r.kernel.value(probe) == want, r.plan
