@@ -35,3 +35,22 @@ def test_a_frame_over_the_notebooks_array_split_by_a_column_write_still_shares_i
         assert_verified(r)
         r.kernel.ok("arr[2, 2] = 99.0")
         assert r.kernel.value(probe) == want, r.plan
+
+
+def test_scipy_specials_error_handling_set_by_a_cell_comes_back(make_kernel, tmp_path):
+    """``prev = sc.seterr(singular='raise')`` sets process-wide C state and binds a name: the
+    optimal plan shipped `prev` and did not re-run the cell, so after the restore ``sc.gamma(-1)``
+    returned inf where the session raised, and every variable verified."""
+    pytest.importorskip("scipy")
+    probe = ("[sc.geterr()['singular'], sc.geterr()['domain'], "
+             "(lambda: [sc.gamma(-1.0)])() if sc.geterr()['singular'] == 'ignore' else 'raises']")
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import numpy as np\nimport scipy.special as sc",
+        "prev = sc.seterr(singular='raise', domain='warn')",
+        "x = sc.gamma(np.array([0.5, 1.5]))",
+    ])
+    assert a.value(probe) == ["raise", "warn", "raises"]
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value(probe) == ["raise", "warn", "raises"], r.plan
+        assert r.kernel.value("prev['singular']") == "ignore", r.plan
