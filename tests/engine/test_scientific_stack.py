@@ -73,3 +73,26 @@ def test_smoothing_splines_re_made_by_a_restore_verify(make_kernel, tmp_path):
     for r in out.values():
         assert_verified(r)
         assert r.kernel.value(probe) == want, r.plan
+
+
+def test_scipys_module_level_distribution_keeps_drawing_from_the_notebooks_generator(
+        make_kernel, tmp_path):
+    """``stats.norm.random_state = rng`` gives scipy's own `norm` the notebook's generator.
+    ``stats.norm.rvs()`` then advances `rng` from a cell that does not name it: the monitor
+    missed that change, so the replay plan had no cell re-making `rng` as it was (lost), and
+    the optimal plan shipped `rng` and re-ran the cells making `a`: the re-run attached the
+    `rng` its first cell re-made in passing, then the loaded one was bound to the name, so
+    ``stats.norm`` drew from an orphan and `rng` no longer moved with it, all verified."""
+    pytest.importorskip("scipy")
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "import numpy as np\nfrom scipy import stats",
+        "rng = np.random.default_rng(0)",
+        "stats.norm.random_state = rng",
+        "a = stats.norm.rvs(size=3)",
+    ])
+    probe = "[stats.norm.random_state is rng, stats.norm.rvs(size=2).tolist(), rng.random()]"
+    want = a.value(probe)
+    assert want[0] is True
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value(probe) == want, r.plan
