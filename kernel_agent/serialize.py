@@ -464,6 +464,8 @@ class _Pickler(cloudpickle.CloudPickler):
         self._pandas_types = (self._pandas_block, *(() if managers is None else (managers,)))
         self._pandas_frame = getattr(sys.modules.get("pandas.core.generic"), "NDFrame", None)
         self._refs_tokens: dict[int, _RefsToken] = {}  # id(BlockValuesRefs) -> its token
+        self._arrow_ea = getattr(sys.modules.get("pandas.core.arrays.arrow.array"),
+                                 "ArrowExtensionArray", None)
         # the notebook's modules whose file changed since they were loaded (`_stale_code`)
         self._stale = stale_local_modules()
 
@@ -702,6 +704,10 @@ class _Pickler(cloudpickle.CloudPickler):
                 return rv
         if self._pandas_frame is not None and isinstance(obj, self._pandas_frame):
             rv = _reduce_keeping_attrs(obj)
+            if rv is not None:
+                return rv
+        if self._arrow_ea is not None and isinstance(obj, self._arrow_ea):
+            rv = _reduce_arrow_extension_array(obj)
             if rv is not None:
                 return rv
         rv = None if tp in self.dispatch_table else _reduce_keeping_dict(obj, tp)
@@ -2029,6 +2035,32 @@ class _RefsToken:
 
     def __reduce__(self) -> tuple:
         return (_RefsToken, ())
+
+
+def _reduce_arrow_extension_array(ea: Any) -> tuple | None:
+    """A pandas array over arrow data (``ArrowStringArray``, pandas' default ``str`` column with
+    pyarrow installed; ``dtype_backend='pyarrow'`` columns) with the arrow array it holds
+    itself, not a copy.
+
+    pandas pickles ``_pa_array.combine_chunks()``, a new array each time: a frame's string
+    column and the Series a held groupby keeps of it (``gb = df.groupby('g')``) hold one arrow
+    array, and came back each with its own, so the two "differed" from their checkpoint and
+    were not verified (re-run instead, or reported as differing when their cells could not be
+    re-run). Its cache is left out, as pandas does. None: not the layout this expects."""
+    state = getattr(ea, "__dict__", None)
+    if type(state) is not dict or "_pa_array" not in state:
+        return None
+    state = dict(state)
+    state["_cache"] = {}
+    return (_new_instance, (type(ea),), state, None, None, _update_instance_dict)
+
+
+def _new_instance(cls: type) -> Any:
+    return cls.__new__(cls)
+
+
+def _update_instance_dict(obj: Any, state: dict[str, Any]) -> None:
+    obj.__dict__.update(state)
 
 
 def _set_block_refs(blk: Any, token: _RefsToken) -> None:
