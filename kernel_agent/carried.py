@@ -244,10 +244,10 @@ _ATTRIBUTE_ASSIGNMENT = re.compile(r"(?m)^[ \t]*[A-Za-z_]\w*(?:[ \t]*\.[ \t]*[A-
 def _library_assignments(code: str, ns: dict[str, Any]) -> list[tuple[list[str], str]]:
     """(target path, value name) of the ``module.obj.attr = name`` statements of `code`
     rooted at a library module `ns` holds (not one of the notebook's own modules)."""
-    from kernel_agent.changes import local_module
-
     if not code or not _ATTRIBUTE_ASSIGNMENT.search(code):
         return []
+    from kernel_agent.changes import local_module
+
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):
