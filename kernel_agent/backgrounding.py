@@ -411,7 +411,7 @@ class BackgroundCheckpointer:
         rnd.manifest_args = {
             "graph_dict": rnd.graph.to_dict(),
             "rng_final": rng.capture(),
-            "env": ck.environment_of(rnd.units, self._monitor()),
+            "env": ck.environment_of(rnd.units, self._monitor(), rnd.graph, self.shell.user_ns),
             "execution_count": int(getattr(self.shell, "execution_count", 0) or 0),
         }
         rnd.phase = "reserialize"

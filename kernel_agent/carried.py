@@ -21,10 +21,20 @@ filter is named, not bound to the wrong class). numpy's formatter and error call
 functions, the matplotlib backend is the restored kernel's own; these, logging handlers, other
 libraries' options and patched functions are not carried: a cell that set those and was not
 re-run is still named in a warning, and so is what the record holds but could not be set.
+
+A library's object the session gave one of its values (``stats.norm.random_state = rng``: the
+module-level distribution then draws from the notebook's generator) is recorded as the
+statement and the name (`attachments`), when the library's attribute still is that variable's
+object at checkpoint time; the restore makes the statement again with the restored object
+(`reattach`). Re-running the cell was not enough: when the variable was shipped, the re-run
+attached an earlier version that a cell before it re-made in passing, and the restore then bound
+the loaded one to the name, so ``stats.norm`` drew from an orphan generator and ``rng`` was no
+longer advanced by it, while everything verified.
 """
 
 from __future__ import annotations
 
+import ast
 import gc
 import json
 import logging
@@ -33,6 +43,7 @@ import os
 import re
 import sys
 import warnings
+from types import ModuleType
 from typing import Any
 
 from kernel_agent.effects import getcwd
@@ -711,3 +722,126 @@ def _set_matplotlib(rec: dict, missed: list[str]) -> str | None:
     if backend and str(dict.get(rc, "backend")).lower() != backend.lower():
         missed.append(f"matplotlib backend {backend} (the restored kernel keeps its own)")
     return "matplotlib rcParams " + ", ".join(done) if done else None
+
+
+def _attribute_path(node: ast.expr) -> list[str] | None:
+    """``a.b.c`` as ``['a', 'b', 'c']``: Names and attributes only (no call, no subscript)."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or not parts:
+        return None
+    parts.append(node.id)
+    return parts[::-1]
+
+
+def _resolve(ns: dict[str, Any], path: list[str]) -> Any:
+    obj = ns[path[0]]
+    for attr in path[1:]:
+        obj = getattr(obj, attr)
+    return obj
+
+
+#: a line that may assign a plain name to an attribute (``a.b.c = name``): the cheap test
+#: before a cell's code is parsed for `attached_objects`
+_ATTRIBUTE_ASSIGNMENT = re.compile(r"(?m)^[ \t]*[A-Za-z_]\w*(?:[ \t]*\.[ \t]*[A-Za-z_]\w*)+"
+                                   r"[ \t]*=[ \t]*[A-Za-z_]\w*[ \t]*(?:[;#].*)?$")
+
+
+def _library_assignments(code: str, ns: dict[str, Any]) -> list[tuple[list[str], str]]:
+    """(target path, value name) of the ``module.obj.attr = name`` statements of `code`
+    rooted at a library module `ns` holds (not one of the notebook's own modules)."""
+    if not code or not _ATTRIBUTE_ASSIGNMENT.search(code):
+        return []
+    from kernel_agent.changes import local_module
+
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return []  # (IPython syntax)
+    out = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.value, ast.Name)):
+            continue
+        path = _attribute_path(node.targets[0])
+        if path is None:
+            continue
+        root = ns.get(path[0])
+        if isinstance(root, ModuleType) and not local_module(root):
+            out.append((path, node.value.id))
+    return out
+
+
+def attached_objects(code: str, ns: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(top-level package, object) for each of the notebook's values `code` gave a library's
+    object (``stats.norm.random_state = rng``: ``('scipy', rng)``): a later cell using that
+    library may change the object through it (`Monitor`). Never raises."""
+    try:
+        out = []
+        for path, name in _library_assignments(code, ns):
+            if name in ns and not isinstance(ns[name], ModuleType):
+                package = str(getattr(ns[path[0]], "__name__", "")).partition(".")[0]
+                out.append((package, ns[name]))
+        return out
+    except Exception:  # noqa: BLE001 - never raise into the monitor
+        return []
+
+
+def attachments(cells: Any, ns: dict[str, Any]) -> list[list[str]]:
+    """``[target, name]`` of the statements ``module.obj.attr = name`` the recorded `cells`
+    made (their code, parsed) whose target still is the object `name` holds: a library's
+    object holding one of the notebook's (never raises; the last statement of a target wins).
+
+    Only targets rooted at a library module the namespace holds (the notebook's own modules
+    carry their globals themselves), and only a plain name as the value (what the library
+    holds is that very object, which `reattach` gives it again)."""
+    found: dict[str, str] = {}
+    try:
+        for cell in cells:
+            for path, name in _library_assignments(getattr(cell, "code", "") or "", ns):
+                found.pop(".".join(path), None)
+                found[".".join(path)] = name
+        out: list[list[str]] = []
+        for target, name in found.items():
+            value = ns.get(name)
+            if name not in ns or isinstance(value, ModuleType):
+                continue
+            try:
+                if _resolve(ns, target.split(".")) is value:
+                    out.append([target, name])
+            except Exception:  # noqa: BLE001 - a property that raises: not recorded
+                continue
+        return out
+    except Exception:  # noqa: BLE001 - the checkpoint goes on without them
+        log.exception("kernel_agent: could not record the library objects holding values")
+        return []
+
+
+def reattach(recorded: list[list[str]], ns: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Make each recorded ``target = name`` statement again where the target is not the
+    restored object of `name`: (what was set, what could not be). Never raises."""
+    done: list[str] = []
+    failed: list[str] = []
+    for item in recorded or ():
+        try:
+            target, name = item
+            if name not in ns:
+                continue  # (lost, and named so)
+            path = target.split(".")
+            if path[0] not in ns:
+                failed.append(f"{target} = {name}: {path[0]} is not bound")
+                continue
+            parent = _resolve(ns, path[:-1])
+            value = ns[name]
+            if getattr(parent, path[-1], None) is value:
+                continue
+            setattr(parent, path[-1], value)
+            if getattr(parent, path[-1]) is not value:
+                failed.append(f"{target} = {name}: it does not hold {name} when set again")
+                continue
+            done.append(f"{target} = {name}")
+        except Exception as e:  # noqa: BLE001 - named in the restore's warnings
+            failed.append(f"{item!r}: {type(e).__name__}: {e}")
+    return done, failed

@@ -238,6 +238,28 @@ def _widget_state(d: dict[str, Any]) -> Any:
     return _Synth(pairs)
 
 
+def _is_fitpack_spline(tp: type) -> bool:
+    """scipy's `UnivariateSpline` (and its Interpolated/LSQ subclasses)."""
+    return derives_from(tp, "scipy.interpolate._fitpack2.UnivariateSpline")
+
+
+def _fitpack_spline_state(d: dict[str, Any]) -> Any:
+    """A UnivariateSpline's attributes without FITPACK's work arrays. ``_data`` keeps
+    ``fpint`` and ``nrdata`` (per knot interval: the residual and the number of points; and
+    where a later ``set_smoothing_factor`` restarts from), which FITPACK fills only on some of
+    its paths (not for an interpolating spline, nor for a fit that needed no interior knot)
+    and never past what it uses: the rest is uninitialised memory, other in every process, so
+    every spline a restore re-made "differed" from the checkpointed one. The spline itself
+    (knots, coefficients, degree, residual, the data and the smoothing factor) is kept; what
+    the work arrays hold follows from the same data and calls, which re-making it repeats.
+    None: not the layout this expects."""
+    data = d.get("_data")
+    if type(data) is not tuple or len(data) != 14:
+        return None
+    cut = _Synth((*data[:11], *data[13:]))
+    return _Synth(_Synth((key, cut if key == "_data" else v)) for key, v in d.items())
+
+
 #: Instance slots that are a library's memo of what was asked of an immutable value, or a
 #: number it drew for it, not the value: by class (module-qualified, found by name along the
 #: MRO: the libraries are never imported here) -> slot names the *portable digest* leaves out. sympy's ``_assumptions``
@@ -2501,6 +2523,8 @@ class _Walker:
             d = dict_desc.__get__(obj, tp)
             if d is not None and self.portable and type(d) is dict and _is_widget(tp):
                 d = _widget_state(d)
+            elif d is not None and self.portable and type(d) is dict and _is_fitpack_spline(tp):
+                d = _fitpack_spline_state(d) or d
             if d is not None:
                 children.append(d)
         held: list[Any] = []

@@ -490,13 +490,16 @@ def check_loaded_digest(u: Unit) -> None:
     u.digest_loaded = got.digest
 
 
-def environment_of(units: list[Unit], mon: Any = None) -> dict:
+def environment_of(units: list[Unit], mon: Any = None, graph: Any = None,
+                   ns: dict | None = None) -> dict:
     """`environment.capture` from the units' recorded libraries (no walk over the values), and
     the process state the session changed (`carried`)."""
     env = environment.capture(())
     packages = sorted({p for u in units for p in u.packages})
     env["packages"] = {p: environment._version(p) for p in packages}
     env["process"] = carried.capture(getattr(mon, "baseline", None))
+    if graph is not None and ns is not None:
+        env["attachments"] = carried.attachments(graph.cells, ns)
     return env
 
 
@@ -1056,7 +1059,8 @@ def checkpoint(
             refs=refs,
             rng_final=rng.capture(),
             env={**environment.capture(ns[n] for n in names),
-                 "process": carried.capture(getattr(mon, "baseline", None))},
+                 "process": carried.capture(getattr(mon, "baseline", None)),
+                 "attachments": carried.attachments(graph.cells, ns)},
             stats=stats,
             execution_count=int(getattr(shell, "execution_count", 0) or 0),
             parent=_last_checkpoint.get(store.url),

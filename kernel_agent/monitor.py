@@ -134,6 +134,10 @@ class Monitor:
         self.tracker = Tracker()
         self.effects = EffectWatcher(shell)
         self._reach_cache: dict[str, tuple[int, analysis.Reach]] = {}
+        # top-level package -> the notebook's objects a cell gave one of its objects
+        # (``stats.norm.random_state = rng``, `carried.attached_objects`): a cell using the
+        # library may change them without naming them (``stats.norm.rvs()`` draws from `rng`)
+        self._attached: dict[str, list[Any]] = {}
         self._pending: _Pending | None = None
         self._paused = 0
         self._registered = False
@@ -257,6 +261,9 @@ class Monitor:
         self.graph = graph
         self._watched = {p: source_stat(p) for c in graph.cells for p in c.files_read
                          if not c.effects}
+        self._attached = {}
+        for c in graph.cells:
+            self._note_attached(c.code, ns)
         self._reach_cache.clear()
         self._last = None
         self._rng_last = None
@@ -667,6 +674,9 @@ class Monitor:
                 # what the notebook put in builtins (`builtins.G = gen`) and the cell loads by
                 # name: the variables holding it are read (and may change) too
                 reads |= self.tracker.holders([id(v) for v in ana.injected]) & p.user_before
+            if self._attached:
+                reads |= self._attached_holders(ns, reads, p.user_before)
+        self._note_attached(p.code, ns)
         touched = (reads | written | stores) & user_after
         figures = self.effects.figures
         if figures:
@@ -781,6 +791,29 @@ class Monitor:
                     self._watched[path] = source_stat(path)
         for path in files.changed:
             self._watched.pop(path, None)  # record() already marked its readers
+
+    def _note_attached(self, code: str, ns: Mapping[str, Any]) -> None:
+        """Remember the notebook's objects `code` gave a library's objects (`_attached`)."""
+        for package, obj in carried.attached_objects(code, ns):
+            held = self._attached.setdefault(package, [])
+            if not any(o is obj for o in held):
+                held.append(obj)
+
+    def _attached_holders(self, ns: Mapping[str, Any], reads: set[str],
+                          before: Collection[str]) -> set[str]:
+        """Names holding objects given to a library whose modules the cell reads: read (and
+        maybe changed) through the library. By top-level package (``scipy`` for
+        ``scipy.stats``): over-approximating is safe."""
+        objs: list[Any] = []
+        for n in reads:
+            v = ns.get(n)
+            if type(v) is ModuleType:
+                held = self._attached.get(str(getattr(v, "__name__", "")).partition(".")[0])
+                if held:
+                    objs += held
+        if not objs:
+            return set()
+        return self.tracker.holders([id(o) for o in objs]) & set(before)
 
     def _rng_key(self, p: _Pending, effects: list[str]) -> str | None:
         """Store the generators' state before the cell if the cell drew from them."""

@@ -88,6 +88,15 @@ def _numpy() -> Any:
         return (tuple(sorted(np.geterr().items())), repr(sorted(np.get_printoptions().items())))
 
 
+def _scipy_special() -> Any:
+    """scipy.special's error handling (``sc.seterr(singular='raise')``): process-wide C state
+    that no variable shows; a restore that shipped the cell's `prev = sc.seterr(...)` left
+    every special function ignoring what the session had made raise."""
+    ufuncs = sys.modules.get("scipy.special._ufuncs")
+    geterr = getattr(ufuncs, "geterr", None)
+    return None if geterr is None else tuple(sorted(geterr().items()))
+
+
 class _Identity:
     """Keys, and values compared by identity: equal when the same keys hold the same objects.
 
@@ -291,9 +300,9 @@ def _logging() -> Any:
 
 
 #: each reads one part of the state
-_PARTS: tuple[Callable[[], Any], ...] = (_environ, _python, _decimal, _numpy, _torch,
-                                         _builtins, _pandas, _pandas_accessors, _matplotlib,
-                                         _logging)
+_PARTS: tuple[Callable[[], Any], ...] = (_environ, _python, _decimal, _numpy, _scipy_special,
+                                         _torch, _builtins, _pandas, _pandas_accessors,
+                                         _matplotlib, _logging)
 
 
 #: numpy's error handling and print options as importing it sets them
@@ -308,6 +317,16 @@ def _numpy_configured() -> bool:
     printing = np.get_printoptions()
     return np.geterr() != _NUMPY_DEFAULTS[0] or any(
         printing.get(k, v) != v for k, v in _NUMPY_DEFAULTS[1].items())
+
+
+#: scipy.special's error handling as importing it sets it
+_SCIPY_SPECIAL_DEFAULT = "ignore"
+_SCIPY_SPECIAL_DEFAULTS = {"memory": "raise"}
+
+
+def _scipy_special_configured() -> bool:
+    return any(action != _SCIPY_SPECIAL_DEFAULTS.get(code, _SCIPY_SPECIAL_DEFAULT)
+               for code, action in sys.modules["scipy.special._ufuncs"].geterr().items())
 
 
 def _pandas_configured() -> bool:
@@ -338,6 +357,7 @@ def _matplotlib_configured() -> bool:
 #: part -> whether the library, imported by the cell, is no longer as importing it leaves it
 _CONFIGURED_AFTER_IMPORT: dict[str, Callable[[], bool]] = {
     "_numpy": _numpy_configured,
+    "_scipy_special": _scipy_special_configured,
     "_pandas": _pandas_configured,
     "_matplotlib": _matplotlib_configured,
 }

@@ -350,6 +350,11 @@ def restore(
     not_carried: list[str] = []
     carried_state = carried.apply((manifest.environment or {}).get("process") or {},
                                   getattr(mon, "baseline", None), ns, not_carried)
+    reattached, not_reattached = carried.reattach(
+        (manifest.environment or {}).get("attachments") or [], ns)
+    carried_state += reattached
+    warnings.extend(f"a library object the session gave a value no longer holds it: {why}"
+                    for why in not_reattached)
     warnings.extend(_unrestored_process_state(graph, rerun, carried_state, not_carried))
     replay_s = time.perf_counter() - t_replay
 

@@ -464,6 +464,8 @@ class _Pickler(cloudpickle.CloudPickler):
         self._pandas_types = (self._pandas_block, *(() if managers is None else (managers,)))
         self._pandas_frame = getattr(sys.modules.get("pandas.core.generic"), "NDFrame", None)
         self._refs_tokens: dict[int, _RefsToken] = {}  # id(BlockValuesRefs) -> its token
+        self._arrow_ea = getattr(sys.modules.get("pandas.core.arrays.arrow.array"),
+                                 "ArrowExtensionArray", None)
         # the notebook's modules whose file changed since they were loaded (`_stale_code`)
         self._stale = stale_local_modules()
 
@@ -704,6 +706,10 @@ class _Pickler(cloudpickle.CloudPickler):
             rv = _reduce_keeping_attrs(obj)
             if rv is not None:
                 return rv
+        if self._arrow_ea is not None and isinstance(obj, self._arrow_ea):
+            rv = _reduce_arrow_extension_array(obj)
+            if rv is not None:
+                return rv
         rv = None if tp in self.dispatch_table else _reduce_keeping_dict(obj, tp)
         if rv is not None:
             return rv
@@ -755,15 +761,22 @@ class _Pickler(cloudpickle.CloudPickler):
         pickled as pandas does, and so is an array the blocks share memory with without
         references (``pd.Series(arr, copy=False)``: a write through either still shows
         through the other, as it did). None: pandas' own pickle.
+
+        A block is reduced by its ``__reduce__``: its ``__reduce_ex__`` copies values that are
+        neither C- nor F-contiguous under protocol 5 (a frame over the notebook's array,
+        ``copy=False``, split by a write to one column, or a Series over ``x[::2]``): loaded,
+        the block no longer shared the notebook's array (a write to ``arr`` no longer showed
+        in ``df``), and the restore verified both. Its values go through the stream's view
+        logic like any array.
         """
         try:
             if isinstance(obj, self._pandas_block):
-                token = self._refs_token(obj)
-                if token is None:
-                    return None
-                rv = obj.__reduce_ex__(5)
+                rv = obj.__reduce__()
                 if type(rv) is not tuple or len(rv) != 2:
                     return None
+                token = self._refs_token(obj)
+                if token is None:
+                    return rv
                 return (rv[0], rv[1], token, None, None, _set_block_refs)
             # (a BlockManager pickles its blocks; a SingleBlockManager their values only)
             tokens = [self._refs_token(blk) for blk in obj.blocks]
@@ -2022,6 +2035,32 @@ class _RefsToken:
 
     def __reduce__(self) -> tuple:
         return (_RefsToken, ())
+
+
+def _reduce_arrow_extension_array(ea: Any) -> tuple | None:
+    """A pandas array over arrow data (``ArrowStringArray``, pandas' default ``str`` column with
+    pyarrow installed; ``dtype_backend='pyarrow'`` columns) with the arrow array it holds
+    itself, not a copy.
+
+    pandas pickles ``_pa_array.combine_chunks()``, a new array each time: a frame's string
+    column and the Series a held groupby keeps of it (``gb = df.groupby('g')``) hold one arrow
+    array, and came back each with its own, so the two "differed" from their checkpoint and
+    were not verified (re-run instead, or reported as differing when their cells could not be
+    re-run). Its cache is left out, as pandas does. None: not the layout this expects."""
+    state = getattr(ea, "__dict__", None)
+    if type(state) is not dict or "_pa_array" not in state:
+        return None
+    state = dict(state)
+    state["_cache"] = {}
+    return (_new_instance, (type(ea),), state, None, None, _update_instance_dict)
+
+
+def _new_instance(cls: type) -> Any:
+    return cls.__new__(cls)
+
+
+def _update_instance_dict(obj: Any, state: dict[str, Any]) -> None:
+    obj.__dict__.update(state)
 
 
 def _set_block_refs(blk: Any, token: _RefsToken) -> None:
