@@ -409,6 +409,35 @@ def _lcs(a: list, b: list) -> dict[int, int]:
     return out
 
 
+def _matching(a: list, b: list) -> dict[int, int]:
+    """`_lcs` after the common tail (the baseline's entries usually end the list), bounded:
+    past a quarter million cells of the table (a library adding a filter per call) the rest
+    is matched greedily, which still gives a common subsequence."""
+    n, m = len(a), len(b)
+    k = 0
+    while k < min(n, m) and a[n - 1 - k] == b[m - 1 - k]:
+        k += 1
+    out = {m - 1 - t: n - 1 - t for t in range(k)}
+    ra, rb = a[:n - k], b[:m - k]
+    if len(ra) * len(rb) <= 250_000:
+        out.update(_lcs(ra, rb))
+        return out
+    i = 0
+    for j, key in enumerate(rb):
+        at = next((x for x in range(i, len(ra)) if ra[x] == key), None)
+        if at is not None:
+            out[j] = at
+            i = at + 1
+    return out
+
+
+def _key_of(f: Any) -> str:
+    try:
+        return _filter_key(_filter_plain(f))
+    except Exception:  # noqa: BLE001 - an odd entry: by its text
+        return "odd:" + repr(f)
+
+
 def _digest(plains: list[dict]) -> str:
     import hashlib
 
@@ -424,15 +453,16 @@ def _warning_filters(baseline: Baseline) -> dict[str, Any]:
         return {"filters": [{"baseline": i} for i in range(len(base))],
                 "baseline_digest": baseline.warning_digest()}
     ns = _main_ns()
-    base_keys = [_filter_key(_filter_plain(f)) for f in base]
+    base_keys = [_key_of(f) for f in base]
     plains: list[dict | None] = []
     for f in now:
         try:
             plains.append(_filter_plain(f, ns))
         except Exception:  # noqa: BLE001 - not plain data: named, not carried
             plains.append(None)
-    now_keys = [_filter_key(p) if p is not None else repr(f) for p, f in zip(plains, now, strict=True)]
-    j_base = _lcs(base_keys, now_keys)
+    now_keys = [_filter_key(p) if p is not None else "odd:" + repr(f)
+                for p, f in zip(plains, now, strict=True)]
+    j_base = _matching(base_keys, now_keys)
     out: list[dict] = []
     odd: list[str] = []
     for j, p in enumerate(plains):
