@@ -886,9 +886,11 @@ def _no_gc() -> Iterator[None]:
         yield
         return
     gc.disable()
+    procstate.gc_held = True  # (what the process-state snapshot reads as the user's setting)
     try:
         yield
     finally:
+        procstate.gc_held = False
         gc.enable()
 
 

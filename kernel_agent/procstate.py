@@ -46,6 +46,16 @@ def _environ() -> Any:
     return items
 
 
+#: True while the monitor's hooks hold cyclic collection off (`monitor._no_gc`): it was on
+gc_held = False
+
+
+def gc_enabled() -> bool:
+    """Whether the user's cells left cyclic garbage collection on: inside the monitor's hooks
+    `gc.isenabled()` is False whatever they did, and ``gc.disable()`` in a cell went unseen."""
+    return gc_held or gc.isenabled()
+
+
 def _python() -> Any:
     import warnings
 
@@ -55,7 +65,7 @@ def _python() -> Any:
     # for a benchmark: the cells that did so must run again where the session goes on)
     digits = getattr(sys, "get_int_max_str_digits", lambda: None)()
     return (tuple(sys.path), sys.getrecursionlimit(), effects.getcwd(),
-            _Identity((), tuple(warnings.filters)), digits, gc.isenabled(), gc.get_threshold())
+            _Identity((), tuple(warnings.filters)), digits, gc_enabled(), gc.get_threshold())
 
 
 def _decimal() -> Any:

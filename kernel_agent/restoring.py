@@ -347,14 +347,15 @@ def restore(
     if rerun:
         _reattach_streams(captured)
         _manage_again(pyplot_loaded)
+    not_carried: list[str] = []
     carried_state = carried.apply((manifest.environment or {}).get("process") or {},
-                                  getattr(mon, "baseline", None))
+                                  getattr(mon, "baseline", None), ns, not_carried)
     reattached, not_reattached = carried.reattach(
         (manifest.environment or {}).get("attachments") or [], ns)
     carried_state += reattached
     warnings.extend(f"a library object the session gave a value no longer holds it: {why}"
                     for why in not_reattached)
-    warnings.extend(_unrestored_process_state(graph, rerun, carried_state))
+    warnings.extend(_unrestored_process_state(graph, rerun, carried_state, not_carried))
     replay_s = time.perf_counter() - t_replay
 
     # Phase 4: verify every co-variable against its recorded digest.
@@ -501,27 +502,34 @@ def restore(
     }
 
 
-def _unrestored_process_state(graph: Any, rerun: set[int], carried_state: list[str]) -> list[str]:
+def _unrestored_process_state(graph: Any, rerun: set[int], carried_state: list[str],
+                              not_carried: list[str] | None = None) -> list[str]:
     """Warnings for the cells that changed process state and were not re-run.
 
     A cell that set an environment variable, an option, the working directory or a path and
     also changed a variable in place (``os.environ['K'] = 'v'; rows.append(1)``), or failed,
     is no process-state cell a restore re-runs (`checkpointing.process_state_cells`): re-run,
     it would change the variable again. What it set was then missing after the restore,
-    and the session went on without it while the restore said nothing.
+    and the session went on without it while the restore said nothing. What the checkpoint
+    carried by value is set again (`carried`); what it could not carry is named
+    (`not_carried`: a filter whose warning class was not restored, numpy's formatter).
     """
     cells = [c.index for c in graph.cells if c.process_changed and c.index not in rerun]
+    missing = f"Not set again: {'; '.join(not_carried)}. " if not_carried else ""
     if not cells:
-        return []
+        return ([f"process state the session set could not be set again: "
+                 f"{'; '.join(not_carried)}"] if not_carried else [])
     shown = ", ".join(map(str, cells[:8])) + (f" and {len(cells) - 8} more" if len(cells) > 8 else "")
     one = len(cells) == 1
-    carried_note = (f"set again from the checkpoint: {'; '.join(carried_state)}. Other state "
+    carried_note = (f"set again from the checkpoint: {'; '.join(carried_state)}. "
                     if carried_state else "environment variables, import paths, the working "
-                    "directory and pandas options are as the checkpoint recorded them; other state ")
+                    "directory, warning filters and numpy, pandas, matplotlib, decimal and "
+                    "interpreter settings are as the checkpoint recorded them. ")
     return [f"cell{'' if one else 's'} {shown} changed process state and {'was' if one else 'were'} "
-            f"not re-run: {carried_note}({'it' if one else 'they'} may have set warning filters, "
-            f"logging or other libraries' options) is not restored unless a re-run cell set it "
-            f"again; run {'it' if one else 'them'} again if the session needs it"]
+            f"not re-run: {carried_note}{missing}Other state ({'it' if one else 'they'} may have "
+            f"set logging handlers, other libraries' options or patched functions) is not "
+            f"restored unless a re-run cell set it again; run {'it' if one else 'them'} again if "
+            f"the session needs it"]
 
 
 def _recomputed_from_lost(graph: Any, entries: list[CovariableEntry], lost: set[str],

@@ -265,6 +265,39 @@ def test_a_first_cell_that_cannot_be_re_run_still_leaves_its_settings_behind(mak
             "decimal context prec, traps"], plan
 
 
+def test_warning_filters_numpy_and_interpreter_settings_of_a_first_cell_not_re_run_come_back(
+        make_kernel, tmp_path):
+    """The usual first cell silences warnings and sets numpy's error handling and print
+    options and the recursion limit; it also reads a data file a later cell rewrites, so the
+    restore cannot re-run it. These used to be only named in a warning: RuntimeWarnings showed
+    again, arrays printed with 8 digits, deep recursion failed. They are carried by value."""
+    (tmp_path / "data.txt").write_text("1")
+    cells = ["import sys, gc, warnings, numpy as np\n"
+             "warnings.filterwarnings('ignore', category=RuntimeWarning)\n"
+             "np.seterr(all='ignore'); np.set_printoptions(precision=3)\n"
+             "sys.setrecursionlimit(5000); gc.set_threshold(900, 11, 12)\n"
+             "data = open('data.txt').read()",
+             "open('data.txt', 'w').write('2')"]
+    for plan in ("optimal", "ship-all"):
+        kw = {"strategy": plan} if plan == "ship-all" else {}
+        _, b, c, r = run_and_migrate(make_kernel, (tmp_path / plan).as_uri(), cells, **kw)
+        assert 0 not in r["rerun_cells"], r["rerun_cells"]
+        assert_verified(r)
+        b.ok("import warnings as _w\nwith _w.catch_warnings(record=True) as _seen:\n"
+             "    _w.warn('shown?', RuntimeWarning)\n    _w.warn('shown!', UserWarning)\n"
+             "_shown = [str(x.message) for x in _seen]")
+        assert b.value("_shown") == ["shown!"], plan
+        assert b.value("[repr(np.array([1.23456])), str(np.float64(1) / np.zeros(1)), "
+                       "sys.getrecursionlimit(), list(gc.get_threshold())]") == [
+            "array([1.235])", "[inf]", 5000, [900, 11, 12]], plan
+        assert b.value("np.geterr()") == dict.fromkeys(("divide", "over", "under", "invalid"),
+                                                       "ignore"), plan
+        assert any(s.startswith("warning filters ignore::RuntimeWarning")
+                   for s in r["process_state_set"]), r["process_state_set"]
+        named = [w for w in r["warnings"] if "process state" in w]
+        assert named and "warning filters" not in named[0].split("Other state")[1], named
+
+
 def test_a_slow_import_cell_that_sets_process_state_is_still_replayed(make_kernel, tmp_path):
     # importing pandas took over a second on a busy machine, and its options were not restored
     # (the sleep stands in for a slow import: a local module would be a file the cell read)
