@@ -73,3 +73,19 @@ def test_a_groupby_and_its_current_group_stay_one(make_kernel, tmp_path, strateg
     _, b, _, r = run_and_migrate(make_kernel, (tmp_path / strategy).as_uri(), cells, strategy=strategy)
     assert_verified(r)
     assert b.value("[key, next(gb)[0], list(grp), [k for k, _ in gb]]") == ["a", "b", [], ["c"]]
+
+
+def test_a_signal_handler_the_notebook_installed_is_installed_again(make_kernel, tmp_path):
+    """`signal.signal(SIGUSR1, on_usr1)` binds only the old handler: shipped with the cell's
+    variables, the new kernel kept the default handler (the next SIGUSR1 killed it) while
+    every variable verified. The cell that installed it is re-run, so the handler is installed
+    and appends to the notebook's `log` (a global it looks up when called). (The installed
+    handler is the re-run's function, not the shipped `on_usr1`: identity is not kept.)"""
+    cells = ["import os, signal\nlog = []\ndef on_usr1(sig, frame):\n    log.append('usr1')\n"
+             "previous = signal.signal(signal.SIGUSR1, on_usr1)",
+             "log.append('started')"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells, strategy="ship-all")
+    assert_verified(r)
+    assert b.value("signal.getsignal(signal.SIGUSR1).__name__") == "on_usr1"
+    b.ok("os.kill(os.getpid(), signal.SIGUSR1)")
+    assert b.value("log") == ["started", "usr1"]
