@@ -1945,6 +1945,11 @@ class _Walker:
                 elif (tp is types.BuiltinMethodType or tp is types.MethodType
                       or tp is types.MethodWrapperType):
                     nxt.append(o.__self__)
+                elif _classify(tp) == K_ITERATOR:
+                    # what it iterates over: `tee(data)` holds a buffer object (reduced) that
+                    # holds an iterator over `data`; stopped at that iterator, `lead, lag` and
+                    # `data` were apart, and the restored pair walked over a copy of `data`
+                    nxt.extend(_not_namespaces(iterator_holds(o, tp)))
                 elif tp is memoryview:
                     # what it exports: a ctypes array made by `from_buffer(ba)` holds a view
                     # of `ba` and writes into it (`c[0] = 7` changed `ba`, not seen)

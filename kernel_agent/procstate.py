@@ -20,6 +20,7 @@ import ast
 import gc
 import operator
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -299,10 +300,28 @@ def _logging() -> Any:
     return out
 
 
+#: the signals a notebook handles (a timeout on SIGALRM, a clean stop on SIGTERM, a dump on
+#: SIGUSR1...); not SIGINT, which the kernel sets around each request itself
+_SIGNALS = tuple(getattr(signal, n) for n in ("SIGALRM", "SIGTERM", "SIGUSR1", "SIGUSR2",
+                                              "SIGHUP") if hasattr(signal, n))
+
+
+def _hooks() -> Any:
+    """Handlers the process calls, which a cell installs without binding a variable:
+    ``signal.signal(signal.SIGALRM, on_timeout)``, ``threading.excepthook = report``. A
+    restore that shipped the cell's variables (`handler`, the old handler `signal.signal`
+    returned) left the new kernel with the default handler: the next alarm killed it, and both
+    verified. Compared by identity. (Not `sys.excepthook`, which the shell sets around each
+    cell, nor atexit's count, which importing many libraries raises.)"""
+    import threading
+
+    return _Identity((), (*map(signal.getsignal, _SIGNALS), threading.excepthook))
+
+
 #: each reads one part of the state
 _PARTS: tuple[Callable[[], Any], ...] = (_environ, _python, _decimal, _numpy, _scipy_special,
                                          _torch, _builtins, _pandas, _pandas_accessors,
-                                         _matplotlib, _logging)
+                                         _matplotlib, _logging, _hooks)
 
 
 #: numpy's error handling and print options as importing it sets them

@@ -103,6 +103,7 @@ import random
 import re
 import stat
 import struct
+import subprocess
 import sys
 import threading
 import types
@@ -659,6 +660,10 @@ class _Pickler(cloudpickle.CloudPickler):
             return _reduce_lock(obj)
         if isinstance(obj, threading.Thread):
             return _reduce_thread(obj)
+        if isinstance(obj, subprocess.Popen):
+            _refuse_unwaited_child(obj)
+        if type(obj) is itertools.groupby:
+            _refuse_groupby_between_items(obj)
         if isinstance(obj, random.SystemRandom):
             # it draws from the OS and has no state to pickle (its getstate raises), so it
             # and the cell that made it (which reads OS entropy, never re-run) were lost; a
@@ -2173,6 +2178,37 @@ def _reduce_lock(lock: Any) -> tuple:
         raise TypeError("cannot pickle a lock that is held")
     lock.release()
     return (threading.RLock, ())
+
+
+def _refuse_unwaited_child(p: subprocess.Popen) -> None:
+    """A child process not waited for (running, or exited unreaped) cannot be carried.
+
+    Pickled as an object, the handle came back verified with `returncode` None and the old
+    pid: in the new kernel `poll()` found no child of its own and answered 0 (exited, success)
+    for a process still running on the old node, and `kill()` would signal whatever process has
+    that pid here. A handle whose child was waited for (`wait`, `communicate`, `poll`) holds
+    only its answers and ships as it is. Not polled here: that would change the value the
+    checkpoint's digest already describes.
+    """
+    if p.returncode is None:
+        raise TypeError(f"cannot pickle subprocess.Popen (pid {p.pid}): its child process was "
+                        "not waited for; a new kernel is not its parent")
+
+
+def _refuse_groupby_between_items(gb: itertools.groupby) -> None:
+    """A `groupby` whose current group has just handed out an item cannot be pickled as it is.
+
+    Its reduce keeps its position only while it holds the item it looked ahead at: once the
+    group iterator has yielded that item (``key, grp = next(gb); next(grp)``), CPython's reduce
+    drops the key it is in, and the copy starts over at the rest of that group (``next(gb)``
+    gave the same key again), while the digest (taken from that same reduce) verified it. It
+    holds its iterator and key function, and past its first step its target and current key:
+    more than two referents with a reduce carrying no state is that lossy case.
+    """
+    rv = gb.__reduce__()
+    if len(rv) < 3 and len(gc.get_referents(gb)) > 2:
+        raise TypeError("cannot pickle an itertools.groupby between two items of a group: "
+                        "its pickle would start that group over")
 
 
 #: a thread's attributes that are the process's (its OS thread's lock, the stderr and the
