@@ -43,6 +43,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -267,41 +268,25 @@ def apply(recorded: dict[str, Any], baseline: Baseline | None, ns: dict | None =
                 done.append("decimal context " + ", ".join(fields))
         except Exception:  # noqa: BLE001
             log.exception("kernel_agent: could not set the decimal context")
-    interpreter = recorded.get("interpreter")
-    if interpreter is not None:
+    # (warning filters last: setting the options before them may warn)
+    setters: tuple[tuple[str, str, Callable[[Any], str | None]], ...] = (
+        ("interpreter", "the interpreter's settings", lambda r: _set_interpreter(r, baseline)),
+        ("numpy", "numpy's error handling and print options",
+         lambda r: _set_numpy(r, baseline, missed)),
+        ("matplotlib", "matplotlib rcParams", lambda r: _set_matplotlib(r, missed)),
+        ("warnings", "warning filters", lambda r: _set_warning_filters(r, baseline, ns, missed)),
+    )
+    for key, label, setter in setters:
+        rec = recorded.get(key)
+        if rec is None:
+            continue
         try:
-            what = _set_interpreter(interpreter, baseline)
+            what = setter(rec)
             if what:
                 done.append(what)
         except Exception:  # noqa: BLE001
-            log.exception("kernel_agent: could not set the interpreter's settings")
-    numpy_rec = recorded.get("numpy")
-    if numpy_rec is not None:
-        try:
-            what = _set_numpy(numpy_rec, baseline, missed)
-            if what:
-                done.append(what)
-        except Exception:  # noqa: BLE001
-            log.exception("kernel_agent: could not set numpy's options")
-            missed.append("numpy's error handling and print options")
-    mpl_rec = recorded.get("matplotlib")
-    if mpl_rec is not None:
-        try:
-            what = _set_matplotlib(mpl_rec, missed)
-            if what:
-                done.append(what)
-        except Exception:  # noqa: BLE001
-            log.exception("kernel_agent: could not set matplotlib's rcParams")
-            missed.append("matplotlib rcParams")
-    filters = recorded.get("warnings")
-    if filters is not None:  # (last: setting options above may warn)
-        try:
-            what = _set_warning_filters(filters, baseline, ns, missed)
-            if what:
-                done.append(what)
-        except Exception:  # noqa: BLE001
-            log.exception("kernel_agent: could not set the warning filters")
-            missed.append("warning filters")
+            log.exception("kernel_agent: could not set %s", label)
+            missed.append(label)
     return done
 
 

@@ -5,7 +5,9 @@
 # pytest's exit code 5 ("no tests collected") is a failure here, never a silent pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+started=$SECONDS
 bash scripts/bootstrap.sh || exit 1
+echo "test.sh: set-up took $((SECONDS - started)) s" >&2
 export PATH="$PWD/.venv/bin:$PWD/.venv/node/node_modules/.bin:$PATH"
 
 cleanup() {
@@ -14,9 +16,10 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 if [ -f scripts/ceph-rgw.sh ] && [ "${ELASTIC_SKIP_RGW:-0}" != 1 ]; then
+    started=$SECONDS
     if rgw_env=$(bash scripts/ceph-rgw.sh start) && [ -n "$rgw_env" ] && eval "$rgw_env"; then
         RGW_STARTED=1
-        echo "test.sh: Ceph RGW at $ELASTIC_TEST_S3_ENDPOINT" >&2
+        echo "test.sh: Ceph RGW at $ELASTIC_TEST_S3_ENDPOINT ($((SECONDS - started)) s)" >&2
     else
         echo "test.sh: Ceph RGW could not be started; S3 tests use moto only" >&2
     fi

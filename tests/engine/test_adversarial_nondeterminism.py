@@ -57,8 +57,9 @@ def test_unreplayable_cells_are_shipped_or_named(make_kernel, tmp_path):
     # deterministic cells are recomputed, and never re-run into a different value
     assert {"seeded", "timed", "inside_capture", "before_redefinition", "after_redefinition",
             "global_draws"} <= recomputed
-    # the restore cannot re-run a top-level await: those cells are shipped, never half re-run
-    assert {"awaited", "from_coroutine"} <= set(replay.restore["lost"])
+    # cells that await at top level are re-run too (on the restore's own asyncio loop)
+    assert {"awaited", "from_coroutine"} <= recomputed
+    assert replay.kernel.value("[awaited, from_coroutine]") == [7, 3]
     assert not any("await" in e for e in replay.restore["errors"])
     assert replay.restore["mismatched"] == []
     assert replay.kernel.value("chain is alias") is True
