@@ -31,12 +31,12 @@ import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
 
 from traitlets import CaselessStrEnum, Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from elastic_spawner.serverapi import CheckpointResult, ElasticAPIError, ElasticServerClient
+from elastic_spawner.storeurl import expand_store_url
 
 STATE_KEY = "elastic"
 ENV_RESTORE_FROM = "ELASTIC_RESTORE_FROM"
@@ -133,9 +133,10 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         help="""Where checkpoints go: a store URL template, one prefix per user and server.
 
         `file:///abs/dir` or `s3://bucket/prefix`. `{username}` and `{servername}` are expanded
-        (URL-escaped; `{servername}` is "default" for a user's default server). Keep
-        `{username}` in the template so users never share a prefix. S3 credentials are the
-        single-user server's business (its environment), not the hub's.
+        (URL-escaped; `{servername}` is "default" for a user's default server, and "~default"
+        for a named server called "default", so the two never share a prefix). Keep
+        `{username}` and `{servername}` in the template so servers never share a prefix. S3
+        credentials are the single-user server's business (its environment), not the hub's.
 
             c.ElasticSpawnerMixin.store_url = "s3://checkpoints/{username}/{servername}"
         """,
@@ -246,6 +247,15 @@ class ElasticSpawnerMixin(LoggingConfigurable):
                 "share one prefix",
                 url,
             )
+        if "{servername}" not in url:
+            # a user's servers (default and named) share a home, so their notebooks have the
+            # same paths and the same kernel stores under a shared prefix: one server's restore
+            # can pick up another's newer background round, retention counts them as one server
+            self.log.warning(
+                "ElasticSpawnerMixin.store_url = %r has no {servername}: a user's named servers "
+                "and default server share one prefix",
+                url,
+            )
         return url
 
     # ---- state ---------------------------------------------------------------------------
@@ -299,11 +309,7 @@ class ElasticSpawnerMixin(LoggingConfigurable):
 
     def expanded_store_url(self) -> str:
         """`store_url` for this user and server."""
-        servername = self.name or "default"  # type: ignore[attr-defined]
-        return self.store_url.format(
-            username=quote(self.user.name, safe="@.-_"),  # type: ignore[attr-defined]
-            servername=quote(servername, safe="@.-_"),
-        )
+        return expand_store_url(self.store_url, self.user.name, self.name or "")  # type: ignore[attr-defined]
 
     def _server_url(self) -> str | None:
         server = getattr(self, "server", None)
