@@ -566,6 +566,7 @@ class ElasticSpawnerMixin(LoggingConfigurable):
             client = ElasticServerClient(url, token)
             if policy == "on_request":
                 return await self._adopt_requested(client)
+            await self._wait_for_restore(client)
             self.log.info("Elastic: checkpointing %s before stop", self._elastic_name)
             t0 = time.monotonic()
             try:
@@ -580,6 +581,15 @@ class ElasticSpawnerMixin(LoggingConfigurable):
                                      "checkpoint, the next start restores %s", self._elastic_name,
                                      e, st["checkpoint"] or "nothing")
                     return None
+                if e.status == 409 and st["checkpoint"] and st["checkpoint"] == st["restored_from"]:
+                    # The server refuses to checkpoint while it restores. Its kernels are still
+                    # (being) the checkpoint it restores, which must stay the next start's: a
+                    # failed checkpoint would make the next start fresh and lose the session.
+                    self.log.warning("Elastic: %s is still restoring %s; stopping without a new "
+                                     "checkpoint, the next start restores that one again (cells "
+                                     "run since this start in kernels already restored are not "
+                                     "saved)", self._elastic_name, st["checkpoint"])
+                    return None
                 await self._checkpoint_failed(str(e), None)
                 return None
         if not result.complete:
@@ -592,6 +602,23 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         self.log.info("Elastic: checkpointed %s (%d kernel(s)) in %.1fs: %s", self._elastic_name,
                       len(result.kernels), time.monotonic() - t0, result.checkpoint)
         return result
+
+    async def _wait_for_restore(self, client: ElasticServerClient) -> None:
+        """Give a restore still running in the server up to `busy_timeout` to finish.
+
+        A restore can outlast the spawn; the server refuses checkpoints until it ends. Like a
+        busy kernel, it gets `busy_timeout` (a bounded poll); after that the checkpoint call
+        answers 409 and `checkpoint_before_stop` keeps the pointer being restored.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                status = await client.status(timeout=5)
+            except ElasticAPIError:
+                return  # the checkpoint call says what is wrong
+            if status.restore.state != "running" or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.5)  # poll interval of a bounded poll, not synchronisation
 
     async def _adopt_requested(self, client: ElasticServerClient) -> CheckpointResult | None:
         st = self._elastic()
