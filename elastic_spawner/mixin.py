@@ -35,7 +35,12 @@ from typing import Any
 from traitlets import CaselessStrEnum, Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from elastic_spawner.serverapi import CheckpointResult, ElasticAPIError, ElasticServerClient
+from elastic_spawner.serverapi import (
+    CheckpointResult,
+    ElasticAPIError,
+    ElasticServerClient,
+    ServerStatus,
+)
 from elastic_spawner.storeurl import expand_store_url
 
 STATE_KEY = "elastic"
@@ -566,7 +571,14 @@ class ElasticSpawnerMixin(LoggingConfigurable):
             client = ElasticServerClient(url, token)
             if policy == "on_request":
                 return await self._adopt_requested(client)
-            await self._wait_for_restore(client)
+            status = await self._wait_for_restore(client)
+            # The restore of the pointer failed in this server and none of its kernels came
+            # back: nothing ran on top of that checkpoint, so it is still the session to restore
+            # if this checkpoint fails too (store still unreachable), not a stale one.
+            unrestored = bool(
+                status is not None and status.restore.state == "failed"
+                and st["checkpoint"] and st["checkpoint"] == st["restored_from"]
+                and not any(k.status in ("ok", "partial") for k in status.restore.kernels))
             self.log.info("Elastic: checkpointing %s before stop", self._elastic_name)
             t0 = time.monotonic()
             try:
@@ -590,20 +602,20 @@ class ElasticSpawnerMixin(LoggingConfigurable):
                                      "run since this start in kernels already restored are not "
                                      "saved)", self._elastic_name, st["checkpoint"])
                     return None
-                await self._checkpoint_failed(str(e), None)
+                await self._checkpoint_failed(str(e), None, unrestored=unrestored)
                 return None
         if not result.complete:
             # kernels not saved (busy, failed), or saved without variables a restore cannot
             # bring back: either way the next start would not be the server that stopped
             what = "kernels not checkpointed" if result.not_saved else "variables lost"
-            await self._checkpoint_failed(f"{what}: {result.shortfall()}", result)
+            await self._checkpoint_failed(f"{what}: {result.shortfall()}", result, unrestored=unrestored)
             return result
         self._record(result)
         self.log.info("Elastic: checkpointed %s (%d kernel(s)) in %.1fs: %s", self._elastic_name,
                       len(result.kernels), time.monotonic() - t0, result.checkpoint)
         return result
 
-    async def _wait_for_restore(self, client: ElasticServerClient) -> None:
+    async def _wait_for_restore(self, client: ElasticServerClient) -> ServerStatus | None:
         """Give a restore still running in the server up to `busy_timeout` to finish.
 
         A restore can outlast the spawn; the server refuses checkpoints until it ends. Like a
@@ -615,9 +627,9 @@ class ElasticSpawnerMixin(LoggingConfigurable):
             try:
                 status = await client.status(timeout=5)
             except ElasticAPIError:
-                return  # the checkpoint call says what is wrong
+                return None  # the checkpoint call says what is wrong
             if status.restore.state != "running" or time.monotonic() >= deadline:
-                return
+                return status
             await asyncio.sleep(0.5)  # poll interval of a bounded poll, not synchronisation
 
     async def _adopt_requested(self, client: ElasticServerClient) -> CheckpointResult | None:
@@ -643,7 +655,10 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         st["checkpoint"] = None
         return None
 
-    async def _checkpoint_failed(self, message: str, result: CheckpointResult | None) -> None:
+    async def _checkpoint_failed(self, message: str, result: CheckpointResult | None, *,
+                                 unrestored: bool = False) -> None:
+        """Apply `on_checkpoint_failure`. `unrestored`: the server failed to restore the pointer
+        and nothing of it ran on, so with nothing saved now the pointer stays the next start's."""
         st = self._elastic()
         if self.on_checkpoint_failure == "refuse":
             self.log.error("Elastic: refusing to stop %s: checkpoint failed (%s); "
@@ -657,6 +672,11 @@ class ElasticSpawnerMixin(LoggingConfigurable):
             self._record(result)
             self.log.warning("Elastic: stopping %s with an incomplete checkpoint (%s); the next "
                              "start restores the kernels that were saved", self._elastic_name, message)
+        elif unrestored:
+            self.log.warning("Elastic: stopping %s without a new checkpoint (%s); it had failed to "
+                             "restore %s, which the next start restores again", self._elastic_name,
+                             message, st["checkpoint"])
+            self._persist_state()
         else:
             st["checkpoint"] = None
             self.log.warning("Elastic: stopping %s without a checkpoint: %s "
