@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import hmac
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -51,15 +52,18 @@ ENV_HUB_SECRET = "ELASTIC_HUB_SECRET"  # the hub's own environment: default of `
 KEY_CONTEXT = "elastic-checkpoint:"
 
 
-def derive_checkpoint_key(hub_secret: str, username: str, servername: str) -> str:
+def derive_checkpoint_key(hub_secret: str, username: str, servername: str, salt: str = "") -> str:
     """The per-server checkpoint key: HMAC-SHA256(hub secret, "elastic-checkpoint:user/server").
 
     One key per user and server, so a server (and the user code in its kernels, which can read
     its own key) can sign only its own checkpoints; the hub secret never leaves the hub.
-    `servername` is JupyterHub's server name ("" for the default server).
+    `servername` is JupyterHub's server name ("" for the default server). `salt`: the server's
+    own random salt (spawner state), appended after a NUL, so a user or server deleted and
+    created again under the same name has another key ("" for servers from before salts).
     """
-    msg = f"{KEY_CONTEXT}{username}/{servername}".encode()
-    return hmac.new(hub_secret.encode(), msg, hashlib.sha256).hexdigest()
+    msg = f"{KEY_CONTEXT}{username}/{servername}" + (f"\0{salt}" if salt else "")
+    return hmac.new(hub_secret.encode(), msg.encode(), hashlib.sha256).hexdigest()
+
 # Compact per-kernel summary kept in state: names only, capped, so the hub DB row stays small.
 _SUMMARY_KEYS = ("shipped", "recomputed", "lost", "rerun_cells", "cells", "stats", "plan", "checkpoint_id")
 _MAX_NAMES = 200
@@ -227,7 +231,24 @@ class ElasticSpawnerMixin(LoggingConfigurable):
             self.hub_secret,
             self.user.name,  # type: ignore[attr-defined]
             self.name or "",  # type: ignore[attr-defined]
+            self._key_salt(),
         )
+
+    def _key_salt(self) -> str:
+        """This server's key salt, made at its first start and kept in its state for good.
+
+        The store prefix and the unsalted key depend on the names only: a user deleted and
+        created again (a recycled account) got the old user's key and restored the old user's
+        checkpoints (still in the store under that name) into the new user's kernels. The salt
+        lives in the spawner's database row, which the hub deletes with the user or the named
+        server. A server that already has checkpoints from before salts keeps the unsalted key
+        (its checkpoints stay readable).
+        """
+        st = self._elastic()
+        if st["key_salt"] is None:
+            legacy = st["checkpoint"] or st["history"] or st["restored_from"] or st["detached"]
+            st["key_salt"] = "" if legacy else secrets.token_hex(16)
+        return st["key_salt"]
 
     def checkpoint_key_env(self, key: str) -> dict[str, str]:
         """How the key reaches the server: environment variables merged into `get_env()`.
@@ -269,7 +290,8 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         """This spawner's elastic state (created lazily: mixins cannot rely on __init__ order)."""
         st = self.__dict__.get("_elastic_state")
         if st is None:
-            st = {"checkpoint": None, "restored_from": None, "history": [], "detached": None}
+            st = {"checkpoint": None, "restored_from": None, "history": [], "detached": None,
+                  "key_salt": None}
             self.__dict__["_elastic_state"] = st
         return st
 
@@ -291,12 +313,13 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         st["restored_from"] = saved.get("restored_from") or None
         st["history"] = list(saved.get("history") or [])
         st["detached"] = saved.get("detached") or None
+        st["key_salt"] = saved.get("key_salt")  # None: not made yet; "": a server from before salts
 
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()  # type: ignore[misc]
         st = self._elastic()
-        if st["checkpoint"] or st["history"] or st["detached"] or st["restored_from"]:
-            state[STATE_KEY] = {k: v for k, v in st.items() if v}
+        if st["checkpoint"] or st["history"] or st["detached"] or st["restored_from"] or st["key_salt"]:
+            state[STATE_KEY] = {k: v for k, v in st.items() if v or (k == "key_salt" and v == "")}
         return state
 
     def clear_state(self) -> None:
