@@ -248,7 +248,20 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         if st["key_salt"] is None:
             legacy = st["checkpoint"] or st["history"] or st["restored_from"] or st["detached"]
             st["key_salt"] = "" if legacy else secrets.token_hex(16)
+            # when this server came to be, in checkpoint-id form: checkpoints in its store prefix
+            # older than that are a deleted namesake's (`ElasticKubeSpawner` adopts none of them)
+            st["created"] = None if legacy else datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         return st["key_salt"]
+
+    @property
+    def created_at(self) -> str | None:
+        """When this server was first started (UTC, `YYYYmmddTHHMMSSffffffZ` like checkpoint ids).
+
+        None for a server from before this was recorded. Checkpoints under its store prefix
+        older than this belong to a server or user deleted before it, with the same name.
+        """
+        self._key_salt()
+        return self._elastic().get("created")
 
     def checkpoint_key_env(self, key: str) -> dict[str, str]:
         """How the key reaches the server: environment variables merged into `get_env()`.
@@ -291,7 +304,7 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         st = self.__dict__.get("_elastic_state")
         if st is None:
             st = {"checkpoint": None, "restored_from": None, "history": [], "detached": None,
-                  "key_salt": None}
+                  "key_salt": None, "created": None}
             self.__dict__["_elastic_state"] = st
         return st
 
@@ -314,6 +327,7 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         st["history"] = list(saved.get("history") or [])
         st["detached"] = saved.get("detached") or None
         st["key_salt"] = saved.get("key_salt")  # None: not made yet; "": a server from before salts
+        st["created"] = saved.get("created") or None
 
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()  # type: ignore[misc]
@@ -429,6 +443,7 @@ class ElasticSpawnerMixin(LoggingConfigurable):
 
     def get_env(self) -> dict[str, str]:
         env = super().get_env()  # type: ignore[misc]
+        self._key_salt()  # this server's salt and creation time, kept in its state from now on
         env[ENV_STORE_URL] = self.expanded_store_url()
         key = self.checkpoint_key()
         if key:

@@ -239,6 +239,8 @@ def test_a_new_server_gets_a_salted_key_that_outlives_hub_restarts_but_not_its_d
     legacy.get_env()
     legacy.clear_state()
     assert legacy.get_state()["elastic"]["key_salt"] == ""  # stays unsalted: old checkpoints readable
+    assert legacy.created_at is None  # adopts store checkpoints of any age, as before
+    assert again.created_at == first.created_at and len(first.created_at) == 22  # checkpoint-id time
 
 
 def test_server_manifest_signed_with_another_key_is_refused():
