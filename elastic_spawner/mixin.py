@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import inspect
 import os
 import secrets
 import time
@@ -720,6 +721,23 @@ class ElasticSpawnerMixin(LoggingConfigurable):
             self.log.warning("Elastic: stopping %s without a checkpoint: %s "
                              "(on_checkpoint_failure=stop); the next start is fresh",
                              self._elastic_name, message)
+
+    async def delete_forever(self) -> None:
+        """The hub deletes this user or named server: say where its checkpoints stay.
+
+        The hub has no access to the store (the servers and the service have), so it cannot
+        delete them; the service's retention only visits servers the hub still has. A server or
+        user created later under the same name gets another key (`_key_salt`) and does not adopt
+        them, but the data stays until the operator deletes the prefix.
+        """
+        result = super().delete_forever()  # type: ignore[misc]
+        if inspect.isawaitable(result):
+            await result
+        st = self._elastic()
+        if st["checkpoint"] or st["history"]:
+            self.log.warning("Elastic: %s is deleted; its checkpoints stay in the store under %s "
+                             "(the hub cannot delete them): delete that prefix there",
+                             self._elastic_name, self.expanded_store_url())
 
     # ---- refused stops: detach and re-attach ------------------------------------------------
 

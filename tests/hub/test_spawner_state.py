@@ -166,3 +166,19 @@ def test_every_server_of_a_user_gets_its_own_store_prefix_in_the_spawner_and_the
     assert urls[""] == "s3://ckpt/alice/default"  # existing default servers keep their prefix
     assert urls["x"] == "s3://ckpt/alice/x"
     assert len(set(urls.values())) == len(urls), urls
+
+
+def test_deleting_a_server_with_checkpoints_names_the_prefix_left_in_the_store(caplog) -> None:
+    """The hub cannot delete store data; the operator must learn where a deleted server's is."""
+    import asyncio
+    import logging
+
+    s = make_spawner(store_url="s3://ckpt/{username}/{servername}")
+    checkpointed(s)
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(s.delete_forever())
+    assert "alice/ is deleted; its checkpoints stay in the store under s3://ckpt/alice/default" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(make_spawner().delete_forever())  # never checkpointed: nothing to say
+    assert "is deleted" not in caplog.text

@@ -34,3 +34,4 @@ async def test_a_recreated_user_does_not_adopt_the_deleted_users_checkpoint(make
     assert status["restore"]["state"] == "idle", status
     assert await new.sessions() == []
     assert "predates this server" in kh.hub.log_tail(400)
+    assert "bob/ is deleted; its checkpoints stay in the store" in kh.hub.log_tail(800)
