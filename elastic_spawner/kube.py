@@ -370,6 +370,13 @@ class ElasticKubeSpawner(ElasticSpawnerMixin, KubeSpawner):
         known = [p for p in (st["checkpoint"], st["restored_from"],
                              *(h.get("checkpoint") for h in st["history"][:1])) if p]
         newest_known = max((p.rpartition("#")[2] for p in known), default="")
+        created = self.created_at
+        if created and latest.rpartition("#")[2] < created:
+            # older than this server: a deleted user's or server's of the same name (a recycled
+            # account), never this one's
+            self.log.info("Elastic: not adopting %s for %s: it predates this server (%s)",
+                          latest, self._elastic_name, created)
+            return
         if latest.rpartition("#")[2] > newest_known:
             self.log.info("Elastic: %s has a checkpoint the hub did not take (%s, newer than %s); "
                           "restoring it", self._elastic_name, latest, newest_known or "none")

@@ -265,17 +265,24 @@ class LocalHub:
         _, data = await self.api("GET", f"users/{quote(user)}?include_stopped_servers=1")
         return (data.get("servers") or {}).get(server)
 
+    @staticmethod
+    def _server_path(user: str, server: str) -> str:
+        """`users/<user>/server` (default server) or `users/<user>/servers/<name>` (named)."""
+        if server:
+            return f"users/{quote(user)}/servers/{quote(server)}"
+        return f"users/{quote(user)}/server"
+
     async def start_server(self, user: str, *, options: dict[str, Any] | None = None,
-                           timeout: float = 180) -> dict[str, Any]:
-        """Start a server and wait until the hub reports it ready (restore included)."""
+                           timeout: float = 180, server: str = "") -> dict[str, Any]:
+        """Start a server (`server`: a named one) and wait until the hub reports it ready."""
         body = {"user_options": options} if options is not None else None
-        code, data = await self.api("POST", f"users/{quote(user)}/server", body, check=False,
+        code, data = await self.api("POST", self._server_path(user, server), body, check=False,
                                     timeout=timeout)
         if code not in (201, 202):
             raise HubError(f"starting {user}'s server: HTTP {code} {data}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            model = await self.server_model(user)
+            model = await self.server_model(user, server)
             if model and model.get("ready"):
                 self._remember_pid(model)
                 return model
@@ -284,15 +291,15 @@ class LocalHub:
             await asyncio.sleep(0.2)  # bounded poll of the hub API
         raise HubError(f"{user}'s server not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
-    async def stop_server(self, user: str, *, timeout: float = 180) -> None:
+    async def stop_server(self, user: str, *, timeout: float = 180, server: str = "") -> None:
         """Stop a server through the hub (the spawner checkpoints) and wait until it is gone."""
-        code, data = await self.api("DELETE", f"users/{quote(user)}/server", check=False,
+        code, data = await self.api("DELETE", self._server_path(user, server), check=False,
                                     timeout=timeout)
         if code not in (202, 204):
             raise HubError(f"stopping {user}'s server: HTTP {code} {data}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            model = await self.server_model(user)
+            model = await self.server_model(user, server)
             if not model or (not model.get("pending") and not model.get("ready")):
                 return
             await asyncio.sleep(0.2)  # bounded poll of the hub API

@@ -26,17 +26,24 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import inspect
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
 
 from traitlets import CaselessStrEnum, Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from elastic_spawner.serverapi import CheckpointResult, ElasticAPIError, ElasticServerClient
+from elastic_spawner.serverapi import (
+    CheckpointResult,
+    ElasticAPIError,
+    ElasticServerClient,
+    ServerStatus,
+)
+from elastic_spawner.storeurl import expand_store_url
 
 STATE_KEY = "elastic"
 ENV_RESTORE_FROM = "ELASTIC_RESTORE_FROM"
@@ -46,15 +53,18 @@ ENV_HUB_SECRET = "ELASTIC_HUB_SECRET"  # the hub's own environment: default of `
 KEY_CONTEXT = "elastic-checkpoint:"
 
 
-def derive_checkpoint_key(hub_secret: str, username: str, servername: str) -> str:
+def derive_checkpoint_key(hub_secret: str, username: str, servername: str, salt: str = "") -> str:
     """The per-server checkpoint key: HMAC-SHA256(hub secret, "elastic-checkpoint:user/server").
 
     One key per user and server, so a server (and the user code in its kernels, which can read
     its own key) can sign only its own checkpoints; the hub secret never leaves the hub.
-    `servername` is JupyterHub's server name ("" for the default server).
+    `servername` is JupyterHub's server name ("" for the default server). `salt`: the server's
+    own random salt (spawner state), appended after a NUL, so a user or server deleted and
+    created again under the same name has another key ("" for servers from before salts).
     """
-    msg = f"{KEY_CONTEXT}{username}/{servername}".encode()
-    return hmac.new(hub_secret.encode(), msg, hashlib.sha256).hexdigest()
+    msg = f"{KEY_CONTEXT}{username}/{servername}" + (f"\0{salt}" if salt else "")
+    return hmac.new(hub_secret.encode(), msg.encode(), hashlib.sha256).hexdigest()
+
 # Compact per-kernel summary kept in state: names only, capped, so the hub DB row stays small.
 _SUMMARY_KEYS = ("shipped", "recomputed", "lost", "rerun_cells", "cells", "stats", "plan", "checkpoint_id")
 _MAX_NAMES = 200
@@ -133,9 +143,10 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         help="""Where checkpoints go: a store URL template, one prefix per user and server.
 
         `file:///abs/dir` or `s3://bucket/prefix`. `{username}` and `{servername}` are expanded
-        (URL-escaped; `{servername}` is "default" for a user's default server). Keep
-        `{username}` in the template so users never share a prefix. S3 credentials are the
-        single-user server's business (its environment), not the hub's.
+        (URL-escaped; `{servername}` is "default" for a user's default server, and "~default"
+        for a named server called "default", so the two never share a prefix). Keep
+        `{username}` and `{servername}` in the template so servers never share a prefix. S3
+        credentials are the single-user server's business (its environment), not the hub's.
 
             c.ElasticSpawnerMixin.store_url = "s3://checkpoints/{username}/{servername}"
         """,
@@ -221,7 +232,37 @@ class ElasticSpawnerMixin(LoggingConfigurable):
             self.hub_secret,
             self.user.name,  # type: ignore[attr-defined]
             self.name or "",  # type: ignore[attr-defined]
+            self._key_salt(),
         )
+
+    def _key_salt(self) -> str:
+        """This server's key salt, made at its first start and kept in its state for good.
+
+        The store prefix and the unsalted key depend on the names only: a user deleted and
+        created again (a recycled account) got the old user's key and restored the old user's
+        checkpoints (still in the store under that name) into the new user's kernels. The salt
+        lives in the spawner's database row, which the hub deletes with the user or the named
+        server. A server that already has checkpoints from before salts keeps the unsalted key
+        (its checkpoints stay readable).
+        """
+        st = self._elastic()
+        if st["key_salt"] is None:
+            legacy = st["checkpoint"] or st["history"] or st["restored_from"] or st["detached"]
+            st["key_salt"] = "" if legacy else secrets.token_hex(16)
+            # when this server came to be, in checkpoint-id form: checkpoints in its store prefix
+            # older than that are a deleted namesake's (`ElasticKubeSpawner` adopts none of them)
+            st["created"] = None if legacy else datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        return st["key_salt"]
+
+    @property
+    def created_at(self) -> str | None:
+        """When this server was first started (UTC, `YYYYmmddTHHMMSSffffffZ` like checkpoint ids).
+
+        None for a server from before this was recorded. Checkpoints under its store prefix
+        older than this belong to a server or user deleted before it, with the same name.
+        """
+        self._key_salt()
+        return self._elastic().get("created")
 
     def checkpoint_key_env(self, key: str) -> dict[str, str]:
         """How the key reaches the server: environment variables merged into `get_env()`.
@@ -246,6 +287,15 @@ class ElasticSpawnerMixin(LoggingConfigurable):
                 "share one prefix",
                 url,
             )
+        if "{servername}" not in url:
+            # a user's servers (default and named) share a home, so their notebooks have the
+            # same paths and the same kernel stores under a shared prefix: one server's restore
+            # can pick up another's newer background round, retention counts them as one server
+            self.log.warning(
+                "ElasticSpawnerMixin.store_url = %r has no {servername}: a user's named servers "
+                "and default server share one prefix",
+                url,
+            )
         return url
 
     # ---- state ---------------------------------------------------------------------------
@@ -254,7 +304,8 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         """This spawner's elastic state (created lazily: mixins cannot rely on __init__ order)."""
         st = self.__dict__.get("_elastic_state")
         if st is None:
-            st = {"checkpoint": None, "restored_from": None, "history": [], "detached": None}
+            st = {"checkpoint": None, "restored_from": None, "history": [], "detached": None,
+                  "key_salt": None, "created": None}
             self.__dict__["_elastic_state"] = st
         return st
 
@@ -276,12 +327,14 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         st["restored_from"] = saved.get("restored_from") or None
         st["history"] = list(saved.get("history") or [])
         st["detached"] = saved.get("detached") or None
+        st["key_salt"] = saved.get("key_salt")  # None: not made yet; "": a server from before salts
+        st["created"] = saved.get("created") or None
 
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()  # type: ignore[misc]
         st = self._elastic()
-        if st["checkpoint"] or st["history"] or st["detached"] or st["restored_from"]:
-            state[STATE_KEY] = {k: v for k, v in st.items() if v}
+        if st["checkpoint"] or st["history"] or st["detached"] or st["restored_from"] or st["key_salt"]:
+            state[STATE_KEY] = {k: v for k, v in st.items() if v or (k == "key_salt" and v == "")}
         return state
 
     def clear_state(self) -> None:
@@ -299,11 +352,7 @@ class ElasticSpawnerMixin(LoggingConfigurable):
 
     def expanded_store_url(self) -> str:
         """`store_url` for this user and server."""
-        servername = self.name or "default"  # type: ignore[attr-defined]
-        return self.store_url.format(
-            username=quote(self.user.name, safe="@.-_"),  # type: ignore[attr-defined]
-            servername=quote(servername, safe="@.-_"),
-        )
+        return expand_store_url(self.store_url, self.user.name, self.name or "")  # type: ignore[attr-defined]
 
     def _server_url(self) -> str | None:
         server = getattr(self, "server", None)
@@ -395,6 +444,7 @@ class ElasticSpawnerMixin(LoggingConfigurable):
 
     def get_env(self) -> dict[str, str]:
         env = super().get_env()  # type: ignore[misc]
+        self._key_salt()  # this server's salt and creation time, kept in its state from now on
         env[ENV_STORE_URL] = self.expanded_store_url()
         key = self.checkpoint_key()
         if key:
@@ -560,6 +610,14 @@ class ElasticSpawnerMixin(LoggingConfigurable):
             client = ElasticServerClient(url, token)
             if policy == "on_request":
                 return await self._adopt_requested(client)
+            status = await self._wait_for_restore(client)
+            # The restore of the pointer failed in this server and none of its kernels came
+            # back: nothing ran on top of that checkpoint, so it is still the session to restore
+            # if this checkpoint fails too (store still unreachable), not a stale one.
+            unrestored = bool(
+                status is not None and status.restore.state == "failed"
+                and st["checkpoint"] and st["checkpoint"] == st["restored_from"]
+                and not any(k.status in ("ok", "partial") for k in status.restore.kernels))
             self.log.info("Elastic: checkpointing %s before stop", self._elastic_name)
             t0 = time.monotonic()
             try:
@@ -574,18 +632,44 @@ class ElasticSpawnerMixin(LoggingConfigurable):
                                      "checkpoint, the next start restores %s", self._elastic_name,
                                      e, st["checkpoint"] or "nothing")
                     return None
-                await self._checkpoint_failed(str(e), None)
+                if e.status == 409 and st["checkpoint"] and st["checkpoint"] == st["restored_from"]:
+                    # The server refuses to checkpoint while it restores. Its kernels are still
+                    # (being) the checkpoint it restores, which must stay the next start's: a
+                    # failed checkpoint would make the next start fresh and lose the session.
+                    self.log.warning("Elastic: %s is still restoring %s; stopping without a new "
+                                     "checkpoint, the next start restores that one again (cells "
+                                     "run since this start in kernels already restored are not "
+                                     "saved)", self._elastic_name, st["checkpoint"])
+                    return None
+                await self._checkpoint_failed(str(e), None, unrestored=unrestored)
                 return None
         if not result.complete:
             # kernels not saved (busy, failed), or saved without variables a restore cannot
             # bring back: either way the next start would not be the server that stopped
             what = "kernels not checkpointed" if result.not_saved else "variables lost"
-            await self._checkpoint_failed(f"{what}: {result.shortfall()}", result)
+            await self._checkpoint_failed(f"{what}: {result.shortfall()}", result, unrestored=unrestored)
             return result
         self._record(result)
         self.log.info("Elastic: checkpointed %s (%d kernel(s)) in %.1fs: %s", self._elastic_name,
                       len(result.kernels), time.monotonic() - t0, result.checkpoint)
         return result
+
+    async def _wait_for_restore(self, client: ElasticServerClient) -> ServerStatus | None:
+        """Give a restore still running in the server up to `busy_timeout` to finish.
+
+        A restore can outlast the spawn; the server refuses checkpoints until it ends. Like a
+        busy kernel, it gets `busy_timeout` (a bounded poll); after that the checkpoint call
+        answers 409 and `checkpoint_before_stop` keeps the pointer being restored.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                status = await client.status(timeout=5)
+            except ElasticAPIError:
+                return None  # the checkpoint call says what is wrong
+            if status.restore.state != "running" or time.monotonic() >= deadline:
+                return status
+            await asyncio.sleep(0.5)  # poll interval of a bounded poll, not synchronisation
 
     async def _adopt_requested(self, client: ElasticServerClient) -> CheckpointResult | None:
         st = self._elastic()
@@ -610,7 +694,10 @@ class ElasticSpawnerMixin(LoggingConfigurable):
         st["checkpoint"] = None
         return None
 
-    async def _checkpoint_failed(self, message: str, result: CheckpointResult | None) -> None:
+    async def _checkpoint_failed(self, message: str, result: CheckpointResult | None, *,
+                                 unrestored: bool = False) -> None:
+        """Apply `on_checkpoint_failure`. `unrestored`: the server failed to restore the pointer
+        and nothing of it ran on, so with nothing saved now the pointer stays the next start's."""
         st = self._elastic()
         if self.on_checkpoint_failure == "refuse":
             self.log.error("Elastic: refusing to stop %s: checkpoint failed (%s); "
@@ -624,11 +711,33 @@ class ElasticSpawnerMixin(LoggingConfigurable):
             self._record(result)
             self.log.warning("Elastic: stopping %s with an incomplete checkpoint (%s); the next "
                              "start restores the kernels that were saved", self._elastic_name, message)
+        elif unrestored:
+            self.log.warning("Elastic: stopping %s without a new checkpoint (%s); it had failed to "
+                             "restore %s, which the next start restores again", self._elastic_name,
+                             message, st["checkpoint"])
+            self._persist_state()
         else:
             st["checkpoint"] = None
             self.log.warning("Elastic: stopping %s without a checkpoint: %s "
                              "(on_checkpoint_failure=stop); the next start is fresh",
                              self._elastic_name, message)
+
+    async def delete_forever(self) -> None:
+        """The hub deletes this user or named server: say where its checkpoints stay.
+
+        The hub has no access to the store (the servers and the service have), so it cannot
+        delete them; the service's retention only visits servers the hub still has. A server or
+        user created later under the same name gets another key (`_key_salt`) and does not adopt
+        them, but the data stays until the operator deletes the prefix.
+        """
+        result = super().delete_forever()  # type: ignore[misc]
+        if inspect.isawaitable(result):
+            await result
+        st = self._elastic()
+        if st["checkpoint"] or st["history"]:
+            self.log.warning("Elastic: %s is deleted; its checkpoints stay in the store under %s "
+                             "(the hub cannot delete them): delete that prefix there",
+                             self._elastic_name, self.expanded_store_url())
 
     # ---- refused stops: detach and re-attach ------------------------------------------------
 

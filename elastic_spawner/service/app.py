@@ -388,13 +388,18 @@ class ElasticService(Application):
         loop = asyncio.get_running_loop()
         results = []
         for u in users:
-            for name, model in (u.get("servers") or {}).items():
+            servers = u.get("servers") or {}
+            # every pointer of this user's servers: one may lie in another server's prefix (a
+            # template without {servername}; a named server "default" checkpointed before it got
+            # its own prefix), and that server's pass must not delete it
+            pointers = {name: ((m.get("state") or {}).get("elastic") or {}).get("checkpoint") or ""
+                        for name, m in servers.items()}
+            for name in servers:
                 if server is not None and name != server:
                     continue
-                state = (model.get("state") or {}).get("elastic") or {}
-                pointer = state.get("checkpoint") or ""
-                protected = {pointer.rpartition("#")[2]} if "#" in pointer else set()
                 base = self.store_url_for(u["name"], name)
+                protected = {p.rpartition("#")[2] for n, p in pointers.items() if "#" in p and (
+                    n == name or p.rpartition("#")[0].rstrip("/") == base.rstrip("/"))}
                 res = await loop.run_in_executor(
                     None, lambda b=base, p=protected: prune_server(
                         b, self.keep_checkpoints, grace_s=self.gc_grace_period, protected=p))

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
+from elastic_spawner.storeurl import expand_store_url
 from kernel_agent.server.pointer import format_pointer, servers_store_url
 from kernel_agent.store import Store, StoreError, open_store
 
@@ -29,8 +29,7 @@ class ManifestUnreadable(Exception):
 
 def server_store_url(template: str, user: str, server: str) -> str:
     """The store URL of one server, expanded exactly as `ElasticSpawnerMixin.expanded_store_url`."""
-    return template.format(username=quote(user, safe="@.-_"),
-                           servername=quote(server or "default", safe="@.-_")).rstrip("/")
+    return expand_store_url(template, user, server or "").rstrip("/")
 
 
 @dataclass

@@ -117,6 +117,10 @@ class RestoreJob:
     # session request from a browser tab for such a path waits for it (`restored_session`)
     sessions: dict[str, asyncio.Future] = field(default_factory=dict)
     manifest_read: asyncio.Event = field(default_factory=asyncio.Event)
+    # kernels of the checkpoint this restore did not bring back (no kernel was started for
+    # them): later checkpoints of the server carry them over unchanged (`Coordinator._carried`)
+    not_restored: list[KernelEntry] = field(default_factory=list)
+    manifest_unread: bool = False  # the manifest could not be read: none of its kernels came back
 
     def session_ready(self, path: str, model: dict[str, Any]) -> None:
         fut = self.sessions.get(path)
@@ -261,6 +265,8 @@ class Coordinator:
                     for kid in known
                 )
             )
+            carried = await self._carried(sessions)
+            entries = [*entries, *carried]
             cid = new_checkpoint_id()
             manifest = ServerManifest(
                 checkpoint_id=cid,
@@ -304,6 +310,47 @@ class Coordinator:
             "lost": [{"kernel_id": r.kernel_id, "path": r.path, "variables": dict(r.lost)} for r in lost],
             "kernels": [r.to_dict() for r in reports],
         }
+
+    async def _carried(self, sessions: dict[str, list[dict[str, Any]]]) -> list[tuple[KernelEntry, KernelReport]]:
+        """Kernels of the checkpoint this server failed to restore, carried into its next one.
+
+        A restore that could not read its manifest (store unreachable at start-up, wrong
+        credentials) or could not start a kernel (kernel spec missing) left those notebooks
+        without their state; a checkpoint of the server as it runs has no kernel for them, and
+        made the next start lose them for good, silently. Their entries (pointing at their own,
+        untouched kernel checkpoints) go into this checkpoint as they were, unless the notebook
+        has a kernel again (the user reopened it: that kernel is its state now). A manifest that
+        could not be read at start-up is read again now; if it still cannot be, nothing is carried.
+        """
+        job = self.restore_job
+        if job.state != "failed" or not job.checkpoint:
+            return []
+        if job.manifest_unread:
+            try:
+                manifest = await asyncio.to_thread(read_manifest, parse_pointer(job.checkpoint))
+                await asyncio.to_thread(self._follow_moves, manifest)
+            except Exception as e:  # noqa: BLE001 - still unreadable: nothing to carry
+                self.log.warning("kernel_agent: the checkpoint %s this server failed to restore is "
+                                 "still unreadable (%s); its kernels are not in this checkpoint",
+                                 job.checkpoint, e)
+                return []
+            job.not_restored = [e for e in manifest.kernels
+                                if e.kernel_name and e.status == "ok" and e.checkpoint_id and e.store_url]
+            job.manifest_unread = False
+        live = {s.get("path") for ss in sessions.values() for s in ss if s.get("path")}
+        out = []
+        for e in job.not_restored:
+            if e.path and e.path in live:
+                continue
+            report = self._report(e)
+            report.warnings.append(f"not restored in this server: carried over unchanged from "
+                                   f"checkpoint {job.checkpoint}")
+            out.append((e, report))
+        if out:
+            self.log.warning("kernel_agent: carrying %d kernel(s) this server did not restore from %s "
+                             "into its checkpoint: %s", len(out), job.checkpoint,
+                             ", ".join(e.path or e.kernel_id for e, _ in out))
+        return out
 
     async def _sessions_by_kernel(self) -> dict[str, list[dict[str, Any]]]:
         """Every session of each kernel, the one that names the kernel's notebook first.
@@ -529,12 +576,14 @@ class Coordinator:
             manifest = await asyncio.to_thread(read_manifest, parse_pointer(job.checkpoint or ""))
         except (ServerManifestError, PointerError, OSError) as e:
             job.error = f"could not read the server checkpoint {job.checkpoint}: {e}"
+            job.manifest_unread = True
             job.state = "failed"
             self._note(job, job.error, 100)
             return
         except Exception as e:  # noqa: BLE001 - a store error of any kind must land in status
             self.log.exception("kernel_agent: reading server checkpoint %s failed", job.checkpoint)
             job.error = f"could not read the server checkpoint {job.checkpoint}: {type(e).__name__}: {e}"
+            job.manifest_unread = True
             job.state = "failed"
             self._note(job, job.error, 100)
             return
@@ -579,6 +628,10 @@ class Coordinator:
             self._note(job, _outcome(entry, report), 5 + 95 * done / max(1, total))
 
         await asyncio.gather(*(one(i, e) for i, e in enumerate(manifest.kernels)))
+        # no kernel was started for these (a kernel that was started is the notebook's now)
+        job.not_restored = [e for e, k in zip(manifest.kernels, job.kernels, strict=True)
+                            if k.status == "failed" and not k.kernel_id and e.kernel_name
+                            and e.status == "ok" and e.checkpoint_id and e.store_url]
         bad = [k for k in job.kernels if k.status != "ok"]
         if bad:
             job.state = "failed"

@@ -19,11 +19,12 @@ from elastic_spawner.serverapi import CheckpointResult, KernelReport
 POINTER = "file:///srv/elastic/alice/default#20261126T144907026015Z-3a8c4f"
 
 
-def make_spawner(**config: object) -> ElasticLocalProcessSpawner:
+def make_spawner(name: str = "", **config: object) -> ElasticLocalProcessSpawner:
     user = SimpleNamespace(name="alice", url="/user/alice/", base_url="/user/alice/", db=None)
     hub = SimpleNamespace(api_url="http://127.0.0.1:8081/hub/api", base_url="/hub/", public_host="",
                           url="http://127.0.0.1:8081/hub/")
-    return ElasticLocalProcessSpawner(user=user, name="", orm_spawner=None, hub=hub,
+    orm_spawner = SimpleNamespace(name=name, server=None, user_options=None)
+    return ElasticLocalProcessSpawner(user=user, orm_spawner=orm_spawner if name else None, hub=hub,
                                       system_users=False, **config)
 
 
@@ -146,3 +147,38 @@ def test_the_port_range_comes_from_the_environment_when_set(monkeypatch) -> None
     monkeypatch.setenv(PORT_RANGE_ENV, "23000:23099")
     with pytest.raises(HubError, match="LOW-HIGH"):
         free_port()
+
+
+def test_every_server_of_a_user_gets_its_own_store_prefix_in_the_spawner_and_the_service() -> None:
+    """The default server and named servers "default", "~default", "x" never share a prefix.
+
+    "default" is a valid named server name in JupyterHub; it used to expand to the default
+    server's prefix (the service's retention then deleted one server's checkpoints as the other's).
+    """
+    from elastic_spawner.service.checkpoints import server_store_url
+
+    template = "s3://ckpt/{username}/{servername}"
+    urls = {}
+    for name in ("", "default", "~default", "x", "~x"):
+        s = make_spawner(name, store_url=template)
+        urls[name] = s.expanded_store_url()
+        assert server_store_url(template, "alice", name) == urls[name]  # the service finds it
+    assert urls[""] == "s3://ckpt/alice/default"  # existing default servers keep their prefix
+    assert urls["x"] == "s3://ckpt/alice/x"
+    assert len(set(urls.values())) == len(urls), urls
+
+
+def test_deleting_a_server_with_checkpoints_names_the_prefix_left_in_the_store(caplog) -> None:
+    """The hub cannot delete store data; the operator must learn where a deleted server's is."""
+    import asyncio
+    import logging
+
+    s = make_spawner(store_url="s3://ckpt/{username}/{servername}")
+    checkpointed(s)
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(s.delete_forever())
+    assert "alice/ is deleted; its checkpoints stay in the store under s3://ckpt/alice/default" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(make_spawner().delete_forever())  # never checkpointed: nothing to say
+    assert "is deleted" not in caplog.text

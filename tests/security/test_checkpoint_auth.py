@@ -206,15 +206,41 @@ def _spawner(**config: object):
                                       system_users=False, **config)
 
 
+def _legacy(spawner):
+    """A server with a checkpoint from before key salts (its state has no salt)."""
+    spawner.load_state({"elastic": {"checkpoint": "file:///srv/elastic/alice/default#x"}})
+    return spawner
+
+
 def test_spawner_passes_only_the_servers_own_key(monkeypatch):
     monkeypatch.delenv("ELASTIC_HUB_SECRET", raising=False)
     monkeypatch.setenv(ENV_CHECKPOINT_KEY, "a-key-the-hub-happens-to-have")
     assert ENV_CHECKPOINT_KEY not in _spawner().get_env()
-    env = _spawner(hub_secret=HUB_SECRET).get_env()
+    env = _legacy(_spawner(hub_secret=HUB_SECRET)).get_env()
     assert env[ENV_CHECKPOINT_KEY] == ALICE
     assert HUB_SECRET not in env.values()
     monkeypatch.setenv("ELASTIC_HUB_SECRET", HUB_SECRET)
-    assert _spawner().get_env()[ENV_CHECKPOINT_KEY] == ALICE
+    assert _legacy(_spawner()).get_env()[ENV_CHECKPOINT_KEY] == ALICE
+
+
+def test_a_new_server_gets_a_salted_key_that_outlives_hub_restarts_but_not_its_deletion():
+    """A user deleted and created again must not get the old user's key (tests/hub/test_user_deleted.py)."""
+    first = _spawner(hub_secret=HUB_SECRET)
+    key = first.get_env()[ENV_CHECKPOINT_KEY]
+    salt = first.get_state()["elastic"]["key_salt"]
+    assert key == derive_checkpoint_key(HUB_SECRET, "alice", "", salt) != ALICE
+    again = _spawner(hub_secret=HUB_SECRET)  # the same server after a hub restart: state from the DB
+    again.load_state(first.get_state())
+    again.clear_state()
+    assert again.get_env()[ENV_CHECKPOINT_KEY] == key
+    recreated = _spawner(hub_secret=HUB_SECRET)  # the server row was deleted with the user
+    assert recreated.get_env()[ENV_CHECKPOINT_KEY] not in (key, ALICE)
+    legacy = _legacy(_spawner(hub_secret=HUB_SECRET))
+    legacy.get_env()
+    legacy.clear_state()
+    assert legacy.get_state()["elastic"]["key_salt"] == ""  # stays unsalted: old checkpoints readable
+    assert legacy.created_at is None  # adopts store checkpoints of any age, as before
+    assert again.created_at == first.created_at and len(first.created_at) == 22  # checkpoint-id time
 
 
 def test_server_manifest_signed_with_another_key_is_refused():

@@ -260,3 +260,38 @@ def test_background_rounds_newer_than_the_kept_checkpoints_survive(base: str, tm
     kept = {c.id for p in ("a.ipynb", "renamed.ipynb")
             for c in open_store(kernel_store_url(base, kernel_key(p, "k"))).list_checkpoints()}
     assert {after, renamed} <= kept
+
+
+def test_a_servers_retention_keeps_another_servers_pointer_in_its_prefix(tmp_path: Path) -> None:
+    """A pointer of one server that lies in another server's prefix survives that one's pass.
+
+    A named server "default" checkpointed before it got its own prefix ("~default") has its
+    pointer in the default server's prefix until its next stop; so has every server of a user
+    when the store template has no {servername}. The service protected only the pointer of the
+    server it pruned, and deleted the other's: its next start restored nothing.
+    """
+    import asyncio
+    from types import SimpleNamespace
+
+    from elastic_spawner.service.app import ElasticService
+    from elastic_spawner.service.metrics import ServiceMetrics
+
+    template = f"file://{tmp_path}/{{username}}/{{servername}}"
+    base = f"file://{tmp_path}/alice/default"
+    named = write_server(base, {"a.ipynb": [b"named server"]})  # older: the named server's
+    own = [write_server(base, {"a.ipynb": [f"default {i}".encode()]}) for i in range(2)]
+    users = [{"name": "alice", "servers": {
+        "": {"state": {"elastic": {"checkpoint": f"{base}#{own[-1]}"}}},
+        "default": {"state": {"elastic": {"checkpoint": f"{base}#{named}"}}}}}]
+
+    async def list_users() -> list:
+        return users
+
+    svc = ElasticService(store_url=template, keep_checkpoints=1, gc_grace_period=0)
+    svc.hub = SimpleNamespace(users=list_users)
+    svc.metrics = ServiceMetrics()
+    results = asyncio.run(svc.run_retention())
+    assert [r.error for r in results] == [None, None]
+    deleted = {d for r in results for d in r.deleted_servers}
+    assert deleted == {own[0]}, deleted  # only the default server's older checkpoint
+    assert assert_restorable(base, [named, own[-1]]) == 2
