@@ -312,7 +312,8 @@ def restore(
     failed_cells: set[int] = set()
     deleted_at = _deletions(graph)
     awaits = _AwaitRunner()
-    with mon.paused(), capture_output(display=True) as captured, _closing(awaits, errors, failed_cells):
+    with (mon.paused(), capture_output(display=True) as captured, _no_input(shell),
+          _closing(awaits, errors, failed_cells)):
         for pos in sorted(rerun | set(loads_at)):
             if pos in rerun:
                 _unbind_deleted(ns, pos, deleted_at)
@@ -640,6 +641,33 @@ def _unbind_deleted(ns: dict, index: int, deleted_at: dict[str, list[tuple[int, 
         before = [d for i, d in events if i < index]
         if before and before[-1]:
             ns.pop(n, None)
+
+
+@contextmanager
+def _no_input(shell: Any) -> Iterator[None]:
+    """No re-run cell may ask the user for input: ``input()`` raises (ipykernel's
+    ``StdinNotImplementedError``) for the length of the replay, as it does in a kernel whose
+    frontend allows no stdin. A cell that asked for input is not planned for a re-run (its
+    effect `effects.READS_INPUT`); one re-run nonetheless (recorded before that was noted)
+    then fails and what it makes is named as lost, instead of the restore prompting in the
+    user's cell or hanging on an answer that a server-driven restore never sends."""
+    kernel = getattr(shell, "kernel", None)
+    allowed = getattr(kernel, "_allow_stdin", None)
+    if not isinstance(allowed, bool):
+        yield
+        return
+    try:
+        kernel._allow_stdin = False
+    except Exception:  # noqa: BLE001 - a kernel that refuses: as before
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            kernel._allow_stdin = allowed
+        except Exception:  # noqa: BLE001
+            log.debug("kernel_agent: could not allow input again after a restore", exc_info=True)
 
 
 def _execution_event(shell: Any, event: str) -> None:

@@ -1,0 +1,96 @@
+"""How people drive a Jupyter kernel between and around checkpoints: prompts answered through
+the frontend, code run from inside a cell, silent executions, output history, checkpoints
+taken back to back or right after a restore.
+
+Each scenario runs in a real kernel A, is checkpointed and restored into fresh kernels (with
+the optimal plan and with a replay plan, `deadline_s=0.0`): every variable must come back
+verified and equal, or be named in `lost` with a reason, and a restore never prompts the user
+or prints into their cell.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+
+from tests.engine.adversarial import PLANS
+from tests.kernels import Kernel
+
+
+def run_answering(k: Kernel, code: str, answer: str, allow_stdin: bool = True,
+                  timeout: float = 120) -> tuple[str, list[str]]:
+    """Run `code` as a notebook frontend that answers every input prompt with `answer`
+    (jupyter_client's stdin channel); the reply's status and the prompts the kernel sent."""
+    msg_id = k.kc.execute(code, allow_stdin=allow_stdin)
+    prompts: list[str] = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            msg = k.kc.get_stdin_msg(timeout=0.1)
+        except queue.Empty:
+            pass
+        else:
+            if msg["msg_type"] == "input_request":
+                prompts.append(msg["content"]["prompt"])
+                k.kc.input(answer)
+        try:
+            reply = k.kc.get_shell_msg(timeout=0.1)
+        except queue.Empty:
+            continue
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"]["status"], prompts
+    raise TimeoutError(f"no reply in {timeout}s to {code!r}")
+
+
+def _restore_answering(make_kernel, url: str) -> tuple[Kernel, list[str], dict]:
+    """Restore `url` into a fresh kernel from a frontend that allows stdin and answers any
+    prompt: the kernel, the prompts the restore sent, the restore's summary."""
+    b = make_kernel()
+    status, prompts = run_answering(
+        b, f"import kernel_agent as _ka; _r = _ka.restore({url!r})", answer="someone else")
+    assert status == "ok"
+    return b, prompts, b.value("_r")
+
+
+# --- input() answered through the frontend ---------------------------------------------------
+
+def test_a_name_typed_at_an_input_prompt_is_shipped_not_asked_for_again(make_kernel, tmp_path):
+    """`name = input('who? ')` took a few milliseconds when the answer came from a client, so
+    the planner re-ran the cell at restore: the restore prompted the user in the middle of
+    restoring, and the value made from the new answer was reported as differing (blamed on the
+    hash seed). A cell that asked for input is not re-run: its value is shipped, or named as
+    lost with the reason when nothing may be shipped."""
+    a = make_kernel()
+    assert run_answering(a, "name = input('who? ')", "alice") == ("ok", ["who? "])
+    a.ok("greeting = 'hi ' + name")
+    for plan, kw in PLANS.items():
+        url = (tmp_path / plan).as_uri()
+        a.ok(f"import kernel_agent as _ka; _c = _ka.checkpoint({url!r}{kw})")
+        b, prompts, r = _restore_answering(make_kernel, url)
+        assert prompts == [], f"{plan} plan: the restore asked the user again"
+        if plan == "optimal":
+            assert r["verified"], r["variables"]
+            assert b.value("[name, greeting]") == ["alice", "hi alice"]
+        else:
+            assert "asks the user for input" in r["lost"]["name"]
+            assert "name" in r["lost"]["greeting"]
+            assert r["mismatched"] == []
+
+
+def test_a_cell_that_found_no_stdin_is_not_prompted_for_at_restore(make_kernel, tmp_path):
+    """A cell run by a frontend that allows no stdin (nbclient, papermill) and falls back to a
+    default when `input()` raises: re-run by a restore that a notebook called (stdin allowed),
+    the same cell prompted the user and took the answer instead of the default. A restore's
+    re-runs never ask for input."""
+    a = make_kernel()
+    status, prompts = run_answering(
+        a, "try:\n    who = input('who? ')\nexcept Exception:\n    who = 'nobody'", "alice",
+        allow_stdin=False)
+    assert (status, prompts) == ("ok", [])
+    a.ok("tag = who.upper()")
+    url = (tmp_path / "replay").as_uri()
+    a.ok(f"import kernel_agent as _ka; _c = _ka.checkpoint({url!r}, deadline_s=0.0)")
+    b, prompts, r = _restore_answering(make_kernel, url)
+    assert prompts == []
+    assert r["verified"], r["variables"]
+    assert b.value("[who, tag]") == ["nobody", "NOBODY"]
