@@ -42,6 +42,7 @@ import ast
 import hashlib
 import logging
 import os
+import re
 import secrets
 import sys
 import threading
@@ -661,14 +662,53 @@ def process_state_cells(graph: Any, ns: dict) -> list[int]:
         plain = [n for n in c.reads
                  if not isinstance(v := ns.get(n), ModuleType) and id(v) not in library]
         if plain:
-            if not any(isinstance(ns.get(r), ModuleType) for r in _attribute_roots(c.code)):
+            words = _setting_magic_words(c.code)
+            if words is not None:
+                # (`%pdb on` after the first variables: a magic the analysis takes for one
+                # reading the whole namespace, which reads only what its arguments name)
+                plain = [n for n in plain if n in words]
+            elif not any(isinstance(ns.get(r), ModuleType) for r in _attribute_roots(c.code)):
                 continue
+        if plain:
             if last_change is None:
                 last_change = _last_changes(graph)
             if not all(n in ns and last_change.get(n, -1) <= c.index for n in plain):
                 continue
         out.append(c.index)
     return out
+
+
+#: line magics that set the shell up (`%pdb on`, `%precision 3`, `%config X.y = 5`,
+#: `%autoreload 2`): some are among the magics the analysis takes for reading the whole
+#: namespace (`analysis.DYNAMIC_MAGICS`), which they read no further than their arguments
+#: (`%config` executes its assignment in the namespace)
+SETTING_MAGICS = frozenset({"pdb", "precision", "config", "xmode", "automagic", "autocall",
+                            "colors", "autoawait", "autoreload", "aimport", "matplotlib",
+                            "doctest_mode", "alias", "unalias"})
+
+
+def _setting_magic_words(code: str) -> set[str] | None:
+    """The identifiers in the arguments of a cell made of nothing but `SETTING_MAGICS` lines
+    (None: it is not)."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        body = ast.parse(TransformerManager().transform_cell(code)).body
+    except Exception:  # noqa: BLE001 - not IPython's syntax either: no such cell
+        return None
+    words: set[str] = set()
+    for node in body:
+        call = node.value if isinstance(node, ast.Expr) else None
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "run_line_magic" and len(call.args) == 2
+                and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in call.args)
+                and call.args[0].value in SETTING_MAGICS):
+            return None
+        words |= set(_IDENTIFIER.findall(call.args[1].value))
+    return words if body else None
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _attribute_roots(code: str) -> set[str]:

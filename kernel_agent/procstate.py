@@ -229,6 +229,24 @@ def _builtins() -> Any:
     return _Identity(tuple(d), tuple(d.values()), ordered=False)
 
 
+def _shell() -> Any:
+    """IPython's own settings, which a cell changes without binding a variable: magics it
+    registered (``@register_line_magic``, ``%alias``, ``ip.register_magic_function``),
+    ``%pdb on``, ``%precision 3``, ``%xmode``, ``%automagic``, ``%autocall``. A restore that
+    shipped the magic's function left the new kernel without the magic (``%shout`` not
+    found), with nothing said. The magics are counted, the switches read: a few attribute
+    reads per cell."""
+    mod = sys.modules.get("IPython.core.interactiveshell")
+    shell = getattr(getattr(mod, "InteractiveShell", None), "_instance", None)
+    if shell is None:
+        return None
+    magics = shell.magics_manager.magics
+    plain = shell.display_formatter.formatters.get("text/plain")
+    return (len(magics["line"]), len(magics["cell"]), shell.call_pdb, shell.automagic,
+            shell.autocall, getattr(shell.InteractiveTB, "mode", None),
+            getattr(plain, "float_precision", None))
+
+
 def _torch() -> Any:
     torch = sys.modules.get("torch")
     if torch is None or not hasattr(torch, "get_num_threads"):
@@ -321,7 +339,7 @@ def _hooks() -> Any:
 #: each reads one part of the state
 _PARTS: tuple[Callable[[], Any], ...] = (_environ, _python, _decimal, _numpy, _scipy_special,
                                          _torch, _builtins, _pandas, _pandas_accessors,
-                                         _matplotlib, _logging, _hooks)
+                                         _matplotlib, _logging, _hooks, _shell)
 
 
 #: numpy's error handling and print options as importing it sets them

@@ -94,3 +94,51 @@ def test_a_cell_that_found_no_stdin_is_not_prompted_for_at_restore(make_kernel, 
     assert prompts == []
     assert r["verified"], r["variables"]
     assert b.value("[who, tag]") == ["nobody", "NOBODY"]
+
+
+# --- the shell's own settings ----------------------------------------------------------------
+
+SHELL_SETTINGS = ("[get_ipython().call_pdb, get_ipython().display_formatter.formatters"
+                  "['text/plain'].float_precision, get_ipython().InteractiveTB.mode]")
+
+
+def test_shell_settings_made_after_the_first_variables_come_back(make_kernel, tmp_path):
+    """`%pdb on` and `%precision 3` are magics the analysis takes for reading the whole
+    namespace: typed once the notebook had variables, the restore no longer re-ran them as
+    setting cells (they "read" values the replay had not loaded at their position), and the
+    restored session silently had no post-mortem debugger and printed floats in full."""
+    for plan, kw in PLANS.items():
+        a = make_kernel()
+        for cell in ["x = [1.5]", "%pdb on", "%precision 3", "%xmode Minimal", "y = x + [2.25]"]:
+            a.ok(cell)
+        want = a.value(SHELL_SETTINGS)
+        assert want == [True, "3", "Minimal"]
+        url = (tmp_path / plan).as_uri()
+        a.ok(f"import kernel_agent as _ka; _c = _ka.checkpoint({url!r}{kw})")
+        b = make_kernel()
+        b.ok(f"import kernel_agent as _ka; _r = _ka.restore({url!r})")
+        assert b.value("_r['verified']")
+        assert b.value(SHELL_SETTINGS) == want, f"{plan} plan"
+        assert b.value("[x, y]") == [[1.5], [1.5, 2.25]]
+
+
+def test_a_magic_a_cell_registered_is_there_after_the_restore(make_kernel, tmp_path):
+    """`@register_line_magic` binds the function and registers the magic: the optimal plan
+    shipped the function and did not re-run the cell, so `%shout` was not found after the
+    restore, with nothing said. A cell that registers a magic (or an alias) changes the
+    shell's state, which only its re-run brings back."""
+    a = make_kernel()
+    for cell in ["words = ['hi']",
+                 "from IPython.core.magic import register_line_magic\n"
+                 "@register_line_magic\ndef shout(line):\n    return line.upper() + '!'",
+                 "%alias say echo %s",
+                 "n = len(words)"]:
+        a.ok(cell)
+    url = (tmp_path / "ship-all").as_uri()
+    # (shipping the function, as the optimal plan does when it finds that cheaper)
+    a.ok(f"import kernel_agent as _ka; _c = _ka.checkpoint({url!r}, strategy='ship-all')")
+    b = make_kernel()
+    b.ok(f"import kernel_agent as _ka; _r = _ka.restore({url!r})")
+    assert b.value("_r['verified']")
+    assert b.value("[n, get_ipython().run_line_magic('shout', 'again')]") == [1, "AGAIN!"]
+    assert b.value("get_ipython().alias_manager.is_alias('say')")
