@@ -142,3 +142,41 @@ def test_a_magic_a_cell_registered_is_there_after_the_restore(make_kernel, tmp_p
     assert b.value("_r['verified']")
     assert b.value("[n, get_ipython().run_line_magic('shout', 'again')]") == [1, "AGAIN!"]
     assert b.value("get_ipython().alias_manager.is_alias('say')")
+
+
+# --- the agent's own magics ------------------------------------------------------------------
+
+def test_the_restore_magic_restores_a_session(make_kernel, tmp_path):
+    """`%restore URL` passed the checkpoint id positionally to `kernel_agent.restore`, which
+    takes it by keyword only: the magic failed with a TypeError every time."""
+    a = make_kernel()
+    for cell in ["xs = [1, 2]", "ys = xs", "xs.append(3)"]:
+        a.ok(cell)
+    url = (tmp_path / "s").as_uri()
+    assert "checkpoint " in a.ok(f"%checkpoint {url}").stdout
+    b = make_kernel()
+    assert "verified equal" in b.ok(f"%restore {url}").stdout
+    assert b.value("[xs, ys is xs]") == [[1, 2, 3], True]
+
+
+def test_checkpoint_and_restore_magic_cells_re_run_by_a_later_restore_are_no_errors(
+        make_kernel, tmp_path):
+    """A `%checkpoint` or `%restore` cell is a magic that changes no variable: a restore
+    re-runs it as a setting cell, where the agent's call returns "skipped" (no checkpoint or
+    restore inside a restore), and the magic then failed on the missing summary keys: an
+    error in every later restore's report."""
+    a = make_kernel()
+    u1, u2, u3 = [(tmp_path / f"s{i}").as_uri() for i in (1, 2, 3)]
+    a.ok("x = [1]")
+    a.ok(f"%checkpoint {u1}")
+    a.ok("x.append(2)")
+    a.ok(f"import kernel_agent as _ka; _c = _ka.checkpoint({u2!r}, deadline_s=0.0)")
+    b = make_kernel()
+    b.ok(f"%restore {u2}")
+    b.ok("x.append(3)")
+    b.ok(f"import kernel_agent as _ka; _c = _ka.checkpoint({u3!r}, deadline_s=0.0)")
+    c = make_kernel()
+    c.ok(f"import kernel_agent as _ka; _r = _ka.restore({u3!r})")
+    r = c.value("_r")
+    assert r["errors"] == [] and r["verified"], r
+    assert c.value("x") == [1, 2, 3]
