@@ -55,7 +55,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from kernel_agent import carried, environment, libobjects, rng
+from kernel_agent import carried, effects, environment, libobjects, rng
 from kernel_agent.changes import digest_report, id_tokens, module_state
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.planner import CellCost, CovarCost, Plan, PlanProblem, StoreSpeed, plan
@@ -1027,6 +1027,7 @@ def checkpoint(
     if restoring.replaying():
         # a recorded cell that called checkpoint() is being re-run by a restore
         return {"skipped": "a restore is re-running recorded cells; no checkpoint taken"}
+    effects.note_agent_call("checkpoint", effect=False)
     shell, mon = get_shell_and_monitor(shell)
     if getattr(mon, "_pending", None) is None and hasattr(mon, "check_files"):
         # called between cells (server extension, preStop): files changed outside the notebook

@@ -735,6 +735,30 @@ def _install_input_probe(shell: Any) -> None:
         log.debug("kernel_agent: could not watch the kernel's input requests", exc_info=True)
 
 
+#: a cell that called the agent itself: what `kernel_agent.checkpoint()` / `restore()` return
+#: is this session's, and re-run by a restore they do nothing (`restoring.replaying`), so
+#: ``summary = kernel_agent.restore(url)`` recomputed was another dict, reported as differing
+#: and blamed on the hash seed
+CALLS_AGENT = "calls kernel_agent.{what}(), which a re-run inside a restore skips"
+
+
+def note_agent_call(what: str, effect: bool) -> None:
+    """The cell being recorded (if any) called the agent's `what` (checkpoint, restore).
+
+    A restore is an `effect`: the cell is never re-run (its re-run restores nothing, and what
+    it binds is the restored session's). A checkpoint makes the cell one whose re-run `varies`:
+    what the cell made is shipped whenever it can be; re-run when it must (a deadline), the
+    summary it bound is another value, which the restore names with this reason."""
+    rec = _current
+    if rec is None or threading.get_ident() in rec.ignored_threads:
+        return
+    text = CALLS_AGENT.format(what=what)
+    if effect:
+        rec._note(text)
+    elif text not in rec.varies:
+        rec.varies.append(text)
+
+
 STARTS_THREAD = "starts a thread running notebook code"
 
 

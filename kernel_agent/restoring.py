@@ -29,7 +29,7 @@ from typing import Any
 
 from IPython.utils.capture import capture_output
 
-from kernel_agent import carried, environment, rng
+from kernel_agent import carried, effects, environment, rng
 from kernel_agent.changes import digest_report, id_tokens
 from kernel_agent.checkpointing import PRIVATE_NOTE, id_anchor_names, identity_note
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
@@ -160,6 +160,7 @@ def restore(
     if replaying():
         # a recorded cell that called restore() is being re-run by this restore
         return {"skipped": "a restore is re-running recorded cells; nothing restored"}
+    effects.note_agent_call("restore", effect=True)
     t0 = time.perf_counter()
     shell, mon = _shell_and_monitor(shell)
     ns = shell.user_ns

@@ -180,3 +180,39 @@ def test_checkpoint_and_restore_magic_cells_re_run_by_a_later_restore_are_no_err
     r = c.value("_r")
     assert r["errors"] == [] and r["verified"], r
     assert c.value("x") == [1, 2, 3]
+
+
+def test_a_summary_the_agent_returned_into_a_variable_is_never_blamed_on_the_hash_seed(
+        make_kernel, tmp_path):
+    """`ck = kernel_agent.checkpoint(url)`, `summary = kernel_agent.restore(url)`: re-run by a
+    later restore, those calls return a "skipped" note (no checkpoint or restore inside a
+    restore), so the replay plan's recomputed `ck` and `summary` were other dicts, reported as
+    "recomputed" but differing, blamed on the hash seed. A cell that restored is not re-run
+    (`summary` is shipped, or lost with that reason); one that checkpointed is re-run only
+    when it must be, and its differing summary is then put down to that call."""
+    u1, u2, u3, u4 = [(tmp_path / f"s{i}").as_uri() for i in (1, 2, 3, 4)]
+    a = make_kernel()
+    a.ok("x = [1]")
+    a.ok(f"import kernel_agent\nck = kernel_agent.checkpoint({u1!r})")
+    a.ok("x.append(2)")
+    a.ok(f"kernel_agent.checkpoint({u2!r})")
+    b = make_kernel()
+    b.ok(f"import kernel_agent\nsummary = kernel_agent.restore({u2!r})")
+    b.ok("y = len(x)")
+    b.ok(f"_c = kernel_agent.checkpoint({u3!r})")
+    c = make_kernel()
+    c.ok(f"import kernel_agent as _ka; _r = _ka.restore({u3!r})")
+    r = c.value("_r")
+    assert r["verified"], r["variables"]
+    assert c.value("[x, y, ck['checkpoint_id'], sorted(summary)]") == [
+        [1, 2], 2, b.value("ck['checkpoint_id']"), b.value("sorted(summary)")]
+
+    b.ok(f"_c = kernel_agent.checkpoint({u4!r}, deadline_s=0.0)")
+    d = make_kernel()
+    d.ok(f"import kernel_agent as _ka; _r = _ka.restore({u4!r})")
+    r = d.value("_r")
+    assert "calls kernel_agent.restore()" in r["lost"]["summary"]
+    assert "calls kernel_agent.checkpoint()" in (r["lost"].get("ck")
+                                                 or r["variables"]["ck"]["detail"])
+    assert "hash" not in r["variables"]["ck"].get("detail", "")
+    assert d.value("[x, y]") == [[1, 2], 2]
