@@ -39,6 +39,7 @@ no-op, so later checkpoints pass through.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import logging
 import os
@@ -662,7 +663,7 @@ def process_state_cells(graph: Any, ns: dict) -> list[int]:
         plain = [n for n in c.reads
                  if not isinstance(v := ns.get(n), ModuleType) and id(v) not in library]
         if plain:
-            words = _setting_magic_words(c.code)
+            words = _setting_magic_words(c.code) if "%" in c.code else None
             if words is not None:
                 # (`%pdb on` after the first variables: a magic the analysis takes for one
                 # reading the whole namespace, which reads only what its arguments name)
@@ -687,7 +688,8 @@ SETTING_MAGICS = frozenset({"pdb", "precision", "config", "xmode", "automagic", 
                             "doctest_mode", "alias", "unalias"})
 
 
-def _setting_magic_words(code: str) -> set[str] | None:
+@functools.lru_cache(maxsize=1024)
+def _setting_magic_words(code: str) -> frozenset[str] | None:
     """The identifiers in the arguments of a cell made of nothing but `SETTING_MAGICS` lines
     (None: it is not)."""
     try:
@@ -705,7 +707,7 @@ def _setting_magic_words(code: str) -> set[str] | None:
                 and call.args[0].value in SETTING_MAGICS):
             return None
         words |= set(_IDENTIFIER.findall(call.args[1].value))
-    return words if body else None
+    return frozenset(words) if body else None
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
