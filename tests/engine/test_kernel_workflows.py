@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import time
+from pathlib import Path
 
 from tests.engine.adversarial import PLANS
 from tests.kernels import Kernel
@@ -216,3 +217,63 @@ def test_a_summary_the_agent_returned_into_a_variable_is_never_blamed_on_the_has
                                                  or r["variables"]["ck"]["detail"])
     assert "hash" not in r["variables"]["ck"].get("detail", "")
     assert d.value("[x, y]") == [[1, 2], 2]
+
+
+# --- a restore that does not finish ----------------------------------------------------------
+
+def run_interrupted_while_open(k: Kernel, code: str, path: Path, timeout: float = 120) -> dict:
+    """Run `code` and interrupt the kernel once its process holds `path` open (a re-run cell
+    reading it; a restore's re-runs show no output to wait for); the error it shows."""
+    msg_id = k.kc.execute(code)
+    fds = Path(f"/proc/{k.km.provisioner.pid}/fd")
+    end = time.monotonic() + timeout
+    while not any(_points_at(fd, path) for fd in fds.iterdir()):
+        assert time.monotonic() < end, f"{path} never opened"
+    k.km.interrupt_kernel()
+    error = None
+    while True:
+        msg = k.kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "error":
+            error = msg["content"]
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    assert error is not None
+    return error
+
+
+def _points_at(fd: Path, path: Path) -> bool:
+    try:
+        return fd.readlink() == path
+    except OSError:  # (closed meanwhile)
+        return False
+
+
+def test_an_interrupted_restore_leaves_no_half_made_values(make_kernel, tmp_path):
+    """The stop button while a restore re-ran a loop: the list it was filling stayed in the
+    kernel half filled, with no history; the next checkpoint shipped it as the session's, and
+    the restore after that verified it. An unfinished restore puts the namespace back as it
+    was: nothing of it is left to be taken for the session."""
+    data = tmp_path / "lines.txt"
+    data.write_text("".join(f"{i}\n" for i in range(300)))
+    a = make_kernel()
+    a.ok("import time\nx = [-1]")
+    a.ok("with open('lines.txt') as f:\n    for line in f:\n        x.append(int(line))\n"
+         "        time.sleep(0.01)")
+    a.ok("n = len(x)")
+    u1, u2 = (tmp_path / "s1").as_uri(), (tmp_path / "s2").as_uri()
+    a.ok(f"import kernel_agent as _ka; _c = _ka.checkpoint({u1!r}, deadline_s=0.0)")
+    assert a.value("_c['variables']['x']") == "recompute"
+    b = make_kernel()
+    error = run_interrupted_while_open(
+        b, f"import kernel_agent as _ka; _r = _ka.restore({u1!r})", data)
+    assert error["ename"] == "KeyboardInterrupt"
+    assert b.value("[n in globals() for n in ('x', 'n', 'line', 'f')]") == [False] * 4
+    b.ok("z = 1")
+    b.ok(f"_c = _ka.checkpoint({u2!r})")
+    assert sorted(b.value("_c['variables']")) == ["z"]
+    # and the restore, run again, restores the session
+    c = make_kernel()
+    c.ok(f"import kernel_agent as _ka; _r = _ka.restore({u1!r})")
+    assert c.value("_r['verified']") and c.value("[len(x), n]") == [301, 301]
