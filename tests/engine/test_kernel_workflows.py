@@ -1,11 +1,11 @@
-"""How people drive a Jupyter kernel between and around checkpoints: prompts answered through
-the frontend, code run from inside a cell, silent executions, output history, checkpoints
-taken back to back or right after a restore.
+"""How people drive a Jupyter kernel around checkpoints: prompts answered through the
+frontend (``input()``), the shell's own settings and magics, the agent's own magics and calls
+inside recorded cells, and a restore interrupted halfway.
 
-Each scenario runs in a real kernel A, is checkpointed and restored into fresh kernels (with
-the optimal plan and with a replay plan, `deadline_s=0.0`): every variable must come back
-verified and equal, or be named in `lost` with a reason, and a restore never prompts the user
-or prints into their cell.
+Each scenario runs in a real kernel A, is checkpointed and restored into fresh kernels (the
+optimal plan, and where it matters a replay plan, ``deadline_s=0.0``): every variable must
+come back verified and equal, or be named in `lost` with the right reason, and a restore never
+prompts the user nor leaves half of itself behind.
 """
 
 from __future__ import annotations
