@@ -39,9 +39,11 @@ no-op, so later checkpoints pass through.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import logging
 import os
+import re
 import secrets
 import sys
 import threading
@@ -54,7 +56,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from kernel_agent import carried, environment, libobjects, rng
+from kernel_agent import carried, effects, environment, libobjects, rng
 from kernel_agent.changes import digest_report, id_tokens, module_state
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.planner import CellCost, CovarCost, Plan, PlanProblem, StoreSpeed, plan
@@ -661,14 +663,54 @@ def process_state_cells(graph: Any, ns: dict) -> list[int]:
         plain = [n for n in c.reads
                  if not isinstance(v := ns.get(n), ModuleType) and id(v) not in library]
         if plain:
-            if not any(isinstance(ns.get(r), ModuleType) for r in _attribute_roots(c.code)):
+            words = _setting_magic_words(c.code) if "%" in c.code else None
+            if words is not None:
+                # (`%pdb on` after the first variables: a magic the analysis takes for one
+                # reading the whole namespace, which reads only what its arguments name)
+                plain = [n for n in plain if n in words]
+            elif not any(isinstance(ns.get(r), ModuleType) for r in _attribute_roots(c.code)):
                 continue
+        if plain:
             if last_change is None:
                 last_change = _last_changes(graph)
             if not all(n in ns and last_change.get(n, -1) <= c.index for n in plain):
                 continue
         out.append(c.index)
     return out
+
+
+#: line magics that set the shell up (`%pdb on`, `%precision 3`, `%config X.y = 5`,
+#: `%autoreload 2`): some are among the magics the analysis takes for reading the whole
+#: namespace (`analysis.DYNAMIC_MAGICS`), which they read no further than their arguments
+#: (`%config` executes its assignment in the namespace)
+SETTING_MAGICS = frozenset({"pdb", "precision", "config", "xmode", "automagic", "autocall",
+                            "colors", "autoawait", "autoreload", "aimport", "matplotlib",
+                            "doctest_mode", "alias", "unalias"})
+
+
+@functools.lru_cache(maxsize=1024)
+def _setting_magic_words(code: str) -> frozenset[str] | None:
+    """The identifiers in the arguments of a cell made of nothing but `SETTING_MAGICS` lines
+    (None: it is not)."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        body = ast.parse(TransformerManager().transform_cell(code)).body
+    except Exception:  # noqa: BLE001 - not IPython's syntax either: no such cell
+        return None
+    words: set[str] = set()
+    for node in body:
+        call = node.value if isinstance(node, ast.Expr) else None
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "run_line_magic" and len(call.args) == 2
+                and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in call.args)
+                and call.args[0].value in SETTING_MAGICS):
+            return None
+        words |= set(_IDENTIFIER.findall(call.args[1].value))
+    return frozenset(words) if body else None
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _attribute_roots(code: str) -> set[str]:
@@ -987,6 +1029,7 @@ def checkpoint(
     if restoring.replaying():
         # a recorded cell that called checkpoint() is being re-run by a restore
         return {"skipped": "a restore is re-running recorded cells; no checkpoint taken"}
+    effects.note_agent_call("checkpoint", effect=False)
     shell, mon = get_shell_and_monitor(shell)
     if getattr(mon, "_pending", None) is None and hasattr(mon, "check_files"):
         # called between cells (server extension, preStop): files changed outside the notebook

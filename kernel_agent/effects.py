@@ -701,6 +701,64 @@ def _clock_probe(real: Any, name: str) -> Any:
     return _as_installed(probe, real, name, "time")
 
 
+#: a cell that asked the user for input (``input()``, ``getpass.getpass()``, a debugger's
+#: prompt): re-run at a restore it asks again, in the middle of the restore, and the answer
+#: given then (or none: a server-driven restore allows no stdin) makes another value
+READS_INPUT = "asks the user for input (input(), getpass)"
+
+
+def _install_input_probe(shell: Any) -> None:
+    """Note, while a cell is recorded, when code it runs asks the frontend for input.
+
+    ipykernel points ``input``, ``getpass.getpass`` (and so ``pdb``, ``breakpoint()``) at its
+    kernel's ``raw_input``/``getpass``, which both send the request through
+    ``_input_request``: wrapped once on the kernel instance, it sees every such prompt,
+    whoever called it, at no cost to cells that ask for nothing. Before, the planner took
+    ``name = input()`` for a cheap cell to re-run: the restore prompted the user again and
+    the value made from the new answer was reported as differing, blamed on the hash seed."""
+    kernel = getattr(shell, "kernel", None)
+    real = getattr(kernel, "_input_request", None)
+    if real is None or getattr(real, "_kernel_agent", False):
+        return
+
+    def probe(*args: Any, **kwargs: Any) -> Any:
+        rec = _current
+        if rec is not None and threading.get_ident() not in rec.ignored_threads:
+            rec._note(READS_INPUT)
+        return real(*args, **kwargs)
+
+    functools.update_wrapper(probe, real)
+    probe._kernel_agent = True  # type: ignore[attr-defined]
+    try:
+        kernel._input_request = probe
+    except Exception:  # noqa: BLE001 - a kernel that refuses: no probe, as before
+        log.debug("kernel_agent: could not watch the kernel's input requests", exc_info=True)
+
+
+#: a cell that called the agent itself: what `kernel_agent.checkpoint()` / `restore()` return
+#: is this session's, and re-run by a restore they do nothing (`restoring.replaying`), so
+#: ``summary = kernel_agent.restore(url)`` recomputed was another dict, reported as differing
+#: and blamed on the hash seed
+CALLS_AGENT = "calls kernel_agent.{what}(), which a re-run inside a restore skips"
+
+
+def note_agent_call(what: str, effect: bool) -> None:
+    """The cell being recorded (if any) called the agent's `what` (checkpoint, restore).
+
+    A restore is an `effect`: the cell is never re-run (its re-run restores nothing, and what
+    it binds is the restored session's). A checkpoint makes the cell one whose re-run `varies`:
+    what the cell made is shipped whenever it can be; re-run when it must (a deadline), the
+    summary it bound is another value, which the restore names with this reason."""
+    rec = _current
+    if rec is None or threading.get_ident() in rec.ignored_threads:
+        return
+    text = CALLS_AGENT.format(what=what)
+    if effect:
+        rec._note(text)
+    elif text not in rec.varies:
+        rec.varies.append(text)
+
+
 STARTS_THREAD = "starts a thread running notebook code"
 
 
@@ -1024,6 +1082,7 @@ class EffectWatcher:
 
     def __init__(self, shell: Any = None, ignored_threads: Iterable[int] | None = None):
         install()
+        _install_input_probe(shell)
         if ignored_threads is None:
             me = threading.get_ident()
             ignored_threads = {t.ident for t in threading.enumerate()

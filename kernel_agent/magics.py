@@ -36,6 +36,9 @@ class ElasticMagics(Magics):
         s = kernel_agent.checkpoint(
             args.url, deadline_s=args.deadline, keep_last=args.keep, strategy=args.strategy
         )
+        if "skipped" in s:
+            # re-run by a restore (a setting cell, as a magic is): it takes no checkpoint
+            return
         print(
             f"checkpoint {s['checkpoint_id']}: shipped {len(s['shipped'])} variables "
             f"({_fmt_bytes(s['stats']['bytes_shipped'])}), will recompute "
@@ -53,7 +56,9 @@ class ElasticMagics(Magics):
         import kernel_agent
 
         args = parse_argstring(self.restore, line)
-        s = kernel_agent.restore(args.url, args.id, force=args.force)
+        s = kernel_agent.restore(args.url, checkpoint_id=args.id, force=args.force)
+        if "skipped" in s:
+            return
         state = "verified equal" if s["verified"] else "NOT fully verified"
         print(
             f"restored {s['checkpoint_id']}: loaded {len(s['loaded'])} variables, recomputed "

@@ -29,7 +29,7 @@ from typing import Any
 
 from IPython.utils.capture import capture_output
 
-from kernel_agent import carried, environment, rng
+from kernel_agent import carried, effects, environment, rng
 from kernel_agent.changes import digest_report, id_tokens
 from kernel_agent.checkpointing import PRIVATE_NOTE, id_anchor_names, identity_note
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
@@ -154,12 +154,61 @@ def restore(
     shell: Any = None,
     store: Store | None = None,
 ) -> dict:
-    """Restore the checkpoint `checkpoint_id` (default: the latest) from `url` into this kernel."""
-    from kernel_agent.graph import HistoryGraph
+    """Restore the checkpoint `checkpoint_id` (default: the latest) from `url` into this kernel.
 
+    A restore that does not finish (the user's interrupt, an error of the engine's own) puts
+    the namespace back as it found it before raising: half of a replay (a list a re-run loop
+    had filled halfway, names not yet loaded) was left in the kernel, unverified and with no
+    history, and the next checkpoint shipped it as the session's state, which the restore after
+    that then verified."""
     if replaying():
         # a recorded cell that called restore() is being re-run by this restore
         return {"skipped": "a restore is re-running recorded cells; nothing restored"}
+    effects.note_agent_call("restore", effect=True)
+    shell, mon = _shell_and_monitor(shell)
+    ns = shell.user_ns
+    saved, graph = dict(ns), mon.graph
+    try:
+        return _restore(url, checkpoint_id, force=force, store_options=store_options,
+                        shell=shell, store=store)
+    except BaseException as e:
+        if mon.graph is graph:  # (not adopted yet: nothing of the checkpoint is the session's)
+            undone = _put_back(ns, saved)
+            if undone:
+                note = (f"kernel_agent: the restore did not finish ({type(e).__name__}); the "
+                        f"names it had bound ({', '.join(undone[:8])}"
+                        f"{', ...' if len(undone) > 8 else ''}) were removed or set back as "
+                        "they were before it: run the restore again")
+                log.warning("%s", note)
+                if hasattr(e, "add_note"):
+                    e.add_note(note)
+        raise
+
+
+def _put_back(ns: dict, saved: dict) -> list[str]:
+    """Make `ns` what `saved` holds again (by identity); the user names that changed."""
+    changed = []
+    for n in [n for n in ns if n not in saved]:
+        del ns[n]
+        changed.append(n)
+    for n, v in saved.items():
+        if n not in ns or ns[n] is not v:
+            ns[n] = v
+            changed.append(n)
+    return sorted(n for n in changed if type(n) is str and not n.startswith("_"))
+
+
+def _restore(
+    url: str,
+    checkpoint_id: str | None,
+    *,
+    force: bool,
+    store_options: dict | None,
+    shell: Any,
+    store: Store | None,
+) -> dict:
+    from kernel_agent.graph import HistoryGraph
+
     t0 = time.perf_counter()
     shell, mon = _shell_and_monitor(shell)
     ns = shell.user_ns
@@ -312,7 +361,8 @@ def restore(
     failed_cells: set[int] = set()
     deleted_at = _deletions(graph)
     awaits = _AwaitRunner()
-    with mon.paused(), capture_output(display=True) as captured, _closing(awaits, errors, failed_cells):
+    with (mon.paused(), capture_output(display=True) as captured, _no_input(shell),
+          _closing(awaits, errors, failed_cells)):
         for pos in sorted(rerun | set(loads_at)):
             if pos in rerun:
                 _unbind_deleted(ns, pos, deleted_at)
@@ -640,6 +690,33 @@ def _unbind_deleted(ns: dict, index: int, deleted_at: dict[str, list[tuple[int, 
         before = [d for i, d in events if i < index]
         if before and before[-1]:
             ns.pop(n, None)
+
+
+@contextmanager
+def _no_input(shell: Any) -> Iterator[None]:
+    """No re-run cell may ask the user for input: ``input()`` raises (ipykernel's
+    ``StdinNotImplementedError``) for the length of the replay, as it does in a kernel whose
+    frontend allows no stdin. A cell that asked for input is not planned for a re-run (its
+    effect `effects.READS_INPUT`); one re-run nonetheless (recorded before that was noted)
+    then fails and what it makes is named as lost, instead of the restore prompting in the
+    user's cell or hanging on an answer that a server-driven restore never sends."""
+    kernel = getattr(shell, "kernel", None)
+    allowed = getattr(kernel, "_allow_stdin", None)
+    if not isinstance(allowed, bool):
+        yield
+        return
+    try:
+        kernel._allow_stdin = False
+    except Exception:  # noqa: BLE001 - a kernel that refuses: as before
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            kernel._allow_stdin = allowed
+        except Exception:  # noqa: BLE001
+            log.debug("kernel_agent: could not allow input again after a restore", exc_info=True)
 
 
 def _execution_event(shell: Any, event: str) -> None:
