@@ -80,6 +80,7 @@ __all__ = [
     "digest_report",
     "opaque_names",
     "reachable_size",
+    "stale_keys",
     "value_digest",
 ]
 
@@ -1676,6 +1677,28 @@ def _atomic_elements(elems: Any) -> bool:
 
 
 _ATOMS_AND_TUPLE = MARSHAL_ATOMS | {tuple}
+
+
+def stale_keys(container: Any, keys: list[Any]) -> int:
+    """How many of `keys` (those of the set or dict `container`) a rebuild would not give back.
+
+    A pickle rebuilds a set or a dict by hashing each key anew. A key whose ``__hash__`` reads
+    state a cell changed after it went in (``s = {k}; k.v = 2``) sits where its old hash put
+    it: a lookup of it misses (``k in s`` is False) until the container is rebuilt, when it
+    is found again; and a key that has come to equal another would be absorbed by it. Keys
+    hashed in C from marshal atoms never move; the others are looked up (checkpoint time only:
+    a key's ``__hash__`` or ``__eq__`` that raises counts it).
+    """
+    if _atomic_elements(keys):
+        return 0
+    contains = dict.__contains__ if isinstance(container, dict) else (
+        set.__contains__ if isinstance(container, set) else frozenset.__contains__)
+    odd = [k for k in keys if type(k) not in MARSHAL_ATOMS]
+    try:
+        missing = sum(not contains(container, k) for k in odd)
+        return missing + len(odd) - len(set(odd))
+    except Exception:  # noqa: BLE001 - a hostile key: its container cannot be rebuilt as is
+        return len(odd)
 _TAG_TUPLES = {"L": ("L",), "D": ("D",), "T": ("T",)}
 
 
@@ -2058,6 +2081,10 @@ class _Walker:
                             )
                             continue
                         append(n)
+                        if portable and idmap is None:
+                            stale = stale_keys(obj, list(obj))
+                            if stale:  # (see `stale_keys`)
+                                append(("stale", stale))
                         nodes += 2 * n
                         extend(reversed(list(_chain(obj.items()))))
                     elif tp is tuple or not set(map(type, obj)) <= fast:
@@ -2380,6 +2407,10 @@ class _Walker:
             keyed = self._set_keys(elems, ctx, shallow=True)
         keyed.sort()
         self.out.append(len(elems))
+        if self.portable and idmap is None:
+            stale = stale_keys(s, elems)
+            if stale:  # (what a rebuild would not give back: a pickle cannot ship it as is)
+                self.out.append(("stale", stale))
         extend(reversed([elems[i] for _, i in keyed]))
 
     def _set_keys(self, elems: list[Any], ctx: _SetOrder,

@@ -461,8 +461,9 @@ def check_loaded_digest(u: Unit) -> None:
     not recorded, so the restore does not take that copy for the value (it recomputes it, or
     reports it).
     """
-    if u.parts is None or u.error is not None or u.loads_into_live or u.nbytes > LOADED_DIGEST_MAX_BYTES:
-        return
+    if (u.parts is None or u.error is not None or u.loads_into_live or u.lossy is not None
+            or u.nbytes > LOADED_DIGEST_MAX_BYTES):
+        return  # (lossy: its pickle is known not to rebuild it; what it loads is not it)
     from kernel_agent.buffers import BlobBuffer
     from kernel_agent.changes import digest_report
     from kernel_agent.serialize import loads

@@ -136,6 +136,7 @@ from kernel_agent.changes import (
     module_namespace,
     module_state,
     registered_module,
+    stale_keys,
     stale_local_modules,
     storage_bytes,
 )
@@ -447,6 +448,9 @@ class _Pickler(cloudpickle.CloudPickler):
         # so callers must not
         self.loads_into_live = False
         self.lossy: str | None = None  # state the stream drops (a non-empty lru_cache)
+        # an object whose class hashes in Python (its hash may read state that changed since
+        # it went into a set or dict: `_stale_containers`) was pickled
+        self.python_hashed = False
         # id of an array under object-array views copied -> (its span, the views' spans)
         self.object_view_spans: dict[int, tuple[tuple[int, int], list[tuple[int, int]]]] = {}
         # id -> name in `sys` of the kernel's standard streams (ipykernel's OutStreams)
@@ -533,6 +537,8 @@ class _Pickler(cloudpickle.CloudPickler):
         return (make, (*head, closure), (state, slotstate), *rest)
 
     def reducer_override(self, obj: Any) -> Any:
+        if not self.python_hashed and type(getattr(type(obj), "__hash__", None)) is types.FunctionType:
+            self.python_hashed = True
         np = self._np
         ct = sys.modules.get("ctypes")
         if ct is not None:
@@ -2623,6 +2629,27 @@ def _pickle(
     return stream, buffers, pickler, None
 
 
+def _stale_containers(pickler: _Pickler) -> str | None:
+    """Why the stream cannot bring back a set or dict it holds, else None.
+
+    Unpickled, a set or dict is rebuilt by hashing its keys anew, so one whose key's hash
+    changed since the key went in (``s = {k}; k.v = 2``: ``k in s`` is False) came back
+    rebuilt, ``k in s`` True, and verified. Checked when an object whose class hashes in
+    Python was pickled (`_Pickler.python_hashed`), over what the dump met (its memo)."""
+    for _, obj in pickler.memo.copy().values():
+        if isinstance(obj, (set, frozenset)):
+            keys = list(set.__iter__(obj) if isinstance(obj, set) else frozenset.__iter__(obj))
+        elif isinstance(obj, dict):
+            keys = list(dict.__iter__(obj))
+        else:
+            continue
+        stale = stale_keys(obj, keys)
+        if stale:
+            return (f"a {type(obj).__name__} holds {stale} key(s) whose hash or equality "
+                    "changed since they went in; rebuilt by a pickle, it would not be the same")
+    return None
+
+
 def _buffer_roots(pickler: _Pickler) -> list[tuple[int, int, Any]]:
     """The bytearrays and ``array.array``s the stream holds, as uint8 arrays over them (a
     tensor over one's memory, ``torch.from_numpy(np.frombuffer(buf)[1:])``, is rebuilt over
@@ -2771,6 +2798,8 @@ def _dumps(
         }
         loads_into_live = pickler.loads_into_live or homes or bool(module_homes)
         lossy = pickler.lossy
+        if lossy is None and pickler.python_hashed:
+            lossy = _stale_containers(pickler)
         for root, (span, spans) in pickler.object_view_spans.items():
             # object-array views copied that overlapped each other or their base, also in the
             # stream: a store through one no longer shows in the other once loaded (the
