@@ -124,6 +124,7 @@ from kernel_agent.changes import (
     _dense_cpu,
     _dict_descriptor,
     _final_base,
+    _solid_base,
     derives_from,
     enum_member_state,
     exec_globals,
@@ -719,6 +720,10 @@ class _Pickler(cloudpickle.CloudPickler):
                 return rv
         if self._arrow_ea is not None and isinstance(obj, self._arrow_ea):
             rv = _reduce_arrow_extension_array(obj)
+            if rv is not None:
+                return rv
+        if isinstance(obj, _BUILTIN_CONTAINERS) and tp not in self.dispatch_table:
+            rv = _reduce_container_subclass(obj, tp)
             if rv is not None:
                 return rv
         rv = None if tp in self.dispatch_table else _reduce_keeping_dict(obj, tp)
@@ -1663,6 +1668,67 @@ def _reduce_keeping_dict(obj: Any, tp: type) -> tuple | None:
 
 
 _OBJECT_GETSTATE = getattr(object, "__getstate__", None)
+
+_BUILTIN_CONTAINERS = (dict, list, set, frozenset)
+
+
+def _reduce_container_subclass(obj: Any, tp: type) -> tuple | None:
+    """A notebook subclass of dict, list, set or frozenset whose items pickle's way would put
+    back through its own code, or None (pickle's way, which gives it back as it is).
+
+    Pickle fills a dict subclass through its ``__setitem__`` and a list subclass through its
+    ``extend``, before the instance's attributes are set, and rebuilds a set or frozenset
+    subclass by calling the class with the items: ``__setitem__`` doubling values stored them
+    doubled again, one counting writes in ``self.writes`` failed (no attribute yet, so the
+    value was lost), and ``class Named(set): def __init__(self, name)`` came back empty (a
+    verification failure each time). The items go in as the base type stores them, then the
+    attributes, as pickle sets them (`_set_instance_state`). Classes with a reduce, a
+    getstate or a setstate of their own are left to it.
+    """
+    base = next(b for b in _BUILTIN_CONTAINERS if isinstance(obj, b))
+    if (tp is base or tp.__reduce_ex__ is not object.__reduce_ex__
+            or tp.__reduce__ is not base.__reduce__
+            or getattr(tp, "__getstate__", None) is not _OBJECT_GETSTATE
+            or getattr(tp, "__setstate__", None) is not None or _solid_base(tp) is not base):
+        return None
+    if base is dict:
+        own_code = tp.__setitem__ is not dict.__setitem__
+    elif base is list:
+        own_code = tp.extend is not list.extend
+    else:
+        own_code = tp.__new__ is not base.__new__ or tp.__init__ is not base.__init__
+    if not own_code:
+        return None
+    try:
+        state = obj.__getstate__()
+    except Exception:  # noqa: BLE001 - left to pickle, which reports it
+        return None
+    if base is frozenset:
+        return (frozenset.__new__, (tp, list(frozenset.__iter__(obj))), state, None, None,
+                _set_instance_state)
+    if base is set:
+        return (set.__new__, (tp,), (list(set.__iter__(obj)), state), None, None,
+                _set_container_state)
+    try:  # (made as pickle makes it: ``tp.__new__``, with its __getnewargs__ if any)
+        make, args = object.__reduce_ex__(obj, 5)[:2]
+    except Exception:  # noqa: BLE001 - left to pickle, which reports it
+        return None
+    items = list(dict.items(obj)) if base is dict else list(list.__iter__(obj))
+    return (make, args, (items, state), None, None, _set_container_state)
+
+
+def _set_container_state(obj: Any, state: tuple) -> None:
+    """The items of a container subclass as its base type stores them, then its attributes
+    (`_reduce_container_subclass`)."""
+    items, attrs = state
+    if isinstance(obj, dict):
+        dict.update(obj, items)
+    elif isinstance(obj, list):
+        list.extend(obj, items)
+    else:
+        set.update(obj, items)
+    if attrs is not None:
+        _set_instance_state(obj, attrs)
 
 
 def _reduce_ctypes(obj: Any, ct: Any, np: Any) -> tuple | None:
