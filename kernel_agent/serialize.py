@@ -107,6 +107,7 @@ import subprocess
 import sys
 import threading
 import types
+import typing
 import weakref
 import zlib
 from collections.abc import Mapping
@@ -964,7 +965,14 @@ class _Pickler(cloudpickle.CloudPickler):
             return None
         rv = list(cp._dynamic_class_reduce(cls))
         args = list(rv[1])
-        args[3] = {**args[3], "__slots__": type.__dict__["__dict__"].__get__(cls)["__slots__"]}
+        own = type.__dict__["__dict__"].__get__(cls)
+        if typing.NamedTuple in own.get("__orig_bases__", ()):
+            # a typing.NamedTuple: made from ``(NamedTuple,)`` its metaclass makes a new
+            # namedtuple of the annotations, and refuses the ``__slots__`` it makes itself
+            # ("Cannot overwrite NamedTuple attribute __slots__": the class and its instances
+            # were lost). It is a tuple subclass like any namedtuple: made from its real bases
+            args[2] = type.__dict__["__bases__"].__get__(cls)
+        args[3] = {**args[3], "__slots__": own["__slots__"]}
         rv[1] = tuple(args)
         return tuple(rv)
 
