@@ -682,6 +682,14 @@ class _Pickler(cloudpickle.CloudPickler):
             if rv is not None:
                 self.loads_into_live = True  # (a copy loaded here would run its callback)
                 return rv
+        if type(obj) is typing.TypeVar:
+            rv = cloudpickle.cloudpickle._typevar_reduce(obj)
+            if rv[0] is cloudpickle.cloudpickle._make_typevar:
+                # made by value in cloudpickle's function, it took cloudpickle's module for its
+                # own (``T.__module__``: the notebook's TypeVar and its generic classes did
+                # not verify): its module is set back
+                return (*rv, getattr(obj, "__module__", None), None, None, _set_typevar_module)
+            return rv
         if type(obj) is struct.Struct:
             # its format is all it holds; C, it does not pickle, and it (and whatever held
             # it) was lost when its cell could not be re-run
@@ -1348,7 +1356,14 @@ def _keep_inherited_entries(cls: type, rv: Any) -> Any:
             continue
         if any(type.__dict__["__dict__"].__get__(b).get(name, _MISSING) is value for b in bases):
             added[name] = value
-    if not added:
+    params = clsdict.get("__parameters__", _MISSING)
+    if params is not _MISSING and any(getattr(b, "__parameters__", None) is params
+                                      for b in own.get("__orig_bases__", ())):
+        # ``class Box(Generic[T])``: Generic.__init_subclass__ gives the class the very tuple
+        # of its ``Generic[T]`` base, which it does again when the class is made from its
+        # ``__orig_bases__``; set from the class dict, it was a copy (the class did not verify)
+        clsdict = {k: v for k, v in clsdict.items() if k != "__parameters__"}
+    elif not added:
         return rv
     return (make, args, ({**clsdict, **added}, slotstate), *rest)
 
@@ -1723,6 +1738,15 @@ def _reduce_container_subclass(obj: Any, tp: type) -> tuple | None:
         return None
     items = list(dict.items(obj)) if base is dict else list(list.__iter__(obj))
     return (make, args, (items, state), None, None, _set_container_state)
+
+
+def _set_typevar_module(tv: Any, module: Any) -> None:
+    """A TypeVar loaded by value back in the module it was made in (`_Pickler.reducer_override`)."""
+    if type(module) is str:
+        try:
+            tv.__module__ = module
+        except (AttributeError, TypeError):  # (a C TypeVar of a later Python that refuses it)
+            pass
 
 
 def _set_container_state(obj: Any, state: tuple) -> None:
