@@ -2155,6 +2155,14 @@ class _Walker:
 
     def _visit(self, obj: Any, tp: type, kind: int, push: Any, extend: Any) -> None:
         out = self.out
+        if (self.portable and kind in (K_INSTANCE, K_REDUCE) and self.idmap is None
+                and isinstance(obj, (dict, set, frozenset))):
+            # a subclass (defaultdict, Counter, OrderedDict, the notebook's): see `stale_keys`
+            keys = list(dict.__iter__(obj) if isinstance(obj, dict) else
+                        set.__iter__(obj) if isinstance(obj, set) else frozenset.__iter__(obj))
+            stale = stale_keys(obj, keys)
+            if stale:
+                out.append(("stale", stale))
         if kind == K_ATOM:
             out.append(_atom_token(obj))
             if isinstance(obj, enum.Enum):

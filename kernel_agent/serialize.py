@@ -1356,6 +1356,11 @@ def _keep_inherited_entries(cls: type, rv: Any) -> Any:
             continue
         if any(type.__dict__["__dict__"].__get__(b).get(name, _MISSING) is value for b in bases):
             added[name] = value
+    qualname = type.__dict__["__qualname__"].__get__(cls)
+    if qualname != type.__dict__["__name__"].__get__(cls) and "__qualname__" not in clsdict:
+        # a nested class (``Outer.Inner``) is made by its name alone and came back as
+        # ``Inner``: it and its instances did not verify. Its class state sets it back
+        added["__qualname__"] = qualname
     params = clsdict.get("__parameters__", _MISSING)
     if params is not _MISSING and any(getattr(b, "__parameters__", None) is params
                                       for b in own.get("__orig_bases__", ())):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests.engine.adversarial import Restored, assert_verified, migrate_both
 from tests.kernels import Kernel
 
@@ -65,13 +67,15 @@ def test_a_set_whose_key_changed_its_hash_keeps_missing_it(make_kernel, tmp_path
     ], "repr([k in s, K(1) in s, K(2) in s, d.get(k), d.get(K(1)), list(s), len({*s, K(2)})])")
 
 
-def test_a_stale_set_whose_cells_cannot_be_re_run_is_not_verified(make_kernel, tmp_path):
-    """Its cell read OS entropy: the set can only be shipped, and a shipped copy answers
-    ``k in s`` True where A said False. The digest counts the keys a rebuild would not give
-    back, so the restore names it instead of verifying it."""
+@pytest.mark.parametrize("made", ["{k, K(5)}", "collections.defaultdict(int, {k: 1, K(5): 2})",
+                                  "collections.Counter([k, K(5)])"])
+def test_a_stale_set_whose_cells_cannot_be_re_run_is_not_verified(make_kernel, tmp_path, made):
+    """Its cell read OS entropy: the set (or a dict subclass keyed the same way) can only be
+    shipped, and a shipped copy answers ``k in s`` True where A said False. The digest counts
+    the keys a rebuild would not give back, so the restore names it instead of verifying it."""
     _, want, out = migrated(make_kernel, tmp_path, [
-        HASHED_BY_VALUE + "\nimport os",
-        "k = K(os.urandom(4)); s = {k, K(5)}",
+        HASHED_BY_VALUE + "\nimport collections, os",
+        f"k = K(os.urandom(4)); s = {made}",
         "k.v = 2",
     ], "[k in s, K(2) in s, len(s)]")
     assert want == [False, False, 2]
@@ -241,3 +245,20 @@ def test_a_generic_class_over_a_notebook_typevar_ships_verified(make_kernel, tmp
         "[T.__module__, Box.__parameters__[0] is T, Box.__parameters__ is Box.__orig_bases__[0].__parameters__,"
         " bi.__origin__ is Box, b.__orig_class__ == bi, len(b.v), repr(T)]") == want
     assert_not_verified(out["replay"], "b")  # (nothing shipped: its cell cannot be re-run)
+
+
+def test_nested_and_local_classes_keep_their_qualified_names(make_kernel, tmp_path):
+    """``Outer.Inner`` and a class made inside a function, with instances made from OS
+    entropy (shipped): cloudpickle makes a class by its name, so they came back as ``Inner``
+    and ``Local`` and did not verify."""
+    _, want, out = migrated(make_kernel, tmp_path, [
+        "import os",
+        "class Outer:\n    class Inner:\n        def __init__(self):\n            self.x = os.urandom(2)",
+        "inn = Outer.Inner()",
+        "def make():\n    class Local:\n        pass\n    o = Local()\n    o.seed = os.urandom(2)\n    return o\nloc = make()",
+    ], "[type(inn).__qualname__, type(inn) is Outer.Inner, type(loc).__qualname__, repr(type(inn))]")
+    assert want[0] == "Outer.Inner"
+    optimal = out["optimal"]
+    assert_verified(optimal)
+    assert optimal.kernel.value(
+        "[type(inn).__qualname__, type(inn) is Outer.Inner, type(loc).__qualname__, repr(type(inn))]") == want
