@@ -2122,10 +2122,10 @@ class _Walker:
                         append(_TAG_TUPLES[tag] if portable else (tag, i))
                     n = len(obj)
                     if tp is dict:
-                        ktypes = set(map(type, obj))
-                        vtypes = set(map(type, obj.values()))
-                        if ktypes <= fast and vtypes <= fast and not (portable and (
-                                _nan_in(obj, ktypes) or _nan_in(obj.values(), vtypes))):
+                        if ((ktypes := set(map(type, obj))) <= fast
+                                and (vtypes := set(map(type, obj.values()))) <= fast
+                                and not (portable and (_nan_in(obj, ktypes)
+                                                       or _nan_in(obj.values(), vtypes)))):
                             append(
                                 ("da", self._atoms(tuple(obj)), self._atoms(tuple(obj.values())))
                             )
