@@ -1361,6 +1361,11 @@ def _keep_inherited_entries(cls: type, rv: Any) -> Any:
         # a nested class (``Outer.Inner``) is made by its name alone and came back as
         # ``Inner``: it and its instances did not verify. Its class state sets it back
         added["__qualname__"] = qualname
+    if make is _MAKE_SKELETON_CLASS and _quiet_creation(cls):
+        make = _make_quiet_skeleton_class
+        rv = (make, args, (clsdict, slotstate), *rest)
+        if not added and "__parameters__" not in clsdict:
+            return rv
     params = clsdict.get("__parameters__", _MISSING)
     if params is not _MISSING and any(getattr(b, "__parameters__", None) is params
                                       for b in own.get("__orig_bases__", ())):
@@ -1371,6 +1376,66 @@ def _keep_inherited_entries(cls: type, rv: Any) -> Any:
     elif not added:
         return rv
     return (make, args, ({**clsdict, **added}, slotstate), *rest)
+
+
+def _notebook_defined(cls: Any) -> bool:
+    return type.__dict__["__dict__"].__get__(cls).get("__module__") == "__main__"
+
+
+def _notebook_metaclass(meta: type) -> bool:
+    """A metaclass the notebook defined on `type` alone (no library metaclass in between,
+    whose ``__new__`` may build what the class needs: ABCMeta's registry)."""
+    return meta is not type and all(m in (type, object) or _notebook_defined(m)
+                                    for m in meta.__mro__)
+
+
+def _quiet_creation(cls: type) -> bool:
+    """Whether making `cls` again runs notebook code: its notebook metaclass's ``__new__`` or
+    ``__init__``, or an ``__init_subclass__`` of a notebook base (`_make_quiet_skeleton_class`)."""
+    try:
+        return _notebook_metaclass(type(cls)) or any(
+            _notebook_defined(b) and "__init_subclass__" in type.__dict__["__dict__"].__get__(b)
+            for b in cls.__mro__[1:])
+    except Exception:  # noqa: BLE001 - a class we cannot read: cloudpickle's way
+        return False
+
+
+def _no_init_subclass(cls: type, **kwargs: Any) -> None:
+    pass
+
+
+def _make_quiet_skeleton_class(type_constructor: type, name: str, bases: tuple,
+                               type_kwargs: dict, class_tracker_id: Any, extra: Any) -> type:
+    """cloudpickle's skeleton class, made without running the notebook's class-creation code.
+
+    A registry filled by ``__init_subclass__`` or by a metaclass's ``__new__`` (``REG.append(
+    cls)``) is in the checkpoint already, with the classes in it; made again while loading,
+    that code ran against a namespace without the names it uses (``NameError: Plugin`` or
+    ``REG``: the classes, the registry and every instance were lost), or would have
+    registered the class twice. A notebook metaclass makes it with ``type.__new__`` (the
+    attributes its ``__new__`` set are in the class state), and notebook bases'
+    ``__init_subclass__`` are set aside while it is made.
+    """
+    type_kwargs = {sys.intern(k): v for k, v in type_kwargs.items()}
+    resolved = types.resolve_bases(bases)
+    quiet = {b: type.__dict__["__dict__"].__get__(b)["__init_subclass__"]
+             for base in resolved for b in base.__mro__
+             if _notebook_defined(b) and "__init_subclass__" in type.__dict__["__dict__"].__get__(b)}
+    for b in quiet:
+        type.__setattr__(b, "__init_subclass__", classmethod(_no_init_subclass))
+    try:
+        if _notebook_metaclass(type_constructor):
+            ns = dict(type_kwargs)
+            if resolved is not bases:
+                ns["__orig_bases__"] = bases
+            skeleton = type.__new__(type_constructor, name, resolved, ns)
+        else:
+            skeleton = types.new_class(name, bases, {"metaclass": type_constructor},
+                                       lambda ns: ns.update(type_kwargs))
+    finally:
+        for b, f in quiet.items():
+            type.__setattr__(b, "__init_subclass__", f)
+    return cloudpickle.cloudpickle._lookup_class_or_track(class_tracker_id, skeleton)
 
 
 def _with_enum_aliases(cls: Any, rv: Any) -> Any:

@@ -278,3 +278,48 @@ def test_a_nan_shared_inside_one_value_is_found_again(make_kernel, tmp_path):
         "spin = sum(i * i for i in range(3_000_000))",
         "by_const = {math.nan: 'm'}\nspin2 = sum(i * i for i in range(3_000_000))",
     ], "[rec['index'].get(rec['key']), rec['key'] in rec['seen'], by_const.get(math.nan)]")
+
+
+def test_registries_filled_when_classes_are_made_ship_with_their_classes(make_kernel, tmp_path):
+    """An ``__init_subclass__`` registry and a metaclass that records its classes, with the
+    cells made from OS entropy (shipped). Making the classes again while loading ran that code
+    against a namespace without ``Plugin`` or ``REG`` yet (NameError: the classes, the
+    registries and the instances were all lost); now the classes are made without it (what
+    it did is in the checkpoint), and after the restore it runs for new classes again."""
+    probe = ("[sorted(Plugin.registry), Plugin.registry['a'] is A, type(inst) is A, [c.__name__ for c in REG],"
+             " REG[1] is Sub, type(Sub) is Meta, Sub.tag, type(objs[0]) is Sub]")
+    _, want, out = migrated(make_kernel, tmp_path, [
+        "import os",
+        "class Plugin:\n    registry = {}\n    def __init_subclass__(cls, key=None, **kw):\n"
+        "        super().__init_subclass__(**kw)\n        Plugin.registry[key or cls.__name__] = cls",
+        "class A(Plugin, key='a'):\n    seed = os.urandom(2)",
+        "REG = []\nclass Meta(type):\n    def __new__(mcs, name, bases, ns):\n"
+        "        cls = super().__new__(mcs, name, bases, ns)\n        REG.append(cls)\n"
+        "        cls.tag = name.lower()\n        return cls",
+        "class Base(metaclass=Meta):\n    seed = os.urandom(2)\nclass Sub(Base):\n    pass",
+        "inst = A(); objs = [Sub(), Base()]",
+    ], probe)
+    optimal = out["optimal"]
+    assert_verified(optimal)
+    b = optimal.kernel
+    assert b.value(probe) == want
+    b.ok("class C(Plugin):\n    pass\nclass Sub2(Base):\n    pass")
+    assert b.value("[sorted(Plugin.registry), [c.__name__ for c in REG][-1]]") == [["C", "a"], "Sub2"]
+
+
+def test_a_typing_named_tuple_class_ships_with_its_instances(make_kernel, tmp_path):
+    """A typing.NamedTuple with a default and a method, instances made from OS entropy
+    (shipped): made again from ``(NamedTuple,)`` with its declared ``__slots__``, the class
+    failed to load ("Cannot overwrite NamedTuple attribute __slots__") and it and its
+    instances were lost."""
+    probe = ("repr([q.norm(), q._fields, Pt._field_defaults, Pt(5).x, type(r) is Pt, qs[q], r.y,"
+             " isinstance(q, tuple), Pt.__name__, len(q.seed)])")
+    _, want, out = migrated(make_kernel, tmp_path, [
+        "import os\nfrom typing import NamedTuple",
+        "class Pt(NamedTuple):\n    x: int\n    y: int = 0\n    seed: bytes = b''\n"
+        "    def norm(self):\n        return abs(self.x) + abs(self.y)",
+        "q = Pt(3, -4, os.urandom(2)); qs = {q: 1}; r = q._replace(y=1)",
+    ], probe)
+    optimal = out["optimal"]
+    assert_verified(optimal)
+    assert optimal.kernel.value(probe) == want
