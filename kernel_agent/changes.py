@@ -2186,6 +2186,17 @@ class _Walker:
             self.noid = base_noid
             self.nodes = nodes
 
+    def _stale_subclass(self, obj: Any) -> bool:
+        """Emit the stale keys of a dict or set subclass (defaultdict, Counter, the notebook's:
+        see `stale_keys`); False, so the caller walks it as it would have."""
+        if self.idmap is None and isinstance(obj, (dict, set, frozenset)):
+            keys = list(dict.__iter__(obj) if isinstance(obj, dict) else
+                        set.__iter__(obj) if isinstance(obj, set) else frozenset.__iter__(obj))
+            stale = stale_keys(obj, keys)
+            if stale:
+                self.out.append(("stale", stale))
+        return False
+
     def _enum_member(self, member: enum.Enum, extend: Any) -> None:
         """A member of a session enum with attributes of its own (``Planet.EARTH.mass`` its
         ``__init__`` set, ``Status.OPEN.note = 'x'``) or a value that is a container: those
@@ -2207,14 +2218,6 @@ class _Walker:
 
     def _visit(self, obj: Any, tp: type, kind: int, push: Any, extend: Any) -> None:
         out = self.out
-        if (self.portable and kind in (K_INSTANCE, K_REDUCE) and self.idmap is None
-                and isinstance(obj, (dict, set, frozenset))):
-            # a subclass (defaultdict, Counter, OrderedDict, the notebook's): see `stale_keys`
-            keys = list(dict.__iter__(obj) if isinstance(obj, dict) else
-                        set.__iter__(obj) if isinstance(obj, set) else frozenset.__iter__(obj))
-            stale = stale_keys(obj, keys)
-            if stale:
-                out.append(("stale", stale))
         if kind == K_ATOM:
             out.append(_atom_token(obj))
             if isinstance(obj, enum.Enum):
@@ -2275,7 +2278,8 @@ class _Walker:
                 out.append(("ref", _ref_name(obj)))
         elif self.library and id(obj) in self.library:
             out.append(("ref", "library:" + self.library[id(obj)]))
-        elif self.portable and kind in (K_INSTANCE, K_REDUCE) and _digest_opaque(tp):
+        elif self.portable and kind in (K_INSTANCE, K_REDUCE) and (
+                self._stale_subclass(obj) or _digest_opaque(tp)):
             if self._identity(obj, "O"):
                 self._mark_opaque(obj)
         elif kind == K_INSTANCE:
