@@ -52,6 +52,7 @@ import io
 import itertools
 import logging
 import marshal
+import math
 import mmap
 import os
 import random
@@ -80,6 +81,7 @@ __all__ = [
     "digest_report",
     "opaque_names",
     "reachable_size",
+    "stale_keys",
     "value_digest",
 ]
 
@@ -1676,6 +1678,63 @@ def _atomic_elements(elems: Any) -> bool:
 
 
 _ATOMS_AND_TUPLE = MARSHAL_ATOMS | {tuple}
+
+
+def _nan_in(seq: Any, types_: set[type]) -> bool:
+    """A NaN float among `seq`'s elements (of types `types_`). A NaN equals nothing, itself
+    included: a set, a dict or ``in`` finds it by identity only, so which NaN object a place
+    holds is part of the value (``x = float('nan'); d = {x: 1}``: ``d[x]``), which the portable
+    digest walks with its identity. Checkpoint time only."""
+    if float not in types_:
+        return False
+    if len(types_) == 1:
+        return any(map(math.isnan, seq))
+    return any(type(x) is float and x != x for x in seq)
+
+
+def stale_keys(container: Any, keys: list[Any]) -> int:
+    """How many of `keys` (those of the set or dict `container`) a rebuild would not give back.
+
+    A pickle rebuilds a set or a dict by hashing each key anew. A key whose ``__hash__`` reads
+    state a cell changed after it went in (``s = {k}; k.v = 2``) sits where its old hash put
+    it: a lookup of it misses (``k in s`` is False) until the container is rebuilt, when it
+    is found again; and a key that has come to equal another would be absorbed by it. Keys
+    hashed in C from marshal atoms never move; the others are looked up (checkpoint time only:
+    a key's ``__hash__`` or ``__eq__`` that raises counts it).
+    """
+    if _atomic_elements(keys):
+        return 0
+    is_dict = isinstance(container, dict)
+    contains = dict.__contains__ if is_dict else (
+        set.__contains__ if isinstance(container, set) else frozenset.__contains__)
+    odd = [k for k in keys if type(k) not in MARSHAL_ATOMS]
+    try:
+        missing = sum(not contains(container, k) for k in odd)
+        if is_dict and not missing:
+            # a dict compares a key by identity before its stored hash: a stale key whose
+            # new hash leads to its old slot is found. An equal copy of it is not
+            missing = sum(twin is not None and twin == k and not contains(container, twin)
+                          for k in odd if type(k).__hash__ is not object.__hash__
+                          for twin in (_twin(k),))
+        return missing + len(odd) - len(set(odd))
+    except Exception:  # noqa: BLE001 - a hostile key: its container cannot be rebuilt as is
+        return len(odd)
+
+
+def _twin(k: Any) -> Any:
+    """An equal copy of `k` that is another object, made without running its code (a tuple, a
+    frozenset, an instance of a plain class with a ``__dict__``), else None."""
+    tp = type(k)
+    if tp is tuple:
+        return tuple(list(k))
+    if tp is frozenset:
+        return frozenset(list(k))
+    if _solid_base(tp) is not object or _dict_descriptor(tp) is None or any(
+            "__slots__" in type.__dict__["__dict__"].__get__(c) for c in tp.__mro__[:-1]):
+        return None
+    twin = object.__new__(tp)
+    object.__getattribute__(twin, "__dict__").update(object.__getattribute__(k, "__dict__"))
+    return twin
 _TAG_TUPLES = {"L": ("L",), "D": ("D",), "T": ("T",)}
 
 
@@ -1998,6 +2057,16 @@ class _Walker:
                 obj = pop()
                 tp = type(obj)
                 if tp in atoms:
+                    if portable and tp is float and obj != obj:
+                        if obj is math.nan or obj is np.nan:
+                            # the module's own (`{np.nan: 0}[np.nan]`): a link to it
+                            self.links += 1
+                            append(("ref", "math.nan" if obj is math.nan else "numpy.nan"))
+                            continue
+                        self._identity(obj, "nan")  # (see `_nan_in`)
+                        out = self.out
+                        append = out.append
+                        continue
                     if idmap is not None and tp is int and obj in idmap:
                         append(("idref", idmap[obj]))
                     elif (tp is str or tp is bytes) and len(obj) > _BIG_ATOM:
@@ -2023,7 +2092,8 @@ class _Walker:
                         self.code = True  # (modules, functions: not plain data)
                         continue
                     if tp is tuple:
-                        if set(map(type, obj)) <= fast:
+                        types_ = set(map(type, obj))
+                        if types_ <= fast and not (portable and _nan_in(obj, types_)):
                             append(("Ta", self._atoms(obj)))
                             continue
                         tag = "T"
@@ -2052,16 +2122,25 @@ class _Walker:
                         append(_TAG_TUPLES[tag] if portable else (tag, i))
                     n = len(obj)
                     if tp is dict:
-                        if set(map(type, obj)) <= fast and set(map(type, obj.values())) <= fast:
+                        if ((ktypes := set(map(type, obj))) <= fast
+                                and (vtypes := set(map(type, obj.values()))) <= fast
+                                and not (portable and (_nan_in(obj, ktypes)
+                                                       or _nan_in(obj.values(), vtypes)))):
                             append(
                                 ("da", self._atoms(tuple(obj)), self._atoms(tuple(obj.values())))
                             )
                             continue
                         append(n)
+                        if portable and idmap is None:
+                            stale = stale_keys(obj, list(obj))
+                            if stale:  # (see `stale_keys`)
+                                append(("stale", stale))
                         nodes += 2 * n
                         extend(reversed(list(_chain(obj.items()))))
-                    elif tp is tuple or not set(map(type, obj)) <= fast:
-                        if tp is list and self.records and _atomic_elements(obj):
+                    elif (tp is tuple or not (types_ := set(map(type, obj))) <= fast
+                          or portable and _nan_in(obj, types_)):
+                        if (tp is list and self.records and _atomic_elements(obj)
+                                and not (portable and _nan_in(obj, types_))):
                             # records as tuples (`history.append(("pay", who, 5.0))`): one C
                             # hash of the run, not a stack round per tuple
                             nodes += n
@@ -2106,6 +2185,17 @@ class _Walker:
         finally:
             self.noid = base_noid
             self.nodes = nodes
+
+    def _stale_subclass(self, obj: Any) -> bool:
+        """Emit the stale keys of a dict or set subclass (defaultdict, Counter, the notebook's:
+        see `stale_keys`); False, so the caller walks it as it would have."""
+        if self.idmap is None and isinstance(obj, (dict, set, frozenset)):
+            keys = list(dict.__iter__(obj) if isinstance(obj, dict) else
+                        set.__iter__(obj) if isinstance(obj, set) else frozenset.__iter__(obj))
+            stale = stale_keys(obj, keys)
+            if stale:
+                self.out.append(("stale", stale))
+        return False
 
     def _enum_member(self, member: enum.Enum, extend: Any) -> None:
         """A member of a session enum with attributes of its own (``Planet.EARTH.mass`` its
@@ -2155,7 +2245,8 @@ class _Walker:
                 # into `arr`): one co-variable, so one pickle rebuilds it over that array
                 self._link_ids((obj.base,))
         elif kind in (K_SET, K_FROZENSET):
-            if kind == K_FROZENSET and self.idmap is None and _atomic_elements(obj):
+            if (kind == K_FROZENSET and self.idmap is None and _atomic_elements(obj)
+                    and not (self.portable and _nan_in(obj, set(map(type, obj))))):
                 out.append(("FSa", self._atom_set(obj)))
                 return
             if not self._identity(obj, "SET" if kind == K_SET else "FS"):
@@ -2187,7 +2278,8 @@ class _Walker:
                 out.append(("ref", _ref_name(obj)))
         elif self.library and id(obj) in self.library:
             out.append(("ref", "library:" + self.library[id(obj)]))
-        elif self.portable and kind in (K_INSTANCE, K_REDUCE) and _digest_opaque(tp):
+        elif self.portable and kind in (K_INSTANCE, K_REDUCE) and (
+                self._stale_subclass(obj) or _digest_opaque(tp)):
             if self._identity(obj, "O"):
                 self._mark_opaque(obj)
         elif kind == K_INSTANCE:
@@ -2361,7 +2453,7 @@ class _Walker:
         idmap = self.idmap
         if idmap is not None:  # (a set of ids: of the places of their objects)
             elems = [("idref", idmap[e]) if type(e) is int and e in idmap else e for e in elems]
-        if _atomic_elements(elems):
+        if _atomic_elements(elems) and not (self.portable and _nan_in(elems, set(map(type, elems)))):
             self.out.append(("a", self._atom_set(elems)))
             return
         # canonical order: by a standalone digest of each element, then walk them in that order
@@ -2380,6 +2472,10 @@ class _Walker:
             keyed = self._set_keys(elems, ctx, shallow=True)
         keyed.sort()
         self.out.append(len(elems))
+        if self.portable and idmap is None:
+            stale = stale_keys(s, elems)
+            if stale:  # (what a rebuild would not give back: a pickle cannot ship it as is)
+                self.out.append(("stale", stale))
         extend(reversed([elems[i] for _, i in keyed]))
 
     def _set_keys(self, elems: list[Any], ctx: _SetOrder,

@@ -41,6 +41,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -463,8 +464,9 @@ def check_loaded_digest(u: Unit) -> None:
     not recorded, so the restore does not take that copy for the value (it recomputes it, or
     reports it).
     """
-    if u.parts is None or u.error is not None or u.loads_into_live or u.nbytes > LOADED_DIGEST_MAX_BYTES:
-        return
+    if (u.parts is None or u.error is not None or u.loads_into_live or u.lossy is not None
+            or u.nbytes > LOADED_DIGEST_MAX_BYTES):
+        return  # (lossy: its pickle is known not to rebuild it; what it loads is not it)
     from kernel_agent.buffers import BlobBuffer
     from kernel_agent.changes import digest_report
     from kernel_agent.serialize import loads
@@ -517,6 +519,56 @@ def apply_cached(u: Unit, entry: CachedUnit) -> None:
 #: of its runtime: more than shipping anything, so that it is re-run only where shipping is
 #: not possible (no pickle, or a deadline); taken out of the plan's estimates again
 VARIES_PENALTY_S = 10_000.0
+
+
+#: why re-running a cell that reads a set of objects hashed by address may make other values
+ADDRESS_ORDER = ("it reads {name}, a set of objects hashed by their address: it iterates in "
+                 "another order in another process")
+
+
+def _address_ordered(value: Any) -> bool:
+    """A set or frozenset (or one held directly by a dict, a list or an instance's dict) whose
+    iteration order follows the addresses of its elements: two or more, one at least hashed by
+    ``object.__hash__`` (first 1000 looked at)."""
+    def ordered_by_address(s: Any) -> bool:
+        return (isinstance(s, (set, frozenset)) and len(s) > 1 and any(
+            type(e).__hash__ is object.__hash__ for e in itertools.islice(s, 1000)))
+
+    if ordered_by_address(value):
+        return True
+    held = getattr(value, "__dict__", None) if not isinstance(value, (dict, list, tuple)) else value
+    if isinstance(held, dict):
+        held = held.values()
+    if not isinstance(held, (list, tuple, type({}.values()))):
+        return False
+    return any(ordered_by_address(v) for v in itertools.islice(held, 100))
+
+
+def note_address_order(graph: Any, ns: dict | None) -> None:
+    """Mark the cells that read a set ordered by address (`_address_ordered`) as cells whose
+    results vary when re-run (`CellExecution.varies`), so what they made is shipped.
+
+    ``order = [o.n for o in s]`` over a set of notebook objects (hashed by address) lists them
+    in their addresses' order: the optimal plan re-ran that cheap cell against the loaded ``s``,
+    whose objects sit elsewhere, and ``order`` came back in another order (not verified) while
+    its copy would have been right. Checkpoint time only: the names cells read, as they are now.
+    """
+    if not ns:
+        return
+    verdict: dict[str, bool] = {}
+    for c in graph.cells:
+        for name in c.reads:
+            hit = verdict.get(name)
+            if hit is None:
+                try:
+                    hit = verdict[name] = name in ns and _address_ordered(ns[name])
+                except Exception:  # noqa: BLE001 - a hostile __getattr__ or __len__: not it
+                    hit = verdict[name] = False
+            if hit:
+                reason = ADDRESS_ORDER.format(name=name)
+                if reason not in c.varies:
+                    c.varies.append(reason)
+                break
 
 
 def _cell_costs(graph: Any) -> dict[int, CellCost]:
@@ -783,6 +835,7 @@ def make_plan(
         speed = FALLBACK_SPEED
     if deadline_s is not None and started is not None:
         deadline_s -= time.perf_counter() - started
+    note_address_order(graph, ns)
     problem = PlanProblem(
         cells=_cell_costs(graph),
         covars=[_covar_cost(u, graph, strategy) for u in units if not u.modules],

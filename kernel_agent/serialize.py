@@ -107,6 +107,7 @@ import subprocess
 import sys
 import threading
 import types
+import typing
 import weakref
 import zlib
 from collections.abc import Mapping
@@ -124,6 +125,7 @@ from kernel_agent.changes import (
     _dense_cpu,
     _dict_descriptor,
     _final_base,
+    _solid_base,
     derives_from,
     enum_member_state,
     exec_globals,
@@ -136,6 +138,7 @@ from kernel_agent.changes import (
     module_namespace,
     module_state,
     registered_module,
+    stale_keys,
     stale_local_modules,
     storage_bytes,
 )
@@ -447,6 +450,9 @@ class _Pickler(cloudpickle.CloudPickler):
         # so callers must not
         self.loads_into_live = False
         self.lossy: str | None = None  # state the stream drops (a non-empty lru_cache)
+        # an object whose class hashes in Python (its hash may read state that changed since
+        # it went into a set or dict: `_stale_containers`) was pickled
+        self.python_hashed = False
         # id of an array under object-array views copied -> (its span, the views' spans)
         self.object_view_spans: dict[int, tuple[tuple[int, int], list[tuple[int, int]]]] = {}
         # id -> name in `sys` of the kernel's standard streams (ipykernel's OutStreams)
@@ -533,6 +539,8 @@ class _Pickler(cloudpickle.CloudPickler):
         return (make, (*head, closure), (state, slotstate), *rest)
 
     def reducer_override(self, obj: Any) -> Any:
+        if not self.python_hashed and type(getattr(type(obj), "__hash__", None)) is types.FunctionType:
+            self.python_hashed = True
         np = self._np
         ct = sys.modules.get("ctypes")
         if ct is not None:
@@ -674,6 +682,14 @@ class _Pickler(cloudpickle.CloudPickler):
             if rv is not None:
                 self.loads_into_live = True  # (a copy loaded here would run its callback)
                 return rv
+        if type(obj) is typing.TypeVar:
+            rv = cloudpickle.cloudpickle._typevar_reduce(obj)
+            if rv[0] is cloudpickle.cloudpickle._make_typevar:
+                # made by value in cloudpickle's function, it took cloudpickle's module for its
+                # own (``T.__module__``: the notebook's TypeVar and its generic classes did
+                # not verify): its module is set back
+                return (*rv, getattr(obj, "__module__", None), None, None, _set_typevar_module)
+            return rv
         if type(obj) is struct.Struct:
             # its format is all it holds; C, it does not pickle, and it (and whatever held
             # it) was lost when its cell could not be re-run
@@ -713,6 +729,10 @@ class _Pickler(cloudpickle.CloudPickler):
                 return rv
         if self._arrow_ea is not None and isinstance(obj, self._arrow_ea):
             rv = _reduce_arrow_extension_array(obj)
+            if rv is not None:
+                return rv
+        if isinstance(obj, _BUILTIN_CONTAINERS) and tp not in self.dispatch_table:
+            rv = _reduce_container_subclass(obj, tp)
             if rv is not None:
                 return rv
         rv = None if tp in self.dispatch_table else _reduce_keeping_dict(obj, tp)
@@ -953,7 +973,14 @@ class _Pickler(cloudpickle.CloudPickler):
             return None
         rv = list(cp._dynamic_class_reduce(cls))
         args = list(rv[1])
-        args[3] = {**args[3], "__slots__": type.__dict__["__dict__"].__get__(cls)["__slots__"]}
+        own = type.__dict__["__dict__"].__get__(cls)
+        if typing.NamedTuple in own.get("__orig_bases__", ()):
+            # a typing.NamedTuple: made from ``(NamedTuple,)`` its metaclass makes a new
+            # namedtuple of the annotations, and refuses the ``__slots__`` it makes itself
+            # ("Cannot overwrite NamedTuple attribute __slots__": the class and its instances
+            # were lost). It is a tuple subclass like any namedtuple: made from its real bases
+            args[2] = type.__dict__["__bases__"].__get__(cls)
+        args[3] = {**args[3], "__slots__": own["__slots__"]}
         rv[1] = tuple(args)
         return tuple(rv)
 
@@ -1329,9 +1356,86 @@ def _keep_inherited_entries(cls: type, rv: Any) -> Any:
             continue
         if any(type.__dict__["__dict__"].__get__(b).get(name, _MISSING) is value for b in bases):
             added[name] = value
-    if not added:
+    qualname = type.__dict__["__qualname__"].__get__(cls)
+    if qualname != type.__dict__["__name__"].__get__(cls) and "__qualname__" not in clsdict:
+        # a nested class (``Outer.Inner``) is made by its name alone and came back as
+        # ``Inner``: it and its instances did not verify. Its class state sets it back
+        added["__qualname__"] = qualname
+    if make is _MAKE_SKELETON_CLASS and _quiet_creation(cls):
+        make = _make_quiet_skeleton_class
+        rv = (make, args, (clsdict, slotstate), *rest)
+        if not added and "__parameters__" not in clsdict:
+            return rv
+    params = clsdict.get("__parameters__", _MISSING)
+    if params is not _MISSING and any(getattr(b, "__parameters__", None) is params
+                                      for b in own.get("__orig_bases__", ())):
+        # ``class Box(Generic[T])``: Generic.__init_subclass__ gives the class the very tuple
+        # of its ``Generic[T]`` base, which it does again when the class is made from its
+        # ``__orig_bases__``; set from the class dict, it was a copy (the class did not verify)
+        clsdict = {k: v for k, v in clsdict.items() if k != "__parameters__"}
+    elif not added:
         return rv
     return (make, args, ({**clsdict, **added}, slotstate), *rest)
+
+
+def _notebook_defined(cls: Any) -> bool:
+    return type.__dict__["__dict__"].__get__(cls).get("__module__") == "__main__"
+
+
+def _notebook_metaclass(meta: type) -> bool:
+    """A metaclass the notebook defined on `type` alone (no library metaclass in between,
+    whose ``__new__`` may build what the class needs: ABCMeta's registry)."""
+    return meta is not type and all(m in (type, object) or _notebook_defined(m)
+                                    for m in meta.__mro__)
+
+
+def _quiet_creation(cls: type) -> bool:
+    """Whether making `cls` again runs notebook code: its notebook metaclass's ``__new__`` or
+    ``__init__``, or an ``__init_subclass__`` of a notebook base (`_make_quiet_skeleton_class`)."""
+    try:
+        return _notebook_metaclass(type(cls)) or any(
+            _notebook_defined(b) and "__init_subclass__" in type.__dict__["__dict__"].__get__(b)
+            for b in cls.__mro__[1:])
+    except Exception:  # noqa: BLE001 - a class we cannot read: cloudpickle's way
+        return False
+
+
+def _no_init_subclass(cls: type, **kwargs: Any) -> None:
+    pass
+
+
+def _make_quiet_skeleton_class(type_constructor: type, name: str, bases: tuple,
+                               type_kwargs: dict, class_tracker_id: Any, extra: Any) -> type:
+    """cloudpickle's skeleton class, made without running the notebook's class-creation code.
+
+    A registry filled by ``__init_subclass__`` or by a metaclass's ``__new__`` (``REG.append(
+    cls)``) is in the checkpoint already, with the classes in it; made again while loading,
+    that code ran against a namespace without the names it uses (``NameError: Plugin`` or
+    ``REG``: the classes, the registry and every instance were lost), or would have
+    registered the class twice. A notebook metaclass makes it with ``type.__new__`` (the
+    attributes its ``__new__`` set are in the class state), and notebook bases'
+    ``__init_subclass__`` are set aside while it is made.
+    """
+    type_kwargs = {sys.intern(k): v for k, v in type_kwargs.items()}
+    resolved = types.resolve_bases(bases)
+    quiet = {b: type.__dict__["__dict__"].__get__(b)["__init_subclass__"]
+             for base in resolved for b in base.__mro__
+             if _notebook_defined(b) and "__init_subclass__" in type.__dict__["__dict__"].__get__(b)}
+    for b in quiet:
+        type.__setattr__(b, "__init_subclass__", classmethod(_no_init_subclass))
+    try:
+        if _notebook_metaclass(type_constructor):
+            ns = dict(type_kwargs)
+            if resolved is not bases:
+                ns["__orig_bases__"] = bases
+            skeleton = type.__new__(type_constructor, name, resolved, ns)
+        else:
+            skeleton = types.new_class(name, bases, {"metaclass": type_constructor},
+                                       lambda ns: ns.update(type_kwargs))
+    finally:
+        for b, f in quiet.items():
+            type.__setattr__(b, "__init_subclass__", f)
+    return cloudpickle.cloudpickle._lookup_class_or_track(class_tracker_id, skeleton)
 
 
 def _with_enum_aliases(cls: Any, rv: Any) -> Any:
@@ -1657,6 +1761,76 @@ def _reduce_keeping_dict(obj: Any, tp: type) -> tuple | None:
 
 
 _OBJECT_GETSTATE = getattr(object, "__getstate__", None)
+
+_BUILTIN_CONTAINERS = (dict, list, set, frozenset)
+
+
+def _reduce_container_subclass(obj: Any, tp: type) -> tuple | None:
+    """A notebook subclass of dict, list, set or frozenset whose items pickle's way would put
+    back through its own code, or None (pickle's way, which gives it back as it is).
+
+    Pickle fills a dict subclass through its ``__setitem__`` and a list subclass through its
+    ``extend``, before the instance's attributes are set, and rebuilds a set or frozenset
+    subclass by calling the class with the items: ``__setitem__`` doubling values stored them
+    doubled again, one counting writes in ``self.writes`` failed (no attribute yet, so the
+    value was lost), and ``class Named(set): def __init__(self, name)`` came back empty (a
+    verification failure each time). The items go in as the base type stores them, then the
+    attributes, as pickle sets them (`_set_instance_state`). Classes with a reduce, a
+    getstate or a setstate of their own are left to it.
+    """
+    base = next(b for b in _BUILTIN_CONTAINERS if isinstance(obj, b))
+    if (tp is base or tp.__reduce_ex__ is not object.__reduce_ex__
+            or tp.__reduce__ is not base.__reduce__
+            or getattr(tp, "__getstate__", None) is not _OBJECT_GETSTATE
+            or getattr(tp, "__setstate__", None) is not None or _solid_base(tp) is not base):
+        return None
+    if base is dict:
+        own_code = tp.__setitem__ is not dict.__setitem__
+    elif base is list:
+        own_code = tp.extend is not list.extend
+    else:
+        own_code = tp.__new__ is not base.__new__ or tp.__init__ is not base.__init__
+    if not own_code:
+        return None
+    try:
+        state = obj.__getstate__()
+    except Exception:  # noqa: BLE001 - left to pickle, which reports it
+        return None
+    if base is frozenset:
+        return (frozenset.__new__, (tp, list(frozenset.__iter__(obj))), state, None, None,
+                _set_instance_state)
+    if base is set:
+        return (set.__new__, (tp,), (list(set.__iter__(obj)), state), None, None,
+                _set_container_state)
+    try:  # (made as pickle makes it: ``tp.__new__``, with its __getnewargs__ if any)
+        make, args = object.__reduce_ex__(obj, 5)[:2]
+    except Exception:  # noqa: BLE001 - left to pickle, which reports it
+        return None
+    items = list(dict.items(obj)) if base is dict else list(list.__iter__(obj))
+    return (make, args, (items, state), None, None, _set_container_state)
+
+
+def _set_typevar_module(tv: Any, module: Any) -> None:
+    """A TypeVar loaded by value back in the module it was made in (`_Pickler.reducer_override`)."""
+    if type(module) is str:
+        try:
+            tv.__module__ = module
+        except (AttributeError, TypeError):  # (a C TypeVar of a later Python that refuses it)
+            pass
+
+
+def _set_container_state(obj: Any, state: tuple) -> None:
+    """The items of a container subclass as its base type stores them, then its attributes
+    (`_reduce_container_subclass`)."""
+    items, attrs = state
+    if isinstance(obj, dict):
+        dict.update(obj, items)
+    elif isinstance(obj, list):
+        list.extend(obj, items)
+    else:
+        set.update(obj, items)
+    if attrs is not None:
+        _set_instance_state(obj, attrs)
 
 
 def _reduce_ctypes(obj: Any, ct: Any, np: Any) -> tuple | None:
@@ -2623,6 +2797,27 @@ def _pickle(
     return stream, buffers, pickler, None
 
 
+def _stale_containers(pickler: _Pickler) -> str | None:
+    """Why the stream cannot bring back a set or dict it holds, else None.
+
+    Unpickled, a set or dict is rebuilt by hashing its keys anew, so one whose key's hash
+    changed since the key went in (``s = {k}; k.v = 2``: ``k in s`` is False) came back
+    rebuilt, ``k in s`` True, and verified. Checked when an object whose class hashes in
+    Python was pickled (`_Pickler.python_hashed`), over what the dump met (its memo)."""
+    for _, obj in pickler.memo.copy().values():
+        if isinstance(obj, (set, frozenset)):
+            keys = list(set.__iter__(obj) if isinstance(obj, set) else frozenset.__iter__(obj))
+        elif isinstance(obj, dict):
+            keys = list(dict.__iter__(obj))
+        else:
+            continue
+        stale = stale_keys(obj, keys)
+        if stale:
+            return (f"a {type(obj).__name__} holds {stale} key(s) whose hash or equality "
+                    "changed since they went in; rebuilt by a pickle, it would not be the same")
+    return None
+
+
 def _buffer_roots(pickler: _Pickler) -> list[tuple[int, int, Any]]:
     """The bytearrays and ``array.array``s the stream holds, as uint8 arrays over them (a
     tensor over one's memory, ``torch.from_numpy(np.frombuffer(buf)[1:])``, is rebuilt over
@@ -2771,6 +2966,8 @@ def _dumps(
         }
         loads_into_live = pickler.loads_into_live or homes or bool(module_homes)
         lossy = pickler.lossy
+        if lossy is None and pickler.python_hashed:
+            lossy = _stale_containers(pickler)
         for root, (span, spans) in pickler.object_view_spans.items():
             # object-array views copied that overlapped each other or their base, also in the
             # stream: a store through one no longer shows in the other once loaded (the
