@@ -52,7 +52,6 @@ import io
 import itertools
 import logging
 import marshal
-import math
 import mmap
 import os
 import random
@@ -1680,18 +1679,6 @@ def _atomic_elements(elems: Any) -> bool:
 _ATOMS_AND_TUPLE = MARSHAL_ATOMS | {tuple}
 
 
-def _nan_in(seq: Any, types_: set[type]) -> bool:
-    """A NaN float among `seq`'s elements (of types `types_`). A NaN equals nothing, itself
-    included: a set, a dict or ``in`` finds it by identity only, so which NaN object a place
-    holds is part of the value (``x = float('nan'); d = {x: 1}``: ``d[x]``), which the portable
-    digest walks with its identity. Checkpoint time only."""
-    if float not in types_:
-        return False
-    if len(types_) == 1:
-        return any(map(math.isnan, seq))
-    return any(type(x) is float and x != x for x in seq)
-
-
 def stale_keys(container: Any, keys: list[Any]) -> int:
     """How many of `keys` (those of the set or dict `container`) a rebuild would not give back.
 
@@ -2057,16 +2044,6 @@ class _Walker:
                 obj = pop()
                 tp = type(obj)
                 if tp in atoms:
-                    if portable and tp is float and obj != obj:
-                        if obj is math.nan or obj is np.nan:
-                            # the module's own (`{np.nan: 0}[np.nan]`): a link to it
-                            self.links += 1
-                            append(("ref", "math.nan" if obj is math.nan else "numpy.nan"))
-                            continue
-                        self._identity(obj, "nan")  # (see `_nan_in`)
-                        out = self.out
-                        append = out.append
-                        continue
                     if idmap is not None and tp is int and obj in idmap:
                         append(("idref", idmap[obj]))
                     elif (tp is str or tp is bytes) and len(obj) > _BIG_ATOM:
@@ -2092,8 +2069,7 @@ class _Walker:
                         self.code = True  # (modules, functions: not plain data)
                         continue
                     if tp is tuple:
-                        types_ = set(map(type, obj))
-                        if types_ <= fast and not (portable and _nan_in(obj, types_)):
+                        if set(map(type, obj)) <= fast:
                             append(("Ta", self._atoms(obj)))
                             continue
                         tag = "T"
@@ -2122,10 +2098,7 @@ class _Walker:
                         append(_TAG_TUPLES[tag] if portable else (tag, i))
                     n = len(obj)
                     if tp is dict:
-                        if ((ktypes := set(map(type, obj))) <= fast
-                                and (vtypes := set(map(type, obj.values()))) <= fast
-                                and not (portable and (_nan_in(obj, ktypes)
-                                                       or _nan_in(obj.values(), vtypes)))):
+                        if set(map(type, obj)) <= fast and set(map(type, obj.values())) <= fast:
                             append(
                                 ("da", self._atoms(tuple(obj)), self._atoms(tuple(obj.values())))
                             )
@@ -2137,10 +2110,8 @@ class _Walker:
                                 append(("stale", stale))
                         nodes += 2 * n
                         extend(reversed(list(_chain(obj.items()))))
-                    elif (tp is tuple or not (types_ := set(map(type, obj))) <= fast
-                          or portable and _nan_in(obj, types_)):
-                        if (tp is list and self.records and _atomic_elements(obj)
-                                and not (portable and _nan_in(obj, types_))):
+                    elif tp is tuple or not set(map(type, obj)) <= fast:
+                        if tp is list and self.records and _atomic_elements(obj):
                             # records as tuples (`history.append(("pay", who, 5.0))`): one C
                             # hash of the run, not a stack round per tuple
                             nodes += n
@@ -2245,8 +2216,7 @@ class _Walker:
                 # into `arr`): one co-variable, so one pickle rebuilds it over that array
                 self._link_ids((obj.base,))
         elif kind in (K_SET, K_FROZENSET):
-            if (kind == K_FROZENSET and self.idmap is None and _atomic_elements(obj)
-                    and not (self.portable and _nan_in(obj, set(map(type, obj))))):
+            if kind == K_FROZENSET and self.idmap is None and _atomic_elements(obj):
                 out.append(("FSa", self._atom_set(obj)))
                 return
             if not self._identity(obj, "SET" if kind == K_SET else "FS"):
@@ -2453,7 +2423,7 @@ class _Walker:
         idmap = self.idmap
         if idmap is not None:  # (a set of ids: of the places of their objects)
             elems = [("idref", idmap[e]) if type(e) is int and e in idmap else e for e in elems]
-        if _atomic_elements(elems) and not (self.portable and _nan_in(elems, set(map(type, elems)))):
+        if _atomic_elements(elems):
             self.out.append(("a", self._atom_set(elems)))
             return
         # canonical order: by a standalone digest of each element, then walk them in that order
@@ -2824,6 +2794,13 @@ class _Walker:
             ("class", type.__dict__["__qualname__"].__get__(cls), _type_name(type(cls)))
         )
         children: list[Any] = [_Synth(type.__dict__["__bases__"].__get__(cls))]
+        meta = type(cls)
+        if meta is not type and _is_session_class(meta, self.ns):
+            # a class and its notebook metaclass are one co-variable, as an instance and its
+            # class are: apart, the restore re-ran ``class Meta(type)`` and loaded ``Sub`` with
+            # the metaclass its pickle held, and ``type(Sub) is Meta`` became False, verified
+            children.append(_Tok(("meta",)))
+            children.append(meta)
         # sorted: a class rebuilt by cloudpickle or by re-running its cell may fill its dict in
         # another order, and the order of a class dict carries no meaning
         for k, v in sorted(d.items(), key=lambda kv: str(kv[0])):
