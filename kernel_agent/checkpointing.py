@@ -564,6 +564,10 @@ def _covar_cost(u: Unit, graph: Any, strategy: str) -> CovarCost:
     )
 
 
+#: why a namespace key that is not a string is in no checkpoint (`Monitor.keys_not_names`)
+KEY_NOTE = ("not checkpointed: a namespace key that is not a string (`globals()[1] = ...`) is "
+            "no variable and is not kept; bind the value to a name")
+
 #: why a `_`-prefixed name is in no checkpoint (`Monitor.private_names`)
 PRIVATE_NOTE = ("not checkpointed: names starting with '_' are taken for IPython's and the "
                 "kernel's own and are not kept; bind the value to a name without it")
@@ -1051,6 +1055,10 @@ def checkpoint(
         if private:
             # not kept (see Monitor.private_names): said here and again by the restore
             stats["private_names"] = private
+        odd_keys = mon.keys_not_names(ns) if hasattr(mon, "keys_not_names") else []
+        if odd_keys:
+            # (see Monitor.keys_not_names): said here and again by the restore
+            stats["keys_not_names"] = odd_keys
         manifest = build_manifest(
             cid=cid,
             graph_dict=graph.to_dict(),
@@ -1175,5 +1183,6 @@ def _summary(store: Store, manifest: Manifest, the_plan: Any) -> dict:
             "notes": list(the_plan.notes),
         },
         "stats": manifest.stats,
-        "not_checkpointed": {n: PRIVATE_NOTE for n in manifest.stats.get("private_names", [])},
+        "not_checkpointed": {**{n: PRIVATE_NOTE for n in manifest.stats.get("private_names", [])},
+                             **{k: KEY_NOTE for k in manifest.stats.get("keys_not_names", [])}},
     }

@@ -1,0 +1,28 @@
+"""Notebook states whose shape is extreme: very deep, very wide, many names, odd names.
+
+Each migrates from kernel A to fresh kernels (the optimal plan and a replay plan); the restore
+must verify every variable, or name what it does not keep with a reason - never a crash of the
+checkpoint, a kernel left broken, nor a value silently left out or different.
+"""
+
+from __future__ import annotations
+
+from tests.engine.adversarial import assert_verified, migrate_both
+
+
+def test_a_namespace_key_that_is_not_a_string_is_named_not_silently_dropped(make_kernel, tmp_path):
+    """`globals()[1] = 'x'` puts a key no code can name in the user namespace: every name list
+    of the agent takes only strings, so the checkpoint left it out and the restore said
+    "verified" with nothing lost while `globals()[1]` was gone. Both now name it."""
+    _, out = migrate_both(make_kernel, tmp_path, [
+        "globals()[1] = 'x'\nglobals()[('t', 2)] = [1]",
+        "globals()['my var'] = 1\nglobals()['a\\x00b'] = 2\nok = 5",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        # (besides `_c`, the driver's: the replay plan's checkpoint runs after it is bound)
+        assert {"1", "('t', 2)"} <= set(r.checkpoint["not_checkpointed"]), r.plan
+        assert {"1", "('t', 2)"} <= set(r.restore["not_checkpointed"]), r.plan
+        assert any("1" in w and "not a string" in w for w in r.restore["warnings"]), r.plan
+        # the odd string names are variables like any other: kept and verified
+        assert r.kernel.value("[globals()['my var'], globals()['a\\x00b'], ok]") == [1, 2, 5], r.plan
