@@ -321,9 +321,13 @@ def iter_collect_units(
     name_set = set(names)
     seen: set[str] = set()
     units: list[Unit] = []
+    # once, not per name: computed by each `requirements` call it made a namespace of 10k
+    # names take seconds to checkpoint (quadratic); afresh after a yield (cells may have run)
+    active_ids = set(graph.active.values())
     for i, n in enumerate(names):
         if chunk and i and i % chunk == 0:
             yield
+            active_ids = set(graph.active.values())
         if n in seen:
             continue
         try:
@@ -345,7 +349,7 @@ def iter_collect_units(
             snap = graph.snapshot(sid)
             position = max(position, max(snap.producers, default=-1))
             if requires is not None:
-                requires |= set(graph.requirements(sid))
+                requires |= set(graph.requirements(sid, active_ids))
         u = Unit(group, sorted(requires) if requires is not None else None, position)
         u.unrecorded = unrecorded
         u.modules = library_modules(ns, group)

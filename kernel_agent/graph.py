@@ -347,14 +347,18 @@ class HistoryGraph:
         """The snapshots holding the current values, each once, in id order."""
         return [self.snapshots[i] for i in sorted(set(self.active.values()))]
 
-    def requirements(self, snapshot_id: int) -> set[int]:
+    def requirements(self, snapshot_id: int, active_ids: set[int] | None = None) -> set[int]:
         """Cells to re-run (in index order) to recreate `snapshot_id`: ElasticNotebook's req().
 
         The producers of the snapshot, plus recursively the producers of every snapshot those
         cells read that is *not* active: active snapshots are available at restore time (shipped,
         or recomputed in their own right), older versions are not.
+
+        `active_ids` is ``set(self.active.values())`` when the caller, asking for many snapshots
+        of an unchanged graph, has it already (it takes time in the number of names).
         """
-        active_ids = set(self.active.values())
+        if active_ids is None:
+            active_ids = set(self.active.values())
         cells: set[int] = set()
         seen = {snapshot_id}
         stack = [snapshot_id]
