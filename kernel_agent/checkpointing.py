@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -87,6 +88,16 @@ class AgentNotLoaded(RuntimeError):
     """Checkpointing needs the monitor's history: `%load_ext kernel_agent` first."""
 
 
+def unit_key(names: list[str]) -> str:
+    """A co-variable's key in the plan and the manifest: the hash of its names. Names are any
+    strings (``globals()['a,b'] = 1``, ``globals()['\\udcff'] = 1``): a name holding a comma
+    is hashed with the names quoted, so that ``['a,b']`` is not the key of ``['a', 'b']``,
+    and lone surrogates are hashed as they are, where encoding them failed the checkpoint."""
+    # (the joined names of plain identifiers as before; quoted, they hold '"', joined never)
+    text = json.dumps(names) if any("," in n or '"' in n for n in names) else ",".join(names)
+    return "u" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
 @dataclass
 class Unit:
     """A co-variable at checkpoint time, with how it could be recreated."""
@@ -118,7 +129,7 @@ class Unit:
 
     def __post_init__(self) -> None:
         if not self.key:
-            self.key = "u" + hashlib.sha1(",".join(self.names).encode()).hexdigest()[:12]
+            self.key = unit_key(self.names)
 
     @property
     def serializable(self) -> bool:

@@ -46,3 +46,31 @@ def test_thousands_of_names_half_deleted_restore_verified(make_kernel, tmp_path)
         assert_verified(r)
         assert len([n for n in r.restore["variables"] if n.startswith("v")]) == 2000, r.plan
         assert r.kernel.value(expr) == want, r.plan
+
+
+def test_a_name_with_a_lone_surrogate_does_not_fail_the_checkpoint(make_kernel, tmp_path):
+    """`globals()['\\udcff'] = 1` (a name decoded from bytes with `surrogateescape`): the
+    co-variable's key hashed its names encoded as UTF-8, which refuses lone surrogates, and
+    the whole checkpoint failed with UnicodeEncodeError, every other variable with it."""
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "globals()['\\udcff'] = [1]\nsur = '\\udcff\\x00 text'",
+        "ok = 5",
+    ])
+    expr = "[globals()['\\udcff'], sur, ok]"
+    want = a.value(expr)
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value(expr) == want, r.plan
+
+
+def test_a_name_holding_a_comma_is_not_taken_for_two_names(make_kernel, tmp_path):
+    """A co-variable's key was its names joined with commas: `globals()['a,b']` had the key of
+    the co-variable `a, b` (`b` holds `a`), and the planner refused the checkpoint ("duplicate
+    co-variable key"). Both now come back, each with its value."""
+    a, out = migrate_both(make_kernel, tmp_path, [
+        "a = [1]\nb = [a]",
+        "globals()['a,b'] = 'other'",
+    ])
+    for r in out.values():
+        assert_verified(r)
+        assert r.kernel.value("[a, b, b[0] is a, globals()['a,b']]") == [[1], [[1]], True, "other"], r.plan
