@@ -8,6 +8,8 @@ checkpoint, a kernel left broken, nor a value silently left out or different.
 from __future__ import annotations
 
 from tests.engine.adversarial import assert_verified, migrate_both
+from tests.engine.migrate import assert_verified as assert_restore_verified
+from tests.engine.migrate import run_and_migrate
 
 
 def test_a_namespace_key_that_is_not_a_string_is_named_not_silently_dropped(make_kernel, tmp_path):
@@ -105,3 +107,18 @@ def test_a_cell_touching_one_of_thousands_of_aliases_is_monitored_quickly(make_k
     for r in out.values():
         assert_verified(r)
         assert r.kernel.value("[r7999 is shared, r3 is r7, shared]") == [True, True, [1, 2, 3]], r.plan
+
+
+def test_a_linked_list_of_notebook_class_nodes_deeper_than_the_stack_is_shipped(make_kernel, tmp_path):
+    """30k instances of a class defined in the notebook, each holding the next: pickling
+    recurses several frames per node (the class itself pickled by value, the reducer called
+    per instance), ten times past the recursion limit. The cell writes a file, so it cannot be
+    re-run: the list must be shipped, and the kernel must survive it (a C stack overflow
+    would kill it). Pins the deep-stack pickling for instances, not only for containers."""
+    cells = ["class Node:\n    def __init__(self, nxt, i):\n        self.next = nxt\n        self.i = i",
+             "head = None\nfor i in range(30_000):\n    head = Node(head, i)\nopen('log.txt', 'w').write('x')"]
+    _, b, _, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells)
+    assert_restore_verified(r)
+    assert r["variables"]["head"]["action"] == "loaded"
+    b.ok("n = 0\nx = head\nwhile x is not None:\n    n += 1\n    x = x.next")
+    assert b.value("[n, head.i, type(head) is Node, head.next.next.i]") == [30_000, 29_999, True, 29_997]
