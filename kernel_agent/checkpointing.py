@@ -42,6 +42,7 @@ import ast
 import functools
 import hashlib
 import itertools
+import json
 import logging
 import os
 import re
@@ -90,6 +91,16 @@ class AgentNotLoaded(RuntimeError):
     """Checkpointing needs the monitor's history: `%load_ext kernel_agent` first."""
 
 
+def unit_key(names: list[str]) -> str:
+    """A co-variable's key in the plan and the manifest: the hash of its names. Names are any
+    strings (``globals()['a,b'] = 1``, ``globals()['\\udcff'] = 1``): a name holding a comma
+    is hashed with the names quoted, so that ``['a,b']`` is not the key of ``['a', 'b']``,
+    and lone surrogates are hashed as they are, where encoding them failed the checkpoint."""
+    # (the joined names of plain identifiers as before; quoted, they hold '"', joined never)
+    text = json.dumps(names) if any("," in n or '"' in n for n in names) else ",".join(names)
+    return "u" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
 @dataclass
 class Unit:
     """A co-variable at checkpoint time, with how it could be recreated."""
@@ -121,7 +132,7 @@ class Unit:
 
     def __post_init__(self) -> None:
         if not self.key:
-            self.key = "u" + hashlib.sha1(",".join(self.names).encode()).hexdigest()[:12]
+            self.key = unit_key(self.names)
 
     @property
     def serializable(self) -> bool:
@@ -324,9 +335,13 @@ def iter_collect_units(
     name_set = set(names)
     seen: set[str] = set()
     units: list[Unit] = []
+    # once, not per name: computed by each `requirements` call it made a namespace of 10k
+    # names take seconds to checkpoint (quadratic); afresh after a yield (cells may have run)
+    active_ids = set(graph.active.values())
     for i, n in enumerate(names):
         if chunk and i and i % chunk == 0:
             yield
+            active_ids = set(graph.active.values())
         if n in seen:
             continue
         try:
@@ -348,7 +363,7 @@ def iter_collect_units(
             snap = graph.snapshot(sid)
             position = max(position, max(snap.producers, default=-1))
             if requires is not None:
-                requires |= set(graph.requirements(sid))
+                requires |= set(graph.requirements(sid, active_ids))
         u = Unit(group, sorted(requires) if requires is not None else None, position)
         u.unrecorded = unrecorded
         u.modules = library_modules(ns, group)
@@ -617,6 +632,10 @@ def _covar_cost(u: Unit, graph: Any, strategy: str) -> CovarCost:
         requires=requires,
     )
 
+
+#: why a namespace key that is not a string is in no checkpoint (`Monitor.keys_not_names`)
+KEY_NOTE = ("not checkpointed: a namespace key that is not a string (`globals()[1] = ...`) is "
+            "no variable and is not kept; bind the value to a name")
 
 #: why a `_`-prefixed name is in no checkpoint (`Monitor.private_names`)
 PRIVATE_NOTE = ("not checkpointed: names starting with '_' are taken for IPython's and the "
@@ -1147,6 +1166,10 @@ def checkpoint(
         if private:
             # not kept (see Monitor.private_names): said here and again by the restore
             stats["private_names"] = private
+        odd_keys = mon.keys_not_names(ns) if hasattr(mon, "keys_not_names") else []
+        if odd_keys:
+            # (see Monitor.keys_not_names): said here and again by the restore
+            stats["keys_not_names"] = odd_keys
         manifest = build_manifest(
             cid=cid,
             graph_dict=graph.to_dict(),
@@ -1271,5 +1294,6 @@ def _summary(store: Store, manifest: Manifest, the_plan: Any) -> dict:
             "notes": list(the_plan.notes),
         },
         "stats": manifest.stats,
-        "not_checkpointed": {n: PRIVATE_NOTE for n in manifest.stats.get("private_names", [])},
+        "not_checkpointed": {**{n: PRIVATE_NOTE for n in manifest.stats.get("private_names", [])},
+                             **{k: KEY_NOTE for k in manifest.stats.get("keys_not_names", [])}},
     }

@@ -263,18 +263,24 @@ class HistoryGraph:
         cell.input_snapshots = sorted({self.active[n] for n in reads | mutated if n in self.active})
 
         candidates = changed | reads
-        for n in list(candidates | deleted):
-            sid = self.active.get(n)
-            if sid is not None:
-                candidates.update(self.snapshots[sid].names)
+        sids = {self.active.get(n) for n in candidates | deleted}  # (each snapshot once)
+        sids.discard(None)
+        for sid in sids:
+            candidates.update(self.snapshots[sid].names)
         groups: set[frozenset[str]] = set()
+        # names already in a group taken this call: `covariable_of` is a partition, so theirs
+        # is that group (computed per name, a cell touching one of 20k names bound to the same
+        # list intersected 20k names 20k times: a minute per cell)
+        grouped: set[str] = set()
         for n in candidates:
-            if n in live_set and n not in deleted:
+            if n in live_set and n not in deleted and n not in grouped:
                 g = covariable_of(n)
                 if type(g) is frozenset and len(g) == 1 and n in g:
                     groups.add(g)  # (most names: a co-variable of one)
                 else:
-                    groups.add((frozenset(g) & live_set) | {n})
+                    group = (frozenset(g) & live_set) | {n}
+                    groups.add(group)
+                    grouped |= group
 
         outputs: list[VariableSnapshot] = []
         writes = set(cell.writes)
@@ -347,14 +353,18 @@ class HistoryGraph:
         """The snapshots holding the current values, each once, in id order."""
         return [self.snapshots[i] for i in sorted(set(self.active.values()))]
 
-    def requirements(self, snapshot_id: int) -> set[int]:
+    def requirements(self, snapshot_id: int, active_ids: set[int] | None = None) -> set[int]:
         """Cells to re-run (in index order) to recreate `snapshot_id`: ElasticNotebook's req().
 
         The producers of the snapshot, plus recursively the producers of every snapshot those
         cells read that is *not* active: active snapshots are available at restore time (shipped,
         or recomputed in their own right), older versions are not.
+
+        `active_ids` is ``set(self.active.values())`` when the caller, asking for many snapshots
+        of an unchanged graph, has it already (it takes time in the number of names).
         """
-        active_ids = set(self.active.values())
+        if active_ids is None:
+            active_ids = set(self.active.values())
         cells: set[int] = set()
         seen = {snapshot_id}
         stack = [snapshot_id]

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 SCHEMA = "elastic-spawner/kernel-checkpoint"
 SCHEMA_VERSION = 2
@@ -74,7 +74,11 @@ class Manifest:
         return sorted({c.blob for c in self.covariables if c.blob})
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        # not `asdict(self)`: that deep-copies the graph and the plan, every list and dict of
+        # them (which `to_bytes` only reads), and took seconds for a namespace of 10k names
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        entry = [f.name for f in fields(CovariableEntry)]
+        d["covariables"] = [{k: getattr(c, k) for k in entry} for c in self.covariables]
         d["blobs"] = self.blobs  # read by Store.prune to know which blobs are referenced
         return d
 

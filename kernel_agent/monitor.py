@@ -231,6 +231,23 @@ class Monitor:
             and not (n[:2] == "__" and n[-2:] == "__")
             and not (n in hidden and hidden[n] is v) and type(v) is not ModuleType)
 
+    def keys_not_names(self, ns: Mapping[Any, Any] | None = None) -> list[str]:
+        """The namespace's keys that are not plain strings (``globals()[1] = 'x'``, a key of a
+        ``str`` subclass), as their repr: no variable (no code can name them), so neither
+        `user_names` nor any checkpoint keeps them. Listed so that the checkpoint and its restore
+        say so, not left out without a word."""
+        if ns is None:
+            ns = self.shell.user_ns
+        out = []
+        for k in list(ns):
+            if type(k) is not str:
+                try:
+                    r = repr(k)
+                except Exception:  # noqa: BLE001 - a key whose repr raises is still named
+                    r = f"<{type(k).__qualname__} object>"
+                out.append(r if len(r) <= 200 else r[:197] + "...")
+        return sorted(out)
+
     def tracker_names(self) -> set[str]:
         """Names the tracker has fingerprinted (the engine links the others before planning)."""
         return self.tracker.tracked()

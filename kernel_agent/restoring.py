@@ -31,7 +31,7 @@ from IPython.utils.capture import capture_output
 
 from kernel_agent import carried, effects, environment, rng
 from kernel_agent.changes import digest_report, id_tokens
-from kernel_agent.checkpointing import PRIVATE_NOTE, id_anchor_names, identity_note
+from kernel_agent.checkpointing import KEY_NOTE, PRIVATE_NOTE, id_anchor_names, identity_note
 from kernel_agent.manifest import CovariableEntry, Manifest, signing_key
 from kernel_agent.serialize import loads_deferred
 from kernel_agent.store import Store, StoreError, open_store
@@ -525,6 +525,10 @@ def _restore(
         for n in (manifest.stats or {}).get("private_names", [])}
     if not_checkpointed:
         warnings.append(f"{', '.join(not_checkpointed)}: {PRIVATE_NOTE}")
+    odd_keys = {k: KEY_NOTE for k in (manifest.stats or {}).get("keys_not_names", [])}
+    if odd_keys:
+        warnings.append(f"namespace keys {', '.join(odd_keys)}: {KEY_NOTE}")
+        not_checkpointed.update(odd_keys)
     verified = all(v.get("verified") for v in variables.values())
     return {
         "checkpoint_id": cid,
