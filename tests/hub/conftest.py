@@ -8,9 +8,12 @@ the generated jupyterhub_config.py, so a test states its policy in config, as a 
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,3 +67,14 @@ async def reconnect(hub: LocalHub, user: str, token: str) -> ServerClient:
     model = await hub.server_model(user)
     assert model and model["ready"], model
     return ServerClient(hub.url + model["url"], token)
+
+
+async def restore_outcome(server: ServerClient, timeout: float = 120) -> dict[str, Any]:
+    """The server's restore status once it has finished (bounded poll)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        restore = (await server.api("GET", "api/elastic/status"))[1]["restore"]
+        if restore["state"] in ("done", "failed"):
+            return restore
+        await asyncio.sleep(0.5)  # bounded poll of the server's status
+    raise AssertionError(f"restore not finished after {timeout:.0f}s: {restore}")

@@ -9,17 +9,14 @@ nothing), so the session was lost although its checkpoint was intact in the stor
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from elastic_spawner.kernelclient import ServerClient
 from elastic_spawner.localhub import LocalHub
-from tests.hub.conftest import reconnect, user_server
+from tests.hub.conftest import reconnect, restore_outcome, user_server
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
 
@@ -39,17 +36,6 @@ def break_store(root: Path) -> None:
 def mend_store(root: Path) -> None:
     root.unlink()
     os.rename(root.with_name(root.name + ".moved"), root)
-
-
-async def restore_outcome(server: ServerClient, timeout: float = 120) -> dict[str, Any]:
-    """The server's restore status once it has finished (bounded poll)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        restore = (await server.api("GET", "api/elastic/status"))[1]["restore"]
-        if restore["state"] in ("done", "failed"):
-            return restore
-        await asyncio.sleep(0.5)  # bounded poll of the server's status
-    raise AssertionError(f"restore not finished after {timeout:.0f}s: {restore}")
 
 
 async def checkpointed_then_failed_restore(hub: LocalHub, store: Path) -> tuple[ServerClient, str]:

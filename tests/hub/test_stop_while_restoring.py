@@ -8,15 +8,10 @@ meanwhile must not throw the session away: the server refuses a checkpoint while
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import Any
-
 import pytest
 
-from elastic_spawner.kernelclient import ServerClient
 from elastic_spawner.localhub import LocalHub
-from tests.hub.conftest import reconnect, user_server
+from tests.hub.conftest import reconnect, restore_outcome, user_server
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
 
@@ -31,17 +26,6 @@ time.sleep(12)
 slow = Unpicklable()
 answer = 42
 """
-
-
-async def restore_outcome(server: ServerClient, timeout: float = 120) -> dict[str, Any]:
-    """The server's restore status once it has finished (bounded poll)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        restore = (await server.api("GET", "api/elastic/status"))[1]["restore"]
-        if restore["state"] in ("done", "failed"):
-            return restore
-        await asyncio.sleep(0.5)  # bounded poll of the server's status
-    raise AssertionError(f"restore not finished after {timeout:.0f}s: {restore}")
 
 
 async def test_stop_during_a_restore_keeps_the_checkpoint_for_the_next_start(make_hub) -> None:

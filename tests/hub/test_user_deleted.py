@@ -8,31 +8,16 @@ the restore verified and loaded the old user's variables into the new user's ker
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from elastic_spawner.kernelclient import ServerClient
 from elastic_spawner.localhub import LocalHub
-from tests.hub.conftest import reconnect, user_server
+from tests.hub.conftest import reconnect, restore_outcome, user_server
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
 
 NB = "notes.ipynb"
-
-
-async def restore_outcome(server: ServerClient, timeout: float = 120) -> dict[str, Any]:
-    """The server's restore status once it has finished (bounded poll)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        restore = (await server.api("GET", "api/elastic/status"))[1]["restore"]
-        if restore["state"] in ("done", "failed"):
-            return restore
-        await asyncio.sleep(0.5)  # bounded poll of the server's status
-    raise AssertionError(f"restore not finished after {timeout:.0f}s: {restore}")
 
 
 async def test_a_recreated_user_cannot_restore_the_deleted_users_checkpoint(make_hub) -> None:
