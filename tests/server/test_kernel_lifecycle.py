@@ -14,17 +14,24 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 from tests.server.conftest import Server, wait_for
 
 # IPython startup code: kernel_agent.checkpoint sleeps `slow_checkpoint` seconds first, so a test
-# can act on the kernel while its checkpoint is in progress
+# can act on the kernel while its checkpoint is in progress, and first creates the file
+# `checkpoint_started` names: the sign that the call runs in this kernel process (the kernel's
+# "busy" state can still be the previous execution's, and a kill then lands before the request,
+# which the restarted kernel answers)
 SLOW_CHECKPOINT = r'''
 def _install_slow_checkpoint():
     import time, kernel_agent
     real, shell = kernel_agent.checkpoint, get_ipython()
 
     def checkpoint(url, **options):
+        started = shell.user_ns.get("checkpoint_started")
+        if started:
+            open(started, "w").close()
         time.sleep(float(shell.user_ns.get("slow_checkpoint", 0)))
         return real(url, **options)
 
@@ -36,19 +43,19 @@ del _install_slow_checkpoint
 
 
 def test_kernel_restarted_during_its_checkpoint_is_reported_without_waiting_for_the_timeout(
-    start_server, store_url: str
+    start_server, store_url: str, tmp_path: Path
 ) -> None:
+    marker = tmp_path / "checkpoint-started"
     s: Server = start_server(env={"ELASTIC_STORE_URL": store_url}, ipython_startup=SLOW_CHECKPOINT)
     kid = s.create_session("work.ipynb")["kernel"]["id"]
     with s.attach(kid) as k:
-        k.ok("slow_checkpoint = 60")
+        k.ok(f"slow_checkpoint = 60; checkpoint_started = {str(marker)!r}")
         pid = k.value("__import__('os').getpid()")
     started = time.monotonic()
     # the checkpoint request runs in the background of this test: the hub's stop waits on it
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(s.post, "api/elastic/checkpoint", json={"deadline": 200})
-        wait_for(lambda: s.get(f"api/kernels/{kid}").json()["execution_state"] == "busy",
-                 30, "the checkpoint call to run in the kernel")
+        wait_for(marker.exists, 30, "the checkpoint call to run in the kernel")
         os.kill(pid, signal.SIGKILL)  # e.g. the out-of-memory killer
         # the auto-restarter, or the user, replaces the dead process
         assert s.post(f"api/kernels/{kid}/restart").status_code == 200
@@ -64,17 +71,17 @@ def test_kernel_restarted_during_its_checkpoint_is_reported_without_waiting_for_
 
 
 def test_kernel_restarted_by_the_user_during_its_checkpoint_is_reported_interrupted(
-    start_server, store_url: str
+    start_server, store_url: str, tmp_path: Path
 ) -> None:
     """A user's "Restart kernel" interrupts the running call first: say so, not "KeyboardInterrupt: "."""
+    marker = tmp_path / "checkpoint-started"
     s: Server = start_server(env={"ELASTIC_STORE_URL": store_url}, ipython_startup=SLOW_CHECKPOINT)
     kid = s.create_session("work.ipynb")["kernel"]["id"]
     with s.attach(kid) as k:
-        k.ok("slow_checkpoint = 60")
+        k.ok(f"slow_checkpoint = 60; checkpoint_started = {str(marker)!r}")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(s.post, "api/elastic/checkpoint", json={"deadline": 200})
-        wait_for(lambda: s.get(f"api/kernels/{kid}").json()["execution_state"] == "busy",
-                 30, "the checkpoint call to run in the kernel")
+        wait_for(marker.exists, 30, "the checkpoint call to run in the kernel")
         assert s.post(f"api/kernels/{kid}/restart").status_code == 200
         r = pending.result(timeout=300)
 
@@ -86,22 +93,22 @@ def test_kernel_restarted_by_the_user_during_its_checkpoint_is_reported_interrup
 
 
 def test_kernel_shut_down_during_a_checkpoint_is_not_brought_back_by_the_restore(
-    start_server, store_url: str
+    start_server, store_url: str, tmp_path: Path
 ) -> None:
     """A kernel the user shut down while a checkpoint waited to run is gone: not recreated.
 
     The manifest records it without a kernel spec; the restore asked for a kernel named "" and
     reported a NoSuchKernel failure (or, for a notebook, a session the user had closed).
     """
+    marker = tmp_path / "checkpoint-started"
     s: Server = start_server(env={"ELASTIC_STORE_URL": store_url}, ipython_startup=SLOW_CHECKPOINT)
     slow = s.create_session("slow.ipynb")["kernel"]["id"]
     with s.attach(slow) as k:
-        k.ok("slow_checkpoint = 8")
+        k.ok(f"slow_checkpoint = 8; checkpoint_started = {str(marker)!r}")
     closed = s.create_session("closed.ipynb")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(s.post, "api/elastic/checkpoint", json={"kernels": [slow]})
-        wait_for(lambda: s.get(f"api/kernels/{slow}").json()["execution_state"] == "busy",
-                 30, "the first checkpoint to run in its kernel")
+        wait_for(marker.exists, 30, "the first checkpoint to run in its kernel")
         # queued behind the first checkpoint (one at a time); its kernel goes meanwhile
         second = pool.submit(s.post, "api/elastic/checkpoint", json={"kernels": [closed["kernel"]["id"]]})
         wait_for(lambda: s.status()["checkpoints_in_progress"] == 2, 30,
