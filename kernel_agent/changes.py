@@ -1679,8 +1679,10 @@ def _atomic_elements(elems: Any) -> bool:
 _ATOMS_AND_TUPLE = MARSHAL_ATOMS | {tuple}
 
 
-def stale_keys(container: Any, keys: list[Any]) -> int:
-    """How many of `keys` (those of the set or dict `container`) a rebuild would not give back.
+def stale_keys(container: Any, keys: list[Any] | None = None) -> int:
+    """How many of `keys` (those of the set or dict `container`; by default all of them, read
+    through the base type's own iterator, as a subclass's cannot be trusted) a rebuild would
+    not give back.
 
     A pickle rebuilds a set or a dict by hashing each key anew. A key whose ``__hash__`` reads
     state a cell changed after it went in (``s = {k}; k.v = 2``) sits where its old hash put
@@ -1689,11 +1691,13 @@ def stale_keys(container: Any, keys: list[Any]) -> int:
     hashed in C from marshal atoms never move; the others are looked up (checkpoint time only:
     a key's ``__hash__`` or ``__eq__`` that raises counts it).
     """
+    is_dict = isinstance(container, dict)
+    base = dict if is_dict else set if isinstance(container, set) else frozenset
+    if keys is None:
+        keys = list(base.__iter__(container))
     if _atomic_elements(keys):
         return 0
-    is_dict = isinstance(container, dict)
-    contains = dict.__contains__ if is_dict else (
-        set.__contains__ if isinstance(container, set) else frozenset.__contains__)
+    contains = base.__contains__
     odd = [k for k in keys if type(k) not in MARSHAL_ATOMS]
     try:
         missing = sum(not contains(container, k) for k in odd)
@@ -2105,7 +2109,7 @@ class _Walker:
                             continue
                         append(n)
                         if portable and idmap is None:
-                            stale = stale_keys(obj, list(obj))
+                            stale = stale_keys(obj)
                             if stale:  # (see `stale_keys`)
                                 append(("stale", stale))
                         nodes += 2 * n
@@ -2161,9 +2165,7 @@ class _Walker:
         """Emit the stale keys of a dict or set subclass (defaultdict, Counter, the notebook's:
         see `stale_keys`); False, so the caller walks it as it would have."""
         if self.idmap is None and isinstance(obj, (dict, set, frozenset)):
-            keys = list(dict.__iter__(obj) if isinstance(obj, dict) else
-                        set.__iter__(obj) if isinstance(obj, set) else frozenset.__iter__(obj))
-            stale = stale_keys(obj, keys)
+            stale = stale_keys(obj)
             if stale:
                 self.out.append(("stale", stale))
         return False

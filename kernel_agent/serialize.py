@@ -2805,13 +2805,9 @@ def _stale_containers(pickler: _Pickler) -> str | None:
     rebuilt, ``k in s`` True, and verified. Checked when an object whose class hashes in
     Python was pickled (`_Pickler.python_hashed`), over what the dump met (its memo)."""
     for _, obj in pickler.memo.copy().values():
-        if isinstance(obj, (set, frozenset)):
-            keys = list(set.__iter__(obj) if isinstance(obj, set) else frozenset.__iter__(obj))
-        elif isinstance(obj, dict):
-            keys = list(dict.__iter__(obj))
-        else:
+        if not isinstance(obj, (set, frozenset, dict)):
             continue
-        stale = stale_keys(obj, keys)
+        stale = stale_keys(obj)
         if stale:
             return (f"a {type(obj).__name__} holds {stale} key(s) whose hash or equality "
                     "changed since they went in; rebuilt by a pickle, it would not be the same")
