@@ -790,6 +790,8 @@ class S3Store(Store):
         self.url = url
         self.bucket = bucket
         self.prefix = prefix
+        self._uploading: dict[str, threading.Event] = {}  # blob key -> set when its put ends
+        self._uploading_lock = threading.Lock()
         opts = dict(options)
         endpoint = opts.pop("endpoint", None) or _env("ELASTIC_S3_ENDPOINT") or "s3.amazonaws.com"
         secure_opt = opts.pop("secure", None)
@@ -1009,6 +1011,25 @@ class S3Store(Store):
     # -- blobs
     def put_blob(self, parts: Sequence[bytes | memoryview]) -> BlobRef:
         key = blob_key(parts)  # S3 names the object before the upload: hash first
+        # One upload per key at a time from this process: two values with the same bytes in one
+        # checkpoint would otherwise both miss the stat and send the bytes twice (and some
+        # servers answer 500 to a PUT racing another PUT of the same key). The later caller
+        # waits, then finds the blob there, or uploads it itself if the first upload failed.
+        while True:
+            with self._uploading_lock:
+                done = self._uploading.get(key)
+                if done is None:
+                    done = self._uploading[key] = threading.Event()
+                    break
+            done.wait()
+        try:
+            return self._put_blob(key, parts)
+        finally:
+            with self._uploading_lock:
+                del self._uploading[key]
+            done.set()
+
+    def _put_blob(self, key: str, parts: Sequence[bytes | memoryview]) -> BlobRef:
         size = sum(_flat(p).nbytes for p in parts)
         name = self._blob_name(key)
         existing = self._exists(name)

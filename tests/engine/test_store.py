@@ -172,17 +172,25 @@ def test_40_mib_blob_goes_through_multipart(backend: Backend):
 def test_concurrent_puts_from_threads(backend: Backend):
     payloads = [os.urandom(3 * MiB) for _ in range(4)] * 2  # each twice, concurrently
     refs: list[Any] = [None] * len(payloads)
+    errors: list[BaseException] = []
 
     def put(i: int) -> None:
-        refs[i] = backend.store.put_blob([payloads[i]])
+        try:
+            refs[i] = backend.store.put_blob([payloads[i]])
+        except BaseException as exc:  # a thread's exception would otherwise only be printed
+            errors.append(exc)
 
     threads = [threading.Thread(target=put, args=(i,)) for i in range(len(payloads))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     for i, data in enumerate(payloads):
         assert bytes(backend.store.get_blob(refs[i].key, len(data))) == data
+    if backend.s3 is not None:  # one upload per blob: the second put waited and found it there
+        for i in range(4):
+            assert sorted([refs[i].uploaded, refs[i + 4].uploaded]) == [False, True]
 
 
 # ----------------------------------------------------------------------------- manifests
