@@ -81,6 +81,16 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
             name, idx = owner[oid]
             h.update((f"@{idx};" if name == current[0] else f"@{name}#{idx};").encode())
             return
+        if isinstance(obj, np.dtype) or is_extension_dtype(t):
+            # a dtype is a value (pandas caches and shares its dtype objects, a restore makes
+            # equal ones anew): hashed as what it describes, never aliased
+            h.update(f"dtype:{t.__module__}.{t.__qualname__};".encode())
+            if isinstance(obj, np.dtype):
+                h.update(f"{obj.descr if obj.fields else obj.str};{obj};".encode())
+            else:
+                for part in obj.__reduce_ex__(4)[1:3]:
+                    feed(h, part, depth + 1)
+            return
         if t is tuple:
             h.update(b"tuple(")
             for x in obj:
@@ -206,6 +216,10 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
             return
         for part in reduced[1:3]:
             feed(h, part, depth + 1)
+
+    def is_extension_dtype(t: type) -> bool:
+        pandas = sys.modules.get("pandas")
+        return pandas is not None and issubclass(t, pandas.api.extensions.ExtensionDtype)
 
     def library_pickled(t: type) -> bool:
         """A library class whose own pickling says what its value is.
