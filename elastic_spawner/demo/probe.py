@@ -215,7 +215,16 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
             h.update(f"global:{reduced};".encode())
             return
         for part in reduced[1:3]:
-            feed(h, part, depth + 1)
+            feed(h, without_caches(part), depth + 1)
+
+    def without_caches(part: Any) -> Any:
+        """A library's pickled state without its `_cache` (pandas' `cache_readonly` values,
+        which a datetime array pickles: filled by whatever property was read, `unit` say)."""
+        if type(part) is dict and "_cache" in part:
+            return {k: v for k, v in part.items() if k != "_cache"}
+        if type(part) is tuple:
+            return tuple(without_caches(p) for p in part)
+        return part
 
     def is_extension_dtype(t: type) -> bool:
         pandas = sys.modules.get("pandas")

@@ -133,3 +133,17 @@ def test_a_dtype_is_a_value_not_an_object_to_alias() -> None:
     assert probe({"a": a, "b": pickle.loads(pickle.dumps(b))})["digests"] == before["digests"]
     assert probe({"a": a, "b": a.iloc[2:].astype(object)})["digests"] != before["digests"]
     assert probe({"d": np.dtype("<f8")})["digests"] != probe({"d": np.dtype("<f4")})["digests"]
+
+
+def test_a_datetime_index_is_not_its_property_cache() -> None:
+    """A datetime array pickles its `_cache` (pandas' cached properties): reading `unit` or
+    `freq` filled it in one kernel and not in the other, and an equal index was NOT VERIFIED
+    (PythonDataScienceHandbook 03.11, `dates`)."""
+    pd = pytest.importorskip("pandas")
+    dates = pd.to_datetime(["2015-07-03", "2015-07-04", "2015-07-06"])
+    before = probe({"dates": dates})
+    fresh = pickle.loads(pickle.dumps(dates))
+    dates.unit, dates.is_monotonic_increasing, dates.inferred_freq  # noqa: B018 - fills caches
+    assert probe({"dates": dates})["digests"] == before["digests"]
+    assert probe({"dates": fresh})["digests"] == before["digests"]
+    assert probe({"dates": dates[:2]})["digests"] != before["digests"]
