@@ -273,7 +273,10 @@ def _fitpack_spline_state(d: dict[str, Any]) -> Any:
 #: walked. Change detection still walks the memo (a cell that only asked ``x.is_integer`` counts
 #: as touching `x`: over-approximation).
 _DIGEST_MEMO_ATTRS: dict[str, frozenset[str]] = {
-    "sympy.core.basic.Basic": frozenset({"_assumptions"}),
+    # (``_mhash``: the expression's hash, cached at its first ``hash()``: a dict lookup, or
+    # IPython rendering it with ``init_printing()``, filled it in kernel A and not in the
+    # loaded copy, and every sympy variable of the tutorial came back "value differs")
+    "sympy.core.basic.Basic": frozenset({"_assumptions", "_mhash"}),
     # a Dummy's number is drawn from a generator seeded per process plus a process-wide count:
     # it tells dummies apart (`_value_id` keeps it: distinct dummies stay distinct objects in
     # the stream), but no re-run gives the same number, so every recomputed Dummy "differed"

@@ -844,6 +844,13 @@ class Monitor:
             after = rng.raw_state()
             if fp is not None:
                 self._rng_last = (fp, after)
+            if p.rng_before[2] is None and after[2] is not None:
+                # torch imported by the cell, its generator seeded from OS entropy: the state
+                # the cell's draws started from is the one torch was seeded with, set again
+                # before a re-run (else every weight `nn.Linear` drew came back different)
+                start = rng.torch_import_state()
+                if start is not None and start != after[2]:
+                    p.rng_before = (*p.rng_before[:2], start, *p.rng_before[3:])
             if rng.raw_equal(p.rng_before, after):
                 return None
             if not p.numpy_before and after[1] is not None and "seed" not in p.code:

@@ -61,6 +61,23 @@ def _torch_state() -> bytes | None:
         return None
 
 
+def torch_import_state() -> bytes | None:
+    """The state torch's default CPU generator had when torch was imported (or last seeded):
+    torch seeds it from OS entropy in every process (``torch.initial_seed()`` differs between
+    two), so a cell that imports torch and draws (``nn.Linear(4, 2)`` initialising its weights)
+    drew from a state no earlier cell saw. It is the generator seeded with that seed again,
+    made on a new generator (the default one is left as it is). None without torch."""
+    torch = sys.modules.get("torch")
+    if torch is None or getattr(torch, "default_generator", None) is None:
+        return None
+    try:
+        gen = torch.Generator()
+        gen.manual_seed(torch.initial_seed())
+        return gen.get_state().numpy().tobytes()
+    except Exception:  # noqa: BLE001 - a half-imported torch: no torch state
+        return None
+
+
 def _pack_words(words: Any) -> str:
     data = struct.pack(f"<{len(words)}I", *words)
     return base64.b64encode(data).decode("ascii")
@@ -148,8 +165,8 @@ def raw_equal(a: RawState, b: RawState) -> bool:
         return False
     ta, tb = (a[2] if len(a) > 2 else None), (b[2] if len(b) > 2 else None)
     if ta is not None and tb is not None and ta != tb:
-        # (torch imported by the cell: its generator starts from a fixed seed in every
-        # process, so what it drew there, a re-run draws too)
+        # (torch imported by the cell: `a` has no torch state; the monitor gives it the one
+        # torch started from, `torch_import_state`, when the cell drew from it)
         return False
     if (a[3] if len(a) > 3 else None) != (b[3] if len(b) > 3 else None):
         return False

@@ -33,10 +33,11 @@ from typing import Any
 
 SKIP = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 # values without identity semantics (immutable; equal ones are interchangeable), as the agent
-# treats them (`changes.MARSHAL_ATOMS`, `changes._EXT_ATOMS`): hashed by value, never aliased
+# treats them (`changes.MARSHAL_ATOMS`, `changes._EXT_ATOMS`, slices walked without an id):
+# hashed by value, never aliased
 ATOMS = (type(None), bool, int, float, complex, str, bytes, datetime.datetime, datetime.date,
          datetime.time, datetime.timedelta, datetime.timezone, decimal.Decimal, fractions.Fraction,
-         range, re.Pattern, type(Ellipsis))
+         range, re.Pattern, type(Ellipsis), slice)
 
 
 def probe(ns: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +81,16 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
             name, idx = owner[oid]
             h.update((f"@{idx};" if name == current[0] else f"@{name}#{idx};").encode())
             return
+        if isinstance(obj, np.dtype) or is_extension_dtype(t):
+            # a dtype is a value (pandas caches and shares its dtype objects, a restore makes
+            # equal ones anew): hashed as what it describes, never aliased
+            h.update(f"dtype:{t.__module__}.{t.__qualname__};".encode())
+            if isinstance(obj, np.dtype):
+                h.update(f"{obj.descr if obj.fields else obj.str};{obj};".encode())
+            else:
+                for part in obj.__reduce_ex__(4)[1:3]:
+                    feed(h, part, depth + 1)
+            return
         if t is tuple:
             h.update(b"tuple(")
             for x in obj:
@@ -106,6 +117,18 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
             else:
                 h.update(hashlib.sha256(np.ascontiguousarray(obj).view(np.uint8).data).digest())
                 nbytes[0] += obj.nbytes
+            return
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(obj, torch.Tensor):
+            # its pickle holds `torch.save` bytes that differ between processes: hashed as its
+            # dtype, shape, gradient flag and content (a numpy view: memory it shares with an
+            # earlier array or tensor is seen), and its gradient
+            h.update(f"tensor:{obj.dtype};{tuple(obj.shape)};{obj.requires_grad};".encode())
+            data = obj.detach()
+            if data.device.type != "cpu" or data.dtype in (torch.bfloat16,) or data.is_sparse:
+                data = data.to("cpu", torch.float64).to_dense() if data.is_sparse else data.to("cpu", torch.float64)
+            feed(h, data.resolve_conj().resolve_neg().numpy(), depth + 1)
+            feed(h, obj.grad, depth + 1)
             return
         if isinstance(obj, np.generic):
             h.update(repr(obj.item()).encode())
@@ -177,7 +200,7 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
             # as the agent's own digest does (`changes._DIGEST_OPAQUE_MODULES`)
             h.update(f"matplotlib:{t.__qualname__};".encode())
             return
-        if hasattr(obj, "__dict__"):
+        if hasattr(obj, "__dict__") and not library_pickled(t):
             feed(h, instance_state(obj), depth + 1)
             for slot in getattr(t, "__slots__", ()) or ():
                 if hasattr(obj, slot):
@@ -192,7 +215,39 @@ def probe(ns: dict[str, Any]) -> dict[str, Any]:
             h.update(f"global:{reduced};".encode())
             return
         for part in reduced[1:3]:
-            feed(h, part, depth + 1)
+            feed(h, without_caches(part), depth + 1)
+
+    def without_caches(part: Any) -> Any:
+        """A library's pickled state without its `_cache` (pandas' `cache_readonly` values,
+        which a datetime array pickles: filled by whatever property was read, `unit` say)."""
+        if type(part) is dict and "_cache" in part:
+            return {k: v for k, v in part.items() if k != "_cache"}
+        if type(part) is tuple:
+            return tuple(without_caches(p) for p in part)
+        return part
+
+    def is_extension_dtype(t: type) -> bool:
+        pandas = sys.modules.get("pandas")
+        return pandas is not None and issubclass(t, pandas.api.extensions.ExtensionDtype)
+
+    def library_pickled(t: type) -> bool:
+        """A library class whose own pickling says what its value is.
+
+        Its instance attributes can be caches (a pandas `Index` keeps `_cache`, filled by a
+        groupby: an equal index came back NOT VERIFIED) while its content sits where `vars`
+        does not reach (a DataFrame's `BlockManager` keeps its blocks in C slots: every
+        DataFrame hashed alike, a changed one was "equal"). Its `__reduce_ex__` is the value
+        a migration keeps, as the agent reads such objects (`changes._library_pickling`).
+        """
+        if t.__module__ == "__main__":
+            return False
+        for klass in t.__mro__:
+            if klass is object:
+                return False
+            own = vars(klass)
+            if "__getstate__" in own or "__reduce__" in own or "__reduce_ex__" in own:
+                return True
+        return False
 
     def instance_state(obj: Any) -> dict[str, Any]:
         """The instance attributes the class's own copy protocol keeps.

@@ -75,3 +75,75 @@ def test_a_widget_is_its_traits_not_its_comm() -> None:
     before = probe({"s": widgets.IntSlider(value=3)})
     assert probe({"s": widgets.IntSlider(value=3)})["digests"] == before["digests"]  # another id
     assert probe({"s": widgets.IntSlider(value=4)})["digests"] != before["digests"]
+
+
+def test_a_dataframe_is_its_content() -> None:
+    """A DataFrame's blocks sit in its `BlockManager`'s C slots, where `vars` does not reach:
+    every DataFrame hashed alike, so the demo called a changed one equal."""
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"a": [1, 2], "s": ["x", "y"]})
+    before = probe({"df": df})
+    assert probe(pickle.loads(pickle.dumps({"df": df})))["digests"] == before["digests"]
+    assert probe({"df": pd.DataFrame({"a": [1, 3], "s": ["x", "y"]})})["digests"] != before["digests"]
+
+
+def test_an_index_cache_is_not_its_value() -> None:
+    """A groupby fills an index's `_cache`, which its pickle drops: an equal Series came back
+    NOT VERIFIED in a user's notebook (PythonDataScienceHandbook 03.08, `decade`)."""
+    pd = pytest.importorskip("pandas")
+    s = pd.Series(["1990s", "2000s", "1990s"], name="decade")
+    before = probe({"s": s})
+    pd.DataFrame({"n": [1, 2, 3]}).groupby(s)["n"].sum()
+    s.index._cache["_constructor"] = type(s.index)  # as the groupby leaves it
+    assert probe({"s": s})["digests"] == before["digests"]
+
+
+def test_a_tensor_is_its_content_not_its_pickle() -> None:
+    """A tensor hashed by type only (its attributes are empty), and its pickle holds
+    `torch.save` bytes that differ between processes: content, gradient flag and sharing."""
+    torch = pytest.importorskip("torch")
+    np = pytest.importorskip("numpy")
+    t = torch.arange(4.0)
+    before = probe({"t": t})
+    assert probe(pickle.loads(pickle.dumps({"t": t})))["digests"] == before["digests"]
+    assert probe({"t": t + 1})["digests"] != before["digests"]
+    a = np.zeros(3)
+    assert probe({"a": a, "v": torch.from_numpy(a)})["sharing"] == ["a~v"]
+
+
+def test_a_slice_is_a_value_not_an_object_to_alias() -> None:
+    """A DataFrame sliced from another (a groupby's group) holds its parent's block placement
+    slices, which a restore may make anew, as the agent's walk reads slices by value: the
+    parent came back NOT VERIFIED while equal (PythonDataScienceHandbook 03.08, `planets`)."""
+    place = slice(1, 9, 4)
+    before = probe({"group": [place], "planets": [place]})
+    assert probe({"group": [slice(1, 9, 4)], "planets": [slice(1, 9, 4)]})["digests"] == before["digests"]
+    assert probe({"group": [place], "planets": [slice(1, 9, 2)]})["digests"] != before["digests"]
+
+
+def test_a_dtype_is_a_value_not_an_object_to_alias() -> None:
+    """pandas shares one cached `StringDtype` between the frames it builds; a restore makes
+    equal ones anew: equal frames came back NOT VERIFIED (handson-ml2 chapter 2, `housing`)."""
+    pd = pytest.importorskip("pandas")
+    np = pytest.importorskip("numpy")
+    a = pd.Series(["x", "y", "z"])
+    b = a.iloc[2:]  # holds `a`'s dtype object
+    assert b.dtype is a.dtype
+    before = probe({"a": a, "b": b})
+    assert probe({"a": a, "b": pickle.loads(pickle.dumps(b))})["digests"] == before["digests"]
+    assert probe({"a": a, "b": a.iloc[2:].astype(object)})["digests"] != before["digests"]
+    assert probe({"d": np.dtype("<f8")})["digests"] != probe({"d": np.dtype("<f4")})["digests"]
+
+
+def test_a_datetime_index_is_not_its_property_cache() -> None:
+    """A datetime array pickles its `_cache` (pandas' cached properties): reading `unit` or
+    `freq` filled it in one kernel and not in the other, and an equal index was NOT VERIFIED
+    (PythonDataScienceHandbook 03.11, `dates`)."""
+    pd = pytest.importorskip("pandas")
+    dates = pd.to_datetime(["2015-07-03", "2015-07-04", "2015-07-06"])
+    before = probe({"dates": dates})
+    fresh = pickle.loads(pickle.dumps(dates))
+    dates.unit, dates.is_monotonic_increasing, dates.inferred_freq  # noqa: B018 - fills caches
+    assert probe({"dates": dates})["digests"] == before["digests"]
+    assert probe({"dates": fresh})["digests"] == before["digests"]
+    assert probe({"dates": dates[:2]})["digests"] != before["digests"]
