@@ -326,7 +326,7 @@ class Monitor:
         """Snapshot what the cell could change (ids, analysis, RNG) and start effect recording."""
         if not self._catches_interrupt:
             code = getattr(info, "raw_cell", None)
-            self._catches_interrupt = type(code) is str and bool(_CATCHES_INTERRUPT.search(code))
+            self._catches_interrupt = type(code) is str and _catches_interrupt(code)
         with _no_gc(), _interrupts_held(
                 "before the cell started",
                 then=lambda: self._pending is not None and self._catches_interrupt):
@@ -919,6 +919,15 @@ _interrupted_in_cell: list[int] = []
 # and code run by a nested `run_cell` (`%%capture`), which shows its errors and goes on
 _CATCHES_INTERRUPT = re.compile(r"\bexcept\s*(?::|[^:\n]*\b(?:KeyboardInterrupt|BaseException)\b)"
                                 r"|%%capture\b|\brun_cell\(")
+
+
+def _catches_interrupt(code: str) -> bool:
+    """`_CATCHES_INTERRUPT` matches in `code`. Each of its branches holds one of three words,
+    looked for first: the regular expression has no literal prefix to skip ahead by, and cost
+    about 0.1 ms per hundred lines of a cell that has none of them."""
+    if "except" not in code and "%%capture" not in code and "run_cell(" not in code:
+        return False
+    return _CATCHES_INTERRUPT.search(code) is not None
 
 
 def _noting_int_handler(signum: int, frame: Any) -> None:
