@@ -144,6 +144,9 @@ class CellAnalysis:
     imports: frozenset[str] = frozenset()  # modules its import statements name (see imported_dynamic)
     # values the notebook put in `builtins` that the cell loads by name (see injected_builtin)
     injected: list[Any] = field(default_factory=list)
+    #: the cell is nothing but `name = constant` lines (`_constant_cell_info`): it calls
+    #: nothing and loads no name
+    constant: bool = False
 
 
 _code_cache: dict[int, tuple[types.CodeType, CodeInfo]] = {}
@@ -1292,6 +1295,7 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
     function, class or module), so it leads to no code and is not walked.
     """
     info = None if getattr(shell, "ast_transformers", None) else _constant_cell_info(transformed)
+    constant = info is not None
     if info is not None:
         markers = set()
     else:
@@ -1306,6 +1310,7 @@ def analyze_cell(shell: Any, transformed: str, ns: Mapping[str, Any],
         dynamic=info.dynamic,
         uses_shell="get_ipython" in info.loads,
         imports=info.imports,
+        constant=constant,
     )
     if info.c_callbacks:
         _c_callbacks_made[0] = True

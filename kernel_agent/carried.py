@@ -767,7 +767,8 @@ _ATTRIBUTE_ASSIGNMENT = re.compile(r"(?m)^[ \t]*[A-Za-z_]\w*(?:[ \t]*\.[ \t]*[A-
 def _library_assignments(code: str, ns: dict[str, Any]) -> list[tuple[list[str], str]]:
     """(target path, value name) of the ``module.obj.attr = name`` statements of `code`
     rooted at a library module `ns` holds (not one of the notebook's own modules)."""
-    if not code or not _ATTRIBUTE_ASSIGNMENT.search(code):
+    # (every match has a dot: the search alone cost 35 us per hundred lines without one)
+    if not code or "." not in code or not _ATTRIBUTE_ASSIGNMENT.search(code):
         return []
     from kernel_agent.changes import local_module
 

@@ -1083,11 +1083,30 @@ def _ref_name(obj: Any) -> str:
     return f"ref:{mod}.{qn}:{_type_name(type(obj))}"
 
 
+#: id(structured dtype) -> (the dtype, its `names` tuple then, its key): see `_dtype_key`
+_struct_keys: dict[int, tuple[np.dtype, Any, str]] = {}
+
+
 def _dtype_key(dt: np.dtype) -> str:
     """A dtype as the array tokens name it: its ``str`` (``'<f8'``), and for a structured
     dtype its fields too: ``'|V12'`` named ``x, y`` and ``a, b`` alike, so a replay that lost
-    ``rec.dtype.names = ('a', 'b')`` verified (the in-process print missed the change too)."""
-    return dt.str if dt.names is None else str(dt)
+    ``rec.dtype.names = ('a', 'b')`` verified (the in-process print missed the change too).
+
+    A structured dtype's ``str`` costs about 15 us (a scikit-learn tree's node array: 60 of
+    them in a random forest were most of its walk), so it is kept per dtype object, which is
+    held (its id is not reused meanwhile). Of a dtype, only ``names`` can be set, and setting
+    it stores a new tuple: the key stands while ``names`` is the same object."""
+    names = dt.names
+    if names is None:
+        return dt.str
+    hit = _struct_keys.get(id(dt))
+    if hit is not None and hit[0] is dt and hit[1] is names:
+        return hit[2]
+    key = str(dt)
+    if len(_struct_keys) >= 1024:
+        _struct_keys.clear()
+    _struct_keys[id(dt)] = (dt, names, key)
+    return key
 
 
 def _atom_token(x: Any) -> Any:

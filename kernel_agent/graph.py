@@ -272,6 +272,7 @@ class HistoryGraph:
         # is that group (computed per name, a cell touching one of 20k names bound to the same
         # list intersected 20k names 20k times: a minute per cell)
         grouped: set[str] = set()
+        multi = False  # a group of more than one name (else they sort by their one name)
         for n in candidates:
             if n in live_set and n not in deleted and n not in grouped:
                 g = covariable_of(n)
@@ -281,11 +282,13 @@ class HistoryGraph:
                     group = (frozenset(g) & live_set) | {n}
                     groups.add(group)
                     grouped |= group
+                    multi = multi or len(group) > 1
 
         outputs: list[VariableSnapshot] = []
         writes = set(cell.writes)
         inputs = set(cell.input_snapshots)
-        for g in sorted(groups, key=sorted):
+        # (sorted by their sorted names; groups of one name by it, without a list per group)
+        for g in sorted(groups, key=sorted if multi else min):
             if not g.isdisjoint(changed):
                 # names this cell merged in without reading or writing them (two dataclasses
                 # share dataclasses.MISSING): the new snapshot holds their values as they
@@ -296,7 +299,8 @@ class HistoryGraph:
                         inputs |= carried
                         cell.input_snapshots = sorted(inputs)
                 # (new_snapshot's work, without its call and copies: one per name written)
-                snap = VariableSnapshot(id=len(self.snapshots), names=sorted(g), producers=[idx])
+                snap = VariableSnapshot(len(self.snapshots), sorted(g) if len(g) > 1 else list(g),
+                                        [idx])
                 self.snapshots.append(snap)
                 outputs.append(snap)
                 continue
@@ -317,8 +321,14 @@ class HistoryGraph:
             outputs.append(self.new_snapshot([n], [idx], deleted=True))
         cell.output_snapshots = [s.id for s in outputs]
         self.cells.append(cell)
-        for s in outputs:
-            self.activate(s)
+        for s in outputs:  # (`activate`, inline: one snapshot per name written)
+            if s.deleted:
+                for n in s.names:
+                    active.pop(n, None)
+            else:
+                sid = s.id
+                for n in s.names:
+                    active[n] = sid
         for path in cell.files_changed:
             self.file_changed(path, f"cell {idx} later changed it", before=idx)
         return cell

@@ -16,6 +16,7 @@ never raises: a part that cannot be read is left out.
 
 from __future__ import annotations
 
+import _signal
 import ast
 import gc
 import operator
@@ -328,8 +329,8 @@ def _logging() -> Any:
 
 #: the signals a notebook handles (a timeout on SIGALRM, a clean stop on SIGTERM, a dump on
 #: SIGUSR1...); not SIGINT, which the kernel sets around each request itself
-_SIGNALS = tuple(getattr(signal, n) for n in ("SIGALRM", "SIGTERM", "SIGUSR1", "SIGUSR2",
-                                              "SIGHUP") if hasattr(signal, n))
+_SIGNALS = tuple(int(getattr(signal, n)) for n in ("SIGALRM", "SIGTERM", "SIGUSR1", "SIGUSR2",
+                                                   "SIGHUP") if hasattr(signal, n))
 
 
 def _hooks() -> Any:
@@ -341,7 +342,10 @@ def _hooks() -> Any:
     cell, nor atexit's count, which importing many libraries raises.)"""
     import threading
 
-    return _Identity((), (*map(signal.getsignal, _SIGNALS), threading.excepthook))
+    # (the C module's getsignal: `signal.getsignal` turns the answer into an enum member, a
+    # few microseconds per signal; SIG_DFL and SIG_IGN are then the small ints 0 and 1, as
+    # unique as the members)
+    return _Identity((), (*map(_signal.getsignal, _SIGNALS), threading.excepthook))
 
 
 #: each reads one part of the state

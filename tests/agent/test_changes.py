@@ -112,6 +112,15 @@ def test_untouched_by_change_is_not_reported():
     assert upd.mutated == set()
 
 
+def test_fields_renamed_in_place_after_a_walk_are_a_mutation_of_the_array():
+    """A structured dtype's key is kept per dtype object between walks (its ``str`` is slow);
+    renaming the fields sets the same dtype's ``names``, which must still show."""
+    t, ns = tracked("rec = np.zeros(3, dtype=[('x', 'f8'), ('y', 'i4')])")
+    assert t.update(ns, ["rec"], []).mutated == set()  # (walked again: the key is cached)
+    upd = run(t, ns, "rec.dtype.names = ('a', 'b')", ["rec"])
+    assert "rec" in upd.mutated
+
+
 def test_an_unchanged_partial_is_not_reported_when_touched():
     """A partial without an instance dict used to be walked with a `{}` made for the walk,
     whose id differed every time: every cell touching it mutated it."""

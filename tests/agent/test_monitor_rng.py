@@ -101,3 +101,25 @@ def test_a_cell_consuming_only_a_cached_gaussian_is_recorded(agent):
     assert agent.value("rg_g3 == rg_g2") is True
     rec = agent.cell("rg_none = 1 + 1")
     assert rec["rng_state"] is None
+
+
+def test_a_constant_cell_ending_an_object_whose_finalizer_draws_records_the_state(agent):
+    """A cell of `name = constant` lines calls nothing, so the monitor does not read the
+    generators around it; but rebinding a name ends its old value, and a `__del__` of the
+    notebook's that draws then is that cell's draw: its state before must be recorded."""
+    agent.ok("import random\nclass DrawOnDel:\n    def __del__(self):\n        random.random()")
+    agent.ok("fin_draw = DrawOnDel()")
+    rec = agent.cell("fin_draw = 1")
+    assert rec["rng_state"] is not None, rec
+
+
+def test_a_draw_after_constant_cells_replays_from_the_state_recorded_for_it(agent):
+    """Constant cells between two drawing cells leave the generators alone and are not read
+    for them: the second draw still starts from the state the first one left, recorded."""
+    agent.ok("import random")
+    agent.cell("rn_k1 = random.random()")
+    assert agent.cell("rn_k2 = 5\nrn_k3 = [1, 'x']")["rng_state"] is None
+    rec = agent.cell("rn_k4 = random.random()")
+    state = json.dumps(agent.history()["rng_states"][rec["rng_state"]])
+    agent.ok(f"{APPLY}(__import__('json').loads({state!r}))\nrn_k5 = random.random()")
+    assert agent.value("rn_k5 == rn_k4") is True

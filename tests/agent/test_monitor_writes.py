@@ -129,6 +129,17 @@ def test_an_import_cell_that_also_sets_process_state_is_marked_so(agent):
     assert not agent.cell("ctx_list = [1]\nctx_list.append(os.environ['ELASTIC_TEST_CTX'])")["process_state"]
 
 
+def test_a_constant_cell_ending_an_object_whose_finalizer_sets_the_environment_changed_it(agent):
+    """A cell of `name = constant` lines calls nothing, so the monitor does not read the
+    process state after it; but rebinding a name ends its old value, and a `__del__` of the
+    notebook's runs then: that cell set the variable, and must say so."""
+    agent.ok("import os\nclass EnvOnDel:\n    def __del__(self):\n"
+             "        os.environ['ELASTIC_TEST_FIN'] = '1'")
+    agent.ok("fin_env = EnvOnDel()")
+    rec = agent.cell("fin_env = 1")
+    assert rec["process_changed"], rec
+
+
 def test_every_way_of_moving_the_working_directory_is_process_state(agent, tmp_path):
     # the monitor reads the working directory again only after an event that can move it
     (tmp_path / "a" / "b").mkdir(parents=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 import os
+import signal
 import sys
 import warnings
 
@@ -42,6 +43,20 @@ def test_a_change_of_process_state_is_seen(change, restore_process):
         assert before.differs(procstate.snapshot())
     finally:
         sys.setrecursionlimit(limit)
+
+
+@pytest.mark.parametrize("handler", ["function", "SIG_IGN"])
+def test_a_signal_handler_installed_or_ignored_is_process_state(handler):
+    """Handlers are compared by identity, read raw (SIG_IGN is the small int 1, SIG_DFL 0):
+    a handler the notebook installs, and a signal it ignores, both show."""
+    before_handler = signal.getsignal(signal.SIGUSR2)
+    before = procstate.snapshot()
+    try:
+        signal.signal(signal.SIGUSR2, (lambda *a: None) if handler == "function" else signal.SIG_IGN)
+        assert before.differs(procstate.snapshot())
+        assert not procstate.snapshot().differs(procstate.snapshot())
+    finally:
+        signal.signal(signal.SIGUSR2, before_handler)
 
 
 @pytest.mark.parametrize("change", ["seterr", "set_printoptions"])
