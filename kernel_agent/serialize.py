@@ -404,6 +404,44 @@ class _MemoryMap:
         return [(a, b, h) for a, b, h, r in self.sorted + self.nested if r]
 
 
+_LIST_ITERATORS = (type(iter([])), type(reversed([])))
+
+
+def _reduce_list_iterator(it: Any) -> tuple | None:
+    """A list's iterator (or reversed iterator) rebuilt at its very position, or None (pickle's
+    way: an exhausted one).
+
+    Its ``__setstate__`` clamps a position to the list's length: ``it = iter(data)``
+    advanced twice, then ``data.clear()``, came back at 0 (a reversed one exhausted), so once
+    ``data`` grew again ``list(it)`` listed every item instead of those from the third on, and
+    it verified (an iterator is checked by type). The position is set by
+    `_set_list_iterator_position`, over the list padded for that moment if it is shorter."""
+    try:
+        rv = it.__reduce__()
+    except Exception:  # noqa: BLE001 - left to pickle, which reports it
+        return None
+    if len(rv) != 3 or not isinstance(rv[1], tuple) or len(rv[1]) != 1:
+        return None
+    make, (seq,), index = rv
+    if not isinstance(seq, list) or type(index) is not int:
+        return None
+    return (make, (seq,), (seq, index), None, None, _set_list_iterator_position)
+
+
+def _set_list_iterator_position(it: Any, state: tuple) -> None:
+    seq, index = state
+    short = index + 1 - len(seq)  # (a reversed iterator reads seq[index]: clamped to len - 1)
+    if short <= 0:
+        it.__setstate__(index)
+        return
+    n = len(seq)
+    list.extend(seq, [None] * short)
+    try:
+        it.__setstate__(index)
+    finally:
+        list.__delitem__(seq, slice(n, None))
+
+
 class _Pickler(cloudpickle.CloudPickler):
     """cloudpickle + numpy views + namespace re-binding + lru_cache by value.
 
@@ -541,6 +579,10 @@ class _Pickler(cloudpickle.CloudPickler):
     def reducer_override(self, obj: Any) -> Any:
         if not self.python_hashed and type(getattr(type(obj), "__hash__", None)) is types.FunctionType:
             self.python_hashed = True
+        if type(obj) in _LIST_ITERATORS:
+            rv = _reduce_list_iterator(obj)
+            if rv is not None:
+                return rv
         np = self._np
         ct = sys.modules.get("ctypes")
         if ct is not None:

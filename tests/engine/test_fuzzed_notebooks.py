@@ -1,0 +1,46 @@
+"""Scenarios the notebook fuzzer (tests/engine/notebook_fuzz.py) found restored silently
+different, each cut down to the cells that show it, migrated with both plans
+(tests/engine/adversarial.py). A probe evaluated in kernel A after the checkpoint must give the
+same answer in each restored kernel, or the restore must name what it could not bring back.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tests.engine.adversarial import assert_verified, migrate_both
+
+
+def _seeded(make_kernel):
+    """Kernels with one string-hash seed, as the server starts every kernel of a user."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return lambda: make_kernel(env=env)
+
+
+def assert_same_or_named(make_kernel, tmp_path, cells: list[str], probe: str) -> None:
+    """Run `cells`, migrate with both plans. The optimal plan verifies every variable and
+    `probe` gives A's answer; the replay plan (which ships nothing it can avoid) does the
+    same, or names each variable it did not bring back as lost, with a reason."""
+    a, out = migrate_both(_seeded(make_kernel), tmp_path, cells)
+    want = a.value(probe)
+    assert_verified(out["optimal"])
+    for r in out.values():
+        if r.restore["verified"]:
+            assert r.kernel.value(probe) == want, (r.plan, r.restore["variables"])
+        else:
+            assert all(v.get("verified") or v["action"] == "lost" and v.get("detail")
+                       for v in r.restore["variables"].values()), (r.plan, r.restore["variables"])
+
+
+def test_an_iterator_past_the_end_of_a_list_that_shrank_stays_past_it(make_kernel, tmp_path):
+    """`it = iter(draws)` advanced twice, then `draws.clear()`: the iterator's position (2) is
+    past the list's end, and once the list grows again `list(it)` starts at its third item.
+    Shipped (the draws come from the OS: their cell cannot be re-run), the iterator was rebuilt
+    by `list_iterator.__setstate__`, which clamps a position to the list's length: it came
+    back at 0 and listed every item, verified (an iterator is checked by type). A reversed
+    iterator was clamped the same way."""
+    assert_same_or_named(make_kernel, tmp_path, [
+        "import os\ndraws = list(os.urandom(3))",
+        "it = iter(draws)\nnext(it); next(it)\nback = reversed(draws)\nnext(back)",
+        "draws.clear()",
+    ], "[draws.extend([10, 20, 30, 40]), list(it), list(back)][1:]")
