@@ -13,6 +13,7 @@ The forked mode imports IPython, numpy and the agent once, then forks a fresh
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import traceback
 import types
+import weakref
 from typing import Any
 
 PLANS: dict[str, str] = {
@@ -74,6 +76,7 @@ class Gen:
             (1, self.raising), (1, self.loop), (1, self.comp), (1, self.generator),
             (2, self.rng), (1, self.box), (1, self.globals_write), (4, self.indirect),
             (2, self.saved_handle), (1, self.decorated), (1, self.registry),
+            (3, self.hidden_calls), (1, self.user_module), (1, self.lazy),
         ]
         total = sum(w for w, _ in choices)
         x = r.uniform(0, total)
@@ -180,7 +183,7 @@ class Gen:
         f, call = self.r.choice(self.funcs)
         if f not in self.names:
             return self.func()
-        if self.r.random() < 0.3:
+        if self.r.random() < 0.3 and "\n" not in call and not call.startswith(("with", "@")):
             n = self.fresh("other")
             self.names[n] = "other"
             return [f"{n} = {call}"]
@@ -306,7 +309,6 @@ class Gen:
                       f"{n} = np.random.default_rng()"]
         code = r.choice(forms)
         if g and r.random() < 0.4:
-            c = self.names.get(g)
             m = self.fresh("int")
             self.names[m] = "int"
             return [f"{m} = {g}.random() if hasattr({g}, 'random') else None"]
@@ -388,6 +390,79 @@ class Gen:
         return pre + [self.r.choice([f"{n} = Reg({self.value()})", f"{n} = Reg(1)\n{n}.seen",
                                      f"{n} = Reg([REG])"])]
 
+    def hidden_calls(self) -> list[str]:
+        """Code of the notebook's run by the language, not called by name: dunder methods, a
+        context manager, a class body, a decorator, a generator advanced later."""
+        r = self.r
+        g = self.of("list")
+        if not g:
+            return self.new_list()
+        k = self.fresh("class")
+        n = self.fresh("obj")
+        self.names[k] = "class"
+        self.names[n] = "obj"
+        form = r.choice([
+            (f"class {k}:\n    def __repr__(self):\n        {g}.append('r')\n        return 'K'\n"
+             f"    def get(self):\n        return 1", f"{n} = {k}()\nstr_ = repr({n})", f"f'{{{n}!r}}'"),
+            (f"class {k}:\n    def __enter__(self):\n        {g}.append('in')\n        return self\n"
+             f"    def __exit__(self, *a):\n        {g}.append('out')\n    def get(self):\n        return 2",
+             f"{n} = {k}()\nwith {n}:\n    pass", f"with {n}:\n    {g}.append('body')"),
+            (f"class {k}:\n    {g}.append('body')\n    items = []\n    def get(self):\n"
+             f"        self.items.append(1)\n        return len(self.items)", f"{n} = {k}()\n{n}.get()",
+             f"{n}.get()"),
+            (f"class {k}:\n    def __init__(self):\n        self.n = 0\n    def __getattr__(self, a):\n"
+             f"        self.n += 1\n        {g}.append(a)\n        return self.n\n    def get(self):\n        return self.n",
+             f"{n} = {k}()\n{n}.whatever", f"{n}.other"),
+            (f"class {k}:\n    def __iter__(self):\n        {g}.append('it')\n        return iter([1, 2])\n"
+             f"    def get(self):\n        return 3", f"{n} = {k}()\nlist({n})", f"sorted({n})"),
+            (f"def {k}(fn):\n    {g}.append(fn.__name__)\n    return fn", f"@{k}\ndef {n}():\n    return 4",
+             f"@{k}\ndef {n}_2():\n    return 5"),
+            (f"def {k}():\n    for i in range(6):\n        {g}.append(i)\n        yield i",
+             f"{n} = {k}()\nnext({n})", f"next({n}, None)"),
+            (f"class {k}(dict):\n    def __missing__(self, key):\n        {g}.append(key)\n        self[key] = [key]\n"
+             f"        return self[key]\n    def get(self, *a):\n        return len(self)", f"{n} = {k}()\n{n}['a'].append(1)",
+             f"{n}['b']"),
+        ])
+        if "def get" not in form[0]:
+            self.names[n] = "gen" if "yield" in form[0] else "func"
+        if "yield" not in form[0]:
+            self.funcs.append((n, form[2].replace(f"{n}_2", f"{n}_3")))
+        return [form[0], form[1]] if r.random() < 0.5 else [form[0] + "\n" + form[1]]
+
+    def user_module(self) -> list[str]:
+        """A module the notebook wrote and imported, whose state its functions change."""
+        m = f"mod{self.fresh('m')}"
+        self.names[m] = "other"
+        self.funcs.append((m, f"{m}.add(7)"))
+        src = "X = []\\nCOUNT = 0\\ndef add(v):\\n    global COUNT\\n    COUNT += 1\\n    X.append(v)\\n    return COUNT\\n"
+        out = [f"open('{m}.py', 'w').write('{src}')\nimport importlib\nimportlib.invalidate_caches()\nimport {m}"]
+        out.append(self.r.choice([f"{m}.add(1)", f"from {m} import X as x{m}\nx{m}.append(2)",
+                                  f"{m}.X = [{m}.X]", f"from {m} import add as add{m}\nadd{m}(3)"]))
+        return out
+
+    def lazy(self) -> list[str]:
+        """Lazy objects over the notebook's values: views, maps, iterators, weak references."""
+        r = self.r
+        d = self.of("dict")
+        n = self.of("list")
+        o = self.of("obj")
+        v = self.fresh("other")
+        self.names[v] = "other"
+        forms = []
+        if d:
+            forms += [f"{v} = {d}.keys()", f"{v} = {d}.items()", f"{v} = iter({d}.values())"]
+        if n:
+            forms += [f"{v} = map(lambda x: ({n}.append(0), x)[1], list({n}))\nnext({v}, None)",
+                      f"import itertools\n{v} = itertools.cycle({n} or [1])\nnext({v})",
+                      f"{v} = zip({n}, range(5))", f"import copy\n{v} = copy.deepcopy([{n}, {n}])",
+                      f"import copy\n{v} = copy.copy({n})", f"{v} = reversed({n})"]
+        if o:
+            forms += [f"import weakref\n{v} = weakref.ref({o})"]
+        forms += [f"import collections\n{v} = collections.defaultdict(list)\n{v}['a'].append(1)",
+                  f"import collections\n{v} = collections.deque([1, 2, 3], maxlen=3)\n{v}.append(4)",
+                  f"G_{v} = {{}}\nexec('x = [1]\\ny = x', G_{v})"]
+        return [r.choice(forms)]
+
     def globals_write(self) -> list[str]:
         v = self.value()
         n = self.fresh("list")
@@ -421,7 +496,8 @@ class Gen:
         lines.append("probe_random = __import__('random').random()")
         lines.append("probe_np = __import__('numpy').random.random()")
         self.r.shuffle(lines)
-        return "\n".join(f"try:\n    {x}\nexcept Exception as e:\n    probe_err_{i} = type(e).__name__"
+        return "\n".join("try:\n    " + x.replace("\n", "\n    ")
+                         + f"\nexcept Exception as e:\n    probe_err_{i} = type(e).__name__"
                          for i, x in enumerate(lines))
 
 
@@ -547,12 +623,28 @@ def snapshot(ns: dict, exclude: set[str] = frozenset()) -> dict[str, Any]:
         if isinstance(o, np.random.Generator):
             return ["Generator", hashlib.sha1(repr(o.bit_generator.state).encode()).hexdigest()]
         out: list[Any] = ["object", enc(t, f"{path}.__class__", depth + 1)]
+        if isinstance(o, weakref.ref):
+            return out + [enc(o(), f"{path}()", depth + 1)]
+        mapping = getattr(o, "mapping", None)
+        if isinstance(mapping, types.MappingProxyType):  # dict views: over which dict
+            out.append(enc(next((r for r in gc.get_referents(o) if isinstance(r, dict)), None),
+                           f"{path}.<dict>", depth + 1))
+            return out
         d = getattr(o, "__dict__", None)
         if isinstance(d, dict):
             out.append(enc(d, f"{path}.__dict__", depth + 1))
-        elif t.__module__ != "__main__":
-            r = repr(o)
-            out.append(r if " at 0x" not in r else "?")
+        if t.__module__ != "__main__" and not isinstance(d, dict):
+            try:  # the state of iterators, deques, defaultdicts... as they pickle
+                rv = o.__reduce_ex__(4)
+            except Exception:  # noqa: BLE001
+                rv = None
+            if isinstance(rv, tuple) and len(rv) > 1:
+                out.append([enc(x, f"{path}.<r{i}>", depth + 1) for i, x in enumerate(rv[1:4])])
+                if len(rv) > 4 and rv[4] is not None and t.__name__ in ("defaultdict", "OrderedDict", "Counter"):
+                    out.append(enc(dict(o), f"{path}.<items>", depth + 1))
+            else:
+                r = repr(o)
+                out.append(r if " at 0x" not in r else "?")
         return out
 
     result: dict[str, Any] = {}
