@@ -13,6 +13,7 @@ The forked mode imports IPython, numpy and the agent once, then forks a fresh
 from __future__ import annotations
 
 import argparse
+import builtins
 import gc
 import hashlib
 import json
@@ -517,6 +518,7 @@ ATOMS = (type(None), bool, int, float, complex, str, bytes)
 #: compare the iteration order of sets too (a shipped set of strings iterates in another order
 #: than the original even with one hash seed: see the report)
 SET_ORDER = os.environ.get("FUZZ_SET_ORDER") == "1"
+DICT_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
 SKIP = {"In", "Out", "exit", "quit", "get_ipython"}
 
 
@@ -558,11 +560,13 @@ def snapshot(ns: dict, exclude: set[str] = frozenset()) -> dict[str, Any]:
             return [t.__name__, repr(o)]
         if isinstance(o, types.ModuleType):
             return ["module", o.__name__]
+        if o is builtins.__dict__:  # the process's own (an `exec` namespace's __builtins__)
+            return ["builtins"]
         if t is tuple:
             return ["tuple", [enc(x, f"{path}[{i}]", depth + 1) for i, x in enumerate(o)]]
         if t in (frozenset,):
             return ["frozenset", sorted(json.dumps(enc(x, "?", depth + 1)) for x in o)]
-        lib = not _is_user(o) and isinstance(o, (type, types.FunctionType, types.BuiltinFunctionType))
+        lib = isinstance(o, (type, types.FunctionType, types.BuiltinFunctionType)) and not _is_user(o)
         if lib:
             return ["libref", getattr(o, "__module__", "?"), getattr(o, "__qualname__", "?")]
         if isinstance(o, np.ndarray):
@@ -625,12 +629,14 @@ def snapshot(ns: dict, exclude: set[str] = frozenset()) -> dict[str, Any]:
         out: list[Any] = ["object", enc(t, f"{path}.__class__", depth + 1)]
         if isinstance(o, weakref.ref):
             return out + [enc(o(), f"{path}()", depth + 1)]
-        mapping = getattr(o, "mapping", None)
-        if isinstance(mapping, types.MappingProxyType):  # dict views: over which dict
+        if t in DICT_VIEWS:  # over which dict
             out.append(enc(next((r for r in gc.get_referents(o) if isinstance(r, dict)), None),
                            f"{path}.<dict>", depth + 1))
             return out
-        d = getattr(o, "__dict__", None)
+        try:  # (never through the object's own __getattr__: it may change something)
+            d = object.__getattribute__(o, "__dict__")
+        except Exception:  # noqa: BLE001
+            d = None
         if isinstance(d, dict):
             out.append(enc(d, f"{path}.__dict__", depth + 1))
         if t.__module__ != "__main__" and not isinstance(d, dict):
