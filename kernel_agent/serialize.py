@@ -404,18 +404,21 @@ class _MemoryMap:
         return [(a, b, h) for a, b, h, r in self.sorted + self.nested if r]
 
 
-_LIST_ITERATORS = (type(iter([])), type(reversed([])))
+#: iterators over a sequence that can shrink, whose ``__setstate__`` clamps a position to
+#: its length (`_reduce_sequence_iterator`)
+_SEQUENCE_ITERATORS = (type(iter([])), type(reversed([])), type(iter(bytearray())), reversed)
 
 
-def _reduce_list_iterator(it: Any) -> tuple | None:
-    """A list's iterator (or reversed iterator) rebuilt at its very position, or None (pickle's
-    way: an exhausted one).
+def _reduce_sequence_iterator(it: Any) -> tuple | None:
+    """An iterator over a list, a bytearray or an ``array.array`` (or a reversed one)
+    rebuilt at its very position, or None (pickle's way: exhausted, or over another
+    sequence).
 
-    Its ``__setstate__`` clamps a position to the list's length: ``it = iter(data)``
+    Its ``__setstate__`` clamps a position to the sequence's length: ``it = iter(data)``
     advanced twice, then ``data.clear()``, came back at 0 (a reversed one exhausted), so once
     ``data`` grew again ``list(it)`` listed every item instead of those from the third on, and
     it verified (an iterator is checked by type). The position is set by
-    `_set_list_iterator_position`, over the list padded for that moment if it is shorter."""
+    `_set_iterator_position`, over the sequence padded for that moment if it is shorter."""
     try:
         rv = it.__reduce__()
     except Exception:  # noqa: BLE001 - left to pickle, which reports it
@@ -423,23 +426,35 @@ def _reduce_list_iterator(it: Any) -> tuple | None:
     if len(rv) != 3 or not isinstance(rv[1], tuple) or len(rv[1]) != 1:
         return None
     make, (seq,), index = rv
-    if not isinstance(seq, list) or type(index) is not int:
+    arr = sys.modules.get("array")
+    if type(index) is not int or not isinstance(
+            seq, (list, bytearray) if arr is None else (list, bytearray, arr.array)):
         return None
-    return (make, (seq,), (seq, index), None, None, _set_list_iterator_position)
+    return (make, (seq,), (seq, index), None, None, _set_iterator_position)
 
 
-def _set_list_iterator_position(it: Any, state: tuple) -> None:
+def _set_iterator_position(it: Any, state: tuple) -> None:
     seq, index = state
     short = index + 1 - len(seq)  # (a reversed iterator reads seq[index]: clamped to len - 1)
     if short <= 0:
         it.__setstate__(index)
         return
     n = len(seq)
-    list.extend(seq, [None] * short)
+    try:
+        if isinstance(seq, list):
+            list.extend(seq, [None] * short)
+        elif isinstance(seq, bytearray):
+            bytearray.extend(seq, bytes(short))
+        else:  # an array.array
+            type(seq).frombytes(seq, bytes(short * seq.itemsize))
+    except BufferError:  # its memory is exported (a memoryview of it): clamped, as pickle does
+        it.__setstate__(index)
+        return
     try:
         it.__setstate__(index)
     finally:
-        list.__delitem__(seq, slice(n, None))
+        base = list if isinstance(seq, list) else bytearray if isinstance(seq, bytearray) else type(seq)
+        base.__delitem__(seq, slice(n, None))
 
 
 class _Pickler(cloudpickle.CloudPickler):
@@ -579,8 +594,8 @@ class _Pickler(cloudpickle.CloudPickler):
     def reducer_override(self, obj: Any) -> Any:
         if not self.python_hashed and type(getattr(type(obj), "__hash__", None)) is types.FunctionType:
             self.python_hashed = True
-        if type(obj) in _LIST_ITERATORS:
-            rv = _reduce_list_iterator(obj)
+        if type(obj) in _SEQUENCE_ITERATORS or type(obj).__name__ == "arrayiterator":
+            rv = _reduce_sequence_iterator(obj)
             if rv is not None:
                 return rv
         np = self._np

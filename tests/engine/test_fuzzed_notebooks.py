@@ -44,3 +44,15 @@ def test_an_iterator_past_the_end_of_a_list_that_shrank_stays_past_it(make_kerne
         "it = iter(draws)\nnext(it); next(it)\nback = reversed(draws)\nnext(back)",
         "draws.clear()",
     ], "[draws.extend([10, 20, 30, 40]), list(it), list(back)][1:]")
+
+
+def test_iterators_past_the_end_of_a_bytearray_and_an_array_that_shrank_stay_past_it(
+        make_kernel, tmp_path):
+    """The same clamping in the ``__setstate__`` of a bytearray's iterator, of `reversed` over
+    one and of an ``array.array``'s iterator: advanced, then the buffer emptied and filled
+    again, each came back at another position."""
+    assert_same_or_named(make_kernel, tmp_path, [
+        "import os, array\nbuf = bytearray(os.urandom(3))\nnums = array.array('i', os.urandom(12))",
+        "bi = iter(buf)\nnext(bi); next(bi)\nbr = reversed(buf)\nnext(br)\nni = iter(nums)\nnext(ni); next(ni)",
+        "del buf[:]\ndel nums[:]",
+    ], "[buf.extend(b'WXYZ'), nums.extend([7, 8, 9, 10]), list(bi), list(br), list(ni)][2:]")
