@@ -569,6 +569,8 @@ def snapshot(ns: dict, exclude: set[str] = frozenset()) -> dict[str, Any]:
         lib = isinstance(o, (type, types.FunctionType, types.BuiltinFunctionType)) and not _is_user(o)
         if lib:
             return ["libref", getattr(o, "__module__", "?"), getattr(o, "__qualname__", "?")]
+        if isinstance(o, np.generic) and not isinstance(o, np.void) and o.dtype != object:
+            return ["npscalar", str(o.dtype), repr(o)]  # immutable: no identity to keep
         if isinstance(o, np.ndarray):
             root = o
             while isinstance(root.base, np.ndarray):
