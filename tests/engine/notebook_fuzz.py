@@ -78,6 +78,7 @@ class Gen:
             (2, self.rng), (1, self.box), (1, self.globals_write), (4, self.indirect),
             (2, self.saved_handle), (1, self.decorated), (1, self.registry),
             (3, self.hidden_calls), (1, self.user_module), (1, self.lazy),
+            (3, self.dynamic_reads),
         ]
         total = sum(w for w, _ in choices)
         x = r.uniform(0, total)
@@ -462,6 +463,30 @@ class Gen:
         forms += [f"import collections\n{v} = collections.defaultdict(list)\n{v}['a'].append(1)",
                   f"import collections\n{v} = collections.deque([1, 2, 3], maxlen=3)\n{v}.append(4)",
                   f"G_{v} = {{}}\nexec('x = [1]\\ny = x', G_{v})"]
+        return [r.choice(forms)]
+
+    def dynamic_reads(self) -> list[str]:
+        """Reads of variables the cell's text names only in strings, or does at definition
+        time (a default, a class body, a decorator), or through a callback of a C function."""
+        r = self.r
+        n = self.of("list", "dict", "int", "obj")
+        if not n:
+            return self.new_list()
+        half = r.randint(1, len(n) - 1) if len(n) > 1 else 1
+        spelled = f"'{n[:half]}' + '{n[half:]}'"
+        v = self.fresh("other")
+        self.names[v] = "other"
+        src = self.of("list")
+        forms = [f"{v} = repr(globals()[{spelled}])", f"{v} = repr(eval({spelled}))",
+                 f"import __main__\n{v} = repr(getattr(__main__, {spelled}))",
+                 f"exec('{v} = repr(' + {spelled} + ')')",
+                 f"def {v}_f(x=repr({n})):\n    return x\n{v} = {v}_f()",
+                 f"class {v}_K:\n    seen = repr({n})\n{v} = {v}_K.seen",
+                 f"{v} = (lambda: repr({n}))()"]
+        if src:
+            forms += [f"{v} = sorted(range(3), key=lambda i: (repr({n}), i))",
+                      f"{v} = list(map(lambda i: repr({n}), range(2)))",
+                      f"{v} = [repr({n}) for _ in {src}]"]
         return [r.choice(forms)]
 
     def globals_write(self) -> list[str]:
