@@ -79,3 +79,14 @@ def test_a_few_fuzzed_notebooks_restore_what_they_held_or_name_it(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert run.stdout.count(": ok") == 2, run.stdout
+
+
+def test_a_shipped_set_of_strings_iterates_in_the_order_it_did(make_kernel, tmp_path):
+    """`{'ee', 'f', 'hh', 'c', 1, 2.5}` (a literal: made from a frozenset constant) iterates
+    'c' before 'hh'. Shipped (its cell reads OS entropy), pickle added its items in that order
+    to an empty set, whose table put 'hh' first: with the same string-hash seed `list(words)`
+    differed, and the set verified (a set's digest has no order). Its table is now rebuilt."""
+    assert_same_or_named(make_kernel, tmp_path, [
+        "import os\nsalt = os.urandom(2)\nwords = {'ee', 'f', 'hh', 'c', 1, 2.5}",
+        "same = [words, words]",
+    ], "[[str(w) for w in words], [str(w) for w in same[0]], same[1] is words]")
