@@ -540,8 +540,8 @@ def notebook(seed: int) -> tuple[list[str], str, list[str]]:
 
 
 ATOMS = (type(None), bool, int, float, complex, str, bytes)
-#: compare the iteration order of sets too (a shipped set of strings iterates in another order
-#: than the original even with one hash seed: see the report)
+#: compare the iteration order of sets too (a shipped set of strings iterated in another order
+#: than the original even with one hash seed, until `serialize._reordered_sets`)
 SET_ORDER = os.environ.get("FUZZ_SET_ORDER") == "1"
 DICT_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
 SKIP = {"In", "Out", "exit", "quit", "get_ipython"}
