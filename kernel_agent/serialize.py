@@ -2932,9 +2932,10 @@ def _set_layout(s: set) -> tuple[int, tuple[int, ...], tuple] | None:
 
 def _build_set(size: int, fillers: tuple[int, ...], order: tuple) -> set | None:
     """A set of `order` with a table of `size` slots where `_set_layout` saw them: the
-    fillers first, then the items, added at once after presizing (an update from a dict of
-    ``len`` keys sizes the table to the power of 2 above ``2 len``, then adds in order),
-    the fillers removed after. None if the table cannot be that size so."""
+    fillers first, then the items, added after presizing (an update from a dict of ``len``
+    keys sizes the table to the power of 2 above ``2 len``, then adds in order: up to half,
+    the rest one by one), the fillers removed after. None if the table cannot be that size
+    so (the caller checks the order it gives)."""
     held = [_SlotFiller(i) for i in fillers]
     n = len(held) + len(order)
     s: set = set()
@@ -2944,12 +2945,15 @@ def _build_set(size: int, fillers: tuple[int, ...], order: tuple) -> set | None:
         for x in (*held, *order):
             s.add(x)
     else:
-        if n >= size // 2:
-            return None
-        spare = [object() for _ in range(max(0, max(5, size // 4) - n))]
-        s.update(dict.fromkeys([*held, *order, *spare]))
+        # up to half the table at once, the rest one by one (a table is grown when 3/5 full)
+        entries = [*held, *order]
+        head = size // 2 - 1
+        spare = [object() for _ in range(max(0, max(5, size // 4) - len(entries)))]
+        s.update(dict.fromkeys([*entries[:head], *spare]))
         for x in spare:
             s.discard(x)
+        for x in entries[head:]:
+            s.add(x)
     for x in held:
         s.discard(x)
     return s
