@@ -404,6 +404,59 @@ class _MemoryMap:
         return [(a, b, h) for a, b, h, r in self.sorted + self.nested if r]
 
 
+#: iterators over a sequence that can shrink, whose ``__setstate__`` clamps a position to
+#: its length (`_reduce_sequence_iterator`)
+_SEQUENCE_ITERATORS = (type(iter([])), type(reversed([])), type(iter(bytearray())), reversed)
+
+
+def _reduce_sequence_iterator(it: Any) -> tuple | None:
+    """An iterator over a list, a bytearray or an ``array.array`` (or a reversed one)
+    rebuilt at its very position, or None (pickle's way: exhausted, or over another
+    sequence).
+
+    Its ``__setstate__`` clamps a position to the sequence's length: ``it = iter(data)``
+    advanced twice, then ``data.clear()``, came back at 0 (a reversed one exhausted), so once
+    ``data`` grew again ``list(it)`` listed every item instead of those from the third on, and
+    it verified (an iterator is checked by type). The position is set by
+    `_set_iterator_position`, over the sequence padded for that moment if it is shorter."""
+    try:
+        rv = it.__reduce__()
+    except Exception:  # noqa: BLE001 - left to pickle, which reports it
+        return None
+    if len(rv) != 3 or not isinstance(rv[1], tuple) or len(rv[1]) != 1:
+        return None
+    make, (seq,), index = rv
+    arr = sys.modules.get("array")
+    if type(index) is not int or not isinstance(
+            seq, (list, bytearray) if arr is None else (list, bytearray, arr.array)):
+        return None
+    return (make, (seq,), (seq, index), None, None, _set_iterator_position)
+
+
+def _set_iterator_position(it: Any, state: tuple) -> None:
+    seq, index = state
+    short = index + 1 - len(seq)  # (a reversed iterator reads seq[index]: clamped to len - 1)
+    if short <= 0:
+        it.__setstate__(index)
+        return
+    n = len(seq)
+    try:
+        if isinstance(seq, list):
+            list.extend(seq, [None] * short)
+        elif isinstance(seq, bytearray):
+            bytearray.extend(seq, bytes(short))
+        else:  # an array.array
+            type(seq).frombytes(seq, bytes(short * seq.itemsize))
+    except BufferError:  # its memory is exported (a memoryview of it): clamped, as pickle does
+        it.__setstate__(index)
+        return
+    try:
+        it.__setstate__(index)
+    finally:
+        base = list if isinstance(seq, list) else bytearray if isinstance(seq, bytearray) else type(seq)
+        base.__delitem__(seq, slice(n, None))
+
+
 class _Pickler(cloudpickle.CloudPickler):
     """cloudpickle + numpy views + namespace re-binding + lru_cache by value.
 
@@ -541,6 +594,10 @@ class _Pickler(cloudpickle.CloudPickler):
     def reducer_override(self, obj: Any) -> Any:
         if not self.python_hashed and type(getattr(type(obj), "__hash__", None)) is types.FunctionType:
             self.python_hashed = True
+        if type(obj) in _SEQUENCE_ITERATORS or type(obj).__name__ == "arrayiterator":
+            rv = _reduce_sequence_iterator(obj)
+            if rv is not None:
+                return rv
         np = self._np
         ct = sys.modules.get("ctypes")
         if ct is not None:
@@ -2730,11 +2787,11 @@ def _importable(obj: Any) -> bool:
 class _AnchoringPickler(_Pickler):
     """`_Pickler` that names the loading process's own containers by persistent id."""
 
-    def __init__(self, *args: Any, pids: dict[int, tuple[str, str]]) -> None:
+    def __init__(self, *args: Any, pids: dict[int, tuple]) -> None:
         super().__init__(*args)
         self._pids = pids
 
-    def persistent_id(self, obj: Any) -> tuple[str, str] | None:
+    def persistent_id(self, obj: Any) -> tuple | None:
         return self._pids.get(id(obj))
 
 
@@ -2742,6 +2799,16 @@ class _AnchoredUnpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         if type(pid) is tuple and len(pid) == 2 and pid[0] == "proc" and pid[1] in _PROCESS_CONTAINERS:
             return _process_container(pid[1])
+        if type(pid) is tuple and len(pid) == 4 and pid[0] == "set-layout":
+            # (`_reordered_sets`) one set however often it is met: the id is memoized, so
+            # each reference loads the same tuple
+            made = self.__dict__.setdefault("_sets", {})
+            hit = made.get(id(pid))
+            if hit is None:
+                _, size, fillers, order = pid
+                built = _build_set(size, fillers, order)
+                hit = made[id(pid)] = (pid, set(order) if built is None else built)
+            return hit[1]
         raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
 
 
@@ -2756,7 +2823,7 @@ def _process_container(name: str) -> Any:
     return builtins.__dict__ if name == "builtins" else getattr(sys, name)
 
 
-def _anchors_met(pickler: _Pickler) -> tuple[dict[int, tuple[str, str]], list[tuple]]:
+def _anchors_met(pickler: _Pickler) -> tuple[dict[int, tuple], list[tuple]]:
     """What a dump met that lives outside the values: the process's containers (their
     persistent ids) and the globals of the notebook's modules (object, module, source,
     attribute), found in the pickler's memo (everything pickled there but atoms)."""
@@ -2764,14 +2831,166 @@ def _anchors_met(pickler: _Pickler) -> tuple[dict[int, tuple[str, str]], list[tu
                   if (c := _process_container(name)) is not None}
     homes = module_globals()
     memo = pickler.memo.copy()
-    pids = {i: pid for i, pid in containers.items() if i in memo}
+    pids: dict[int, tuple] = {i: pid for i, pid in containers.items() if i in memo}
+    pids.update(_reordered_sets(memo))
     found = [g for i, g in homes.items() if i in memo and i not in pids]
     return pids, found
 
 
+#: sets bigger than this are pickled as pickle does (`_reordered_sets`: ~50 us an item)
+ORDERED_SET_MAX = 5_000
+_ATOMS = (str, bytes, int, float, complex, bool, type(None))
+_HASH_BITS = (1 << 64) - 1
+
+
+def _atomic(x: Any) -> bool:
+    t = type(x)
+    return t in _ATOMS or (t is tuple and all(_atomic(e) for e in x))
+
+
+class _SlotFiller:
+    """A placeholder that lands in slot `h` of an empty set's table (its hash is `h`), so that
+    an item probing past that slot finds it taken (`_set_layout`)."""
+
+    __slots__ = ("h",)
+
+    def __init__(self, h: int) -> None:
+        self.h = h
+
+    def __hash__(self) -> int:
+        return self.h
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
+def _table_slots(s: set) -> tuple[dict[int, int], int]:
+    """{id(item): slot} of a set's hash table, and its mask (CPython's ``PySetObject``:
+    ``fill, used, mask, table`` after the object header; entries of key and hash)."""
+    import ctypes
+
+    base = id(s)
+    mask = ctypes.c_ssize_t.from_address(base + 32).value
+    table = ctypes.c_void_p.from_address(base + 40).value
+    ids = {id(x) for x in s}
+    where = {}
+    for i in range(mask + 1):
+        key = ctypes.c_void_p.from_address(table + 16 * i).value
+        if key in ids:
+            where[key] = i
+    return where, mask
+
+
+def _probed_before(h: int, mask: int, stop: int) -> list[int] | None:
+    """The slots a set probes for hash `h` before slot `stop` (``set_add_entry``: 9 linear
+    probes where they fit, then a perturbed jump)."""
+    h &= _HASH_BITS
+    i, perturb, seen = h & mask, h, []
+    for _ in range(10 * (mask + 1)):
+        for slot in range(i, i + (9 if i + 9 <= mask else 0) + 1):
+            if slot == stop:
+                return seen
+            seen.append(slot)
+        perturb >>= 5
+        i = (i * 5 + 1 + perturb) & mask
+    return None
+
+
+def _set_layout(s: set) -> tuple[int, tuple[int, ...], tuple] | None:
+    """(table size, slots to hold with fillers, items in the order to add them) that rebuild
+    `s`'s table, hence its iteration order; None if they cannot (`_build_set`)."""
+    where, mask = _table_slots(s)
+    if len(where) != len(s):
+        return None
+    at = {where[id(x)]: x for x in s}
+    before: dict[int, list] = {}
+    fillers: set[int] = set()
+    for x in s:
+        path = _probed_before(hash(x), mask, where[id(x)])
+        if path is None:
+            return None
+        before[id(x)] = [at[p] for p in path if p in at]
+        fillers.update(p for p in path if p not in at)
+    order: list = []
+    done: set[int] = set()
+    for x in s:  # each item after those in slots it probes first (iteratively: no recursion)
+        stack = [(x, iter(before[id(x)]))]
+        while stack:
+            item, deps = stack[-1]
+            dep = next((d for d in deps if id(d) not in done), None)
+            if dep is None:
+                stack.pop()
+                if id(item) not in done:
+                    done.add(id(item))
+                    order.append(item)
+            elif any(dep is it for it, _ in stack):
+                return None  # a cycle: not a table adds can make
+            else:
+                stack.append((dep, iter(before[id(dep)])))
+    return mask + 1, tuple(sorted(fillers)), tuple(order)
+
+
+def _build_set(size: int, fillers: tuple[int, ...], order: tuple) -> set | None:
+    """A set of `order` with a table of `size` slots where `_set_layout` saw them: the
+    fillers first, then the items, added after presizing (an update from a dict of ``len``
+    keys sizes the table to the power of 2 above ``2 len``, then adds in order: up to half,
+    the rest one by one), the fillers removed after. None if the table cannot be that size
+    so (the caller checks the order it gives)."""
+    held = [_SlotFiller(i) for i in fillers]
+    n = len(held) + len(order)
+    s: set = set()
+    if size == 8:  # the set's own small table: grown at the 5th item
+        if n > 4:
+            return None
+        for x in (*held, *order):
+            s.add(x)
+    else:
+        # up to half the table at once, the rest one by one (a table is grown when 3/5 full)
+        entries = [*held, *order]
+        head = size // 2 - 1
+        spare = [object() for _ in range(max(0, max(5, size // 4) - len(entries)))]
+        s.update(dict.fromkeys([*entries[:head], *spare]))
+        for x in spare:
+            s.discard(x)
+        for x in entries[head:]:
+            s.add(x)
+    for x in held:
+        s.discard(x)
+    return s
+
+
+def _reordered_sets(memo: dict) -> dict[int, tuple]:
+    """Persistent ids of the sets of plain values (strings, numbers, tuples of them) that
+    pickle would bring back iterating in another order, though equal.
+
+    Pickle adds a set's items in its iteration order to an empty set, and the table it
+    builds may differ: ``s = {'ee', 'f', 'hh', 'c', 1, 2.5}`` (a set literal is made from a
+    frozenset constant) came back iterating ``'hh'`` before ``'c'`` with the kernel's same
+    string-hash seed, so ``list(s)`` and every later cell that depends on the order differed,
+    and ``s`` verified (a set's digest has no order). Such a set is named by
+    ``("set-layout", size, fillers, items)`` (`_set_layout`), checked here to rebuild its
+    order, and loaded by `_AnchoredUnpickler.persistent_load` (`_build_set`); one that cannot
+    be rebuilt so (a dense table) is left to pickle."""
+    out: dict[int, tuple] = {}
+    for _, obj in memo.values():
+        if type(obj) is not set or not 1 < len(obj) <= ORDERED_SET_MAX:
+            continue
+        order = list(obj)
+        if list(set(order)) == order or not all(_atomic(x) for x in order):
+            continue
+        try:
+            layout = _set_layout(obj)
+            rebuilt = _build_set(*layout) if layout is not None else None
+        except Exception:  # noqa: BLE001 - a layout not understood: pickle's way
+            continue
+        if rebuilt is not None and list(rebuilt) == order:
+            out[id(obj)] = ("set-layout", *layout)
+    return out
+
+
 def _pickle(
     values: dict[str, Any], namespace: dict[str, Any] | None, view_roots: set[int] | None,
-    pids: dict[int, tuple[str, str]] | None = None,
+    pids: dict[int, tuple] | None = None,
     owners: list[tuple[int, int, Any]] | None = None,
 ) -> tuple[io.BytesIO, list[memoryview], _Pickler, Exception | None]:
     """Pickle `values`; the error is returned (the pickler's memo says what it had met)."""
