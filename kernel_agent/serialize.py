@@ -2864,14 +2864,33 @@ class _SlotFiller:
         return self is other
 
 
+@functools.cache
+def _set_layout_known() -> bool:
+    """Whether `_table_slots` may read sets: CPython 3.10 to 3.13, 64-bit, with the GIL and
+    no debug header (whose `PySetObject` is the layout its offsets assume)."""
+    import ctypes
+    import sysconfig
+
+    return (sys.implementation.name == "cpython" and (3, 10) <= sys.version_info[:2] <= (3, 13)
+            and ctypes.sizeof(ctypes.c_void_p) == 8 and not hasattr(sys, "gettotalrefcount")
+            and not sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
 def _table_slots(s: set) -> tuple[dict[int, int], int]:
     """{id(item): slot} of a set's hash table, and its mask (CPython's ``PySetObject``:
     ``fill, used, mask, table`` after the object header; entries of key and hash)."""
     import ctypes
 
+    if not _set_layout_known():
+        raise ValueError("not a set layout this reads")
     base = id(s)
-    mask = ctypes.c_ssize_t.from_address(base + 32).value
+    fill, used, mask = (ctypes.c_ssize_t.from_address(base + o).value for o in (16, 24, 32))
     table = ctypes.c_void_p.from_address(base + 40).value
+    # (each field checked against what it must be before the table is read: a layout other
+    # than the one assumed is refused here, never read as addresses)
+    if (used != len(s) or fill < used or mask < 7 or mask & (mask + 1) or mask > 1 << 22
+            or not table or (mask == 7) != (table == base + 64)):
+        raise ValueError("set fields not as expected")
     ids = {id(x) for x in s}
     where = {}
     for i in range(mask + 1):
