@@ -10,6 +10,7 @@ which then shuts the hub down in order (servers, proxy, hub) and kills what is l
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -63,16 +64,27 @@ def default_port_range() -> tuple[int, int]:
     return low, high
 
 
+#: the ports `free_port` handed out last in this process: a caller may not have bound one yet
+_RECENT: collections.deque[int] = collections.deque(maxlen=64)
+
+
 def free_port(port_range: tuple[int, int] | None = None) -> int:
-    """A TCP port free on 127.0.0.1 right now, outside the ephemeral range."""
+    """A TCP port free on 127.0.0.1 right now, outside the ephemeral range, and none of the
+    last ports it handed out: the hub's three ports are picked before any is bound, and one
+    picked twice passed for free both times (the hub then failed to bind the proxy's port,
+    "Address already in use", about one hub start in a thousand)."""
     port_range = port_range or default_port_range()
+    spread = port_range[1] - port_range[0] + 1 > 2 * _RECENT.maxlen  # (a range that tiny: any)
     for _ in range(200):
         port = random.randint(*port_range)
+        if spread and port in _RECENT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _RECENT.append(port)
             return port
     raise HubError(f"no free TCP port in {port_range[0]}-{port_range[1]} on 127.0.0.1")
 
@@ -138,7 +150,7 @@ class LocalHub:
         self.token = secrets.token_hex(32)
         # signs every checkpoint (ElasticSpawnerMixin.hub_secret); kept across restart()
         self.hub_secret = secrets.token_hex(32)
-        self.port = free_port()
+        self.port = free_port()  # (three distinct ports: see free_port)
         self.api_port = free_port()
         self.hub_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None

@@ -149,6 +149,17 @@ def test_the_port_range_comes_from_the_environment_when_set(monkeypatch) -> None
         free_port()
 
 
+def test_ports_picked_in_a_row_are_distinct_before_any_is_bound(monkeypatch) -> None:
+    """A hub's three ports are picked before it binds any: one picked twice made the hub
+    fail to bind ("Address already in use"). 60 picks from 200 ports would repeat one
+    almost surely if each pick were independent."""
+    from elastic_spawner.localhub import PORT_RANGE_ENV, free_port
+
+    monkeypatch.setenv(PORT_RANGE_ENV, "23000-23199")
+    picked = [free_port() for _ in range(60)]
+    assert len(set(picked)) == 60
+
+
 def test_every_server_of_a_user_gets_its_own_store_prefix_in_the_spawner_and_the_service() -> None:
     """The default server and named servers "default", "~default", "x" never share a prefix.
 
