@@ -121,6 +121,7 @@ from kernel_agent import libobjects
 from kernel_agent.buffers import BlobBuffer, array_interface_base
 from kernel_agent.changes import (
     _BYTESIO_BUFFER,
+    MARSHAL_ATOMS,
     _byte_span,
     _dense_cpu,
     _dict_descriptor,
@@ -406,7 +407,8 @@ class _MemoryMap:
 
 #: iterators over a sequence that can shrink, whose ``__setstate__`` clamps a position to
 #: its length (`_reduce_sequence_iterator`)
-_SEQUENCE_ITERATORS = (type(iter([])), type(reversed([])), type(iter(bytearray())), reversed)
+_SEQUENCE_ITERATORS = (type(iter([])), type(reversed([])), type(iter(bytearray())),
+                       type(iter(array.array("b"))), reversed)
 
 
 def _reduce_sequence_iterator(it: Any) -> tuple | None:
@@ -426,9 +428,7 @@ def _reduce_sequence_iterator(it: Any) -> tuple | None:
     if len(rv) != 3 or not isinstance(rv[1], tuple) or len(rv[1]) != 1:
         return None
     make, (seq,), index = rv
-    arr = sys.modules.get("array")
-    if type(index) is not int or not isinstance(
-            seq, (list, bytearray) if arr is None else (list, bytearray, arr.array)):
+    if type(index) is not int or not isinstance(seq, (list, bytearray, array.array)):
         return None
     return (make, (seq,), (seq, index), None, None, _set_iterator_position)
 
@@ -594,7 +594,7 @@ class _Pickler(cloudpickle.CloudPickler):
     def reducer_override(self, obj: Any) -> Any:
         if not self.python_hashed and type(getattr(type(obj), "__hash__", None)) is types.FunctionType:
             self.python_hashed = True
-        if type(obj) in _SEQUENCE_ITERATORS or type(obj).__name__ == "arrayiterator":
+        if type(obj) in _SEQUENCE_ITERATORS:
             rv = _reduce_sequence_iterator(obj)
             if rv is not None:
                 return rv
@@ -2839,13 +2839,12 @@ def _anchors_met(pickler: _Pickler) -> tuple[dict[int, tuple], list[tuple]]:
 
 #: sets bigger than this are pickled as pickle does (`_reordered_sets`: ~50 us an item)
 ORDERED_SET_MAX = 5_000
-_ATOMS = (str, bytes, int, float, complex, bool, type(None))
 _HASH_BITS = (1 << 64) - 1
 
 
 def _atomic(x: Any) -> bool:
     t = type(x)
-    return t in _ATOMS or (t is tuple and all(_atomic(e) for e in x))
+    return t in MARSHAL_ATOMS or (t is tuple and all(_atomic(e) for e in x))
 
 
 class _SlotFiller:
