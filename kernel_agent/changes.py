@@ -2131,9 +2131,7 @@ class _Walker:
                             continue
                         append(n)
                         if portable and idmap is None:
-                            stale = stale_keys(obj)
-                            if stale:  # (see `stale_keys`)
-                                append(("stale", stale))
+                            self._note_stale(obj)
                         nodes += 2 * n
                         extend(reversed(list(_chain(obj.items()))))
                     elif tp is tuple or not set(map(type, obj)) <= fast:
@@ -2183,13 +2181,18 @@ class _Walker:
             self.noid = base_noid
             self.nodes = nodes
 
+    def _note_stale(self, container: Any, keys: list[Any] | None = None) -> None:
+        """Emit how many keys of the dict or set `container` a pickle's rebuild would not give
+        back (`stale_keys`), when there are any: a copy of it then digests as differing."""
+        stale = stale_keys(container, keys)
+        if stale:
+            self.out.append(("stale", stale))
+
     def _stale_subclass(self, obj: Any) -> bool:
         """Emit the stale keys of a dict or set subclass (defaultdict, Counter, the notebook's:
-        see `stale_keys`); False, so the caller walks it as it would have."""
+        see `_note_stale`); False, so the caller walks it as it would have."""
         if self.idmap is None and isinstance(obj, (dict, set, frozenset)):
-            stale = stale_keys(obj)
-            if stale:
-                self.out.append(("stale", stale))
+            self._note_stale(obj)
         return False
 
     def _enum_member(self, member: enum.Enum, extend: Any) -> None:
@@ -2467,9 +2470,7 @@ class _Walker:
         keyed.sort()
         self.out.append(len(elems))
         if self.portable and idmap is None:
-            stale = stale_keys(s, elems)
-            if stale:  # (what a rebuild would not give back: a pickle cannot ship it as is)
-                self.out.append(("stale", stale))
+            self._note_stale(s, elems)
         extend(reversed([elems[i] for _, i in keyed]))
 
     def _set_keys(self, elems: list[Any], ctx: _SetOrder,
