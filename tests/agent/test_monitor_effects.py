@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
+from pathlib import Path
+
+import pytest
 
 from kernel_agent.effects import BACKGROUND
 from tests.agent.conftest import AgentKernel
@@ -38,7 +43,10 @@ def test_cell_reading_a_file_is_not_marked(agent, tmp_path):
     assert rec["effects"] == []
 
 
-def test_file_removal_rename_and_mkdir_are_marked(agent, tmp_path):
+def test_file_removal_rename_and_mkdir_are_marked(agent, short_tmp):
+    # (a short directory: an effect's text is cut at 160 characters, and pytest's tmp_path
+    # grows with its run counter, past that once it reached pytest-1000)
+    tmp_path = short_tmp
     (tmp_path / "a").write_text("x")
     rec = agent.cell(
         f"import os\nos.rename({str(tmp_path / 'a')!r}, {str(tmp_path / 'b')!r})\n"
@@ -327,3 +335,10 @@ def test_an_id_attribute_or_a_variable_named_id_is_not_a_call_of_id(agent):
     agent.ok("import types\nid_row = types.SimpleNamespace(id=7)")
     assert not agent.cell("id_of_row = id_row.id")["uses_id"]
     assert not agent.cell("id_sum = 0\nfor id in range(3):\n    id_sum += id")["uses_id"]
+
+
+@pytest.fixture
+def short_tmp():
+    path = Path(tempfile.mkdtemp(prefix="fx", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
