@@ -29,6 +29,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from jupyterhub.utils import maybe_future
 from kubernetes_asyncio.client.models import V1EnvVar, V1Lifecycle
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
@@ -46,7 +47,7 @@ from elastic_spawner.k8s import (
     secret_env,
 )
 from elastic_spawner.mixin import ElasticSpawnerMixin
-from elastic_spawner.resize import SizePolicy, apply_size_options
+from elastic_spawner.resize import SIZE_KEYS, SizePolicy, apply_size_options
 
 ENV_SERVER_PORT = "ELASTIC_SERVER_PORT"
 NOTEBOOK_CONTAINER = "notebook"  # KubeSpawner's name for the single-user container
@@ -393,6 +394,27 @@ def latest_server_checkpoint(store_url: str) -> str | None:
     return format_pointer(store_url, cid) if cid else None
 
 
-def _apply_size_user_options(spawner: ElasticKubeSpawner, user_options: dict[str, Any]) -> None:
-    """Default `apply_user_options`: `{"cpu", "memory"}` or `{"size"}`; invalid -> HTTP 400."""
-    apply_size_options(spawner, user_options, spawner.size_policy)
+async def _apply_size_user_options(spawner: ElasticKubeSpawner, user_options: dict[str, Any]) -> None:
+    """Default `apply_user_options`: `{"cpu", "memory"}` or `{"size"}`; invalid -> HTTP 400.
+    KubeSpawner's own keys (a `profile_list`'s profile and its options) are its to read."""
+    unknown = set(user_options or {}) - set(SIZE_KEYS)
+    profiles = await _profile_keys(spawner) if unknown else set()
+    apply_size_options(spawner, user_options, spawner.size_policy, understood_elsewhere=profiles)
+
+
+async def _profile_keys(spawner: ElasticKubeSpawner) -> set[str]:
+    """The `user_options` keys KubeSpawner's `load_user_options` reads for the configured
+    `profile_list`: `profile`, and each profile option's slug (and its `--unlisted-choice`)."""
+    profiles: Any = spawner.profile_list
+    if callable(profiles):
+        profiles = await maybe_future(profiles(spawner))
+    if isinstance(profiles, dict):  # (KubeSpawner 7 also takes {slug: profile})
+        profiles = list(profiles.values())
+    if not profiles:
+        return set()
+    keys = {"profile"}
+    for profile in profiles:
+        options = profile.get("profile_options") or {} if isinstance(profile, dict) else {}
+        for option in options:
+            keys |= {str(option), f"{option}--unlisted-choice"}
+    return keys

@@ -24,7 +24,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,18 +152,23 @@ def parse_size(options: Mapping[str, Any] | None, policy: SizePolicy,
     return Resources(cpu, memory)
 
 
-def apply_size_options(spawner: Any, user_options: Mapping[str, Any] | None, policy: SizePolicy) -> None:
-    """Set the spawner's CPU/memory from `user_options`; a bad size is an HTTP 400 saying why."""
+def apply_size_options(spawner: Any, user_options: Mapping[str, Any] | None, policy: SizePolicy,
+                       understood_elsewhere: Collection[str] = ()) -> None:
+    """Set the spawner's CPU/memory from `user_options`; a bad size is an HTTP 400 saying why.
+
+    `understood_elsewhere`: keys another part of the spawner reads (KubeSpawner's profile and
+    profile options), which are not "ignored" however often a user sends them."""
     from tornado import web
 
     try:
         resources = parse_size(user_options, policy)
     except SizeError as e:
         raise web.HTTPError(400, f"Invalid size for {spawner._elastic_name}: {e}") from e
-    other = sorted(set(user_options or {}) - set(SIZE_KEYS))
+    other = sorted(set(user_options or {}) - set(SIZE_KEYS) - set(understood_elsewhere))
     if other:
+        also = "".join(f", {k}" for k in sorted(understood_elsewhere))
         spawner.log.warning("Elastic: ignoring user_options %s for %s (understood: cpu, memory, "
-                            "size)", ", ".join(other), spawner._elastic_name)
+                            "size%s)", ", ".join(other), spawner._elastic_name, also)
     if resources is None:
         return
     spawner.cpu_guarantee = spawner.cpu_limit = resources.cpu
