@@ -81,3 +81,12 @@ def dict_version(d: Any) -> int | None:
     if _read is None or type(d) is not dict:
         return None
     return _read(d)
+
+
+def any_dict_version(d: Any) -> int | None:
+    """Version tag of `d`, a dict or an instance of a dict subclass (a Counter, a defaultdict:
+    their storage is a dict's, whose tag every change through any method moves). None where
+    tags are unknown or `d` is no dict."""
+    if _read is None or not isinstance(d, dict):
+        return None
+    return _read(d)

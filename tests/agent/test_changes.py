@@ -287,6 +287,34 @@ def test_deque_and_ordered_dict_changes():
     assert run(t, ns, "od.move_to_end('a')", ["od"]).mutated == {"od"}
 
 
+def test_one_count_changed_in_a_big_counter_or_defaultdict():
+    t, ns = tracked(
+        "import collections\nwords = [f'w{i % 3000}' for i in range(20_000)]\n"
+        "counts = collections.Counter(words)\nby_len = collections.defaultdict(int)\n"
+        "for w in words:\n    by_len[w] += 1"
+    )
+    assert run(t, ns, "n = counts['w7'] + by_len['w7']", ["counts", "by_len"]).mutated == set()
+    assert run(t, ns, "counts['w7'] += 1", ["counts"]).mutated == {"counts"}
+    assert run(t, ns, "by_len['w8'] -= 1", ["by_len"]).mutated == {"by_len"}
+    assert run(t, ns, "counts['new'] = 0", ["counts"]).mutated == {"counts"}
+    assert run(t, ns, "by_len.default_factory = float", ["by_len"]).mutated == {"by_len"}
+    assert run(t, ns, "counts['w9'] = 2.5", ["counts"]).mutated == {"counts"}
+
+
+def test_stdlib_dict_subclasses_of_plain_data_are_plain_unless_they_hold_code():
+    t, ns = tracked(
+        "import collections\ncounts = collections.Counter('abracadabra')\n"
+        "groups = collections.defaultdict(list, {'a': [1, 2]})\n"
+        "od = collections.OrderedDict(x=1)\nmade = collections.defaultdict(lambda: G)\n"
+        "holds = collections.Counter({len: 1})\nclass Mine(collections.Counter):\n    pass\n"
+        "mine = Mine('ab')"
+    )
+    for name in ("counts", "groups", "od"):
+        assert t.plain(name, ns[name]), name
+    for name in ("made", "holds", "mine"):  # a lambda, a builtin function, a notebook class
+        assert not t.plain(name, ns[name]), name
+
+
 def test_one_array_element_changed_in_100mb():
     t, ns = tracked("big = np.zeros(100 * 2**20 // 8)")
     assert run(t, ns, "big[7_654_321] = 1e-300", ["big"]).mutated == {"big"}

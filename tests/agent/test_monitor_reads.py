@@ -436,3 +436,14 @@ def test_a_magic_whose_name_is_computed_reads_every_variable(agent, tmp_path):
     # (a method of that name on anything else is no magic)
     rec = agent.cell("import platform\ncmr_sys = platform.system()")
     assert "cmr_in" not in rec["reads"]
+
+
+def test_a_function_put_into_a_big_dict_of_numbers_read_before_is_found(agent):
+    # the dict is big enough to be left unwalked when touched, so the read analysis scans it,
+    # and remembers it held numbers only: until the dict changes
+    agent.ok("g_bd = 7\ndef f_bd():\n    return g_bd\nbig_bd = {i: i for i in range(150_000)}")
+    agent.ok("n_bd = len(big_bd)")
+    assert "g_bd" not in agent.cell("m_bd = big_bd[0]")["reads"]
+    agent.ok("big_bd['f'] = f_bd")
+    rec = agent.cell("r_bd = big_bd['f']()")
+    assert {"big_bd", "g_bd"} <= set(rec["reads"]), rec["reads"]
