@@ -315,6 +315,47 @@ def test_stdlib_dict_subclasses_of_plain_data_are_plain_unless_they_hold_code():
         assert not t.plain(name, ns[name]), name
 
 
+RECORDS = "rows = [{'id': i, 'name': f'n{i}', 'score': i / 2, 'tags': ['a', 'b']} for i in range(5_000)]"
+
+
+def test_a_list_of_records_is_plain_data_and_a_change_deep_in_it_is_seen():
+    t, ns = tracked(RECORDS)
+    assert t.plain("rows", ns["rows"]) and not t.is_opaque("rows")
+    assert run(t, ns, "n = len(rows)", ["rows"]).mutated == set()
+    assert run(t, ns, "rows[4321]['tags'].append('c')", ["rows"]).mutated == {"rows"}
+    assert run(t, ns, "rows[7]['score'] = -1.0", ["rows"]).mutated == {"rows"}
+    assert run(t, ns, "rows[9]['tags'] = ['a', 'b']", ["rows"]).mutated == {"rows"}  # a copy
+    assert run(t, ns, "rows[3] = dict(rows[3])", ["rows"]).mutated == {"rows"}
+    assert run(t, ns, "rows.append(rows[0])", ["rows"]).mutated == {"rows"}  # now shared
+    assert run(t, ns, "rows.pop()", ["rows"]).mutated == {"rows"}
+
+
+def test_two_hundred_thousand_records_are_walked_to_the_end():
+    """Walked item by item they were past the node limit (opaque: every touch a mutation,
+    and the read analysis searched them at every read)."""
+    t, ns = tracked(RECORDS.replace("5_000", "200_000"))
+    assert not t.is_opaque("rows") and t.plain("rows", ns["rows"])
+
+
+def test_names_reaching_into_a_list_of_records_join_its_covariable():
+    t, ns = tracked(RECORDS + "\nfirst = rows[0]")
+    assert group(t, "rows", "first")
+    run(t, ns, "tags = rows[10]['tags']", ["rows", "tags"])
+    assert group(t, "rows", "first", "tags")
+    assert run(t, ns, "tags.append('z')", ["tags"]).mutated >= {"tags", "rows"}
+    run(t, ns, "box = {'r': rows[11], 'pad': list(range(100))}", ["rows", "box"])
+    assert group(t, "rows", "box")
+
+
+def test_records_beside_an_object_or_a_cycle_are_still_tracked():
+    t, ns = tracked(RECORDS + "\nimport datetime\n"
+                    "run = {'rows': rows, 'when': datetime.date(2024, 1, 1), 'ix': list(range(80))}")
+    assert group(t, "rows", "run")
+    assert run(t, ns, "run['rows'][5]['name'] = 'x'", ["run"]).mutated == {"run", "rows"}
+    assert run(t, ns, "rows.append(run)", ["rows"]).mutated == {"rows", "run"}  # a cycle
+    assert run(t, ns, "rows[-1]['ix'].append(1)", ["rows"]).mutated == {"rows", "run"}
+
+
 def test_one_array_element_changed_in_100mb():
     t, ns = tracked("big = np.zeros(100 * 2**20 // 8)")
     assert run(t, ns, "big[7_654_321] = 1e-300", ["big"]).mutated == {"big"}
