@@ -356,6 +356,29 @@ def test_records_beside_an_object_or_a_cycle_are_still_tracked():
     assert run(t, ns, "rows[-1]['ix'].append(1)", ["rows"]).mutated == {"rows", "run"}
 
 
+POINTS = ("import dataclasses\n@dataclasses.dataclass\nclass P:\n    x: float\n    label: str\n"
+          "pts = [P(i / 3, f'p{i}') for i in range(500)]")
+
+
+def test_a_change_to_one_of_a_list_of_dataclass_records_is_seen():
+    t, ns = tracked(POINTS)
+    assert run(t, ns, "n = len(pts)", ["pts"]).mutated == set()
+    assert run(t, ns, "pts[3].x = 5.0", ["pts"]).mutated == {"pts"}
+    assert run(t, ns, "pts[4] = P(1, 'q')", ["pts"]).mutated == {"pts"}
+    assert run(t, ns, "pts[9].extra = [1]", ["pts"]).mutated == {"pts"}
+    assert run(t, ns, "pts[9].extra.append(2)", ["pts"]).mutated == {"pts"}
+    assert run(t, ns, "pts[10].__dict__.clear()", ["pts"]).mutated == {"pts"}
+
+
+def test_a_list_of_dataclass_records_is_one_covariable_with_its_class_and_its_items():
+    t, ns = tracked(POINTS)
+    assert group(t, "pts", "P")
+    run(t, ns, "one = pts[7]", ["pts", "one"])
+    assert group(t, "pts", "one")
+    assert run(t, ns, "one.label = 'z'", ["one"]).mutated == {"one", "pts"}
+    assert run(t, ns, "P.scale = 2", ["P"]).mutated == {"P", "one", "pts"}
+
+
 def test_one_array_element_changed_in_100mb():
     t, ns = tracked("big = np.zeros(100 * 2**20 // 8)")
     assert run(t, ns, "big[7_654_321] = 1e-300", ["big"]).mutated == {"big"}
