@@ -512,6 +512,8 @@ class _Pickler(cloudpickle.CloudPickler):
         self._stdio = {id(v): n for n in _STDIO_NAMES if (v := getattr(sys, n, None)) is not None}
         self._process_objects = _process_objects()
         self._torch = sys.modules.get("torch")  # not imported: no tensor can exist
+        # Pillow's image read from a file (`Image.open`): not imported, none can exist
+        self._pil_file = getattr(sys.modules.get("PIL.ImageFile"), "ImageFile", None)
         # storage address -> (its holder's address, numpy array holding its bytes) of the
         # tensors pickled so far: a numpy owner array it lies in (``torch.from_numpy(a[2:])``)
         # or an array over the storage made here (their ids in `_holders`)
@@ -624,6 +626,8 @@ class _Pickler(cloudpickle.CloudPickler):
             rv = self._reduce_tensor(obj, torch)
             if rv is not None:
                 return rv
+        if self._pil_file is not None and self.lossy is None and isinstance(obj, self._pil_file):
+            self._note_image_file(obj)
         if (torch is not None and isinstance(obj, torch.optim.Optimizer)
                 and getattr(type(obj), "__getstate__", None) is torch.optim.Optimizer.__getstate__):
             # its own pickle keeps three of its attributes and its __setstate__ makes the rest
@@ -894,6 +898,19 @@ class _Pickler(cloudpickle.CloudPickler):
         if size and self.lossy is None:
             name = getattr(wrapper, "__qualname__", "?")
             self.lossy = f"the cache of {name} ({size} results) cannot be rebuilt from a pickle"
+
+    def _note_image_file(self, img: Any) -> None:
+        """Record that an image Pillow opened from a file comes back without what it read there.
+
+        Pillow pickles an image as its pixels, mode, size, palette and info, and its
+        ``__setstate__`` rebuilds a bare image of the plugin's class: what the plugin keeps
+        (``GifImageFile``'s frame count and position, ``PngImageFile``'s text chunks, the open
+        file the frames not yet read come from) is dropped. A shipped ``Image.open('a.gif')``
+        verified (its loaded copy was taken for the value with lazily filled state) and
+        ``img.n_frames`` or ``img.seek(1)`` then raised AttributeError. The checkpoint re-opens
+        it by its cell when it can, and names it otherwise."""
+        self.lossy = (f"Pillow's pickle of an image opened from a file ({type(img).__name__}) "
+                      "drops the state its plugin read from the file (frames, position, chunks)")
 
     def _note_dropped_callbacks(self, registry: Any) -> None:
         """Record that a matplotlib callback registry comes back without the notebook's callbacks.

@@ -52,3 +52,28 @@ def test_a_loss_re_made_by_its_cell_still_backpropagates_into_the_notebooks_mode
         r.kernel.ok(follow_up)
         assert r.kernel.value(probe) == want, r.plan
 
+
+def test_a_gif_opened_from_a_file_since_removed_is_named_not_verified_without_its_frames(
+        make_kernel, tmp_path):
+    """Pillow pickles an opened image as its pixels: the `GifImageFile` it rebuilds has no frame
+    count, no position, no file. Shipped (its file gone, its cell cannot re-open it), it verified
+    (its loaded copy was taken for the value with state filled in) and `gif.n_frames` raised
+    AttributeError in the restored kernel."""
+    pytest.importorskip("PIL")
+    cells = [
+        "import os\nimport numpy as np\nfrom PIL import Image",
+        "frames = [Image.fromarray(np.full((8, 8), i * 40, dtype=np.uint8)) for i in range(3)]\n"
+        "frames[0].save('anim.gif', save_all=True, append_images=frames[1:])",
+        "gif = Image.open('anim.gif')",
+        "os.remove('anim.gif')",
+    ]
+    probe = "[gif.n_frames, gif.tell()]"
+    a, out = migrate_both(_seeded(make_kernel), tmp_path, cells)
+    want = a.value(probe)
+    for r in out.values():
+        v = r.restore["variables"]["gif"]
+        if v.get("verified"):
+            assert r.kernel.value(probe) == want, r.plan
+        else:
+            assert v.get("detail"), r.plan
+
