@@ -2816,14 +2816,14 @@ class _AnchoredUnpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         if type(pid) is tuple and len(pid) == 2 and pid[0] == "proc" and pid[1] in _PROCESS_CONTAINERS:
             return _process_container(pid[1])
-        if type(pid) is tuple and len(pid) == 4 and pid[0] == "set-layout":
+        if type(pid) is tuple and len(pid) in (4, 5) and pid[0] == "set-layout":
             # (`_reordered_sets`) one set however often it is met: the id is memoized, so
             # each reference loads the same tuple
             made = self.__dict__.setdefault("_sets", {})
             hit = made.get(id(pid))
             if hit is None:
-                _, size, fillers, order = pid
-                built = _build_set(size, fillers, order)
+                _, size, fillers, order, *grow = pid
+                built = _build_set(size, fillers, order, bool(grow))
                 hit = made[id(pid)] = (pid, set(order) if built is None else built)
             return hit[1]
         raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
@@ -2895,6 +2895,13 @@ def _set_layout_known() -> bool:
 def _table_slots(s: set) -> tuple[dict[int, int], int]:
     """{id(item): slot} of a set's hash table, and its mask (CPython's ``PySetObject``:
     ``fill, used, mask, table`` after the object header; entries of key and hash)."""
+    where, mask, _ = _table_state(s)
+    return where, mask
+
+
+def _table_state(s: set) -> tuple[dict[int, int], int, tuple[int, ...]]:
+    """`_table_slots` and the slots holding a removed item's dummy, in order: what decides
+    where later adds go and when the table is resized (its ``fill`` is the items and those)."""
     import ctypes
 
     if not _set_layout_known():
@@ -2909,11 +2916,16 @@ def _table_slots(s: set) -> tuple[dict[int, int], int]:
         raise ValueError("set fields not as expected")
     ids = {id(x) for x in s}
     where = {}
+    dummies = []
     for i in range(mask + 1):
         key = ctypes.c_void_p.from_address(table + 16 * i).value
         if key in ids:
             where[key] = i
-    return where, mask
+        elif key:
+            dummies.append(i)
+    if len(dummies) != fill - used:
+        raise ValueError("set table not as its fields say")
+    return where, mask, tuple(dummies)
 
 
 def _probed_before(h: int, mask: int, stop: int) -> list[int] | None:
@@ -2931,15 +2943,18 @@ def _probed_before(h: int, mask: int, stop: int) -> list[int] | None:
     return None
 
 
-def _set_layout(s: set) -> tuple[int, tuple[int, ...], tuple] | None:
+def _set_layout(s: set, every_dummy: bool = False
+                ) -> tuple[int, tuple[int, ...], tuple] | None:
     """(table size, slots to hold with fillers, items in the order to add them) that rebuild
-    `s`'s table, hence its iteration order; None if they cannot (`_build_set`)."""
-    where, mask = _table_slots(s)
+    `s`'s table, hence its iteration order; None if they cannot (`_build_set`). `every_dummy`:
+    fillers at every slot a removed item left, not only those the items probe past, so that
+    the rebuilt table is the same one (later adds land where they did, `_exact_layout`)."""
+    where, mask, dummies = _table_state(s)
     if len(where) != len(s):
         return None
     at = {where[id(x)]: x for x in s}
     before: dict[int, list] = {}
-    fillers: set[int] = set()
+    fillers: set[int] = set(dummies) if every_dummy else set()
     for x in s:
         path = _probed_before(hash(x), mask, where[id(x)])
         if path is None:
@@ -2965,16 +2980,22 @@ def _set_layout(s: set) -> tuple[int, tuple[int, ...], tuple] | None:
     return mask + 1, tuple(sorted(fillers)), tuple(order)
 
 
-def _build_set(size: int, fillers: tuple[int, ...], order: tuple) -> set | None:
+def _build_set(size: int, fillers: tuple[int, ...], order: tuple, grow: bool = False
+               ) -> set | None:
     """A set of `order` with a table of `size` slots where `_set_layout` saw them: the
     fillers first, then the items, added after presizing (an update from a dict of ``len``
     keys sizes the table to the power of 2 above ``2 len``, then adds in order: up to half,
-    the rest one by one), the fillers removed after. None if the table cannot be that size
-    so (the caller checks the order it gives)."""
+    the rest one by one), the fillers removed after. `grow`: all added one by one to an
+    empty set instead, its table grown as adds grow it (a set built up item by item, then
+    some removed: presizing would have needed spare keys, whose dummies would stay). None if
+    the table cannot be that size so (the caller checks the order it gives)."""
     held = [_SlotFiller(i) for i in fillers]
     n = len(held) + len(order)
     s: set = set()
-    if size == 8:  # the set's own small table: grown at the 5th item
+    if grow:
+        for x in (*held, *order):
+            s.add(x)
+    elif size == 8:  # the set's own small table: grown at the 5th item
         if n > 4:
             return None
         for x in (*held, *order):
@@ -3011,9 +3032,15 @@ def _reordered_sets(memo: dict) -> dict[int, tuple]:
         if type(obj) is not set or not 1 < len(obj) <= ORDERED_SET_MAX:
             continue
         order = list(obj)
-        if list(set(order)) == order or not all(_atomic(x) for x in order):
+        if not all(_atomic(x) for x in order):
             continue
         try:
+            exact = _exact_layout(obj, order)
+            if exact is not None:
+                out[id(obj)] = ("set-layout", *exact)
+                continue
+            if list(set(order)) == order:
+                continue
             layout = _set_layout(obj)
             rebuilt = _build_set(*layout) if layout is not None else None
         except Exception:  # noqa: BLE001 - a layout not understood: pickle's way
@@ -3021,6 +3048,41 @@ def _reordered_sets(memo: dict) -> dict[int, tuple]:
         if rebuilt is not None and list(rebuilt) == order:
             out[id(obj)] = ("set-layout", *layout)
     return out
+
+
+def _exact_layout(s: set, order: list) -> tuple | None:
+    """The layout (`_set_layout`, and whether `_build_set` grows it) that rebuilds `s`'s very
+    table, when pickle's rebuild would not: None when pickle's is that table already, or when
+    no layout rebuilds it (then only its order is kept, `_reordered_sets`).
+
+    Pickle adds the items to a fresh set, whose table has no dummies and the size their count
+    gives. A set that items were removed from keeps its size and a dummy per removed item, and
+    later adds go where those decide: ``s = {'apple', 'kiwi', 'fig', ...}; s.discard('kiwi')``
+    came back iterating as it did, but after ``s.add('zz')`` in the restored kernel ``list(s)``
+    was in another order than in the original kernel (as was ``set(range(100))`` narrowed to
+    three numbers, then added to)."""
+    import ctypes
+
+    if not _set_layout_known():
+        return None
+    fill, used, mask = (ctypes.c_ssize_t.from_address(id(s) + o).value for o in (16, 24, 32))
+    again = set(order)
+    if fill == used and ctypes.c_ssize_t.from_address(id(again) + 32).value == mask \
+            and list(again) == order:
+        return None  # (no dummies, same size and order: the same slots)
+    where, mask, dummies = _table_state(s)
+    want = ({where[id(x)] for x in s}, mask, dummies)
+    layout = _set_layout(s, every_dummy=True)
+    if layout is None:
+        return None
+    for grow in (False, True):
+        rebuilt = _build_set(*layout, grow=grow)
+        if rebuilt is None or list(rebuilt) != order:
+            continue
+        got, got_mask, got_dummies = _table_state(rebuilt)
+        if (set(got.values()), got_mask, got_dummies) == want:
+            return (*layout, True) if grow else layout
+    return None
 
 
 def _pickle(
