@@ -99,3 +99,26 @@ def test_a_set_items_were_removed_from_takes_later_adds_in_the_order_it_did(make
         else:
             assert "basket" in r.restore["lost"], r.plan
 
+
+def test_torch_settings_made_by_a_cell_that_cannot_be_re_run_are_set_again(make_kernel,
+                                                                           tmp_path):
+    """`torch.set_default_dtype(torch.float64)`, `torch.set_grad_enabled(False)` (as a
+    statement) and `torch.set_printoptions(precision=2)` hold for every later cell. Set by a cell
+    that cannot be re-run (it reads OS entropy), they were not carried, only warned about in
+    general terms: after a restore that verified every variable, new tensors were float32 and
+    had a graph where the session made neither."""
+    pytest.importorskip("torch")
+    cells = [
+        "import os\nimport torch",
+        "salt = os.urandom(2)\ntorch.set_default_dtype(torch.float64)\n"
+        "torch.set_grad_enabled(False)\ntorch.set_printoptions(precision=2)",
+        "salt2 = os.urandom(2)\nw = torch.ones(2, requires_grad=True)",
+    ]
+    probe = ("[str(torch.zeros(1).dtype), torch.is_grad_enabled(), (torch.ones(1, requires_grad=True)"
+             " * 2).requires_grad, repr(torch.tensor([1.23456]))]")
+    a, out = migrate_both(_seeded(make_kernel), tmp_path, cells)
+    want = a.value(probe)
+    assert want == ["torch.float64", False, False, "tensor([1.23])"]
+    for r in out.values():
+        assert r.kernel.value(probe) == want, r.plan
+
