@@ -122,3 +122,28 @@ def test_torch_settings_made_by_a_cell_that_cannot_be_re_run_are_set_again(make_
     for r in out.values():
         assert r.kernel.value(probe) == want, r.plan
 
+
+
+def test_a_model_whose_training_cell_cannot_be_re_run_is_kept_without_the_loss_left_over(
+        make_kernel, tmp_path):
+    """`loss` left over from the training loop holds an autograd graph over `model`'s
+    parameters: one co-variable with `model` and `opt`, and its graph does not pickle. The loop
+    saved a file, so it cannot be re-run: the whole was lost, the trained model with it. Only
+    `loss` is lost now; `model` and `opt` are shipped against a digest of their own."""
+    pytest.importorskip("torch")
+    cells = [
+        "import torch\nfrom torch import nn",
+        "torch.manual_seed(0)\nmodel = nn.Linear(3, 1)\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)\nX = torch.randn(8, 3)",
+        "for _ in range(3):\n    opt.zero_grad()\n    loss = model(X).pow(2).mean()\n"
+        "    loss.backward()\n    opt.step()\nopen('ckpt.txt', 'w').write('saved')",
+    ]
+    probe = "[model.weight.tolist(), opt.param_groups[0]['params'][0] is model.weight]"
+    a, out = migrate_both(_seeded(make_kernel), tmp_path, cells)
+    want = a.value(probe)
+    r = out["optimal"]
+    variables = r.restore["variables"]
+    assert variables["loss"]["action"] == "lost" and "autograd" in variables["loss"]["detail"]
+    assert variables["model"].get("verified") and variables["opt"].get("verified"), variables
+    assert r.kernel.value(probe) == want
+    assert r.kernel.value("'loss' in dir()") is False
