@@ -87,7 +87,6 @@ import array
 import bisect
 import builtins
 import collections
-import copyreg
 import csv
 import ctypes
 import enum
@@ -293,6 +292,31 @@ def _set_tensor_state(t: Any, state: tuple) -> None:
         t.grad = grad
     if attributes:
         vars(t).update(attributes)
+
+
+def _new_optimizer(cls: type) -> Any:
+    """A torch optimizer to set the state of, its class's ``step`` already wrapped as torch
+    wraps it for the first optimizer of a process (``_patch_step_function``): the closure an
+    LR scheduler put on the optimizer refers to that wrapper by name, and loaded before the
+    optimizer's own state had wrapped it, it held the bare ``step`` (no step hooks)."""
+    obj = cls.__new__(cls)
+    patch = getattr(obj, "_patch_step_function", None)
+    if patch is not None:
+        try:
+            patch()
+        except Exception:  # noqa: BLE001 - another torch: its __setstate__ does it, as before
+            pass
+        vars(obj).clear()  # (what it set on the instance comes with the state, in its order)
+    return obj
+
+
+class _Gone:
+    """What a dead weak reference pointed to (`_dead_weakref`)."""
+
+
+def _dead_weakref() -> Any:
+    """A weak reference whose object is gone, as one was when it was pickled."""
+    return weakref.ref(_Gone())
 
 
 def _rebuild_lru_cache(wrapped: Any, maxsize: int | None, typed: bool) -> Any:
@@ -512,6 +536,8 @@ class _Pickler(cloudpickle.CloudPickler):
         self._stdio = {id(v): n for n in _STDIO_NAMES if (v := getattr(sys, n, None)) is not None}
         self._process_objects = _process_objects()
         self._torch = sys.modules.get("torch")  # not imported: no tensor can exist
+        # the objects plain weak references in the stream point to (`_reduce_weakref`)
+        self.weak_targets: list[Any] = []
         # Pillow's image read from a file (`Image.open`): not imported, none can exist
         self._pil_file = getattr(sys.modules.get("PIL.ImageFile"), "ImageFile", None)
         # storage address -> (its holder's address, numpy array holding its bytes) of the
@@ -634,7 +660,7 @@ class _Pickler(cloudpickle.CloudPickler):
             # anew after them: the hooks registered on it were dropped and its attributes came
             # back in another order (the restore did not verify). Its __setstate__ takes them
             # all, in their order, and keeps what it is given
-            return (copyreg.__newobj__, (type(obj),), dict(vars(obj)))
+            return (_new_optimizer, (type(obj),), dict(vars(obj)))
         if np is not None and isinstance(obj, np.void) and type(obj.base) in (np.ndarray,
                                                                               np.recarray):
             rv = _reduce_void_view(obj, np)
@@ -653,6 +679,10 @@ class _Pickler(cloudpickle.CloudPickler):
             return (_builtins_dict, ())
         if type(obj) is types.CellType:
             return _reduce_cell(obj)
+        if type(obj) is weakref.ReferenceType:
+            rv = self._reduce_weakref(obj)
+            if rv is not None:
+                return rv
         if type(obj) is memoryview:
             rv = self._reduce_memoryview(obj)
             if rv is not None:
@@ -898,6 +928,22 @@ class _Pickler(cloudpickle.CloudPickler):
         if size and self.lossy is None:
             name = getattr(wrapper, "__qualname__", "?")
             self.lossy = f"the cache of {name} ({size} results) cannot be rebuilt from a pickle"
+
+    def _reduce_weakref(self, ref: Any) -> tuple | None:
+        """A plain weak reference (no callback) is made again to the loaded object it points
+        to, or dead. They had no pickle: ``refs = [weakref.ref(c) for c in cells]``, and an
+        optimizer an LR scheduler was attached to (torch wraps ``opt.step`` in a closure over
+        ``weakref.ref(opt)``), made their whole co-variable unserializable: lost, a trained
+        model with it, when its cells could not be re-run. Loaded, the reference keeps its
+        object alive only if the stream holds it otherwise: `_weakly_held` checks that after the
+        dump (the digest checks a weak reference by type only)."""
+        if ref.__callback__ is not None:
+            return None  # (a callback is the owner's code: as before)
+        target = ref()
+        if target is None:
+            return (_dead_weakref, ())
+        self.weak_targets.append(target)
+        return (weakref.ref, (target,))
 
     def _note_image_file(self, img: Any) -> None:
         """Record that an image Pillow opened from a file comes back without what it read there.
@@ -3249,6 +3295,42 @@ def dumps(
     return result[0] if result else out
 
 
+#: objects `_weakly_held` visits at most (past it: taken as not held, the safe side)
+WEAK_HELD_MAX_NODES = 1_000_000
+
+
+def _weakly_held(values: Any, targets: list[Any]) -> bool:
+    """Whether some object of `targets` is reached from `values` only through weak references
+    (or modules, or what pickle takes by reference): loaded, nothing would keep it alive.
+
+    Follows what the collector sees (``gc.get_referents``: a weak reference does not hold its
+    object), except a function's globals (the notebook's namespace, not in the stream) and
+    modules, classes and functions pickled by reference (their content is the loading
+    process's, not the stream's)."""
+    want = {id(t) for t in targets}
+    seen: set[int] = set()
+    stack: list[Any] = [values]
+    while stack and want:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if len(seen) > WEAK_HELD_MAX_NODES:
+            return True
+        want.discard(id(o))
+        if isinstance(o, types.ModuleType | weakref.ReferenceType | weakref.ProxyType
+                      | weakref.CallableProxyType):
+            continue
+        if isinstance(o, type | types.FunctionType) and \
+                cloudpickle.cloudpickle._should_pickle_by_reference(o):
+            continue
+        if type(o) is types.FunctionType:
+            stack.extend((o.__closure__, o.__defaults__, o.__kwdefaults__, o.__dict__))
+            continue
+        stack.extend(gc.get_referents(o))
+    return bool(want)
+
+
 def _dumps(
     values: Mapping[str, Any],
     *,
@@ -3278,6 +3360,9 @@ def _dumps(
         }
         loads_into_live = pickler.loads_into_live or homes or bool(module_homes)
         lossy = pickler.lossy
+        if lossy is None and pickler.weak_targets and _weakly_held(data, pickler.weak_targets):
+            lossy = ("a weak reference points to an object nothing else it holds keeps: "
+                     "loaded, that object would be gone")
         if lossy is None and pickler.python_hashed:
             lossy = _stale_containers(pickler)
         for root, (span, spans) in pickler.object_view_spans.items():

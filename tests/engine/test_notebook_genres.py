@@ -147,3 +147,28 @@ def test_a_model_whose_training_cell_cannot_be_re_run_is_kept_without_the_loss_l
     assert variables["model"].get("verified") and variables["opt"].get("verified"), variables
     assert r.kernel.value(probe) == want
     assert r.kernel.value("'loss' in dir()") is False
+
+
+def test_a_model_its_optimizer_and_lr_scheduler_ship_when_the_training_cell_cannot_be_re_run(
+        make_kernel, tmp_path):
+    """An LR scheduler wraps `opt.step` in a closure over `weakref.ref(opt)`, which had no
+    pickle: model, optimizer and scheduler were lost when the training cell (it saved a file)
+    could not be re-run. They ship now, and the next training step in the restored kernel gives
+    the weights and learning rate it gives in the original one."""
+    pytest.importorskip("torch")
+    cells = [
+        "import torch\nfrom torch import nn",
+        "torch.manual_seed(0)\nmodel = nn.Linear(3, 1)\nX = torch.randn(8, 3)\n"
+        "opt = torch.optim.Adam(model.parameters(), lr=0.1)\n"
+        "sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)",
+        "for _ in range(3):\n    opt.zero_grad()\n    model(X).pow(2).mean().backward()\n"
+        "    opt.step()\n    sched.step()\nopen('ckpt.txt', 'w').write('saved')",
+    ]
+    follow_up = "opt.zero_grad()\nmodel(X).pow(2).mean().backward()\nopt.step()\nsched.step()"
+    probe = "[model.weight.tolist(), sched.get_last_lr(), sched.optimizer is opt]"
+    _, out, want = _continued(make_kernel, tmp_path, cells, follow_up, probe)
+    r = out["optimal"]
+    variables = r.restore["variables"]
+    assert all(variables[n].get("verified") for n in ("model", "opt", "sched")), variables
+    r.kernel.ok(follow_up)
+    assert r.kernel.value(probe) == want
