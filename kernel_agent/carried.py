@@ -7,8 +7,9 @@ it set was then missing after the restore, with a warning. The checkpoint record
 values of the parts that can be set again from plain data — environment variables the session
 changed, the working directory, import paths it added, pandas options away from their defaults,
 the decimal context, the warning filters, numpy's error handling and print options, the
-recursion limit, ``int_max_str_digits``, the garbage collector's switch and thresholds, and
-matplotlib's rcParams — in the manifest's ``environment["process"]``; the restore sets them
+recursion limit, ``int_max_str_digits``, the garbage collector's switch and thresholds,
+matplotlib's rcParams, and torch's default dtype, grad mode, deterministic and anomaly modes and
+print options — in the manifest's ``environment["process"]``; the restore sets them
 after its re-runs, for whatever the re-runs did not set already. Only what changed since
 monitoring started is recorded: the restoring pod's own environment (host name, tokens, its
 ``-W`` options) is left as it is. The warning filters, numpy, interpreter and matplotlib parts
@@ -178,7 +179,8 @@ def capture(baseline: Baseline | None) -> dict[str, Any]:
     # recorded for a setting the restore sets it back to its own baseline, as a cell not
     # re-run that undid a re-run cell's setting left it)
     for key, part in (("warnings", _warning_filters), ("numpy", _numpy_state),
-                      ("interpreter", _interpreter_changes), ("matplotlib", _matplotlib_part)):
+                      ("interpreter", _interpreter_changes), ("matplotlib", _matplotlib_part),
+                      ("torch", _torch_state)):
         try:
             value = part(baseline)
             if value is not None:
@@ -274,6 +276,7 @@ def apply(recorded: dict[str, Any], baseline: Baseline | None, ns: dict | None =
         ("numpy", "numpy's error handling and print options",
          lambda r: _set_numpy(r, baseline, missed)),
         ("matplotlib", "matplotlib rcParams", lambda r: _set_matplotlib(r, missed)),
+        ("torch", "torch's default dtype, grad mode and print options", _set_torch),
         ("warnings", "warning filters", lambda r: _set_warning_filters(r, baseline, ns, missed)),
     )
     for key, label, setter in setters:
@@ -617,6 +620,78 @@ def _set_numpy(rec: dict, baseline: Baseline | None, missed: list[str]) -> str |
                                           for k in _NUMPY_FUNCTIONS if k in printing})
         done.append("print options " + ", ".join(sorted(set_print)))
     return "numpy " + "; ".join(done) if done else None
+
+
+#: torch's global settings as importing it leaves them
+_TORCH_DEFAULTS: dict[str, Any] = {
+    "default_dtype": "float32", "grad_enabled": True, "deterministic": False, "anomaly": False,
+    "print_precision": 4, "print_threshold": 1000, "print_edgeitems": 3, "print_linewidth": 80,
+    "print_sci_mode": None}
+
+
+def _torch_now() -> dict[str, Any] | None:
+    torch = sys.modules.get("torch")
+    if torch is None or not hasattr(torch, "get_default_dtype"):
+        return None
+    out: dict[str, Any] = {
+        "default_dtype": str(torch.get_default_dtype()).removeprefix("torch."),
+        "grad_enabled": torch.is_grad_enabled(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "anomaly": torch.is_anomaly_enabled()}
+    opts = getattr(getattr(torch, "_tensor_str", None), "PRINT_OPTS", None)
+    for key in ("precision", "threshold", "edgeitems", "linewidth", "sci_mode"):
+        value = getattr(opts, key, None)
+        if _plain(value):
+            out["print_" + key] = value
+    return out
+
+
+def _torch_state(baseline: Baseline) -> dict[str, Any] | None:
+    """torch's settings away from what importing it sets: ``torch.set_default_dtype(
+    torch.float64)``, ``torch.set_grad_enabled(False)`` (as a statement: off until set back),
+    ``torch.set_printoptions(precision=2)``, ``torch.use_deterministic_algorithms(True)``. Set
+    in a cell that could not be re-run, they were missing after the restore: later cells made
+    float32 tensors, and tensors with a graph, where the session made neither, while every
+    variable verified."""
+    now = _torch_now()
+    if now is None:
+        return None
+    return {k: v for k, v in now.items() if _TORCH_DEFAULTS.get(k) != v}
+
+
+def _set_torch(rec: dict) -> str | None:
+    """Each torch setting to the recorded value, or to what importing torch sets where none is
+    recorded (a re-run cell set it and a cell not re-run set it back)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        if not rec:
+            return None  # (nothing to set: not imported for it)
+        import torch
+    now = _torch_now() or {}
+    want = {**_TORCH_DEFAULTS, **rec}
+    done = []
+    printing = {}
+    for key, value in want.items():
+        if key not in now or now[key] == value:
+            continue
+        if key == "default_dtype":
+            torch.set_default_dtype(getattr(torch, value))
+        elif key == "grad_enabled":
+            torch.set_grad_enabled(value)
+        elif key == "deterministic":
+            torch.use_deterministic_algorithms(value)
+        elif key == "anomaly":
+            torch.set_anomaly_enabled(value)
+        elif key.startswith("print_"):
+            printing[key.removeprefix("print_")] = value
+            continue
+        else:
+            continue
+        done.append(key.replace("_", " "))
+    if printing:
+        torch.set_printoptions(**printing)
+        done.append("print options " + ", ".join(sorted(printing)))
+    return "torch " + ", ".join(done) if done else None
 
 
 def _interpreter_now() -> dict[str, Any]:

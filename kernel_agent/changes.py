@@ -1640,6 +1640,40 @@ class _SetOrder:
         self.cyclic: dict[int, Any] = {}
 
 
+#: autograd nodes `_graph_leaves` visits at most (a graph past this is linked by the leaves found)
+_GRAPH_NODES = 100_000
+
+
+def _graph_leaves(t: Any) -> list[Any]:
+    """The leaf tensors (the model's parameters) a tensor computed with autograd was computed
+    from: ``backward()`` through it accumulates into their ``.grad``. A walk reaching them links
+    ``loss = model(X).mean()`` with ``model`` (one co-variable, restored together): a ``loss``
+    re-made by its cell over a ``model`` that was shipped came back with a graph over the
+    parameters of a model the restore had re-made and dropped, so ``loss.backward()`` left the
+    notebook's ``model.weight.grad`` at None while both verified. In graph order, so the digest
+    compares the same leaves in the same places."""
+    out: list[Any] = []
+    fn = getattr(t, "grad_fn", None)
+    if fn is None:
+        return out
+    seen: set[int] = set()
+    stack = [fn]
+    while stack and len(seen) < _GRAPH_NODES:
+        f = stack.pop()
+        if f is None or id(f) in seen:
+            continue
+        seen.add(id(f))
+        try:
+            var = getattr(f, "variable", None)  # AccumulateGrad: the leaf it accumulates into
+            if var is not None:
+                out.append(var)
+            nxt = f.next_functions
+        except Exception:  # noqa: BLE001 - a node of an unusual kind: no leaves through it
+            continue
+        stack.extend(g for g, _ in reversed(nxt))
+    return out
+
+
 class _Synth(tuple):
     """A tuple created by the walker itself (e.g. ``(key, value)`` pairs): walked, but it has no
     identity of its own, so it is neither memoised nor recorded in the id set."""
@@ -3231,6 +3265,8 @@ class _Walker:
         children: list[Any] = []
         if leaf or t.retains_grad:  # (reading it on another non-leaf tensor warns the user)
             children.append(t.grad)
+        if not leaf:
+            children.extend(_graph_leaves(t))
         lay = _layout(tp)
         if lay[0] is not None:
             d = lay[0].__get__(t, tp)

@@ -937,7 +937,12 @@ def salvage_lost(graph: Any, units: list[Unit], the_plan: Plan, ns: dict) -> lis
             requires.update(own)
             position = max(position, max(graph.snapshot(sid).producers, default=-1))
         if not keep or len(keep) == len(u.names):
-            out.append(u)
+            graph_split = _without_autograd_graphs(graph, u, the_plan, ns)
+            if graph_split is None:
+                out.append(u)
+            else:
+                changed = True
+                out += graph_split
             continue
         changed = True
         alone = Unit(keep, sorted(requires), position)
@@ -965,6 +970,63 @@ def salvage_lost(graph: Any, units: list[Unit], the_plan: Plan, ns: dict) -> lis
         out += [alone, rest]
         log.info("kernel_agent: %s lost, %s recreated by their own cells", rest_names, keep)
     return out if changed else None
+
+
+def _holds_autograd_graph(v: Any) -> bool:
+    """`v` is a tensor computed with autograd (it has a graph, which does not pickle), or a
+    list, tuple or dict holding one directly (``losses.append(loss)`` without ``.item()``)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    items = (v.values() if type(v) is dict else v if type(v) in (list, tuple) else (v,))
+    try:
+        return any(isinstance(x, torch.Tensor) and x.requires_grad and not x.is_leaf
+                   for x in itertools.islice(items, 100_000))
+    except Exception:  # noqa: BLE001 - an odd tensor: not split off
+        return False
+
+
+def _without_autograd_graphs(graph: Any, u: Unit, the_plan: Plan, ns: dict) -> list[Unit] | None:
+    """A lost co-variable split into the names holding a tensor with an autograd graph (still
+    lost) and the rest, serialized on its own; None when it is not lost for such a graph or the
+    rest does not pickle either.
+
+    A tensor computed with autograd is one co-variable with the parameters its graph reaches
+    (`changes._graph_leaves`): ``loss`` left over from a training loop ties itself to ``model``
+    and its optimizer. Its graph does not pickle, so when the training cells cannot be re-run
+    (they saved a checkpoint file) the whole was lost, the trained model with it. What the rest
+    shares with ``loss`` no longer matters once ``loss`` is gone (`salvage_lost`): the rest is
+    shipped against a digest of its own, and only ``loss`` is lost."""
+    if not u.error or "autograd" not in u.error:
+        return None
+    held = [n for n in u.names if n in ns and _holds_autograd_graph(ns[n])]
+    rest_names = [n for n in u.names if n not in held]
+    if not held or not rest_names:
+        return None
+    rest_requires: set[int] | None = set()
+    for n in rest_names:
+        sid = graph.active.get(n)
+        if sid is None or n in u.unrecorded:
+            rest_requires = None
+            break
+        rest_requires.update(graph.requirements(sid))
+    rest = Unit(rest_names, sorted(rest_requires) if rest_requires is not None else None,
+                u.position, unrecorded=u.unrecorded & set(rest_names))
+    serialize_unit(rest, ns)
+    if rest.error is not None:
+        return None
+    lost = Unit(held, u.requires, u.position, digest=u.digest,
+                opaque=[o for o in u.opaque if o in held], packages=list(u.packages),
+                unrecorded=u.unrecorded & set(held))
+    lost.error = u.error
+    why = the_plan.lost[u.key]
+    label = ", ".join(u.names) + ": "
+    why = why[len(label):] if why.startswith(label) else why
+    lost.lost_reason = (f"{', '.join(held)}: {why} ({', '.join(rest_names)}, sharing tensors "
+                        f"with {'it' if len(held) == 1 else 'them'}, "
+                        f"{'is' if len(rest_names) == 1 else 'are'} kept apart)")
+    log.info("kernel_agent: %s lost (autograd graphs), %s kept apart", held, rest_names)
+    return [rest, lost]
 
 
 def plan_salvaging(graph: Any, units: list[Unit], store: Store, ns: dict,

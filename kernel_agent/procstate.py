@@ -260,7 +260,12 @@ def _torch() -> Any:
     torch = sys.modules.get("torch")
     if torch is None or not hasattr(torch, "get_num_threads"):
         return None
-    return (torch.get_num_threads(), str(torch.get_default_dtype()))
+    # (``torch.set_grad_enabled(False)`` as a statement, not a ``with``: every later tensor
+    # is made without its graph; print options are read from the object torch keeps them in)
+    opts = getattr(getattr(torch, "_tensor_str", None), "PRINT_OPTS", None)
+    printing = None if opts is None else tuple(sorted(vars(opts).items()))
+    return (torch.get_num_threads(), str(torch.get_default_dtype()), torch.is_grad_enabled(),
+            torch.are_deterministic_algorithms_enabled(), torch.is_anomaly_enabled(), printing)
 
 
 class _Loggers(dict):

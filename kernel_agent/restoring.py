@@ -577,8 +577,8 @@ def _unrestored_process_state(graph: Any, rerun: set[int], carried_state: list[s
     one = len(cells) == 1
     carried_note = (f"set again from the checkpoint: {'; '.join(carried_state)}. "
                     if carried_state else "environment variables, import paths, the working "
-                    "directory, warning filters and numpy, pandas, matplotlib, decimal and "
-                    "interpreter settings are as the checkpoint recorded them. ")
+                    "directory, warning filters and numpy, pandas, matplotlib, torch, decimal "
+                    "and interpreter settings are as the checkpoint recorded them. ")
     return [f"cell{'' if one else 's'} {shown} changed process state and {'was' if one else 'were'} "
             f"not re-run: {carried_note}{missing}Other state ({'it' if one else 'they'} may have "
             f"set logging handlers, other libraries' options or patched functions) is not "

@@ -87,7 +87,6 @@ import array
 import bisect
 import builtins
 import collections
-import copyreg
 import csv
 import ctypes
 import enum
@@ -293,6 +292,31 @@ def _set_tensor_state(t: Any, state: tuple) -> None:
         t.grad = grad
     if attributes:
         vars(t).update(attributes)
+
+
+def _new_optimizer(cls: type) -> Any:
+    """A torch optimizer to set the state of, its class's ``step`` already wrapped as torch
+    wraps it for the first optimizer of a process (``_patch_step_function``): the closure an
+    LR scheduler put on the optimizer refers to that wrapper by name, and loaded before the
+    optimizer's own state had wrapped it, it held the bare ``step`` (no step hooks)."""
+    obj = cls.__new__(cls)
+    patch = getattr(obj, "_patch_step_function", None)
+    if patch is not None:
+        try:
+            patch()
+        except Exception:  # noqa: BLE001 - another torch: its __setstate__ does it, as before
+            pass
+        vars(obj).clear()  # (what it set on the instance comes with the state, in its order)
+    return obj
+
+
+class _Gone:
+    """What a dead weak reference pointed to (`_dead_weakref`)."""
+
+
+def _dead_weakref() -> Any:
+    """A weak reference whose object is gone, as one was when it was pickled."""
+    return weakref.ref(_Gone())
 
 
 def _rebuild_lru_cache(wrapped: Any, maxsize: int | None, typed: bool) -> Any:
@@ -512,6 +536,10 @@ class _Pickler(cloudpickle.CloudPickler):
         self._stdio = {id(v): n for n in _STDIO_NAMES if (v := getattr(sys, n, None)) is not None}
         self._process_objects = _process_objects()
         self._torch = sys.modules.get("torch")  # not imported: no tensor can exist
+        # the objects plain weak references in the stream point to (`_reduce_weakref`)
+        self.weak_targets: list[Any] = []
+        # Pillow's image read from a file (`Image.open`): not imported, none can exist
+        self._pil_file = getattr(sys.modules.get("PIL.ImageFile"), "ImageFile", None)
         # storage address -> (its holder's address, numpy array holding its bytes) of the
         # tensors pickled so far: a numpy owner array it lies in (``torch.from_numpy(a[2:])``)
         # or an array over the storage made here (their ids in `_holders`)
@@ -624,13 +652,15 @@ class _Pickler(cloudpickle.CloudPickler):
             rv = self._reduce_tensor(obj, torch)
             if rv is not None:
                 return rv
+        if self._pil_file is not None and self.lossy is None and isinstance(obj, self._pil_file):
+            self._note_image_file(obj)
         if (torch is not None and isinstance(obj, torch.optim.Optimizer)
                 and getattr(type(obj), "__getstate__", None) is torch.optim.Optimizer.__getstate__):
             # its own pickle keeps three of its attributes and its __setstate__ makes the rest
             # anew after them: the hooks registered on it were dropped and its attributes came
             # back in another order (the restore did not verify). Its __setstate__ takes them
             # all, in their order, and keeps what it is given
-            return (copyreg.__newobj__, (type(obj),), dict(vars(obj)))
+            return (_new_optimizer, (type(obj),), dict(vars(obj)))
         if np is not None and isinstance(obj, np.void) and type(obj.base) in (np.ndarray,
                                                                               np.recarray):
             rv = _reduce_void_view(obj, np)
@@ -649,6 +679,10 @@ class _Pickler(cloudpickle.CloudPickler):
             return (_builtins_dict, ())
         if type(obj) is types.CellType:
             return _reduce_cell(obj)
+        if type(obj) is weakref.ReferenceType:
+            rv = self._reduce_weakref(obj)
+            if rv is not None:
+                return rv
         if type(obj) is memoryview:
             rv = self._reduce_memoryview(obj)
             if rv is not None:
@@ -894,6 +928,35 @@ class _Pickler(cloudpickle.CloudPickler):
         if size and self.lossy is None:
             name = getattr(wrapper, "__qualname__", "?")
             self.lossy = f"the cache of {name} ({size} results) cannot be rebuilt from a pickle"
+
+    def _reduce_weakref(self, ref: Any) -> tuple | None:
+        """A plain weak reference (no callback) is made again to the loaded object it points
+        to, or dead. They had no pickle: ``refs = [weakref.ref(c) for c in cells]``, and an
+        optimizer an LR scheduler was attached to (torch wraps ``opt.step`` in a closure over
+        ``weakref.ref(opt)``), made their whole co-variable unserializable: lost, a trained
+        model with it, when its cells could not be re-run. Loaded, the reference keeps its
+        object alive only if the stream holds it otherwise: `_weakly_held` checks that after the
+        dump (the digest checks a weak reference by type only)."""
+        if ref.__callback__ is not None:
+            return None  # (a callback is the owner's code: as before)
+        target = ref()
+        if target is None:
+            return (_dead_weakref, ())
+        self.weak_targets.append(target)
+        return (weakref.ref, (target,))
+
+    def _note_image_file(self, img: Any) -> None:
+        """Record that an image Pillow opened from a file comes back without what it read there.
+
+        Pillow pickles an image as its pixels, mode, size, palette and info, and its
+        ``__setstate__`` rebuilds a bare image of the plugin's class: what the plugin keeps
+        (``GifImageFile``'s frame count and position, ``PngImageFile``'s text chunks, the open
+        file the frames not yet read come from) is dropped. A shipped ``Image.open('a.gif')``
+        verified (its loaded copy was taken for the value with lazily filled state) and
+        ``img.n_frames`` or ``img.seek(1)`` then raised AttributeError. The checkpoint re-opens
+        it by its cell when it can, and names it otherwise."""
+        self.lossy = (f"Pillow's pickle of an image opened from a file ({type(img).__name__}) "
+                      "drops the state its plugin read from the file (frames, position, chunks)")
 
     def _note_dropped_callbacks(self, registry: Any) -> None:
         """Record that a matplotlib callback registry comes back without the notebook's callbacks.
@@ -2799,14 +2862,14 @@ class _AnchoredUnpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         if type(pid) is tuple and len(pid) == 2 and pid[0] == "proc" and pid[1] in _PROCESS_CONTAINERS:
             return _process_container(pid[1])
-        if type(pid) is tuple and len(pid) == 4 and pid[0] == "set-layout":
+        if type(pid) is tuple and len(pid) in (4, 5) and pid[0] == "set-layout":
             # (`_reordered_sets`) one set however often it is met: the id is memoized, so
             # each reference loads the same tuple
             made = self.__dict__.setdefault("_sets", {})
             hit = made.get(id(pid))
             if hit is None:
-                _, size, fillers, order = pid
-                built = _build_set(size, fillers, order)
+                _, size, fillers, order, *grow = pid
+                built = _build_set(size, fillers, order, bool(grow))
                 hit = made[id(pid)] = (pid, set(order) if built is None else built)
             return hit[1]
         raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
@@ -2878,6 +2941,13 @@ def _set_layout_known() -> bool:
 def _table_slots(s: set) -> tuple[dict[int, int], int]:
     """{id(item): slot} of a set's hash table, and its mask (CPython's ``PySetObject``:
     ``fill, used, mask, table`` after the object header; entries of key and hash)."""
+    where, mask, _ = _table_state(s)
+    return where, mask
+
+
+def _table_state(s: set) -> tuple[dict[int, int], int, tuple[int, ...]]:
+    """`_table_slots` and the slots holding a removed item's dummy, in order: what decides
+    where later adds go and when the table is resized (its ``fill`` is the items and those)."""
     import ctypes
 
     if not _set_layout_known():
@@ -2892,11 +2962,16 @@ def _table_slots(s: set) -> tuple[dict[int, int], int]:
         raise ValueError("set fields not as expected")
     ids = {id(x) for x in s}
     where = {}
+    dummies = []
     for i in range(mask + 1):
         key = ctypes.c_void_p.from_address(table + 16 * i).value
         if key in ids:
             where[key] = i
-    return where, mask
+        elif key:
+            dummies.append(i)
+    if len(dummies) != fill - used:
+        raise ValueError("set table not as its fields say")
+    return where, mask, tuple(dummies)
 
 
 def _probed_before(h: int, mask: int, stop: int) -> list[int] | None:
@@ -2914,15 +2989,18 @@ def _probed_before(h: int, mask: int, stop: int) -> list[int] | None:
     return None
 
 
-def _set_layout(s: set) -> tuple[int, tuple[int, ...], tuple] | None:
+def _set_layout(s: set, every_dummy: bool = False
+                ) -> tuple[int, tuple[int, ...], tuple] | None:
     """(table size, slots to hold with fillers, items in the order to add them) that rebuild
-    `s`'s table, hence its iteration order; None if they cannot (`_build_set`)."""
-    where, mask = _table_slots(s)
+    `s`'s table, hence its iteration order; None if they cannot (`_build_set`). `every_dummy`:
+    fillers at every slot a removed item left, not only those the items probe past, so that
+    the rebuilt table is the same one (later adds land where they did, `_exact_layout`)."""
+    where, mask, dummies = _table_state(s)
     if len(where) != len(s):
         return None
     at = {where[id(x)]: x for x in s}
     before: dict[int, list] = {}
-    fillers: set[int] = set()
+    fillers: set[int] = set(dummies) if every_dummy else set()
     for x in s:
         path = _probed_before(hash(x), mask, where[id(x)])
         if path is None:
@@ -2948,16 +3026,22 @@ def _set_layout(s: set) -> tuple[int, tuple[int, ...], tuple] | None:
     return mask + 1, tuple(sorted(fillers)), tuple(order)
 
 
-def _build_set(size: int, fillers: tuple[int, ...], order: tuple) -> set | None:
+def _build_set(size: int, fillers: tuple[int, ...], order: tuple, grow: bool = False
+               ) -> set | None:
     """A set of `order` with a table of `size` slots where `_set_layout` saw them: the
     fillers first, then the items, added after presizing (an update from a dict of ``len``
     keys sizes the table to the power of 2 above ``2 len``, then adds in order: up to half,
-    the rest one by one), the fillers removed after. None if the table cannot be that size
-    so (the caller checks the order it gives)."""
+    the rest one by one), the fillers removed after. `grow`: all added one by one to an
+    empty set instead, its table grown as adds grow it (a set built up item by item, then
+    some removed: presizing would have needed spare keys, whose dummies would stay). None if
+    the table cannot be that size so (the caller checks the order it gives)."""
     held = [_SlotFiller(i) for i in fillers]
     n = len(held) + len(order)
     s: set = set()
-    if size == 8:  # the set's own small table: grown at the 5th item
+    if grow:
+        for x in (*held, *order):
+            s.add(x)
+    elif size == 8:  # the set's own small table: grown at the 5th item
         if n > 4:
             return None
         for x in (*held, *order):
@@ -2994,9 +3078,15 @@ def _reordered_sets(memo: dict) -> dict[int, tuple]:
         if type(obj) is not set or not 1 < len(obj) <= ORDERED_SET_MAX:
             continue
         order = list(obj)
-        if list(set(order)) == order or not all(_atomic(x) for x in order):
+        if not all(_atomic(x) for x in order):
             continue
         try:
+            exact = _exact_layout(obj, order)
+            if exact is not None:
+                out[id(obj)] = ("set-layout", *exact)
+                continue
+            if list(set(order)) == order:
+                continue
             layout = _set_layout(obj)
             rebuilt = _build_set(*layout) if layout is not None else None
         except Exception:  # noqa: BLE001 - a layout not understood: pickle's way
@@ -3004,6 +3094,41 @@ def _reordered_sets(memo: dict) -> dict[int, tuple]:
         if rebuilt is not None and list(rebuilt) == order:
             out[id(obj)] = ("set-layout", *layout)
     return out
+
+
+def _exact_layout(s: set, order: list) -> tuple | None:
+    """The layout (`_set_layout`, and whether `_build_set` grows it) that rebuilds `s`'s very
+    table, when pickle's rebuild would not: None when pickle's is that table already, or when
+    no layout rebuilds it (then only its order is kept, `_reordered_sets`).
+
+    Pickle adds the items to a fresh set, whose table has no dummies and the size their count
+    gives. A set that items were removed from keeps its size and a dummy per removed item, and
+    later adds go where those decide: ``s = {'apple', 'kiwi', 'fig', ...}; s.discard('kiwi')``
+    came back iterating as it did, but after ``s.add('zz')`` in the restored kernel ``list(s)``
+    was in another order than in the original kernel (as was ``set(range(100))`` narrowed to
+    three numbers, then added to)."""
+    import ctypes
+
+    if not _set_layout_known():
+        return None
+    fill, used, mask = (ctypes.c_ssize_t.from_address(id(s) + o).value for o in (16, 24, 32))
+    again = set(order)
+    if fill == used and ctypes.c_ssize_t.from_address(id(again) + 32).value == mask \
+            and list(again) == order:
+        return None  # (no dummies, same size and order: the same slots)
+    where, mask, dummies = _table_state(s)
+    want = ({where[id(x)] for x in s}, mask, dummies)
+    layout = _set_layout(s, every_dummy=True)
+    if layout is None:
+        return None
+    for grow in (False, True):
+        rebuilt = _build_set(*layout, grow=grow)
+        if rebuilt is None or list(rebuilt) != order:
+            continue
+        got, got_mask, got_dummies = _table_state(rebuilt)
+        if (set(got.values()), got_mask, got_dummies) == want:
+            return (*layout, True) if grow else layout
+    return None
 
 
 def _pickle(
@@ -3170,6 +3295,42 @@ def dumps(
     return result[0] if result else out
 
 
+#: objects `_weakly_held` visits at most (past it: taken as not held, the safe side)
+WEAK_HELD_MAX_NODES = 1_000_000
+
+
+def _weakly_held(values: Any, targets: list[Any]) -> bool:
+    """Whether some object of `targets` is reached from `values` only through weak references
+    (or modules, or what pickle takes by reference): loaded, nothing would keep it alive.
+
+    Follows what the collector sees (``gc.get_referents``: a weak reference does not hold its
+    object), except a function's globals (the notebook's namespace, not in the stream) and
+    modules, classes and functions pickled by reference (their content is the loading
+    process's, not the stream's)."""
+    want = {id(t) for t in targets}
+    seen: set[int] = set()
+    stack: list[Any] = [values]
+    while stack and want:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if len(seen) > WEAK_HELD_MAX_NODES:
+            return True
+        want.discard(id(o))
+        if isinstance(o, types.ModuleType | weakref.ReferenceType | weakref.ProxyType
+                      | weakref.CallableProxyType):
+            continue
+        if isinstance(o, type | types.FunctionType) and \
+                cloudpickle.cloudpickle._should_pickle_by_reference(o):
+            continue
+        if type(o) is types.FunctionType:
+            stack.extend((o.__closure__, o.__defaults__, o.__kwdefaults__, o.__dict__))
+            continue
+        stack.extend(gc.get_referents(o))
+    return bool(want)
+
+
 def _dumps(
     values: Mapping[str, Any],
     *,
@@ -3199,6 +3360,9 @@ def _dumps(
         }
         loads_into_live = pickler.loads_into_live or homes or bool(module_homes)
         lossy = pickler.lossy
+        if lossy is None and pickler.weak_targets and _weakly_held(data, pickler.weak_targets):
+            lossy = ("a weak reference points to an object nothing else it holds keeps: "
+                     "loaded, that object would be gone")
         if lossy is None and pickler.python_hashed:
             lossy = _stale_containers(pickler)
         for root, (span, spans) in pickler.object_view_spans.items():

@@ -75,6 +75,24 @@ def test_numpy_error_handling_and_print_options_are_process_state(change):
         np.set_printoptions(**opts)
 
 
+@pytest.mark.parametrize("change", ["grad mode", "print options"])
+def test_torchs_grad_mode_and_print_options_are_process_state(change):
+    """`torch.set_grad_enabled(False)` as a statement holds for every later cell (their tensors
+    get no graph), as do `torch.set_printoptions(...)`: a cell making either next to an
+    assignment must be one a restore re-runs (or whose setting it carries)."""
+    torch = pytest.importorskip("torch")
+    before = procstate.snapshot()
+    try:
+        if change == "grad mode":
+            torch.set_grad_enabled(False)
+        else:
+            torch.set_printoptions(precision=2)
+        assert before.differs(procstate.snapshot())
+    finally:
+        torch.set_grad_enabled(True)
+        torch.set_printoptions(profile="default")
+
+
 def test_options_a_context_manager_set_and_put_back_are_no_change():
     np = pytest.importorskip("numpy")
     before = procstate.snapshot()

@@ -697,3 +697,31 @@ def test_a_match_not_found_again_fails_to_load_rather_than_load_another():
 
     with pytest.raises(ValueError, match="was not found again"):
         _rebuild_match(m.re, buf, 0, 4, "search", 0, ((2, 4),))
+
+
+# ----------------------------------------------------------------------------- weak references
+
+
+class _Held:
+    """A notebook-like object a weak reference can point to."""
+
+
+def test_weak_references_come_back_pointing_to_the_loaded_objects_or_dead():
+    """A plain weak reference had no pickle: its whole co-variable was unserializable. It is
+    made again to the loaded object (alive, since the stream holds it), and a dead one dead."""
+    held, gone = _Held(), _Held()
+    dead = __import__("weakref").ref(gone)
+    del gone
+    out = roundtrip({"held": held, "refs": [__import__("weakref").ref(held)], "dead": dead})
+    assert out["refs"][0]() is out["held"]
+    assert out["dead"]() is None
+
+
+def test_a_weak_reference_to_what_nothing_else_in_the_stream_holds_is_lossy():
+    """Loaded alone, the object would be gone at once while the session still has it (the
+    digest checks a weak reference by type only): the stream says so, so the checkpoint re-runs
+    its cells or names it."""
+    held = _Held()
+    s = dumps({"ref": __import__("weakref").ref(held)})
+    assert s.error is None and s.lossy and "weak reference" in s.lossy
+    assert dumps({"ref": __import__("weakref").ref(held), "held": held}).lossy is None
