@@ -113,12 +113,33 @@ def large_arrays(s: float) -> list[str]:
     ]
 
 
+def records_and_counts(s: float) -> list[str]:
+    n = int(100_000 * s)
+    return [
+        "import collections, dataclasses, json, random\nrandom.seed(0)",
+        f"N = {n}",
+        "rows = [{'id': i, 'user': f'u{i % 997}', 'amount': round(random.random() * 100, 2),\n"
+        "         'tags': random.sample(['a', 'b', 'c', 'd', 'e'], 2)} for i in range(N)]",
+        "text = ' '.join(f'w{random.randrange(N)}' for _ in range(2 * N))",
+        "counts = collections.Counter(text.split())",
+        "top = counts.most_common(20)",
+        "by_user = collections.defaultdict(float)\nfor r in rows:\n    by_user[r['user']] += r['amount']",
+        "@dataclasses.dataclass\nclass Order:\n    id: int\n    user: str\n    amount: float",
+        "orders = [Order(r['id'], r['user'], r['amount']) for r in rows]",
+        "big = [o for o in orders if o.amount > 90]",
+        "rows[0]['tags'].append('z')",
+        "payload = json.dumps(rows[:1000])",
+        "total = sum(by_user.values())",
+    ]
+
+
 NOTEBOOKS = {
     "pandas ETL": pandas_etl,
     "sklearn training": sklearn_training,
     "pure-Python loops (global calls)": python_loops,
     "4,000 small variables": many_variables,
     "large arrays (3 x 80 MB)": large_arrays,
+    "records, word counts, dataclasses": records_and_counts,
 }
 
 RSS = "int(open('/proc/self/statm').read().split()[1]) * __import__('os').sysconf('SC_PAGE_SIZE')"
