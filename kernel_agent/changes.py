@@ -2151,29 +2151,15 @@ class _Walker:
                     append = out.append
                 if tp is list or tp is dict or tp is tuple:
                     if (bulk and tp is not tuple and not self.noid and len(obj) >= _BULK_MIN
-                            and id(obj) not in self.bulk_failed
-                            and not _BULK_NESTED.isdisjoint(
-                                map(type, obj if tp is list else dict.values(obj)))):
+                            and id(obj) not in memo):
                         self.nodes = nodes
-                        if self._bulk(obj):
+                        if self._try_bulk(obj, tp, push):
                             nodes = self.nodes
                             if nodes > max_nodes:
                                 raise _Budget
                             out = self.out
                             append = out.append
                             continue
-                    if (bulk and tp is list and not self.noid and len(obj) >= _BULK_MIN
-                            and id(obj) not in memo):
-                        kinds = set(map(type, obj))
-                        if len(kinds) == 1:
-                            self.nodes = nodes
-                            if self._bulk_instances(obj, kinds.pop(), push):
-                                nodes = self.nodes
-                                if nodes > max_nodes:
-                                    raise _Budget
-                                out = self.out
-                                append = out.append
-                                continue
                     if obj is _BUILTINS_DICT or obj is _SYS_MODULES or obj is sys_path:
                         # (an `exec` namespace's __builtins__, `m = sys.modules`, `p =
                         # sys.path`: the process's, which IPython, ipykernel and every import
@@ -2269,6 +2255,20 @@ class _Walker:
         finally:
             self.noid = base_noid
             self.nodes = nodes
+
+    def _try_bulk(self, obj: list | dict, tp: type, push: Any) -> bool:
+        """Walk a big list or dict in bulk if it is a tree of plain data (`_bulk`) or a list
+        of instances of one plain class (`_bulk_instances`); False: walk it item by item."""
+        if id(obj) in self.bulk_failed:
+            return False
+        values = obj if tp is list else dict.values(obj)
+        if not _BULK_NESTED.isdisjoint(map(type, values)):
+            return self._bulk(obj)
+        if tp is list:
+            kinds = set(map(type, obj))
+            if len(kinds) == 1:
+                return self._bulk_instances(obj, kinds.pop(), push)
+        return False
 
     def _bulk(self, root: list | dict) -> bool:
         """Change detection's walk of a tree of plain lists and dicts whose leaves are atoms

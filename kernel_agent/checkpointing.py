@@ -948,15 +948,8 @@ def salvage_lost(graph: Any, units: list[Unit], the_plan: Plan, ns: dict) -> lis
         alone = Unit(keep, sorted(requires), position)
         serialize_unit(alone, ns)
         rest_names = [n for n in u.names if n not in keep]
-        rest_requires: set[int] | None = set()
-        for n in rest_names:
-            sid = graph.active.get(n)
-            if sid is None or n in u.unrecorded:
-                rest_requires = None
-                break
-            rest_requires.update(graph.requirements(sid))
-        rest = Unit(rest_names, sorted(rest_requires) if rest_requires is not None else None,
-                    u.position, digest=u.digest, opaque=[o for o in u.opaque if o in rest_names],
+        rest = Unit(rest_names, _requirements_of(graph, u, rest_names), u.position,
+                    digest=u.digest, opaque=[o for o in u.opaque if o in rest_names],
                     packages=list(u.packages), unrecorded=u.unrecorded & set(rest_names))
         # (never shipped apart: not serializable to the planner, and lost for the reason
         # the whole was, `plan_salvaging`)
@@ -970,6 +963,18 @@ def salvage_lost(graph: Any, units: list[Unit], the_plan: Plan, ns: dict) -> lis
         out += [alone, rest]
         log.info("kernel_agent: %s lost, %s recreated by their own cells", rest_names, keep)
     return out if changed else None
+
+
+def _requirements_of(graph: Any, u: Unit, names: list[str]) -> list[int] | None:
+    """The cells `names` of the co-variable `u` need, as a unit of their own; None when one
+    of them has no recorded producer (it cannot be recomputed)."""
+    requires: set[int] = set()
+    for n in names:
+        sid = graph.active.get(n)
+        if sid is None or n in u.unrecorded:
+            return None
+        requires.update(graph.requirements(sid))
+    return sorted(requires)
 
 
 def _holds_autograd_graph(v: Any) -> bool:
@@ -1003,15 +1008,8 @@ def _without_autograd_graphs(graph: Any, u: Unit, the_plan: Plan, ns: dict) -> l
     rest_names = [n for n in u.names if n not in held]
     if not held or not rest_names:
         return None
-    rest_requires: set[int] | None = set()
-    for n in rest_names:
-        sid = graph.active.get(n)
-        if sid is None or n in u.unrecorded:
-            rest_requires = None
-            break
-        rest_requires.update(graph.requirements(sid))
-    rest = Unit(rest_names, sorted(rest_requires) if rest_requires is not None else None,
-                u.position, unrecorded=u.unrecorded & set(rest_names))
+    rest = Unit(rest_names, _requirements_of(graph, u, rest_names), u.position,
+                unrecorded=u.unrecorded & set(rest_names))
     serialize_unit(rest, ns)
     if rest.error is not None:
         return None
