@@ -2262,12 +2262,15 @@ class _Walker:
         if id(obj) in self.bulk_failed:
             return False
         values = obj if tp is list else dict.values(obj)
-        if not _BULK_NESTED.isdisjoint(map(type, values)):
+        if type(next(iter(values))) in MARSHAL_ATOMS:
+            # (most likely atoms only, which the walk hashes in one run: not a pass more
+            # over half a million numbers to find that out)
+            return False
+        kinds = set(map(type, values))
+        if not _BULK_NESTED.isdisjoint(kinds):
             return self._bulk(obj)
-        if tp is list:
-            kinds = set(map(type, obj))
-            if len(kinds) == 1:
-                return self._bulk_instances(obj, kinds.pop(), push)
+        if tp is list and len(kinds) == 1:
+            return self._bulk_instances(obj, kinds.pop(), push)
         return False
 
     def _bulk(self, root: list | dict) -> bool:
