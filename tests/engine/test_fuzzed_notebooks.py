@@ -90,3 +90,16 @@ def test_a_shipped_set_of_strings_iterates_in_the_order_it_did(make_kernel, tmp_
         "import os\nsalt = os.urandom(2)\nwords = {'ee', 'f', 'hh', 'c', 1, 2.5}",
         "same = [words, words]",
     ], "[[str(w) for w in words], [str(w) for w in same[0]], same[1] is words]")
+
+
+def test_a_zip_longest_that_ran_out_of_an_iterable_is_watched_and_migrated(make_kernel, tmp_path):
+    """`zip_longest('ab', 'xyz')` past 'b' has emptied the slot of the exhausted iterator in
+    the tuple it keeps them in (a NULL in a tuple). The walk after the cell read that tuple
+    (it took the iterator's referents from the collector) and the kernel died with a
+    segmentation fault; so did the analysis of a cell calling a function that holds it (it
+    walks what a C object holds). Referents' tuples are now read without their empty slots."""
+    assert_same_or_named(make_kernel, tmp_path, [
+        "import itertools\npairs = itertools.zip_longest('ab', 'xyz', fillvalue=[0])\nfirst = next(pairs)",
+        "second = next(pairs)\nthird = next(pairs)\nheld = {'p': pairs}",
+        "def rest(q=pairs):\n    return list(q)\nnone_left = rest()",
+    ], "[first, second, third, none_left, list(pairs), list(held['p'])]")
