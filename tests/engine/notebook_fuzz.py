@@ -798,8 +798,9 @@ class Gen2(Gen):
         ])
         later = r.choice([f"{n}.args = ({n}.args, 2)", f"{n}.__cause__ = None", f"{n}.__suppress_context__ = True",
                           f"{n}.with_traceback(None)", f"{n}_l = [{n}, {n}]"])
-        self._probe(n, f"import traceback as tb_\npr_{n} = (tb_.format_exception_only({n}), {n}.args, "
-                       f"repr({n}.__cause__), repr({n}.__context__))")
+        self._probe(n, f"pr_{n} = ({n}.args, {n}.__cause__, {n}.__context__, {n}.__suppress_context__, "
+                       f"getattr({n}, '__notes__', None), str({n}) if not {n}.args or type({n}.args[0]) in "
+                       f"(int, str) else None)")
         return [form, later] if r.random() < 0.7 else [form]
 
     def closures2(self) -> list[str]:
@@ -1266,6 +1267,9 @@ def snapshot(ns: dict, exclude: set[str] = frozenset()) -> dict[str, Any]:
                 rv = o.__reduce_ex__(4)
             except Exception:  # noqa: BLE001
                 rv = None
+            if (isinstance(rv, tuple) and len(rv) == 3 and rv[0] is iter and rv[2] == 0
+                    and isinstance(rv[1], tuple) and len(rv[1]) == 1 and not rv[1][0]):
+                rv = rv[:2]  # at 0 over an empty sequence: as exhausted (its identity still compared)
             if isinstance(rv, tuple) and len(rv) > 1:
                 out.append([enc(x, f"{path}.<r{i}>", depth + 1) for i, x in enumerate(rv[1:4])])
                 if len(rv) > 4 and rv[4] is not None and t.__name__ in ("defaultdict", "OrderedDict", "Counter"):
@@ -1393,8 +1397,12 @@ def _serve(conn: Any, root: str) -> None:
                 pid = os.fork()
                 if pid == 0:  # a copy without the names lost runs the probe
                     random.setstate(state)  # (`random` reseeds itself in a forked child)
+                    before = set(ns)
                     for n in args[0]:
                         ns.pop(n, None)
+                    gc.collect()  # a lost generator's `finally` may bind a name: not in B
+                    for n in set(ns) - before:
+                        del ns[n]
                     sh.run_cell(args[1], store_history=False)
                     conn.send(snapshot(ns))
                     os._exit(0)
