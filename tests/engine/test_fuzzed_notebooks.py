@@ -103,3 +103,16 @@ def test_a_zip_longest_that_ran_out_of_an_iterable_is_watched_and_migrated(make_
         "second = next(pairs)\nthird = next(pairs)\nheld = {'p': pairs}",
         "def rest(q=pairs):\n    return list(q)\nnone_left = rest()",
     ], "[first, second, third, none_left, list(pairs), list(held['p'])]")
+
+
+def test_a_dict_iterator_at_the_end_still_raises_when_its_dict_grows(make_kernel, tmp_path):
+    """`keys = iter(d)` advanced over every key, not yet asked again: it still holds `d`, and
+    once `d` grows its next step raises "dictionary changed size during iteration". Shipped
+    (the cell reads OS entropy), it came back as Python pickles a dict iterator with nothing
+    left, an empty list iterator, which stops instead; verified (an iterator is checked by
+    type). So did an `enumerate` over such an iterator. It is now rebuilt at the dict's end."""
+    assert_same_or_named(make_kernel, tmp_path, [
+        "import os\nsalt = os.urandom(2)\nd = {'a': 1}\nkeys = iter(d)\nnext(keys)\n"
+        "numbered = enumerate(d.values(), 1)\nnext(numbered)",
+        "def step(it):\n    try:\n        return next(it)\n    except Exception as e:\n        return type(e).__name__",
+    ], "[d.update(z=0), step(keys), step(numbered)][1:]")
