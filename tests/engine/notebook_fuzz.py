@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import traceback
@@ -1173,6 +1174,8 @@ def snapshot(ns: dict, exclude: set[str] = frozenset()) -> dict[str, Any]:
         lib = isinstance(o, (type, types.FunctionType, types.BuiltinFunctionType)) and not _is_user(o)
         if lib:
             return ["libref", getattr(o, "__module__", "?"), getattr(o, "__qualname__", "?")]
+        if t is re.Pattern:  # immutable, and `re.compile` hands out one cached object: no identity
+            return ["re.Pattern", repr(o.pattern), o.flags]
         if isinstance(o, np.generic) and not isinstance(o, np.void) and o.dtype != object:
             return ["npscalar", str(o.dtype), repr(o)]  # immutable: no identity to keep
         if isinstance(o, np.ndarray):
