@@ -1022,6 +1022,8 @@ ATOMS = (type(None), bool, int, float, complex, str, bytes)
 SET_ORDER = os.environ.get("FUZZ_SET_ORDER") == "1"
 DICT_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
 SKIP = {"In", "Out", "exit", "quit", "get_ipython"}
+#: immutable value types of the standard library, compared as atoms
+VALUE_TYPES = {"Decimal", "Fraction", "datetime", "date", "time", "timedelta", "timezone"}
 
 
 def _is_user(o: Any) -> bool:
@@ -1176,6 +1178,8 @@ def snapshot(ns: dict, exclude: set[str] = frozenset()) -> dict[str, Any]:
             return ["libref", getattr(o, "__module__", "?"), getattr(o, "__qualname__", "?")]
         if t is re.Pattern:  # immutable, and `re.compile` hands out one cached object: no identity
             return ["re.Pattern", repr(o.pattern), o.flags]
+        if t.__module__ in ("decimal", "fractions", "datetime") and t.__name__ in VALUE_TYPES:
+            return [t.__name__, repr(o)]  # immutable numbers and dates: no identity to keep, as ints
         if isinstance(o, np.generic) and not isinstance(o, np.void) and o.dtype != object:
             return ["npscalar", str(o.dtype), repr(o)]  # immutable: no identity to keep
         if isinstance(o, np.ndarray):
