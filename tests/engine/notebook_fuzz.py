@@ -5,6 +5,12 @@ silent.
 
     PYTHONHASHSEED=0 python -m tests.engine.notebook_fuzz --seeds 0-200          # forked shells
     PYTHONHASHSEED=0 python -m tests.engine.notebook_fuzz --seeds 7 --real --show  # real kernels
+    PYTHONHASHSEED=0 python -m tests.engine.notebook_fuzz --seeds 1000000-1000200    # extended grammar
+
+Seeds from `EXTENDED` (1000000) on draw about half their statements from `Gen2`: library and
+language objects (dataclasses, attrs, enums, caches, partials, collections, itertools
+mid-iteration, numpy and pandas in place, exceptions, slots, custom hashes, cycles, buffers,
+builtin subclasses); the probe draws from their iterators and calls what they cache.
 
 The forked mode imports IPython, numpy and the agent once, then forks a fresh
 `InteractiveShell` per kernel (A and one B per plan): ~20x faster than starting ipykernels.
