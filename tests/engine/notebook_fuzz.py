@@ -1047,6 +1047,16 @@ def _code_key(c: types.CodeType) -> str:
 _UNSET = ["unset"]
 
 
+def _empty_iterator(x: Any) -> bool:
+    """An iterator over an empty tuple or list (what an exhausted input pickles to)."""
+    if type(x).__name__ not in ("tuple_iterator", "list_iterator"):
+        return False
+    try:
+        return not x.__reduce__()[1][0]
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def _slot_values(o: Any, t: type) -> list[tuple[str, Any]]:
     """The values in an object's ``__slots__`` (read through the member descriptors, never
     the object's own ``__getattr__``); ["unset"] for an empty slot."""
@@ -1283,6 +1293,10 @@ def snapshot(ns: dict, exclude: set[str] = frozenset()) -> dict[str, Any]:
             if (isinstance(rv, tuple) and len(rv) == 3 and rv[0] is iter and rv[2] == 0
                     and isinstance(rv[1], tuple) and len(rv[1]) == 1 and not rv[1][0]):
                 rv = rv[:2]  # at 0 over an empty sequence: as exhausted (its identity still compared)
+            if isinstance(rv, tuple) and len(rv) > 1 and t.__name__ == "zip_longest":
+                # an exhausted input is () in the original's reduce, an iterator over () in
+                # the copy's (rebuilt from that reduce): both yield nothing
+                rv = (rv[0], tuple(() if _empty_iterator(x) else x for x in rv[1]), *rv[2:])
             if isinstance(rv, tuple) and len(rv) > 1:
                 out.append([enc(x, f"{path}.<r{i}>", depth + 1) for i, x in enumerate(rv[1:4])])
                 if len(rv) > 4 and rv[4] is not None and t.__name__ in ("defaultdict", "OrderedDict", "Counter"):
