@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from kernel_agent import effects
+from kernel_agent.changes import c_referents
 from kernel_agent.dictversion import any_dict_version, dict_version
 
 log = logging.getLogger("kernel_agent")
@@ -1209,7 +1210,8 @@ class _Walker:
                     except Exception:  # noqa: BLE001 - unset slot
                         pass
         if _c_references(t):
-            self._container(gc.get_referents(v), stack, child_depth)
+            # (tuples without empty slots: `zip_longest` keeps one, and reading a slot crashed)
+            self._container(c_referents(v), stack, child_depth)
 
 
 def _machinery_frame(frame: types.FrameType) -> bool:

@@ -124,6 +124,11 @@ def _decimal_context() -> dict[str, Any]:
     traps = sorted(t.__name__ for t, on in ctx.traps.items() if on)
     if traps != sorted(t.__name__ for t, on in default.traps.items() if on):
         out["traps"] = traps
+    # the status flags an operation raised (``Decimal(1) / 7`` sets Inexact and Rounded):
+    # sticky until cleared, and read by code that checks whether a result was rounded
+    flags = sorted(t.__name__ for t, on in ctx.flags.items() if on)
+    if flags:
+        out["flags"] = flags
     return out
 
 
@@ -144,6 +149,13 @@ def _set_decimal_context(recorded: dict[str, Any]) -> list[str]:
                 ctx.traps[t] = on
                 if "traps" not in done:
                     done.append("traps")
+    want = set(recorded.get("flags", ()))
+    for t in list(ctx.flags):
+        on = t.__name__ in want
+        if bool(ctx.flags[t]) != on:
+            ctx.flags[t] = on
+            if "flags" not in done:
+                done.append("flags")
     return done
 
 

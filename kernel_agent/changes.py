@@ -1524,13 +1524,38 @@ def _not_namespaces(objs: list[Any]) -> list[Any]:
     return [o for o in objs if not module_namespace(o)]
 
 
+def _without_holes(t: tuple) -> tuple:
+    """`t`, or when one of its slots is empty (NULL), a tuple of the items it does hold.
+
+    A C object may keep a tuple with empty slots: ``itertools.zip_longest`` empties the slot
+    of each iterator it has exhausted (its ``ittuple``). The collector hands that tuple out
+    as is, and reading the empty slot from Python crashed the process (``set(map(type, t))``
+    in the walk, after ``next`` on a ``zip_longest('ab', 'xyz')`` had run out the shorter
+    one). The slots are read as addresses (a tuple's items follow its fixed header)."""
+    import ctypes
+
+    n = len(t)
+    if not n or tuple.__itemsize__ != ctypes.sizeof(ctypes.c_void_p):
+        return t
+    slots = (ctypes.c_void_p * n).from_address(id(t) + tuple.__basicsize__)
+    if all(slots):
+        return t
+    return tuple(ctypes.cast(p, ctypes.py_object).value for p in slots if p)  # (held by `t`)
+
+
+def c_referents(obj: Any) -> list[Any]:
+    """``gc.get_referents(obj)`` for a C object, each tuple among them without empty slots
+    (`_without_holes`): never a tuple that crashes the process when read."""
+    return [_without_holes(o) if type(o) is tuple else o for o in gc.get_referents(obj)]
+
+
 def iterator_holds(obj: Any, tp: type) -> list[Any]:
     """What a C iterator holds: its referents, and for numpy's iterators, which hide theirs
     from the collector (no tp_traverse), the arrays they iterate over: ``img.flat`` its
     ``base``, an ``nditer`` its operands, a ``broadcast`` its iterators' arrays. Without them
     ``flat = img.flat`` was no co-variable with ``img``: restored apart, ``flat`` walked over
     another ``img`` than the one the notebook held, and both verified."""
-    held = gc.get_referents(obj)
+    held = c_referents(obj)
     if tp is np.flatiter:
         held.append(obj.base)
     elif tp is np.nditer:

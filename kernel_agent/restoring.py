@@ -507,9 +507,17 @@ def _restore(
             variables[bound[0]]["detail"] += (
                 f" ({', '.join(bound)}: a re-run cell bound {'it' if len(bound) == 1 else 'them'}"
                 " in passing, to an earlier version; removed)")
-    for n in mon.user_names(ns):
-        if n not in all_names and n not in before:
+    # Names a re-run bound that the checkpoint does not have are dropped. What they held may
+    # run code as it goes (a generator's `finally`, a `__del__`, a weakref callback) and bind
+    # a name in turn (``globals()['closed'] = True``): the restored session had a variable
+    # the notebook never had, and nothing said so. Dropped again until none appears.
+    for _ in range(4):
+        extra = [n for n in mon.user_names(ns) if n not in all_names and n not in before]
+        if not extra:
+            break
+        for n in extra:
             ns.pop(n, None)
+        gc.collect()  # (what sits in a cycle goes now, not at some later cell)
     if manifest.rng_final:
         try:
             rng.apply(manifest.rng_final)

@@ -2113,13 +2113,22 @@ def _reduce_dict_iterator(it: Any, namespace: Any) -> tuple | None:
     the loaded copy's type is accepted as what its pickle makes). None (Python's pickle) for
     one that is done, over a module's namespace, or over a dict changed in size since (it
     raises at its next step, and so does its pickle).
+
+    One at the end that has not yet said so still holds its dict: once the dict grows, its
+    next step raises ("dictionary changed size during iteration"). Pickled as an empty
+    ``list_iterator`` it stopped instead, and verified; it is rebuilt at the end of the dict.
     """
     referents = gc.get_referents(it)
     mapping = referents[0] if referents else None
     if not isinstance(mapping, dict) or mapping is namespace or module_namespace(mapping):
         return None
     left = it.__length_hint__()
-    if left == 0 or _reaches(mapping, it):
+    if left == 0:  # at the end, or over a dict that changed size (then its pickle raises)
+        try:
+            it.__reduce__()  # (walks a copy of the iterator)
+        except RuntimeError:
+            return None
+    if _reaches(mapping, it):
         return None
     view, backwards = _DICT_ITERATORS[type(it)]
     return (_rebuild_dict_iterator, (view, mapping, len(mapping) - left, backwards))

@@ -101,3 +101,19 @@ def test_matplotlib_rcparams_of_a_cell_not_re_run_come_back_and_its_backend_is_n
                    "matplotlib.rcParams['axes.prop_cycle'].by_key()['color']]") == [3.0, ["r", "g"]]
     assert "matplotlib rcParams lines.linewidth, axes.prop_cycle" in r["process_state_set"]
     assert any("matplotlib backend agg" in w.lower() for w in r["warnings"]), r["warnings"]
+
+
+def test_the_decimal_flags_a_cell_not_re_run_raised_come_back(make_kernel, tmp_path):
+    """``Decimal(1) / 7`` raises the context's Inexact and Rounded flags, which stay up until a
+    cell clears them (code checks them to tell whether a result was rounded). The checkpoint
+    carried the precision and the traps, not the flags: the restored context had none up,
+    and the restore said the decimal context was as the checkpoint recorded it."""
+    (tmp_path / "data.txt").write_text("1")
+    cells = ["import decimal\ndecimal.getcontext().prec = 5\nthird = decimal.Decimal(1) / 3\n" + READS,
+             REWRITES]
+    _, b, c, r = run_and_migrate(make_kernel, (tmp_path / "s").as_uri(), cells)
+    assert 0 not in r["rerun_cells"], r["rerun_cells"]
+    assert_verified(r)
+    assert b.value("[decimal.getcontext().prec, sorted(t.__name__ for t, on in "
+                   "decimal.getcontext().flags.items() if on), str(third)]") == [
+        5, ["Inexact", "Rounded"], "0.33333"]

@@ -67,18 +67,20 @@ def test_iterators_past_the_end_of_a_bytearray_and_an_array_that_shrank_stay_pas
 
 @pytest.mark.slow
 def test_a_few_fuzzed_notebooks_restore_what_they_held_or_name_it(tmp_path):
-    """Two fixed seeds of the fuzzer, optimal and ship-all plans, in forked shells (a
+    """Three fixed seeds of the fuzzer, optimal and ship-all plans, in forked shells (a
     subprocess: its shells fork from it, not from pytest). Seed 2000 holds a cycle over a
     list that a later cell emptied (the iterator bug above, seen through `itertools.cycle`);
-    seed 5004 a registry filled from `__init__`, a redefined class and a half-failed cell. A
-    difference the restore did not report fails, with what differed."""
+    seed 5004 a registry filled from `__init__`, a redefined class and a half-failed cell;
+    seed 1000049 (the extended grammar: closures, deques, partials, dataclasses...) a
+    `zip_longest` that ran out of its shorter input (the crash above). A difference the
+    restore did not report fails, with what differed."""
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
-        [sys.executable, "-m", "tests.engine.notebook_fuzz", "--seeds", "2000,5004",
+        [sys.executable, "-m", "tests.engine.notebook_fuzz", "--seeds", "2000,5004,1000049",
          "--plans", "optimal,ship-all"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert run.stdout.count(": ok") == 2, run.stdout
+    assert run.stdout.count(": ok") == 3, run.stdout
 
 
 def test_a_shipped_set_of_strings_iterates_in_the_order_it_did(make_kernel, tmp_path):
@@ -90,3 +92,29 @@ def test_a_shipped_set_of_strings_iterates_in_the_order_it_did(make_kernel, tmp_
         "import os\nsalt = os.urandom(2)\nwords = {'ee', 'f', 'hh', 'c', 1, 2.5}",
         "same = [words, words]",
     ], "[[str(w) for w in words], [str(w) for w in same[0]], same[1] is words]")
+
+
+def test_a_zip_longest_that_ran_out_of_an_iterable_is_watched_and_migrated(make_kernel, tmp_path):
+    """`zip_longest('ab', 'xyz')` past 'b' has emptied the slot of the exhausted iterator in
+    the tuple it keeps them in (a NULL in a tuple). The walk after the cell read that tuple
+    (it took the iterator's referents from the collector) and the kernel died with a
+    segmentation fault; so did the analysis of a cell calling a function that holds it (it
+    walks what a C object holds). Referents' tuples are now read without their empty slots."""
+    assert_same_or_named(make_kernel, tmp_path, [
+        "import itertools\npairs = itertools.zip_longest('ab', 'xyz', fillvalue=[0])\nfirst = next(pairs)",
+        "second = next(pairs)\nthird = next(pairs)\nheld = {'p': pairs}",
+        "def rest(q=pairs):\n    return list(q)\nnone_left = rest()",
+    ], "[first, second, third, none_left, list(pairs), list(held['p'])]")
+
+
+def test_a_dict_iterator_at_the_end_still_raises_when_its_dict_grows(make_kernel, tmp_path):
+    """`keys = iter(d)` advanced over every key, not yet asked again: it still holds `d`, and
+    once `d` grows its next step raises "dictionary changed size during iteration". Shipped
+    (the cell reads OS entropy), it came back as Python pickles a dict iterator with nothing
+    left, an empty list iterator, which stops instead; verified (an iterator is checked by
+    type). So did an `enumerate` over such an iterator. It is now rebuilt at the dict's end."""
+    assert_same_or_named(make_kernel, tmp_path, [
+        "import os\nsalt = os.urandom(2)\nd = {'a': 1}\nkeys = iter(d)\nnext(keys)\n"
+        "numbered = enumerate(d.values(), 1)\nnext(numbered)",
+        "def step(it):\n    try:\n        return next(it)\n    except Exception as e:\n        return type(e).__name__",
+    ], "[d.update(z=0), step(keys), step(numbered)][1:]")

@@ -91,3 +91,27 @@ def test_a_column_of_a_shipped_frame_stays_apart_from_it_when_the_frame_is_writt
     assert_verified(restore(b, (tmp_path / "s").as_uri()))
     b.ok("df.loc[0, 'a'] = 100\ncol.iloc[1] = -1")
     assert b.value("[col.tolist(), df['a'].tolist()]") == [[0, -1, 2, 3], [100, 1, 2, 3]]
+
+
+def test_a_generator_a_re_run_makes_and_the_restore_drops_binds_no_name_as_it_closes(
+        make_kernel, tmp_path):
+    """The generator `g` (its `finally` binds `closed`) is lost at the first hop (the cell
+    that last changed it failed). At the second, re-running its cell (for `gen`) bound `g`
+    again, which the checkpoint of B does not have: the restore dropped it, its `finally`
+    ran and bound `closed`, a variable neither A nor B ever had, and the restore verified."""
+    a = make_kernel()
+    run_all(a, ["def gen():\n    try:\n        yield 1\n    finally:\n        globals()['closed'] = True\n"
+                "g = gen()\nnext(g)"])
+    a.run("held = [g]\n1/0")
+    checkpoint(a, (tmp_path / "one").as_uri())
+    b = make_kernel()
+    r = restore(b, (tmp_path / "one").as_uri())
+    assert sorted(r["lost"]) == ["g", "held"], r["lost"]
+    b.ok("x = 1")
+    checkpoint(b, (tmp_path / "two").as_uri(), strategy="recompute-all")
+    c = make_kernel()
+    r2 = restore(c, (tmp_path / "two").as_uri())
+    assert_verified(r2)
+    assert 0 in r2["rerun_cells"], r2["rerun_cells"]
+    assert c.value("['closed' in globals(), 'g' in globals(), x, gen.__name__]") == [
+        False, False, 1, "gen"]
