@@ -142,21 +142,21 @@ def _set_decimal_context(recorded: dict[str, Any]) -> list[str]:
             setattr(ctx, f, recorded[f])
             done.append(f)
     if "traps" in recorded:
-        want = set(recorded["traps"])
-        for t in list(ctx.traps):
-            on = t.__name__ in want
-            if bool(ctx.traps[t]) != on:
-                ctx.traps[t] = on
-                if "traps" not in done:
-                    done.append("traps")
-    want = set(recorded.get("flags", ()))
-    for t in list(ctx.flags):
-        on = t.__name__ in want
-        if bool(ctx.flags[t]) != on:
-            ctx.flags[t] = on
-            if "flags" not in done:
-                done.append("flags")
+        _set_signals(ctx.traps, recorded["traps"], "traps", done)
+    _set_signals(ctx.flags, recorded.get("flags", ()), "flags", done)
     return done
+
+
+def _set_signals(signals: dict, names: Any, what: str, done: list[str]) -> None:
+    """Turn on exactly the signals named in `names` (traps, or status flags) of a decimal
+    context's `signals`; `what` goes into `done` if any changed."""
+    want = set(names)
+    for t in list(signals):
+        on = t.__name__ in want
+        if bool(signals[t]) != on:
+            signals[t] = on
+            if what not in done:
+                done.append(what)
 
 
 def capture(baseline: Baseline | None) -> dict[str, Any]:

@@ -954,15 +954,23 @@ def salvage_lost(graph: Any, units: list[Unit], the_plan: Plan, ns: dict) -> lis
         # (never shipped apart: not serializable to the planner, and lost for the reason
         # the whole was, `plan_salvaging`)
         rest.error = u.error or "shares objects with names recomputed apart from it"
-        why = the_plan.lost[u.key]
-        label = ", ".join(u.names) + ": "
-        why = why[len(label):] if why.startswith(label) else why
-        rest.lost_reason = (f"{', '.join(rest_names)}: {why} ({', '.join(keep)}, sharing objects "
-                            f"with {'it' if len(rest_names) == 1 else 'them'}, "
-                            f"{'is' if len(keep) == 1 else 'are'} recomputed apart)")
+        rest.lost_reason = _part_lost_reason(u, the_plan, rest_names, keep, "objects",
+                                             "recomputed apart")
         out += [alone, rest]
         log.info("kernel_agent: %s lost, %s recreated by their own cells", rest_names, keep)
     return out if changed else None
+
+
+def _part_lost_reason(u: Unit, the_plan: Plan, lost: list[str], others: list[str],
+                      shared: str, fate: str) -> str:
+    """Why the names `lost` of the lost co-variable `u` stay lost when `others` of it are
+    split off: the whole's reason, and what became of the others."""
+    why = the_plan.lost[u.key]
+    label = ", ".join(u.names) + ": "
+    why = why[len(label):] if why.startswith(label) else why
+    return (f"{', '.join(lost)}: {why} ({', '.join(others)}, sharing {shared} with "
+            f"{'it' if len(lost) == 1 else 'them'}, {'is' if len(others) == 1 else 'are'} "
+            f"{fate})")
 
 
 def _requirements_of(graph: Any, u: Unit, names: list[str]) -> list[int] | None:
@@ -1017,12 +1025,7 @@ def _without_autograd_graphs(graph: Any, u: Unit, the_plan: Plan, ns: dict) -> l
                 opaque=[o for o in u.opaque if o in held], packages=list(u.packages),
                 unrecorded=u.unrecorded & set(held))
     lost.error = u.error
-    why = the_plan.lost[u.key]
-    label = ", ".join(u.names) + ": "
-    why = why[len(label):] if why.startswith(label) else why
-    lost.lost_reason = (f"{', '.join(held)}: {why} ({', '.join(rest_names)}, sharing tensors "
-                        f"with {'it' if len(held) == 1 else 'them'}, "
-                        f"{'is' if len(rest_names) == 1 else 'are'} kept apart)")
+    lost.lost_reason = _part_lost_reason(u, the_plan, held, rest_names, "tensors", "kept apart")
     log.info("kernel_agent: %s lost (autograd graphs), %s kept apart", held, rest_names)
     return [rest, lost]
 
