@@ -51,7 +51,7 @@ import numpy as np
 
 from kernel_agent import effects
 from kernel_agent.changes import c_referents
-from kernel_agent.dictversion import any_dict_version, dict_version
+from kernel_agent.dictversion import dict_version
 
 log = logging.getLogger("kernel_agent")
 
@@ -1042,7 +1042,7 @@ class _Walker:
                 if isinstance(v, collections.defaultdict) and v.default_factory is not None:
                     stack.append((v.default_factory, 0))
                 if len(v) > _LEAF_DICT_MIN:
-                    tag = any_dict_version(v)
+                    tag = dict_version(v, subclasses=True)
                     if tag is not None and _leaf_dicts.get(id(v)) == tag:
                         return  # all leaves when last scanned, and not changed since
             else:

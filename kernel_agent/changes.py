@@ -1781,11 +1781,17 @@ def _atomic_elements(elems: Any) -> bool:
 _ATOMS_AND_TUPLE = MARSHAL_ATOMS | {tuple}
 
 
-def _atomic_items(d: dict) -> bool:
-    """True if every key and value of the dict (or dict subclass, read through dict's own
-    views) is a marshal atom."""
-    return (set(map(type, dict.keys(d))) <= MARSHAL_ATOMS
-            and set(map(type, dict.values(d))) <= MARSHAL_ATOMS)
+def _ids_digest(ids: list[int]) -> bytes:
+    """Hash of a list of ids (what a bulk walk's token says of the objects' identities)."""
+    return xxhash.xxh3_128_digest(np.array(ids, dtype=np.uintp).tobytes())
+
+
+def _factory_token(factory: Any) -> tuple | None:
+    """The token of a `defaultdict`'s `default_factory` that is no code of the notebook's
+    (none, or a builtin type: `defaultdict(list)`); None: one to walk (a lambda is code)."""
+    if factory is None or factory in _BUILTIN_FACTORIES:
+        return ("factory", getattr(factory, "__name__", None))
+    return None
 
 
 def stale_keys(container: Any, keys: list[Any] | None = None) -> int:
@@ -2340,14 +2346,8 @@ class _Walker:
             return self._bulk_failed(root, seen, _BULK_RETRY_DEPTH + 1)
         content: Any = "?" if dumped is None else xxhash.xxh3_128_digest(dumped)
         order = list(map(id, found))
-        ids = np.array(order, dtype=np.uintp)
-        start = len(memo)
-        memo.update(zip(order, range(start, start + len(order)), strict=True))
-        self.keep += found
-        self.ids += order
-        self.out.append(("bulk", len(found), atoms, content, xxhash.xxh3_128_digest(ids.tobytes())))
-        self.nodes += len(found)
-        self.work += atoms
+        self._memoise_bulk(found, order, ("bulk", len(found), atoms, content, _ids_digest(order)),
+                           atoms)
         return True
 
     def _bulk_instances(self, items: list, tp: type, push: Any) -> bool:
@@ -2363,10 +2363,6 @@ class _Walker:
         dict_desc, slots = _layout(tp)
         if dict_desc is None or slots:
             return False
-        memo = self.memo
-        order = list(map(id, items))
-        if len(set(order)) != len(order) or not memo.keys().isdisjoint(order):
-            return False
         try:
             dicts = list(map(dict_desc.__get__, items, itertools.repeat(tp)))
         except Exception:  # noqa: BLE001 - the item-by-item walk marks it opaque
@@ -2378,27 +2374,39 @@ class _Walker:
             return False
         if not set(map(type, _chain(map(dict.keys, dicts)))) <= MARSHAL_ATOMS:
             return False
-        dict_ids = list(map(id, dicts))
-        if len(set(dict_ids)) != len(dict_ids) or not memo.keys().isdisjoint(dict_ids):
-            return False
-        i = id(items)
         found = [items, *items, *dicts]
-        ids = [i, *order, *dict_ids]
+        ids = list(map(id, found))
+        if len(set(ids)) != len(ids) or not self.memo.keys().isdisjoint(ids):
+            return False  # an instance twice, or one another name walked: links to record
         content: Any = "?"
         if self._spend(_BULK_ATOM_BYTES * (len(values) + len(dicts))):
             content = xxhash.xxh3_128_digest(marshal.dumps(dicts, 2))
-        start = len(memo)
-        memo.update(zip(ids, range(start, start + len(ids)), strict=True))
-        self.keep += found
-        self.ids += ids
-        self.out.append(("bulkI", _type_name(tp), len(items), content,
-                         xxhash.xxh3_128_digest(np.array(ids, dtype=np.uintp).tobytes())))
+        self._memoise_bulk(found, ids, ("bulkI", _type_name(tp), len(items), content,
+                                        _ids_digest(ids)), len(values))
         if _is_session_class(tp, self.ns):
             push(tp)  # an instance and its notebook class are one co-variable
         self.code = True  # (instances: not plain data, as `_instance` finds them)
-        self.nodes += len(found)
-        self.work += len(values)
         return True
+
+    def _atom_items(self, keys: Any, values: Any) -> tuple | None:
+        """The token of a dict's items when every key and value is a marshal atom (two runs,
+        hashed in C, as the walk gives a plain dict of atoms); None otherwise."""
+        if self.idmap is None and (set(map(type, keys)) <= MARSHAL_ATOMS
+                                   and set(map(type, values)) <= MARSHAL_ATOMS):
+            return ("da", self._atoms(tuple(keys)), self._atoms(tuple(values)))
+        return None
+
+    def _memoise_bulk(self, found: list[Any], ids: list[int], token: tuple, atoms: int) -> None:
+        """Record what a bulk walk found as the walk item by item would have: memoised in
+        visit order (a later name reaching one of them links to it), kept alive, ids noted;
+        and emit its token."""
+        start = len(self.memo)
+        self.memo.update(zip(ids, range(start, start + len(ids)), strict=True))
+        self.keep += found
+        self.ids += ids
+        self.out.append(token)
+        self.nodes += len(found)
+        self.work += atoms
 
     def _bulk_failed(self, root: Any, seen: set[int], depth: int) -> bool:
         """False, remembering the containers a failed `_bulk` met (`bulk_failed`), which the
@@ -2780,23 +2788,21 @@ class _Walker:
             if issubclass(tp, collections.OrderedDict):  # its own order, not the dict's
                 pairs = list(collections.OrderedDict.items(obj))
                 children.append(_Synth(_Synth(kv) for kv in pairs))
-            elif not self.portable and self.idmap is None and _atomic_items(obj):
+            else:
                 # a Counter of words, a defaultdict(int) of counts: two C hashes, as a plain
                 # dict of atoms gets, not a stack round per item (300,000 words: 400 -> 40 ms
                 # a walk). Change detection only: the portable digest's stream, which
                 # checkpoints record, stays as it was
-                children.append(_Tok(("da", self._atoms(tuple(dict.keys(obj))),
-                                      self._atoms(tuple(dict.values(obj))))))
-            else:
-                pairs = list(zip(dict.keys(obj), dict.values(obj), strict=True))
-                children.append(_Synth(_Synth(kv) for kv in pairs))
-            if issubclass(tp, collections.defaultdict):
-                factory = obj.default_factory
-                if not self.portable and (factory is None or factory in _BUILTIN_FACTORIES):
-                    # (`defaultdict(list)`: a builtin type, which is not the notebook's code)
-                    children.append(_Tok(("factory", getattr(factory, "__name__", None))))
+                atoms = (None if self.portable
+                         else self._atom_items(dict.keys(obj), dict.values(obj)))
+                if atoms is not None:
+                    children.append(_Tok(atoms))
                 else:
-                    children.append(factory)
+                    pairs = list(zip(dict.keys(obj), dict.values(obj), strict=True))
+                    children.append(_Synth(_Synth(kv) for kv in pairs))
+            if issubclass(tp, collections.defaultdict):
+                token = None if self.portable else _factory_token(obj.default_factory)
+                children.append(obj.default_factory if token is None else _Tok(token))
         elif issubclass(tp, list):
             children.append(_Synth(list.__iter__(obj)))
         elif issubclass(tp, tuple):
@@ -3603,19 +3609,19 @@ class _Walker:
         out = self.out
         out.append(("cdict", _type_name(tp)))
         if tp is collections.defaultdict:
-            factory = obj.default_factory
-            if factory is None or factory in _BUILTIN_FACTORIES:
-                # (`defaultdict(list)`: a builtin type, which is not the notebook's code)
-                out.append(("factory", getattr(factory, "__name__", None)))
+            token = _factory_token(obj.default_factory)
+            if token is None:
+                push(obj.default_factory)
             else:
-                push(factory)
+                out.append(token)
         if tp is collections.OrderedDict:  # its own order, which `move_to_end` changes
             keys = list(collections.OrderedDict.keys(obj))
             values = [dict.__getitem__(obj, k) for k in keys]
         else:
             keys, values = list(dict.keys(obj)), list(dict.values(obj))
-        if set(map(type, keys)) <= MARSHAL_ATOMS and set(map(type, values)) <= MARSHAL_ATOMS:
-            out.append(("da", self._atoms(tuple(keys)), self._atoms(tuple(values))))
+        atoms = self._atom_items(keys, values)
+        if atoms is not None:
+            out.append(atoms)
             return
         out.append(len(keys))
         self.nodes += 2 * len(keys)

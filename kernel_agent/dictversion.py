@@ -76,17 +76,10 @@ class VersionWatch:
 _VALUE = operator.attrgetter("value")
 
 
-def dict_version(d: Any) -> int | None:
-    """Version tag of `d` (None: unknown, never equal to another; not an exact dict)."""
-    if _read is None or type(d) is not dict:
-        return None
-    return _read(d)
-
-
-def any_dict_version(d: Any) -> int | None:
-    """Version tag of `d`, a dict or an instance of a dict subclass (a Counter, a defaultdict:
-    their storage is a dict's, whose tag every change through any method moves). None where
-    tags are unknown or `d` is no dict."""
-    if _read is None or not isinstance(d, dict):
+def dict_version(d: Any, *, subclasses: bool = False) -> int | None:
+    """Version tag of `d` (None: unknown, never equal to another; not an exact dict).
+    `subclasses`: an instance of a dict subclass too (a Counter, a defaultdict: their storage
+    is a dict's, whose tag every change through any method moves)."""
+    if _read is None or (not isinstance(d, dict) if subclasses else type(d) is not dict):
         return None
     return _read(d)
